@@ -1,0 +1,260 @@
+"""Run configuration: pydantic models, YAML loading, ``--set`` overrides and readable errors.
+
+A run config has the sections ``seed``, ``env``, ``algorithm``, ``policy``, ``run`` and ``plugins``.
+The pluggable sections (``env``, ``algorithm``, ``policy.head``) name their plugin with ``plugin: NAME``
+and are validated by the model that plugin registered, a subclass of the base models below.
+Validation is two-stage on purpose: each plugin section is validated by its own model, so an error's
+dotted path reads like the YAML (``algorithm.clip_range``) rather than naming pydantic's union members.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+
+from agentkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agentkit.registry import Registry
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginConfig(StrictModel):
+    """A config section that names the plugin validating it."""
+
+    plugin: str = Field(description="Name of the registered plugin that handles this section.")
+
+
+class AlgorithmConfig(PluginConfig):
+    """Base of every algorithm plugin's config model."""
+
+    total_steps: int = Field(gt=0, description="Total env steps to train for (all envs, all agents' steps).")
+
+
+class EnvConfig(PluginConfig):
+    """Base of every env plugin's config model."""
+
+    num_envs: int = Field(1, ge=1, description="Number of env copies collected in parallel.")
+
+
+class HeadConfig(PluginConfig):
+    """Base of every action-head plugin's config model.
+
+    A head that wants to be chosen by ``policy.head: auto`` gives its model a classmethod
+    ``supports(action_space) -> bool``.
+    """
+
+
+class ExporterConfig(PluginConfig):
+    """Base of every exporter plugin's config model."""
+
+
+class PolicyConfig(StrictModel):
+    """The network: observation normaliser, trunk(s), value output and action head."""
+
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64], description="Trunk layer widths.")
+    activation: Literal["tanh", "relu", "elu"] = "tanh"
+    shared_trunk: bool = Field(False, description="Actor and critic share one trunk.")
+    normalize_obs: bool = Field(True, description="Running mean/std observation normalisation (exported).")
+    obs_clip: float = Field(10.0, gt=0, description="Normalised observations are clipped to ±obs_clip.")
+    head: Literal["auto"] | SerializeAsAny[HeadConfig] = Field(
+        "auto", description="'auto' picks the head from the action space, or {plugin: NAME, ...options}."
+    )
+
+
+class RunSettings(StrictModel):
+    """Where and how the run records itself."""
+
+    dir: str | None = Field(None, description="Run directory; default runs/<env>-<algorithm>-<seed>.")
+    checkpoint_every_steps: int = Field(50_000, ge=0, description="Periodic checkpoint interval (0: off).")
+    keep_checkpoints: int = Field(3, ge=1, description="Periodic checkpoints kept besides latest.")
+    tensorboard: bool = True
+    progress: Literal["auto", "bar", "plain", "none"] = Field(
+        "auto", description="auto: a rich progress bar on a terminal, plain lines otherwise."
+    )
+    torch_threads: int | None = Field(
+        1, ge=1, description="torch intra-op threads (1 is fastest for the small networks of game agents)."
+    )
+
+
+class RunConfig(StrictModel):
+    """A whole, validated run config."""
+
+    seed: int = 0
+    env: SerializeAsAny[EnvConfig]
+    algorithm: SerializeAsAny[AlgorithmConfig]
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    run: RunSettings = Field(default_factory=RunSettings)
+    plugins: list[str] = Field(default_factory=list, description="Extra plugin modules to load.")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# -- loading -------------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict, with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}.")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides; values are parsed as YAML, then typed by the model."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set algorithm.total_steps=5000")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                # e.g. `policy.head: auto` becomes a mapping when one of its keys is set
+                node[part] = {} if node.get(part) in (None, "auto") else node[part]
+                if not isinstance(node[part], dict):
+                    raise ConfigError(f"--set {item!r}: {part!r} is not a section (it is {node[part]!r}).")
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def format_validation_error(exc: ValidationError, prefix: str, data: Any) -> list[str]:
+    """One line per error: dotted path, what was expected, and the bad value."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key (check its spelling; `agentkit config schema` lists the keys)")
+            continue
+        got = err.get("input")
+        got_text = "" if err["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"{path}: {err['msg']}{got_text}")
+    return lines
+
+
+def _validate_section(reg_model: type[BaseModel], section: Any, where: str, errors: list[str]) -> Any:
+    try:
+        return reg_model.model_validate(section)
+    except ValidationError as exc:
+        errors.extend(format_validation_error(exc, where, section))
+        return None
+
+
+def _plugin_section(data: dict, key: str, where: str, kind: str, registry: Registry, errors: list[str]):
+    section = data.get(key)
+    if not isinstance(section, dict):
+        available = ", ".join(registry.names(kind))
+        errors.append(f"{where}: a mapping with `plugin: NAME` is required (available: {available})")
+        return None
+    if "plugin" not in section:
+        errors.append(f"{where}.plugin: missing (available: {', '.join(registry.names(kind))})")
+        return None
+    try:
+        reg = registry.get(kind, section["plugin"], where=f"{where}.plugin")
+    except ConfigError as exc:
+        errors.append(str(exc))
+        return None
+    return _validate_section(reg.config_model, section, where, errors)
+
+
+def load_config(data: dict[str, Any], registry: Registry) -> RunConfig:
+    """Validate a raw config dict against the registered plugins' models.
+
+    Raises ConfigError listing every problem, each with its dotted path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a mapping of sections (seed, env, algorithm, policy, run, plugins)")
+    errors: list[str] = []
+    known = set(RunConfig.model_fields)
+    for key in data:
+        if key not in known:
+            errors.append(f"{key}: unknown section (sections: {', '.join(sorted(known))})")
+    env = _plugin_section(data, "env", "env", "env", registry, errors)
+    algorithm = _plugin_section(data, "algorithm", "algorithm", "algorithm", registry, errors)
+
+    policy_raw = data.get("policy") or {}
+    if not isinstance(policy_raw, dict):
+        errors.append(f"policy: expected a mapping (got {policy_raw!r})")
+        policy_raw = {}
+    policy_raw = dict(policy_raw)
+    head_raw = policy_raw.pop("head", "auto")
+    head: Any = "auto"
+    if head_raw != "auto":
+        if isinstance(head_raw, str):
+            head_raw = {"plugin": head_raw}
+        head = _plugin_section({"head": head_raw}, "head", "policy.head", "action_head", registry, errors)
+    policy = _validate_section(PolicyConfig, policy_raw, "policy", errors)
+    rest = {k: v for k, v in data.items() if k in ("seed", "run", "plugins")}
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    try:
+        config = RunConfig.model_validate({**rest, "env": env, "algorithm": algorithm, "policy": policy})
+    except ValidationError as exc:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(format_validation_error(exc, "", data))) from None
+    if head is not None and head != "auto":
+        config.policy.head = head
+    return config
+
+
+def json_schema(registry: Registry) -> dict[str, Any]:
+    """The JSON Schema of a run config, with each pluggable section a union over registered plugins."""
+    from typing import Annotated, Union
+
+    from pydantic import create_model
+
+    def union(kind: str):
+        members = []
+        for reg in registry.all():
+            if reg.kind == kind:
+                members.append(
+                    create_model(
+                        f"{reg.config_model.__name__}_{reg.name.replace('-', '_').replace('.', '_')}",
+                        __base__=reg.config_model,
+                        plugin=(Literal[reg.name], Field(description=reg.description)),
+                    )
+                )
+        if not members:
+            return dict
+        if len(members) == 1:
+            return members[0]
+        return Annotated[Union[tuple(members)], Field(discriminator="plugin")]  # noqa: UP007
+
+    head_union = union("action_head")
+    policy_model = create_model(
+        "PolicyConfigSchema", __base__=PolicyConfig, head=(Literal["auto"] | head_union, "auto")
+    )
+    model = create_model(
+        "RunConfigSchema",
+        __base__=RunConfig,
+        env=(union("env"), ...),
+        algorithm=(union("algorithm"), ...),
+        policy=(policy_model, Field(default_factory=policy_model)),
+    )
+    schema = model.model_json_schema()
+    schema["title"] = "agentkit run config"
+    return schema

@@ -1,0 +1,75 @@
+"""The collection interface: what an env plugin hands the algorithms.
+
+An env plugin's factory returns an ``EnvSource``; ``EnvSource.make_vec`` returns a ``VecEnv``, the one
+interface collection goes through (local gymnasium/pettingzoo vector envs now; remote rollout workers
+could implement the same protocol later). Everything crossing it is a typed container of numpy arrays.
+
+Shapes: single-agent arrays are ``[N, ...]`` (N env copies). Multi-agent arrays carry an agent axis,
+``[N, A, ...]``, with ``alive [N, A]`` telling which agents act this step; ``state [N, S]`` is the global
+state for centralised critics.
+
+Masks reach the heads the same way for every env: an ``action_mask`` key in a Dict observation
+(PettingZoo's convention: ``{"observation": ..., "action_mask": ...}``) or ``info["action_mask"]``.
+The adapter splits it off into ``Observation.mask`` (bool, True = allowed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass
+class Observation:
+    """What the policy sees at one step for all env copies (and agents)."""
+
+    obs: np.ndarray  # float32 [N, *obs_shape] or [N, A, *obs_shape]
+    mask: np.ndarray | None = None  # bool [N, mask_dim] or [N, A, mask_dim]
+    state: np.ndarray | None = None  # float32 [N, state_dim]: global state (multi-agent)
+    alive: np.ndarray | None = None  # bool [N, A]: which agents act (multi-agent)
+
+
+@dataclass
+class Transition:
+    """The result of one vector step. ``next`` is already reset where an episode ended."""
+
+    next: Observation
+    reward: np.ndarray  # float32 [N] or [N, A]
+    terminated: np.ndarray  # bool [N] or [N, A]
+    truncated: np.ndarray  # bool [N] or [N, A]
+    final_obs: np.ndarray | None = None  # obs where an episode was truncated, for bootstrapping
+    final_state: np.ndarray | None = None  # global state at truncation (multi-agent)
+    episode_returns: list[float] = field(default_factory=list)  # episodes that ended this step
+    episode_lengths: list[int] = field(default_factory=list)
+    infos: dict[str, Any] = field(default_factory=dict)
+
+
+class VecEnv(Protocol):
+    """N env copies stepped together, auto-resetting (same-step: ``Transition.next`` is the new start)."""
+
+    num_envs: int
+    observation_space: gym.spaces.Box  # one agent's observation, mask removed
+    action_space: gym.Space  # one agent's action space
+
+    def reset(self, seed: int | None = None) -> Observation: ...
+
+    def step(self, actions: Any) -> Transition: ...
+
+    def render(self) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
+
+
+class EnvSource(Protocol):
+    """What an env plugin's factory returns: a description of the env and a way to make vector envs."""
+
+    env_id: str
+    multi_agent: bool
+    observation_space: gym.spaces.Box
+    action_space: gym.Space
+    has_mask: bool
+
+    def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> VecEnv: ...

@@ -1,0 +1,35 @@
+"""The exceptions the SDK raises on purpose.
+
+`UserError` and its subclasses are the user's to fix (a config, a plugin, an input): the CLI prints their
+message alone and exits with code 2. Anything else is a bug, printed with its traceback, exit code 1.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input; the message names the culprit and the fix."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A run config that does not validate."""
+
+
+class PluginError(UserError):
+    """A plugin that cannot be loaded or registers something invalid."""
+
+
+class InvalidInputError(UserError):
+    """Bad data at run time: an observation of the wrong shape, a mask with nothing allowed, ..."""
+
+
+class EmptyMaskError(InvalidInputError):
+    """An action mask row with no allowed action. `rows` holds the offending batch indices."""
+
+    def __init__(self, message: str, rows: list[int] | None = None):
+        super().__init__(message)
+        self.rows = rows or []
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, truncated or tampered with."""

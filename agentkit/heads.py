@@ -1,0 +1,131 @@
+"""The action-head contract, and the one mask pipeline every head shares.
+
+An action head is an ``nn.Module`` built by its plugin's factory from ``(config, action_space, latent_dim)``.
+It owns its output layers. Called with a latent ``[B, latent_dim]`` (and a mask ``[B, mask_dim]`` when
+``mask_dim > 0``) it returns an ``ActionDistribution``. The policy never looks at which head it holds.
+
+Actions travel through training as one *raw* tensor per step (``head.action_shape``/``head.action_dtype``):
+Discrete int64 ``[B]``; MultiDiscrete int64 ``[B, branches]``; Box float32 ``[B, D]`` unclipped;
+hybrid float32 ``[B, 1 + P]`` = (type, parameters with inactive ones 0). Only ``env_outputs`` maps a raw
+action to env units (clipping, squashing, splitting) — it is the env boundary, and the ONNX graph calls the
+very same function, so the trainer and the exported file act identically.
+
+Masks: bool or 0/1 floats, True/1 = allowed. A masked logit becomes ``MASKED_LOGIT`` (large, negative,
+finite: gradients stay finite). A row with nothing allowed raises ``EmptyMaskError``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from agentkit.errors import EmptyMaskError
+
+MASKED_LOGIT = -1e8
+
+
+def as_bool_mask(mask: Tensor) -> Tensor:
+    """Bool view of a mask given as bool or 0/1 numbers (1 = allowed)."""
+    return mask if mask.dtype == torch.bool else mask > 0.5
+
+
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+def check_mask_rows(mask: Tensor, what: str = "action mask") -> None:
+    """Raise EmptyMaskError if any row of a ``[B, n]`` bool mask allows nothing (skipped while exporting)."""
+    if _exporting():
+        return
+    empty = ~mask.any(dim=-1)
+    if bool(empty.any()):
+        rows = torch.nonzero(empty.reshape(-1)).flatten().tolist()
+        raise EmptyMaskError(
+            f"{what}: row(s) {rows[:10]} allow no action at all. Every step needs at least one allowed action; "
+            "check the env's action_mask.",
+            rows=rows,
+        )
+
+
+def masked_logits(logits: Tensor, mask: Tensor | None, what: str = "action mask") -> Tensor:
+    """Logits with disallowed entries set to MASKED_LOGIT (never -inf). ``mask`` is ``[B, n]`` or None."""
+    if mask is None:
+        return logits
+    mask = as_bool_mask(mask)
+    if mask.shape != logits.shape:
+        raise EmptyMaskError(f"{what} has shape {tuple(mask.shape)}, expected {tuple(logits.shape)}")
+    check_mask_rows(mask, what)
+    return torch.where(mask, logits, torch.full_like(logits, MASKED_LOGIT))
+
+
+class ActionDistribution(ABC):
+    """What a head returns: a batch of action distributions.
+
+    Every method works on the raw action tensor (see the module docstring). ``log_prob`` and ``entropy``
+    return ``[B]``: multi-part heads sum over their parts and over action dims.
+    """
+
+    @abstractmethod
+    def sample(self) -> Tensor:
+        """A random raw action ``[B, *action_shape]`` (masked actions are never drawn)."""
+
+    @abstractmethod
+    def mode(self) -> Tensor:
+        """The deterministic action: the most likely allowed one; the mean for Gaussians."""
+
+    @abstractmethod
+    def log_prob(self, action: Tensor) -> Tensor:
+        """Log-probability ``[B]`` of raw actions."""
+
+    @abstractmethod
+    def entropy(self) -> Tensor:
+        """Entropy ``[B]`` (masked actions contribute nothing)."""
+
+    @abstractmethod
+    def sample_from_noise(self, noise: Tensor) -> Tensor:
+        """A sample computed from uniform(0, 1) ``noise [B, head.noise_dim]`` with ONNX-exportable ops.
+
+        The same noise gives the same action; this is what a stochastic ONNX export runs.
+        """
+
+
+class ActionHead(nn.Module, ABC):
+    """Base class of action heads. Subclasses set the attributes below in ``__init__``.
+
+    Attributes:
+        action_space: the env's action space this head serves.
+        mask_dim: width of the mask this head takes (0 when it takes none).
+        noise_dim: number of uniform(0, 1) numbers ``sample_from_noise`` consumes per row.
+        action_shape: per-step shape of the raw action tensor; ``action_dtype`` its dtype.
+        output_names: the names ``env_outputs`` returns (and the ONNX outputs).
+    """
+
+    action_space: Any
+    mask_dim: int = 0
+    noise_dim: int = 0
+    action_shape: tuple[int, ...] = ()
+    action_dtype: torch.dtype = torch.int64
+    output_names: tuple[str, ...] = ("action",)
+
+    @abstractmethod
+    def forward(self, latent: Tensor, mask: Tensor | None = None) -> ActionDistribution:
+        """The action distribution for a batch of latents (and masks, ``[B, mask_dim]``)."""
+
+    @abstractmethod
+    def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
+        """Raw actions → named tensors in env units (the env boundary; traced into the ONNX graph)."""
+
+    @abstractmethod
+    def to_env(self, outputs: dict[str, np.ndarray]) -> Any:
+        """``env_outputs`` as numpy → the batched action a gymnasium vector env takes."""
+
+    @abstractmethod
+    def action_spec(self) -> dict[str, Any]:
+        """JSON-ready description of the action (kind, sizes, bounds, hybrid mapping) for metadata."""
+
+    def set_progress(self, fraction: float) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Told the fraction of the training budget spent (0..1), for schedules such as a decaying sigma."""

@@ -1,0 +1,110 @@
+"""Every hook an agentkit plugin can implement, grouped by phase.
+
+A plugin is a module (or object) with functions decorated by ``agentkit.hookimpl`` whose names match the
+specs below. An implementation may accept a subset of a spec's arguments (pluggy passes them by name).
+A hookimpl whose name starts with ``agentkit_`` but matches no spec here is rejected when it is loaded.
+
+Plugins are found in three places, all loaded the same way as the built-ins:
+entry points in the group ``agentkit``, module paths in a run config's ``plugins:`` list, and ``-p MODULE``
+on the command line. ``AGENTKIT_DISABLE_PLUGIN_AUTOLOAD=1`` turns the entry points off.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from agentkit.registry import Register
+    from agentkit.trainer import RunContext
+
+PROJECT_NAME = "agentkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Registration: called once per plugin host, right after all plugins are loaded, before any config is
+# validated. Each receives a ``register`` callback:
+#
+#     register(name, factory, config_model, description)
+#
+# ``name`` is what configs use (``plugin: NAME``); ``factory`` builds the component (its signature is given
+# per kind below); ``config_model`` is a subclass of the kind's base config model in ``agentkit.config``
+# and validates the config section; ``description`` is one line shown by ``agentkit plugins``.
+# Names must be unique within a kind: a second registration of a name is rejected, naming both providers.
+# --------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def agentkit_register_algorithms(register: Register) -> None:
+    """Register training algorithms.
+
+    factory(config: AlgorithmConfig-subclass, context: agentkit.algorithm.BuildContext) -> Algorithm
+    (see ``agentkit.algorithm.Algorithm`` for the protocol an algorithm follows).
+    Called once per host, not firstresult; the return value is ignored.
+    """
+
+
+@hookspec
+def agentkit_register_action_heads(register: Register) -> None:
+    """Register action heads.
+
+    factory(config: HeadConfig-subclass, action_space: gymnasium.Space, latent_dim: int) -> ActionHead
+    (see ``agentkit.heads.ActionHead``). A head may also offer itself for ``policy.head: auto`` by giving
+    its config model a classmethod ``supports(action_space) -> bool``.
+    Called once per host, not firstresult; the return value is ignored.
+    """
+
+
+@hookspec
+def agentkit_register_envs(register: Register) -> None:
+    """Register environment plugins.
+
+    factory(config: EnvConfig-subclass) -> agentkit.environment.EnvSource
+    (see ``agentkit.environment`` for the protocol: spaces, vector env construction, single env for eval).
+    Called once per host, not firstresult; the return value is ignored.
+    """
+
+
+@hookspec
+def agentkit_register_exporters(register: Register) -> None:
+    """Register exporters (e.g. ONNX).
+
+    factory(config: ExporterConfig-subclass) -> Exporter with ``export(artifact, out_path) -> list[Path]``.
+    Called once per host, not firstresult; the return value is ignored.
+    """
+
+
+# --------------------------------------------------------------------------------------------------------
+# Lifecycle: called by the trainer during ``agentkit train``. ``run`` is the ``agentkit.trainer.RunContext``
+# (config, run_dir, algorithm, current step). None of these is firstresult or historic.
+# --------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def agentkit_train_start(run: RunContext) -> None:
+    """Called once before the first iteration (also when resuming; ``run.resumed`` tells which)."""
+
+
+@hookspec
+def agentkit_iteration_end(run: RunContext, iteration: int, step: int, metrics: dict[str, float]) -> Any:
+    """Called after every training iteration with that iteration's metrics.
+
+    ``metrics`` maps namespaced names (``charts/episode_return``, ``losses/policy``, ...) to floats; an
+    implementation may add entries, which are logged like the built-in ones. Return ``True`` to request a
+    clean stop: the trainer saves a checkpoint and ends the run as if the budget were spent.
+    """
+
+
+@hookspec
+def agentkit_checkpoint_saved(run: RunContext, path: str, step: int) -> None:
+    """Called after a checkpoint file is written atomically to ``path`` at env step ``step``."""
+
+
+@hookspec
+def agentkit_train_end(run: RunContext, metrics: dict[str, float], reason: str) -> None:
+    """Called once when the run ends. ``reason`` is ``"completed"``, ``"stopped"`` (a hook asked) or
+    ``"interrupted"`` (Ctrl-C); a checkpoint has been saved in every case."""

@@ -1,0 +1,4 @@
+"""Checkers a plugin author calls from their own tests, failing with the probable cause in the message.
+
+    from agentkit.testing import check_action_head, check_env_plugin, check_algorithm
+"""

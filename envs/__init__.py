@@ -1,0 +1,1 @@
+"""Environment plugins and the games agentkit ships (installed as ``agentkit_envs``)."""
