@@ -103,3 +103,18 @@ class Critic(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.value_out(self.trunk(self.normalizer(x))).squeeze(-1)
+
+
+def resolve_head(policy_config: PolicyConfig, registry, action_space):
+    """The head registration and config for ``policy.head`` (``auto`` asks the registry)."""
+    if policy_config.head == "auto":
+        reg = registry.auto_head(action_space)
+        return reg, reg.default_config()
+    return registry.get("action_head", policy_config.head.plugin, where="policy.head.plugin"), policy_config.head
+
+
+def build_actor(policy_config: PolicyConfig, registry, observation_space, action_space, extra_obs_dim: int = 0) -> Actor:
+    """The actor for a flat Box observation space (plus ``extra_obs_dim`` inputs, e.g. a one-hot agent id)."""
+    reg, head_config = resolve_head(policy_config, registry, action_space)
+    obs_dim = int(math.prod(observation_space.shape)) + extra_obs_dim
+    return Actor(obs_dim, lambda latent_dim: reg.factory(head_config, action_space, latent_dim), policy_config)
