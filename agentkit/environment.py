@@ -73,3 +73,57 @@ class EnvSource(Protocol):
     has_mask: bool
 
     def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> VecEnv: ...
+
+
+# -- multi-agent ---------------------------------------------------------------------------------------------
+# Agents are grouped into policy groups (one trained policy per group). Every array of a group carries the
+# group's agent axis, in ``GroupSpec.agents`` order: obs ``[N, A_g, D_g]``. See docs/multi-agent.md.
+
+
+@dataclass
+class GroupSpec:
+    """One policy group: agents with the same observation and action spaces that share one policy."""
+
+    name: str
+    agents: list[str]  # the group's agent axis, in this order
+    observation_space: gym.spaces.Box  # one agent's flat observation, mask removed
+    action_space: gym.Space
+    mask_dim: int = 0  # width of Observation.mask (0: the env gives no action mask)
+
+
+@dataclass
+class MultiAgentTransition:
+    """One multi-agent vector step: a ``Transition`` per group plus whole-episode figures.
+
+    ``episode_returns`` holds, for each episode that ended this step, the mean over all agents of each
+    agent's summed reward (the "mean per-agent episode return"); ``group_returns[g]`` the same mean over
+    group g's agents only (aligned with ``episode_returns``); ``episode_envs`` the env copies that ended.
+    """
+
+    groups: dict[str, Transition]
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    group_returns: dict[str, list[float]] = field(default_factory=dict)
+    episode_envs: list[int] = field(default_factory=list)
+
+
+class MultiAgentVecEnv(Protocol):
+    """N multi-agent env copies stepped together, auto-resetting like ``VecEnv``.
+
+    ``reset`` returns one ``Observation`` per group (all with ``alive`` and the same ``state``); ``step``
+    takes, per group, the batched action a gymnasium vector env of ``N * A_g`` copies of the group's action
+    space would take (rows env-major: row ``n * A_g + a`` is agent ``a`` of env copy ``n``; i.e. what
+    ``head.to_env`` returns for the flattened batch). Actions on rows of agents that are not alive are ignored.
+    """
+
+    num_envs: int
+    groups: dict[str, GroupSpec]
+    state_dim: int
+
+    def reset(self, seed: int | None = None) -> dict[str, Observation]: ...
+
+    def step(self, actions: dict[str, Any]) -> MultiAgentTransition: ...
+
+    def render(self) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
