@@ -27,6 +27,8 @@ DISABLE_AUTOLOAD_ENV = "AGENTKIT_DISABLE_PLUGIN_AUTOLOAD"
 
 #: Built-in plugin modules, loaded first and exactly like third-party ones.
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "agentkit_envs.gymnasium_env",
+    "agentkit_plugins.ppo",
 )
 
 _REGISTRATION_HOOKS = {

@@ -1,0 +1,253 @@
+"""The ``gymnasium`` env plugin: any registered gymnasium env as an agentkit ``EnvSource``.
+
+    env: {plugin: gymnasium, id: CartPole-v1, num_envs: 8, vectorization: sync, kwargs: {}}
+
+Vector envs are gymnasium's own (``SyncVectorEnv`` by default, ``AsyncVectorEnv`` with
+``vectorization: async``), in same-step autoreset mode: when an episode ends, ``step`` returns the first
+observation of the next episode and the last observation of the ended one travels in
+``Transition.final_obs`` so that a truncated episode can be bootstrapped from it.
+
+Observations reach the policy as flat float32 vectors. A ``Dict`` observation may carry an ``action_mask``
+key (the rest is the observation: its ``observation`` key alone, or every other key flattened in key
+order); otherwise an ``info["action_mask"]`` is used when the env provides one at reset. Hybrid action
+spaces (``agentkit.spaces.HybridSpace``, a ``Tuple``) pass through: the vector env takes a tuple of
+batched arrays ``(types [N], params [N, P])``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from pydantic import Field
+
+import agentkit
+from agentkit.config import EnvConfig
+from agentkit.environment import Observation, Transition
+from agentkit.errors import ConfigError
+
+MASK_KEY = "action_mask"
+
+
+class GymnasiumEnvConfig(EnvConfig):
+    """A gymnasium env id, vectorised with gymnasium's vector API."""
+
+    id: str = Field(description="A registered gymnasium env id, e.g. CartPole-v1 or agentkit/Moving-v0.")
+    vectorization: Literal["sync", "async"] = Field(
+        "sync", description="sync: envs stepped in this process; async: one subprocess per env copy."
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
+    max_episode_steps: int | None = Field(None, ge=1, description="Override the env's time limit.")
+    frame_stack: int = Field(1, ge=1, description="Stack the last k observations (Box observations only).")
+
+
+# -- observation layout ------------------------------------------------------------------------------------
+
+
+class _ObsLayout:
+    """How a raw gymnasium observation splits into a flat float32 vector and an optional mask."""
+
+    def __init__(self, env_id: str, space: gym.Space):
+        self.mask_key = False
+        self.obs_keys: list[str] | None = None  # None: the observation is a Box
+        if isinstance(space, spaces.Dict) and MASK_KEY in space.spaces:
+            self.mask_key = True
+            mask_space = space.spaces[MASK_KEY]
+            self.mask_dim = int(math.prod(mask_space.shape or (1,)))
+            rest = {k: v for k, v in space.spaces.items() if k != MASK_KEY}
+            self.obs_keys = ["observation"] if list(rest) == ["observation"] else sorted(rest)
+            parts = [rest[k] for k in self.obs_keys]
+            if not parts or not all(isinstance(p, spaces.Box) for p in parts):
+                raise ConfigError(
+                    f"env.id {env_id!r}: the Dict observation's entries besides 'action_mask' must be Box "
+                    f"spaces (got {space}). Wrap the env so its observation is a Box (plus 'action_mask')."
+                )
+            low = np.concatenate([p.low.reshape(-1) for p in parts]).astype(np.float32)
+            high = np.concatenate([p.high.reshape(-1) for p in parts]).astype(np.float32)
+        elif isinstance(space, spaces.Box):
+            low = space.low.reshape(-1).astype(np.float32)
+            high = space.high.reshape(-1).astype(np.float32)
+        else:
+            raise ConfigError(
+                f"env.id {env_id!r}: observation space {space} is not supported; agentkit policies take a Box "
+                "observation (or a Dict of Box entries plus an 'action_mask'). Wrap the env, e.g. with "
+                "gymnasium.wrappers.FlattenObservation, and register the wrapped env."
+            )
+        self.space = spaces.Box(low, high, dtype=np.float32)
+        self.obs_dim = int(low.shape[0])
+
+    def batch(self, raw: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Batched raw observation (as a vector env returns it) → (obs float32 [n, D], mask bool [n, M])."""
+        if self.obs_keys is None:
+            return np.asarray(raw, dtype=np.float32).reshape(n, self.obs_dim), None
+        obs = np.concatenate(
+            [np.asarray(raw[k], dtype=np.float32).reshape(n, -1) for k in self.obs_keys], axis=1
+        )
+        return obs, np.asarray(raw[MASK_KEY]).reshape(n, -1).astype(bool)
+
+    def single(self, raw: Any) -> np.ndarray:
+        """One env's raw observation → float32 [D]."""
+        if self.obs_keys is None:
+            return np.asarray(raw, dtype=np.float32).reshape(-1)
+        return np.concatenate([np.asarray(raw[k], dtype=np.float32).reshape(-1) for k in self.obs_keys])
+
+
+# -- the vector env ---------------------------------------------------------------------------------------
+
+
+class GymnasiumVecEnv:
+    """A gymnasium vector env behind agentkit's ``VecEnv`` protocol (same-step autoreset).
+
+    ``Transition.final_obs`` is None when no episode ended this step; otherwise it is ``[N, D]`` equal to
+    ``next.obs`` except in rows whose episode ended, which hold that episode's last observation.
+    Finished episodes' undiscounted returns and lengths are reported in ``episode_returns/lengths``.
+    """
+
+    def __init__(self, source: GymnasiumSource, num_envs: int, seed: int | None, render_mode: str | None):
+        self.source = source
+        self.num_envs = num_envs
+        self.observation_space = source.observation_space
+        self.action_space = source.action_space
+        cfg = source.config
+        fns = [source.env_fn(render_mode) for _ in range(num_envs)]
+        vec_cls = gym.vector.SyncVectorEnv if cfg.vectorization == "sync" else gym.vector.AsyncVectorEnv
+        self.envs = vec_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        self._layout = source.layout
+        self._info_mask = source.has_mask and not self._layout.mask_key
+        self._ep_return = np.zeros(num_envs, dtype=np.float64)
+        self._ep_length = np.zeros(num_envs, dtype=np.int64)
+        self._seed: int | None = seed
+
+    def _observation(self, raw: Any, infos: dict[str, Any]) -> Observation:
+        obs, mask = self._layout.batch(raw, self.num_envs)
+        if self._info_mask:
+            if MASK_KEY not in infos:
+                raise ConfigError(
+                    f"env {self.source.env_id!r} gave info['action_mask'] at reset but not at this step; an "
+                    "env that masks actions must return the mask in every info."
+                )
+            mask = np.asarray(infos[MASK_KEY]).reshape(self.num_envs, -1).astype(bool)
+        return Observation(obs=obs, mask=mask)
+
+    def reset(self, seed: int | None = None) -> Observation:
+        """Reset every copy; env i gets ``seed + i`` (the ``make_vec`` seed on the first reset if None)."""
+        if seed is None:
+            seed, self._seed = self._seed, None
+        raw, infos = self.envs.reset(seed=seed)
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
+        return self._observation(raw, infos)
+
+    def step(self, actions: Any) -> Transition:
+        raw, reward, terminated, truncated, infos = self.envs.step(actions)
+        nxt = self._observation(raw, infos)
+        reward = np.asarray(reward, dtype=np.float32)
+        self._ep_return += reward
+        self._ep_length += 1
+        done = terminated | truncated
+        transition = Transition(
+            next=nxt, reward=reward, terminated=np.asarray(terminated), truncated=np.asarray(truncated),
+            infos=infos,
+        )
+        if done.any():
+            final = nxt.obs.copy()
+            final_raw = infos.get("final_obs")
+            ended = np.flatnonzero(done)
+            for i in ended:
+                if final_raw is not None and final_raw[i] is not None:
+                    final[i] = self._layout.single(final_raw[i])
+            transition.final_obs = final
+            transition.episode_returns = self._ep_return[ended].tolist()
+            transition.episode_lengths = self._ep_length[ended].tolist()
+            self._ep_return[ended] = 0.0
+            self._ep_length[ended] = 0
+        return transition
+
+    def render(self) -> np.ndarray | None:
+        frames = self.envs.render()
+        if frames is None:
+            return None
+        if isinstance(frames, tuple | list):
+            return frames[0] if frames else None
+        return frames
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+# -- the env source ---------------------------------------------------------------------------------------
+
+
+class GymnasiumSource:
+    """Describes a gymnasium env (probed once at construction) and makes vector envs of it."""
+
+    multi_agent = False
+
+    def __init__(self, config: GymnasiumEnvConfig):
+        self.config = config
+        self.env_id = config.id
+        if config.id.startswith("agentkit/"):
+            # The SDK's own games register themselves with gymnasium when their package is imported.
+            try:
+                importlib.import_module("agentkit_envs.games")
+            except ImportError:
+                pass
+        probe = self._make(None)
+        try:
+            self.layout = _ObsLayout(config.id, probe.observation_space)
+            self.action_space = probe.action_space
+            _, info = probe.reset(seed=0)
+            self.has_mask = self.layout.mask_key or MASK_KEY in info
+        finally:
+            probe.close()
+        self.observation_space = self.layout.space
+
+    def _make(self, render_mode: str | None) -> gym.Env:
+        cfg = self.config
+        kwargs = dict(cfg.kwargs)
+        if cfg.max_episode_steps is not None:
+            kwargs["max_episode_steps"] = cfg.max_episode_steps
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+        try:
+            env = gym.make(cfg.id, **kwargs)
+        except gym.error.Error as exc:
+            raise ConfigError(
+                f"env.id {cfg.id!r}: {exc} Check the id (`python -c \"import gymnasium; "
+                "gymnasium.pprint_registry()\"` lists them) and list the module that registers it under "
+                "`plugins:`."
+            ) from exc
+        except TypeError as exc:
+            raise ConfigError(f"env.kwargs for {cfg.id!r} were not accepted by the env: {exc}") from exc
+        if cfg.frame_stack > 1:
+            if not isinstance(env.observation_space, spaces.Box):
+                env.close()
+                raise ConfigError(
+                    f"env.frame_stack: {cfg.frame_stack} needs a Box observation; {cfg.id!r} has "
+                    f"{env.observation_space}. Set env.frame_stack: 1."
+                )
+            env = gym.wrappers.FrameStackObservation(env, cfg.frame_stack)
+        return env
+
+    def env_fn(self, render_mode: str | None):
+        return lambda: self._make(render_mode)
+
+    def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> GymnasiumVecEnv:
+        """``num_envs`` copies; env i is seeded with ``seed + i`` at the first ``reset()``."""
+        return GymnasiumVecEnv(self, num_envs, seed, render_mode)
+
+
+def make_source(config: GymnasiumEnvConfig) -> GymnasiumSource:
+    return GymnasiumSource(config)
+
+
+@agentkit.hookimpl
+def agentkit_register_envs(register):
+    register(
+        "gymnasium", make_source, GymnasiumEnvConfig, "Any gymnasium env id, through gymnasium's vector API."
+    )

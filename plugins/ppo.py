@@ -1,0 +1,1 @@
+"""The ``ppo`` algorithm plugin (being written)."""
