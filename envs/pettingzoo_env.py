@@ -1,0 +1,442 @@
+"""The ``pettingzoo`` env plugin: any PettingZoo env as a multi-agent agentkit ``EnvSource``.
+
+    env: {plugin: pettingzoo, module: mpe2.simple_spread_v3, kwargs: {N: 3}, num_envs: 8, groups: {...}}
+
+Agents are collected into policy groups (``GroupSpec``); the vector env returns one ``Observation`` /
+``Transition`` per group with the group's agent axis, ``alive [N, A_g]`` and the global ``state [N, S]``.
+The layout, death handling and the action format are specified in docs/multi-agent.md and
+``agentkit.environment.MultiAgentVecEnv``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector.utils import batch_space, iterate
+from pettingzoo.utils.env import AECEnv, ParallelEnv
+from pydantic import Field
+
+import agentkit
+from agentkit.config import EnvConfig
+from agentkit.environment import GroupSpec, MultiAgentTransition, Observation, Transition
+from agentkit.errors import ConfigError, InvalidInputError
+
+MASK_KEY = "action_mask"
+
+
+class PettingZooEnvConfig(EnvConfig):
+    """A PettingZoo env, by import path, with agents grouped into policy groups."""
+
+    module: str = Field(
+        description="Import path of the env module (mpe2.simple_spread_v3), whose parallel_env() or env() "
+        "builds it, or 'package.module:callable' returning a ParallelEnv or AECEnv."
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the constructor.")
+    groups: dict[str, list[str]] | None = Field(
+        None,
+        description="Policy groups {name: [agent, ...]}; default: agents with identical spaces share a group.",
+    )
+    state: Literal["auto", "concat"] = Field(
+        "auto", description="Global state: the env's state() when it has one (auto), or all observations concatenated."
+    )
+
+
+# -- building the env -------------------------------------------------------------------------------------
+
+
+def _constructor(module_path: str) -> Callable[..., Any]:
+    """The callable that builds one env from ``module_path`` (ConfigError naming env.module otherwise)."""
+    mod_name, _, attr = module_path.partition(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as exc:
+        raise ConfigError(
+            f"env.module: cannot import {mod_name!r} ({type(exc).__name__}: {exc}). Give an importable module "
+            "path such as mpe2.simple_spread_v3, or package.module:callable."
+        ) from exc
+    names = [attr] if attr else ["parallel_env", "env"]
+    for name in names:
+        fn = getattr(module, name, None)
+        if callable(fn):
+            return fn
+    raise ConfigError(
+        f"env.module: {module_path!r} has no callable {' or '.join(names)}; name the env constructor as "
+        "'package.module:callable'."
+    )
+
+
+def _as_parallel(env: Any, module_path: str) -> ParallelEnv:
+    if isinstance(env, ParallelEnv):
+        return env
+    if isinstance(env, AECEnv):
+        from pettingzoo.utils.conversions import aec_to_parallel
+
+        try:
+            return aec_to_parallel(env)
+        except Exception as exc:  # e.g. an env whose agents do not all act every cycle
+            raise ConfigError(
+                f"env.module {module_path!r} builds an AEC env that cannot be converted to a parallel env "
+                f"({type(exc).__name__}: {exc}); provide its parallel_env() instead."
+            ) from exc
+    raise ConfigError(
+        f"env.module {module_path!r} built a {type(env).__name__}, not a PettingZoo ParallelEnv or AECEnv."
+    )
+
+
+class _AgentLayout:
+    """How one agent's raw observation splits into a flat float32 vector and an optional action mask."""
+
+    def __init__(self, agent: str, space: gym.Space):
+        self.mask_dim = 0
+        obs_space = space
+        if isinstance(space, spaces.Dict) and MASK_KEY in space.spaces:
+            self.mask_dim = int(spaces.flatdim(space.spaces[MASK_KEY]))
+            rest = {k: v for k, v in space.spaces.items() if k != MASK_KEY}
+            obs_space = rest["observation"] if list(rest) == ["observation"] else spaces.Dict(rest)
+        self.raw_space = obs_space
+        if isinstance(obs_space, spaces.Box):
+            low = obs_space.low.reshape(-1).astype(np.float32)
+            high = obs_space.high.reshape(-1).astype(np.float32)
+            self.flat: Callable[[Any], np.ndarray] | None = None
+        else:
+            try:
+                flat_space = spaces.flatten_space(obs_space)
+            except Exception as exc:
+                raise ConfigError(
+                    f"env: agent {agent!r} has observation space {space}, which cannot be flattened to a vector "
+                    "(agentkit policies take flat observations); wrap the env."
+                ) from exc
+            low, high = flat_space.low.astype(np.float32), flat_space.high.astype(np.float32)
+            self.flat = lambda raw: spaces.flatten(obs_space, raw)
+        self.space = spaces.Box(low, high, dtype=np.float32)
+        self.obs_dim = int(low.shape[0])
+        self.key = (self.space.shape, tuple(low.tolist()), tuple(high.tolist()), self.mask_dim)
+
+    def split(self, raw: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        mask = None
+        if self.mask_dim and isinstance(raw, dict):
+            mask = np.asarray(raw[MASK_KEY]).reshape(-1).astype(bool)
+            raw = raw["observation"] if "observation" in raw and len(raw) == 2 else {
+                k: v for k, v in raw.items() if k != MASK_KEY
+            }
+        obs = self.flat(raw) if self.flat is not None else raw
+        return np.asarray(obs, dtype=np.float32).reshape(-1), mask
+
+
+def _common_prefix_name(agents: list[str]) -> str:
+    """`agent_0, agent_1` → `agent`; a lone agent keeps its name without a trailing `_0`."""
+    base = os.path.commonprefix(agents).rstrip("_-0123456789")
+    return base or agents[0]
+
+
+def _default_groups(agents: list[str], keys: dict[str, Any], actions: dict[str, gym.Space]) -> dict[str, list[str]]:
+    buckets: list[list[str]] = []
+    for agent in agents:
+        for bucket in buckets:
+            first = bucket[0]
+            if keys[first] == keys[agent] and actions[first] == actions[agent]:
+                bucket.append(agent)
+                break
+        else:
+            buckets.append([agent])
+    groups: dict[str, list[str]] = {}
+    for bucket in buckets:
+        name = _common_prefix_name(bucket)
+        while name in groups:
+            name += "_"
+        groups[name] = bucket
+    return groups
+
+
+# -- the env source ---------------------------------------------------------------------------------------
+
+
+class PettingZooSource:
+    """Describes a PettingZoo env (probed once) and makes multi-agent vector envs of it.
+
+    Attributes besides the ``EnvSource`` protocol: ``groups`` (ordered ``GroupSpec``s), ``agents`` (all
+    agents in ``possible_agents`` order) and ``state_dim``. ``observation_space``/``action_space`` are the
+    first group's.
+    """
+
+    multi_agent = True
+
+    def __init__(self, config: PettingZooEnvConfig):
+        self.config = config
+        self.env_id = config.module
+        self._ctor = _constructor(config.module)
+        probe = self.make_env(None)
+        try:
+            self.agents: list[str] = list(probe.possible_agents)
+            self.layouts = {a: _AgentLayout(a, probe.observation_space(a)) for a in self.agents}
+            self.action_spaces = {a: probe.action_space(a) for a in self.agents}
+            self.uses_env_state = False
+            if config.state == "auto":
+                try:
+                    probe.reset(seed=0)
+                    self.state_dim = int(np.asarray(probe.state()).size)
+                    self.uses_env_state = True
+                except (NotImplementedError, AttributeError):
+                    pass
+            if not self.uses_env_state:
+                self.state_dim = sum(self.layouts[a].obs_dim for a in self.agents)
+        finally:
+            probe.close()
+        self.groups = self._make_groups(config.groups)
+        first = next(iter(self.groups.values()))
+        self.observation_space = first.observation_space
+        self.action_space = first.action_space
+        self.has_mask = any(g.mask_dim > 0 for g in self.groups.values())
+
+    def make_env(self, render_mode: str | None) -> ParallelEnv:
+        kwargs = dict(self.config.kwargs)
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+        try:
+            env = self._ctor(**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"env.kwargs: {self.config.module} rejected {kwargs}: {exc}") from exc
+        return _as_parallel(env, self.config.module)
+
+    def _make_groups(self, named: dict[str, list[str]] | None) -> dict[str, GroupSpec]:
+        keys = {a: self.layouts[a].key for a in self.agents}
+        if named is None:
+            named = _default_groups(self.agents, keys, self.action_spaces)
+        else:
+            seen: dict[str, str] = {}
+            for gname, members in named.items():
+                if not members:
+                    raise ConfigError(f"env.groups.{gname}: a group needs at least one agent.")
+                for agent in members:
+                    if agent not in self.layouts:
+                        raise ConfigError(
+                            f"env.groups.{gname}: unknown agent {agent!r}; the env's agents are {self.agents}."
+                        )
+                    if agent in seen:
+                        raise ConfigError(
+                            f"env.groups: agent {agent!r} is in both {seen[agent]!r} and {gname!r}; put it in one."
+                        )
+                    seen[agent] = gname
+                    first = members[0]
+                    if keys[agent] != keys[first] or self.action_spaces[agent] != self.action_spaces[first]:
+                        raise ConfigError(
+                            f"env.groups.{gname}: agents {first!r} and {agent!r} have different observation or "
+                            "action spaces, so they cannot share a policy; put them in different groups."
+                        )
+            missing = [a for a in self.agents if a not in seen]
+            if missing:
+                raise ConfigError(f"env.groups: agents {missing} are in no group; every agent needs one.")
+        return {
+            name: GroupSpec(
+                name=name,
+                agents=list(members),
+                observation_space=self.layouts[members[0]].space,
+                action_space=self.action_spaces[members[0]],
+                mask_dim=self.layouts[members[0]].mask_dim,
+            )
+            for name, members in named.items()
+        }
+
+    def make_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None) -> PettingZooVecEnv:
+        return PettingZooVecEnv(self, num_envs, seed, render_mode)
+
+
+# -- the vector env ---------------------------------------------------------------------------------------
+
+
+class PettingZooVecEnv:
+    """N copies of a PettingZoo parallel env behind ``agentkit.environment.MultiAgentVecEnv``.
+
+    Copies are stepped one after the other in this process. A copy whose agents have all terminated or
+    truncated (or that has no agents left) is reset in the same step; the first reset seeds copy i with
+    ``seed + i``, later auto-resets continue each copy's own RNG.
+    """
+
+    def __init__(self, source: PettingZooSource, num_envs: int, seed: int | None, render_mode: str | None):
+        self.source = source
+        self.num_envs = num_envs
+        self.groups = source.groups
+        self.state_dim = source.state_dim
+        self.observation_space = source.observation_space
+        self.action_space = source.action_space
+        self.envs = [source.make_env(render_mode if i == 0 else None) for i in range(num_envs)]
+        self._seed = seed
+        # where each agent sits: (group name, index on the group's agent axis)
+        self._slot = {a: (g.name, i) for g in self.groups.values() for i, a in enumerate(g.agents)}
+        self._batched = {
+            g.name: batch_space(g.action_space, num_envs * len(g.agents)) for g in self.groups.values()
+        }
+        self._obs_offsets = np.cumsum([0] + [source.layouts[a].obs_dim for a in source.agents])
+        self._agent_index = {a: i for i, a in enumerate(source.agents)}
+        self._ep_return = np.zeros((num_envs, len(source.agents)), dtype=np.float64)
+        self._ep_length = np.zeros(num_envs, dtype=np.int64)
+        self._alive = np.zeros((num_envs, len(source.agents)), dtype=bool)
+
+    # -- buffers --------------------------------------------------------------------------------------------
+
+    def _blank(self) -> dict[str, Observation]:
+        n = self.num_envs
+        out = {}
+        for g in self.groups.values():
+            a, d = len(g.agents), g.observation_space.shape[0]
+            mask = np.ones((n, a, g.mask_dim), dtype=bool) if g.mask_dim else None
+            out[g.name] = Observation(
+                obs=np.zeros((n, a, d), np.float32), mask=mask, state=None, alive=np.zeros((n, a), bool)
+            )
+        return out
+
+    def _write(self, out: dict[str, Observation], n: int, agent: str, raw: Any, info: dict | None) -> None:
+        gname, i = self._slot[agent]
+        obs, mask = self.source.layouts[agent].split(raw)
+        group = out[gname]
+        group.obs[n, i] = obs
+        if group.mask is not None:
+            if mask is None and info is not None and MASK_KEY in info:
+                mask = np.asarray(info[MASK_KEY]).reshape(-1).astype(bool)
+            if mask is not None:
+                group.mask[n, i] = mask
+        group.alive[n, i] = True
+
+    def _state(self, env: ParallelEnv, out: dict[str, Observation], n: int, alive: dict[str, bool]) -> np.ndarray:
+        if self.source.uses_env_state:
+            return np.asarray(env.state(), dtype=np.float32).reshape(-1)
+        parts = []
+        for agent in self.source.agents:
+            gname, i = self._slot[agent]
+            parts.append(out[gname].obs[n, i] if alive.get(agent) else np.zeros_like(out[gname].obs[n, i]))
+        return np.concatenate(parts)
+
+    # -- protocol -------------------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> dict[str, Observation]:
+        """Reset every copy; copy i gets ``seed + i`` (the ``make_vec`` seed on the first reset if None)."""
+        if seed is None:
+            seed, self._seed = self._seed, None
+        out = self._blank()
+        state = np.zeros((self.num_envs, self.state_dim), np.float32)
+        for n, env in enumerate(self.envs):
+            state[n] = self._reset_one(n, env, None if seed is None else seed + n, out)
+        for group in out.values():
+            group.state = state
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
+        return out
+
+    def _reset_one(self, n: int, env: ParallelEnv, seed: int | None, out: dict[str, Observation]) -> np.ndarray:
+        raw, infos = env.reset(seed=seed)
+        for group in out.values():
+            group.alive[n] = False
+            group.obs[n] = 0.0
+            if group.mask is not None:
+                group.mask[n] = True
+        for agent, agent_obs in raw.items():
+            self._write(out, n, agent, agent_obs, infos.get(agent))
+        return self._state(env, out, n, {a: True for a in raw})
+
+    def _split_actions(self, actions: dict[str, Any]) -> dict[str, list[Any]]:
+        rows = {}
+        for g in self.groups.values():
+            if g.name not in actions:
+                raise InvalidInputError(
+                    f"step: no actions for group {g.name!r}; pass one batch per group ({list(self.groups)})."
+                )
+            act = actions[g.name]
+            if isinstance(act, np.ndarray) and isinstance(g.action_space, spaces.Discrete | spaces.Box):
+                act = act.reshape(self._batched[g.name].shape)
+            rows[g.name] = list(iterate(self._batched[g.name], act))
+        return rows
+
+    def step(self, actions: dict[str, Any]) -> MultiAgentTransition:
+        rows = self._split_actions(actions)
+        n_envs = self.num_envs
+        nxt = self._blank()
+        trans: dict[str, Transition] = {}
+        for g in self.groups.values():
+            a = len(g.agents)
+            trans[g.name] = Transition(
+                next=nxt[g.name],
+                reward=np.zeros((n_envs, a), np.float32),
+                terminated=np.zeros((n_envs, a), bool),
+                truncated=np.zeros((n_envs, a), bool),
+                final_obs=np.zeros((n_envs, a, g.observation_space.shape[0]), np.float32),
+            )
+        final = self._blank()  # obs after the step, before any reset (for final_obs / final_state)
+        state = np.zeros((n_envs, self.state_dim), np.float32)
+        final_state = np.zeros((n_envs, self.state_dim), np.float32)
+        result = MultiAgentTransition(groups=trans, group_returns={g: [] for g in self.groups})
+        for n, env in enumerate(self.envs):
+            acting = {}
+            for agent in env.agents:
+                gname, i = self._slot[agent]
+                acting[agent] = rows[gname][n * len(self.groups[gname].agents) + i]
+            raw, rewards, terms, truncs, infos = env.step(acting)
+            self._ep_length[n] += 1
+            for agent, r in rewards.items():
+                gname, i = self._slot[agent]
+                trans[gname].reward[n, i] = r
+                self._ep_return[n, self._agent_index[agent]] += r
+            for agent in acting:
+                gname, i = self._slot[agent]
+                trans[gname].terminated[n, i] = bool(terms.get(agent, False))
+                trans[gname].truncated[n, i] = bool(truncs.get(agent, False)) and not terms.get(agent, False)
+            for agent, agent_obs in raw.items():
+                self._write(final, n, agent, agent_obs, infos.get(agent))
+            still = set(env.agents)
+            final_state[n] = self._state(env, final, n, {a: True for a in raw})
+            for g in self.groups.values():
+                trans[g.name].final_obs[n] = final[g.name].obs[n]
+            if not still or all(terms.get(a, False) or truncs.get(a, False) for a in still):
+                self._record_episode(n, result)
+                state[n] = self._reset_one(n, env, None, nxt)
+            else:
+                for agent in still:
+                    if agent in raw:
+                        self._write(nxt, n, agent, raw[agent], infos.get(agent))
+                state[n] = final_state[n] if self.source.uses_env_state else self._state(
+                    env, nxt, n, {a: a in raw for a in still}
+                )
+        for g in self.groups.values():
+            nxt[g.name].state = state
+            trans[g.name].final_state = final_state
+        return result
+
+    def _record_episode(self, n: int, result: MultiAgentTransition) -> None:
+        returns = self._ep_return[n]
+        result.episode_returns.append(float(returns.mean()))
+        result.episode_lengths.append(int(self._ep_length[n]))
+        result.episode_envs.append(n)
+        for g in self.groups.values():
+            idx = [self._agent_index[a] for a in g.agents]
+            result.group_returns[g.name].append(float(returns[idx].mean()))
+        self._ep_return[n] = 0.0
+        self._ep_length[n] = 0
+
+    def render(self) -> np.ndarray | None:
+        frame = self.envs[0].render()
+        return None if frame is None else np.asarray(frame)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+# -- registration -----------------------------------------------------------------------------------------
+
+
+@agentkit.hookimpl
+def agentkit_register_envs(register):
+    register(
+        "pettingzoo",
+        PettingZooSource,
+        PettingZooEnvConfig,
+        "Any PettingZoo env by import path (parallel or AEC), agents grouped into policy groups.",
+    )
+
+
+__all__ = ["PettingZooEnvConfig", "PettingZooSource", "PettingZooVecEnv"]
