@@ -10,11 +10,12 @@ dotted path reads like the YAML (``algorithm.clip_range``) rather than naming py
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, create_model
 
 from agentkit.errors import ConfigError
 
@@ -100,6 +101,15 @@ class RunConfig(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+_REST = ("seed", "run", "plugins")
+#: The sections of RunConfig that no plugin validates, validated together with the plugin sections.
+_RestOfConfig = create_model(
+    "_RestOfConfig",
+    __base__=StrictModel,
+    **{name: (field.annotation, field) for name, field in RunConfig.model_fields.items() if name in _REST},
+)
+
+
 # -- loading -------------------------------------------------------------------------------------------------
 
 
@@ -119,39 +129,126 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides; values are parsed as YAML, then typed by the model."""
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], registry: Registry | None = None
+) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a raw config (a copy); later overrides win.
+
+    A value is read as YAML (``5000``, ``0.5``, ``true``, ``null``, ``[64, 64]``) and then typed by the model
+    of the field it lands in when ``registry`` is given: a string field keeps the text as written
+    (``env.id=2048`` stays ``"2048"``), an int field takes ``1e5``. Whatever still does not fit is left for
+    ``load_config`` to report with its dotted path.
+    """
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. --set algorithm.total_steps=5000")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
             if not isinstance(node.get(part), dict):
                 # e.g. `policy.head: auto` becomes a mapping when one of its keys is set
-                node[part] = {} if node.get(part) in (None, "auto") else node[part]
-                if not isinstance(node[part], dict):
-                    raise ConfigError(f"--set {item!r}: {part!r} is not a section (it is {node[part]!r}).")
+                if node.get(part) not in (None, "auto"):
+                    where = ".".join(parts[: i + 1])
+                    raise ConfigError(f"--set {item!r}: {where!r} is not a section (it is {node[part]!r}).")
+                node[part] = {}
             node = node[part]
+        if registry is not None:
+            value = _typed_override(value, raw, _field_annotation(data, parts, registry))
         node[parts[-1]] = value
     return data
 
 
-def format_validation_error(exc: ValidationError, prefix: str, data: Any) -> list[str]:
+_NO_ANNOTATION = object()
+
+
+def _field_annotation(data: dict[str, Any], parts: list[str], registry: Registry) -> Any:
+    """The annotation of the field at dotted ``parts`` in the model that will validate it, if known."""
+    from agentkit.errors import UserError
+
+    def plugin_model(section: Any, kind: str) -> Any:
+        if not isinstance(section, dict) or not isinstance(section.get("plugin"), str):
+            return _NO_ANNOTATION
+        try:
+            return registry.get(kind, section["plugin"]).config_model
+        except UserError:
+            return _NO_ANNOTATION
+
+    head, rest = parts[0], parts[1:]
+    if head in ("env", "algorithm"):
+        annotation = plugin_model(data.get(head), head)
+    elif head == "policy" and rest[:1] == ["head"] and len(rest) > 1:
+        annotation = plugin_model((data.get("policy") or {}).get("head"), "action_head")
+        rest = rest[1:]
+    elif head in RunConfig.model_fields and head not in ("env", "algorithm"):
+        annotation = RunConfig.model_fields[head].annotation
+    else:
+        return _NO_ANNOTATION
+    for part in rest:
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return _NO_ANNOTATION
+        field = annotation.model_fields.get(part)
+        if field is None:
+            return _NO_ANNOTATION
+        annotation = field.annotation
+    return annotation
+
+
+def _typed_override(value: Any, raw: str, annotation: Any) -> Any:
+    if annotation is _NO_ANNOTATION:
+        return value
+    from pydantic import TypeAdapter
+
+    try:
+        adapter = TypeAdapter(annotation)
+    except Exception:  # an annotation pydantic cannot adapt on its own (e.g. a forward reference)
+        return value
+    candidates = [value, raw.strip()]
+    try:
+        number = float(raw)
+        if number.is_integer():
+            candidates.append(int(number))
+    except ValueError:
+        pass
+    for candidate in candidates:
+        try:
+            adapter.validate_python(candidate)
+        except ValidationError:
+            continue
+        return candidate
+    return value
+
+
+def _close_key(model: Any, loc: tuple[Any, ...]) -> str:
+    """' Did you mean ...?' for an unknown key at ``loc`` inside ``model``, or ''."""
+    for part in loc[:-1]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return ""
+        model = model.model_fields[part].annotation
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def format_validation_error(exc: ValidationError, prefix: str, data: Any, model: Any = None) -> list[str]:
     """One line per error: dotted path, what was expected, and the bad value."""
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        if err["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key (check its spelling; `agentkit config schema` lists the keys)")
-            continue
         got = err.get("input")
+        if err["type"] == "extra_forbidden":
+            hint = _close_key(model, tuple(err["loc"])) if model is not None else ""
+            lines.append(
+                f"{path}: unknown key (got {got!r}).{hint} `agentkit config schema` lists the valid keys."
+            )
+            continue
         got_text = "" if err["type"] == "missing" else f" (got {got!r})"
         lines.append(f"{path}: {err['msg']}{got_text}")
     return lines
@@ -161,18 +258,19 @@ def _validate_section(reg_model: type[BaseModel], section: Any, where: str, erro
     try:
         return reg_model.model_validate(section)
     except ValidationError as exc:
-        errors.extend(format_validation_error(exc, where, section))
+        errors.extend(format_validation_error(exc, where, section, reg_model))
         return None
 
 
 def _plugin_section(data: dict, key: str, where: str, kind: str, registry: Registry, errors: list[str]):
     section = data.get(key)
+    available = ", ".join(registry.names(kind)) or "none registered"
     if not isinstance(section, dict):
-        available = ", ".join(registry.names(kind))
-        errors.append(f"{where}: a mapping with `plugin: NAME` is required (available: {available})")
+        got = "" if section is None else f" (got {section!r})"
+        errors.append(f"{where}: a mapping with `plugin: NAME` is required{got}; available: {available}")
         return None
     if "plugin" not in section:
-        errors.append(f"{where}.plugin: missing (available: {', '.join(registry.names(kind))})")
+        errors.append(f"{where}.plugin: missing; available: {available}")
         return None
     try:
         reg = registry.get(kind, section["plugin"], where=f"{where}.plugin")
@@ -185,19 +283,24 @@ def _plugin_section(data: dict, key: str, where: str, kind: str, registry: Regis
 def load_config(data: dict[str, Any], registry: Registry) -> RunConfig:
     """Validate a raw config dict against the registered plugins' models.
 
-    Raises ConfigError listing every problem, each with its dotted path.
+    Raises ConfigError listing every problem at once, each with its dotted path, the bad value and what
+    was expected.
     """
     if not isinstance(data, dict):
         raise ConfigError("a config must be a mapping of sections (seed, env, algorithm, policy, run, plugins)")
     errors: list[str] = []
-    known = set(RunConfig.model_fields)
+    known = list(RunConfig.model_fields)
     for key in data:
         if key not in known:
-            errors.append(f"{key}: unknown section (sections: {', '.join(sorted(known))})")
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            errors.append(f"{key}: unknown section.{hint} Sections: {', '.join(known)}.")
     env = _plugin_section(data, "env", "env", "env", registry, errors)
     algorithm = _plugin_section(data, "algorithm", "algorithm", "algorithm", registry, errors)
 
-    policy_raw = data.get("policy") or {}
+    policy_raw = data.get("policy")
+    if policy_raw is None:
+        policy_raw = {}
     if not isinstance(policy_raw, dict):
         errors.append(f"policy: expected a mapping (got {policy_raw!r})")
         policy_raw = {}
@@ -209,16 +312,11 @@ def load_config(data: dict[str, Any], registry: Registry) -> RunConfig:
             head_raw = {"plugin": head_raw}
         head = _plugin_section({"head": head_raw}, "head", "policy.head", "action_head", registry, errors)
     policy = _validate_section(PolicyConfig, policy_raw, "policy", errors)
-    rest = {k: v for k, v in data.items() if k in ("seed", "run", "plugins")}
+    rest = _validate_section(_RestOfConfig, {k: v for k, v in data.items() if k in _REST}, "", errors)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-    try:
-        config = RunConfig.model_validate({**rest, "env": env, "algorithm": algorithm, "policy": policy})
-    except ValidationError as exc:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(format_validation_error(exc, "", data))) from None
-    if head is not None and head != "auto":
-        config.policy.head = head
-    return config
+    policy.head = head
+    return RunConfig(env=env, algorithm=algorithm, policy=policy, **dict(rest))
 
 
 def json_schema(registry: Registry) -> dict[str, Any]:

@@ -73,7 +73,9 @@ def agentkit_register_envs(register: Register) -> None:
 def agentkit_register_exporters(register: Register) -> None:
     """Register exporters (e.g. ONNX).
 
-    factory(config: ExporterConfig-subclass) -> Exporter with ``export(artifact, out_path) -> list[Path]``.
+    factory(config: ExporterConfig-subclass) -> an exporter object with
+    ``export(artifact: agentkit.algorithm.PolicyArtifact, out_path: Path, run_config: RunConfig) -> Path``
+    (one call per policy group; ``agentkit export`` uses the exporter named ``onnx``).
     Called once per host, not firstresult; the return value is ignored.
     """
 

@@ -1,0 +1,293 @@
+"""The ``agentkit`` command line.
+
+    agentkit plugins [--json]
+    agentkit config show FILE [--set KEY=VALUE ...]
+    agentkit config schema [--out FILE]
+    agentkit train FILE [--set KEY=VALUE ...] [--run-dir DIR] [--resume]
+    agentkit eval (RUN_DIR | FILE.onnx) [--episodes N] [--seed S] [--json] [--stochastic] [--gif FILE] [--env ID]
+    agentkit export RUN_DIR [--out FILE] [--stochastic] [--opset N]
+
+Every subcommand takes ``-p MODULE`` (repeatable) to load an extra plugin module, and ``-p no:NAME`` to block
+one. Exit codes: 0 success; 2 bad usage, config or input (``UserError``: one message on stderr, no traceback);
+1 an unexpected failure (traceback); 130 interrupted.
+
+The heavy modules (trainer, evaluation, exporting) are imported inside their commands, so that
+``agentkit plugins`` and ``agentkit config`` stay fast and work on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import agentkit
+from agentkit.errors import UserError
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as ``UserError`` (exit code 2, one message)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
+
+
+class UsageError(UserError):
+    """A command line that does not parse."""
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+# -- commands ----------------------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from agentkit.host import PluginHost
+
+    from agentkit.registry import KINDS
+
+    host = PluginHost(modules=args.plugin)
+    kind_order = list(KINDS)
+    rows = [
+        {"kind": reg.kind, "name": reg.name, "description": reg.description, "provider": reg.provider}
+        for reg in sorted(host.registry.all(), key=lambda r: (kind_order.index(r.kind), r.name))
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title="agentkit plugins", title_justify="left")
+    for column in ("kind", "name", "description", "provider"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(row[c] for c in ("kind", "name", "description", "provider")))
+    console = _stdout_console()
+    console.print(table)
+    if not host.autoload:
+        console.print("entry-point plugins are off (AGENTKIT_DISABLE_PLUGIN_AUTOLOAD is set)")
+    return EXIT_OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from agentkit.host import load_run_config
+
+    config, _ = load_run_config(args.file, overrides=args.set, plugins=args.plugin)
+    sys.stdout.write(config.to_yaml())
+    return EXIT_OK
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from agentkit.config import json_schema
+    from agentkit.host import PluginHost
+
+    text = json.dumps(json_schema(PluginHost(modules=args.plugin).registry), indent=2) + "\n"
+    if args.out:
+        _write_text(Path(args.out), text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from agentkit.host import load_run_config
+
+    config, host = load_run_config(args.file, overrides=args.set, plugins=args.plugin)
+    from agentkit.trainer import train
+
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    metrics = train(config, host, run_dir=run_dir, resume=args.resume)
+    _print_metrics(metrics)
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    target = Path(args.target)
+    deterministic = not args.stochastic
+    gif = Path(args.gif) if args.gif else None
+    if target.suffix == ".onnx":
+        if not target.is_file():
+            raise UserError(f"eval: the ONNX file {str(target)!r} does not exist.")
+        from agentkit.evaluation import evaluate_onnx
+
+        result = evaluate_onnx(
+            target, episodes=args.episodes, seed=args.seed, deterministic=deterministic, gif=gif, env=args.env
+        )
+    else:
+        if not target.is_dir():
+            raise UserError(
+                f"eval: {str(target)!r} is neither a run directory nor an .onnx file "
+                "(give the folder `agentkit train` wrote, or an exported .onnx)."
+            )
+        if args.env:
+            raise UserError("eval: --env applies to .onnx files only; a run directory records its own env.")
+        from agentkit.evaluation import evaluate_run
+
+        result = evaluate_run(
+            target, episodes=args.episodes, seed=args.seed, deterministic=deterministic, gif=gif,
+            extra_plugins=tuple(args.plugin),
+        )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return EXIT_OK
+    console = _stdout_console()
+    console.print(
+        f"{result.episodes} episodes ({'deterministic' if deterministic else 'stochastic'}, seed {args.seed}): "
+        f"return {result.mean_return:.3f} ± {result.std_return:.3f}, "
+        f"mean length {sum(result.lengths) / max(len(result.lengths), 1):.1f}"
+    )
+    for group, stats in (result.groups or {}).items():
+        console.print(f"  {group}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stats.items()))
+    if gif is not None:
+        console.print(f"wrote {gif}")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"export: the run directory {str(run_dir)!r} does not exist.")
+    from agentkit.exporting import export_run
+
+    paths = export_run(
+        run_dir,
+        out=Path(args.out) if args.out else None,
+        stochastic=args.stochastic,
+        opset=args.opset,
+        extra_plugins=tuple(args.plugin),
+    )
+    for path in paths:
+        print(path)
+    return EXIT_OK
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _print_metrics(metrics: dict[str, float]) -> None:
+    if not metrics:
+        return
+    from rich.table import Table
+
+    table = Table(title="final metrics", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, _fmt(value))
+    _stdout_console().print(table)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-p", dest="plugin", action="append", default=[], metavar="MODULE",
+        help="load a plugin module (repeatable); -p no:NAME blocks a plugin or entry point",
+    )
+    overrides = _Parser(add_help=False)
+    overrides.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set algorithm.total_steps=5000 (repeatable; typed by the model)",
+    )
+
+    parser = _Parser(prog="agentkit", description="Train game agents, extend them with plugins, export to ONNX.")
+    parser.add_argument("--version", action="version", version=f"agentkit {agentkit.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("plugins", parents=[common], help="list every registered plugin")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_plugins)
+
+    config = sub.add_parser("config", help="inspect run configs")
+    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    config_sub.required = True
+    p = config_sub.add_parser(
+        "show", parents=[common, overrides], help="print a config resolved with its defaults, as YAML"
+    )
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_config_show)
+    p = config_sub.add_parser("schema", parents=[common], help="print the JSON Schema of a run config")
+    p.add_argument("--out", metavar="FILE", help="write the schema to FILE instead of stdout")
+    p.set_defaults(func=cmd_config_schema)
+
+    p = sub.add_parser("train", parents=[common, overrides], help="train an agent from a YAML config")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<env>-<algorithm>-seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", parents=[common], help="play episodes with a trained run or an exported .onnx")
+    p.add_argument("target", metavar="RUN_DIR|FILE.onnx")
+    p.add_argument("--episodes", type=_positive_int, default=10, metavar="N")
+    p.add_argument("--seed", type=int, default=0, metavar="S")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    p.add_argument("--gif", metavar="FILE", help="record the first episode to an animated GIF")
+    p.add_argument("--env", metavar="ID", help="env to play an .onnx file in (default: the one in its metadata)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", parents=[common], help="export a trained run's policies to ONNX")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="FILE", help="output file (multi-agent runs: one file per group beside it)")
+    p.add_argument("--stochastic", action="store_true", help="export a sampling policy (adds a `noise` input)")
+    p.add_argument("--opset", type=_positive_int, metavar="N", help="ONNX opset (default: the exporter's)")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 user error, 1 unexpected, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.func(args)
+    except UserError as exc:
+        print(f"agentkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("agentkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `agentkit plugins --json | head`: the reader left, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
