@@ -54,7 +54,6 @@ def _stdout_console():
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     from agentkit.host import PluginHost
-
     from agentkit.registry import KINDS
 
     host = PluginHost(modules=args.plugin)
