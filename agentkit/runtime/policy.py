@@ -1,0 +1,237 @@
+"""An exported agentkit policy on onnxruntime and numpy (no torch): load a file, read its metadata, act."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentkit.errors import EmptyMaskError, InvalidInputError, UserError
+
+METADATA_KEY = "agentkit"
+#: Contract versions this runtime reads.
+SUPPORTED_CONTRACTS = (1,)
+
+
+class PolicyFileError(UserError):
+    """A file that is not a readable agentkit policy export (missing, not ONNX, no agentkit metadata)."""
+
+
+class Policy:
+    """An exported policy. Build it with ``agentkit.runtime.load(path)``.
+
+    Attributes:
+        metadata: the parsed ``metadata_props["agentkit"]`` JSON (see exports/CONTRACT.md).
+        path: the file it was loaded from (None when loaded from bytes).
+        observation_shape: shape of one observation.
+        mask_dim: width of the action mask (0: the policy takes none).
+        noise_dim: uniform numbers per row a stochastic act consumes (0: deterministic-only file).
+        agents: the agents the policy was trained for; ``agent_id_dim`` > 0 when it needs to be told which.
+        action_outputs: the graph outputs that make up an action (``action``, or ``action_type`` and
+            ``action_params`` for hybrid actions).
+    """
+
+    def __init__(self, model: str | Path | bytes, threads: int = 1):
+        import onnxruntime as ort
+
+        self.path = None if isinstance(model, bytes) else Path(model)
+        if self.path is not None and not self.path.is_file():
+            raise PolicyFileError(f"policy file {str(self.path)!r} does not exist.")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        source = model if isinstance(model, bytes) else str(self.path)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            raise PolicyFileError(f"{self._where()} is not a loadable ONNX model: {exc}") from exc
+        props = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in props:
+            raise PolicyFileError(
+                f"{self._where()} has no '{METADATA_KEY}' metadata: it was not written by `agentkit export`. "
+                "Export the run again with `agentkit export RUN_DIR`."
+            )
+        self.metadata: dict[str, Any] = json.loads(props[METADATA_KEY])
+        version = self.metadata.get("contract_version")
+        if version not in SUPPORTED_CONTRACTS:
+            raise PolicyFileError(
+                f"{self._where()} follows agentkit export contract version {version}; this runtime reads "
+                f"{', '.join(map(str, SUPPORTED_CONTRACTS))}. Upgrade agentkit or re-export the policy."
+            )
+        meta = self.metadata
+        self.input_names = [i["name"] for i in meta["inputs"]]
+        self.output_names = [o["name"] for o in meta["outputs"]]
+        self.action_outputs: list[str] = list(meta["action_outputs"])
+        self.observation_shape = tuple(meta["observation"]["shape"])
+        self.mask_dim = int(meta["mask"]["dim"]) if meta.get("mask") else 0
+        self.mask_segments = list(meta["mask"]["segments"]) if meta.get("mask") else []
+        self.noise_dim = int(meta["stochastic"]["dim"]) if meta.get("stochastic") else 0
+        self.agents: list[str] = list(meta.get("agents") or [])
+        self.agent_id_dim = int(meta["agent_id"]["dim"]) if meta.get("agent_id") else 0
+        self._deterministic_names = (
+            [meta["stochastic"]["deterministic_outputs"][n] for n in self.action_outputs]
+            if self.noise_dim else list(self.action_outputs)
+        )
+
+    def _where(self) -> str:
+        return f"policy file {str(self.path)!r}" if self.path is not None else "the policy model"
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the file can sample (it was exported with ``--stochastic``)."""
+        return self.noise_dim > 0
+
+    @property
+    def action_spec(self) -> dict[str, Any]:
+        return self.metadata["action"]
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+
+    def _observations(self, obs: Any) -> tuple[np.ndarray, bool]:
+        """``obs`` as float32 ``[B, *obs_shape]`` and whether it was a single observation."""
+        arr = np.asarray(obs)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) \
+                or np.issubdtype(arr.dtype, np.complexfloating):
+            raise InvalidInputError(
+                f"observation: expected real numbers (float32) of shape {self.observation_shape} or "
+                f"(batch, {', '.join(map(str, self.observation_shape))}), got dtype {arr.dtype}."
+            )
+        shape = self.observation_shape
+        if arr.shape == shape:
+            return arr.astype(np.float32, copy=False)[None], True
+        if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
+            return arr.astype(np.float32, copy=False), False
+        raise InvalidInputError(
+            f"observation: expected shape {shape} (one) or (batch, {', '.join(map(str, shape))}), "
+            f"got {arr.shape}."
+        )
+
+    def _mask(self, mask: Any, batch: int) -> np.ndarray:
+        if mask is None:
+            return np.ones((batch, self.mask_dim), np.float32)
+        arr = np.asarray(mask)
+        if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise InvalidInputError(f"action mask: expected bool or 0/1 numbers, got dtype {arr.dtype}.")
+        if arr.shape == (self.mask_dim,):
+            arr = np.broadcast_to(arr, (batch, self.mask_dim))
+        if arr.shape != (batch, self.mask_dim):
+            raise InvalidInputError(
+                f"action mask: expected shape ({self.mask_dim},) or ({batch}, {self.mask_dim}) (1 = allowed), "
+                f"got {arr.shape}."
+            )
+        allowed = arr > 0.5 if arr.dtype != np.bool_ else arr
+        start, empty = 0, np.zeros(batch, bool)
+        for width in self.mask_segments or [self.mask_dim]:
+            empty |= ~allowed[:, start:start + width].any(axis=1)
+            start += width
+        if empty.any():
+            rows = np.flatnonzero(empty).tolist()
+            raise EmptyMaskError(
+                f"action mask: row(s) {rows[:10]} allow no action (in at least one mask segment of widths "
+                f"{self.mask_segments}). Every step needs at least one allowed action.", rows=rows,
+            )
+        return allowed.astype(np.float32)
+
+    def _agent_ids(self, agent: Any, batch: int) -> np.ndarray:
+        if agent is None:
+            raise InvalidInputError(
+                f"this policy is shared by the agents {self.agents}: pass agent=<name or index> to act()."
+            )
+        if isinstance(agent, str):
+            agent = [agent]
+        arr = np.asarray(agent)
+        if arr.dtype.kind in "US":
+            unknown = [a for a in arr.ravel().tolist() if a not in self.agents]
+            if unknown:
+                raise InvalidInputError(f"agent: unknown agent(s) {unknown}; this policy's agents are {self.agents}.")
+            arr = np.array([self.agents.index(a) for a in arr.ravel().tolist()])
+        if arr.ndim == 2 and arr.shape[1] == self.agent_id_dim and np.issubdtype(arr.dtype, np.floating):
+            onehot = arr.astype(np.float32)
+        else:
+            if not np.issubdtype(arr.dtype, np.integer) or arr.ndim > 1:
+                raise InvalidInputError(
+                    f"agent: expected an agent name, an index 0..{self.agent_id_dim - 1}, a list of them, or a "
+                    f"one-hot array [batch, {self.agent_id_dim}]; got {arr.dtype} of shape {arr.shape}."
+                )
+            idx = arr.reshape(-1)
+            if ((idx < 0) | (idx >= self.agent_id_dim)).any():
+                raise InvalidInputError(f"agent: index out of range 0..{self.agent_id_dim - 1}: {idx.tolist()}.")
+            onehot = np.eye(self.agent_id_dim, dtype=np.float32)[idx]
+        if onehot.shape[0] == 1 and batch > 1:
+            onehot = np.repeat(onehot, batch, axis=0)
+        if onehot.shape[0] != batch:
+            raise InvalidInputError(f"agent: got {onehot.shape[0]} agent ids for {batch} observations.")
+        return onehot
+
+    def _noise(self, noise: Any, rng: Any, batch: int) -> np.ndarray:
+        if noise is None:
+            rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+            return rng.random((batch, self.noise_dim), dtype=np.float32)
+        arr = np.asarray(noise, dtype=np.float32)
+        if arr.shape == (self.noise_dim,):
+            arr = arr[None]
+        if arr.shape != (batch, self.noise_dim):
+            raise InvalidInputError(
+                f"noise: expected uniform(0, 1) floats of shape ({batch}, {self.noise_dim}), got {arr.shape}."
+            )
+        return arr
+
+    # -- acting ---------------------------------------------------------------------------------------------
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph on ready-made inputs (names as in ``input_names``); every output by name."""
+        return dict(zip(self.output_names, self.session.run(self.output_names, dict(feeds)), strict=True))
+
+    def outputs(self, obs: Any, mask: Any = None, deterministic: bool = True, rng: Any = None,
+                noise: Any = None, agent: Any = None) -> tuple[dict[str, np.ndarray], bool]:
+        """The action outputs by name (batched) and whether ``obs`` was a single observation."""
+        x, single = self._observations(obs)
+        batch = x.shape[0]
+        feeds = {"obs": x}
+        if self.mask_dim:
+            feeds["action_mask"] = self._mask(mask, batch)
+        elif mask is not None:
+            raise InvalidInputError("action mask: this policy takes no action mask (its head has none).")
+        if self.agent_id_dim:
+            feeds["agent_id"] = self._agent_ids(agent, batch)
+        if not deterministic and not self.noise_dim:
+            raise InvalidInputError(
+                f"{self._where()} was exported deterministic-only; act(deterministic=False) needs a file "
+                "exported with `agentkit export --stochastic`."
+            )
+        if self.noise_dim:
+            feeds["noise"] = (
+                self._noise(noise, rng, batch) if not deterministic else np.full((batch, self.noise_dim), 0.5, np.float32)
+            )
+        names = self.action_outputs if not deterministic else self._deterministic_names
+        values = self.session.run(names, feeds)
+        return dict(zip(self.action_outputs, values, strict=True)), single
+
+    def act(self, obs: Any, mask: Any = None, deterministic: bool = True, rng: Any = None,
+            noise: Any = None, agent: Any = None) -> Any:
+        """Actions for one observation or a batch, in the env's structure.
+
+        ``obs``: ``obs_shape`` (one) or ``[B, *obs_shape]``. ``mask``: ``[mask_dim]`` or ``[B, mask_dim]``,
+        bool or 0/1, 1 = allowed (None: everything allowed). ``deterministic=False`` samples with ``noise``
+        (uniform(0, 1) ``[B, noise_dim]``) or, without it, with noise drawn from ``rng`` (a
+        ``numpy.random.Generator`` or a seed). ``agent``: for shared policies, the agent's name or index (or
+        one per row). Returns, for a batch, an array ``[B, ...]`` (``action``) or a tuple of arrays
+        (``(action_type [B], action_params [B, P])`` for hybrid actions); for one observation the same
+        without the batch axis. Raises InvalidInputError naming expected and got for bad inputs.
+        """
+        outs, single = self.outputs(obs, mask, deterministic, rng, noise, agent)
+        parts = [outs[name][0] if single else outs[name] for name in self.action_outputs]
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+    def __repr__(self) -> str:
+        return (f"Policy({self.metadata.get('policy')!r}, obs {self.observation_shape}, "
+                f"action {self.action_spec.get('kind')}, outputs {self.action_outputs})")
+
+
+def load(path: str | Path | bytes, threads: int = 1) -> Policy:
+    """Load an agentkit ONNX export (a path, or the file's bytes) for acting with onnxruntime."""
+    return Policy(path, threads=threads)

@@ -1,0 +1,392 @@
+"""The ``onnx`` exporter plugin: a trained policy as a self-describing ONNX file for game engines.
+
+The graph is the actor itself (observation normaliser, trunk, head) followed by the head's own
+``env_outputs`` — the very function the trainer calls at the env boundary — so the file acts exactly as
+the trainer does. The written contract for engine developers is ``exports/CONTRACT.md``; in short:
+
+* inputs: ``obs`` float32 ``[batch, *obs_shape]`` (raw: normalisation is in the graph); ``action_mask``
+  float32 ``[batch, mask_dim]`` (1 = allowed) when the head takes masks; ``agent_id`` float32
+  ``[batch, n_agents]`` (one-hot) for a policy shared by several agents; ``noise`` float32
+  ``[batch, noise_dim]`` uniform(0, 1) for a stochastic export;
+* outputs: the head's ``output_names`` (``action``, or ``action_type`` + ``action_params``); a stochastic
+  export adds the deterministic twins ``deterministic_<name>``;
+* a dynamic batch axis on every input and output, ``onnx.checker`` clean, default opset ``DEFAULT_OPSET``;
+* ``metadata_props["agentkit"]``: a JSON description (see ``build_metadata``).
+
+Every export is checked in onnxruntime against the torch actor on at least 1000 observations (random masks
+with at least one allowed action per mask segment) before it is moved to its path; a mismatch raises
+``ExportParityError`` naming the largest error, and nothing is left at the output path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from pydantic import Field
+from torch import Tensor, nn
+
+import agentkit
+from agentkit.algorithm import PolicyArtifact
+from agentkit.config import ExporterConfig, RunConfig
+
+#: Version of the file contract (inputs, outputs, metadata keys). Bumped on any breaking change.
+CONTRACT_VERSION = 1
+#: Opset 15: the newest opset that Unity Sentis 1.x/2.0–2.5 (opsets 7–15), Unreal NNE's onnxruntime,
+#: onnxruntime-web and Godot's onnxruntime builds all import. Every op the policies need exists there.
+DEFAULT_OPSET = 15
+MIN_OPSET, MAX_OPSET = 13, 20
+METADATA_KEY = "agentkit"
+
+
+class ExportParityError(RuntimeError):
+    """The exported graph does not act like the torch policy: an exporter or head bug, not a user error."""
+
+
+class OnnxExporterConfig(ExporterConfig):
+    """Options of the ``onnx`` exporter."""
+
+    plugin: str = "onnx"
+    opset: int = Field(
+        DEFAULT_OPSET, ge=MIN_OPSET, le=MAX_OPSET,
+        description="ONNX opset; 15 is the newest that Unity Sentis <2.6 imports.",
+    )
+    stochastic: bool = Field(
+        False, description="Add a `noise` input (uniform 0..1) and sampled outputs besides the deterministic ones."
+    )
+    parity_samples: int = Field(
+        1000, ge=1000, description="Observations on which onnxruntime is compared with torch after export."
+    )
+    atol: float = Field(1e-5, gt=0, description="Largest allowed absolute difference of continuous outputs.")
+    parity_seed: int = Field(0, description="Seed of the random observations, masks and noise of the check.")
+
+
+# -- the graph ------------------------------------------------------------------------------------------------
+
+
+class PolicyGraph(nn.Module):
+    """What is traced: raw inputs → actor → distribution → ``head.env_outputs`` of mode (and of a sample).
+
+    ``forward`` takes the inputs in ``input_names`` order and returns the outputs in ``output_names`` order.
+    """
+
+    def __init__(self, artifact: PolicyArtifact, stochastic: bool):
+        super().__init__()
+        self.actor = artifact.actor
+        head = artifact.actor.head
+        if stochastic and head.noise_dim <= 0:
+            raise ValueError(f"head {type(head).__name__} declares noise_dim={head.noise_dim}; cannot sample")
+        self.obs_shape = tuple(int(d) for d in artifact.observation_space.shape)
+        self.mask_dim = int(head.mask_dim)
+        self.agent_id_dim = int(artifact.agent_id_dim)
+        self.noise_dim = int(head.noise_dim) if stochastic else 0
+        self.stochastic = stochastic
+        self.head_outputs = tuple(head.output_names)
+        self.input_names = ["obs"]
+        if self.mask_dim:
+            self.input_names.append("action_mask")
+        if self.agent_id_dim:
+            self.input_names.append("agent_id")
+        if stochastic:
+            self.input_names.append("noise")
+        if stochastic:
+            self.output_names = [*self.head_outputs, *(f"deterministic_{n}" for n in self.head_outputs)]
+        else:
+            self.output_names = list(self.head_outputs)
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        feeds = dict(zip(self.input_names, inputs, strict=True))
+        x = feeds["obs"]
+        if len(self.obs_shape) != 1:
+            x = x.flatten(1)
+        if self.agent_id_dim:
+            x = torch.cat([x, feeds["agent_id"]], dim=-1)
+        dist = self.actor(x, feeds.get("action_mask"))
+        head = self.actor.head
+        deterministic = head.env_outputs(dist.mode())
+        outs = []
+        if self.stochastic:
+            sampled = head.env_outputs(dist.sample_from_noise(feeds["noise"]))
+            outs += [sampled[n] for n in self.head_outputs]
+        outs += [deterministic[n] for n in self.head_outputs]
+        return tuple(outs)
+
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        """Valid inputs of batch size ``batch`` (all actions allowed, first agent, mid-range noise)."""
+        shapes = {"obs": self.obs_shape, "action_mask": (self.mask_dim,), "agent_id": (self.agent_id_dim,),
+                  "noise": (self.noise_dim,)}
+        out = []
+        for name in self.input_names:
+            t = torch.zeros(batch, *shapes[name]) if name == "obs" else torch.ones(batch, *shapes[name])
+            if name == "agent_id":
+                t = torch.zeros(batch, self.agent_id_dim)
+                t[:, 0] = 1.0
+            if name == "noise":
+                t = torch.full((batch, self.noise_dim), 0.5)
+            out.append(t)
+        return tuple(out)
+
+
+# -- metadata -------------------------------------------------------------------------------------------------
+
+
+def _json_floats(values: np.ndarray) -> list[float | None]:
+    """Floats for JSON (which has no infinities): unbounded entries become null."""
+    return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
+def _observation_spec(space: spaces.Space) -> dict[str, Any]:
+    spec: dict[str, Any] = {"shape": [int(d) for d in space.shape], "dtype": "float32"}
+    if isinstance(space, spaces.Box) and int(np.prod(space.shape)) <= 4096:
+        spec["low"], spec["high"] = _json_floats(space.low), _json_floats(space.high)
+    return spec
+
+
+def _mask_segments(artifact: PolicyArtifact) -> list[int]:
+    """Widths of the independent parts of the mask (one per MultiDiscrete branch, else the whole mask)."""
+    head = artifact.actor.head
+    segments = getattr(head, "mask_segments", None)
+    if segments is None and isinstance(artifact.action_space, spaces.MultiDiscrete):
+        nvec = [int(n) for n in np.asarray(artifact.action_space.nvec).ravel()]
+        segments = nvec if sum(nvec) == head.mask_dim else None
+    return [int(s) for s in segments] if segments else [int(head.mask_dim)]
+
+
+def build_metadata(
+    artifact: PolicyArtifact, graph: PolicyGraph, output_specs: dict[str, dict[str, Any]],
+    run_config: RunConfig | None, opset: int,
+) -> dict[str, Any]:
+    """The JSON stored under ``metadata_props["agentkit"]`` (documented in exports/CONTRACT.md)."""
+    head = artifact.actor.head
+    dims = {"obs": list(graph.obs_shape), "action_mask": [graph.mask_dim], "agent_id": [graph.agent_id_dim],
+            "noise": [graph.noise_dim]}
+    inputs = [{"name": n, "dtype": "float32", "shape": ["batch", *dims[n]]} for n in graph.input_names]
+    outputs = [{"name": n, **output_specs[n]} for n in graph.output_names]
+    env: dict[str, Any] | None = None
+    algorithm = None
+    if run_config is not None:
+        env_section = run_config.env.model_dump(mode="json")
+        env = {"plugin": run_config.env.plugin, "id": env_section.get("id") or env_section.get("module"),
+               "config": env_section}
+        algorithm = run_config.algorithm.plugin
+    meta: dict[str, Any] = {
+        "format": "agentkit-policy",
+        "contract_version": CONTRACT_VERSION,
+        "sdk_version": agentkit.__version__,
+        "opset": opset,
+        "policy": artifact.name,
+        "agents": list(artifact.agents),
+        "algorithm": algorithm,
+        "env": env,
+        "plugins": list(run_config.plugins) if run_config is not None else [],
+        "seed": run_config.seed if run_config is not None else None,
+        "observation": _observation_spec(artifact.observation_space),
+        "action": head.action_spec(),
+        "action_outputs": list(graph.head_outputs),
+        "inputs": inputs,
+        "outputs": outputs,
+        "mask": (
+            {"input": "action_mask", "dim": graph.mask_dim, "segments": _mask_segments(artifact),
+             "meaning": "1 = allowed, 0 = forbidden; every segment needs at least one 1"}
+            if graph.mask_dim else None
+        ),
+        "agent_id": (
+            {"input": "agent_id", "dim": graph.agent_id_dim, "encoding": "one-hot",
+             "agents": list(artifact.agents)}
+            if graph.agent_id_dim else None
+        ),
+        "stochastic": (
+            {"input": "noise", "dim": graph.noise_dim, "distribution": "uniform(0, 1)",
+             "deterministic_outputs": {n: f"deterministic_{n}" for n in graph.head_outputs}}
+            if graph.stochastic else None
+        ),
+        "deterministic_only": bool(artifact.deterministic_only),
+    }
+    return meta
+
+
+# -- export ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def trace_to_onnx(graph: PolicyGraph, opset: int) -> bytes:
+    """The traced ONNX model as bytes (TorchScript exporter: deterministic, any opset from 13)."""
+    buffer = io.BytesIO()
+    names = [*graph.input_names, *graph.output_names]
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export's, which cannot write opset < 18.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            graph.example_inputs(3),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=graph.input_names,
+            output_names=graph.output_names,
+            dynamic_axes={n: {0: "batch"} for n in names},
+            do_constant_folding=True,
+        )
+    return buffer.getvalue()
+
+
+def parity_inputs(artifact: PolicyArtifact, graph: PolicyGraph, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Random inputs for the parity check: observations spread over the space (bounded dims uniform,
+    unbounded ones wide normals), random masks with one allowed action per segment at least, random
+    one-hot agents, uniform noise."""
+    rng = np.random.default_rng(seed)
+    space = artifact.observation_space
+    low = np.broadcast_to(np.asarray(getattr(space, "low", -np.inf), np.float64), graph.obs_shape)
+    high = np.broadcast_to(np.asarray(getattr(space, "high", np.inf), np.float64), graph.obs_shape)
+    # gymnasium spells "unbounded" as +-inf or as float32's largest value; both count as unbounded here
+    has_low, has_high = np.abs(low) < 1e6, np.abs(high) < 1e6
+    wide = rng.normal(0.0, 3.0, (n, *graph.obs_shape))
+    u = rng.random((n, *graph.obs_shape))
+    with np.errstate(invalid="ignore", over="ignore"):
+        obs = np.where(has_low & has_high, low + u * (high - low), wide)
+        obs = np.where(has_low & ~has_high, low + np.abs(wide), obs)
+        obs = np.where(~has_low & has_high, high - np.abs(wide), obs)
+    feeds = {"obs": obs.astype(np.float32)}
+    if graph.mask_dim:
+        mask = (rng.random((n, graph.mask_dim)) < 0.5).astype(np.float32)
+        start = 0
+        for width in _mask_segments(artifact):
+            forced = rng.integers(0, width, n)
+            mask[np.arange(n), start + forced] = 1.0
+            start += width
+        mask[: max(1, n // 10)] = 1.0  # some rows with everything allowed
+        feeds["action_mask"] = mask
+    if graph.agent_id_dim:
+        feeds["agent_id"] = np.eye(graph.agent_id_dim, dtype=np.float32)[rng.integers(0, graph.agent_id_dim, n)]
+    if graph.stochastic:
+        feeds["noise"] = rng.random((n, graph.noise_dim), dtype=np.float32)
+    return feeds
+
+
+def check_parity(
+    model_bytes: bytes, graph: PolicyGraph, feeds: dict[str, np.ndarray], atol: float
+) -> dict[str, float]:
+    """Run ``feeds`` through onnxruntime and the torch graph; raise ExportParityError on any mismatch.
+
+    Integer outputs must be identical, float outputs within ``atol``. Returns the largest error per output.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    got = dict(zip(graph.output_names, session.run(graph.output_names, feeds), strict=True))
+    with torch.no_grad():
+        expected = graph(*(torch.from_numpy(feeds[n]) for n in graph.input_names))
+    errors: dict[str, float] = {}
+    problems = []
+    for name, want in zip(graph.output_names, expected, strict=True):
+        want_np, have = want.numpy(), got[name]
+        if want_np.shape != have.shape:
+            problems.append(f"{name}: shape {have.shape} in onnxruntime, {want_np.shape} in torch")
+            continue
+        diff = np.abs(have.astype(np.float64) - want_np.astype(np.float64))
+        worst = float(diff.max()) if diff.size else 0.0
+        errors[name] = worst
+        integer = np.issubdtype(want_np.dtype, np.integer)
+        if (integer and worst != 0.0) or (not integer and not worst <= atol):
+            row = int(np.unravel_index(int(np.nanargmax(diff)), diff.shape)[0]) if diff.size else 0
+            bad = int((diff.reshape(len(diff), -1).max(axis=1) > (0 if integer else atol)).sum())
+            problems.append(
+                f"{name}: largest error {worst:.3g} ({'must be 0' if integer else f'allowed {atol:g}'}) at row "
+                f"{row} (onnxruntime {have[row].tolist()} vs torch {want_np[row].tolist()}); "
+                f"{bad} of {len(diff)} rows differ"
+            )
+    if problems:
+        raise ExportParityError(
+            "the exported ONNX graph does not act like the torch policy:\n  " + "\n  ".join(problems)
+        )
+    return errors
+
+
+class OnnxExporter:
+    """Writes one ``PolicyArtifact`` as an ONNX file following exports/CONTRACT.md."""
+
+    def __init__(self, config: OnnxExporterConfig | None = None):
+        self.config = config or OnnxExporterConfig()
+        self.last_report: dict[str, Any] = {}
+
+    def export(self, artifact: PolicyArtifact, out_path: Path, run_config: RunConfig | None = None) -> Path:
+        """Trace, annotate, check and atomically write ``artifact`` to ``out_path``; return the path.
+
+        Raises ExportParityError (an export bug) if onnxruntime and torch disagree; ``out_path`` is then
+        left untouched.
+        """
+        import onnx
+
+        cfg = self.config
+        out_path = Path(out_path)
+        stochastic = cfg.stochastic and not artifact.deterministic_only
+        actor = artifact.actor
+        with _eval_mode(actor), torch.no_grad():
+            graph = PolicyGraph(artifact, stochastic)
+            model = onnx.load_from_string(trace_to_onnx(graph, cfg.opset))
+            example = graph(*graph.example_inputs(2))
+            specs = {
+                name: {"dtype": str(t.numpy().dtype), "shape": ["batch", *(int(d) for d in t.shape[1:])]}
+                for name, t in zip(graph.output_names, example, strict=True)
+            }
+            meta = build_metadata(artifact, graph, specs, run_config, cfg.opset)
+            onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta, allow_nan=False)})
+            model.producer_name = "agentkit"
+            model.producer_version = agentkit.__version__
+            model.doc_string = (
+                f"agentkit policy '{artifact.name}' ({meta['algorithm'] or 'unknown algorithm'}); "
+                "contract: metadata_props['agentkit'] and agentkit's exports/CONTRACT.md"
+            )
+            onnx.checker.check_model(model, full_check=True)
+            data = model.SerializeToString()
+            feeds = parity_inputs(artifact, graph, cfg.parity_samples, cfg.parity_seed)
+            errors = check_parity(data, graph, feeds, cfg.atol)
+            # batch 1 separately: a batch size baked into the graph by tracing would show here
+            check_parity(data, graph, {k: v[:1] for k, v in feeds.items()}, cfg.atol)
+        self.last_report = {"path": str(out_path), "max_errors": errors, "samples": cfg.parity_samples,
+                            "metadata": meta}
+        _atomic_write(out_path, data)
+        return out_path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@agentkit.hookimpl
+def agentkit_register_exporters(register) -> None:
+    register("onnx", OnnxExporter, OnnxExporterConfig,
+             "ONNX file with metadata, masks, optional noise input; checked against torch in onnxruntime")
