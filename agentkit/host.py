@@ -48,8 +48,10 @@ BUILTIN = "built-in"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "agentkit_plugins.heads.discrete",
     "agentkit_plugins.heads.gaussian",
+    "agentkit_plugins.heads.multi_discrete",
     "agentkit_envs.gymnasium_env",
     "agentkit_plugins.ppo",
+    "agentkit_exports.onnx_exporter",
 )
 
 _REGISTRATION_HOOKS = {
