@@ -1,0 +1,777 @@
+"""MADDPG (Lowe et al. 2017) for continuous, discrete, multi-discrete and hybrid actions, masks included.
+
+Read top to bottom like the paper:
+
+* **Actors** are deterministic and decentralised: one per policy group (agents of a group share it, with a
+  one-hot agent id appended to the observation when the group has several agents). An actor is the SDK's
+  ``agentkit.policy.Actor`` (normaliser + trunk) with a ``DeterministicHead``: its own output layers, and
+  the registered head of the action space (``policy.head``) for the env boundary (``env_outputs``,
+  ``to_env``, ``action_spec``), so eval and the ONNX exporter treat it like any other actor.
+* **Action representation.** The critic sees each agent's action as a vector: one-hot per categorical
+  branch (discrete, multi-discrete, the hybrid type) followed by the continuous part in normalised units
+  ``[-1, 1]`` (Box dims; hybrid parameters, the inactive ones 0).
+* **Discrete and hybrid types** are chosen by a straight-through Gumbel-softmax on masked logits
+  (``agentkit.heads.masked_logits``): the forward value is the hard one-hot of ``argmax(logits + g)``, the
+  gradient that of the soft sample. A masked logit is a large negative constant, so a masked action is never
+  chosen and its logit gets exactly zero gradient.
+* **Hybrid parameters** are deterministic per type; only the chosen type's parameters are active: they are
+  multiplied by the (constant) hard ownership mask of the chosen type, so inactive ones are 0 and get no
+  gradient.
+* **Continuous actions** are ``tanh`` outputs scaled to the Box; exploration adds Gaussian noise in
+  normalised units whose std decays linearly (``noise_std`` → ``noise_std_final``), and the result is
+  bounded to the Box before it reaches the env (and the replay buffer).
+* **Critics** are centralised: one Q network per group (agent id one-hot appended) on all agents'
+  observations (or the env's global state, ``critic_input: state``) and all agents' actions.
+  ``y = r_i + gamma * (1 - terminated_i) * Q'_i(s', a'_1..a'_n)`` with target actors and target critics
+  updated softly (``tau``); truncation bootstraps. An agent that is not alive at a step adds nothing to
+  either loss.
+* **Replay**: preallocated tensors (``agentkit_plugins.replay``); every ``train_every`` env steps,
+  ``gradient_steps`` updates of every group's critic then actor on ``batch_size`` rows; gradients clipped
+  to ``max_grad_norm``.
+
+Steps are env steps: one vector step of N env copies counts N, whatever the number of agents.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from agentkit_plugins.replay import ReplayBuffer
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+import agentkit
+from agentkit.algorithm import BuildContext, PolicyArtifact
+from agentkit.config import AlgorithmConfig, PolicyConfig
+from agentkit.errors import ConfigError
+from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
+from agentkit.policy import Actor, ObsNormalizer, layer_init, mlp, resolve_head
+from agentkit.spaces import HybridSpace
+
+# --------------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------------
+
+
+class MADDPGConfig(AlgorithmConfig):
+    """MADDPG options. Defaults follow openai/maddpg (lr 1e-2, gamma 0.95, batch 1024, tau 0.01, clip 0.5)."""
+
+    buffer_size: int = Field(1_000_000, ge=1, description="Replay capacity in env steps (rows of N agents).")
+    batch_size: int = Field(1024, ge=1, description="Rows per gradient step.")
+    learning_starts: int = Field(1024 * 25, ge=0, description="Env steps collected before the first update.")
+    train_every: int = Field(100, ge=1, description="Env steps between update rounds.")
+    gradient_steps: int = Field(1, ge=1, description="Gradient steps (critic then actor, every group) per round.")
+    iteration_steps: int = Field(
+        2_500, ge=1, description="Env steps per trainer iteration (the granularity of metrics and hooks)."
+    )
+    actor_lr: float = Field(1e-2, gt=0)
+    critic_lr: float = Field(1e-2, gt=0)
+    gamma: float = Field(0.95, ge=0, le=1)
+    tau: float = Field(0.01, gt=0, le=1, description="Soft target update: target += tau * (online - target).")
+    max_grad_norm: float = Field(0.5, gt=0, description="Gradient norm clip for actors and critics.")
+    critic_hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64])
+    critic_input: Literal["obs", "state"] = Field(
+        "obs", description="obs: all agents' observations; state: the env's global state."
+    )
+    agent_id: bool = Field(True, description="Append a one-hot agent id to a shared actor's input.")
+    gumbel_temperature: float = Field(1.0, gt=0, description="Temperature of the Gumbel-softmax relaxation.")
+    noise_std: float = Field(0.3, ge=0, description="Continuous exploration std at the start (normalised units).")
+    noise_std_final: float = Field(0.05, ge=0, description="Continuous exploration std after the decay.")
+    noise_decay_fraction: float = Field(0.5, gt=0, le=1, description="Fraction of total_steps the std decays over.")
+    action_reg: float = Field(
+        1e-3, ge=0, description="Weight of the squared pre-activation penalty in the actor loss (as openai/maddpg)."
+    )
+    checkpoint_buffer: bool = Field(
+        False, description="Save the replay buffer in checkpoints (exact resume; large files)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MADDPGConfig:
+        if self.batch_size > self.buffer_size:
+            raise ValueError(f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------
+# The math: straight-through Gumbel-softmax with masks, soft updates
+# --------------------------------------------------------------------------------------------------------
+
+
+def gumbel_softmax_st(
+    logits: Tensor,
+    mask: Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    noise: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Straight-through Gumbel-softmax over the last axis, respecting ``mask`` (True/1 = allowed).
+
+    Returns ``(one_hot, index)``: ``one_hot`` has the value of the hard one-hot of
+    ``argmax(masked_logits + g)`` and the gradient of ``softmax((masked_logits + g) / temperature)``.
+    Masked entries are never chosen and their logits get exactly zero gradient. ``noise=False`` drops the
+    Gumbel noise (the deterministic, greedy choice with the same gradient path).
+    """
+    logits = masked_logits(logits, mask)
+    if noise:
+        u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+        logits = logits + gumbel
+    y_soft = torch.softmax(logits / temperature, dim=-1)
+    index = logits.argmax(dim=-1)
+    y_hard = F.one_hot(index, logits.shape[-1]).to(y_soft.dtype)
+    return y_hard - y_soft.detach() + y_soft, index
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """``target ← (1 - tau) · target + tau · source`` for every parameter (buffers are copied)."""
+    t_params, s_params = list(target.parameters()), list(source.parameters())
+    torch._foreach_lerp_(t_params, s_params, tau)
+    for t_buf, s_buf in zip(target.buffers(), source.buffers(), strict=True):
+        t_buf.copy_(s_buf)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The deterministic head: output layers + the registered head's env boundary
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActionLayout:
+    """How one agent's action is laid out: categorical branches, then continuous dims.
+
+    ``kind`` is ``discrete``, ``multi_discrete``, ``box`` or ``hybrid``; ``branches`` the sizes of the
+    categorical branches; ``cont_dim`` the continuous dims (Box dims or hybrid parameters), whose env-unit
+    bounds are ``low``/``high``. ``rep_dim`` is the width of the vector the critic sees.
+    """
+
+    kind: str
+    branches: tuple[int, ...]
+    cont_dim: int
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+
+    @property
+    def rep_dim(self) -> int:
+        return sum(self.branches) + self.cont_dim
+
+    @property
+    def logit_dim(self) -> int:
+        return sum(self.branches)
+
+    @staticmethod
+    def of(space: gym.Space) -> ActionLayout:
+        if isinstance(space, HybridSpace):
+            return ActionLayout("hybrid", (space.num_types,), space.num_params, _bounds(space.low, space),
+                                _bounds(space.high, space))
+        if isinstance(space, gym.spaces.Discrete):
+            return ActionLayout("discrete", (int(space.n),), 0)
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            return ActionLayout("multi_discrete", tuple(int(n) for n in np.ravel(space.nvec)), 0)
+        if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+            return ActionLayout("box", (), int(space.shape[0]), _bounds(space.low, space), _bounds(space.high, space))
+        raise ConfigError(
+            f"maddpg cannot act in the action space {space}: it supports Discrete, MultiDiscrete, a flat Box "
+            "and agentkit.spaces.HybridSpace."
+        )
+
+
+def _bounds(values: np.ndarray, space: gym.Space) -> tuple[float, ...]:
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(
+            f"maddpg needs finite bounds on continuous actions (its actors are tanh-scaled to them); {space} has "
+            "infinite ones. Give the env's Box finite low/high."
+        )
+    return tuple(float(v) for v in values)
+
+
+class DeterministicDistribution(ActionDistribution):
+    """The deterministic action of a MADDPG actor, in the registered head's raw action format.
+
+    ``mode()`` and ``sample()`` both return it; MADDPG actors have no log-prob or entropy.
+    """
+
+    def __init__(self, action: Tensor):
+        self.action = action
+
+    def sample(self) -> Tensor:
+        return self.action
+
+    def mode(self) -> Tensor:
+        return self.action
+
+    def sample_from_noise(self, noise: Tensor) -> Tensor:
+        return self.action
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        raise NotImplementedError("a MADDPG actor is deterministic: it has no log-prob (export it deterministic)")
+
+    def entropy(self) -> Tensor:
+        raise NotImplementedError("a MADDPG actor is deterministic: it has no entropy")
+
+
+class DeterministicHead(ActionHead):
+    """MADDPG's actor output: logits for the categorical branches, tanh for the continuous dims.
+
+    ``base`` is the registered head of the action space; this head takes its raw action format, mask width
+    and env boundary (``env_outputs``, ``to_env``, ``action_spec``) so eval and export need nothing new.
+    Its own output layers are unused.
+    """
+
+    def __init__(self, base: ActionHead, action_space: gym.Space, latent_dim: int):
+        super().__init__()
+        self.base = base
+        self.action_space = action_space
+        self.layout = ActionLayout.of(action_space)
+        self.mask_dim = base.mask_dim
+        self.noise_dim = 0
+        self.action_shape = base.action_shape
+        self.action_dtype = base.action_dtype
+        self.output_names = base.output_names
+        self.out = layer_init(nn.Linear(latent_dim, self.layout.logit_dim + self.layout.cont_dim), gain=0.01)
+        lay = self.layout
+        self.register_buffer("low", torch.tensor(lay.low, dtype=torch.float32).reshape(lay.cont_dim))
+        self.register_buffer("high", torch.tensor(lay.high, dtype=torch.float32).reshape(lay.cont_dim))
+        if lay.kind == "hybrid":
+            self.register_buffer("param_mask", torch.as_tensor(action_space.param_mask, dtype=torch.float32))
+
+    # -- training-side: the action vector the critic sees, differentiable --------------------------------
+
+    def act(
+        self,
+        latent: Tensor,
+        mask: Tensor | None = None,
+        *,
+        gumbel: bool = False,
+        temperature: float = 1.0,
+        noise_std: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns ``(rep, raw, preact)``.
+
+        ``rep [B, rep_dim]``: one-hots (straight-through) then continuous dims in ``[-1, 1]`` — what the
+        critic sees, differentiable. ``raw``: the same action in the registered head's raw format (env
+        units), not differentiable. ``preact``: the pre-activations, for the action regulariser.
+        ``gumbel`` samples the categorical branches (else greedy); ``noise_std`` adds Gaussian exploration
+        noise to the continuous dims, then bounds them.
+        """
+        lay = self.layout
+        preact = self.out(latent)
+        parts, indices = [], []
+        offset = 0
+        masks = self._branch_masks(mask)
+        for size, branch_mask in zip(lay.branches, masks, strict=True):
+            one_hot, index = gumbel_softmax_st(
+                preact[:, offset : offset + size], branch_mask, temperature, generator, noise=gumbel
+            )
+            parts.append(one_hot)
+            indices.append(index)
+            offset += size
+        cont = None
+        if lay.cont_dim:
+            cont = torch.tanh(preact[:, offset:])
+            if noise_std > 0:
+                eps = torch.randn(cont.shape, generator=generator, device=cont.device, dtype=cont.dtype)
+                cont = (cont + noise_std * eps).clamp(-1.0, 1.0)
+            if lay.kind == "hybrid":
+                # Only the chosen type's parameters are active: a constant 0/1 gate, so inactive ones are 0
+                # and get no gradient.
+                cont = cont * self.param_mask[indices[0]]
+            parts.append(cont)
+        rep = torch.cat(parts, dim=-1)
+        return rep, self._raw(indices, cont), preact
+
+    def _branch_masks(self, mask: Tensor | None) -> list[Tensor | None]:
+        lay = self.layout
+        if mask is None or self.mask_dim == 0:
+            return [None] * len(lay.branches)
+        mask = as_bool_mask(mask)
+        if lay.kind == "multi_discrete":
+            return list(torch.split(mask, list(lay.branches), dim=-1))
+        return [mask]
+
+    def _raw(self, indices: list[Tensor], cont: Tensor | None) -> Tensor:
+        lay = self.layout
+        if lay.kind == "discrete":
+            return indices[0]
+        if lay.kind == "multi_discrete":
+            return torch.stack(indices, dim=-1)
+        assert cont is not None
+        env_units = self.low + (cont.detach() + 1.0) * 0.5 * (self.high - self.low)
+        if lay.kind == "box":
+            return env_units
+        active = self.param_mask[indices[0]]
+        return torch.cat([indices[0].to(env_units.dtype).unsqueeze(-1), env_units * active], dim=-1)
+
+    def rep_from_raw(self, raw: Tensor) -> Tensor:
+        """The critic's action vector for raw actions (e.g. ones sent to the env), not differentiable."""
+        lay = self.layout
+        if lay.kind == "discrete":
+            return F.one_hot(raw.long(), lay.branches[0]).float()
+        if lay.kind == "multi_discrete":
+            return torch.cat([F.one_hot(raw[:, i].long(), n).float() for i, n in enumerate(lay.branches)], -1)
+        if lay.kind == "box":
+            return ((raw - self.low) / (self.high - self.low) * 2.0 - 1.0).clamp(-1, 1)
+        index = raw[:, 0].long()
+        params = ((raw[:, 1:] - self.low) / (self.high - self.low) * 2.0 - 1.0).clamp(-1, 1)
+        return torch.cat([F.one_hot(index, lay.branches[0]).float(), params * self.param_mask[index]], -1)
+
+    # -- the ActionHead contract (eval and export) ------------------------------------------------------
+
+    def forward(self, latent: Tensor, mask: Tensor | None = None) -> ActionDistribution:
+        _, raw, _ = self.act(latent, mask)
+        return DeterministicDistribution(raw)
+
+    def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
+        return self.base.env_outputs(action)
+
+    def to_env(self, outputs: dict[str, np.ndarray]) -> Any:
+        return self.base.to_env(outputs)
+
+    def action_spec(self) -> dict[str, Any]:
+        spec = dict(self.base.action_spec())
+        spec["deterministic_only"] = True
+        return spec
+
+
+def build_deterministic_actor(
+    policy_config: PolicyConfig, registry, observation_space: gym.spaces.Box, action_space: gym.Space,
+    extra_obs_dim: int = 0,
+) -> Actor:
+    """An ``agentkit.policy.Actor`` whose head is a ``DeterministicHead`` around the resolved ``policy.head``."""
+    reg, head_config = resolve_head(policy_config, registry, action_space)
+    obs_dim = int(math.prod(observation_space.shape)) + extra_obs_dim
+
+    def head_factory(latent_dim: int) -> ActionHead:
+        return DeterministicHead(reg.factory(head_config, action_space, latent_dim), action_space, latent_dim)
+
+    return Actor(obs_dim, head_factory, policy_config)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The centralised critic
+# --------------------------------------------------------------------------------------------------------
+
+
+class CentralCritic(nn.Module):
+    """Q_i(x, a_1..a_n, id_i): ``x`` (all observations or the global state, normalised) and every agent's
+    action vector, plus agent i's one-hot id in its group → ``[B]``."""
+
+    def __init__(self, x_dim: int, act_dim: int, id_dim: int, hidden: list[int], activation: str, normalize: bool):
+        super().__init__()
+        self.normalizer = ObsNormalizer((x_dim,), enabled=normalize)
+        self.trunk = mlp(x_dim + act_dim + id_dim, hidden, activation)
+        self.q_out = layer_init(nn.Linear(hidden[-1] if hidden else x_dim + act_dim + id_dim, 1), gain=1.0)
+
+    def forward(self, x: Tensor, actions: Tensor, agent_id: Tensor | None = None) -> Tensor:
+        parts = [self.normalizer(x), actions] + ([agent_id] if agent_id is not None else [])
+        return self.q_out(self.trunk(torch.cat(parts, dim=-1))).squeeze(-1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The algorithm
+# --------------------------------------------------------------------------------------------------------
+
+
+class _Group:
+    """A policy group's networks and optimisers (plain holder)."""
+
+    def __init__(self, spec, actor: Actor, critic: CentralCritic, cfg: MADDPGConfig):
+        self.spec = spec
+        self.name: str = spec.name
+        self.n_agents = len(spec.agents)
+        self.obs_dim = int(math.prod(spec.observation_space.shape))
+        self.actor = actor
+        self.critic = critic
+        self.target_actor = copy.deepcopy(actor).requires_grad_(False)
+        self.target_critic = copy.deepcopy(critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
+        self.id_dim = self.n_agents if (cfg.agent_id and self.n_agents > 1) else 0
+        self.eye = torch.eye(self.n_agents)
+
+    @property
+    def head(self) -> DeterministicHead:
+        return self.actor.head  # type: ignore[return-value]
+
+    def actor_input(self, obs: Tensor) -> Tensor:
+        """``[B, A, D]`` → ``[B * A, D (+ A)]`` with the one-hot agent id appended."""
+        b = obs.shape[0]
+        if self.id_dim:
+            obs = torch.cat([obs, self.eye.to(obs.dtype).expand(b, -1, -1)], dim=-1)
+        return obs.reshape(b * self.n_agents, -1)
+
+
+class MADDPG:
+    """The ``maddpg`` algorithm (see the module docstring)."""
+
+    def __init__(self, config: MADDPGConfig, context: BuildContext):
+        self.cfg = config
+        self.context = context
+        run_config = context.config
+        self.device = torch.device("cpu")
+        env = context.env
+        if not getattr(env, "multi_agent", False):
+            raise ConfigError(
+                f"algorithm.plugin: maddpg trains multi-agent envs, but env {env.env_id!r} is single-agent. "
+                "Use the pettingzoo env plugin (or algorithm.plugin: ppo for single-agent envs)."
+            )
+        self.num_envs = run_config.env.num_envs
+        self.seed = run_config.seed
+        torch.manual_seed(self.seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.vec = env.make_vec(self.num_envs, seed=self.seed)
+        specs = self.vec.groups
+        self.state_dim = int(getattr(self.vec, "state_dim", 0) or 0)
+        if config.critic_input == "state" and self.state_dim <= 0:
+            raise ConfigError(
+                f"algorithm.critic_input: 'state' needs an env with a global state, and {env.env_id!r} has none. "
+                "Use critic_input: obs."
+            )
+
+        # Every group's actor, and the layout of the joint (all agents) observation and action vectors.
+        self.groups: dict[str, _Group] = {}
+        actors = {}
+        for name, spec in specs.items():
+            n = len(spec.agents)
+            extra = n if (config.agent_id and n > 1) else 0
+            actors[name] = build_deterministic_actor(
+                run_config.policy, context.registry, spec.observation_space, spec.action_space, extra
+            )
+        x_dim = (
+            self.state_dim
+            if config.critic_input == "state"
+            else sum(len(s.agents) * int(math.prod(s.observation_space.shape)) for s in specs.values())
+        )
+        act_dim = sum(len(s.agents) * actors[g].head.layout.rep_dim for g, s in specs.items())
+        for name, spec in specs.items():
+            n = len(spec.agents)
+            id_dim = n if n > 1 else 0
+            critic = CentralCritic(
+                x_dim, act_dim, id_dim, config.critic_hidden_sizes, run_config.policy.activation,
+                run_config.policy.normalize_obs,
+            )
+            self.groups[name] = _Group(spec, actors[name], critic, config)
+        self.critic_id_dim = {g: (grp.n_agents if grp.n_agents > 1 else 0) for g, grp in self.groups.items()}
+
+        self.buffer = ReplayBuffer(config.buffer_size, self._buffer_fields(), self.device)
+        self.steps_done = 0
+        self.updates_done = 0
+        self._since_update = 0
+        self._obs = self.vec.reset(seed=self.seed)
+        self._recent_returns: list[float] = []
+
+    # -- storage layout ---------------------------------------------------------------------------------
+
+    def _buffer_fields(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        fields: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        for g, grp in self.groups.items():
+            a = grp.n_agents
+            fields[f"{g}/obs"] = ((a, grp.obs_dim), torch.float32)
+            fields[f"{g}/next_obs"] = ((a, grp.obs_dim), torch.float32)
+            fields[f"{g}/action"] = ((a, grp.head.layout.rep_dim), torch.float32)
+            fields[f"{g}/reward"] = ((a,), torch.float32)
+            fields[f"{g}/terminated"] = ((a,), torch.bool)
+            fields[f"{g}/alive"] = ((a,), torch.bool)
+            if grp.head.mask_dim:
+                fields[f"{g}/mask"] = ((a, grp.head.mask_dim), torch.bool)
+                fields[f"{g}/next_mask"] = ((a, grp.head.mask_dim), torch.bool)
+        if self.cfg.critic_input == "state":
+            fields["state"] = ((self.state_dim,), torch.float32)
+            fields["next_state"] = ((self.state_dim,), torch.float32)
+        return fields
+
+    # -- collection -------------------------------------------------------------------------------------
+
+    def noise_std(self) -> float:
+        frac = min(1.0, self.steps_done / (self.cfg.noise_decay_fraction * self.cfg.total_steps))
+        return self.cfg.noise_std + frac * (self.cfg.noise_std_final - self.cfg.noise_std)
+
+    @torch.no_grad()
+    def _act(self, obs: dict) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Exploratory actions for every group: what the env takes, and the critic's action vectors."""
+        env_actions, reps = {}, {}
+        noise_std = self.noise_std()
+        for g, grp in self.groups.items():
+            o = obs[g]
+            x = torch.as_tensor(o.obs, dtype=torch.float32).reshape(self.num_envs, grp.n_agents, -1)
+            mask = None
+            if grp.head.mask_dim and o.mask is not None:
+                mask = torch.as_tensor(o.mask).reshape(self.num_envs * grp.n_agents, -1)
+            latent = grp.actor.latent(grp.actor_input(x))
+            rep, raw, _ = grp.head.act(
+                latent, mask, gumbel=True, temperature=self.cfg.gumbel_temperature, noise_std=noise_std,
+                generator=self.generator,
+            )
+            outputs = {k: v.cpu().numpy() for k, v in grp.head.env_outputs(raw).items()}
+            env_actions[g] = grp.head.to_env(outputs)
+            reps[g] = rep.reshape(self.num_envs, grp.n_agents, -1)
+        return env_actions, reps
+
+    def _collect(self, n_vector_steps: int) -> dict[str, list[float]]:
+        stats: dict[str, list[float]] = {"returns": [], "lengths": []}
+        for _ in range(n_vector_steps):
+            obs = self._obs
+            for g, grp in self.groups.items():
+                grp.actor.normalizer.update(torch.as_tensor(self._with_ids(grp, obs[g].obs)))
+            actions, reps = self._act(obs)
+            tr = self.vec.step(actions)
+            rows: dict[str, Any] = {}
+            for g, grp in self.groups.items():
+                t = tr.groups[g]
+                o = obs[g]
+                rows[f"{g}/obs"] = _f32(o.obs)
+                rows[f"{g}/next_obs"] = _f32(_final(t.final_obs, t.next.obs, t))
+                rows[f"{g}/action"] = reps[g]
+                rows[f"{g}/reward"] = _f32(t.reward)
+                rows[f"{g}/terminated"] = torch.as_tensor(np.asarray(t.terminated, dtype=bool))
+                alive = o.alive if o.alive is not None else np.ones(t.reward.shape, dtype=bool)
+                rows[f"{g}/alive"] = torch.as_tensor(np.asarray(alive, dtype=bool))
+                if grp.head.mask_dim:
+                    rows[f"{g}/mask"] = _mask(o.mask, t.reward.shape, grp.head.mask_dim)
+                    rows[f"{g}/next_mask"] = _mask(t.next.mask, t.reward.shape, grp.head.mask_dim)
+            if self.cfg.critic_input == "state":
+                first = next(iter(self.groups))
+                t0 = tr.groups[first]
+                rows["state"] = _f32(obs[first].state)
+                rows["next_state"] = _f32(_final(t0.final_state, t0.next.state, t0))
+            self.buffer.add(rows)
+            self._obs = {g: tr.groups[g].next for g in self.groups}
+            self.steps_done += self.num_envs
+            self._since_update += self.num_envs
+            stats["returns"].extend(tr.episode_returns)
+            stats["lengths"].extend(tr.episode_lengths)
+            for g, rets in tr.group_returns.items():
+                stats.setdefault(f"group/{g}", []).extend(rets)
+            while self._since_update >= self.cfg.train_every:
+                self._since_update -= self.cfg.train_every
+                if self.steps_done >= self.cfg.learning_starts and len(self.buffer) >= self.cfg.batch_size:
+                    for _ in range(self.cfg.gradient_steps):
+                        self._losses.append(self.update())
+        return stats
+
+    def _with_ids(self, grp: _Group, obs: np.ndarray) -> Tensor:
+        x = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, grp.n_agents, grp.obs_dim)
+        return grp.actor_input(x)
+
+    # -- learning ---------------------------------------------------------------------------------------
+
+    def _critic_x(self, b: dict[str, Tensor], nxt: bool) -> Tensor:
+        if self.cfg.critic_input == "state":
+            return b["next_state" if nxt else "state"]
+        key = "next_obs" if nxt else "obs"
+        return torch.cat([b[f"{g}/{key}"].flatten(1) for g in self.groups], dim=-1)
+
+    def _q_all(self, critic: CentralCritic, grp: _Group, x: Tensor, joint: Tensor) -> Tensor:
+        """Q of every agent of ``grp``: ``joint [B, A_g, act_dim]`` (per-agent joint actions) → ``[B, A_g]``."""
+        bsz, a = joint.shape[0], grp.n_agents
+        xs = x.unsqueeze(1).expand(bsz, a, x.shape[-1]).reshape(bsz * a, -1)
+        ids = grp.eye.expand(bsz, a, a).reshape(bsz * a, a) if self.critic_id_dim[grp.name] else None
+        return critic(xs, joint.reshape(bsz * a, -1), ids).reshape(bsz, a)
+
+    def update(self) -> dict[str, float]:
+        """One gradient step of every group's critic, then every group's actor, then the soft updates."""
+        cfg = self.cfg
+        b = self.buffer.sample(cfg.batch_size, self.generator)
+        x, next_x = self._critic_x(b, False), self._critic_x(b, True)
+        bsz = cfg.batch_size
+        out: dict[str, float] = {}
+
+        with torch.no_grad():
+            next_reps = []
+            for g, grp in self.groups.items():
+                nobs = b[f"{g}/next_obs"]
+                mask = b.get(f"{g}/next_mask")
+                latent = grp.target_actor.latent(grp.actor_input(nobs))
+                rep, _, _ = grp.target_actor.head.act(
+                    latent, None if mask is None else mask.reshape(bsz * grp.n_agents, -1), gumbel=True,
+                    temperature=cfg.gumbel_temperature, generator=self.generator,
+                )
+                next_reps.append(rep.reshape(bsz, -1))
+            next_joint = torch.cat(next_reps, dim=-1)
+        buf_joint = torch.cat([b[f"{g}/action"].flatten(1) for g in self.groups], dim=-1)
+
+        for g, grp in self.groups.items():
+            a = grp.n_agents
+            alive = b[f"{g}/alive"].float()
+            with torch.no_grad():
+                next_q = self._q_all(grp.target_critic, grp, next_x, next_joint.unsqueeze(1).expand(bsz, a, -1))
+                y = b[f"{g}/reward"] + cfg.gamma * (1.0 - b[f"{g}/terminated"].float()) * next_q
+            q = self._q_all(grp.critic, grp, x, buf_joint.unsqueeze(1).expand(bsz, a, -1))
+            critic_loss = ((q - y).square() * alive).sum() / alive.sum().clamp_min(1.0)
+            grp.critic_opt.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            nn.utils.clip_grad_norm_(grp.critic.parameters(), cfg.max_grad_norm)
+            grp.critic_opt.step()
+            out[f"losses/critic/{g}"] = float(critic_loss)
+            out[f"losses/q/{g}"] = float((q.detach() * alive).sum() / alive.sum().clamp_min(1.0))
+
+        # Actors: agent i's row replaces only agent i's action in the joint action with its actor's current
+        # (straight-through) action; the others stay as sampled from the buffer.
+        offsets, start = {}, 0
+        for g, grp in self.groups.items():
+            width = grp.n_agents * grp.head.layout.rep_dim
+            offsets[g] = (start, start + width)
+            start += width
+        for g, grp in self.groups.items():
+            a, d = grp.n_agents, grp.head.layout.rep_dim
+            obs = b[f"{g}/obs"]
+            alive = b[f"{g}/alive"].float()
+            latent = grp.actor.latent(grp.actor_input(obs))
+            mask = b.get(f"{g}/mask")
+            rep, _, preact = grp.head.act(
+                latent, None if mask is None else mask.reshape(bsz * a, -1), gumbel=True,
+                temperature=cfg.gumbel_temperature, generator=self.generator,
+            )
+            rep = rep.reshape(bsz, a, d)
+            lo, hi = offsets[g]
+            own = buf_joint[:, lo:hi].reshape(bsz, 1, a, d).expand(bsz, a, a, d)
+            replaced = torch.where(grp.eye.bool().reshape(1, a, a, 1), rep.unsqueeze(1), own).reshape(bsz, a, a * d)
+            joint = torch.cat(
+                [buf_joint[:, :lo].unsqueeze(1).expand(bsz, a, lo), replaced,
+                 buf_joint[:, hi:].unsqueeze(1).expand(bsz, a, buf_joint.shape[1] - hi)], dim=-1
+            )
+            q = self._q_all(grp.critic, grp, x, joint)
+            n_alive = alive.sum().clamp_min(1.0)
+            pg_loss = -(q * alive).sum() / n_alive
+            reg = (preact.reshape(bsz, a, -1).square().mean(-1) * alive).sum() / n_alive
+            actor_loss = pg_loss + cfg.action_reg * reg
+            grp.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            nn.utils.clip_grad_norm_(grp.actor.parameters(), cfg.max_grad_norm)
+            grp.actor_opt.step()
+            out[f"losses/actor/{g}"] = float(pg_loss)
+
+        for grp in self.groups.values():
+            soft_update(grp.target_actor, grp.actor, cfg.tau)
+            soft_update(grp.target_critic, grp.critic, cfg.tau)
+        self.updates_done += 1
+        return out
+
+    # -- the Algorithm protocol -------------------------------------------------------------------------
+
+    def iterate(self) -> dict[str, float]:
+        start = time.perf_counter()
+        self._losses: list[dict[str, float]] = []
+        remaining = max(1, self.cfg.total_steps - self.steps_done)
+        n = max(1, math.ceil(min(self.cfg.iteration_steps, remaining) / self.num_envs))
+        stats = self._collect(n)
+        for grp in self.groups.values():
+            grp.head.set_progress(min(1.0, self.steps_done / self.cfg.total_steps))
+        metrics: dict[str, float] = {}
+        if stats["returns"]:
+            metrics["charts/episode_return"] = float(np.mean(stats["returns"]))
+            metrics["charts/episode_length"] = float(np.mean(stats["lengths"]))
+            metrics["charts/episodes"] = float(len(stats["returns"]))
+        for key, values in stats.items():
+            if key.startswith("group/") and values:
+                metrics[f"charts/episode_return/{key[6:]}"] = float(np.mean(values))
+        if self._losses:
+            for key in self._losses[0]:
+                metrics[key] = float(np.mean([loss[key] for loss in self._losses]))
+        metrics["charts/noise_std"] = self.noise_std()
+        metrics["charts/updates"] = float(self.updates_done)
+        metrics["charts/buffer_size"] = float(len(self.buffer))
+        metrics["charts/sps"] = n * self.num_envs / max(time.perf_counter() - start, 1e-9)
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "groups": {
+                g: {
+                    "actor": grp.actor.state_dict(),
+                    "critic": grp.critic.state_dict(),
+                    "target_actor": grp.target_actor.state_dict(),
+                    "target_critic": grp.target_critic.state_dict(),
+                    "actor_opt": grp.actor_opt.state_dict(),
+                    "critic_opt": grp.critic_opt.state_dict(),
+                }
+                for g, grp in self.groups.items()
+            },
+            "steps_done": self.steps_done,
+            "updates_done": self.updates_done,
+            "since_update": self._since_update,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.cfg.checkpoint_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for g, grp in self.groups.items():
+            s = state["groups"][g]
+            grp.actor.load_state_dict(s["actor"])
+            grp.critic.load_state_dict(s["critic"])
+            grp.target_actor.load_state_dict(s["target_actor"])
+            grp.target_critic.load_state_dict(s["target_critic"])
+            grp.actor_opt.load_state_dict(s["actor_opt"])
+            grp.critic_opt.load_state_dict(s["critic_opt"])
+        self.steps_done = int(state["steps_done"])
+        self.updates_done = int(state["updates_done"])
+        self._since_update = int(state["since_update"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+
+    def policies(self) -> list[PolicyArtifact]:
+        return [
+            PolicyArtifact(
+                name=g,
+                actor=grp.actor,
+                observation_space=grp.spec.observation_space,
+                action_space=grp.spec.action_space,
+                agents=list(grp.spec.agents),
+                agent_id_dim=grp.id_dim,
+                deterministic_only=True,
+            )
+            for g, grp in self.groups.items()
+        ]
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+def _f32(x: Any) -> Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+
+def _mask(mask: np.ndarray | None, shape: tuple[int, ...], width: int) -> Tensor:
+    if mask is None:
+        return torch.ones((*shape, width), dtype=torch.bool)
+    return torch.as_tensor(np.asarray(mask)).bool().reshape(*shape, width)
+
+
+def _final(final: np.ndarray | None, nxt: np.ndarray, tr) -> np.ndarray:
+    """The true next observation: ``final`` where an episode ended (the env already reset), else ``nxt``."""
+    if final is None:
+        return nxt
+    ended = np.asarray(tr.terminated, dtype=bool) | np.asarray(tr.truncated, dtype=bool)
+    ended = ended.reshape(ended.shape[0], -1).any(axis=1)
+    shape = (-1,) + (1,) * (np.ndim(nxt) - 1)
+    return np.where(ended.reshape(shape), final, nxt)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Registration
+# --------------------------------------------------------------------------------------------------------
+
+
+@agentkit.hookimpl
+def agentkit_register_algorithms(register) -> None:
+    register(
+        "maddpg",
+        MADDPG,
+        MADDPGConfig,
+        "MADDPG: deterministic actors, centralised critics; continuous, discrete and hybrid actions with masks",
+    )
