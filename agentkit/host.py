@@ -52,6 +52,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "agentkit_envs.gymnasium_env",
     "agentkit_plugins.ppo",
     "agentkit_exports.onnx_exporter",
+    "agentkit_plugins.maddpg",
 )
 
 _REGISTRATION_HOOKS = {
