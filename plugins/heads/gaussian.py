@@ -185,6 +185,7 @@ class GaussianDistribution(ActionDistribution):
         self.std = torch.exp(log_std)
         self.output = output
 
+    @torch.no_grad()
     def sample(self) -> Tensor:
         return self.mean + self.std * torch.randn_like(self.mean)
 
