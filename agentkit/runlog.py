@@ -1,0 +1,155 @@
+"""The run's records: ``metrics.csv``, TensorBoard events and ``curve.png``.
+
+``metrics.csv`` has one row per iteration. The first columns are ``step`` (env steps done), ``iteration``
+and ``time`` (seconds of training, summed over resumed sessions); then every metric in the order it first
+appeared. A metric that appears for the first time later in the run adds a column: the file is rewritten
+(atomically) with the wider header and earlier rows get an empty cell. A metric missing from an iteration
+is an empty cell too. Rows are flushed as they are written, so the file is complete up to the last
+iteration even after a kill -9.
+
+On resume, ``MetricsCSV(..., resume_step=s)`` drops rows past the checkpoint's step ``s`` (iterations that
+ran after the last checkpoint and are replayed) before appending; TensorBoard is opened with
+``purge_step=s`` for the same reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+FIXED_COLUMNS = ("step", "iteration", "time")
+RETURN_METRIC = "charts/episode_return"
+
+
+def _format(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def read_metrics(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a metrics.csv (rows missing their step cell, e.g. cut off, are skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        rows = [r for r in reader if r.get("step") not in (None, "") and None not in r and None not in r.values()]
+    return header, rows
+
+
+class MetricsCSV:
+    """Appends one row per iteration to ``path``, widening the header when new metrics appear."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        header, rows = read_metrics(self.path) if resume_step is not None else ([], [])
+        if resume_step is not None:
+            rows = [r for r in rows if _as_int(r["step"]) <= resume_step]
+        self.columns: list[str] = header or list(FIXED_COLUMNS)
+        self._rewrite(rows)
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text(buffer.getvalue())
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a", newline="")  # noqa: SIM115 - kept open for the run
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, restval="", lineterminator="\n")
+
+    def append(self, step: int, iteration: int, time: float, metrics: Mapping[str, float]) -> None:
+        new = [k for k in metrics if k not in self.columns and k not in FIXED_COLUMNS]
+        if new:
+            self._file.close()
+            _, rows = read_metrics(self.path)
+            self.columns += new
+            self._rewrite(rows)
+        row = {k: _format(v) for k, v in metrics.items() if k not in FIXED_COLUMNS}
+        row.update(step=str(step), iteration=str(iteration), time=f"{time:.3f}")
+        self._writer.writerow(row)
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def _as_int(text: str) -> int:
+    try:
+        return int(float(text))
+    except ValueError:
+        return -1
+
+
+class TensorBoardLog:
+    """Scalars to TensorBoard event files in the run dir (``tensorboard --logdir runs``)."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when enabled
+
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+
+    def append(self, step: int, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(name, value, global_step=step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
+    """Plot episode return against env steps from ``metrics_csv`` into ``out`` (PNG, written atomically).
+
+    Plots ``charts/episode_return`` and any per-group ``charts/<group>/episode_return`` columns; an
+    iteration where no episode ended (empty or nan cell) is skipped.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    header, rows = read_metrics(metrics_csv)
+    columns = [c for c in header if c == RETURN_METRIC or (c.startswith("charts/") and c.endswith("/episode_return"))]
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    plotted = False
+    for column in columns:
+        points = [(_as_int(r["step"]), _as_float(r.get(column, ""))) for r in rows]
+        points = [(s, v) for s, v in points if v is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            label = "all agents" if column == RETURN_METRIC else column.split("/")[1]
+            ax.plot(xs, ys, label=label if len(columns) > 1 else None, linewidth=1.5)
+            plotted = True
+    if not plotted:
+        ax.text(0.5, 0.5, "no episode has finished yet", ha="center", va="center", transform=ax.transAxes)
+    elif len(columns) > 1:
+        ax.legend()
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def _as_float(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
