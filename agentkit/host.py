@@ -49,8 +49,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "agentkit_plugins.heads.discrete",
     "agentkit_plugins.heads.gaussian",
     "agentkit_plugins.heads.multi_discrete",
+    "agentkit_plugins.heads.hybrid",
     "agentkit_envs.gymnasium_env",
     "agentkit_plugins.ppo",
+    "agentkit_envs.pettingzoo_env",
+    "agentkit_plugins.mappo",
     "agentkit_exports.onnx_exporter",
     "agentkit_plugins.maddpg",
 )
