@@ -215,6 +215,24 @@ def build_metadata(
     return meta
 
 
+def env_action_layout(artifact: PolicyArtifact, graph: PolicyGraph, example: tuple[Tensor, ...]) -> list[dict]:
+    """How ``head.to_env`` shapes each action output for the env (per row), so that runtimes can hand the
+    env exactly what the trainer hands it without the head's Python code."""
+    head = artifact.actor.head
+    outs = {n: t.numpy() for n, t in zip(graph.head_outputs, example, strict=False)}
+    env = head.to_env(outs)
+    parts = list(env) if isinstance(env, tuple | list) else [env]
+    if len(parts) != len(graph.head_outputs):
+        raise ValueError(
+            f"{type(head).__name__}.to_env returned {len(parts)} parts for outputs {graph.head_outputs}; "
+            "the export contract maps one env part to each output"
+        )
+    return [
+        {"output": n, "shape": [int(d) for d in np.asarray(p).shape[1:]], "dtype": str(np.asarray(p).dtype)}
+        for n, p in zip(graph.head_outputs, parts, strict=True)
+    ]
+
+
 # -- export ---------------------------------------------------------------------------------------------------
 
 
@@ -351,6 +369,7 @@ class OnnxExporter:
                 for name, t in zip(graph.output_names, example, strict=True)
             }
             meta = build_metadata(artifact, graph, specs, run_config, cfg.opset)
+            meta["env_action"] = env_action_layout(artifact, graph, example)
             onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta, allow_nan=False)})
             model.producer_name = "agentkit"
             model.producer_version = agentkit.__version__

@@ -72,6 +72,11 @@ class Policy:
         self.noise_dim = int(meta["stochastic"]["dim"]) if meta.get("stochastic") else 0
         self.agents: list[str] = list(meta.get("agents") or [])
         self.agent_id_dim = int(meta["agent_id"]["dim"]) if meta.get("agent_id") else 0
+        layout = {e["output"]: e for e in meta.get("env_action") or []}
+        self._env_layout = [
+            (tuple(layout[n]["shape"]), np.dtype(layout[n]["dtype"])) if n in layout else None
+            for n in self.action_outputs
+        ]
         self._deterministic_names = (
             [meta["stochastic"]["deterministic_outputs"][n] for n in self.action_outputs]
             if self.noise_dim else list(self.action_outputs)
@@ -224,7 +229,12 @@ class Policy:
         without the batch axis. Raises InvalidInputError naming expected and got for bad inputs.
         """
         outs, single = self.outputs(obs, mask, deterministic, rng, noise, agent)
-        parts = [outs[name][0] if single else outs[name] for name in self.action_outputs]
+        parts = []
+        for name, layout in zip(self.action_outputs, self._env_layout, strict=True):
+            value = outs[name]
+            if layout is not None:  # the per-row shape and dtype the head's to_env gives the env
+                value = value.reshape(value.shape[0], *layout[0]).astype(layout[1], copy=False)
+            parts.append(value[0] if single else value)
         return parts[0] if len(parts) == 1 else tuple(parts)
 
     def __repr__(self) -> str:

@@ -1,0 +1,79 @@
+"""``agentkit export``: write a trained run's policies as ONNX files with the registered ``onnx`` exporter.
+
+Single-agent runs give one file; multi-agent runs one file per policy group (``<stem>-<group>.onnx``).
+Every file is checked against the torch policy before it is written (see exports/onnx_exporter.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentkit.errors import ConfigError, UserError
+
+EXPORTER = "onnx"
+
+
+def output_paths(names: Sequence[str], run_dir: Path, out: Path | None) -> list[Path]:
+    """Where each policy goes. ``out`` None: ``RUN_DIR/policy.onnx``; ``out`` a ``.onnx`` file: that file;
+    anything else: a folder that receives ``policy.onnx``. With several policies the group name is added
+    to the stem: ``policy-<group>.onnx``.
+    """
+    if out is None:
+        base = run_dir / "policy.onnx"
+    elif out.suffix.lower() == ".onnx":
+        base = out
+    elif out.exists() and not out.is_dir():
+        raise UserError(f"export --out {str(out)!r}: give a .onnx file name or a folder.")
+    else:
+        base = out / "policy.onnx"
+    if len(names) == 1:
+        return [base]
+    return [base.with_name(f"{base.stem}-{_safe(name)}{base.suffix}") for name in names]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def export_run(
+    run_dir: str | Path,
+    out: Path | None = None,
+    stochastic: bool = False,
+    opset: int | None = None,
+    extra_plugins: Sequence[str] = (),
+) -> list[Path]:
+    """Load ``run_dir`` (latest checkpoint) and export each of its policies; return the written paths.
+
+    ``stochastic`` adds the ``noise`` input and sampled outputs (deterministic-only policies, e.g. MADDPG's,
+    are exported deterministic). ``opset`` overrides the exporter's default.
+    """
+    from agentkit.trainer import load_run
+
+    run_dir = Path(run_dir)
+    loaded = load_run(run_dir, extra_plugins=extra_plugins)
+    try:
+        reg = loaded.host.registry.get("exporter", EXPORTER)
+        section: dict[str, Any] = {"plugin": EXPORTER, "stochastic": stochastic}
+        if opset is not None:
+            section["opset"] = opset
+        try:
+            config = reg.validate_config(section)
+        except Exception as exc:  # pydantic's ValidationError: a bad --opset
+            from pydantic import ValidationError
+
+            if isinstance(exc, ValidationError):
+                raise ConfigError(f"export: invalid option: {exc.errors()[0]['msg']} (--opset {opset})") from None
+            raise
+        exporter = reg.factory(config)
+        artifacts = loaded.algorithm.policies()
+        paths = output_paths([a.name for a in artifacts], run_dir, Path(out) if out is not None else None)
+        written = []
+        for artifact, path in zip(artifacts, paths, strict=True):
+            written.append(Path(exporter.export(artifact, path, loaded.config)))
+        return written
+    finally:
+        close = getattr(loaded.algorithm, "close", None)
+        if close is not None:
+            close()

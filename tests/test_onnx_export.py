@@ -1,0 +1,196 @@
+"""The ``onnx`` exporter: every registered head exports, passes parity, and follows exports/CONTRACT.md."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from agentkit_exports import onnx_exporter
+from agentkit_exports.onnx_exporter import (
+    DEFAULT_OPSET,
+    ExportParityError,
+    OnnxExporter,
+    OnnxExporterConfig,
+)
+from onnx_cases import CASES, host, make_artifact, random_masks, torch_env_actions
+
+from agentkit import runtime
+
+
+def _export(artifact, path, **options):
+    exporter = OnnxExporter(OnnxExporterConfig(plugin="onnx", **options))
+    return exporter.export(artifact, path), exporter
+
+
+def test_exporter_is_a_registered_builtin():
+    reg = host().registry.get("exporter", "onnx")
+    assert reg.provider == "built-in"
+    assert isinstance(reg.factory(reg.default_config()), OnnxExporter)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("stochastic", [False, True], ids=["deterministic", "stochastic"])
+def test_every_head_exports_with_contract_and_parity(case, stochastic, tmp_path):
+    artifact = make_artifact(case)
+    head = artifact.actor.head
+    path, exporter = _export(artifact, tmp_path / "p.onnx", stochastic=stochastic)
+    assert path.is_file()
+    assert exporter.last_report["samples"] >= 1000
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [DEFAULT_OPSET]
+    inputs = [i.name for i in model.graph.input]
+    expected_inputs = ["obs"] + (["action_mask"] if head.mask_dim else []) + (
+        ["agent_id"] if case.agent_id_dim else []) + (["noise"] if stochastic else [])
+    assert inputs == expected_inputs
+    outputs = [o.name for o in model.graph.output]
+    names = list(head.output_names)
+    assert outputs == (names + [f"deterministic_{n}" for n in names] if stochastic else names)
+    for value in [*model.graph.input, *model.graph.output]:  # dynamic batch axis everywhere
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch", value.name
+    for value in model.graph.input:
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+    meta = json.loads({p.key: p.value for p in model.metadata_props}["agentkit"])
+    assert meta["contract_version"] == 1
+    assert meta["action"] == json.loads(json.dumps(head.action_spec()))
+    assert [i["name"] for i in meta["inputs"]] == expected_inputs
+    assert [o["name"] for o in meta["outputs"]] == outputs
+    assert meta["observation"]["shape"] == [case.obs_dim]
+    assert meta["agents"] == list(case.agents)
+    assert (meta["mask"] or {}).get("dim", 0) == head.mask_dim
+    assert (meta["stochastic"] is not None) == stochastic
+    if case.agent_id_dim:
+        assert meta["agent_id"] == {"input": "agent_id", "dim": 3, "encoding": "one-hot", "agents": list(case.agents)}
+
+    # independent of the exporter's own check: the runtime hands the env what the trainer would
+    rng = np.random.default_rng(1)
+    n = 300
+    obs = rng.normal(0.5, 3.0, (n, case.obs_dim)).astype(np.float32)
+    mask = random_masks(artifact, n, rng)
+    agents = rng.integers(0, case.agent_id_dim, n) if case.agent_id_dim else None
+    onehot = np.eye(case.agent_id_dim, dtype=np.float32)[agents] if case.agent_id_dim else None
+    policy = runtime.load(path)
+    _assert_same_actions(policy.act(obs, mask=mask, agent=agents), torch_env_actions(artifact, obs, mask, None, onehot))
+    if stochastic:
+        noise = rng.random((n, head.noise_dim), dtype=np.float32)
+        got = policy.act(obs, mask=mask, agent=agents, deterministic=False, noise=noise)
+        _assert_same_actions(got, torch_env_actions(artifact, obs, mask, noise, onehot))
+
+
+def _assert_same_actions(got, want):
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if np.issubdtype(w.dtype, np.integer):
+            np.testing.assert_array_equal(g, w)
+        else:
+            np.testing.assert_allclose(g, w, rtol=0, atol=1e-5)
+
+
+def test_masks_change_the_exported_action(tmp_path):
+    artifact = make_artifact(CASES[0])
+    policy = runtime.load(_export(artifact, tmp_path / "d.onnx")[0])
+    obs = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
+    free = policy.act(obs)
+    for only in range(5):
+        mask = np.zeros(5, bool)
+        mask[only] = True
+        assert (policy.act(obs, mask=mask) == only).all()
+    assert len(np.unique(free)) > 1  # the observation matters
+
+
+def test_stochastic_export_samples_the_distribution(tmp_path):
+    artifact = make_artifact(CASES[0])
+    policy = runtime.load(_export(artifact, tmp_path / "s.onnx", stochastic=True)[0])
+    obs = np.tile(np.random.default_rng(3).normal(size=(1, 6)).astype(np.float32), (20000, 1))
+    counts = np.bincount(policy.act(obs, deterministic=False, rng=0), minlength=5) / len(obs)
+    with torch.no_grad():
+        probs = torch.softmax(artifact.actor(torch.as_tensor(obs[:1])).logits, -1)[0].numpy()
+    np.testing.assert_allclose(counts, probs, atol=0.015)
+    same = policy.act(obs[:50], deterministic=False, rng=7)
+    np.testing.assert_array_equal(same, policy.act(obs[:50], deterministic=False, rng=7))
+
+
+def test_opset_option_and_metadata_of_a_run_config(tmp_path):
+    from agentkit.config import load_config
+
+    artifact = make_artifact(CASES[3])
+    config = load_config(
+        {"seed": 3, "env": {"plugin": "gymnasium", "id": "Pendulum-v1"}, "algorithm": {"plugin": "ppo", "total_steps": 100}},
+        host().registry,
+    )
+    exporter = OnnxExporter(OnnxExporterConfig(plugin="onnx", opset=17))
+    path = exporter.export(artifact, tmp_path / "nested" / "p17.onnx", config)
+    model = onnx.load(str(path))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    meta = runtime.load(path).metadata
+    assert meta["algorithm"] == "ppo" and meta["seed"] == 3
+    assert meta["env"]["plugin"] == "gymnasium" and meta["env"]["id"] == "Pendulum-v1"
+    assert meta["env"]["config"]["id"] == "Pendulum-v1"
+    with pytest.raises(ValueError):
+        OnnxExporterConfig(plugin="onnx", opset=11)
+
+
+def test_parity_mismatch_fails_and_leaves_nothing(tmp_path, monkeypatch):
+    """A head that acts differently in torch than in its traced graph must fail the export, print the largest
+    error, and leave the output path as it was."""
+    artifact = make_artifact(CASES[3])  # gaussian, clipped
+    head = artifact.actor.head
+    original = head.env_outputs
+
+    def drifting(action):
+        out = original(action)
+        if torch.onnx.is_in_onnx_export():
+            return out
+        return {"action": out["action"] + 1e-3}  # the bug: torch-side outputs differ from the graph's
+
+    monkeypatch.setattr(head, "env_outputs", drifting)
+    target = tmp_path / "out.onnx"
+    target.write_bytes(b"previous export")
+    with pytest.raises(ExportParityError, match=r"action: largest error 0\.001"):
+        _export(artifact, target)
+    assert target.read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]  # no temporary file left behind
+    fresh = tmp_path / "fresh.onnx"
+    with pytest.raises(ExportParityError):
+        _export(artifact, fresh)
+    assert not fresh.exists()
+
+
+def test_discrete_parity_is_exact(tmp_path):
+    """check_parity reports integer outputs that differ in a single row."""
+    artifact = make_artifact(CASES[0])
+    graph = onnx_exporter.PolicyGraph(artifact, stochastic=False)
+    artifact.actor.eval()
+    data = onnx_exporter.trace_to_onnx(graph, DEFAULT_OPSET)
+    feeds = onnx_exporter.parity_inputs(artifact, graph, 1000, 0)
+    assert onnx_exporter.check_parity(data, graph, feeds, 1e-5) == {"action": 0.0}
+    with torch.no_grad():  # change the torch policy after tracing: the file no longer matches it
+        artifact.actor.head.logits.bias[2] += 50.0
+    with pytest.raises(ExportParityError, match=r"action: largest error \d+ \(must be 0\)"):
+        onnx_exporter.check_parity(data, graph, feeds, 1e-5)
+
+
+def test_parity_inputs_respect_bounds_and_masks():
+    from gymnasium import spaces
+
+    artifact = make_artifact(CASES[2])  # multi_discrete [3, 4, 2]
+    artifact.observation_space = spaces.Box(np.array([0, -1, -np.inf, 2, -np.inf, -5], np.float32),
+                                            np.array([1, 1, np.inf, np.inf, 4, 5], np.float32))
+    graph = onnx_exporter.PolicyGraph(artifact, stochastic=True)
+    feeds = onnx_exporter.parity_inputs(artifact, graph, 1000, 0)
+    obs, mask = feeds["obs"], feeds["action_mask"]
+    assert obs.shape == (1000, 6) and obs.dtype == np.float32
+    assert (obs[:, 0] >= 0).all() and (obs[:, 0] <= 1).all() and (obs[:, 3] >= 2).all() and (obs[:, 4] <= 4).all()
+    assert obs[:, 2].std() > 1.0
+    for start, width in ((0, 3), (3, 4), (7, 2)):
+        assert mask[:, start:start + width].any(axis=1).all()
+    assert (mask == 0).any()
+    assert feeds["noise"].shape == (1000, 3) and (0 <= feeds["noise"]).all() and (feeds["noise"] < 1).all()
