@@ -2,3 +2,4 @@
 
     from agentkit.testing import check_action_head, check_env_plugin, check_algorithm
 """
+from agentkit.testing.envs import check_env_plugin, check_game  # noqa: F401
