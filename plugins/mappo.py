@@ -1,0 +1,394 @@
+"""The ``mappo`` algorithm plugin: multi-agent PPO with a centralised critic (MAPPO) or not (IPPO).
+
+    algorithm: {plugin: mappo, total_steps: 3_000_000, centralised: true}
+
+Yu et al., "The Surprising Effectiveness of PPO in Cooperative Multi-Agent Games" (2022). One
+``PolicyUnit`` per policy group (or per agent with ``share_parameters: false``) holds an actor, a critic,
+a value normaliser, an optimiser and a ``RolloutStorage`` with a ``(N, A)`` batch. Each iteration:
+
+1. collect ``num_steps`` vector steps from the multi-agent vector env (docs/multi-agent.md); an agent's
+   step is valid when it was alive to act, and only valid steps reach GAE targets and the loss;
+2. GAE on the shared storage, with the critic's normalised values de-normalised for the targets;
+3. ``update_epochs`` epochs of clipped PPO per unit, the PPO loss being ``plugins/ppo.py``'s.
+
+``centralised`` decides only what the critic reads: the global state (``critic_input: state``), the
+agent-specific global state (state ⊕ own obs), or, for IPPO, the agent's own observation. With parameter
+sharing the actor and critic inputs end with a one-hot agent index within the group.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from agentkit_plugins.ppo import (
+    UpdateSettings,
+    ValueNormalizer,
+    adam,
+    explained_variance,
+    ppo_update,
+    rng_state,
+    set_rng_state,
+)
+from pydantic import Field
+from torch import Tensor, nn
+
+import agentkit
+from agentkit.algorithm import BuildContext, PolicyArtifact
+from agentkit.config import AlgorithmConfig
+from agentkit.environment import GroupSpec, Observation
+from agentkit.errors import ConfigError
+from agentkit.policy import Actor, Critic, build_actor
+from agentkit.storage import Batch, RolloutStorage
+
+
+class MAPPOConfig(AlgorithmConfig):
+    """MAPPO / IPPO options; the defaults are MAPPO's reference values for MPE."""
+
+    centralised: bool = Field(True, description="Centralised critic on the global state (false: IPPO).")
+    critic_input: Literal["state", "agent_specific"] = Field(
+        "state", description="Centralised critic input: global state, or state + the agent's own obs."
+    )
+    share_parameters: bool = Field(True, description="One actor and critic per group (false: per agent).")
+    agent_id: bool = Field(True, description="With sharing, append a one-hot agent index to actor/critic inputs.")
+    num_steps: int = Field(128, ge=1, description="Vector steps collected per iteration.")
+    num_minibatches: int = Field(1, ge=1, description="Minibatches per epoch.")
+    update_epochs: int = Field(10, ge=1, description="Epochs over each rollout.")
+    learning_rate: float = Field(7e-4, gt=0)
+    anneal_lr: bool = Field(False, description="Decay the learning rate linearly to 0.")
+    gamma: float = Field(0.99, ge=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    clip_coef: float = Field(0.2, gt=0)
+    clip_vloss: bool = Field(True, description="Clip the value loss around the old values.")
+    value_loss: Literal["huber", "mse"] = Field("huber", description="Value loss shape.")
+    huber_delta: float = Field(10.0, gt=0)
+    value_norm: bool = Field(True, description="The critic predicts values normalised by running return stats.")
+    norm_adv: bool = Field(True, description="Normalise advantages per minibatch.")
+    ent_coef: float = Field(0.01, ge=0)
+    vf_coef: float = Field(1.0, ge=0)
+    max_grad_norm: float = Field(10.0, gt=0)
+
+
+@dataclass
+class PolicyUnit:
+    """One trained policy: a group's shared policy, or one agent's own (``slots`` on the group's axis)."""
+
+    name: str
+    group: GroupSpec
+    slots: list[int]
+    agents: list[str]
+    id_dim: int
+    actor: Actor
+    critic: Critic
+    value_norm: ValueNormalizer | None
+    optimizer: torch.optim.Optimizer
+    storage: RolloutStorage
+    use_mask: bool
+
+    def parameters(self) -> list[nn.Parameter]:
+        seen, params = set(), []
+        for p in [*self.actor.parameters(), *self.critic.parameters()]:
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+        return params
+
+
+class MAPPO:
+    """MAPPO / IPPO over a ``MultiAgentVecEnv``. Follows ``agentkit.algorithm.Algorithm``."""
+
+    def __init__(self, config: MAPPOConfig, context: BuildContext):
+        env = context.env
+        if not getattr(env, "multi_agent", False):
+            raise ConfigError(
+                f"algorithm.plugin: mappo trains multi-agent envs, but env {env.env_id!r} is single-agent; use "
+                "a multi-agent env plugin (env.plugin: pettingzoo) or algorithm.plugin: ppo."
+            )
+        run = context.config
+        self.config = config
+        self.device = context.device
+        self.num_envs = run.env.num_envs
+        if run.run.torch_threads:
+            torch.set_num_threads(run.run.torch_threads)
+        torch.manual_seed(run.seed)
+        np.random.seed(run.seed % 2**32)
+        self.generator = torch.Generator().manual_seed(run.seed)
+        self.env = env.make_vec(self.num_envs, run.seed)
+        self.state_dim = self.env.state_dim
+        policy = run.policy
+        critic_sees_obs = not config.centralised
+        if policy.shared_trunk and not critic_sees_obs:
+            raise ConfigError(
+                "policy.shared_trunk: a centralised critic reads the global state, not the actor's input, so "
+                "the trunk cannot be shared; set policy.shared_trunk: false or algorithm.centralised: false."
+            )
+        self.units: list[PolicyUnit] = []
+        for group in self.env.groups.values():
+            if config.share_parameters:
+                parts = [(group.name, list(range(len(group.agents))))]
+            else:
+                parts = [(agent, [i]) for i, agent in enumerate(group.agents)]
+            for name, slots in parts:
+                self.units.append(self._build_unit(name, group, slots, context))
+        self.steps_done = 0
+        self.iteration = 0
+        self.next_obs: dict[str, Observation] = self.env.reset(seed=run.seed)
+
+    # -- building -------------------------------------------------------------------------------------------
+
+    def _build_unit(self, name: str, group: GroupSpec, slots: list[int], context: BuildContext) -> PolicyUnit:
+        cfg, policy = self.config, context.config.policy
+        id_dim = len(slots) if (cfg.agent_id and len(slots) > 1) else 0
+        obs_dim = int(math.prod(group.observation_space.shape))
+        actor = build_actor(policy, context.registry, group.observation_space, group.action_space, id_dim)
+        if not cfg.centralised:
+            critic_dim = obs_dim + id_dim
+        elif cfg.critic_input == "state":
+            critic_dim = self.state_dim + id_dim
+        else:
+            critic_dim = self.state_dim + obs_dim + id_dim
+        critic = Critic(critic_dim, policy, share_with=actor if policy.shared_trunk else None)
+        actor.to(self.device)
+        critic.to(self.device)
+        head = actor.head
+        use_mask = group.mask_dim > 0 and head.mask_dim > 0
+        if use_mask and group.mask_dim != head.mask_dim:
+            raise ConfigError(
+                f"env group {group.name!r} gives action masks of width {group.mask_dim} but its head takes "
+                f"{head.mask_dim}; check the env's action_mask or policy.head."
+            )
+        storage = RolloutStorage(
+            cfg.num_steps,
+            (self.num_envs, len(slots)),
+            obs_dim + id_dim,
+            action_shape=tuple(head.action_shape),
+            action_dtype=head.action_dtype,
+            mask_dim=head.mask_dim if use_mask else 0,
+            critic_dim=critic_dim,
+            device=self.device,
+        )
+        unit = PolicyUnit(
+            name, group, slots, [group.agents[i] for i in slots], id_dim, actor, critic,
+            ValueNormalizer().to(self.device) if cfg.value_norm else None, None, storage, use_mask,  # type: ignore[arg-type]
+        )
+        unit.optimizer = adam([{"params": unit.parameters(), "lr": cfg.learning_rate, "eps": 1e-5}])
+        return unit
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+
+    def _ids(self, unit: PolicyUnit) -> Tensor:
+        """One-hot agent ids ``[N, A_u, id_dim]`` (empty when ids are off)."""
+        eye = torch.eye(len(unit.slots), device=self.device)[:, : unit.id_dim]
+        return eye.expand(self.num_envs, len(unit.slots), unit.id_dim)
+
+    def _inputs(self, unit: PolicyUnit, obs: np.ndarray, state: np.ndarray) -> tuple[Tensor, Tensor]:
+        """(actor input ``[N, A_u, D + id]``, critic input ``[N, A_u, C]``) for one unit."""
+        o = torch.as_tensor(obs[:, unit.slots], dtype=torch.float32, device=self.device)
+        ids = self._ids(unit)
+        actor_in = torch.cat([o, ids], dim=-1)
+        if not self.config.centralised:
+            return actor_in, actor_in
+        s = torch.as_tensor(state, dtype=torch.float32, device=self.device)
+        s = s.unsqueeze(1).expand(-1, len(unit.slots), -1)
+        parts = [s, ids] if self.config.critic_input == "state" else [s, o, ids]
+        return actor_in, torch.cat(parts, dim=-1)
+
+    def _value(self, unit: PolicyUnit, critic_in: Tensor) -> Tensor:
+        """De-normalised values ``[N, A_u]``."""
+        value = unit.critic(critic_in.reshape(-1, critic_in.shape[-1])).reshape(critic_in.shape[:-1])
+        return unit.value_norm.denormalize(value) if unit.value_norm is not None else value
+
+    # -- collection -----------------------------------------------------------------------------------------
+
+    def iterate(self) -> dict[str, float]:
+        cfg = self.config
+        progress = min(1.0, self.steps_done / cfg.total_steps)
+        lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
+        for unit in self.units:
+            for pg in unit.optimizer.param_groups:
+                pg["lr"] = lr
+            unit.actor.head.set_progress(progress)
+        ep_returns: list[float] = []
+        ep_lengths: list[int] = []
+        group_returns: dict[str, list[float]] = {g: [] for g in self.env.groups}
+        obs = self.next_obs
+        for t in range(cfg.num_steps):
+            raw_actions: dict[str, list[tuple[PolicyUnit, Tensor]]] = {g: [] for g in self.env.groups}
+            with torch.no_grad():
+                for unit in self.units:
+                    o = obs[unit.group.name]
+                    actor_in, critic_in = self._inputs(unit, o.obs, o.state)
+                    st = unit.storage
+                    st.obs[t] = actor_in
+                    st.critic_obs[t] = critic_in
+                    st.valid[t] = torch.as_tensor(o.alive[:, unit.slots], device=self.device)
+                    mask = None
+                    if unit.use_mask:
+                        mask = torch.as_tensor(o.mask[:, unit.slots], device=self.device)
+                        st.masks[t] = mask
+                        mask = mask.reshape(-1, mask.shape[-1])
+                    dist = unit.actor(actor_in.reshape(-1, actor_in.shape[-1]), mask)
+                    action = dist.sample()
+                    st.actions[t] = action.reshape(st.actions.shape[1:])
+                    st.logprobs[t] = dist.log_prob(action).reshape(st.logprobs.shape[1:])
+                    st.values[t] = self._value(unit, critic_in)
+                    raw_actions[unit.group.name].append((unit, st.actions[t]))
+            tr = self.env.step(self._env_actions(raw_actions))
+            with torch.no_grad():
+                for unit in self.units:
+                    gt = tr.groups[unit.group.name]
+                    st = unit.storage
+                    term = torch.as_tensor(gt.terminated[:, unit.slots], device=self.device)
+                    trunc = torch.as_tensor(gt.truncated[:, unit.slots], device=self.device)
+                    st.rewards[t] = torch.as_tensor(gt.reward[:, unit.slots], device=self.device)
+                    st.dones[t] = (term | trunc | ~st.valid[t]).float()
+                    st.bootstrap[t] = 0.0
+                    if bool(trunc.any()):
+                        _, final_in = self._inputs(unit, gt.final_obs, gt.final_state)
+                        st.bootstrap[t] = torch.where(trunc & ~term, self._value(unit, final_in), 0.0)
+            ep_returns += tr.episode_returns
+            ep_lengths += tr.episode_lengths
+            for g, rets in tr.group_returns.items():
+                group_returns[g] += rets
+            obs = {g: gt.next for g, gt in tr.groups.items()}
+        self.next_obs = obs
+        self.steps_done += cfg.num_steps * self.num_envs
+        self.iteration += 1
+
+        metrics: dict[str, float] = {"charts/learning_rate": lr}
+        if ep_returns:
+            metrics["charts/episode_return"] = float(np.mean(ep_returns))
+            metrics["charts/episode_length"] = float(np.mean(ep_lengths))
+            if len(group_returns) > 1:
+                for g, rets in group_returns.items():
+                    metrics[f"charts/{g}/episode_return"] = float(np.mean(rets))
+        per_unit = [self._learn(unit, obs) for unit in self.units]
+        for unit, losses in zip(self.units, per_unit, strict=True):
+            if len(self.units) > 1:
+                for key, value in losses.items():
+                    section, _, name = key.partition("/")
+                    metrics[f"{section}/{unit.name}/{name}"] = value
+        for key in {k for losses in per_unit for k in losses}:
+            values = [losses[key] for losses in per_unit if key in losses]
+            metrics[key] = float(np.mean(values))
+        return metrics
+
+    def _env_actions(self, raw: dict[str, list[tuple[PolicyUnit, Tensor]]]) -> dict[str, Any]:
+        """Per group, the units' raw actions ``[N, A_u, ...]`` → the env's batched action (N*A_g rows)."""
+        out = {}
+        for gname, parts in raw.items():
+            if len(parts) == 1:
+                unit, action = parts[0]
+            else:  # one unit per agent: restore the group's agent order
+                parts = sorted(parts, key=lambda p: p[0].slots[0])
+                unit, action = parts[0][0], torch.cat([a for _, a in parts], dim=1)
+            flat = action.reshape(-1, *action.shape[2:])
+            outputs = {k: v.cpu().numpy() for k, v in unit.actor.head.env_outputs(flat).items()}
+            out[gname] = unit.actor.head.to_env(outputs)
+        return out
+
+    # -- learning -------------------------------------------------------------------------------------------
+
+    def _learn(self, unit: PolicyUnit, next_obs: dict[str, Observation]) -> dict[str, float]:
+        """GAE on the unit's storage, then ``ppo_update`` (plugins/ppo.py) on its valid entries."""
+        cfg, st = self.config, unit.storage
+        o = next_obs[unit.group.name]
+        with torch.no_grad():
+            _, critic_in = self._inputs(unit, o.obs, o.state)
+            st.compute_gae(self._value(unit, critic_in), cfg.gamma, cfg.gae_lambda)
+        batch = st.batch()
+        if len(batch) == 0:  # every agent of this unit was dead for the whole rollout
+            return {}
+        hp = UpdateSettings(
+            clip_range=cfg.clip_coef,
+            update_epochs=cfg.update_epochs,
+            minibatch_size=max(1, math.ceil(len(batch) / cfg.num_minibatches)),
+            vf_coef=cfg.vf_coef,
+            ent_coef=cfg.ent_coef,
+            value_clip_range=cfg.clip_coef if cfg.clip_vloss else None,
+            max_grad_norm=cfg.max_grad_norm,
+            normalize_advantages=cfg.norm_adv,
+            value_loss=cfg.value_loss,
+            huber_delta=cfg.huber_delta,
+        )
+
+        def evaluate(mb: Batch) -> tuple[Tensor, Tensor, Tensor]:
+            dist = unit.actor(mb.obs, mb.masks)
+            return dist.log_prob(mb.actions), dist.entropy(), unit.critic(mb.critic_obs)
+
+        metrics = ppo_update(batch, evaluate, unit.optimizer, unit.parameters(), hp, self.generator, unit.value_norm)
+        metrics["losses/explained_variance"] = explained_variance(batch.values, batch.returns)
+        # Normalisers move after the update, so a rollout's log-probs and its update see the same stats.
+        unit.actor.normalizer.update(batch.obs)
+        if unit.critic.normalizer is not unit.actor.normalizer:
+            unit.critic.normalizer.update(batch.critic_obs)
+        return metrics
+
+    # -- Algorithm protocol ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "units": {
+                u.name: {
+                    "actor": u.actor.state_dict(),
+                    "critic": u.critic.state_dict(),
+                    "value_norm": u.value_norm.state_dict() if u.value_norm is not None else None,
+                    "optimizer": u.optimizer.state_dict(),
+                }
+                for u in self.units
+            },
+            "steps_done": self.steps_done,
+            "iteration": self.iteration,
+            "rng": rng_state(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = sorted(u.name for u in self.units)
+        if sorted(state["units"]) != names:
+            raise ConfigError(
+                f"checkpoint holds policies {sorted(state['units'])} but this run builds {names}; the env's "
+                "groups or algorithm.share_parameters changed since it was saved."
+            )
+        for u in self.units:
+            s = state["units"][u.name]
+            u.actor.load_state_dict(s["actor"])
+            u.critic.load_state_dict(s["critic"])
+            if u.value_norm is not None and s["value_norm"] is not None:
+                u.value_norm.load_state_dict(s["value_norm"])
+            u.optimizer.load_state_dict(s["optimizer"])
+        self.steps_done = int(state["steps_done"])
+        self.iteration = int(state["iteration"])
+        set_rng_state(state["rng"])
+        self.generator.set_state(state["generator"])
+        # Env episodes are not checkpointed: a resumed run starts fresh episodes, seeded from the step count.
+        self.next_obs = self.env.reset(seed=self.steps_done)
+
+    def policies(self) -> list[PolicyArtifact]:
+        return [
+            PolicyArtifact(
+                name=u.name,
+                actor=u.actor,
+                observation_space=u.group.observation_space,
+                action_space=u.group.action_space,
+                agents=list(u.agents),
+                agent_id_dim=u.id_dim,
+            )
+            for u in self.units
+        ]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+@agentkit.hookimpl
+def agentkit_register_algorithms(register):
+    register(
+        "mappo",
+        MAPPO,
+        MAPPOConfig,
+        "Multi-agent PPO: centralised critic (MAPPO) or decentralised (IPPO), one policy per agent group.",
+    )
