@@ -1,0 +1,239 @@
+"""Playing a policy: ``agentkit eval``.
+
+The episode loop, ``play_episodes``, is shared by every way of acting (the trained torch actors of a run
+dir here; an exported ONNX file in ``evaluate_onnx``), so the same seed gives exactly the same episodes for
+a run dir and its deterministic export. It plays on one env copy and resets episode ``i`` with seed
+``seed + i``.
+
+It acts through an ``Act``: ``act(obs, mask) -> env action``, called with a batch of raw observations
+``obs`` float32 ``[B, *obs_shape]`` and the matching mask ``[B, mask_dim]`` (bool, True = allowed) or None,
+returning what the vector env's ``step`` takes for those B rows (what ``head.to_env`` returns). Single-agent
+envs call it with B = 1. Multi-agent envs (see docs/multi-agent.md) take one ``Act`` per policy group, a
+mapping ``{group: act}``, each called with the group's agents flattened env-major (B = A_g); an act that
+serves a group whose policy expects a one-hot agent id appends it itself (``torch_act`` does).
+
+Returns are undiscounted sums of rewards. Multi-agent: ``returns`` are the mean per-agent episode returns
+(the VecEnv's ``episode_returns``), and ``groups[g]`` holds each group's mean and std.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agentkit.algorithm import PolicyArtifact
+from agentkit.environment import EnvSource
+from agentkit.errors import InvalidInputError, UserError
+
+Act = Callable[[np.ndarray, "np.ndarray | None"], Any]
+
+GIF_FPS = 30
+
+
+@dataclass
+class EvalResult:
+    """The outcome of an evaluation: per-episode returns and lengths and their summary."""
+
+    mean_return: float
+    std_return: float
+    episodes: int
+    returns: list[float]
+    lengths: list[int]
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _summary(returns: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray(returns, dtype=np.float64)
+    return float(values.mean()), float(values.std())
+
+
+def _frame(venv: Any) -> np.ndarray:
+    frame = venv.render()
+    if frame is None:
+        raise UserError(
+            "--gif: the env returned no frame from render(); it needs to support render_mode='rgb_array'."
+        )
+    frame = np.asarray(frame)
+    if frame.ndim == 4:  # a batch of frames, one per env copy
+        frame = frame[0]
+    return frame
+
+
+def write_gif(frames: Sequence[np.ndarray], path: Path, fps: int = GIF_FPS) -> Path:
+    """Write RGB frames ``[H, W, 3]`` (uint8) as a looping GIF."""
+    from PIL import Image
+
+    if not frames:
+        raise UserError("--gif: no frames were recorded.")
+    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0)
+    return path
+
+
+def play_episodes(
+    env: EnvSource,
+    act: Act | Mapping[str, Act],
+    episodes: int = 10,
+    seed: int = 0,
+    gif: Path | str | None = None,
+) -> EvalResult:
+    """Play ``episodes`` episodes of ``env`` with ``act`` on one env copy; episode ``i`` starts from a
+    reset with seed ``seed + i``. With ``gif``, the first episode is rendered into that GIF file.
+    """
+    if episodes < 1:
+        raise InvalidInputError(f"episodes must be at least 1 (got {episodes}).")
+    venv = env.make_vec(1, seed, render_mode="rgb_array" if gif else None)
+    try:
+        if getattr(env, "multi_agent", False):
+            return _play_multi(venv, _group_acts(env, act), episodes, seed, gif)
+        if isinstance(act, Mapping):
+            if len(act) != 1:
+                raise InvalidInputError("a single-agent env is played with one act, not a mapping of groups.")
+            act = next(iter(act.values()))
+        return _play_single(venv, act, episodes, seed, gif)
+    finally:
+        venv.close()
+
+
+def _group_acts(env: Any, act: Act | Mapping[str, Act]) -> dict[str, Act]:
+    groups = list(getattr(env, "groups", {}) or {})
+    if not isinstance(act, Mapping):
+        if len(groups) != 1:
+            raise InvalidInputError(
+                f"this env has {len(groups)} policy groups ({', '.join(groups)}): give one act per group."
+            )
+        return {groups[0]: act}
+    missing = [g for g in groups if g not in act]
+    if missing:
+        raise InvalidInputError(f"no policy for the group(s) {', '.join(missing)} (have: {', '.join(act)}).")
+    return dict(act)
+
+
+def _play_single(venv: Any, act: Act, episodes: int, seed: int, gif: Path | str | None) -> EvalResult:
+    returns: list[float] = []
+    lengths: list[int] = []
+    frames: list[np.ndarray] = []
+    for i in range(episodes):
+        o = venv.reset(seed=seed + i)
+        record = gif is not None and i == 0
+        if record:
+            frames.append(_frame(venv))
+        total, length = 0.0, 0
+        while True:
+            tr = venv.step(act(np.asarray(o.obs, dtype=np.float32), o.mask))
+            total += float(tr.reward[0])
+            length += 1
+            if bool(tr.terminated[0]) or bool(tr.truncated[0]):
+                break
+            o = tr.next
+            if record:
+                frames.append(_frame(venv))
+        returns.append(total)
+        lengths.append(length)
+    if gif is not None:
+        write_gif(frames, Path(gif))
+    mean, std = _summary(returns)
+    return EvalResult(mean_return=mean, std_return=std, episodes=episodes, returns=returns, lengths=lengths)
+
+
+def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: Path | str | None) -> EvalResult:
+    returns: list[float] = []
+    lengths: list[int] = []
+    group_returns: dict[str, list[float]] = {g: [] for g in acts}
+    frames: list[np.ndarray] = []
+    for i in range(episodes):
+        obs = venv.reset(seed=seed + i)
+        record = gif is not None and i == 0
+        if record:
+            frames.append(_frame(venv))
+        while True:
+            actions = {}
+            for g, act in acts.items():
+                o = obs[g]
+                n, a = o.obs.shape[:2]
+                x = np.asarray(o.obs, dtype=np.float32).reshape(n * a, *o.obs.shape[2:])
+                mask = None if o.mask is None else o.mask.reshape(n * a, -1)
+                actions[g] = act(x, mask)
+            tr = venv.step(actions)
+            if tr.episode_returns:
+                returns.append(float(tr.episode_returns[0]))
+                lengths.append(int(tr.episode_lengths[0]))
+                for g in acts:
+                    values = tr.group_returns.get(g)
+                    if values:
+                        group_returns[g].append(float(values[0]))
+                break
+            obs = {g: t.next for g, t in tr.groups.items()}
+            if record:
+                frames.append(_frame(venv))
+    if gif is not None:
+        write_gif(frames, Path(gif))
+    mean, std = _summary(returns)
+    groups = {}
+    for g, values in group_returns.items():
+        g_mean, g_std = _summary(values) if values else (math.nan, math.nan)
+        groups[g] = {"mean_return": g_mean, "std_return": g_std}
+    return EvalResult(mean, std, episodes, returns, lengths, groups)
+
+
+def torch_act(artifact: PolicyArtifact, deterministic: bool = True) -> Act:
+    """An ``Act`` that plays a policy artifact's torch actor: ``dist.mode()`` when ``deterministic`` (or
+    when the policy is deterministic only), else ``dist.sample()`` (torch's global RNG)."""
+    actor = artifact.actor
+    head = actor.head
+    id_dim = artifact.agent_id_dim
+    use_mode = deterministic or artifact.deterministic_only
+
+    @torch.no_grad()
+    def act(obs: np.ndarray, mask: np.ndarray | None) -> Any:
+        x = torch.as_tensor(obs, dtype=torch.float32).reshape(obs.shape[0], -1)
+        if id_dim:
+            x = torch.cat([x, torch.eye(id_dim).repeat(x.shape[0] // id_dim, 1)], dim=1)
+        m = torch.as_tensor(mask) if mask is not None and head.mask_dim else None
+        dist = actor(x, m)
+        action = dist.mode() if use_mode else dist.sample()
+        outs = {k: v.cpu().numpy() for k, v in head.env_outputs(action).items()}
+        return head.to_env(outs)
+
+    return act
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    episodes: int = 10,
+    seed: int = 0,
+    deterministic: bool = True,
+    gif: Path | str | None = None,
+    extra_plugins: Sequence[str] = (),
+) -> EvalResult:
+    """Play a run dir's latest policy (see ``play_episodes``); the same seed gives the same episodes.
+
+    Stochastic play (``deterministic=False``) draws from torch's RNG seeded with ``seed``, so it repeats too.
+    """
+    from agentkit.trainer import load_run
+
+    if episodes < 1:
+        raise InvalidInputError(f"--episodes must be at least 1 (got {episodes}).")
+    loaded = load_run(Path(run_dir), extra_plugins)
+    try:
+        artifacts = loaded.algorithm.policies()
+        if loaded.env.multi_agent:
+            act: Act | dict[str, Act] = {a.name: torch_act(a, deterministic) for a in artifacts}
+        else:
+            act = torch_act(artifacts[0], deterministic)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return play_episodes(loaded.env, act, episodes=episodes, seed=seed, gif=gif)
+    finally:
+        loaded.algorithm.close()
