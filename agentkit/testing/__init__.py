@@ -3,3 +3,4 @@
     from agentkit.testing import check_action_head, check_env_plugin, check_algorithm
 """
 from agentkit.testing.envs import check_env_plugin, check_game  # noqa: F401
+from agentkit.testing.heads import HeadCheckError, check_action_head  # noqa: F401
