@@ -239,6 +239,7 @@ class DeterministicHead(ActionHead):
         self.output_names = base.output_names
         self.out = layer_init(nn.Linear(latent_dim, self.layout.logit_dim + self.layout.cont_dim), gain=0.01)
         lay = self.layout
+        self.base_squashes = bool(getattr(getattr(base, "config", None), "squash", False))
         self.register_buffer("low", torch.tensor(lay.low, dtype=torch.float32).reshape(lay.cont_dim))
         self.register_buffer("high", torch.tensor(lay.high, dtype=torch.float32).reshape(lay.cont_dim))
         if lay.kind == "hybrid":
@@ -306,7 +307,13 @@ class DeterministicHead(ActionHead):
         if lay.kind == "multi_discrete":
             return torch.stack(indices, dim=-1)
         assert cont is not None
-        env_units = self.low + (cont.detach() + 1.0) * 0.5 * (self.high - self.low)
+        cont = cont.detach()
+        if self.base_squashes:
+            # The registered head tanh-squashes its raw action into the bounds: hand it atanh(cont), so that
+            # its env_outputs lands on the same env-unit action.
+            env_units = torch.atanh(cont.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+        else:
+            env_units = self.low + (cont + 1.0) * 0.5 * (self.high - self.low)
         if lay.kind == "box":
             return env_units
         active = self.param_mask[indices[0]]
@@ -320,10 +327,15 @@ class DeterministicHead(ActionHead):
         if lay.kind == "multi_discrete":
             return torch.cat([F.one_hot(raw[:, i].long(), n).float() for i, n in enumerate(lay.branches)], -1)
         if lay.kind == "box":
-            return ((raw - self.low) / (self.high - self.low) * 2.0 - 1.0).clamp(-1, 1)
+            return self._normalise(raw)
         index = raw[:, 0].long()
-        params = ((raw[:, 1:] - self.low) / (self.high - self.low) * 2.0 - 1.0).clamp(-1, 1)
+        params = self._normalise(raw[:, 1:])
         return torch.cat([F.one_hot(index, lay.branches[0]).float(), params * self.param_mask[index]], -1)
+
+    def _normalise(self, raw_cont: Tensor) -> Tensor:
+        if self.base_squashes:
+            return torch.tanh(raw_cont)
+        return ((raw_cont - self.low) / (self.high - self.low) * 2.0 - 1.0).clamp(-1, 1)
 
     # -- the ActionHead contract (eval and export) ------------------------------------------------------
 
@@ -482,7 +494,7 @@ class MADDPG:
             fields[f"{g}/reward"] = ((a,), torch.float32)
             fields[f"{g}/terminated"] = ((a,), torch.bool)
             fields[f"{g}/alive"] = ((a,), torch.bool)
-            if grp.head.mask_dim:
+            if grp.spec.mask_dim:
                 fields[f"{g}/mask"] = ((a, grp.head.mask_dim), torch.bool)
                 fields[f"{g}/next_mask"] = ((a, grp.head.mask_dim), torch.bool)
         if self.cfg.critic_input == "state":
@@ -505,7 +517,7 @@ class MADDPG:
             o = obs[g]
             x = torch.as_tensor(o.obs, dtype=torch.float32).reshape(self.num_envs, grp.n_agents, -1)
             mask = None
-            if grp.head.mask_dim and o.mask is not None:
+            if grp.spec.mask_dim and o.mask is not None:
                 mask = torch.as_tensor(o.mask).reshape(self.num_envs * grp.n_agents, -1)
             latent = grp.actor.latent(grp.actor_input(x))
             rep, raw, _ = grp.head.act(
@@ -530,20 +542,33 @@ class MADDPG:
                 t = tr.groups[g]
                 o = obs[g]
                 rows[f"{g}/obs"] = _f32(o.obs)
-                rows[f"{g}/next_obs"] = _f32(_final(t.final_obs, t.next.obs, t))
-                rows[f"{g}/action"] = reps[g]
+                ended = np.asarray(t.terminated, dtype=bool) | np.asarray(t.truncated, dtype=bool)
+                rows[f"{g}/next_obs"] = _f32(_final(t.final_obs, t.next.obs, ended))
+                alive = torch.as_tensor(
+                    np.asarray(o.alive if o.alive is not None else np.ones(t.reward.shape), dtype=bool)
+                )
+                # Dead agents' rows are placeholders: their action enters the others' critics as zeros.
+                rows[f"{g}/action"] = reps[g] * alive.unsqueeze(-1)
                 rows[f"{g}/reward"] = _f32(t.reward)
                 rows[f"{g}/terminated"] = torch.as_tensor(np.asarray(t.terminated, dtype=bool))
-                alive = o.alive if o.alive is not None else np.ones(t.reward.shape, dtype=bool)
-                rows[f"{g}/alive"] = torch.as_tensor(np.asarray(alive, dtype=bool))
-                if grp.head.mask_dim:
-                    rows[f"{g}/mask"] = _mask(o.mask, t.reward.shape, grp.head.mask_dim)
-                    rows[f"{g}/next_mask"] = _mask(t.next.mask, t.reward.shape, grp.head.mask_dim)
+                rows[f"{g}/alive"] = alive
+                if grp.spec.mask_dim:
+                    rows[f"{g}/mask"] = _mask(o.mask, t.reward.shape, grp.spec.mask_dim)
+                    # Where an agent's episode ended, the adapter gives the reset mask, not the final one, so
+                    # the target actor sees an all-allowed mask there.
+                    next_mask = _mask(t.next.mask, t.reward.shape, grp.spec.mask_dim)
+                    next_mask[torch.as_tensor(ended)] = True
+                    rows[f"{g}/next_mask"] = next_mask
             if self.cfg.critic_input == "state":
                 first = next(iter(self.groups))
                 t0 = tr.groups[first]
                 rows["state"] = _f32(obs[first].state)
-                rows["next_state"] = _f32(_final(t0.final_state, t0.next.state, t0))
+                rows["next_state"] = _f32(t0.final_state if t0.final_state is not None else t0.next.state)
+            x = rows["state"] if self.cfg.critic_input == "state" else torch.cat(
+                [rows[f"{g}/obs"].flatten(1) for g in self.groups], dim=-1
+            )
+            for grp in self.groups.values():
+                grp.critic.normalizer.update(x)
             self.buffer.add(rows)
             self._obs = {g: tr.groups[g].next for g in self.groups}
             self.steps_done += self.num_envs
@@ -596,7 +621,8 @@ class MADDPG:
                     latent, None if mask is None else mask.reshape(bsz * grp.n_agents, -1), gumbel=True,
                     temperature=cfg.gumbel_temperature, generator=self.generator,
                 )
-                next_reps.append(rep.reshape(bsz, -1))
+                next_alive = b[f"{g}/alive"] & ~b[f"{g}/terminated"]
+                next_reps.append((rep.reshape(bsz, grp.n_agents, -1) * next_alive.unsqueeze(-1)).flatten(1))
             next_joint = torch.cat(next_reps, dim=-1)
         buf_joint = torch.cat([b[f"{g}/action"].flatten(1) for g in self.groups], dim=-1)
 
@@ -612,8 +638,8 @@ class MADDPG:
             critic_loss.backward()
             nn.utils.clip_grad_norm_(grp.critic.parameters(), cfg.max_grad_norm)
             grp.critic_opt.step()
-            out[f"losses/critic/{g}"] = float(critic_loss)
-            out[f"losses/q/{g}"] = float((q.detach() * alive).sum() / alive.sum().clamp_min(1.0))
+            out[f"losses/{g}/critic"] = float(critic_loss.detach())
+            out[f"losses/{g}/q"] = float((q.detach() * alive).sum() / alive.sum().clamp_min(1.0))
 
         # Actors: agent i's row replaces only agent i's action in the joint action with its actor's current
         # (straight-through) action; the others stay as sampled from the buffer.
@@ -649,7 +675,7 @@ class MADDPG:
             actor_loss.backward()
             nn.utils.clip_grad_norm_(grp.actor.parameters(), cfg.max_grad_norm)
             grp.actor_opt.step()
-            out[f"losses/actor/{g}"] = float(pg_loss)
+            out[f"losses/{g}/actor"] = float(pg_loss.detach())
 
         for grp in self.groups.values():
             soft_update(grp.target_actor, grp.actor, cfg.tau)
@@ -674,10 +700,14 @@ class MADDPG:
             metrics["charts/episodes"] = float(len(stats["returns"]))
         for key, values in stats.items():
             if key.startswith("group/") and values:
-                metrics[f"charts/episode_return/{key[6:]}"] = float(np.mean(values))
+                metrics[f"charts/{key[6:]}/episode_return"] = float(np.mean(values))
         if self._losses:
             for key in self._losses[0]:
                 metrics[key] = float(np.mean([loss[key] for loss in self._losses]))
+            for part in ("critic", "actor"):
+                metrics[f"losses/{part}"] = float(
+                    np.mean([metrics[f"losses/{g}/{part}"] for g in self.groups])
+                )
         metrics["charts/noise_std"] = self.noise_std()
         metrics["charts/updates"] = float(self.updates_done)
         metrics["charts/buffer_size"] = float(len(self.buffer))
@@ -752,14 +782,12 @@ def _mask(mask: np.ndarray | None, shape: tuple[int, ...], width: int) -> Tensor
     return torch.as_tensor(np.asarray(mask)).bool().reshape(*shape, width)
 
 
-def _final(final: np.ndarray | None, nxt: np.ndarray, tr) -> np.ndarray:
-    """The true next observation: ``final`` where an episode ended (the env already reset), else ``nxt``."""
+def _final(final: np.ndarray | None, nxt: np.ndarray, ended: np.ndarray) -> np.ndarray:
+    """The true next observation ``[N, A, D]``: ``final`` where an agent's episode ended (its env copy may
+    already be reset), else ``nxt``."""
     if final is None:
         return nxt
-    ended = np.asarray(tr.terminated, dtype=bool) | np.asarray(tr.truncated, dtype=bool)
-    ended = ended.reshape(ended.shape[0], -1).any(axis=1)
-    shape = (-1,) + (1,) * (np.ndim(nxt) - 1)
-    return np.where(ended.reshape(shape), final, nxt)
+    return np.where(ended[..., None], final, nxt)
 
 
 # --------------------------------------------------------------------------------------------------------
