@@ -1,0 +1,125 @@
+"""The JavaScript reference runtime (exports/js, onnxruntime-node) acts exactly as the Python runtime.
+
+Skipped, with the reason, only where node is absent. onnxruntime-node is installed into
+exports/js/node_modules on first use with ``npm install --ignore-scripts`` (its CPU binaries ship in the
+package; the install script would only download GPU builds).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from agentkit_exports.onnx_exporter import OnnxExporter, OnnxExporterConfig
+from onnx_cases import CASES, make_artifact, random_masks
+
+from agentkit import runtime
+
+JS_DIR = Path(__file__).resolve().parents[1] / "exports" / "js"
+NODE = shutil.which("node")
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript runtime test needs it")
+
+
+@pytest.fixture(scope="module")
+def js_ready():
+    if not (JS_DIR / "node_modules" / "onnxruntime-node").is_dir():
+        npm = shutil.which("npm")
+        assert npm is not None, "node is installed but npm is not: install npm to set up exports/js"
+        proc = subprocess.run(
+            [npm, "install", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=JS_DIR, capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, f"npm install in {JS_DIR} failed:\n{proc.stdout}\n{proc.stderr}"
+    return JS_DIR
+
+
+def _run_jobs(jobs: list[dict], tmp_path: Path) -> list[dict]:
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps(jobs))
+    proc = subprocess.run([NODE, str(JS_DIR / "act.mjs"), "--jobs", str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_js_and_python_runtimes_act_identically_for_every_head(js_ready, tmp_path):
+    rng = np.random.default_rng(0)
+    jobs, expected = [], []
+    n = 64
+    for case in CASES:
+        artifact = make_artifact(case)
+        head = artifact.actor.head
+        path = OnnxExporter(OnnxExporterConfig(plugin="onnx", stochastic=True)).export(
+            artifact, tmp_path / f"{case.id}.onnx")
+        policy = runtime.load(path)
+        obs = rng.normal(0.5, 3.0, (n, case.obs_dim)).astype(np.float32)
+        mask = random_masks(artifact, n, rng)
+        agent = rng.integers(0, case.agent_id_dim, n).tolist() if case.agent_id_dim else None
+        noise = rng.random((n, head.noise_dim), dtype=np.float32)
+        for deterministic in (True, False):
+            job = {"model": str(path), "obs": obs.tolist(), "deterministic": deterministic, "id": case.id,
+                   "metadata": True}
+            if mask is not None:
+                job["mask"] = mask.astype(int).tolist()
+            if agent is not None:
+                job["agent"] = agent
+            if not deterministic:
+                job["noise"] = noise.tolist()
+            jobs.append(job)
+            expected.append(policy.outputs(obs, mask=mask, deterministic=deterministic,
+                                           noise=None if deterministic else noise, agent=agent)[0])
+        # one observation gives the action without the batch axis
+        jobs.append({"model": str(path), "obs": obs[0].tolist(), "mask": None if mask is None else
+                     mask[0].astype(int).tolist(), "agent": None if agent is None else agent[0], "id": case.id})
+        expected.append({k: v[0] for k, v in policy.outputs(obs[:1], mask=None if mask is None else mask[:1],
+                                                           agent=None if agent is None else agent[:1])[0].items()})
+    results = _run_jobs(jobs, tmp_path)
+    assert len(results) == len(jobs)
+    for job, got, want in zip(jobs, results, expected, strict=True):
+        assert "error" not in got, f"{job['id']}: {got.get('error')}"
+        if "metadata" in got:
+            assert got["metadata"] == runtime.load(job["model"]).metadata
+        for name, value in want.items():
+            have = np.asarray(got[name])
+            if np.issubdtype(value.dtype, np.integer):
+                np.testing.assert_array_equal(have.reshape(value.shape), value, err_msg=f"{job['id']} {name}")
+            else:
+                # the JS runtime reshapes Box actions to the env's shape; compare values
+                np.testing.assert_allclose(have.reshape(value.shape), value, rtol=0, atol=1e-6,
+                                           err_msg=f"{job['id']} {name}")
+
+
+def test_js_runtime_reports_bad_inputs(js_ready, tmp_path):
+    artifact = make_artifact(CASES[0])  # discrete(5), obs 6
+    path = str(OnnxExporter().export(artifact, tmp_path / "d.onnx"))
+    results = _run_jobs([
+        {"model": path, "obs": [1, 2, 3]},
+        {"model": path, "obs": [[0] * 6], "mask": [[0, 0, 0, 0, 0]]},
+        {"model": path, "obs": [0] * 6, "deterministic": False},
+        {"model": str(tmp_path / "missing.onnx"), "obs": [0] * 6},
+        {"model": path, "obs": [0] * 6, "mask": [0, 0, 1, 0, 0]},
+    ], tmp_path)
+    assert "expected shape [6] (one) or [batch, 6], got 3 numbers" in results[0]["error"]
+    assert "row 0 allows no action" in results[1]["error"]
+    assert "--stochastic" in results[2]["error"]
+    assert "missing.onnx" in results[3]["error"]
+    assert results[4] == {"action": 2}
+
+
+def test_js_cli_prints_metadata(js_ready, tmp_path):
+    artifact = make_artifact(CASES[6])  # hybrid
+    path = OnnxExporter().export(artifact, tmp_path / "h.onnx")
+    proc = subprocess.run([NODE, str(JS_DIR / "act.mjs"), str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == runtime.load(path).metadata
+    proc = subprocess.run([NODE, str(JS_DIR / "act.mjs"), str(path), json.dumps([0.5] * 6)], capture_output=True,
+                          text=True, timeout=120)
+    out = json.loads(proc.stdout)
+    k, params = runtime.load(path).act(np.full(6, 0.5, np.float32))
+    assert out["action_type"] == int(k)
+    np.testing.assert_allclose(out["action_params"], params, atol=1e-6)
