@@ -237,3 +237,107 @@ def evaluate_run(
             return play_episodes(loaded.env, act, episodes=episodes, seed=seed, gif=gif)
     finally:
         loaded.algorithm.close()
+
+
+# -- exported policies (helper "onnx") -----------------------------------------------------------------------
+
+
+def _onnx_env(meta: dict[str, Any], path: Path, env: str | None, extra_plugins: Sequence[str]) -> EnvSource:
+    """The env recorded in an export's metadata (``env`` replaces its id, or names a gymnasium id)."""
+    from agentkit.host import PluginHost
+
+    recorded = meta.get("env") or {}
+    section = dict(recorded.get("config") or {})
+    if env is not None:
+        if not section:
+            section = {"plugin": "gymnasium", "id": env}
+        elif "module" in section and "id" not in section:  # e.g. pettingzoo's env module path
+            section["module"] = env
+        else:
+            section["id"] = env
+    if not section:
+        raise UserError(
+            f"{path}: the export records no env (it was not exported from a run dir); name one with --env ID."
+        )
+    plugins = [*(meta.get("plugins") or []), *[p for p in extra_plugins if p not in (meta.get("plugins") or [])]]
+    host = PluginHost(modules=plugins)
+    reg = host.registry.get("env", section.get("plugin", ""), where=f"{path.name}: env.plugin")
+    try:
+        config = reg.validate_config(section)
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            raise UserError(f"{path.name}: the recorded env config does not validate: {exc.errors()[0]['msg']}") from None
+        raise
+    return reg.factory(config)
+
+
+def _group_files(path: Path, policy: Any, groups: Sequence[str]) -> dict[str, Path]:
+    """The export of every policy group of a multi-agent env, found beside ``path`` by its naming
+    (``<stem>-<group>.onnx``, as ``agentkit export`` writes them)."""
+    own = str(policy.metadata.get("policy"))
+    stem = path.stem
+    prefix = stem[: -len(own) - 1] if stem.endswith(f"-{own}") else stem
+    files = {}
+    for g in groups:
+        candidate = path if g == own else path.with_name(f"{prefix}-{g}{path.suffix}")
+        if not candidate.is_file():
+            raise UserError(
+                f"{path.name} holds the policy of group {own!r}; playing the env also needs group {g!r}, "
+                f"expected in {candidate} (export the run dir: `agentkit export RUN_DIR`)."
+            )
+        files[g] = candidate
+    return files
+
+
+def onnx_act(policy: Any, deterministic: bool = True, rng: np.random.Generator | None = None) -> Act:
+    """An ``Act`` playing an ``agentkit.runtime`` policy: deterministic outputs, or samples with noise from
+    ``rng``. A shared policy gets each row's agent id from its position (rows are env-major, ``n * A + a``)."""
+    rng = rng if rng is not None else np.random.default_rng()
+    sample = not deterministic and policy.stochastic and not policy.metadata.get("deterministic_only")
+
+    def act(obs: np.ndarray, mask: np.ndarray | None) -> Any:
+        agent = np.arange(obs.shape[0]) % policy.agent_id_dim if policy.agent_id_dim else None
+        return policy.act(obs, mask=mask if policy.mask_dim else None, deterministic=not sample, rng=rng,
+                          agent=agent)
+
+    return act
+
+
+def evaluate_onnx(
+    path: Path | str,
+    episodes: int = 10,
+    seed: int = 0,
+    deterministic: bool = True,
+    gif: Path | str | None = None,
+    env: str | None = None,
+    extra_plugins: Sequence[str] = (),
+) -> EvalResult:
+    """Play an exported policy file in the env recorded in its metadata (``env`` overrides the env id) with
+    the shared episode loop: the same seed gives exactly the episodes ``evaluate_run`` gives for the run dir
+    it was exported from (deterministic play). Multi-agent exports are played with the other groups' files
+    found beside ``path``. Stochastic play needs a ``--stochastic`` export and samples with numpy noise
+    seeded by ``seed``.
+    """
+    from agentkit import runtime
+
+    if episodes < 1:
+        raise InvalidInputError(f"--episodes must be at least 1 (got {episodes}).")
+    path = Path(path)
+    policy = runtime.load(path)
+    if not deterministic and not policy.stochastic and not policy.metadata.get("deterministic_only"):
+        raise UserError(
+            f"{path.name} was exported deterministic-only; stochastic eval needs `agentkit export --stochastic`."
+        )
+    source = _onnx_env(policy.metadata, path, env, extra_plugins)
+    rng = np.random.default_rng(seed)
+    if getattr(source, "multi_agent", False):
+        groups = list(getattr(source, "groups", {}) or {})
+        files = _group_files(path, policy, groups)
+        act: Act | dict[str, Act] = {
+            g: onnx_act(policy if f == path else runtime.load(f), deterministic, rng) for g, f in files.items()
+        }
+    else:
+        act = onnx_act(policy, deterministic, rng)
+    return play_episodes(source, act, episodes=episodes, seed=seed, gif=gif)
