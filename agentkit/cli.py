@@ -68,8 +68,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="agentkit plugins", title_justify="left")
-    for column in ("kind", "name", "description", "provider"):
-        table.add_column(column, overflow="fold")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1)
+    table.add_column("provider", no_wrap=True)
     for row in rows:
         table.add_row(*(row[c] for c in ("kind", "name", "description", "provider")))
     console = _stdout_console()

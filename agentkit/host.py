@@ -176,7 +176,8 @@ class PluginHost:
         try:
             self.pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
-            raise PluginError(f"plugin '{name}' ({provider}) is invalid: {exc}") from exc
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginError(f"plugin '{name}' ({provider}) is invalid: {detail}") from exc
         self._providers[name] = provider
 
     def _check_hook_names(self, plugin: object, name: str, provider: str) -> None:

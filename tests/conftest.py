@@ -1,0 +1,93 @@
+"""Shared fixtures. Keep this small; add fixtures at the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_PACKAGE = REPO / "examples" / "plugin-package"
+_SCRIPT = Path(sys.executable).with_name("agentkit")
+#: The installed console script (what a user runs), or the module when the script is missing.
+AGENTKIT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "agentkit.cli"]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment a CLI subprocess runs in: one torch thread, no pager, entry points as configured."""
+    env = {k: v for k, v in os.environ.items() if k != "AGENTKIT_DISABLE_PLUGIN_AUTOLOAD"}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run the real ``agentkit`` CLI in a subprocess: ``run_cli("plugins", "--json", env={...}, cwd=...)``.
+
+    Returns the CompletedProcess (text mode); ``env`` entries are added to ``cli_env()``; cwd defaults to
+    the test's tmp_path so run directories land there.
+    """
+
+    def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300):
+        return subprocess.run(
+            [*AGENTKIT, *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=cli_env(**(env or {})),
+            cwd=cwd or tmp_path,
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def example_plugin_package() -> Path:
+    """Install examples/plugin-package into the venv (editable, idempotent) and return its folder."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(EXAMPLE_PACKAGE)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return EXAMPLE_PACKAGE
+
+
+@pytest.fixture
+def plugin_site(tmp_path):
+    """A throwaway site folder for fake plugin distributions, without pip and without touching the venv.
+
+    ``site.module(name, source)`` writes a module; ``site.dist(name, version, entry_points={ep: "mod"})``
+    writes ``<name>-<version>.dist-info`` with an ``agentkit`` entry-point group. Pass ``site.env`` to
+    ``run_cli`` (it puts the folder on PYTHONPATH) or call ``site.activate(monkeypatch)`` in-process.
+    """
+    import textwrap
+
+    class Site:
+        path = tmp_path / "site"
+
+        def __init__(self):
+            self.path.mkdir()
+
+        @property
+        def env(self) -> dict[str, str]:
+            return {"PYTHONPATH": os.pathsep.join([str(self.path), os.environ.get("PYTHONPATH", "")])}
+
+        def module(self, name: str, source: str) -> None:
+            (self.path / f"{name}.py").write_text(textwrap.dedent(source))
+
+        def dist(self, name: str, version: str, entry_points: dict[str, str]) -> None:
+            info = self.path / f"{name.replace('-', '_')}-{version}.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+            lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
+            (info / "entry_points.txt").write_text(f"[agentkit]\n{lines}")
+
+        def activate(self, monkeypatch) -> None:
+            monkeypatch.syspath_prepend(str(self.path))
+
+    return Site()
