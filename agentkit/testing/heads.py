@@ -444,7 +444,16 @@ def check_env_outputs(head: ActionHead, action_space: Any, latent_dim: int, gen:
             _fail("env outputs", f"env_outputs()[{name!r}] is {value.dtype} {tuple(value.shape)}, expected "
                   f"{dtypes[name]} with batch {batch}")
     env_action = head.to_env({k: v.detach().numpy() for k, v in outputs.items()})
-    if not batch_space(action_space, batch).contains(env_action):
+    if kind == "hybrid":
+        # inactive parameters are 0 by contract even where 0 lies outside their bounds: check the active ones
+        types, params = env_action
+        owned = action_space.param_mask[np.asarray(types)] > 0.5 if np.ndim(types) == 1 else None
+        inside = owned is not None and params.dtype == np.float32 and params.shape == (batch, action_space.num_params)
+        inside = inside and bool(np.all((params >= action_space.low) & (params <= action_space.high) | ~owned))
+        if not (batch_space(action_space.spaces[0], batch).contains(np.asarray(types)) and inside):
+            _fail("env outputs", f"to_env() returned {env_action!r}: expected (types int64 [B], params float32 "
+                  "[B, P]) with active parameters inside their bounds")
+    elif not batch_space(action_space, batch).contains(env_action):
         _fail("env outputs", f"to_env() returned {env_action!r}, which the batched action space of {action_space} "
               "does not contain (clipping to bounds, dtype or start offset missing?)")
 
