@@ -1,0 +1,149 @@
+"""The ``pettingzoo`` env plugin: groups, the multi-agent vector env's layout, deaths, masks, state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from agentkit_envs.pettingzoo_env import PettingZooEnvConfig, PettingZooSource
+from pettingzoo.test import parallel_api_test
+
+from agentkit.errors import ConfigError
+
+SPREAD = {"module": "mpe2.simple_spread_v3", "kwargs": {"N": 3, "max_cycles": 25, "continuous_actions": False}}
+SPEAKER = {"module": "mpe2.simple_speaker_listener_v4", "kwargs": {"max_cycles": 25}}
+DEATH = {"module": "ma_test_envs"}
+
+
+def source(num_envs: int = 2, **section) -> PettingZooSource:
+    return PettingZooSource(PettingZooEnvConfig(plugin="pettingzoo", num_envs=num_envs, **section))
+
+
+def test_adapter_env_passes_pettingzoo_parallel_api_test():
+    parallel_api_test(source(**SPREAD).make_env(None), num_cycles=30)
+    parallel_api_test(source(**DEATH).make_env(None), num_cycles=30)
+
+
+def test_default_groups_share_identical_spaces_and_split_different_ones():
+    spread = source(**SPREAD)
+    assert list(spread.groups) == ["agent"]
+    assert spread.groups["agent"].agents == ["agent_0", "agent_1", "agent_2"]
+    assert spread.groups["agent"].observation_space.shape == (18,)
+    assert spread.multi_agent and spread.state_dim == 54 and not spread.has_mask
+
+    speaker = source(**SPEAKER)
+    assert {g: s.agents for g, s in speaker.groups.items()} == {"speaker": ["speaker_0"], "listener": ["listener_0"]}
+    assert speaker.groups["speaker"].action_space.n == 3 and speaker.groups["listener"].action_space.n == 5
+    assert speaker.state_dim == 14
+
+
+def test_named_groups_set_the_agent_axis():
+    src = source(**SPREAD, groups={"solo": ["agent_2"], "pair": ["agent_1", "agent_0"]})
+    assert {g: s.agents for g, s in src.groups.items()} == {"solo": ["agent_2"], "pair": ["agent_1", "agent_0"]}
+    venv = src.make_vec(2, seed=0)
+    obs = venv.reset()
+    assert obs["pair"].obs.shape == (2, 2, 18) and obs["solo"].obs.shape == (2, 1, 18)
+    # the state is the concatenation in possible_agents order: agent_2's obs is its third block
+    np.testing.assert_allclose(obs["solo"].state[:, 36:54], obs["solo"].obs[:, 0])
+    venv.close()
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ({"a": ["agent_0", "agent_1"]}, "agent_2"),  # missing
+        ({"a": ["agent_0", "agent_1", "agent_2", "agent_9"]}, "agent_9"),  # unknown
+        ({"a": ["agent_0", "agent_1", "agent_2"], "b": ["agent_0"]}, "both"),  # twice
+        ({"a": []}, "at least one"),
+    ],
+)
+def test_bad_groups_are_config_errors_naming_the_agent(groups, message):
+    with pytest.raises(ConfigError, match=message):
+        source(**SPREAD, groups=groups)
+
+
+def test_agents_with_different_spaces_cannot_share_a_group():
+    with pytest.raises(ConfigError, match="different observation or action spaces"):
+        source(**SPEAKER, groups={"all": ["speaker_0", "listener_0"]})
+
+
+def test_bad_module_is_a_config_error():
+    with pytest.raises(ConfigError, match="env.module"):
+        source(module="no_such_module_for_agentkit")
+    with pytest.raises(ConfigError, match="kwargs"):
+        source(module="mpe2.simple_spread_v3", kwargs={"no_such_kwarg": 1})
+
+
+def test_aec_env_is_converted_to_parallel():
+    src = source(module="mpe2.simple_spread_v3:env", kwargs=SPREAD["kwargs"])
+    venv = src.make_vec(2, seed=0)
+    assert venv.reset()["agent"].obs.shape == (2, 3, 18)
+    tr = venv.step({"agent": np.zeros(6, np.int64)})
+    assert tr.groups["agent"].reward.shape == (2, 3)
+    venv.close()
+
+
+def test_spread_episodes_truncate_bootstrap_and_auto_reset():
+    venv = source(**SPREAD).make_vec(3, seed=7)
+    obs = venv.reset()
+    assert obs["agent"].alive.all() and obs["agent"].state.shape == (3, 54)
+    totals = np.zeros((3, 3))
+    for t in range(25):
+        tr = venv.step({"agent": np.random.default_rng(t).integers(0, 5, 9)})
+        g = tr.groups["agent"]
+        totals += g.reward
+        if t < 24:
+            assert not g.truncated.any() and not tr.episode_returns
+    assert g.truncated.all() and not g.terminated.any()
+    assert tr.episode_lengths == [25, 25, 25] and tr.episode_envs == [0, 1, 2]
+    np.testing.assert_allclose(tr.episode_returns, totals.mean(axis=1), rtol=1e-5)
+    # next is the new episode's start; final_obs/final_state the ended one's last
+    assert not np.allclose(g.final_obs, g.next.obs)
+    np.testing.assert_allclose(g.final_state.reshape(3, 3, 18), g.final_obs)
+
+
+def test_same_seed_same_episodes():
+    a, b = (source(**SPREAD).make_vec(2, seed=3) for _ in range(2))
+    np.testing.assert_array_equal(a.reset()["agent"].obs, b.reset()["agent"].obs)
+    act = {"agent": np.arange(6) % 5}
+    np.testing.assert_array_equal(a.step(act).groups["agent"].reward, b.step(act).groups["agent"].reward)
+
+
+def test_dead_agents_are_masked_placeholders_and_never_stepped():
+    venv = source(**DEATH, state="concat").make_vec(2, seed=0)
+    obs = venv.reset()["a"]
+    assert obs.mask.shape == (2, 3, 3) and obs.mask.dtype == bool
+    for t in range(6):
+        # act with the allowed action on every row, dead rows included: the adapter must drop those
+        allowed = obs.mask.reshape(6, 3).argmax(axis=1)
+        assert (obs.mask.sum(-1) == 1)[obs.alive].all()
+        tr = venv.step({"a": allowed})
+        g = tr.groups["a"]
+        alive_before = obs.alive
+        expected_alive = np.array([t < 2, t < 4, True])  # a_0 dies after 2 steps, a_1 after 4
+        np.testing.assert_array_equal(alive_before, np.tile(expected_alive, (2, 1)))
+        np.testing.assert_array_equal(g.terminated[0], [t == 1, t == 3, False])
+        np.testing.assert_array_equal(g.reward[0], alive_before[0].astype(np.float32))
+        obs = g.next
+        if t < 5:
+            dead = ~obs.alive
+            assert (obs.obs[dead] == 0).all() and obs.mask[dead].all()  # placeholders: zeros, all allowed
+            # concat state: zeros in the dead agents' blocks
+            state = obs.state.reshape(2, 3, 4)
+            assert (state[dead] == 0).all() and (state[obs.alive] != 0).all()
+    assert g.truncated[0, 2] and tr.episode_returns == [4.0, 4.0]  # (2 + 4 + 6) / 3
+    assert obs.alive.all()  # reset: everyone is back
+    assert [sorted(r) for r in venv.envs[0].received][:3] == [["a_0", "a_1", "a_2"]] * 2 + [["a_1", "a_2"]]
+
+
+def test_env_state_is_used_when_the_env_has_one():
+    src = source(**DEATH)
+    assert src.uses_env_state and src.state_dim == 4
+    obs = src.make_vec(1, seed=0).reset()
+    np.testing.assert_array_equal(obs["a"].state, [[0, 1, 1, 1]])
+
+
+def test_registered_as_built_in():
+    from agentkit.host import PluginHost
+
+    reg = PluginHost(autoload=False).registry.get("env", "pettingzoo")
+    assert reg.provider == "built-in" and reg.config_model is PettingZooEnvConfig
