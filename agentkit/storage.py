@@ -43,8 +43,11 @@ class Batch:
 
     def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Shuffled minibatches of ``minibatch_size`` entries (the last one may be smaller); a batch that
-        fits in one minibatch is yielded whole, in a shuffled order."""
+        fits in one minibatch is yielded whole."""
         n = len(self)
+        if minibatch_size >= n:  # one minibatch: the order of its entries does not change the update
+            yield self
+            return
         perm = torch.randperm(n, generator=generator)
         for start in range(0, n, minibatch_size):
             yield self.index(perm[start : start + minibatch_size])

@@ -406,6 +406,7 @@ class PPO:
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
         observation = self._next
+        st.bootstrap.zero_()
         with torch.inference_mode():
             for t in range(cfg.num_steps):
                 obs = torch.from_numpy(observation.obs)
@@ -427,11 +428,7 @@ class PPO:
                 boot = tr.truncated & ~tr.terminated
                 if boot.any():
                     idx = torch.from_numpy(np.flatnonzero(boot))
-                    final = torch.from_numpy(tr.final_obs)[idx]
-                    st.bootstrap[t] = 0.0
-                    st.bootstrap[t, idx] = self._value(final)
-                else:
-                    st.bootstrap[t] = 0.0
+                    st.bootstrap[t, idx] = self._value(torch.from_numpy(tr.final_obs)[idx])
                 if tr.episode_returns:
                     ep_returns += tr.episode_returns
                     ep_lengths += tr.episode_lengths

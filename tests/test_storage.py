@@ -1,0 +1,94 @@
+"""Rollout storage and GAE: hand-computed advantages, termination vs truncation, shapes, minibatches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agentkit.storage import RolloutStorage
+
+GAMMA, LAM = 0.9, 0.8
+
+
+def _three_cases() -> RolloutStorage:
+    """T=3, three env copies with the same rewards/values: column 0 never ends, column 1 terminates at
+    t=1, column 2 is truncated at t=1 with V(final obs) = 4."""
+    st = RolloutStorage(3, (3,), obs_dim=2)
+    st.rewards[:] = torch.tensor([1.0, 2.0, 3.0]).unsqueeze(1)
+    st.values[:] = torch.tensor([0.5, 1.0, 1.5]).unsqueeze(1)
+    st.dones[1, 1] = 1.0
+    st.dones[1, 2] = 1.0
+    st.bootstrap[1, 2] = 4.0
+    st.compute_gae(torch.full((3,), 2.0), GAMMA, LAM)
+    return st
+
+
+def test_gae_matches_hand_computation():
+    st = _three_cases()
+    gl = GAMMA * LAM
+    # no episode end: delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lambda A_{t+1}
+    d2, d1, d0 = 3 + GAMMA * 2.0 - 1.5, 2 + GAMMA * 1.5 - 1.0, 1 + GAMMA * 1.0 - 0.5
+    expected_open = [d0 + gl * (d1 + gl * d2), d1 + gl * d2, d2]
+    # terminated at t=1: no bootstrap at t=1, nothing flows back from t=2
+    expected_term = [d0 + gl * (2 - 1.0), 2 - 1.0, d2]
+    # truncated at t=1: bootstrap from V(final obs)=4, still nothing flows back from t=2 (a new episode)
+    trunc1 = 2 + GAMMA * 4.0 - 1.0
+    expected_trunc = [d0 + gl * trunc1, trunc1, d2]
+    expected = torch.tensor([expected_open, expected_term, expected_trunc]).T
+    torch.testing.assert_close(st.advantages, expected)
+    torch.testing.assert_close(st.returns, st.advantages + st.values)
+    assert expected_open[0] == pytest.approx(4.80272)
+    assert expected_term[0] == pytest.approx(2.12)
+    assert expected_trunc[0] == pytest.approx(4.712)
+
+
+def test_last_value_is_ignored_after_an_episode_end():
+    st = RolloutStorage(1, (2,), obs_dim=1)
+    st.rewards[0] = 1.0
+    st.dones[0, 1] = 1.0
+    st.compute_gae(torch.tensor([10.0, 10.0]), GAMMA, LAM)
+    torch.testing.assert_close(st.advantages[0], torch.tensor([1.0 + GAMMA * 10.0, 1.0]))
+
+
+@pytest.mark.parametrize("batch_shape", [(4,), (4, 3)])
+def test_shapes_single_and_multi_agent(batch_shape):
+    st = RolloutStorage(5, batch_shape, obs_dim=7, action_shape=(2,), action_dtype=torch.float32, mask_dim=6,
+                        critic_dim=9)
+    assert st.obs.shape == (5, *batch_shape, 7)
+    assert st.critic_obs.shape == (5, *batch_shape, 9)
+    assert st.actions.shape == (5, *batch_shape, 2) and st.actions.dtype == torch.float32
+    assert st.masks.shape == (5, *batch_shape, 6) and st.masks.dtype == torch.bool
+    for name in ("logprobs", "rewards", "values", "dones", "bootstrap", "advantages", "returns", "valid"):
+        assert getattr(st, name).shape == (5, *batch_shape), name
+    st.compute_gae(torch.zeros(batch_shape), GAMMA, LAM)
+    b = st.batch()
+    m = 5 * int(torch.Size(batch_shape).numel())
+    assert b.obs.shape == (m, 7) and b.critic_obs.shape == (m, 9) and b.actions.shape == (m, 2)
+    assert b.masks.shape == (m, 6) and b.advantages.shape == (m,)
+
+
+def test_batch_keeps_only_valid_entries_and_minibatches_cover_them_once():
+    st = RolloutStorage(4, (2, 3), obs_dim=1)
+    st.obs[..., 0] = torch.arange(24, dtype=torch.float32).reshape(4, 2, 3)
+    st.valid[2:, 1, 2] = False  # agent 2 of env copy 1 died at t=2
+    st.valid[0, 0, 0] = False
+    b = st.batch()
+    assert len(b) == 21
+    kept = set(b.obs[:, 0].long().tolist())
+    assert kept == set(range(24)) - {0, 17, 23}
+    seen = []
+    for mb in b.minibatches(5, torch.Generator().manual_seed(0)):
+        assert len(mb) <= 5
+        seen += mb.obs[:, 0].long().tolist()
+    assert sorted(seen) == sorted(kept)
+    # one minibatch that holds everything is the batch itself
+    assert [len(mb) for mb in b.minibatches(64)] == [21]
+
+
+def test_multi_agent_gae_treats_agents_independently():
+    st = RolloutStorage(2, (1, 2), obs_dim=1)
+    st.rewards[:] = 1.0
+    st.dones[0, 0, 1] = 1.0  # agent 1 dies at t=0; agent 0 goes on
+    st.compute_gae(torch.zeros(1, 2), 1.0, 1.0)
+    torch.testing.assert_close(st.advantages[:, 0, 0], torch.tensor([2.0, 1.0]))
+    torch.testing.assert_close(st.advantages[:, 0, 1], torch.tensor([1.0, 1.0]))
