@@ -1,0 +1,153 @@
+"""The ``gymnasium`` env plugin: vector stepping, truncation bootstrap data, masks, hybrid actions, errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from agentkit.errors import ConfigError, UserError
+from agentkit.host import PluginHost
+from agentkit_envs.gymnasium_env import GymnasiumEnvConfig, make_source
+
+
+def source(env_id: str, **kw):
+    return make_source(GymnasiumEnvConfig(plugin="gymnasium", id=env_id, **kw))
+
+
+class MaskedDictEnv(gym.Env):
+    """Obs Dict(observation Box(3), action_mask MultiBinary(4)); action k allowed iff k != step % 4."""
+
+    observation_space = spaces.Dict(
+        {"observation": spaces.Box(-1, 1, (3,), np.float32), "action_mask": spaces.MultiBinary(4)}
+    )
+    action_space = spaces.Discrete(4)
+
+    def _obs(self):
+        mask = np.ones(4, dtype=np.int8)
+        mask[self.t % 4] = 0
+        return {"observation": np.full(3, self.t / 10, dtype=np.float32), "action_mask": mask}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        assert action != self.t % 4, "a masked action reached the env"
+        self.t += 1
+        return self._obs(), 1.0, self.t >= 6, False, {}
+
+
+class InfoMaskEnv(MaskedDictEnv):
+    """The same masks given as info['action_mask'] with a plain Box observation."""
+
+    observation_space = spaces.Box(-1, 1, (3,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        obs, _ = super().reset(seed=seed)
+        return obs["observation"], {"action_mask": obs["action_mask"]}
+
+    def step(self, action):
+        obs, r, term, trunc, _ = super().step(action)
+        return obs["observation"], r, term, trunc, {"action_mask": obs["action_mask"]}
+
+
+gym.register("agentkit-test/MaskedDict-v0", entry_point=MaskedDictEnv)
+gym.register("agentkit-test/InfoMask-v0", entry_point=InfoMaskEnv)
+
+
+def test_registered_as_builtin():
+    host = PluginHost(autoload=False)
+    reg = host.registry.get("env", "gymnasium")
+    assert reg.config_model is GymnasiumEnvConfig
+
+
+def test_cartpole_truncation_gives_final_obs_and_episode_stats():
+    src = source("CartPole-v1", max_episode_steps=5)
+    assert src.observation_space.shape == (4,) and src.observation_space.dtype == np.float32
+    assert not src.has_mask and not src.multi_agent
+    venv = src.make_vec(3, seed=1)
+    first = venv.reset()
+    assert first.obs.shape == (3, 4) and first.obs.dtype == np.float32 and first.mask is None
+    prev = first.obs
+    for step in range(5):
+        tr = venv.step(np.array([0, 1, 0]))
+        if step < 4:
+            assert tr.final_obs is None and not tr.episode_returns
+            prev = tr.next.obs
+    assert tr.truncated.all() and not tr.terminated.any()
+    assert tr.episode_returns == [5.0, 5.0, 5.0] and tr.episode_lengths == [5, 5, 5]
+    # the next obs is a fresh episode; the final obs continues the old one (cart moved from prev)
+    assert not np.allclose(tr.final_obs, tr.next.obs)
+    assert np.all(np.abs(tr.next.obs) <= 0.05)  # CartPole resets uniformly in ±0.05
+    assert np.allclose(tr.final_obs[:, 0], prev[:, 0] + 0.02 * prev[:, 1], atol=1e-5)
+    venv.close()
+
+
+def test_same_seed_same_observations():
+    a = source("CartPole-v1").make_vec(2, seed=7).reset()
+    b = source("CartPole-v1").make_vec(2, seed=7).reset()
+    c = source("CartPole-v1").make_vec(2, seed=8).reset()
+    np.testing.assert_array_equal(a.obs, b.obs)
+    assert not np.array_equal(a.obs, c.obs)
+
+
+@pytest.mark.parametrize("env_id", ["agentkit-test/MaskedDict-v0", "agentkit-test/InfoMask-v0"])
+def test_masks_are_split_off(env_id):
+    src = source(env_id)
+    assert src.has_mask and src.observation_space.shape == (3,)
+    venv = src.make_vec(2, seed=0)
+    ob = venv.reset()
+    for t in range(8):
+        assert ob.mask.dtype == np.bool_ and ob.mask.shape == (2, 4)
+        expected = np.ones(4, dtype=bool)
+        expected[(t % 6) % 4] = False
+        np.testing.assert_array_equal(ob.mask, np.stack([expected, expected]))
+        tr = venv.step(np.array([np.flatnonzero(m)[0] for m in ob.mask]))
+        ob = tr.next
+        if t == 5:
+            assert tr.terminated.all() and tr.episode_lengths == [6, 6]
+            np.testing.assert_allclose(tr.final_obs, 0.6, rtol=1e-6)  # Dict final obs flattened too
+    venv.close()
+
+
+def test_hybrid_actions_pass_through_the_vector_env():
+    src = source("agentkit/Moving-v0")
+    assert isinstance(src.action_space, spaces.Tuple)
+    venv = src.make_vec(2, seed=0)
+    venv.reset()
+    p = src.action_space.spaces[1].shape[0]
+    tr = venv.step((np.array([0, 1]), np.zeros((2, p), dtype=np.float32)))
+    assert tr.next.obs.shape == (2, src.observation_space.shape[0])
+    venv.close()
+
+
+def test_async_vectorization():
+    venv = source("CartPole-v1", vectorization="async").make_vec(2, seed=0)
+    ob = venv.reset()
+    tr = venv.step(np.array([0, 1]))
+    assert ob.obs.shape == tr.next.obs.shape == (2, 4)
+    venv.close()
+
+
+def test_frame_stack_flattens():
+    src = source("CartPole-v1", frame_stack=3)
+    assert src.observation_space.shape == (12,)
+    assert src.make_vec(2, seed=0).reset().obs.shape == (2, 12)
+
+
+def test_bad_id_names_the_id_and_the_fix():
+    with pytest.raises(ConfigError, match=r"CartPol-v1.*pprint_registry"):
+        source("CartPol-v1")
+
+
+def test_non_box_observation_is_refused():
+    with pytest.raises(UserError, match=r"FrozenLake-v1.*not supported.*FlattenObservation"):
+        source("FrozenLake-v1")
+
+
+def test_bad_kwargs_are_a_user_error():
+    with pytest.raises(UserError, match="CartPole-v1"):
+        source("CartPole-v1", kwargs={"no_such_option": 1})
