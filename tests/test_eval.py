@@ -1,0 +1,126 @@
+"""`agentkit eval`: the shared episode loop, evaluate_run (single- and multi-agent), --json, --gif."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agentkit import cli, evaluation
+from agentkit.config import load_config
+from agentkit.errors import InvalidInputError
+from agentkit.evaluation import EvalResult, evaluate_run, play_episodes
+from agentkit.host import PluginHost
+from agentkit.trainer import build_env, train
+
+CARTPOLE = {
+    "seed": 0,
+    "env": {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 4},
+    "algorithm": {"plugin": "ppo", "total_steps": 1024, "num_steps": 32, "minibatch_size": 64, "update_epochs": 4,
+                  "learning_rate": 0.003},
+    "policy": {"hidden_sizes": [16, 16]},
+    "run": {"progress": "none", "tensorboard": False},
+}
+SPEAKER_LISTENER = {
+    "seed": 0,
+    "env": {"plugin": "pettingzoo", "module": "mpe2.simple_speaker_listener_v4",
+            "kwargs": {"max_cycles": 25, "continuous_actions": False}, "num_envs": 2},
+    "algorithm": {"plugin": "mappo", "total_steps": 100, "num_steps": 25, "update_epochs": 1},
+    "policy": {"hidden_sizes": [16]},
+    "run": {"progress": "none", "tensorboard": False},
+}
+
+
+@pytest.fixture(scope="module")
+def host() -> PluginHost:
+    return PluginHost()
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory, host):
+    run_dir = tmp_path_factory.mktemp("eval") / "cartpole"
+    train(load_config(CARTPOLE, host.registry), host, run_dir=run_dir)
+    return run_dir
+
+
+def test_same_seed_same_episodes(cartpole_run):
+    a = evaluate_run(cartpole_run, episodes=3, seed=7)
+    b = evaluate_run(cartpole_run, episodes=3, seed=7)
+    assert isinstance(a, EvalResult) and a.episodes == 3 and len(a.returns) == len(a.lengths) == 3
+    assert a.returns == b.returns and a.lengths == b.lengths
+    assert a.returns == [float(n) for n in a.lengths]  # CartPole: reward 1 per step
+    assert a.mean_return == pytest.approx(np.mean(a.returns)) and a.std_return == pytest.approx(np.std(a.returns))
+    assert a.groups == {}
+    # episode i starts from seed + i: the episodes of seed 8 are those of seed 7 shifted by one
+    c = evaluate_run(cartpole_run, episodes=2, seed=8)
+    assert c.returns == a.returns[1:]
+
+
+def test_stochastic_eval_repeats_with_the_seed(cartpole_run):
+    a = evaluate_run(cartpole_run, episodes=2, seed=1, deterministic=False)
+    b = evaluate_run(cartpole_run, episodes=2, seed=1, deterministic=False)
+    assert a.returns == b.returns
+
+
+def test_json_output_through_the_cli(cartpole_run, capsys):
+    assert cli.main(["eval", str(cartpole_run), "--episodes", "2", "--seed", "3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"mean_return", "std_return", "episodes", "returns", "lengths", "groups"} <= set(data)
+    assert data["episodes"] == 2 and data["returns"] == evaluate_run(cartpole_run, episodes=2, seed=3).returns
+
+
+def _push_left(obs, mask):
+    return np.zeros(obs.shape[0], dtype=np.int64)
+
+
+def test_gif_records_the_first_episode(host, tmp_path, monkeypatch):
+    recorded = []
+    write_gif = evaluation.write_gif
+    monkeypatch.setattr(evaluation, "write_gif", lambda frames, path: recorded.append(len(frames)) or write_gif(frames, path))
+    env = build_env(load_config(CARTPOLE, host.registry), host.registry)
+    gif = tmp_path / "play.gif"
+    result = play_episodes(env, _push_left, episodes=2, seed=0, gif=gif)
+    assert result.returns == play_episodes(env, _push_left, episodes=2, seed=0).returns  # rendering changes nothing
+    with Image.open(gif) as im:
+        assert im.format == "GIF" and im.size == (600, 400)
+        assert 2 <= im.n_frames <= result.lengths[0]  # Pillow merges identical consecutive frames
+    assert recorded == [result.lengths[0]]  # the reset frame, then one per step before the last
+
+
+def test_play_episodes_with_any_act(host):
+    env = build_env(load_config(CARTPOLE, host.registry), host.registry)
+    seen = []
+
+    def push_left(obs, mask):
+        seen.append((obs.shape, obs.dtype, mask))
+        return _push_left(obs, mask)
+
+    a = play_episodes(env, push_left, episodes=3, seed=5)
+    b = play_episodes(env, push_left, episodes=3, seed=5)
+    assert a.returns == b.returns and all(8 <= n <= 12 for n in a.lengths)
+    assert seen[0] == ((1, 4), np.float32, None)
+    with pytest.raises(InvalidInputError, match="at least 1"):
+        play_episodes(env, push_left, episodes=0)
+
+
+def test_multi_agent_per_group_figures(tmp_path, host):
+    run_dir = tmp_path / "speaker"
+    train(load_config(SPEAKER_LISTENER, host.registry), host, run_dir=run_dir)
+    gif = tmp_path / "team.gif"
+    a = evaluate_run(run_dir, episodes=2, seed=4, gif=gif)
+    b = evaluate_run(run_dir, episodes=2, seed=4)
+    assert a.returns == b.returns and a.lengths == [25, 25]
+    assert set(a.groups) == {"speaker", "listener"}
+    with Image.open(gif) as im:
+        assert im.n_frames >= 2
+    for stats in a.groups.values():
+        assert set(stats) == {"mean_return", "std_return"} and np.isfinite(stats["mean_return"])
+    # a shared-reward game: each group's mean per-agent return is the team's
+    assert a.groups["speaker"]["mean_return"] == pytest.approx(a.mean_return)
+
+
+def test_eval_of_something_that_is_not_a_run_dir_exits_2(tmp_path, capsys):
+    assert cli.main(["eval", str(tmp_path), "--episodes", "1"]) == 2
+    assert "not a run dir" in capsys.readouterr().err
