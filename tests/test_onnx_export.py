@@ -194,3 +194,78 @@ def test_parity_inputs_respect_bounds_and_masks():
         assert mask[:, start:start + width].any(axis=1).all()
     assert (mask == 0).any()
     assert feeds["noise"].shape == (1000, 3) and (0 <= feeds["noise"]).all() and (feeds["noise"] < 1).all()
+
+
+# -- end to end: train a tiny run, export it, play the file and the run dir with the same seed ----------------
+
+E2E = {
+    "cartpole": {"env": {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 4},
+                 "policy": {"hidden_sizes": [32, 32], "normalize_obs": True}},
+    "dungeon-masked": {"env": {"plugin": "gymnasium", "id": "agentkit/Dungeon-v0", "num_envs": 4,
+                               "kwargs": {"size": 8}},
+                       "policy": {"hidden_sizes": [32, 32]}},
+    "moving-hybrid": {"env": {"plugin": "gymnasium", "id": "agentkit/Moving-v0", "num_envs": 4},
+                      "policy": {"hidden_sizes": [32, 32], "head": {"plugin": "hybrid"}}},
+}
+
+
+def _train_tiny(name, tmp_path):
+    from agentkit.config import load_config
+    from agentkit.trainer import train
+
+    section = E2E[name]
+    data = {"seed": 1, **section,
+            "algorithm": {"plugin": "ppo", "total_steps": 512, "num_steps": 64, "update_epochs": 1},
+            "run": {"tensorboard": False, "progress": "none"}}
+    registry = host().registry
+    if section["env"]["id"].startswith("agentkit/"):
+        pytest.importorskip("agentkit_envs.games")
+    config = load_config(data, registry)
+    run_dir = tmp_path / name
+    train(config, host(), run_dir=run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("name", ["dungeon-masked", "moving-hybrid"])
+def test_export_run_plays_exactly_like_the_run_dir(name, tmp_path):
+    from agentkit.evaluation import evaluate_onnx, evaluate_run
+    from agentkit.exporting import export_run
+
+    run_dir = _train_tiny(name, tmp_path)
+    (path,) = export_run(run_dir)
+    assert path == run_dir / "policy.onnx"
+    meta = runtime.load(path).metadata
+    assert meta["algorithm"] == "ppo" and meta["env"]["id"] == E2E[name]["env"]["id"]
+    if name == "dungeon-masked":
+        assert meta["mask"] is not None  # the env's action mask reaches the exported graph
+    want = evaluate_run(run_dir, episodes=3, seed=5)
+    got = evaluate_onnx(path, episodes=3, seed=5)
+    assert got.lengths == want.lengths
+    np.testing.assert_allclose(got.returns, want.returns, rtol=0, atol=1e-4)
+    if name == "dungeon-masked":
+        assert got.returns == want.returns  # discrete actions: exactly the same episodes
+    (stochastic,) = export_run(run_dir, out=tmp_path / "out", stochastic=True, opset=17)
+    assert stochastic == tmp_path / "out" / "policy.onnx"
+    assert runtime.load(stochastic).stochastic
+    a = evaluate_onnx(stochastic, episodes=2, seed=3, deterministic=False)
+    assert a.returns == evaluate_onnx(stochastic, episodes=2, seed=3, deterministic=False).returns
+
+
+def test_cli_train_export_eval_onnx(tmp_path, run_cli):
+    """`agentkit export RUN_DIR` then `agentkit eval FILE.onnx` gives the run dir's evaluation exactly."""
+    from agentkit.errors import UserError
+    from agentkit.evaluation import evaluate_onnx, evaluate_run
+    from agentkit.exporting import export_run
+
+    run_dir = _train_tiny("cartpole", tmp_path)
+    proc = run_cli("export", run_dir, "--out", tmp_path / "cartpole.onnx")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / "cartpole.onnx")
+    proc = run_cli("eval", tmp_path / "cartpole.onnx", "--episodes", "3", "--seed", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == evaluate_run(run_dir, episodes=3, seed=2).to_json()
+    with pytest.raises(UserError, match="opset"):
+        export_run(run_dir, out=tmp_path / "x.onnx", opset=9)
+    assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(UserError, match="NoSuchEnv-v0"):
+        evaluate_onnx(tmp_path / "cartpole.onnx", episodes=1, env="NoSuchEnv-v0")
