@@ -58,11 +58,9 @@ class ProgressReporter:
 
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=24),
                 MofNCompleteColumn(),
-                TextColumn("steps"),
-                TextColumn("{task.fields[sps]} steps/s"),
-                TextColumn("return {task.fields[ret]}"),
+                TextColumn("| {task.fields[sps]} steps/s | return {task.fields[ret]} |"),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),

@@ -392,10 +392,13 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
     result = TrainResult()
     result.run_dir = run_dir
     session = _Session(ctx, elapsed)
+    what = f"{config.algorithm.plugin} on {getattr(env, 'env_id', config.env.plugin)}"
     if state is not None:
-        session.progress.message(f"resuming {run_dir} at step {ctx.step:,} (iteration {ctx.iteration})")
+        session.progress.message(f"resuming {run_dir} ({what}) at step {ctx.step:,}, iteration {ctx.iteration}")
     elif resume:
-        session.progress.message(f"{run_dir} has no checkpoint yet: starting it from step 0")
+        session.progress.message(f"{run_dir} has no checkpoint yet: starting it from step 0 ({what})")
+    else:
+        session.progress.message(f"training {what} for {ctx.total_steps:,} steps into {run_dir}")
     reason = "completed"
     clean = False
     try:
@@ -404,7 +407,13 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
         host.hook.agentkit_train_start(run=ctx)
         with _StopOnSignal() as stop:
             while ctx.step < ctx.total_steps:
+                before = ctx.step
                 raw = algorithm.iterate()
+                if ctx.step <= before:
+                    raise PluginError(
+                        f"algorithm plugin {config.algorithm.plugin!r}: iterate() did not advance steps_done "
+                        f"(still {ctx.step}); every iteration must consume env steps or the run never ends."
+                    )
                 ctx.iteration += 1
                 asked = session.after_iteration(_as_metrics(raw, config.algorithm.plugin))
                 if asked or ctx.stop_requested:

@@ -281,3 +281,28 @@ def test_ctrl_c_saves_and_kill_9_leaves_a_resumable_run(tmp_path, host):
     steps = [int(r["step"]) for r in _rows(run_dir)]
     assert steps == sorted(set(steps)) and steps[-1] == saved + 512  # rows past the checkpoint were replaced
     assert [int(r["iteration"]) for r in _rows(run_dir)] == list(range(1, len(steps) + 1))
+
+
+# -- progress ------------------------------------------------------------------------------------------------
+
+
+def test_progress_modes():
+    import io
+
+    from agentkit.progress import ProgressReporter
+
+    stream = io.StringIO()  # not a terminal: auto means plain lines
+    p = ProgressReporter("auto", total_steps=1000, label="demo", stream=stream)
+    assert p.mode == "plain"
+    for step in range(10, 1001, 10):
+        p.update(step, episode_return=float(step) if step % 20 == 0 else float("nan"))
+    p.close()
+    lines = stream.getvalue().splitlines()
+    assert 10 <= len(lines) <= 12  # first, every 10% of the budget, last
+    assert lines[0].startswith("demo step 10/1,000 (1%)") and "steps/s" in lines[0]
+    assert lines[-1].startswith("demo step 1,000/1,000 (100%)") and "return 1000.00" in lines[-1]
+    quiet = io.StringIO()
+    p = ProgressReporter("none", total_steps=10, stream=quiet)
+    p.update(10, 1.0)
+    p.message("hello")
+    assert quiet.getvalue() == ""
