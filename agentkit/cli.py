@@ -124,7 +124,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from agentkit.evaluation import evaluate_onnx
 
         result = evaluate_onnx(
-            target, episodes=args.episodes, seed=args.seed, deterministic=deterministic, gif=gif, env=args.env
+            target, episodes=args.episodes, seed=args.seed, deterministic=deterministic, gif=gif, env=args.env,
+            extra_plugins=tuple(args.plugin),
         )
     else:
         if not target.is_dir():
