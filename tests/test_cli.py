@@ -168,3 +168,19 @@ def test_example_plugin_package_is_installed_listed_and_trains(run_cli, example_
     result = run_cli("eval", onnx_path, "--episodes", "4", "--seed", "1", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["returns"] == pytest.approx(from_run["returns"])
+
+
+def test_example_plugin_package_own_tests_pass(example_plugin_package):
+    """The example's tests (gymnasium's checker, agentkit.testing.check_env_plugin, the hook) run as its author
+    would run them, against the installed package."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example_plugin_package / "tests")],
+        capture_output=True, text=True, env=cli_env(), cwd=example_plugin_package, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 passed" in proc.stdout
