@@ -2,6 +2,6 @@
 
     from agentkit.testing import check_action_head, check_env_plugin, check_algorithm
 """
+from agentkit.testing.algorithms import AlgorithmCheckError, check_algorithm  # noqa: F401
 from agentkit.testing.envs import check_env_plugin, check_game  # noqa: F401
 from agentkit.testing.heads import HeadCheckError, check_action_head  # noqa: F401
-from agentkit.testing.algorithms import AlgorithmCheckError, check_algorithm  # noqa: F401

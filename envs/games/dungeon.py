@@ -60,8 +60,8 @@ class DungeonEnv(gym.Env):
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        if not 6 <= size <= 16:
-            raise ValueError(f"DungeonEnv: size must be between 6 and 16, got {size}")
+        if not 7 <= size <= 16:
+            raise ValueError(f"DungeonEnv: size must be between 7 and 16, got {size}")
         if illegal_move_penalty is not None and illegal_move_penalty < 0:
             raise ValueError(
                 f"DungeonEnv: illegal_move_penalty is the amount subtracted, so it must be >= 0 (or None to mask "
