@@ -267,6 +267,44 @@ def trace_to_onnx(graph: PolicyGraph, opset: int) -> bytes:
     return buffer.getvalue()
 
 
+def simplify_graph(model: Any) -> Any:
+    """Portable, exact clean-ups of the traced graph that engines would otherwise run on every call.
+
+    * ``Where(c, x, ConstantOfShape(Shape(x)))`` (how ``torch.full_like`` traces) becomes ``Where(c, x, v)``
+      with a scalar ``v``: ``Where`` broadcasts, so the result is identical and two shape ops disappear;
+    * nodes whose outputs nothing uses are removed.
+    The parity check runs on the simplified model, so a wrong rewrite could not slip through.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    for node in graph.node:
+        if node.op_type != "Where":
+            continue
+        for slot in (1, 2):
+            fill, other = producer.get(node.input[slot]), node.input[3 - slot]
+            shape = producer.get(fill.input[0]) if fill is not None and fill.op_type == "ConstantOfShape" else None
+            if shape is None or shape.op_type != "Shape" or shape.input[0] != other or len(shape.attribute):
+                continue
+            value = next((numpy_helper.to_array(a.t) for a in fill.attribute if a.name == "value"), np.zeros(1, np.float32))
+            name = f"{fill.output[0]}_scalar"
+            graph.initializer.append(numpy_helper.from_array(np.array(value.reshape(-1)[0]), name))
+            node.input[slot] = name
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for node in graph.node for i in node.input} | outputs
+        dead = [node for node in graph.node if not any(o in used for o in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = {i for node in graph.node for i in node.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return model
+
+
 def parity_inputs(artifact: PolicyArtifact, graph: PolicyGraph, n: int, seed: int) -> dict[str, np.ndarray]:
     """Random inputs for the parity check: observations spread over the space (bounded dims uniform,
     unbounded ones wide normals), random masks with one allowed action per segment at least, random
@@ -362,7 +400,7 @@ class OnnxExporter:
         actor = artifact.actor
         with _eval_mode(actor), torch.no_grad():
             graph = PolicyGraph(artifact, stochastic)
-            model = onnx.load_from_string(trace_to_onnx(graph, cfg.opset))
+            model = simplify_graph(onnx.load_from_string(trace_to_onnx(graph, cfg.opset)))
             example = graph(*graph.example_inputs(2))
             specs = {
                 name: {"dtype": str(t.numpy().dtype), "shape": ["batch", *(int(d) for d in t.shape[1:])]}

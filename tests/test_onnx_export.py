@@ -269,3 +269,13 @@ def test_cli_train_export_eval_onnx(tmp_path, run_cli):
     assert not (tmp_path / "x.onnx").exists()
     with pytest.raises(UserError, match="NoSuchEnv-v0"):
         evaluate_onnx(tmp_path / "cartpole.onnx", episodes=1, env="NoSuchEnv-v0")
+
+
+def test_masked_fill_is_simplified_to_a_scalar_where(tmp_path):
+    """torch.full_like traces to Shape + ConstantOfShape on every call; the exporter folds it into Where's
+    broadcasting scalar (parity is checked on the simplified graph)."""
+    artifact = make_artifact(CASES[0])
+    path, _ = _export(artifact, tmp_path / "d.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "ConstantOfShape" not in ops and "Shape" not in ops
+    assert ops.count("Where") == 1

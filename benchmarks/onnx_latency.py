@@ -1,0 +1,159 @@
+"""Inference latency of exported policies vs a bare MLP of the same size, in onnxruntime (1 thread).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_latency.py [--append]
+
+For each head (discrete with mask, gaussian clipped, hybrid), the exported deterministic policy (normaliser
++ trunk + head + env-boundary bounding, with its mask input) is timed at batch 1 and batch 256 against the
+bare MLP ``obs → 64 → 64 → logits`` exported directly with the same exporter settings. Sessions are timed
+interleaved in rounds and the best round's median is kept (this machine's 2 cores are shared). Target:
+exported batch-1 latency ≤ 1.3× the bare MLP's. Also shown: ``agentkit.runtime`` ``act()`` (input checks
+in numpy on top of the session call). ``--append`` adds the table to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from agentkit_exports.onnx_exporter import DEFAULT_OPSET, OnnxExporter
+from gymnasium import spaces
+
+from agentkit import runtime
+from agentkit.algorithm import PolicyArtifact
+from agentkit.config import PolicyConfig
+from agentkit.host import PluginHost
+from agentkit.policy import build_actor
+from agentkit.spaces import HybridSpace
+
+OBS_DIM, HIDDEN = 8, [64, 64]
+ROUNDS, CALLS = 7, 2000
+
+
+def session(model: bytes | str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def bare_mlp(out_dim: int) -> bytes:
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(OBS_DIM, HIDDEN[0]), torch.nn.Tanh(), torch.nn.Linear(HIDDEN[0], HIDDEN[1]), torch.nn.Tanh(),
+        torch.nn.Linear(HIDDEN[1], out_dim),
+    ).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(mlp, (torch.zeros(3, OBS_DIM),), buffer, dynamo=False, opset_version=DEFAULT_OPSET,
+                          input_names=["obs"], output_names=["out"],
+                          dynamic_axes={"obs": {0: "batch"}, "out": {0: "batch"}})
+    return buffer.getvalue()
+
+
+def exported(head: dict, action_space, folder: Path) -> Path:
+    host = PluginHost(autoload=False)
+    reg = host.registry.get("action_head", head["plugin"])
+    config = PolicyConfig(hidden_sizes=HIDDEN, head=reg.validate_config(head))
+    obs_space = spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+    actor = build_actor(config, host.registry, obs_space, action_space)
+    actor.normalizer.update(torch.randn(512, OBS_DIM) * 2 + 1)
+    artifact = PolicyArtifact("policy", actor, obs_space, action_space, ["agent"])
+    return OnnxExporter().export(artifact, folder / f"{head['plugin']}.onnx")
+
+
+def time_call(fn, calls: int) -> float:
+    """Median microseconds per call over ``calls`` calls (after a warm-up)."""
+    for _ in range(100):
+        fn()
+    samples = []
+    for _ in range(calls // 100):
+        start = time.perf_counter()
+        for _ in range(100):
+            fn()
+        samples.append((time.perf_counter() - start) / 100 * 1e6)
+    return statistics.median(samples)
+
+
+def feeds_for(sess: ort.InferenceSession, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for inp in sess.get_inputs():
+        width = inp.shape[1]
+        feeds[inp.name] = (rng.normal(size=(batch, width)).astype(np.float32) if inp.name == "obs"
+                           else np.ones((batch, width), np.float32))
+    return feeds
+
+
+def measure(pol_sess, bare_sess, policy, out_names, batch: int, rng: np.random.Generator) -> dict[str, float]:
+    """Best-round median µs per call of the bare MLP, the exported policy, and ``runtime`` ``act()``."""
+    pf, bf = feeds_for(pol_sess, batch, rng), feeds_for(bare_sess, batch, rng)
+    obs = pf["obs"] if batch > 1 else pf["obs"][0]
+    best: dict[str, list[float]] = {"policy": [], "bare": [], "act": []}
+    for _ in range(ROUNDS):  # interleaved rounds: load changes hit both alike
+        best["bare"].append(time_call(lambda: bare_sess.run(["out"], bf), CALLS))
+        best["policy"].append(time_call(lambda: pol_sess.run(out_names, pf), CALLS))
+        best["act"].append(time_call(lambda: policy.act(obs), CALLS // 2))
+    return {k: min(v) for k, v in best.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    heads = [
+        ("discrete (mask)", {"plugin": "discrete"}, spaces.Discrete(4), 4),
+        ("gaussian (clip)", {"plugin": "gaussian"}, spaces.Box(-1.0, 1.0, (2,), np.float32), 2),
+        ("hybrid (mask)", {"plugin": "hybrid"},
+         HybridSpace(types={"go": ["speed"], "turn": ["angle"], "wait": []},
+                     params={"speed": (0.0, 1.0), "angle": (-1.0, 1.0)}), 5),
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, head, space, bare_out in heads:
+            path = exported(head, space, Path(tmp))
+            pol_sess, bare_sess = session(str(path)), session(bare_mlp(bare_out))
+            policy = runtime.load(path)
+            out_names = [o.name for o in pol_sess.get_outputs()]
+            result = {batch: measure(pol_sess, bare_sess, policy, out_names, batch, rng) for batch in (1, 256)}
+            rows.append((label, result))
+    lines = [
+        f"### ONNX inference latency (onnxruntime {ort.__version__}, 1 thread, {platform.machine()}, "
+        f"obs {OBS_DIM}, hidden {HIDDEN}, opset {DEFAULT_OPSET})",
+        "",
+        "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_latency.py --append`",
+        "",
+        "| head | batch | bare MLP µs | exported policy µs | ratio | runtime act() µs |",
+        "|---|---|---|---|---|---|",
+    ]
+    worst_ratio = 0.0
+    for label, result in rows:
+        for batch, r in result.items():
+            ratio = r["policy"] / r["bare"]
+            if batch == 1:
+                worst_ratio = max(worst_ratio, ratio)
+            lines.append(f"| {label} | {batch} | {r['bare']:.1f} | {r['policy']:.1f} | {ratio:.2f}× | {r['act']:.1f} |")
+    verdict = "met" if worst_ratio <= 1.3 else "NOT met"
+    lines += ["", f"Target (exported batch-1 ≤ 1.3× bare MLP): {verdict}, worst batch-1 ratio {worst_ratio:.2f}×.", ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.append:
+        results = Path(__file__).with_name("RESULTS.md")
+        with results.open("a") as fh:
+            fh.write("\n" + text + "\n")
+        print(f"appended to {results}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
