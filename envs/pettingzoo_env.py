@@ -130,9 +130,9 @@ class _AgentLayout:
 
 
 def _common_prefix_name(agents: list[str]) -> str:
-    """`agent_0, agent_1` → `agent`; a lone agent keeps its name without a trailing `_0`."""
+    """`agent_0, agent_1` → `agent`; `speaker_0` → `speaker`; no common prefix (`blue_0, red_0`) → `agents`."""
     base = os.path.commonprefix(agents).rstrip("_-0123456789")
-    return base or agents[0]
+    return base or (agents[0] if len(agents) == 1 else "agents")
 
 
 def _default_groups(agents: list[str], keys: dict[str, Any], actions: dict[str, gym.Space]) -> dict[str, list[str]]:

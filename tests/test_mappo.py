@@ -155,6 +155,19 @@ def test_continuous_actions_use_the_gaussian_head(host):
     algo.close()
 
 
+def test_team_arena_hybrid_masked_actions_with_deaths(host):
+    env = {"plugin": "pettingzoo", "module": "agentkit_envs.games.team_arena",
+           "kwargs": {"team_size": 2, "opponent": "scripted"}, "num_envs": 2}
+    algo = build(host, config(host, env, num_steps=64))
+    unit = algo.units[0]
+    assert type(unit.actor.head).__name__ == "HybridHead" and unit.use_mask
+    assert finite(algo.iterate())
+    valid = unit.storage.valid
+    assert not valid.all()  # somebody died (or the game ended) and those steps were left out
+    assert len(unit.storage.batch()) == int(valid.sum())
+    algo.close()
+
+
 def test_state_dict_round_trip(host):
     cfg = config(host, SPEAKER, num_steps=16)
     a = build(host, cfg)

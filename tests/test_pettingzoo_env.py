@@ -36,6 +36,12 @@ def test_default_groups_share_identical_spaces_and_split_different_ones():
     assert speaker.state_dim == 14
 
 
+def test_default_group_without_a_common_prefix_is_named_agents():
+    src = source(module="agentkit_envs.games.team_arena", kwargs={"team_size": 2})
+    assert {g: s.agents for g, s in src.groups.items()} == {"agents": ["blue_0", "blue_1", "red_0", "red_1"]}
+    assert src.groups["agents"].mask_dim == 3 and src.has_mask
+
+
 def test_named_groups_set_the_agent_axis():
     src = source(**SPREAD, groups={"solo": ["agent_2"], "pair": ["agent_1", "agent_0"]})
     assert {g: s.agents for g, s in src.groups.items()} == {"solo": ["agent_2"], "pair": ["agent_1", "agent_0"]}
