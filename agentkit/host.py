@@ -6,7 +6,7 @@ Load order (which is also the order registrations are collected in):
 1. built-ins, the modules in ``BUILTIN_PLUGINS`` (provider ``built-in``);
 2. entry points in the group ``agentkit`` unless ``AGENTKIT_DISABLE_PLUGIN_AUTOLOAD`` is set
    (provider ``<distribution> <version>``);
-3. module paths given by the caller: ``-p MODULE`` on the CLI, then the config's ``plugins:`` list
+3. module paths given by the caller: the config's ``plugins:`` list, then ``-p MODULE`` on the CLI
    (provider ``module <path>``).
 
 All three go through ``_register``, so a built-in is checked exactly like a third-party plugin. Entry points
@@ -220,8 +220,8 @@ class PluginHost:
                     ) from exc
 
 
-def host_for_config(data: dict[str, Any], plugins: Sequence[str] = (), autoload: bool | None = None) -> PluginHost:
-    """The host a raw config needs: ``plugins`` (e.g. from ``-p``) plus the config's own ``plugins:`` list."""
+def merged_plugins(data: dict[str, Any], plugins: Sequence[str] = ()) -> list[str]:
+    """The config's ``plugins:`` list followed by ``plugins`` (e.g. from ``-p``) not already in it."""
     listed = data.get("plugins") or []
     if isinstance(listed, str):
         listed = [listed]
@@ -229,7 +229,12 @@ def host_for_config(data: dict[str, Any], plugins: Sequence[str] = (), autoload:
         from agentkit.errors import ConfigError
 
         raise ConfigError(f"plugins: expected a list of module paths, e.g. [my_game.agent_plugin] (got {listed!r})")
-    return PluginHost(modules=[*plugins, *listed], autoload=autoload)
+    return [*listed, *(m for m in plugins if m not in listed)]
+
+
+def host_for_config(data: dict[str, Any], plugins: Sequence[str] = (), autoload: bool | None = None) -> PluginHost:
+    """The host a raw config needs: its ``plugins:`` list plus ``plugins`` (e.g. from ``-p``)."""
+    return PluginHost(modules=merged_plugins(data, plugins), autoload=autoload)
 
 
 def load_run_config(
@@ -241,11 +246,19 @@ def load_run_config(
     """Read (a YAML file) or take (a dict) a raw config, apply ``--set`` overrides, load the plugins it and
     ``plugins`` name, and validate it. Returns the validated config and the host that validated it.
 
+    ``plugins`` (``-p`` on the CLI) are added to the config's ``plugins:`` list, so a run dir's saved config
+    names every plugin module the run needs and ``agentkit eval``/``export`` load them without ``-p``.
     Raises ``ConfigError``/``PluginError`` (both ``UserError``) with the culprit named.
     """
     from agentkit.config import apply_overrides, load_config, read_yaml
 
     data = read_yaml(source) if isinstance(source, str | Path) else dict(source)
-    host = host_for_config(data, plugins, autoload)
-    data = apply_overrides(data, list(overrides), host.registry)
+    data = apply_overrides(data, list(overrides))
+    modules = merged_plugins(data, plugins)
+    if modules:
+        data["plugins"] = modules
+    host = PluginHost(modules=modules, autoload=autoload)
+    data = apply_overrides(data, list(overrides), host.registry)  # again, now typed by the plugins' models
+    if modules:
+        data["plugins"] = modules
     return load_config(data, host.registry), host

@@ -191,3 +191,13 @@ def test_json_schema_offers_each_registered_plugin(registry):
     assert {"const": "auto", "type": "string"} in head_members
     algo_defs = [d for d in defs.values() if d.get("properties", {}).get("plugin", {}).get("const") == "ppo"]
     assert algo_defs and "total_steps" in algo_defs[0]["properties"] and algo_defs[0]["additionalProperties"] is False
+
+
+def test_p_modules_are_recorded_in_the_config(plugin_site, monkeypatch):
+    plugin_site.activate(monkeypatch)
+    plugin_site.module("recorded_plugin", "def agentkit_train_end(run, metrics, reason):\n    pass\n")
+    config, host = load_run_config({**BASE, "plugins": ["recorded_plugin"]}, plugins=["recorded_plugin"],
+                                   autoload=False)
+    assert config.plugins == ["recorded_plugin"] and "recorded_plugin" in host.plugins
+    config, host = load_run_config(BASE, plugins=["recorded_plugin"], overrides=["seed=2"], autoload=False)
+    assert config.plugins == ["recorded_plugin"] and config.seed == 2  # the saved run config can reload it

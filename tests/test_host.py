@@ -7,6 +7,8 @@ is installed into the venv.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from pydantic import Field
@@ -253,3 +255,53 @@ def test_lifecycle_hooks_are_called_with_a_subset_of_arguments(plugin_site, monk
     results = host.hook.agentkit_iteration_end(run=None, iteration=1, step=100, metrics=metrics)
     assert True in results and metrics["custom/seen"] == 1.0
     assert agentkit.hookimpl is not None
+
+
+# -- docs/plugins.md: its code runs and its hook reference is complete --------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+
+
+def doc_files() -> dict[str, str]:
+    """The ``<!-- file: PATH -->`` code blocks of docs/plugins.md."""
+    found = re.findall(r"<!-- file: (\S+) -->\n```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    return dict(found)
+
+
+def test_plugin_guide_lists_every_hook():
+    text = DOC.read_text()
+    missing = [name for name in HOOK_NAMES if f"`{name}`" not in text]
+    assert not missing, f"docs/plugins.md does not document {missing}"
+
+
+def test_plugin_guide_code_runs(tmp_path, monkeypatch):
+    import gymnasium
+
+    from agentkit.testing import check_action_head, check_algorithm
+
+    files = doc_files()
+    assert set(files) == {"my_game/__init__.py", "my_game/agent_plugin.py", "my_game/temperature_head.py",
+                          "my_game/random_baseline.py"}
+    pkg = "doc_game"  # a unique package name, so this test does not clash with a real `my_game`
+    for path, source in files.items():
+        target = tmp_path / path.replace("my_game", pkg)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(source.replace("my_game", pkg))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    host = PluginHost(
+        modules=[f"{pkg}.agent_plugin", f"{pkg}.temperature_head", f"{pkg}.random_baseline"], autoload=False
+    )
+
+    metrics = {"charts/episode_return": 480.0}
+    assert True in host.hook.agentkit_iteration_end(run=None, iteration=1, step=10, metrics=metrics)
+    assert metrics[f"{pkg}/gap_to_target"] == -5.0
+
+    head_reg = host.registry.get("action_head", "temperature_discrete")
+    assert head_reg.provider == f"module {pkg}.temperature_head"
+    check_action_head(head_reg, gymnasium.spaces.Discrete(4), onnx=False)
+
+    check_algorithm(
+        {"env": {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2},
+         "algorithm": {"plugin": "random", "total_steps": 512, "steps_per_iteration": 64}},
+        host=host,
+    )
