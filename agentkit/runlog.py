@@ -9,7 +9,7 @@ iteration even after a kill -9.
 
 On resume, ``MetricsCSV(..., resume_step=s)`` drops rows past the checkpoint's step ``s`` (iterations that
 ran after the last checkpoint and are replayed) before appending; TensorBoard is opened with
-``purge_step=s`` for the same reason.
+``resume_step=s``, which purges events past step ``s``, for the same reason.
 """
 
 from __future__ import annotations
@@ -92,17 +92,29 @@ def _as_int(text: str) -> int:
 
 
 class TensorBoardLog:
-    """Scalars to TensorBoard event files in the run dir (``tensorboard --logdir runs``)."""
+    """Scalars to TensorBoard event files in the run dir (``tensorboard --logdir runs``).
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None):
-        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when enabled
+    One event per iteration carries every metric (one ``Summary`` with many values): an order of magnitude
+    cheaper than one ``add_scalar`` call per metric, which matters for fast envs.
+    """
 
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
+        from tensorboard.compat.proto.summary_pb2 import Summary  # imports tensorboard: only when enabled
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._summary = Summary
+        # TensorBoard hides events at steps >= purge_step written before this session (a replayed tail)
+        purge_step = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self._file_writer = self.writer._get_file_writer()  # writes the purge marker on resume
 
     def append(self, step: int, metrics: Mapping[str, float]) -> None:
-        for name, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(name, value, global_step=step)
+        values = [
+            self._summary.Value(tag=name, simple_value=float(value))
+            for name, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        ]
+        self._file_writer.add_summary(self._summary(value=values), step)
 
     def close(self) -> None:
         self.writer.close()

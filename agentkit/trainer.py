@@ -286,7 +286,7 @@ class _Session:
         self.last_periodic_step = ctx.step
         resume_step = ctx.step if ctx.resumed else None
         self.csv = MetricsCSV(ctx.run_dir / METRICS_FILE, resume_step=resume_step)
-        self.tb = TensorBoardLog(ctx.run_dir, purge_step=resume_step) if cfg.run.tensorboard else None
+        self.tb = TensorBoardLog(ctx.run_dir, resume_step=resume_step) if cfg.run.tensorboard else None
         self.progress = ProgressReporter(
             cfg.run.progress, ctx.total_steps, start_step=ctx.step, label=ctx.run_dir.name
         )

@@ -104,7 +104,13 @@ def test_a_run_writes_its_run_dir_and_calls_every_hook(tmp_path):
     assert [int(r["iteration"]) for r in rows] == list(range(1, len(rows) + 1))
     assert [int(r["step"]) for r in rows] == [128 * i for i in range(1, len(rows) + 1)]
     assert int(rows[-1]["step"]) == 1024
-    assert list(run_dir.glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    returns = events.Scalars("charts/episode_return")
+    assert [e.step for e in returns] == [int(r["step"]) for r in rows if r["charts/episode_return"] not in ("", "nan")]
+    assert returns[-1].value == pytest.approx(float(rows[-1]["charts/episode_return"]))
     assert (run_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     steps = [s for s, _ in step_checkpoints(run_dir / "checkpoints")]
@@ -281,6 +287,11 @@ def test_ctrl_c_saves_and_kill_9_leaves_a_resumable_run(tmp_path, host):
     steps = [int(r["step"]) for r in _rows(run_dir)]
     assert steps == sorted(set(steps)) and steps[-1] == saved + 512  # rows past the checkpoint were replaced
     assert [int(r["iteration"]) for r in _rows(run_dir)] == list(range(1, len(steps) + 1))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("losses/policy")] == steps  # replayed steps purged there too
 
 
 # -- progress ------------------------------------------------------------------------------------------------
