@@ -81,32 +81,59 @@ def agentkit_register_exporters(register: Register) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Lifecycle: called by the trainer during ``agentkit train``. ``run`` is the ``agentkit.trainer.RunContext``
-# (config, run_dir, algorithm, current step). None of these is firstresult or historic.
+# Lifecycle: called by the trainer (``agentkit.trainer.train``, i.e. ``agentkit train``), in this order:
+# train_start, then per iteration iteration_end (and checkpoint_saved whenever a checkpoint is written),
+# then train_end. None of these is firstresult or historic: every implementation is called.
+#
+# ``run`` is the ``agentkit.trainer.RunContext``: ``run.config`` (the validated RunConfig, plugin models
+# included), ``run.run_dir``, ``run.host``, ``run.env``, ``run.algorithm``, ``run.step`` (env steps done),
+# ``run.total_steps``, ``run.iteration``, ``run.resumed``, ``run.metrics`` (the latest iteration's) and
+# ``run.request_stop()``. Treat it as read-only apart from ``request_stop``.
 # --------------------------------------------------------------------------------------------------------
 
 
 @hookspec
 def agentkit_train_start(run: RunContext) -> None:
-    """Called once before the first iteration (also when resuming; ``run.resumed`` tells which)."""
+    """Called once before the first iteration of a ``train`` call, also when resuming.
+
+    :param run: the run; ``run.resumed`` is True and ``run.step`` > 0 when it continues a run dir.
+    The return value is ignored.
+    """
 
 
 @hookspec
 def agentkit_iteration_end(run: RunContext, iteration: int, step: int, metrics: dict[str, float]) -> Any:
-    """Called after every training iteration with that iteration's metrics.
+    """Called after every training iteration (one ``Algorithm.iterate()``), before its metrics are logged.
 
-    ``metrics`` maps namespaced names (``charts/episode_return``, ``losses/policy``, ...) to floats; an
-    implementation may add entries, which are logged like the built-in ones. Return ``True`` to request a
-    clean stop: the trainer saves a checkpoint and ends the run as if the budget were spent.
+    :param run: the run.
+    :param iteration: iterations done so far, over all sessions of the run (1 after the first).
+    :param step: env steps done so far (the unit of ``algorithm.total_steps``).
+    :param metrics: this iteration's metrics, namespaced names (``charts/episode_return``, ``losses/policy``,
+        ...) to floats. An implementation may add entries; they are logged like the built-in ones.
+    :returns: ``True`` to request a clean stop: the trainer saves a checkpoint and ends the run with reason
+        ``"stopped"``. ``None``/``False`` to go on. Results from all implementations are collected; any
+        ``True`` stops.
     """
 
 
 @hookspec
 def agentkit_checkpoint_saved(run: RunContext, path: str, step: int) -> None:
-    """Called after a checkpoint file is written atomically to ``path`` at env step ``step``."""
+    """Called after a checkpoint file has been written atomically (periodic, final, on stop or interrupt).
+
+    :param run: the run.
+    :param path: the checkpoint file written.
+    :param step: env steps done at that checkpoint.
+    The return value is ignored.
+    """
 
 
 @hookspec
 def agentkit_train_end(run: RunContext, metrics: dict[str, float], reason: str) -> None:
-    """Called once when the run ends. ``reason`` is ``"completed"``, ``"stopped"`` (a hook asked) or
-    ``"interrupted"`` (Ctrl-C); a checkpoint has been saved in every case."""
+    """Called once when a ``train`` call ends; a checkpoint has been saved in every case.
+
+    :param run: the run.
+    :param metrics: the last iteration's metrics.
+    :param reason: ``"completed"`` (the budget is spent), ``"stopped"`` (a hook or ``run.request_stop()``
+        asked) or ``"interrupted"`` (Ctrl-C / SIGTERM).
+    The return value is ignored.
+    """
