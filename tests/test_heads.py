@@ -56,8 +56,12 @@ def test_builtin_heads_are_registered(registry):
 
 @pytest.mark.parametrize(
     ("space", "name"),
-    [(spaces.Discrete(3), "discrete"), (spaces.MultiDiscrete([2, 3]), "multi_discrete"),
-     (spaces.Box(-1, 1, (2,)), "gaussian"), (MOVING, "hybrid")],
+    [
+        (spaces.Discrete(3), "discrete"),
+        (spaces.MultiDiscrete([2, 3]), "multi_discrete"),
+        (spaces.Box(-1, 1, (2,)), "gaussian"),
+        (MOVING, "hybrid"),
+    ],
 )
 def test_auto_head_picks_by_space(registry, space, name):
     assert registry.auto_head(space).name == name
@@ -89,7 +93,7 @@ def test_hybrid_sigma_options_pass_the_checker(registry, sigma):
     check_action_head(registry.get("action_head", "hybrid"), PLATFORM, config, onnx=False)
 
 
-# -- property-based: random spaces and masks ------------------------------------------------------------------
+# -- property-based: random spaces and masks -----------------------------------------------------------------
 
 FAST = settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -103,7 +107,9 @@ def test_discrete_random_sizes(registry, n, seed):
 @FAST
 @given(nvec=st.lists(st.integers(1, 6), min_size=1, max_size=4), seed=st.integers(0, 2**16))
 def test_multi_discrete_random_sizes(registry, nvec, seed):
-    check_action_head(registry.get("action_head", "multi_discrete"), spaces.MultiDiscrete(nvec), seed=seed, onnx=False)
+    check_action_head(
+        registry.get("action_head", "multi_discrete"), spaces.MultiDiscrete(nvec), seed=seed, onnx=False
+    )
 
 
 @st.composite
@@ -114,7 +120,9 @@ def hybrid_spaces(draw):
     types = {f"t{k}": [f"p{p}" for p in range(num_params) if owner[p] == k] for k in range(num_types)}
     lows = draw(st.lists(st.floats(-10, 10), min_size=num_params, max_size=num_params))
     widths = draw(st.lists(st.floats(0.1, 10), min_size=num_params, max_size=num_params))
-    return HybridSpace(types, {f"p{p}": (lo, lo + w) for p, (lo, w) in enumerate(zip(lows, widths, strict=True))})
+    return HybridSpace(
+        types, {f"p{p}": (lo, lo + w) for p, (lo, w) in enumerate(zip(lows, widths, strict=True))}
+    )
 
 
 @FAST
@@ -155,7 +163,8 @@ class _AllParamsHybrid(HybridHead):
 
         def log_prob(action):  # sums every parameter, active or not: wrong
             return dist.cat.log_prob(dist.head.split_type(action)) + normal_log_prob(
-                action[:, 1:], dist.mean, dist.log_std).sum(-1)
+                action[:, 1:], dist.mean, dist.log_std
+            ).sum(-1)
 
         dist.log_prob = log_prob
         return dist
@@ -290,7 +299,11 @@ def test_squash_needs_finite_bounds(registry):
 
 
 def test_infinite_bounds_are_null_in_the_action_spec(registry):
-    head = _head(registry, "gaussian", spaces.Box(np.array([-1.0], np.float32), np.array([np.inf], np.float32), dtype=np.float32))
+    head = _head(
+        registry,
+        "gaussian",
+        spaces.Box(np.array([-1.0], np.float32), np.array([np.inf], np.float32), dtype=np.float32),
+    )
     assert head.action_spec()["high"] == [None]
 
 
@@ -337,18 +350,26 @@ def test_hybrid_type_mask_is_honoured(registry):
     assert torch.allclose(dist.entropy(), torch.zeros(100), atol=1e-6)  # brake: no choice, no params
 
 
-@pytest.mark.parametrize(("name", "space"), [("hybrid", spaces.Discrete(3)), ("gaussian", MOVING),
-                                             ("discrete", spaces.Box(-1, 1, (2,))),
-                                             ("multi_discrete", spaces.Discrete(2))])
+@pytest.mark.parametrize(
+    ("name", "space"),
+    [
+        ("hybrid", spaces.Discrete(3)),
+        ("gaussian", MOVING),
+        ("discrete", spaces.Box(-1, 1, (2,))),
+        ("multi_discrete", spaces.Discrete(2)),
+    ],
+)
 def test_factories_reject_other_spaces(registry, name, space):
     with pytest.raises(ConfigError, match=name):
         _head(registry, name, space)
 
 
-# -- the actor assembles any head ------------------------------------------------------------------------------
+# -- the actor assembles any head ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("space", [spaces.Discrete(4), spaces.MultiDiscrete([2, 3]), spaces.Box(-1, 1, (2,)), MOVING])
+@pytest.mark.parametrize(
+    "space", [spaces.Discrete(4), spaces.MultiDiscrete([2, 3]), spaces.Box(-1, 1, (2,)), MOVING]
+)
 def test_build_actor_with_auto_head(registry, space):
     obs_space = spaces.Box(-1, 1, (5,), np.float32)
     actor = build_actor(PolicyConfig(hidden_sizes=[16]), registry, obs_space, space)
@@ -369,7 +390,7 @@ def test_build_actor_with_named_head_options(registry):
     assert isinstance(HybridDistribution, type)
 
 
-# -- multi_discrete end to end: PPO on a masked MultiDiscrete env ------------------------------------------------
+# -- multi_discrete end to end: PPO on a masked MultiDiscrete env --------------------------------------------
 
 
 class _Knobs:
@@ -383,10 +404,12 @@ class _Knobs:
 
         class Knobs(gym.Env):
             action_space = spaces.MultiDiscrete([3, 4])
-            observation_space = spaces.Dict({
-                "observation": spaces.Box(0.0, 1.0, (7,), np.float32),
-                "action_mask": spaces.MultiBinary(7),
-            })
+            observation_space = spaces.Dict(
+                {
+                    "observation": spaces.Box(0.0, 1.0, (7,), np.float32),
+                    "action_mask": spaces.MultiBinary(7),
+                }
+            )
 
             def _obs(self):
                 self.target = self.np_random.integers(0, [3, 4])
@@ -421,16 +444,25 @@ def test_multi_discrete_trains_with_ppo_and_masks():
     if "agentkit_test/Knobs-v0" not in gym.registry:
         gym.register("agentkit_test/Knobs-v0", entry_point=_Knobs)
     host = PluginHost(autoload=False)
-    cfg = load_config({
-        "seed": 0,
-        "env": {"plugin": "gymnasium", "id": "agentkit_test/Knobs-v0", "num_envs": 4},
-        "algorithm": {"plugin": "ppo", "total_steps": 2048, "num_steps": 64, "minibatch_size": 64,
-                      "learning_rate": 0.003},
-        "policy": {"hidden_sizes": [32]},
-    }, host.registry)
+    cfg = load_config(
+        {
+            "seed": 0,
+            "env": {"plugin": "gymnasium", "id": "agentkit_test/Knobs-v0", "num_envs": 4},
+            "algorithm": {
+                "plugin": "ppo",
+                "total_steps": 2048,
+                "num_steps": 64,
+                "minibatch_size": 64,
+                "learning_rate": 0.003,
+            },
+            "policy": {"hidden_sizes": [32]},
+        },
+        host.registry,
+    )
     source = host.registry.get("env", "gymnasium").factory(cfg.env)
     algo = host.registry.get("algorithm", "ppo").factory(
-        cfg.algorithm, BuildContext(cfg, host.registry, source, None, torch.device("cpu")))
+        cfg.algorithm, BuildContext(cfg, host.registry, source, None, torch.device("cpu"))
+    )
     assert algo.policies()[0].actor.head.__class__.__name__ == "MultiDiscreteHead"
     _Knobs.masked_picks = 0
     returns = []

@@ -12,7 +12,8 @@ The reference checks compare ``log_prob``/``entropy`` to ``torch.distributions``
 distribution exposes, by action-space kind (the built-in heads all expose them):
 
 - Discrete: ``dist.logits [B, n]``;  MultiDiscrete: ``dist.branch_logits``, a list of ``[B, n_i]``;
-- Box: ``dist.mean``, ``dist.std [B, D]``;  HybridSpace: ``dist.type_logits [B, K]``, ``dist.mean``, ``dist.std [B, P]``.
+- Box: ``dist.mean``, ``dist.std [B, D]``;
+- HybridSpace: ``dist.type_logits [B, K]``, ``dist.mean``, ``dist.std [B, P]``.
 
 A distribution without them skips the reference check with a warning; every other check still runs.
 """
@@ -55,7 +56,7 @@ def _fail(check: str, message: str) -> None:
 def build_head(
     head_factory_or_registration: Any, action_space: Any, config: Any = None, latent_dim: int = 16
 ) -> ActionHead:
-    """Build a head from a ``Registration`` (its default config unless ``config``) or ``factory`` + ``config``."""
+    """Build a head from a ``Registration`` (its default config unless ``config``) or a factory + config."""
     factory = getattr(head_factory_or_registration, "factory", head_factory_or_registration)
     if config is None:
         default = getattr(head_factory_or_registration, "default_config", None)
@@ -64,7 +65,9 @@ def build_head(
         config = default()
     head = factory(config, action_space, latent_dim)
     if not isinstance(head, ActionHead):
-        _fail("build", f"the factory returned {type(head).__name__}, not an agentkit.heads.ActionHead subclass")
+        _fail(
+            "build", f"the factory returned {type(head).__name__}, not an agentkit.heads.ActionHead subclass"
+        )
     return head
 
 
@@ -197,38 +200,62 @@ def check_head_attributes(head: ActionHead, action_space: Any) -> None:
         expected = ((1 + action_space.num_params,), torch.float32, ("action_type", "action_params"))
     got = (tuple(head.action_shape), head.action_dtype, tuple(head.output_names))
     if got != expected:
-        _fail("attributes", f"(action_shape, action_dtype, output_names) = {got}, expected {expected} for a "
-              f"{kind} space: the raw-action convention of agentkit.heads is not followed")
+        _fail(
+            "attributes",
+            f"(action_shape, action_dtype, output_names) = {got}, expected {expected} for a "
+            f"{kind} space: the raw-action convention of agentkit.heads is not followed",
+        )
     if kind == "box" and head.mask_dim != 0:
         _fail("attributes", f"a Box head takes no mask, but mask_dim = {head.mask_dim}")
     if head.noise_dim <= 0:
-        _fail("attributes", "noise_dim must be > 0: sample_from_noise needs uniform noise for stochastic exports")
+        _fail(
+            "attributes",
+            "noise_dim must be > 0: sample_from_noise needs uniform noise for stochastic exports",
+        )
 
 
-def check_distribution_shapes(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator) -> None:
-    """sample/mode/log_prob/entropy/sample_from_noise return the documented shapes, dtypes and finite values."""
+def check_distribution_shapes(
+    head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator
+) -> None:
+    """sample/mode/log_prob/entropy/sample_from_noise give the documented shapes, dtypes, finite values."""
     batch = 7
     dist = head(_latent(batch, latent_dim, gen), random_masks(head, action_space, batch, gen))
     if not isinstance(dist, ActionDistribution):
         _fail("shapes", f"head(latent, mask) returned {type(dist).__name__}, not an ActionDistribution")
     noise = torch.rand(batch, head.noise_dim, generator=gen)
-    for name, action in (("sample", dist.sample()), ("mode", dist.mode()), ("sample_from_noise", dist.sample_from_noise(noise))):
+    for name, action in (
+        ("sample", dist.sample()),
+        ("mode", dist.mode()),
+        ("sample_from_noise", dist.sample_from_noise(noise)),
+    ):
         if tuple(action.shape) != (batch, *head.action_shape) or action.dtype != head.action_dtype:
-            _fail("shapes", f"{name}() returned {tuple(action.shape)} {action.dtype}, expected "
-                  f"{(batch, *head.action_shape)} {head.action_dtype}")
+            _fail(
+                "shapes",
+                f"{name}() returned {tuple(action.shape)} {action.dtype}, expected "
+                f"{(batch, *head.action_shape)} {head.action_dtype}",
+            )
         if action.dtype.is_floating_point and not torch.isfinite(action).all():
             _fail("shapes", f"{name}() returned non-finite values")
         lp = dist.log_prob(action)
         if tuple(lp.shape) != (batch,) or not torch.isfinite(lp).all():
-            _fail("shapes", f"log_prob({name}()) has shape {tuple(lp.shape)} or non-finite values; expected a "
-                  "finite [B] (sum over parts and dims)")
+            _fail(
+                "shapes",
+                f"log_prob({name}()) has shape {tuple(lp.shape)} or non-finite values; expected a "
+                "finite [B] (sum over parts and dims)",
+            )
     ent = dist.entropy()
     if tuple(ent.shape) != (batch,) or not torch.isfinite(ent).all():
         _fail("shapes", f"entropy() has shape {tuple(ent.shape)} or non-finite values; expected a finite [B]")
 
 
-def check_reference(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator,
-                    trials: int = 5, atol: float = 1e-5) -> None:
+def check_reference(
+    head: ActionHead,
+    action_space: Any,
+    latent_dim: int,
+    gen: torch.Generator,
+    trials: int = 5,
+    atol: float = 1e-5,
+) -> None:
     """log_prob and entropy equal an independent torch.distributions computation to ``atol``."""
     for _ in range(trials):
         batch = 32
@@ -238,19 +265,31 @@ def check_reference(head: ActionHead, action_space: Any, latent_dim: int, gen: t
             ref = reference_log_prob_entropy(dist, head, action_space, action, mask)
             if ref is None:
                 return
-            for name, got, want in (("log_prob", dist.log_prob(action), ref[0]), ("entropy", dist.entropy(), ref[1])):
+            for name, got, want in (
+                ("log_prob", dist.log_prob(action), ref[0]),
+                ("entropy", dist.entropy(), ref[1]),
+            ):
                 # float32 sums of terms of size |want| carry rounding of order 1e-7 * |want|
                 diff = (got.detach().double() - want.detach().double()).abs()
                 err = (diff / want.detach().double().abs().clamp(min=1.0)).max().item()
                 if not err <= atol:
-                    _fail("reference", f"{name} differs from torch.distributions by {err:.3g} (> {atol}, relative above 1). "
-                          f"max |value| {want.abs().max().item():.3g}. Probable "
-                          "causes: a sum over parts or dims missing (mean instead of sum), a mask not applied, "
-                          "masked actions counted in the entropy, or a squashing correction missing.")
+                    _fail(
+                        "reference",
+                        f"{name} differs from torch.distributions by {err:.3g} (> {atol}, relative above 1). "
+                        f"max |value| {want.abs().max().item():.3g}. Probable "
+                        "causes: a sum over parts or dims missing (mean instead of sum), a mask not applied, "
+                        "masked actions counted in the entropy, or a squashing correction missing.",
+                    )
 
 
-def check_masked_sampling(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator,
-                          trials: int = 50, batch: int = 64) -> None:
+def check_masked_sampling(
+    head: ActionHead,
+    action_space: Any,
+    latent_dim: int,
+    gen: torch.Generator,
+    trials: int = 50,
+    batch: int = 64,
+) -> None:
     """Across many random masks, sample(), sample_from_noise() and mode() never pick a masked action,
     and a masked action has probability 0."""
     if head.mask_dim == 0:
@@ -262,17 +301,27 @@ def check_masked_sampling(head: ActionHead, action_space: Any, latent_dim: int, 
         noise = torch.rand(batch, head.noise_dim, generator=gen)
         noise[: batch // 4] = 0.0  # the edges of the inverse CDF
         noise[batch // 4 : batch // 2] = 1.0
-        for name, action in (("sample", dist.sample()), ("mode", dist.mode()), ("sample_from_noise", dist.sample_from_noise(noise))):
+        for name, action in (
+            ("sample", dist.sample()),
+            ("mode", dist.mode()),
+            ("sample_from_noise", dist.sample_from_noise(noise)),
+        ):
             if not _allowed(action, mask, head, action_space).all():
-                _fail("masks", f"{name}() picked a masked action. Probable cause: the mask is not applied to "
-                      "the logits this method reads, or the inverse CDF can land on a zero-probability entry.")
+                _fail(
+                    "masks",
+                    f"{name}() picked a masked action. Probable cause: the mask is not applied to "
+                    "the logits this method reads, or the inverse CDF can land on a zero-probability entry.",
+                )
         if kind == "discrete":
             for a in range(head.mask_dim):
                 rows = ~mask[:, a]
                 if rows.any():
                     p = dist.log_prob(torch.full((batch,), a, dtype=torch.int64)).exp()[rows]
                     if p.max().item() != 0.0:
-                        _fail("masks", f"masked action {a} has probability {p.max().item():.3g}, expected exactly 0")
+                        _fail(
+                            "masks",
+                            f"masked action {a} has probability {p.max().item():.3g}, expected exactly 0",
+                        )
 
 
 def check_empty_mask(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator) -> None:
@@ -292,11 +341,16 @@ def check_empty_mask(head: ActionHead, action_space: Any, latent_dim: int, gen: 
             if 2 not in getattr(exc, "rows", [2]):
                 _fail("empty mask", f"EmptyMaskError names rows {exc.rows}, but row 2 was the empty one")
             continue
-        _fail("empty mask", "a mask row that allows nothing did not raise agentkit.errors.EmptyMaskError "
-              "(agentkit.heads.masked_logits / check_mask_rows raise it)")
+        _fail(
+            "empty mask",
+            "a mask row that allows nothing did not raise agentkit.errors.EmptyMaskError "
+            "(agentkit.heads.masked_logits / check_mask_rows raise it)",
+        )
 
 
-def check_extreme_gradients(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator) -> None:
+def check_extreme_gradients(
+    head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator
+) -> None:
     """Gradients of log_prob and entropy stay finite with huge logits/means and random masks."""
     extreme = copy.deepcopy(head)
     with torch.no_grad():
@@ -308,14 +362,20 @@ def check_extreme_gradients(head: ActionHead, action_space: Any, latent_dim: int
     dist = extreme(latent, mask)
     loss = dist.log_prob(dist.sample()).sum() + dist.entropy().sum() + dist.log_prob(dist.mode()).sum()
     if not torch.isfinite(loss):
-        _fail("gradients", f"log_prob/entropy are not finite with extreme logits (loss = {loss.item()}). Probable "
-              "cause: -inf used for masked logits, or log(0) in the entropy; use agentkit.heads.MASKED_LOGIT.")
+        _fail(
+            "gradients",
+            f"log_prob/entropy are not finite with extreme logits (loss = {loss.item()}). Probable "
+            "cause: -inf used for masked logits, or log(0) in the entropy; use agentkit.heads.MASKED_LOGIT.",
+        )
     loss.backward()
     grads = [("latent", latent.grad)] + [(n, p.grad) for n, p in extreme.named_parameters()]
     for name, g in grads:
         if g is not None and not torch.isfinite(g).all():
-            _fail("gradients", f"the gradient of {name} is not finite with extreme logits and masks. Probable "
-                  "cause: 0 * inf in a masked entropy term (use torch.where, not a product), or -inf logits.")
+            _fail(
+                "gradients",
+                f"the gradient of {name} is not finite with extreme logits and masks. Probable "
+                "cause: 0 * inf in a masked entropy term (use torch.where, not a product), or -inf logits.",
+            )
 
 
 def check_mode(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator) -> None:
@@ -345,8 +405,9 @@ def check_mode(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.
             _fail("mode", "mode() of a Gaussian is not its mean (raw, before clipping or squashing)")
 
 
-def check_sample_from_noise(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator,
-                            draws: int = 4000) -> None:
+def check_sample_from_noise(
+    head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator, draws: int = 4000
+) -> None:
     """The same noise gives the same action, and noise-driven samples follow the distribution."""
     batch = 8
     mask = random_masks(head, action_space, batch, gen)
@@ -359,28 +420,55 @@ def check_sample_from_noise(head: ActionHead, action_space: Any, latent_dim: int
     row_mask = None if mask is None else mask[:1].expand(draws, -1)
     dist = head(row, row_mask)
     kind = kind_of(action_space)
-    for name, action in (("sample", dist.sample()), ("sample_from_noise", dist.sample_from_noise(torch.rand(draws, head.noise_dim, generator=gen)))):
+    for name, action in (
+        ("sample", dist.sample()),
+        ("sample_from_noise", dist.sample_from_noise(torch.rand(draws, head.noise_dim, generator=gen))),
+    ):
         action = action.detach()
         if kind in ("discrete", "multi_discrete", "hybrid"):
-            cols = [action.long()] if kind == "discrete" else (
-                [action[:, 0].round().long()] if kind == "hybrid" else list(action.long().unbind(-1)))
+            cols = (
+                [action.long()]
+                if kind == "discrete"
+                else ([action[:, 0].round().long()] if kind == "hybrid" else list(action.long().unbind(-1)))
+            )
             for i, col in enumerate(cols):
                 n = int(col.max().item()) + 1
                 freq = torch.bincount(col, minlength=n).double() / draws
                 if kind == "discrete":
-                    probs = torch.stack([dist.log_prob(torch.full((draws,), a, dtype=torch.int64))[0].exp()
-                                         for a in range(n)]).double().detach()
+                    probs = (
+                        torch.stack(
+                            [
+                                dist.log_prob(torch.full((draws,), a, dtype=torch.int64))[0].exp()
+                                for a in range(n)
+                            ]
+                        )
+                        .double()
+                        .detach()
+                    )
                 elif kind == "hybrid":
-                    probs = torch.softmax(_masked(dist.type_logits[:1], row_mask[:1] if row_mask is not None else None), -1)[0, :n].double().detach()
+                    probs = (
+                        torch.softmax(
+                            _masked(dist.type_logits[:1], row_mask[:1] if row_mask is not None else None), -1
+                        )[0, :n]
+                        .double()
+                        .detach()
+                    )
                 elif hasattr(dist, "branch_logits"):
-                    m = None if row_mask is None else row_mask[:1].split([int(v) for v in action_space.nvec], -1)[i]
+                    m = (
+                        None
+                        if row_mask is None
+                        else row_mask[:1].split([int(v) for v in action_space.nvec], -1)[i]
+                    )
                     probs = torch.softmax(_masked(dist.branch_logits[i][:1], m), -1)[0, :n].double().detach()
                 else:
                     continue
                 err = (freq - probs).abs().max().item()
                 if err > 0.05:
-                    _fail("noise", f"{name}() frequencies differ from the probabilities by {err:.3f}: the sampler does "
-                          "not follow the distribution (an off-by-one in the inverse CDF?)")
+                    _fail(
+                        "noise",
+                        f"{name}() frequencies differ from the probabilities by {err:.3f}: the sampler does "
+                        "not follow the distribution (an off-by-one in the inverse CDF?)",
+                    )
         if kind in ("box", "hybrid") and hasattr(dist, "mean"):
             x = action if kind == "box" else action[:, 1:]
             active = torch.ones_like(x, dtype=torch.bool) if kind == "box" else x != 0
@@ -392,11 +480,16 @@ def check_sample_from_noise(head: ActionHead, action_space: Any, latent_dim: int
                 z = (col.mean().item() - mean) / (std / math.sqrt(col.numel()))
                 ratio = col.std().item() / std
                 if abs(z) > 5 or not 0.9 < ratio < 1.1:
-                    _fail("noise", f"{name}() parameter {j} has mean z-score {z:.2f} and std ratio {ratio:.3f}: "
-                          "not distributed as N(mean, std) (a wrong Box–Muller transform?)")
+                    _fail(
+                        "noise",
+                        f"{name}() parameter {j} has mean z-score {z:.2f} and std ratio {ratio:.3f}: "
+                        "not distributed as N(mean, std) (a wrong Box–Muller transform?)",
+                    )
 
 
-def check_inactive_param_gradient(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator) -> None:
+def check_inactive_param_gradient(
+    head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator
+) -> None:
     """Hybrid: inactive parameters are 0 in every raw action and env output, and the gradient of log_prob
     with respect to an inactive parameter's mean is exactly zero."""
     if kind_of(action_space) != "hybrid":
@@ -406,7 +499,11 @@ def check_inactive_param_gradient(head: ActionHead, action_space: Any, latent_di
     mask = random_masks(head, action_space, batch, gen)
     dist = head(_latent(batch, latent_dim, gen, scale=2.0), mask)
     noise = torch.rand(batch, head.noise_dim, generator=gen)
-    for name, action in (("sample", dist.sample()), ("mode", dist.mode()), ("sample_from_noise", dist.sample_from_noise(noise))):
+    for name, action in (
+        ("sample", dist.sample()),
+        ("mode", dist.mode()),
+        ("sample_from_noise", dist.sample_from_noise(noise)),
+    ):
         action = action.detach()
         inactive = ~owned[action[:, 0].round().long()]
         if (action[:, 1:][inactive] != 0).any():
@@ -422,8 +519,11 @@ def check_inactive_param_gradient(head: ActionHead, action_space: Any, latent_di
     inactive = ~owned[action[:, 0].round().long()]
     (grad,) = torch.autograd.grad(dist.log_prob(action).sum(), dist.mean, retain_graph=True)
     if (grad[inactive] != 0).any():
-        _fail("hybrid", "the gradient of log_prob w.r.t. an inactive parameter's mean is not exactly zero. "
-              "Probable cause: multiplying by the parameter mask instead of torch.where, or summing all params.")
+        _fail(
+            "hybrid",
+            "the gradient of log_prob w.r.t. an inactive parameter's mean is not exactly zero. "
+            "Probable cause: all parameters summed, or a product with the mask where a torch.where belongs.",
+        )
 
 
 def check_env_outputs(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator) -> None:
@@ -433,29 +533,52 @@ def check_env_outputs(head: ActionHead, action_space: Any, latent_dim: int, gen:
     dist = head(_latent(batch, latent_dim, gen, scale=3.0), random_masks(head, action_space, batch, gen))
     action = dist.sample().detach()
     if kind in ("box", "hybrid"):
-        action[: batch // 2, -1] = 1e3 if kind == "box" else action[: batch // 2, -1] * 1e3  # far out of bounds
+        action[: batch // 2, -1] = (
+            1e3 if kind == "box" else action[: batch // 2, -1] * 1e3
+        )  # far out of bounds
     outputs = head.env_outputs(action)
     if tuple(outputs) != tuple(head.output_names):
-        _fail("env outputs", f"env_outputs returned {tuple(outputs)}, expected head.output_names {head.output_names}")
-    dtypes = {"action": torch.float32 if kind == "box" else torch.int64,
-              "action_type": torch.int64, "action_params": torch.float32}
+        _fail(
+            "env outputs",
+            f"env_outputs returned {tuple(outputs)}, expected head.output_names {head.output_names}",
+        )
+    dtypes = {
+        "action": torch.float32 if kind == "box" else torch.int64,
+        "action_type": torch.int64,
+        "action_params": torch.float32,
+    }
     for name, value in outputs.items():
         if value.dtype != dtypes[name] or value.shape[0] != batch:
-            _fail("env outputs", f"env_outputs()[{name!r}] is {value.dtype} {tuple(value.shape)}, expected "
-                  f"{dtypes[name]} with batch {batch}")
+            _fail(
+                "env outputs",
+                f"env_outputs()[{name!r}] is {value.dtype} {tuple(value.shape)}, expected "
+                f"{dtypes[name]} with batch {batch}",
+            )
     env_action = head.to_env({k: v.detach().numpy() for k, v in outputs.items()})
     if kind == "hybrid":
         # inactive parameters are 0 by contract even where 0 lies outside their bounds: check the active ones
         types, params = env_action
         owned = action_space.param_mask[np.asarray(types)] > 0.5 if np.ndim(types) == 1 else None
-        inside = owned is not None and params.dtype == np.float32 and params.shape == (batch, action_space.num_params)
-        inside = inside and bool(np.all((params >= action_space.low) & (params <= action_space.high) | ~owned))
+        inside = (
+            owned is not None
+            and params.dtype == np.float32
+            and params.shape == (batch, action_space.num_params)
+        )
+        inside = inside and bool(
+            np.all((params >= action_space.low) & (params <= action_space.high) | ~owned)
+        )
         if not (batch_space(action_space.spaces[0], batch).contains(np.asarray(types)) and inside):
-            _fail("env outputs", f"to_env() returned {env_action!r}: expected (types int64 [B], params float32 "
-                  "[B, P]) with active parameters inside their bounds")
+            _fail(
+                "env outputs",
+                f"to_env() returned {env_action!r}: expected (types int64 [B], params float32 "
+                "[B, P]) with active parameters inside their bounds",
+            )
     elif not batch_space(action_space, batch).contains(env_action):
-        _fail("env outputs", f"to_env() returned {env_action!r}, which the batched action space of {action_space} "
-              "does not contain (clipping to bounds, dtype or start offset missing?)")
+        _fail(
+            "env outputs",
+            f"to_env() returned {env_action!r}, which the batched action space of {action_space} "
+            "does not contain (clipping to bounds, dtype or start offset missing?)",
+        )
 
 
 def check_action_spec(head: ActionHead, action_space: Any) -> None:
@@ -466,12 +589,20 @@ def check_action_spec(head: ActionHead, action_space: Any) -> None:
     except (TypeError, ValueError) as exc:
         _fail("action spec", f"action_spec() is not strict JSON ({exc}); use null for infinite bounds")
     if spec.get("kind") != kind_of(action_space):
-        _fail("action spec", f"action_spec()['kind'] = {spec.get('kind')!r}, expected {kind_of(action_space)!r}")
+        _fail(
+            "action spec", f"action_spec()['kind'] = {spec.get('kind')!r}, expected {kind_of(action_space)!r}"
+        )
     for key in ("mask_dim", "noise_dim"):
         if spec.get(key) != getattr(head, key):
-            _fail("action spec", f"action_spec()[{key!r}] = {spec.get(key)!r} but head.{key} = {getattr(head, key)}")
+            _fail(
+                "action spec",
+                f"action_spec()[{key!r}] = {spec.get(key)!r} but head.{key} = {getattr(head, key)}",
+            )
     if spec["kind"] == "hybrid" and "types" not in spec:
-        _fail("action spec", "a hybrid action_spec() must carry the type→params mapping (HybridSpace.describe())")
+        _fail(
+            "action spec",
+            "a hybrid action_spec() must carry the type→params mapping (HybridSpace.describe())",
+        )
 
 
 class _ExportWrapper(torch.nn.Module):
@@ -486,8 +617,9 @@ class _ExportWrapper(torch.nn.Module):
         return tuple(outputs[name] for name in self.head.output_names)
 
 
-def check_onnx_traceable(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator,
-                         opset: int = 17) -> None:
+def check_onnx_traceable(
+    head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator, opset: int = 17
+) -> None:
     """mode()/sample_from_noise() + env_outputs trace with ``torch.onnx.export(dynamo=False)`` and give the
     same outputs in onnxruntime at another batch size, masks included."""
     import onnxruntime as ort
@@ -497,7 +629,11 @@ def check_onnx_traceable(head: ActionHead, action_space: Any, latent_dim: int, g
     def inputs(batch: int) -> tuple[Tensor, Tensor, Tensor]:
         mask = random_masks(head, action_space, batch, gen)
         mask = torch.ones(batch, max(head.mask_dim, 1)) if mask is None else mask.float()
-        return (_latent(batch, latent_dim, gen, scale=3.0), mask, torch.rand(batch, head.noise_dim, generator=gen))
+        return (
+            _latent(batch, latent_dim, gen, scale=3.0),
+            mask,
+            torch.rand(batch, head.noise_dim, generator=gen),
+        )
 
     for stochastic in (False, True):
         wrapper = _ExportWrapper(head, stochastic)
@@ -506,7 +642,12 @@ def check_onnx_traceable(head: ActionHead, action_space: Any, latent_dim: int, g
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapper, inputs(4), buffer, dynamo=False, opset_version=opset, input_names=names,
+                wrapper,
+                inputs(4),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=names,
                 output_names=list(head.output_names),
                 dynamic_axes={n: {0: "batch"} for n in [*names, *head.output_names]},
             )
@@ -520,9 +661,12 @@ def check_onnx_traceable(head: ActionHead, action_space: Any, latent_dim: int, g
             w = w.numpy()
             same = np.array_equal(g, w) if w.dtype.kind == "i" else np.allclose(g, w, atol=1e-5)
             if g.dtype != w.dtype or not same:
-                _fail("onnx", f"{'sample_from_noise' if stochastic else 'mode'} + env_outputs: onnxruntime output "
-                      f"{name!r} differs from torch ({g.dtype} vs {w.dtype}). Probable cause: Python control flow "
-                      "on tensor values, an RNG op, or a shape frozen during tracing.")
+                _fail(
+                    "onnx",
+                    f"{'sample_from_noise' if stochastic else 'mode'} + env_outputs: onnxruntime output "
+                    f"{name!r} differs from torch ({g.dtype} vs {w.dtype}). Probable cause: Python control "
+                    "flow on tensor values, an RNG op, or a shape frozen during tracing.",
+                )
 
 
 ALL_CHECKS: tuple[Callable[..., None], ...] = (

@@ -68,7 +68,9 @@ class DiscreteHead(ActionHead):
         self.action_dtype = torch.int64
         self.output_names = ("action",)
         self.logits = layer_init(nn.Linear(latent_dim, self.n), gain=0.01)
-        self.register_buffer("start", torch.tensor(int(action_space.start), dtype=torch.int64), persistent=False)
+        self.register_buffer(
+            "start", torch.tensor(int(action_space.start), dtype=torch.int64), persistent=False
+        )
 
     def forward(self, latent: Tensor, mask: Tensor | None = None) -> DiscreteDistribution:
         logits = self.logits(latent)

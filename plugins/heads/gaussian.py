@@ -45,13 +45,16 @@ class GaussianOptions(HeadConfig):
     log_std_min: float = Field(-5.0, description="Lower clamp of the log-std.")
     log_std_max: float = Field(2.0, description="Upper clamp of the log-std.")
     squash: bool = Field(
-        False, description="tanh-squash the sample into the bounds (with log-det correction) instead of clipping."
+        False,
+        description="tanh-squash the sample into the bounds (with log-det correction) instead of clipping.",
     )
 
     @model_validator(mode="after")
     def _check_ranges(self):
         if self.log_std_min >= self.log_std_max:
-            raise ValueError(f"log_std_min ({self.log_std_min}) must be below log_std_max ({self.log_std_max})")
+            raise ValueError(
+                f"log_std_min ({self.log_std_min}) must be below log_std_max ({self.log_std_max})"
+            )
         for name in ("init_std", "final_std"):
             value = getattr(self, name)
             if value is not None and not self.log_std_min <= math.log(value) <= self.log_std_max:
@@ -134,7 +137,7 @@ def squash_log_det(x: Tensor, half_range: Tensor) -> Tensor:
 
 
 class BoundedOutput(nn.Module):
-    """Raw Gaussian sample → env units: clipped to [low, high], or tanh-squashed and rescaled when ``squash``."""
+    """Raw Gaussian sample → env units: clipped to [low, high], or tanh-squashed into them (``squash``)."""
 
     def __init__(self, low: np.ndarray, high: np.ndarray, squash: bool, what: str):
         super().__init__()
@@ -216,7 +219,9 @@ class GaussianHead(ActionHead):
         self.action_dtype = torch.float32
         self.output_names = ("action",)
         self.params = GaussianParams(config, self.dims, latent_dim)
-        self.output = BoundedOutput(action_space.low, action_space.high, config.squash, f"the Box {action_space}")
+        self.output = BoundedOutput(
+            action_space.low, action_space.high, config.squash, f"the Box {action_space}"
+        )
 
     def forward(self, latent: Tensor, mask: Tensor | None = None) -> GaussianDistribution:
         if mask is not None and mask.shape[-1] != 0:
@@ -262,5 +267,5 @@ def agentkit_register_action_heads(register):
         "gaussian",
         make_gaussian_head,
         GaussianConfig,
-        "Diagonal Gaussian over a Box: sigma fixed (decayable) / independent / state_conditioned, clip or tanh.",
+        "Diagonal Gaussian over a Box: sigma fixed (decayable)/independent/state_conditioned; clip or tanh.",
     )

@@ -51,7 +51,9 @@ class HybridConfig(GaussianOptions):
 class HybridDistribution(ActionDistribution):
     """Masked type Categorical ``[B, K]`` × diagonal Gaussian parameters ``[B, P]`` (only k's active)."""
 
-    def __init__(self, type_logits: Tensor, type_mask: Tensor | None, mean: Tensor, log_std: Tensor, head: HybridHead):
+    def __init__(
+        self, type_logits: Tensor, type_mask: Tensor | None, mean: Tensor, log_std: Tensor, head: HybridHead
+    ):
         self.cat = MaskedCategorical(type_logits, type_mask)
         self.type_logits = type_logits
         self.mask = type_mask
@@ -158,8 +160,9 @@ class HybridHead(ActionHead):
 def make_hybrid_head(config: HybridConfig, action_space: Any, latent_dim: int) -> HybridHead:
     if not isinstance(action_space, HybridSpace):
         raise ConfigError(
-            f"policy.head: the 'hybrid' head needs an agentkit.spaces.HybridSpace action space, but the env's "
-            f"action space is {action_space}. Declare the env's action space with HybridSpace(types=..., params=...)."
+            f"policy.head: the 'hybrid' head needs an agentkit.spaces.HybridSpace action space, but the "
+            f"env's action space is {action_space}. Declare the env's action space with "
+            "HybridSpace(types=..., params=...)."
         )
     return HybridHead(config, action_space, latent_dim)
 
@@ -170,5 +173,5 @@ def agentkit_register_action_heads(register):
         "hybrid",
         make_hybrid_head,
         HybridConfig,
-        "Parameterised actions on a HybridSpace: masked type Categorical + Gaussian params of that type only.",
+        "Parameterised actions (HybridSpace): masked type Categorical + Gaussian params of that type only.",
     )

@@ -73,7 +73,7 @@ class MultiDiscreteHead(ActionHead):
         if len(action_space.nvec.shape) != 1:
             raise ConfigError(
                 f"policy.head: the multi_discrete head needs a 1-D MultiDiscrete, got nvec of shape "
-                f"{action_space.nvec.shape}. Flatten the env's action space (gymnasium FlattenObservation-style)."
+                f"{action_space.nvec.shape}. Flatten the env's action space to one row of branches."
             )
         self.config = config
         self.action_space = action_space
@@ -93,7 +93,9 @@ class MultiDiscreteHead(ActionHead):
             index[i, :n] = torch.arange(offset, offset + n)
             offset += n
         self.register_buffer("pad_index", index.reshape(-1), persistent=False)
-        self.register_buffer("start", torch.as_tensor(action_space.start, dtype=torch.int64), persistent=False)
+        self.register_buffer(
+            "start", torch.as_tensor(action_space.start, dtype=torch.int64), persistent=False
+        )
 
     def _pad(self, flat: Tensor, fill: Tensor) -> Tensor:
         """``[B, sum(nvec)]`` → ``[B, branches, max_n]`` with ``fill`` in the padding."""
@@ -107,7 +109,8 @@ class MultiDiscreteHead(ActionHead):
         mask = as_bool_mask(mask)
         if mask.shape != flat_logits.shape:
             raise EmptyMaskError(
-                f"multi_discrete action mask has shape {tuple(mask.shape)}, expected {tuple(flat_logits.shape)} "
+                f"multi_discrete action mask has shape {tuple(mask.shape)}, "
+                f"expected {tuple(flat_logits.shape)} "
                 f"(the branch masks for nvec={self.nvec} concatenated)"
             )
         mask = self._pad(mask, torch.zeros((), dtype=torch.bool, device=mask.device))
@@ -124,8 +127,9 @@ class MultiDiscreteHead(ActionHead):
             rows, branches = torch.nonzero(empty, as_tuple=True)
             pairs = list(zip(rows.tolist(), branches.tolist(), strict=True))
             raise EmptyMaskError(
-                f"multi_discrete action mask: (row, branch) {pairs[:10]} allow no action at all. Every branch "
-                f"(nvec={self.nvec}) needs at least one allowed value each step; check the env's action_mask.",
+                f"multi_discrete action mask: (row, branch) {pairs[:10]} allow no action at all. Every "
+                f"branch (nvec={self.nvec}) needs at least one allowed value each step; check the env's "
+                "action_mask.",
                 rows=sorted(set(rows.tolist())),
             )
 
@@ -146,7 +150,9 @@ class MultiDiscreteHead(ActionHead):
         }
 
 
-def make_multi_discrete_head(config: MultiDiscreteConfig, action_space: Any, latent_dim: int) -> MultiDiscreteHead:
+def make_multi_discrete_head(
+    config: MultiDiscreteConfig, action_space: Any, latent_dim: int
+) -> MultiDiscreteHead:
     require_space(action_space, spaces.MultiDiscrete, "multi_discrete")
     return MultiDiscreteHead(config, action_space, latent_dim)
 
