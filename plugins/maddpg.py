@@ -475,7 +475,7 @@ class MADDPG:
             self.groups[name] = _Group(spec, actors[name], critic, config)
         self.critic_id_dim = {g: (grp.n_agents if grp.n_agents > 1 else 0) for g, grp in self.groups.items()}
 
-        self.buffer = ReplayBuffer(config.buffer_size, self._buffer_fields(), self.device)
+        self._buffer: ReplayBuffer | None = None  # allocated on first use: eval and export never need it
         self.steps_done = 0
         self.updates_done = 0
         self._since_update = 0
@@ -483,6 +483,12 @@ class MADDPG:
         self._recent_returns: list[float] = []
 
     # -- storage layout ---------------------------------------------------------------------------------
+
+    @property
+    def buffer(self) -> ReplayBuffer:
+        if self._buffer is None:
+            self._buffer = ReplayBuffer(self.cfg.buffer_size, self._buffer_fields(), self.device)
+        return self._buffer
 
     def _buffer_fields(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         fields: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
@@ -666,7 +672,9 @@ class MADDPG:
                 [buf_joint[:, :lo].unsqueeze(1).expand(bsz, a, lo), replaced,
                  buf_joint[:, hi:].unsqueeze(1).expand(bsz, a, buf_joint.shape[1] - hi)], dim=-1
             )
+            grp.critic.requires_grad_(False)  # the actor loss needs dQ/da only, not the critic's weight grads
             q = self._q_all(grp.critic, grp, x, joint)
+            grp.critic.requires_grad_(True)
             n_alive = alive.sum().clamp_min(1.0)
             pg_loss = -(q * alive).sum() / n_alive
             reg = (preact.reshape(bsz, a, -1).square().mean(-1) * alive).sum() / n_alive

@@ -1,0 +1,278 @@
+"""MADDPG: the straight-through Gumbel-softmax with masks, hybrid gating, soft updates, the replay buffer,
+short smoke trainings (discrete, continuous, hybrid with masks), resume and export."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from agentkit_plugins.maddpg import DeterministicHead, gumbel_softmax_st, soft_update
+from agentkit_plugins.replay import ReplayBuffer
+from gymnasium import spaces
+
+from agentkit.algorithm import BuildContext
+from agentkit.config import load_config
+from agentkit.errors import ConfigError, EmptyMaskError
+from agentkit.host import PluginHost
+from agentkit.spaces import HybridSpace
+
+EXTRA = ["agentkit_plugins.heads.hybrid", "agentkit_envs.pettingzoo_env"]  # no-ops once built in
+
+
+@pytest.fixture(scope="module")
+def host() -> PluginHost:
+    return PluginHost(modules=EXTRA, autoload=False)
+
+
+def random_masks(gen: torch.Generator, rows: int, n: int) -> torch.Tensor:
+    mask = torch.rand(rows, n, generator=gen) < 0.5
+    mask[torch.arange(rows), torch.randint(0, n, (rows,), generator=gen)] = True  # at least one allowed
+    return mask
+
+
+# -- straight-through Gumbel-softmax --------------------------------------------------------------------------
+
+
+def test_gumbel_st_never_chooses_masked_and_masked_logits_get_zero_grad():
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(4096, 7, generator=gen) * 5).requires_grad_(True)
+    mask = random_masks(gen, 4096, 7)
+    one_hot, index = gumbel_softmax_st(logits, mask, temperature=0.7, generator=gen)
+    assert mask[torch.arange(4096), index].all()
+    assert torch.equal(one_hot.detach(), torch.nn.functional.one_hot(index, 7).float())
+    weights = torch.randn(7, generator=gen)
+    (one_hot * weights).sum().backward()
+    assert torch.all(logits.grad[~mask] == 0)
+    assert torch.all(torch.isfinite(logits.grad))
+    assert logits.grad[mask].abs().sum() > 0  # the soft path carries gradient to the allowed logits
+
+
+def test_gumbel_st_samples_every_allowed_action_and_greedy_is_the_masked_argmax():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.zeros(20_000, 4)
+    mask = torch.tensor([[True, False, True, True]]).expand(20_000, 4)
+    _, index = gumbel_softmax_st(logits, mask, generator=gen)
+    counts = torch.bincount(index, minlength=4).float() / 20_000
+    assert counts[1] == 0
+    assert torch.allclose(counts[[0, 2, 3]], torch.full((3,), 1 / 3), atol=0.02)
+    greedy_logits = torch.tensor([[5.0, 9.0, 1.0, 2.0]])
+    _, greedy = gumbel_softmax_st(greedy_logits, torch.tensor([[True, False, True, True]]), noise=False)
+    assert greedy.item() == 0
+
+
+def test_gumbel_st_empty_mask_row_raises():
+    with pytest.raises(EmptyMaskError):
+        gumbel_softmax_st(torch.zeros(2, 3), torch.tensor([[True, False, False], [False, False, False]]))
+
+
+# -- the deterministic head ------------------------------------------------------------------------------------
+
+
+def head_for(host: PluginHost, space, latent_dim: int = 8, **head_options) -> DeterministicHead:
+    name = {HybridSpace: "hybrid", spaces.Discrete: "discrete", spaces.Box: "gaussian"}[type(space)]
+    reg = host.registry.get("action_head", name)
+    base = reg.factory(reg.validate_config({"plugin": name, **head_options}), space, latent_dim)
+    return DeterministicHead(base, space, latent_dim)
+
+
+HYBRID = HybridSpace(
+    types={"move": ["dx", "dy"], "shoot": ["angle"], "idle": []},
+    params={"dx": (-1.0, 1.0), "dy": (-2.0, 2.0), "angle": (-math.pi, math.pi)},
+)
+
+
+def test_hybrid_inactive_params_are_zero_with_zero_grad_and_masks_hold(host):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    head = head_for(host, HYBRID)
+    latent = torch.randn(2048, 8) * 3
+    mask = random_masks(gen, 2048, 3)
+    rep, raw, preact = head.act(latent, mask, gumbel=True, generator=gen)
+    preact.retain_grad()
+    k = raw[:, 0].long()
+    assert mask[torch.arange(2048), k].all()
+    owned = torch.as_tensor(HYBRID.param_mask)[k].bool()  # [B, P]
+    params_rep, params_raw = rep[:, 3:], raw[:, 1:]
+    assert torch.all(params_rep[~owned] == 0) and torch.all(params_raw[~owned] == 0)
+    (rep * torch.randn(rep.shape[1], generator=gen)).sum().backward()
+    grad_params = preact.grad[:, 3:]
+    assert torch.all(grad_params[~owned] == 0)
+    assert grad_params[owned].abs().min() > 0
+    assert torch.all(preact.grad[:, :3][~mask] == 0)
+    outs = head.env_outputs(raw)
+    assert torch.all(outs["action_params"][~owned] == 0)
+    low, high = torch.as_tensor(HYBRID.low), torch.as_tensor(HYBRID.high)
+    assert torch.all(outs["action_params"] >= low) and torch.all(outs["action_params"] <= high)
+    assert torch.allclose(head.rep_from_raw(raw), rep.detach(), atol=1e-5)
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_box_actions_bounded_and_env_boundary_matches_the_registered_head(host, squash):
+    space = spaces.Box(np.array([0.0, -2.0], np.float32), np.array([1.0, 2.0], np.float32))
+    head = head_for(host, space, squash=squash)
+    latent = torch.randn(512, 8) * 50  # saturates tanh
+    gen = torch.Generator().manual_seed(0)
+    rep, raw, _ = head.act(latent, noise_std=0.5, generator=gen)
+    action = head.env_outputs(raw)["action"]
+    assert torch.all(action >= torch.as_tensor(space.low)) and torch.all(action <= torch.as_tensor(space.high))
+    expected = torch.as_tensor(space.low) + (rep.detach() + 1) / 2 * torch.as_tensor(space.high - space.low)
+    assert torch.allclose(action, expected, atol=1e-4)
+    assert torch.allclose(head.rep_from_raw(raw), rep.detach(), atol=1e-4)
+
+
+def test_discrete_mode_is_deterministic_and_respects_masks(host):
+    head = head_for(host, spaces.Discrete(5))
+    latent = torch.randn(256, 8)
+    mask = random_masks(torch.Generator().manual_seed(2), 256, 5)
+    first, second = head(latent, mask).mode(), head(latent, mask).mode()
+    assert torch.equal(first, second)
+    assert mask[torch.arange(256), first].all()
+    assert head.action_spec()["deterministic_only"] is True
+    with pytest.raises(NotImplementedError):
+        head(latent, mask).log_prob(first)
+
+
+def test_infinite_box_bounds_are_a_config_error(host):
+    with pytest.raises(ConfigError, match="finite bounds"):
+        head_for(host, spaces.Box(-np.inf, np.inf, (2,), np.float32))
+
+
+# -- soft update and replay buffer -------------------------------------------------------------------------
+
+
+def test_soft_update_is_polyak_averaging():
+    torch.manual_seed(0)
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in target.parameters()]
+    soft_update(target, source, tau=0.25)
+    for t, s, b in zip(target.parameters(), source.parameters(), before, strict=True):
+        assert torch.allclose(t, 0.75 * b + 0.25 * s, atol=1e-7)
+    soft_update(target, source, tau=1.0)
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        assert torch.equal(t, s)
+
+
+def test_replay_buffer_wraps_around_and_round_trips():
+    buf = ReplayBuffer(5, {"x": ((2,), torch.float32), "done": ((), torch.bool)})
+    buf.add({"x": torch.arange(6.0).reshape(3, 2), "done": torch.tensor([True, False, True])})
+    assert (len(buf), buf.pos) == (3, 3)
+    buf.add({"x": 10 + torch.arange(8.0).reshape(4, 2), "done": torch.zeros(4, dtype=torch.bool)})
+    assert (len(buf), buf.pos) == (5, 2)
+    # rows 0-1 were overwritten by the last two rows of the second batch; row 2 is the oldest survivor
+    assert buf.data["x"][:, 0].tolist() == [14.0, 16.0, 4.0, 10.0, 12.0]
+    sample = buf.sample(1000, torch.Generator().manual_seed(0))
+    assert set(sample["x"][:, 0].tolist()) == {14.0, 16.0, 4.0, 10.0, 12.0}
+    copy = ReplayBuffer(5, buf.fields)
+    copy.load_state_dict(buf.state_dict())
+    assert torch.equal(copy.data["x"], buf.data["x"]) and (copy.pos, copy.size) == (2, 5)
+    with pytest.raises(KeyError):
+        buf.add({"x": torch.zeros(1, 2)})
+
+
+# -- smoke trainings ------------------------------------------------------------------------------------------
+
+SPREAD = {"plugin": "pettingzoo", "module": "mpe2.simple_spread_v3", "num_envs": 4}
+ARENA = {
+    "plugin": "pettingzoo",
+    "module": "agentkit_envs.games.team_arena",
+    "kwargs": {"team_size": 2, "opponent": "scripted"},
+    "num_envs": 4,
+}
+FAST = {"learning_starts": 400, "batch_size": 64, "train_every": 40, "iteration_steps": 500, "buffer_size": 5000}
+
+
+def build(host, env_section, steps=2000, **algo):
+    data = {
+        "seed": 3,
+        "env": env_section,
+        "algorithm": {"plugin": "maddpg", "total_steps": steps, **FAST, **algo},
+        "policy": {"hidden_sizes": [32, 32], "activation": "relu"},
+    }
+    config = load_config(data, host.registry)
+    env = host.registry.get("env", config.env.plugin).factory(config.env)
+    algo_obj = host.registry.get("algorithm", "maddpg").factory(
+        config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu"))
+    )
+    return config, algo_obj
+
+
+def run_all(algo, total):
+    metrics = []
+    while algo.steps_done < total:
+        metrics.append(algo.iterate())
+    return metrics
+
+
+@pytest.mark.parametrize(
+    "env_section",
+    [
+        {**SPREAD, "kwargs": {"N": 3, "max_cycles": 25, "continuous_actions": False}},
+        {**SPREAD, "kwargs": {"N": 3, "max_cycles": 25, "continuous_actions": True}},
+        ARENA,
+    ],
+    ids=["discrete", "continuous", "hybrid-masked"],
+)
+def test_smoke_training_updates_and_reports(host, env_section):
+    _, algo = build(host, env_section, critic_input="state" if env_section is ARENA else "obs")
+    try:
+        params_before = [p.detach().clone() for grp in algo.groups.values() for p in grp.actor.parameters()]
+        metrics = run_all(algo, 2000)
+        last = metrics[-1]
+        assert algo.steps_done >= 2000 and algo.updates_done > 0
+        assert any("charts/episode_return" in m for m in metrics)
+        for key in ("losses/critic", "losses/actor"):
+            assert math.isfinite(last[key])
+        params_after = [p for grp in algo.groups.values() for p in grp.actor.parameters()]
+        assert any(not torch.equal(a, b) for a, b in zip(params_before, params_after, strict=True))
+        if env_section is ARENA:
+            grp = algo.groups["blue"]
+            assert grp.spec.mask_dim == 3
+            stored = algo.buffer.data["blue/action"][: len(algo.buffer)]
+            masks = algo.buffer.data["blue/mask"][: len(algo.buffer)]
+            alive = algo.buffer.data["blue/alive"][: len(algo.buffer)]
+            chosen = stored[..., :3].argmax(-1)
+            allowed = torch.gather(masks, -1, chosen.unsqueeze(-1)).squeeze(-1)
+            assert allowed[alive].all(), "a masked action type was taken"
+            assert torch.all(stored[~alive] == 0)  # dead agents' actions are zeros
+    finally:
+        algo.close()
+
+
+def test_resume_from_state_dict_continues_identically(host):
+    env_section = {**SPREAD, "kwargs": {"N": 2, "max_cycles": 10, "continuous_actions": False}}
+    _, first = build(host, env_section, steps=1500, checkpoint_buffer=True)
+    _, second = build(host, env_section, steps=1500, checkpoint_buffer=True)
+    try:
+        run_all(first, 1000)
+        saved = io.BytesIO()
+        torch.save(first.state_dict(), saved)  # as the trainer's checkpoints do
+        saved.seek(0)
+        second.load_state_dict(torch.load(saved, weights_only=True))
+        second._obs = first._obs  # the env copies' state is not part of a checkpoint
+        torch.manual_seed(7)
+        a = first.update()
+        torch.manual_seed(7)
+        b = second.update()
+        assert a == b
+        for pa, pb in zip(first.groups["agent"].actor.parameters(), second.groups["agent"].actor.parameters(),
+                          strict=True):
+            assert torch.equal(pa, pb)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_single_agent_env_is_a_config_error(host):
+    data = {
+        "env": {"plugin": "gymnasium", "id": "CartPole-v1"},
+        "algorithm": {"plugin": "maddpg", "total_steps": 100},
+    }
+    config = load_config(data, host.registry)
+    env = host.registry.get("env", "gymnasium").factory(config.env)
+    with pytest.raises(ConfigError, match="multi-agent"):
+        host.registry.get("algorithm", "maddpg").factory(
+            config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu"))
+        )
