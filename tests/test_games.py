@@ -34,6 +34,12 @@ def test_single_agent_games_pass_gymnasium_checker_and_agentkit_checks(env_id):
     check_game(env_id, steps=300)  # gymnasium's check_env on gymnasium.make(env_id), then agentkit's checks
 
 
+def test_moving_bearing_variant_passes_checks():
+    check_game(lambda **kw: gym.make("agentkit/Moving-v0", observe_bearing=True, **kw), steps=200)
+    assert gym.make("agentkit/Moving-v0", observe_bearing=True).observation_space.shape == (11,)
+    assert gym.make("agentkit/Moving-v0").observation_space.shape == (9,)
+
+
 def test_dungeon_penalty_variant_passes_checks():
     check_game(lambda **kw: gym.make("agentkit/Dungeon-v0", illegal_move_penalty=0.05, **kw), steps=200)
 
@@ -157,7 +163,7 @@ def test_moving_ignores_parameters_of_types_not_chosen():
 
 
 def test_moving_physics_and_goal_bonus():
-    env = mv.MovingEnv()
+    env = mv.MovingEnv(observe_bearing=True)
     env.reset(seed=0)
     env.x, env.y, env.heading, env.speed = 0.0, 0.0, 0.0, 0.0
     env.tx, env.ty = 0.5, 0.0

@@ -15,8 +15,10 @@ Reward (gym-hybrid's scale): ``previous_distance - distance - step_penalty`` eve
 so the best possible mean return is about 1.9 (mean start distance ≈ 1.0, minus the target radius, plus the
 bonus); DI-engine's hybrid PPO stops training gym-hybrid's Moving-v0 at 1.8.
 
-Observation, float32 ``[11]``: x, y, speed, cos/sin of the heading, target x, y, distance to the target,
-cos/sin of the target's bearing relative to the heading, and the elapsed fraction of the time limit.
+Observation, float32 ``[9]`` (gym-hybrid's): x, y, speed, cos/sin of the heading, target x, y, distance to
+the target, and the elapsed fraction of the time limit. ``observe_bearing=True`` (an easier variant) adds
+the cos/sin of the target's bearing in the vehicle's frame (``[11]``), so the policy need not work out
+the steering angle from positions and heading itself.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class MovingEnv(gym.Env):
         dt: float = 0.1,
         step_penalty: float = 0.001,
         goal_bonus: float = 1.0,
+        observe_bearing: bool = False,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -67,14 +70,16 @@ class MovingEnv(gym.Env):
         self.dt = dt
         self.step_penalty = step_penalty
         self.goal_bonus = goal_bonus
+        self.observe_bearing = observe_bearing
 
         self.action_space = HybridSpace(
             types={"accelerate": ["magnitude"], "turn": ["angle"], "brake": []},
             params={"magnitude": (0.0, 1.0), "angle": (-max_turn, max_turn)},
         )
         diag = 2.0 * math.sqrt(2.0)
-        low = np.array([-1, -1, 0, -1, -1, -1, -1, 0, -1, -1, 0], dtype=np.float32)
-        high = np.array([1, 1, max_speed, 1, 1, 1, 1, diag, 1, 1, 1], dtype=np.float32)
+        low = [-1, -1, 0, -1, -1, -1, -1, 0] + ([-1, -1] if observe_bearing else []) + [0]
+        high = [1, 1, max_speed, 1, 1, 1, 1, diag] + ([1, 1] if observe_bearing else []) + [1]
+        low, high = np.array(low, dtype=np.float32), np.array(high, dtype=np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
 
         self.x = self.y = self.heading = self.speed = 0.0
@@ -157,13 +162,13 @@ class MovingEnv(gym.Env):
         dx, dy = self.tx - self.x, self.ty - self.y
         dist = math.hypot(dx, dy)
         c, s = math.cos(self.heading), math.sin(self.heading)
-        if dist > 1e-9:
-            # bearing of the target in the vehicle's frame
-            rel_c = min(max((dx * c + dy * s) / dist, -1.0), 1.0)
-            rel_s = min(max((dy * c - dx * s) / dist, -1.0), 1.0)
-        else:
-            rel_c, rel_s = 1.0, 0.0
-        return np.array(
-            [self.x, self.y, self.speed, c, s, self.tx, self.ty, dist, rel_c, rel_s, self.steps / self.max_steps],
-            dtype=np.float32,
-        )
+        values = [self.x, self.y, self.speed, c, s, self.tx, self.ty, dist]
+        if self.observe_bearing:
+            if dist > 1e-9:
+                # bearing of the target in the vehicle's frame
+                values.append(min(max((dx * c + dy * s) / dist, -1.0), 1.0))
+                values.append(min(max((dy * c - dx * s) / dist, -1.0), 1.0))
+            else:
+                values += (1.0, 0.0)
+        values.append(self.steps / self.max_steps)
+        return np.array(values, dtype=np.float32)
