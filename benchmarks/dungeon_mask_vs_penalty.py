@@ -56,9 +56,10 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def play(run_dir: Path, penalty: float | None, episodes: int, seed: int) -> dict[str, float]:
     """Greedy play on ``episodes`` fresh dungeons: penalty-free return, success rate, illegal-action share."""
+    from agentkit_envs.games.dungeon import DungeonEnv
+
     from agentkit.evaluation import torch_act
     from agentkit.trainer import load_run
-    from agentkit_envs.games.dungeon import DungeonEnv
 
     loaded = load_run(run_dir)
     act = torch_act(loaded.algorithm.policies()[0], deterministic=True)
