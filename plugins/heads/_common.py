@@ -8,8 +8,8 @@ from agentkit.errors import ConfigError
 
 
 def require_space(action_space: Any, space_type: type, head: str) -> None:
-    """Raise ConfigError unless ``action_space`` is exactly a ``space_type`` (not a subclass)."""
-    if type(action_space) is not space_type:
+    """Raise ConfigError unless ``action_space`` is a ``space_type`` (or a subclass)."""
+    if not isinstance(action_space, space_type):
         raise ConfigError(
             f"policy.head: the {head!r} head needs a {space_type.__name__} action space, but the env's "
             f"action space is {action_space}. Use policy.head: auto, or name a head that supports this space."

@@ -27,7 +27,7 @@ class DiscreteConfig(HeadConfig):
 
     @classmethod
     def supports(cls, action_space: Any) -> bool:
-        return type(action_space) is spaces.Discrete
+        return isinstance(action_space, spaces.Discrete)
 
 
 class DiscreteDistribution(ActionDistribution):

@@ -72,7 +72,7 @@ class GaussianConfig(GaussianOptions):
 
     @classmethod
     def supports(cls, action_space: Any) -> bool:
-        return type(action_space) is spaces.Box and np.issubdtype(action_space.dtype, np.floating)
+        return isinstance(action_space, spaces.Box) and np.issubdtype(action_space.dtype, np.floating)
 
 
 # -- pieces (reused by the hybrid head) ------------------------------------------------------------------

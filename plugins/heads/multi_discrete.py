@@ -32,7 +32,7 @@ class MultiDiscreteConfig(HeadConfig):
 
     @classmethod
     def supports(cls, action_space: Any) -> bool:
-        return type(action_space) is spaces.MultiDiscrete and len(action_space.nvec.shape) == 1
+        return isinstance(action_space, spaces.MultiDiscrete) and len(action_space.nvec.shape) == 1
 
 
 class MultiDiscreteDistribution(ActionDistribution):
