@@ -16,6 +16,7 @@ reuses it as is.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -514,7 +515,9 @@ class PPO:
         resumed run is reproducible (an env's internal state is not part of a checkpoint)."""
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # Optimizer.load_state_dict keeps the given tensors (no copy): copy them so that the caller's dict
+        # is never updated in place by later steps.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         if self.value_norm is not None and state.get("value_norm") is not None:
             self.value_norm.load_state_dict(state["value_norm"])
         if self.reward_scaler is not None and state.get("reward_scaler") is not None:

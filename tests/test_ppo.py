@@ -1,0 +1,206 @@
+"""The ``ppo`` plugin: learning smoke test, masks in the loss, truncation bootstrap, resume, options."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from agentkit.algorithm import BuildContext
+from agentkit.config import load_config
+from agentkit.host import PluginHost
+from agentkit.testing import check_algorithm
+from agentkit_plugins.ppo import PPO, ValueNormalizer
+
+HOST = PluginHost(autoload=False)
+
+
+def build(env: dict, algorithm: dict, policy: dict | None = None, seed: int = 0) -> PPO:
+    data = {"seed": seed, "env": {"plugin": "gymnasium", **env}, "algorithm": {"plugin": "ppo", **algorithm}}
+    if policy:
+        data["policy"] = policy
+    cfg = load_config(data, HOST.registry)
+    source = HOST.registry.get("env", "gymnasium").factory(cfg.env)
+    return HOST.registry.get("algorithm", "ppo").factory(
+        cfg.algorithm, BuildContext(cfg, HOST.registry, source, None, torch.device("cpu"))
+    )
+
+
+def cartpole(**algorithm) -> PPO:
+    return build({"id": "CartPole-v1", "num_envs": 4}, {"total_steps": 4096, "num_steps": 32, **algorithm})
+
+
+def roundtrip(state):
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "env, algorithm, policy",
+    [
+        ({"id": "CartPole-v1", "num_envs": 2}, {}, {}),
+        ({"id": "Pendulum-v1", "num_envs": 2}, {"normalize_value": True, "popart": True, "normalize_reward": True},
+         {"shared_trunk": True}),
+        ({"id": "agentkit/Moving-v0", "num_envs": 2}, {"objective": "kl_penalty"}, {}),
+    ],
+    ids=["discrete", "gaussian-shared-popart", "hybrid-kl"],
+)
+def test_contract(env, algorithm, policy):
+    check_algorithm({"env": {"plugin": "gymnasium", **env},
+                     "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 16, **algorithm},
+                     "policy": policy}, HOST)
+
+
+def test_smoke_training_improves_cartpole_return():
+    algo = build(
+        {"id": "CartPole-v1", "num_envs": 8},
+        {"total_steps": 8192, "num_steps": 32, "minibatch_size": 256, "update_epochs": 10, "gamma": 0.98,
+         "gae_lambda": 0.8, "learning_rate": 1e-3},
+    )
+    returns = []
+    while algo.steps_done < algo.config.total_steps:
+        m = algo.iterate()
+        if "charts/episode_return" in m:
+            returns.append(m["charts/episode_return"])
+        for key in ("losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clip_fraction",
+                    "losses/explained_variance", "charts/lr_actor", "charts/lr_critic", "charts/steps_per_second"):
+            assert key in m and np.isfinite(m[key]), key
+    algo.close()
+    early, late = np.mean(returns[:3]), np.mean(returns[-3:])
+    assert late > 2 * early and late > 60, (early, late)
+
+
+def test_masks_drive_sampling_and_the_loss():
+    algo = build({"id": "agentkit/Dungeon-v0", "num_envs": 4}, {"total_steps": 1024, "num_steps": 64})
+    assert algo.has_mask and algo.storage.masks is not None
+    algo.collect()
+    st = algo.storage
+    assert (~st.masks).any(), "the test env should forbid some actions"
+    chosen = st.masks.gather(-1, st.actions.unsqueeze(-1)).squeeze(-1)
+    assert chosen.all(), "a masked action was sampled"
+    batch = st.batch()
+    with torch.no_grad():
+        logprob, entropy, _ = algo._evaluate(batch)
+        # the loss recomputes the stored log-probs exactly, which it can only do with the stored masks ...
+        torch.testing.assert_close(logprob, batch.logprobs, rtol=1e-5, atol=1e-5)
+        # ... and without them the log-probs (and entropy) differ
+        unmasked = batch.__class__(**{**batch.__dict__, "masks": torch.ones_like(batch.masks)})
+        logprob_all, entropy_all, _ = algo._evaluate(unmasked)
+    assert not torch.allclose(logprob_all, batch.logprobs)
+    assert (entropy_all >= entropy - 1e-6).all() and (entropy_all > entropy + 1e-3).any()
+    algo.close()
+
+
+def test_truncation_bootstraps_from_the_final_observation():
+    algo = build({"id": "CartPole-v1", "num_envs": 4, "max_episode_steps": 5}, {"total_steps": 64, "num_steps": 16})
+    algo.collect()
+    st = algo.storage
+    boot = st.bootstrap != 0
+    assert boot.any() and bool((st.dones[boot] == 1).all())
+    # every 5th step ends a pole that has not fallen by truncation; earlier ends are terminations (no bootstrap)
+    assert bool(boot[4::5].sum() > 0) and not bool(boot[0:4].any())
+    algo.close()
+
+
+def test_state_dict_round_trip_gives_an_identical_next_iteration():
+    a = cartpole(normalize_reward=True, normalize_value=True)
+    a.iterate()
+    state = roundtrip(a.state_dict())
+    b = cartpole(normalize_reward=True, normalize_value=True)
+    # torch's and numpy's RNGs are global: each instance restores them right before it iterates
+    a.load_state_dict(state)
+    ma = a.iterate()
+    b.load_state_dict(state)
+    assert b.steps_done == 128
+    mb = b.iterate()
+    ma.pop("charts/steps_per_second"), mb.pop("charts/steps_per_second")
+    assert ma == mb
+    for pa, pb in zip(a.actor.parameters(), b.actor.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    a.close(), b.close()
+
+
+def test_same_seed_same_metrics():
+    def run():
+        algo = cartpole()
+        out = [algo.iterate() for _ in range(2)]
+        algo.close()
+        for m in out:
+            m.pop("charts/steps_per_second")
+        return out
+
+    assert run() == run()
+
+
+def test_target_kl_stops_the_epoch_loop():
+    m = cartpole(target_kl=1e-7, update_epochs=8, minibatch_size=32).iterate()
+    assert m["charts/update_epochs"] < 8
+    assert cartpole(update_epochs=3).iterate()["charts/update_epochs"] == 3
+
+
+def test_kl_penalty_beta_adapts():
+    algo = cartpole(objective="kl_penalty", kl_beta=1.0, kl_target=1e-9, learning_rate=1e-2)
+    assert algo.iterate()["charts/kl_beta"] == 2.0
+    algo = cartpole(objective="kl_penalty", kl_beta=1.0, kl_target=10.0)
+    assert algo.iterate()["charts/kl_beta"] == 0.5
+
+
+def test_linear_schedules_and_param_groups():
+    algo = build(
+        {"id": "CartPole-v1", "num_envs": 4},
+        {"total_steps": 512, "num_steps": 32, "learning_rate": 1e-3, "lr_schedule": "linear", "shared_lr": 5e-4,
+         "critic_eps": 1e-7, "clip_schedule": "linear", "ent_coef": 0.05, "ent_coef_final": 0.001},
+        {"shared_trunk": True},
+    )
+    groups = {g["name"]: g for g in algo.optimizer.param_groups}
+    assert set(groups) == {"actor", "critic", "shared"}
+    assert groups["critic"]["eps"] == 1e-7 and groups["actor"]["eps"] == 1e-5
+    assert algo.critic.trunk is algo.actor.trunk
+    first, second = algo.iterate(), algo.iterate()
+    assert first["charts/lr_actor"] == 1e-3 and first["charts/lr_shared"] == 5e-4
+    assert second["charts/lr_actor"] == pytest.approx(1e-3 * 0.75)
+    assert second["charts/clip_range"] == pytest.approx(0.2 * 0.75)
+    assert first["charts/ent_coef"] == 0.05
+    assert second["charts/ent_coef"] == pytest.approx(0.05 + (0.001 - 0.05) * 0.25)
+    algo.close()
+
+
+def test_observation_normaliser_learns_from_rollouts():
+    algo = cartpole()
+    assert algo.actor.normalizer.enabled
+    assert float(algo.actor.normalizer.mean.abs().sum()) == 0.0
+    algo.iterate()
+    assert float(algo.actor.normalizer.count) == pytest.approx(128, abs=1e-3)
+    torch.testing.assert_close(algo.actor.normalizer.mean, algo.critic.normalizer.mean)
+    expected = algo.storage.obs.reshape(-1, 4).double().mean(0)
+    torch.testing.assert_close(algo.actor.normalizer.mean, expected, rtol=1e-3, atol=1e-5)
+    algo.close()
+
+
+def test_popart_preserves_denormalised_outputs():
+    layer = torch.nn.Linear(3, 1)
+    norm = ValueNormalizer(layer)
+    x = torch.randn(10, 3)
+    with torch.no_grad():
+        before = norm.denormalize(layer(x))
+        norm.update(torch.randn(100) * 50 + 20)
+        after = norm.denormalize(layer(x))
+    assert float(norm.mean) == pytest.approx(20, abs=10)
+    torch.testing.assert_close(before, after, rtol=1e-4, atol=1e-4)
+
+
+def test_multi_agent_env_is_refused():
+    from agentkit.errors import ConfigError
+
+    class FakeMulti:
+        multi_agent = True
+        env_id = "spread"
+
+    cfg = load_config({"env": {"plugin": "gymnasium", "id": "CartPole-v1"},
+                       "algorithm": {"plugin": "ppo", "total_steps": 10}}, HOST.registry)
+    with pytest.raises(ConfigError, match="mappo"):
+        PPO(cfg.algorithm, BuildContext(cfg, HOST.registry, FakeMulti(), None, torch.device("cpu")))
