@@ -272,6 +272,9 @@ def simplify_graph(model: Any) -> Any:
 
     * ``Where(c, x, ConstantOfShape(Shape(x)))`` (how ``torch.full_like`` traces) becomes ``Where(c, x, v)``
       with a scalar ``v``: ``Where`` broadcasts, so the result is identical and two shape ops disappear;
+    * a ``Cast`` to the type its input already has (``.to(torch.int64)`` of an int64) is removed;
+    * ``Min(Max(x, lo), hi)`` with ``lo``/``hi`` constants holding one value each (a Box with the same bounds
+      on every dim) becomes ``Clip(x, lo, hi)``, which computes exactly that;
     * nodes whose outputs nothing uses are removed.
     The parity check runs on the simplified model, so a wrong rewrite could not slip through.
     """
@@ -291,6 +294,8 @@ def simplify_graph(model: Any) -> Any:
             name = f"{fill.output[0]}_scalar"
             graph.initializer.append(numpy_helper.from_array(np.array(value.reshape(-1)[0]), name))
             node.input[slot] = name
+    _drop_noop_casts(model)
+    _max_min_to_clip(model)
     outputs = {o.name for o in graph.output}
     while True:
         used = {i for node in graph.node for i in node.input} | outputs
@@ -303,6 +308,74 @@ def simplify_graph(model: Any) -> Any:
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     return model
+
+
+def _drop_noop_casts(model: Any) -> None:
+    import onnx
+
+    graph = model.graph
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    graph_io = {v.name for v in [*graph.input, *graph.output]}
+    for cast in [n for n in graph.node if n.op_type == "Cast"]:
+        src, dst = cast.input[0], cast.output[0]
+        to = next(a.i for a in cast.attribute if a.name == "to")
+        if types.get(src) != to:
+            continue
+        if dst in graph_io:  # keep the output's name: the producer of ``src`` writes it directly
+            if src in graph_io or not any(src in n.output for n in graph.node):
+                continue
+            old, new = src, dst
+        else:
+            old, new = dst, src
+        graph.node.remove(cast)
+        for node in graph.node:
+            node.input[:] = [new if i == old else i for i in node.input]
+            node.output[:] = [new if o == old else o for o in node.output]
+    del graph.value_info[:]
+
+
+def _max_min_to_clip(model: Any) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*inferred.graph.value_info, *inferred.graph.input]
+             if v.type.tensor_type.HasField("shape")}
+
+    def uniform(name: str, rank: int | None) -> np.ndarray | None:
+        value = consts.get(name)
+        if value is None or value.size == 0 or rank is None or value.ndim > rank or value.dtype != np.float32:
+            return None
+        flat = value.reshape(-1)
+        return flat[0] if np.all(flat == flat[0]) else None
+
+    graph_outputs = {o.name for o in graph.output}
+    for mx in [n for n in graph.node if n.op_type == "Max" and len(n.input) == 2]:
+        users = [n for n in graph.node if mx.output[0] in n.input]
+        if len(users) != 1 or users[0].op_type != "Min" or len(users[0].input) != 2 or mx.output[0] in graph_outputs:
+            continue
+        mn = users[0]
+        x, lo_name = mx.input
+        hi_name = mn.input[1] if mn.input[0] == mx.output[0] else mn.input[0]
+        lo, hi = uniform(lo_name, ranks.get(x)), uniform(hi_name, ranks.get(x))
+        if lo is None or hi is None or not lo <= hi:
+            continue
+        lo_init, hi_init = f"{mx.output[0]}_lo", f"{mn.output[0]}_hi"
+        graph.initializer.extend([numpy_helper.from_array(np.array(lo, np.float32), lo_init),
+                                  numpy_helper.from_array(np.array(hi, np.float32), hi_init)])
+        clip = onnx.helper.make_node("Clip", [x, lo_init, hi_init], list(mn.output), name=f"{mn.name or 'Min'}_clip")
+        index = list(graph.node).index(mn)
+        graph.node.remove(mn)
+        graph.node.insert(index, clip)
+    del graph.value_info[:]
 
 
 def parity_inputs(artifact: PolicyArtifact, graph: PolicyGraph, n: int, seed: int) -> dict[str, np.ndarray]:

@@ -279,3 +279,20 @@ def test_masked_fill_is_simplified_to_a_scalar_where(tmp_path):
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert "ConstantOfShape" not in ops and "Shape" not in ops
     assert ops.count("Where") == 1
+
+
+def test_noop_casts_dropped_and_uniform_bounds_become_one_clip(tmp_path):
+    from gymnasium import spaces
+    from onnx_cases import Case
+
+    ops = lambda p: [n.op_type for n in onnx.load(str(p)).graph.node]  # noqa: E731
+    discrete = ops(_export(make_artifact(CASES[0]), tmp_path / "d.onnx")[0])
+    assert "Cast" not in discrete and discrete[-1] == "ArgMax"  # ArgMax already gives int64
+    box = ops(_export(make_artifact(CASES[3]), tmp_path / "b.onnx")[0])  # Box(-1, 1, (3,)): clipped
+    assert box[-1] == "Clip" and "Max" not in box and "Min" not in box
+    uneven = Case("uneven", "gaussian", spaces.Box(np.array([-1, 0], np.float32), np.array([1, 5], np.float32)))
+    path, _ = _export(make_artifact(uneven), tmp_path / "u.onnx")  # per-dim bounds: Max/Min stay, parity holds
+    assert "Max" in ops(path) and ops(path)[-1] == "Min" and "Clip" not in ops(path)[-3:]
+    out = runtime.load(path).act(np.random.default_rng(0).normal(0, 5, (500, 6)))
+    assert (out[:, 0] >= -1).all() and (out[:, 0] <= 1).all() and (out[:, 1] >= 0).all() and (out[:, 1] <= 5).all()
+    assert (out[:, 1] == 5).any() and (out[:, 0] == -1).any()
