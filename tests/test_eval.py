@@ -78,7 +78,9 @@ def _push_left(obs, mask):
 def test_gif_records_the_first_episode(host, tmp_path, monkeypatch):
     recorded = []
     write_gif = evaluation.write_gif
-    monkeypatch.setattr(evaluation, "write_gif", lambda frames, path: recorded.append(len(frames)) or write_gif(frames, path))
+    monkeypatch.setattr(
+        evaluation, "write_gif", lambda frames, path, fps: recorded.append(len(frames)) or write_gif(frames, path, fps)
+    )
     env = build_env(load_config(CARTPOLE, host.registry), host.registry)
     gif = tmp_path / "play.gif"
     result = play_episodes(env, _push_left, episodes=2, seed=0, gif=gif)
