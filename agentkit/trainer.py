@@ -402,9 +402,9 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
     reason = "completed"
     clean = False
     try:
+        host.hook.agentkit_train_start(run=ctx)
         if state is None:
             session.save(periodic=False)  # a loadable latest.pt from the very start
-        host.hook.agentkit_train_start(run=ctx)
         with _StopOnSignal() as stop:
             while ctx.step < ctx.total_steps:
                 before = ctx.step

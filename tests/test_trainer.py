@@ -119,9 +119,8 @@ def test_a_run_writes_its_run_dir_and_calls_every_hook(tmp_path):
     assert latest["step"] == 1024 and latest["iteration"] == 8
     assert torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)["step"] == 1024
 
-    kinds = [c[0] for c in rec.calls]
-    assert kinds[0] == "checkpoint" and rec.calls[0][1:] == ("latest.pt", 0)  # loadable from the start
-    assert rec.calls[1] == ("start", 0, False)
+    assert rec.calls[0] == ("start", 0, False)
+    assert rec.calls[1] == ("checkpoint", "latest.pt", 0)  # loadable from the start
     assert rec.calls[-1] == ("end", "completed", 1024)
     assert [c[1] for c in rec.calls if c[0] == "iteration"] == list(range(1, 9))
     assert ("checkpoint", "step_256.pt", 256) in rec.calls
