@@ -276,3 +276,31 @@ def test_single_agent_env_is_a_config_error(host):
         host.registry.get("algorithm", "maddpg").factory(
             config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu"))
         )
+
+
+def test_train_export_each_group_and_eval_parity(host, tmp_path):
+    from agentkit.evaluation import evaluate_onnx, evaluate_run
+    from agentkit.exporting import export_run
+    from agentkit.trainer import train
+
+    data = {
+        "seed": 0,
+        "env": {
+            "plugin": "pettingzoo", "module": "mpe2.simple_adversary_v3", "num_envs": 2,
+            "kwargs": {"N": 2, "max_cycles": 10, "continuous_actions": False},
+        },
+        "algorithm": {"plugin": "maddpg", "total_steps": 600, **FAST, "learning_starts": 200, "batch_size": 32},
+        "policy": {"hidden_sizes": [16]},
+        "run": {"progress": "none", "tensorboard": False},
+        "plugins": EXTRA,
+    }
+    config = load_config(data, host.registry)
+    run_dir = tmp_path / "run"
+    result = train(config, host, run_dir)
+    assert result["step"] >= 600 and math.isfinite(result["losses/critic"])
+    paths = export_run(run_dir, out=tmp_path / "export")
+    assert len(paths) == 2 and all(p.is_file() for p in paths)  # one file per group: adversary, agent
+    torch_eval = evaluate_run(run_dir, episodes=4, seed=5)
+    onnx_eval = evaluate_onnx(paths[0], episodes=4, seed=5)
+    assert torch_eval.returns == pytest.approx(onnx_eval.returns, abs=1e-4)
+    assert set(torch_eval.groups) == {"adversary", "agent"}
