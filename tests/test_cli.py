@@ -179,7 +179,7 @@ def test_example_plugin_package_own_tests_pass(example_plugin_package):
     from conftest import cli_env
 
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example_plugin_package / "tests")],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(example_plugin_package / "tests")],
         capture_output=True, text=True, env=cli_env(), cwd=example_plugin_package, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

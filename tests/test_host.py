@@ -60,9 +60,18 @@ def test_entry_point_that_fails_to_import_names_entry_point_distribution_and_cau
         proc, "entry point 'broken = broken_game_plugin'", "broken-game 1.2.3", "No module named 'no_such_module_xyz'"
     )
     # The way out the message offers works: block that entry point, or turn entry points off.
-    # The way out the message offers works: block that entry point (AGENTKIT_DISABLE_PLUGIN_AUTOLOAD is
-    # checked in the next test).
-    assert ("env", "gymnasium") in plugins_json(run_cli("plugins", "--json", "-p", "no:broken", env=plugin_site.env))
+
+
+def test_blocking_a_broken_entry_point(plugin_site, monkeypatch):
+    """The way out the import-failure message offers (AGENTKIT_DISABLE_PLUGIN_AUTOLOAD is checked through
+    the CLI in the next test)."""
+    plugin_site.activate(monkeypatch)
+    plugin_site.module("broken_game_plugin2", "raise ImportError('this plugin is broken')\n")
+    plugin_site.dist("broken-game2", "1.0", {"broken2": "broken_game_plugin2"})
+    with pytest.raises(PluginError, match="entry point 'broken2 = broken_game_plugin2'.*broken-game2 1.0.*broken"):
+        PluginHost()
+    host = PluginHost(modules=["no:broken2"])
+    assert "broken2" not in host.plugins and "gymnasium" in host.registry.names("env")
 
 
 def test_entry_point_plugin_is_listed_with_its_distribution_and_autoload_switch(run_cli, plugin_site):
@@ -92,7 +101,10 @@ def test_two_plugins_registering_one_name_are_both_named(run_cli, plugin_site):
     err = assert_user_error(run_cli("plugins", env=plugin_site.env), "two plugins register the env 'arena'")
     assert "arena-a 1.0" in err and "arena-b 2.0" in err
 
-    # Clashing with a built-in names the built-in too.
+
+
+def test_clash_with_a_builtin_names_the_builtin(plugin_site, monkeypatch):
+    plugin_site.activate(monkeypatch)
     plugin_site.module("fake_ppo", """
         import agentkit
         from agentkit.config import AlgorithmConfig
@@ -104,8 +116,8 @@ def test_two_plugins_registering_one_name_are_both_named(run_cli, plugin_site):
         def agentkit_register_algorithms(register):
             register("ppo", lambda config, context: None, Cfg, "Another PPO.")
     """)
-    proc = run_cli("plugins", "-p", "fake_ppo", env={**plugin_site.env, "AGENTKIT_DISABLE_PLUGIN_AUTOLOAD": "1"})
-    assert_user_error(proc, "two plugins register the algorithm 'ppo': built-in and module fake_ppo")
+    with pytest.raises(PluginError, match="two plugins register the algorithm 'ppo': built-in and module fake_ppo"):
+        PluginHost(modules=["fake_ppo"], autoload=False)
 
 
 def test_misspelled_hook_is_rejected_naming_plugin_and_hook(run_cli, plugin_site):
