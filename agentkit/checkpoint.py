@@ -155,7 +155,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {str(path)!r} cannot be loaded safely: it is truncated, corrupt or holds more than "
             f"tensors and plain data ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Use another checkpoint (checkpoints/step_<n>.pt) or start a new run."
+            "Copy an intact checkpoints/step_<n>.pt over it, or start a new run."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an agentkit checkpoint (no 'format: {FORMAT}' entry).")
@@ -171,7 +171,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if actual != payload.get("sha256"):
         raise CheckpointError(
             f"checkpoint {str(path)!r} failed its integrity check (sha256 mismatch): it was modified or "
-            "damaged after it was written. Use another checkpoint (checkpoints/step_<n>.pt) or start a new run."
+            "damaged after it was written. Copy an intact checkpoints/step_<n>.pt over it, or start a new run."
         )
     return payload
 
