@@ -111,6 +111,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else None
     metrics = train(config, host, run_dir=run_dir, resume=args.resume)
     _print_metrics(metrics)
+    done_dir = getattr(metrics, "run_dir", None) or run_dir
+    if done_dir is not None:
+        reason = getattr(metrics, "reason", "completed")
+        print(f"run {reason}: {done_dir}  (next: agentkit eval {done_dir} · agentkit export {done_dir})")
     return EXIT_OK
 
 

@@ -35,5 +35,6 @@ def test_install_has_no_generic_top_level_package(tmp_path):
                 f"{folder}/{rel} is a package in the repo but is not installed: add "
                 f"'{'.'.join((installed, *rel.parts))}' to [tool.setuptools] packages in pyproject.toml"
             )
+    assert (target / "agentkit_exports" / "CONTRACT.md").is_file()  # package data ships too
     entry_points = next(target.glob("agentkit-*.dist-info")) / "entry_points.txt"
     assert "agentkit = agentkit.cli:main" in entry_points.read_text()
