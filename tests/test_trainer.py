@@ -207,7 +207,7 @@ def test_load_run_restores_the_latest_weights(tmp_path, host):
         load_run(tmp_path)
 
 
-def test_a_damaged_latest_checkpoint_is_refused_on_resume_and_eval(tmp_path, host):
+def test_a_damaged_latest_checkpoint_is_refused_on_resume_and_eval(tmp_path, host, capsys):
     run_dir = tmp_path / "run"
     train(_config(host, algorithm__total_steps=256), host, run_dir=run_dir)
     latest = run_dir / "checkpoints" / "latest.pt"
@@ -216,7 +216,10 @@ def test_a_damaged_latest_checkpoint_is_refused_on_resume_and_eval(tmp_path, hos
     torch.save(payload, latest)
     with pytest.raises(CheckpointError, match="integrity"):
         train(_config(host, algorithm__total_steps=512), host, run_dir=run_dir, resume=True)
+    capsys.readouterr()
     assert cli.main(["eval", str(run_dir), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "latest.pt" in err and "integrity check" in err and "Traceback" not in err
     latest.write_bytes(latest.read_bytes()[:1000])
     with pytest.raises(CheckpointError):
         load_run(run_dir)
