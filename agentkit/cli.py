@@ -1,6 +1,6 @@
 """The ``agentkit`` command line.
 
-    agentkit plugins [--json]
+    agentkit plugins [--json]          (kinds: algorithm, action_head, env, exporter; `hooks` for lifecycle hooks)
     agentkit config show FILE [--set KEY=VALUE ...]
     agentkit config schema [--out FILE]
     agentkit train FILE [--set KEY=VALUE ...] [--run-dir DIR] [--resume]
@@ -61,6 +61,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     rows = [
         {"kind": reg.kind, "name": reg.name, "description": reg.description, "provider": reg.provider}
         for reg in sorted(host.registry.all(), key=lambda r: (kind_order.index(r.kind), r.name))
+    ]
+    # Plugins that only observe or steer runs register no component; list them so their loading shows.
+    rows += [
+        {
+            "kind": "hooks",
+            "name": name,
+            "description": "lifecycle hooks: " + ", ".join(h.removeprefix("agentkit_") for h in hooks),
+            "provider": host.provider_of(name),
+        }
+        for name, hooks in host.lifecycle_hooks().items()
     ]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -135,6 +135,18 @@ class PluginHost:
     def provider_of(self, plugin_name: str) -> str:
         return self._providers.get(plugin_name, plugin_name)
 
+    def lifecycle_hooks(self) -> dict[str, list[str]]:
+        """Loaded plugins that implement lifecycle (non-registration) hooks: plugin name -> hook names."""
+        registration = set(_REGISTRATION_HOOKS.values())
+        found: dict[str, list[str]] = {}
+        for hook_name in HOOK_NAMES:
+            if hook_name in registration:
+                continue
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                found.setdefault(impl.plugin_name, []).append(hook_name)
+        order = list(self._providers)
+        return {name: found[name] for name in sorted(found, key=lambda n: order.index(n) if n in order else len(order))}
+
     # -- loading ----------------------------------------------------------------------------------------
 
     def load_module(self, module_path: str, provider: str) -> None:

@@ -141,6 +141,9 @@ def test_example_plugin_package_is_installed_listed_and_trains(run_cli, example_
     rows = json.loads(run_cli("plugins", "--json").stdout)
     corridor = next(row for row in rows if (row["kind"], row["name"]) == ("env", "corridor"))
     assert corridor["provider"] == "agentkit-example-corridor 0.1.0"
+    hooks = next(row for row in rows if row["kind"] == "hooks" and row["name"] == "corridor")
+    assert hooks == {"kind": "hooks", "name": "corridor", "description": "lifecycle hooks: iteration_end",
+                     "provider": "agentkit-example-corridor 0.1.0"}
 
     run_dir = tmp_path / "corridor-run"
     args = ["train", example_plugin_package / "corridor.yaml", "--run-dir", run_dir,

@@ -82,7 +82,8 @@ def test_entry_point_plugin_is_listed_with_its_distribution_and_autoload_switch(
         "kind": "env", "name": "arena", "description": "A test arena from arena-dist.", "provider": "arena-dist 0.4"
     }
     assert rows[("env", "gymnasium")]["provider"] == "built-in"
-    assert {kind for kind, _ in rows} == {"algorithm", "action_head", "env", "exporter"}
+    assert {"algorithm", "action_head", "env", "exporter"} <= {kind for kind, _ in rows} <= {
+        "algorithm", "action_head", "env", "exporter", "hooks"}
 
     # With autoload off the entry point is not loaded (else the provider would still be the distribution),
     # and -p loads the same module by its path.
@@ -263,6 +264,7 @@ def test_lifecycle_hooks_are_called_with_a_subset_of_arguments(plugin_site, monk
             return metrics.get("charts/episode_return", 0) > 10
     """)
     host = PluginHost(modules=["stop_plugin_mod"], autoload=False)
+    assert host.lifecycle_hooks()["stop_plugin_mod"] == ["agentkit_iteration_end"]
     metrics = {"charts/episode_return": 12.0}
     results = host.hook.agentkit_iteration_end(run=None, iteration=1, step=100, metrics=metrics)
     assert True in results and metrics["custom/seen"] == 1.0
