@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -296,3 +297,36 @@ def test_noop_casts_dropped_and_uniform_bounds_become_one_clip(tmp_path):
     out = runtime.load(path).act(np.random.default_rng(0).normal(0, 5, (500, 6)))
     assert (out[:, 0] >= -1).all() and (out[:, 0] <= 1).all() and (out[:, 1] >= 0).all() and (out[:, 1] <= 5).all()
     assert (out[:, 1] == 0).any() and (np.abs(out[:, 0]) == 1).any()  # the bounds bind
+
+
+@pytest.mark.parametrize("example", ["speaker-listener-mappo", "spread-mappo"])
+def test_multi_agent_run_exports_one_file_per_group_and_plays_like_the_run(example, tmp_path):
+    """One file per policy group (agent-id input for shared groups); eval of one file finds its siblings."""
+    pytest.importorskip("mpe2")
+    from agentkit.config import read_yaml
+    from agentkit.evaluation import evaluate_onnx, evaluate_run
+    from agentkit.exporting import export_run
+    from agentkit.host import load_run_config
+    from agentkit.trainer import train
+
+    data = read_yaml(Path(__file__).resolve().parents[1] / "examples" / f"{example}.yaml")
+    data["algorithm"].update(total_steps=256, num_steps=16)
+    data["env"]["num_envs"] = 2
+    data["run"] = {"tensorboard": False, "progress": "none"}
+    config, run_host = load_run_config(data)
+    run_dir = tmp_path / "run"
+    train(config, run_host, run_dir=run_dir)
+    paths = export_run(run_dir, out=tmp_path / "team.onnx")
+    policies = [runtime.load(p) for p in paths]
+    groups = [p.metadata["policy"] for p in policies]
+    if len(paths) > 1:
+        assert paths == [tmp_path / f"team-{g}.onnx" for g in groups]
+    for p in policies:
+        assert p.metadata["algorithm"] == "mappo" and p.metadata["env"]["plugin"] == "pettingzoo"
+        if len(p.agents) > 1:
+            assert p.agent_id_dim == len(p.agents) and "agent_id" in p.input_names
+    want = evaluate_run(run_dir, episodes=2, seed=4)
+    got = evaluate_onnx(paths[-1], episodes=2, seed=4)
+    assert got.lengths == want.lengths
+    np.testing.assert_allclose(got.returns, want.returns, rtol=0, atol=1e-4)
+    assert set(got.groups) == set(want.groups)
