@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"agentkit": "agentkit", "plugins": "agentkit_plugins", "envs": "agentkit_envs", "exports": "agentkit_exports"}
 
 
+#: What a fresh clone does not have: build outputs (a stale build/lib would leak into the wheel), caches.
+IGNORED = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "runs", "node_modules", "*.egg-info", "__pycache__", ".pytest_cache",
+    ".ruff_cache", ".hypothesis",
+)
+
+
 def test_install_has_no_generic_top_level_package(tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=IGNORED)  # builds in a copy: the checkout gets no build/ folder
     target = tmp_path / "site"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-compile",
-         "--target", str(target), str(REPO)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
