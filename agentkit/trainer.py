@@ -35,8 +35,10 @@ and torch uses ``run.torch_threads`` threads.
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import shutil
 import signal
 import threading
 import time
@@ -64,6 +66,7 @@ METRICS_FILE = "metrics.csv"
 CURVE_FILE = "curve.png"
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
+LOCK_FILE = ".lock"
 LATEST_EVERY_S = 60.0
 #: Config keys that may differ between a run dir and a ``--resume`` of it.
 RESUMABLE_CHANGES = frozenset({"algorithm.total_steps", "run.dir", "run.progress"})
@@ -236,6 +239,33 @@ def _write_config(run_dir: Path, config: RunConfig) -> None:
 # -- the loop ------------------------------------------------------------------------------------------------
 
 
+class _RunDirLock:
+    """An exclusive lock on a run dir for the length of a training session (POSIX ``flock``; the kernel
+    releases it if the process dies, so a kill -9 never leaves a stale lock)."""
+
+    def __init__(self, run_dir: Path):
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunDirError(
+                f"run dir {str(run_dir)!r} is in use by another agentkit training process. Wait for it to end, "
+                "or train into another --run-dir."
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+
 class _StopOnSignal:
     """First SIGINT/SIGTERM: ask for a clean stop. Second SIGINT: KeyboardInterrupt now."""
 
@@ -364,12 +394,28 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
     if run_dir is None:
         run_dir = Path(config.run.dir) if config.run.dir else default_run_dir(config, env)
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir, config, resume)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _RunDirLock(run_dir)
+    try:
+        _check_run_dir(run_dir, config, resume)
+    except BaseException:
+        lock.release()
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    try:
+        return _train_locked(config, host, env, run_dir, resume)
+    finally:
+        lock.release()
+
+
+def _train_locked(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: Path, resume: bool) -> TrainResult:
     state = None
     latest = run_dir / CHECKPOINT_DIR / LATEST
     if resume and latest.exists():
         state = ckpt.load_checkpoint(latest)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.remove_stale_temp_files(run_dir)
     ckpt.remove_stale_temp_files(run_dir / CHECKPOINT_DIR)
 
     algorithm = build_algorithm(config, host.registry, env, run_dir)

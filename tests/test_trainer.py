@@ -156,6 +156,24 @@ def test_an_existing_run_dir_needs_resume(tmp_path, host):
     assert cli.main(["train", str(cfg), "--run-dir", str(run_dir)]) == 2
 
 
+def test_a_run_dir_in_use_is_refused(tmp_path, host):
+    from agentkit.trainer import _RunDirLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    other = _RunDirLock(run_dir)  # what a training process holds for its whole run
+    try:
+        with pytest.raises(RunDirError, match="in use by another agentkit training process"):
+            train(_config(host, algorithm__total_steps=256), host, run_dir=run_dir)
+    finally:
+        other.release()
+    assert train(_config(host, algorithm__total_steps=256), host, run_dir=run_dir).reason == "completed"
+    # a failed --resume of a dir that did not exist leaves nothing behind
+    with pytest.raises(RunDirError):
+        train(_config(host), host, run_dir=tmp_path / "nothing", resume=True)
+    assert not (tmp_path / "nothing").exists()
+
+
 def test_resume_continues_to_the_new_total_and_appends(tmp_path):
     rec = Recorder()
     h = _with(rec)
