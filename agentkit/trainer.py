@@ -12,6 +12,7 @@ The run dir (default ``runs/<env-id>-<algorithm>-seed<seed>``, or ``run.dir``, o
     checkpoints/latest.pt      the newest checkpoint, rewritten atomically
     checkpoints/step_<n>.pt    every run.checkpoint_every_steps env steps; the newest run.keep_checkpoints kept
     curve.png                  episode return against env steps, written at the end (and on Ctrl-C)
+    .lock                      held (flock) by the training process: one training per run dir at a time
 
 Checkpoints: ``latest.pt`` is written at step 0, with every periodic checkpoint, at least every
 ``LATEST_EVERY_S`` seconds, and when the run ends; see ``agentkit.checkpoint`` for the format.
