@@ -193,7 +193,7 @@ Evaluate = Callable[[Batch], tuple[Tensor, Tensor, Tensor]]
 def ppo_update(
     batch: Batch,
     evaluate: Evaluate,
-    optimizer: torch.optim.Optimizer,
+    optimizer: FusedAdam | torch.optim.Optimizer,
     params: list[nn.Parameter],
     hp: UpdateSettings,
     generator: torch.Generator | None = None,
@@ -269,12 +269,76 @@ def explained_variance(values: Tensor, returns: Tensor) -> float:
     return float("nan") if float(var) == 0.0 else float(1 - (returns - values).var() / var)
 
 
-def adam(param_groups: list[dict[str, Any]]) -> torch.optim.Adam:
-    """Adam with the fastest implementation available for these parameters (fused on CPU since torch 2.4)."""
-    try:
-        return torch.optim.Adam(param_groups, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(param_groups, foreach=True)
+class FusedAdam:
+    """Adam over parameter groups (each with its own ``lr`` and ``eps``), stepping with torch's fused kernel.
+
+    The same maths and state layout as ``torch.optim.Adam(fused=True)``, without ``torch.optim.Optimizer``,
+    whose constructor imports ``torch._dynamo``: seconds of start-up, as much as torch itself, which a
+    short game-agent training run would otherwise spend before its first step. It offers what the
+    algorithms use: ``param_groups``, ``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``.
+    """
+
+    def __init__(self, param_groups: list[dict[str, Any]], betas: tuple[float, float] = (0.9, 0.999)):
+        self.param_groups = [dict(g, params=list(g["params"])) for g in param_groups]
+        self.betas = betas
+        self.state: dict[nn.Parameter, dict[str, Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        for g in self.param_groups:
+            params = [p for p in g["params"] if p.grad is not None]
+            if not params:
+                continue
+            states = []
+            for p in params:
+                if p not in self.state:
+                    self.state[p] = {"step": torch.zeros((), dtype=torch.float32),
+                                     "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+                states.append(self.state[p])
+            steps = [s["step"] for s in states]
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(
+                params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                [], steps, lr=float(g["lr"]), beta1=beta1, beta2=beta2, weight_decay=0.0, eps=float(g["eps"]),
+                amsgrad=False, maximize=False,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim`` layout: per-parameter state keyed by index, groups with parameter indices."""
+        index, groups, state = 0, [], {}
+        for g in self.param_groups:
+            ids = list(range(index, index + len(g["params"])))
+            for i, p in zip(ids, g["params"], strict=True):
+                if p in self.state:
+                    state[i] = {k: v.clone() for k, v in self.state[p].items()}
+            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ids})
+            index += len(ids)
+        return {"state": state, "param_groups": groups, "betas": list(self.betas)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("optimizer state does not match the parameter groups (a different network?)")
+        self.state = {}
+        for g, s in zip(self.param_groups, saved, strict=True):
+            g.update({k: v for k, v in s.items() if k != "params"})
+            for i, p in zip(s["params"], g["params"], strict=True):
+                if i in state_dict["state"]:
+                    self.state[p] = {k: v.detach().clone().to(p.device) for k, v in state_dict["state"][i].items()}
+
+
+def adam(param_groups: list[dict[str, Any]]) -> FusedAdam | torch.optim.Adam:
+    """Adam for these parameter groups: ``FusedAdam`` where torch has the fused kernel for their device."""
+    params = [p for g in param_groups for p in g["params"]]
+    if hasattr(torch, "_fused_adam_") and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
+        return FusedAdam(param_groups)
+    return torch.optim.Adam(param_groups, foreach=True)
 
 
 def rng_state() -> dict[str, Any]:
@@ -515,8 +579,8 @@ class PPO:
         resumed run is reproducible (an env's internal state is not part of a checkpoint)."""
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
-        # Optimizer.load_state_dict keeps the given tensors (no copy): copy them so that the caller's dict
-        # is never updated in place by later steps.
+        # torch.optim's load_state_dict keeps the given tensors: copy them so that later steps never update
+        # the caller's dict in place.
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         if self.value_norm is not None and state.get("value_norm") is not None:
             self.value_norm.load_state_dict(state["value_norm"])

@@ -204,3 +204,33 @@ def test_multi_agent_env_is_refused():
                        "algorithm": {"plugin": "ppo", "total_steps": 10}}, HOST.registry)
     with pytest.raises(ConfigError, match="mappo"):
         PPO(cfg.algorithm, BuildContext(cfg, HOST.registry, FakeMulti(), None, torch.device("cpu")))
+
+
+def test_fused_adam_matches_torch_adam_and_round_trips():
+    from agentkit_plugins.ppo import FusedAdam
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)) for _ in range(3)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    nets[2].load_state_dict(nets[0].state_dict())
+    groups = lambda net: [{"params": list(net[0].parameters()), "lr": 1e-2, "eps": 1e-5},  # noqa: E731
+                          {"params": list(net[2].parameters()), "lr": 3e-3, "eps": 1e-7}]
+    ours, ref = FusedAdam(groups(nets[0])), torch.optim.Adam(groups(nets[1]))
+    x = torch.randn(16, 3)
+    for step in range(5):
+        for net, opt in ((nets[0], ours), (nets[1], ref)):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    state = roundtrip(ours.state_dict())
+    again = FusedAdam(groups(nets[2]))
+    nets[2].load_state_dict(nets[0].state_dict())
+    again.load_state_dict(state)
+    for net, opt in ((nets[0], ours), (nets[2], again)):
+        opt.zero_grad()
+        net(x).square().sum().backward()
+        opt.step()
+    for p, q in zip(nets[0].parameters(), nets[2].parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
