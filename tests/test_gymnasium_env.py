@@ -5,11 +5,11 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from agentkit_envs.gymnasium_env import GymnasiumEnvConfig, make_source
 from gymnasium import spaces
 
 from agentkit.errors import ConfigError, UserError
 from agentkit.host import PluginHost
-from agentkit_envs.gymnasium_env import GymnasiumEnvConfig, make_source
 
 
 def source(env_id: str, **kw):

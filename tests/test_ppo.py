@@ -7,12 +7,12 @@ import io
 import numpy as np
 import pytest
 import torch
+from agentkit_plugins.ppo import PPO, ValueNormalizer
 
 from agentkit.algorithm import BuildContext
 from agentkit.config import load_config
 from agentkit.host import PluginHost
 from agentkit.testing import check_algorithm
-from agentkit_plugins.ppo import PPO, ValueNormalizer
 
 HOST = PluginHost(autoload=False)
 
@@ -217,7 +217,7 @@ def test_fused_adam_matches_torch_adam_and_round_trips():
                           {"params": list(net[2].parameters()), "lr": 3e-3, "eps": 1e-7}]
     ours, ref = FusedAdam(groups(nets[0])), torch.optim.Adam(groups(nets[1]))
     x = torch.randn(16, 3)
-    for step in range(5):
+    for _ in range(5):
         for net, opt in ((nets[0], ours), (nets[1], ref)):
             opt.zero_grad()
             net(x).square().sum().backward()
