@@ -106,10 +106,43 @@ def measure(pol_sess, bare_sess, policy, out_names, batch: int, rng: np.random.G
     return {k: min(v) for k, v in best.items()}
 
 
+def probe_kernels() -> None:
+    """Single-op graphs at batch 1: what one onnxruntime call and each extra kernel of a policy cost."""
+    from onnx import TensorProto
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    def model(nodes, inputs, out_type, inits=()):
+        graph = h.make_graph(nodes, "probe", inputs, [h.make_tensor_value_info("y", out_type, None)], list(inits))
+        return h.make_model(graph, opset_imports=[h.make_opsetid("", DEFAULT_OPSET)], ir_version=8).SerializeToString()
+
+    x = h.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])
+    m = h.make_tensor_value_info("m", TensorProto.FLOAT, ["b", 4])
+    consts = [nh.from_array(np.array(0.5, np.float32), "half"), nh.from_array(np.array(-1e8, np.float32), "low")]
+    one, two = {"x": np.ones((1, 4), np.float32)}, {"x": np.ones((1, 4), np.float32), "m": np.ones((1, 4), np.float32)}
+    probes = [
+        ("Identity (the cost of a run)", model([h.make_node("Identity", ["x"], ["y"])], [x], TensorProto.FLOAT), one),
+        ("Identity, 2 inputs", model([h.make_node("Identity", ["x"], ["y"])], [x, m], TensorProto.FLOAT), two),
+        ("ArgMax", model([h.make_node("ArgMax", ["x"], ["y"], axis=-1, keepdims=0)], [x], TensorProto.INT64), one),
+        ("Sub", model([h.make_node("Sub", ["x", "half"], ["y"])], [x], TensorProto.FLOAT, consts[:1]), one),
+        ("Greater + Where (a mask), 2 inputs", model(
+            [h.make_node("Greater", ["m", "half"], ["c"]), h.make_node("Where", ["c", "x", "low"], ["y"])], [x, m],
+            TensorProto.FLOAT, consts), two),
+    ]
+    print("| probe graph (batch 1) | µs |\n|---|---|")
+    for label, data, feeds in probes:
+        sess = session(data)
+        print(f"| {label} | {time_call(lambda sess=sess, feeds=feeds: sess.run(None, feeds), CALLS * 3):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    parser.add_argument("--probe", action="store_true", help="time single-op graphs instead (kernel costs)")
     args = parser.parse_args()
+    if args.probe:
+        probe_kernels()
+        return
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     heads = [
