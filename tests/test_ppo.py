@@ -234,3 +234,20 @@ def test_fused_adam_matches_torch_adam_and_round_trips():
         opt.step()
     for p, q in zip(nets[0].parameters(), nets[2].parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_clip_grad_norm_matches_torch():
+    from agentkit_plugins.ppo import clip_grad_norm
+
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(8, 5) * 10
+    for net in (a, b):
+        net(x).square().sum().backward()
+    ours = clip_grad_norm(list(a.parameters()), 0.5)
+    ref = torch.nn.utils.clip_grad_norm_(list(b.parameters()), 0.5)
+    torch.testing.assert_close(ours, ref)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
+    assert float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in a.parameters()]))) <= 0.5 + 1e-5
