@@ -12,6 +12,7 @@ benchmarks/RESULTS.md with the exact command.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -74,6 +75,9 @@ def main() -> None:
     parser.add_argument("--variant", choices=sorted(CONFIGS), default="discrete")
     parser.add_argument("--steps", type=int, default=1_500_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-minutes", type=float, default=None, help="stop training after this wall-clock budget, then evaluate"
+    )
     parser.add_argument("--eval-episodes", type=int, default=100)
     parser.add_argument("--eval-every", type=int, default=250_000, help="quick deterministic eval interval")
     parser.add_argument("--set", action="append", default=[], help="extra dotted.key=value overrides")
@@ -93,7 +97,8 @@ def main() -> None:
     window: list[float] = []
     next_print = 0
     next_eval = args.eval_every
-    while algo.steps_done < config.algorithm.total_steps:
+    budget_s = args.max_minutes * 60 if args.max_minutes else math.inf
+    while algo.steps_done < config.algorithm.total_steps and time.perf_counter() - start < budget_s:
         metrics = algo.iterate()
         if "charts/episode_return" in metrics:
             window.append(metrics["charts/episode_return"])
@@ -118,7 +123,8 @@ def main() -> None:
     algo.close()
 
     line = (
-        f"maddpg {args.variant} seed {args.seed}: {algo.steps_done} steps in {wall:.0f}s "
+        f"maddpg {args.variant} seed {args.seed}: {algo.steps_done} of {config.algorithm.total_steps} steps "
+        f"{'(stopped by --max-minutes) ' if algo.steps_done < config.algorithm.total_steps else ''}in {wall:.0f}s "
         f"({algo.steps_done / wall:.0f} steps/s); deterministic eval ({args.eval_episodes} episodes) mean per-agent "
         f"return {np.mean(trained):.2f} ± {np.std(trained):.2f}; random {np.mean(rand):.2f} ± {np.std(rand):.2f}"
     )

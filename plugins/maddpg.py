@@ -479,6 +479,7 @@ class MADDPG:
         self.steps_done = 0
         self.updates_done = 0
         self._since_update = 0
+        self._min_rows = max(config.batch_size, min(config.learning_starts, config.buffer_size))
         self._obs = self.vec.reset(seed=self.seed)
         self._recent_returns: list[float] = []
 
@@ -585,7 +586,8 @@ class MADDPG:
                 stats.setdefault(f"group/{g}", []).extend(rets)
             while self._since_update >= self.cfg.train_every:
                 self._since_update -= self.cfg.train_every
-                if self.steps_done >= self.cfg.learning_starts and len(self.buffer) >= self.cfg.batch_size:
+                # Counted in stored rows, so a run resumed without its buffer refills it before updating.
+                if len(self.buffer) >= self._min_rows:
                     for _ in range(self.cfg.gradient_steps):
                         self._losses.append(self.update())
         return stats

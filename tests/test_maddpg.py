@@ -181,10 +181,10 @@ ARENA = {
     "kwargs": {"team_size": 2, "opponent": "scripted"},
     "num_envs": 4,
 }
-FAST = {"learning_starts": 400, "batch_size": 64, "train_every": 40, "iteration_steps": 500, "buffer_size": 5000}
+FAST = {"learning_starts": 300, "batch_size": 64, "train_every": 40, "iteration_steps": 400, "buffer_size": 5000}
 
 
-def build(host, env_section, steps=2000, **algo):
+def build(host, env_section, steps=1200, **algo):
     data = {
         "seed": 3,
         "env": env_section,
@@ -219,9 +219,9 @@ def test_smoke_training_updates_and_reports(host, env_section):
     _, algo = build(host, env_section, critic_input="state" if env_section is ARENA else "obs")
     try:
         params_before = [p.detach().clone() for grp in algo.groups.values() for p in grp.actor.parameters()]
-        metrics = run_all(algo, 2000)
+        metrics = run_all(algo, 1200)
         last = metrics[-1]
-        assert algo.steps_done >= 2000 and algo.updates_done > 0
+        assert algo.steps_done >= 1200 and algo.updates_done > 0
         assert any("charts/episode_return" in m for m in metrics)
         for key in ("losses/critic", "losses/actor"):
             assert math.isfinite(last[key])
@@ -243,10 +243,10 @@ def test_smoke_training_updates_and_reports(host, env_section):
 
 def test_resume_from_state_dict_continues_identically(host):
     env_section = {**SPREAD, "kwargs": {"N": 2, "max_cycles": 10, "continuous_actions": False}}
-    _, first = build(host, env_section, steps=1500, checkpoint_buffer=True)
-    _, second = build(host, env_section, steps=1500, checkpoint_buffer=True)
+    _, first = build(host, env_section, checkpoint_buffer=True)
+    _, second = build(host, env_section, checkpoint_buffer=True)
     try:
-        run_all(first, 1000)
+        run_all(first, 600)
         saved = io.BytesIO()
         torch.save(first.state_dict(), saved)  # as the trainer's checkpoints do
         saved.seek(0)
