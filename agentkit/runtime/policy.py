@@ -77,6 +77,7 @@ class Policy:
             (tuple(layout[n]["shape"]), np.dtype(layout[n]["dtype"])) if n in layout else None
             for n in self.action_outputs
         ]
+        self._constants: dict[tuple[str, int], np.ndarray] = {}
         self._deterministic_names = (
             [meta["stochastic"]["deterministic_outputs"][n] for n in self.action_outputs]
             if self.noise_dim else list(self.action_outputs)
@@ -99,8 +100,7 @@ class Policy:
     def _observations(self, obs: Any) -> tuple[np.ndarray, bool]:
         """``obs`` as float32 ``[B, *obs_shape]`` and whether it was a single observation."""
         arr = np.asarray(obs)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) \
-                or np.issubdtype(arr.dtype, np.complexfloating):
+        if arr.dtype.kind not in "fiub":  # float, signed, unsigned, bool
             raise InvalidInputError(
                 f"observation: expected real numbers (float32) of shape {self.observation_shape} or "
                 f"(batch, {', '.join(map(str, self.observation_shape))}), got dtype {arr.dtype}."
@@ -117,7 +117,7 @@ class Policy:
 
     def _mask(self, mask: Any, batch: int) -> np.ndarray:
         if mask is None:
-            return np.ones((batch, self.mask_dim), np.float32)
+            return self._constant("ones", batch, self.mask_dim, 1.0)
         arr = np.asarray(mask)
         if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
             raise InvalidInputError(f"action mask: expected bool or 0/1 numbers, got dtype {arr.dtype}.")
@@ -140,6 +140,18 @@ class Policy:
                 f"{self.mask_segments}). Every step needs at least one allowed action.", rows=rows,
             )
         return allowed.astype(np.float32)
+
+    def _constant(self, kind: str, batch: int, width: int, value: float) -> np.ndarray:
+        """A read-only ``[batch, width]`` float32 array of ``value``, cached (acting is per frame)."""
+        key = (kind, batch)
+        arr = self._constants.get(key)
+        if arr is None:
+            if len(self._constants) > 64:
+                self._constants.clear()
+            arr = np.full((batch, width), value, np.float32)
+            arr.flags.writeable = False
+            self._constants[key] = arr
+        return arr
 
     def _agent_ids(self, agent: Any, batch: int) -> np.ndarray:
         if agent is None:
@@ -210,7 +222,7 @@ class Policy:
             )
         if self.noise_dim:
             feeds["noise"] = (
-                self._noise(noise, rng, batch) if not deterministic else np.full((batch, self.noise_dim), 0.5, np.float32)
+                self._noise(noise, rng, batch) if not deterministic else self._constant("half", batch, self.noise_dim, 0.5)
             )
         names = self.action_outputs if not deterministic else self._deterministic_names
         values = self.session.run(names, feeds)
