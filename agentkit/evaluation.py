@@ -334,7 +334,8 @@ def evaluate_onnx(
 ) -> EvalResult:
     """Play an exported policy file in the env recorded in its metadata (``env`` overrides the env id) with
     the shared episode loop: the same seed gives exactly the episodes ``evaluate_run`` gives for the run dir
-    it was exported from (deterministic play). Multi-agent exports are played with the other groups' files
+    it was exported from (deterministic play; continuous actions agree to float rounding, ~1e-7, as
+    onnxruntime's kernels round differently from torch's). Multi-agent exports are played with the other groups' files
     found beside ``path``. Stochastic play needs a ``--stochastic`` export and samples with numpy noise
     seeded by ``seed``.
     """
