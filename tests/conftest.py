@@ -45,11 +45,18 @@ def run_cli(tmp_path):
     return run
 
 
+def offline_build_flags() -> list[str]:
+    """Build with the venv's own setuptools when it has one (offline, fast); else pip's isolated build."""
+    import importlib.util
+
+    return ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+
+
 @pytest.fixture(scope="session")
 def example_plugin_package() -> Path:
     """Install examples/plugin-package into the venv (editable, idempotent) and return its folder."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(EXAMPLE_PACKAGE)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *offline_build_flags(), "-e", str(EXAMPLE_PACKAGE)],
         check=True,
         capture_output=True,
         timeout=300,

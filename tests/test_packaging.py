@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import offline_build_flags
+
 REPO = Path(__file__).resolve().parents[1]
 #: repo folder -> installed import name (pyproject's [tool.setuptools.package-dir])
 FOLDERS = {"agentkit": "agentkit", "plugins": "agentkit_plugins", "envs": "agentkit_envs", "exports": "agentkit_exports"}
@@ -24,7 +26,7 @@ def test_install_has_no_generic_top_level_package(tmp_path):
     shutil.copytree(REPO, source, ignore=IGNORED)  # builds in a copy: the checkout gets no build/ folder
     target = tmp_path / "site"
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-compile",
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *offline_build_flags(), "--no-compile",
          "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=600,
     )
