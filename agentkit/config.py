@@ -323,8 +323,6 @@ def json_schema(registry: Registry) -> dict[str, Any]:
     """The JSON Schema of a run config, with each pluggable section a union over registered plugins."""
     from typing import Annotated, Union
 
-    from pydantic import create_model
-
     def union(kind: str):
         members = []
         for reg in registry.all():
