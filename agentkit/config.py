@@ -341,8 +341,10 @@ def json_schema(registry: Registry) -> dict[str, Any]:
         return Annotated[Union[tuple(members)], Field(discriminator="plugin")]  # noqa: UP007
 
     head_union = union("action_head")
+    # `head: NAME` is shorthand for `head: {plugin: NAME}`, so the names are valid strings too.
+    head_names = Literal[("auto", *registry.names("action_head"))]  # type: ignore[valid-type]
     policy_model = create_model(
-        "PolicyConfigSchema", __base__=PolicyConfig, head=(Literal["auto"] | head_union, "auto")
+        "PolicyConfigSchema", __base__=PolicyConfig, head=(head_names | head_union, "auto")
     )
     model = create_model(
         "RunConfigSchema",

@@ -188,7 +188,8 @@ def test_json_schema_offers_each_registered_plugin(registry):
     assert plugin_names(schema["properties"]["algorithm"]) == set(registry.names("algorithm"))
     policy = defs[schema["properties"]["policy"]["$ref"].split("/")[-1]]
     head_members = policy["properties"]["head"]["anyOf"]
-    assert {"const": "auto", "type": "string"} in head_members
+    names = next(m for m in head_members if m.get("type") == "string")
+    assert set(names["enum"]) == {"auto", *registry.names("action_head")}  # `head: NAME` shorthand
     algo_defs = [d for d in defs.values() if d.get("properties", {}).get("plugin", {}).get("const") == "ppo"]
     assert algo_defs and "total_steps" in algo_defs[0]["properties"] and algo_defs[0]["additionalProperties"] is False
 
