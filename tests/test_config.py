@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -202,3 +204,10 @@ def test_p_modules_are_recorded_in_the_config(plugin_site, monkeypatch):
     assert config.plugins == ["recorded_plugin"] and "recorded_plugin" in host.plugins
     config, host = load_run_config(BASE, plugins=["recorded_plugin"], overrides=["seed=2"], autoload=False)
     assert config.plugins == ["recorded_plugin"] and config.seed == 2  # the saved run config can reload it
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_example_configs_validate(path):
+    config, _ = load_run_config(path, autoload=False)
+    assert config.algorithm.total_steps > 0
