@@ -1,7 +1,7 @@
 // agentkit reference runtime for JavaScript: load an exported policy, read its metadata, act.
 //
-// Runs on onnxruntime-node here; the same code runs in a browser game on onnxruntime-web (same API
-// family): pass `{ ort }` with the onnxruntime-web module and the model's bytes instead of a path.
+// Tested on onnxruntime-node. It uses only the onnxruntime-common API that onnxruntime-web shares: a browser
+// game passes `{ ort }` with the onnxruntime-web module and the model's bytes instead of a path.
 //
 //   import { loadPolicy } from "./agentkit-runtime.mjs";
 //   const policy = await loadPolicy("policy.onnx");
