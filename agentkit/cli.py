@@ -4,6 +4,7 @@
     agentkit config show FILE [--set KEY=VALUE ...]
     agentkit config schema [--out FILE]
     agentkit train FILE [--set KEY=VALUE ...] [--run-dir DIR] [--resume]
+    agentkit train RUN_DIR --resume [--set algorithm.total_steps=N]   (continue a run from its saved config)
     agentkit eval (RUN_DIR | FILE.onnx) [--episodes N] [--seed S] [--json] [--stochastic] [--gif FILE] [--env ID]
     agentkit export RUN_DIR [--out FILE] [--stochastic] [--opset N]
 
@@ -91,10 +92,23 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RUN_CONFIG_FILE = "config.yaml"  # what `agentkit train` saves in a run dir
+
+
+def _config_file(file: str) -> tuple[Path, Path | None]:
+    """FILE as given, or a run dir's saved config: (config path, the run dir or None)."""
+    path = Path(file)
+    if path.is_dir():
+        if not (path / RUN_CONFIG_FILE).is_file():
+            raise UserError(f"{file!r} is a directory without a {RUN_CONFIG_FILE}: give a YAML config or a run dir.")
+        return path / RUN_CONFIG_FILE, path
+    return path, None
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     from agentkit.host import load_run_config
 
-    config, _ = load_run_config(args.file, overrides=args.set, plugins=args.plugin)
+    config, _ = load_run_config(_config_file(args.file)[0], overrides=args.set, plugins=args.plugin)
     sys.stdout.write(config.to_yaml())
     return EXIT_OK
 
@@ -115,10 +129,11 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from agentkit.host import load_run_config
 
-    config, host = load_run_config(args.file, overrides=args.set, plugins=args.plugin)
+    file, file_run_dir = _config_file(args.file)
+    config, host = load_run_config(file, overrides=args.set, plugins=args.plugin)
     from agentkit.trainer import train
 
-    run_dir = Path(args.run_dir) if args.run_dir else None
+    run_dir = Path(args.run_dir) if args.run_dir else file_run_dir
     metrics = train(config, host, run_dir=run_dir, resume=args.resume)
     _print_metrics(metrics)
     done_dir = getattr(metrics, "run_dir", None) or run_dir
@@ -258,14 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser(
         "show", parents=[common, overrides], help="print a config resolved with its defaults, as YAML"
     )
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a YAML config, or a run dir (shows its saved config)")
     p.set_defaults(func=cmd_config_show)
     p = config_sub.add_parser("schema", parents=[common], help="print the JSON Schema of a run config")
     p.add_argument("--out", metavar="FILE", help="write the schema to FILE instead of stdout")
     p.set_defaults(func=cmd_config_schema)
 
     p = sub.add_parser("train", parents=[common, overrides], help="train an agent from a YAML config")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="a YAML config, or a run dir (its saved config; with --resume)")
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<env>-<algorithm>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
     p.set_defaults(func=cmd_train)

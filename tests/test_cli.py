@@ -157,8 +157,9 @@ def test_example_plugin_package_is_installed_listed_and_trains(run_cli, example_
     assert float(last["corridor/solved"]) == 1.0 and float(last["charts/episode_return"]) >= 0.8
     assert int(float(last["step"])) < 12000  # stopped by the plugin, not by the budget
 
-    # Training into the same run dir again without --resume is refused with the way out.
-    assert_user_error(run_cli(*args), "--resume")
+    # A run dir stands for its saved config; training into it again without --resume is refused, with the
+    # way out named.
+    assert_user_error(run_cli("train", run_dir), "already holds a run", "--resume")
 
     result = run_cli("eval", run_dir, "--episodes", "4", "--seed", "1", "--json")
     assert result.returncode == 0, result.stderr
