@@ -78,7 +78,7 @@ def write_gif(frames: Sequence[np.ndarray], path: Path, fps: int = GIF_FPS) -> P
 
     if not frames:
         raise UserError("--gif: no frames were recorded.")
-    arrays = [np.ascontiguousarray(np.asarray(f, dtype=np.uint8)[..., :3]) for f in frames]
+    arrays = [_rgb(f) for f in frames]
     sample = arrays[:: max(1, len(arrays) // 8)][:8]
     palette = Image.fromarray(np.concatenate([a for a in sample if a.shape == arrays[0].shape])).quantize(
         colors=256, method=Image.Quantize.MEDIANCUT
@@ -88,6 +88,14 @@ def write_gif(frames: Sequence[np.ndarray], path: Path, fps: int = GIF_FPS) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0)
     return path
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    """A frame as uint8 ``[H, W, 3]`` (grayscale repeated, alpha dropped)."""
+    frame = np.asarray(frame, dtype=np.uint8)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=-1)
+    return np.ascontiguousarray(frame[..., :3])
 
 
 def _render_fps(venv: Any) -> int:
