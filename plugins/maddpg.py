@@ -481,7 +481,7 @@ class MADDPG:
         self._since_update = 0
         self._min_rows = max(config.batch_size, min(config.learning_starts, config.buffer_size))
         self._obs = self.vec.reset(seed=self.seed)
-        self._recent_returns: list[float] = []
+        self._losses: list[dict[str, float]] = []
 
     # -- storage layout ---------------------------------------------------------------------------------
 
@@ -697,7 +697,7 @@ class MADDPG:
 
     def iterate(self) -> dict[str, float]:
         start = time.perf_counter()
-        self._losses: list[dict[str, float]] = []
+        self._losses = []
         remaining = max(1, self.cfg.total_steps - self.steps_done)
         n = max(1, math.ceil(min(self.cfg.iteration_steps, remaining) / self.num_envs))
         stats = self._collect(n)
