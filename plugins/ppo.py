@@ -404,7 +404,12 @@ class PPO:
         self.actor = build_actor(policy, context.registry, self.observation_space, self.action_space)
         self.critic = Critic(obs_dim, policy, share_with=self.actor if self.shared else None)
         self.head = self.actor.head
-        self.has_mask = bool(context.env.has_mask and self.head.mask_dim)
+        if context.env.has_mask and not self.head.mask_dim:
+            raise ConfigError(
+                f"env {context.env.env_id!r} gives action masks but the action head "
+                f"{type(self.head).__name__} takes none; pick a head that takes masks in policy.head."
+            )
+        self.has_mask = bool(context.env.has_mask)
 
         lr = lambda x: x if x is not None else cfg.learning_rate  # noqa: E731
         eps = lambda x: x if x is not None else cfg.adam_eps  # noqa: E731
