@@ -304,3 +304,17 @@ def test_train_export_each_group_and_eval_parity(host, tmp_path):
     onnx_eval = evaluate_onnx(paths[0], episodes=4, seed=5)
     assert torch_eval.returns == pytest.approx(onnx_eval.returns, abs=1e-4)
     assert set(torch_eval.groups) == {"adversary", "agent"}
+
+
+def test_passes_the_algorithm_checker(host):
+    from agentkit.testing import check_algorithm
+
+    check_algorithm(
+        {
+            "env": {**ARENA, "num_envs": 2},
+            "algorithm": {"plugin": "maddpg", "total_steps": 2000, **FAST, "iteration_steps": 200,
+                          "learning_starts": 200, "batch_size": 32},
+            "policy": {"hidden_sizes": [16]},
+        },
+        host,
+    )

@@ -106,7 +106,8 @@ def _outputs(arts: list[PolicyArtifact]) -> list[torch.Tensor]:
         mask = torch.ones(obs.shape[0], head.mask_dim, dtype=torch.bool) if head.mask_dim else None
         with torch.no_grad():
             dist = art.actor(obs, mask)
-            outs.append(dist.log_prob(dist.mode()))
+            # a deterministic-only policy (MADDPG) has no log-prob: compare its actions instead
+            outs.append(dist.mode().float() if art.deterministic_only else dist.log_prob(dist.mode()))
     return outs
 
 
