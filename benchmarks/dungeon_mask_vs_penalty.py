@@ -10,9 +10,9 @@ final return in at most 50% of the steps.
 
 Curves are the training ``charts/episode_return`` (mean return of the episodes that ended in an iteration)
 smoothed over ``--smooth`` iterations; the baseline's curve includes its penalties. The "final return" is the
-mean of the baseline's last 10% of iterations. After training, both policies play 200 fresh dungeons
-greedily in their own env variant; the penalty-free game return, the success rate and the share of illegal
-actions are reported. Writes benchmarks/dungeon_mask_vs_penalty.png and appends to benchmarks/RESULTS.md.
+mean of the baseline's last 10% of iterations. After training, both policies play 200 fresh dungeons in
+their own env variant, greedily (mode) and sampling; the penalty-free game return, the success rate and
+the share of illegal actions are reported. Writes benchmarks/dungeon_mask_vs_penalty.png and appends to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "dungeon-masked-ppo.yaml"
@@ -54,15 +55,16 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (csum[idx] - csum[lo]) / (idx - lo)
 
 
-def play(run_dir: Path, penalty: float | None, episodes: int, seed: int) -> dict[str, float]:
-    """Greedy play on ``episodes`` fresh dungeons: penalty-free return, success rate, illegal-action share."""
+def play(run_dir: Path, penalty: float | None, episodes: int, seed: int, deterministic: bool) -> dict[str, float]:
+    """Play ``episodes`` fresh dungeons: penalty-free return, success rate, illegal-action share."""
     from agentkit_envs.games.dungeon import DungeonEnv
 
     from agentkit.evaluation import torch_act
     from agentkit.trainer import load_run
 
     loaded = load_run(run_dir)
-    act = torch_act(loaded.algorithm.policies()[0], deterministic=True)
+    torch.manual_seed(seed)
+    act = torch_act(loaded.algorithm.policies()[0], deterministic=deterministic)
     kwargs = dict(loaded.config.env.kwargs)
     env = DungeonEnv(**kwargs)
     game_returns, successes, illegal, actions = [], [], 0, 0
@@ -139,8 +141,11 @@ def main() -> int:
     ratio = reach_step / total if reach_step is not None else float("inf")
     final = {name: float(np.mean(ret[-tail:])) for name, (_, ret, _) in curves.items()}
 
-    evals = {name: play(run_dir, args.penalty if name == "penalty" else None, args.episodes, args.seed)
-             for name, run_dir in runs.items()}
+    evals = {
+        (name, mode): play(run_dir, args.penalty if name == "penalty" else None, args.episodes, args.seed, mode == "greedy")
+        for name, run_dir in runs.items()
+        for mode in ("greedy", "sampled")
+    }
 
     import matplotlib
 
@@ -173,9 +178,9 @@ def main() -> int:
         f"masked reaches the baseline's final return at step {reach_step} of {total} "
         f"({ratio:.1%}; claim: <= 50%: {verdict})",
     ]
-    for name, ev in evals.items():
+    for (name, mode), ev in evals.items():
         lines.append(
-            f"{name}: greedy eval on {args.episodes} new dungeons: game return {ev['return']:.3f} ± {ev['return_std']:.3f}, "
+            f"{name}: {mode} eval on {args.episodes} new dungeons: game return {ev['return']:.3f} ± {ev['return_std']:.3f}, "
             f"success {ev['success']:.1%}, illegal actions {ev['illegal_share']:.1%}, "
             f"training speed {curves[name][2]:.0f} steps/s"
         )
@@ -183,9 +188,9 @@ def main() -> int:
     if not args.no_results:
         command = "python benchmarks/dungeon_mask_vs_penalty.py " + shlex.join(sys.argv[1:])
         rows = "\n".join(
-            f"| {name} | {final[name]:.3f} | {evals[name]['return']:.3f} ± {evals[name]['return_std']:.3f} | "
-            f"{evals[name]['success']:.0%} | {evals[name]['illegal_share']:.1%} | {curves[name][2]:.0f} |"
-            for name in runs
+            f"| {name} | {final[name]:.3f} | {mode} | {ev['return']:.3f} ± {ev['return_std']:.3f} | "
+            f"{ev['success']:.0%} | {ev['illegal_share']:.1%} | {curves[name][2]:.0f} |"
+            for (name, mode), ev in evals.items()
         )
         text = (
             f"\n## Dungeon: masked PPO vs illegal-move penalty ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)\n\n"
@@ -193,8 +198,8 @@ def main() -> int:
             f"side by side on this 2-core shared machine{'' if np.isnan(wall) else f', {wall / 60:.1f} min wall'}).\n"
             f"Config: `examples/dungeon-masked-ppo.yaml`; baseline `--set env.kwargs.illegal_move_penalty={args.penalty}`.\n"
             f"Plot: `benchmarks/dungeon_mask_vs_penalty.png`.\n\n"
-            f"| run | final training return (last 10% iters) | greedy eval game return ({args.episodes} eps) | "
-            f"success | illegal actions | steps/s |\n|---|---|---|---|---|---|\n{rows}\n\n"
+            f"| run | final training return (last 10% iters) | eval actions | eval game return ({args.episodes} new "
+            f"dungeons) | success | illegal actions | training steps/s |\n|---|---|---|---|---|---|---|\n{rows}\n\n"
             f"Masked PPO reaches the baseline's final training return ({target:.3f}) at step "
             f"{reach_step if reach_step is not None else 'never'} of {total:,} ({ratio:.1%} of the steps): "
             f"**{verdict}** for the claim \"≤ 50%\". (Training returns of the baseline include its penalties; "
