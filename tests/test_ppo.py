@@ -251,3 +251,23 @@ def test_clip_grad_norm_matches_torch():
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)
     assert float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in a.parameters()]))) <= 0.5 + 1e-5
+
+
+@pytest.mark.parametrize(
+    "example", ["cartpole-ppo", "pendulum-ppo", "lunarlander-ppo", "lunarlander-continuous-ppo"]
+)
+def test_example_configs_run(example):
+    from pathlib import Path
+
+    from agentkit.config import apply_overrides, read_yaml
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{example}.yaml"
+    data = apply_overrides(read_yaml(path), ["env.num_envs=2", "algorithm.num_steps=8", "algorithm.total_steps=16"])
+    cfg = load_config(data, HOST.registry)
+    source = HOST.registry.get("env", cfg.env.plugin).factory(cfg.env)
+    algo = HOST.registry.get("algorithm", "ppo").factory(
+        cfg.algorithm, BuildContext(cfg, HOST.registry, source, None, torch.device("cpu"))
+    )
+    metrics = algo.iterate()
+    assert algo.steps_done == 16 and np.isfinite(metrics["losses/value"])
+    algo.close()
