@@ -36,6 +36,7 @@ class PolicyArtifact:
 
     ``actor(obs, mask=None)`` returns an ``ActionDistribution``; obs normalisation is inside ``actor``.
     ``agent_id_dim`` > 0 means the actor expects a one-hot agent id appended to each observation.
+    ``uses_mask`` says whether the actor is given action masks (the env supplies them and the head takes them).
     """
 
     name: str
@@ -45,6 +46,9 @@ class PolicyArtifact:
     agents: list[str]
     agent_id_dim: int = 0
     deterministic_only: bool = False  # e.g. MADDPG's deterministic actors
+    # False when the env never supplies action masks: the actor is then always called with mask=None, and
+    # exports have no ``action_mask`` input even if the head could take one.
+    uses_mask: bool = True
 
 
 class Algorithm(Protocol):

@@ -5,7 +5,8 @@ The graph is the actor itself (observation normaliser, trunk, head) followed by 
 the trainer does. The written contract for engine developers is ``exports/CONTRACT.md``; in short:
 
 * inputs: ``obs`` float32 ``[batch, *obs_shape]`` (raw: normalisation is in the graph); ``action_mask``
-  float32 ``[batch, mask_dim]`` (1 = allowed) when the head takes masks; ``agent_id`` float32
+  float32 ``[batch, mask_dim]`` (1 = allowed) when the head takes masks and the env supplies them
+  (``PolicyArtifact.uses_mask``); ``agent_id`` float32
   ``[batch, n_agents]`` (one-hot) for a policy shared by several agents; ``noise`` float32
   ``[batch, noise_dim]`` uniform(0, 1) for a stochastic export;
 * outputs: the head's ``output_names`` (``action``, or ``action_type`` + ``action_params``); a stochastic
@@ -87,7 +88,8 @@ class PolicyGraph(nn.Module):
         if stochastic and head.noise_dim <= 0:
             raise ValueError(f"head {type(head).__name__} declares noise_dim={head.noise_dim}; cannot sample")
         self.obs_shape = tuple(int(d) for d in artifact.observation_space.shape)
-        self.mask_dim = int(head.mask_dim)
+        # a head that could take masks gets none when the env never supplies them (``uses_mask`` False)
+        self.mask_dim = int(head.mask_dim) if artifact.uses_mask else 0
         self.agent_id_dim = int(artifact.agent_id_dim)
         self.noise_dim = int(head.noise_dim) if stochastic else 0
         self.stochastic = stochastic

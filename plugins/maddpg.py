@@ -774,6 +774,7 @@ class MADDPG:
                 agents=list(grp.spec.agents),
                 agent_id_dim=grp.id_dim,
                 deterministic_only=True,
+                uses_mask=grp.spec.mask_dim > 0,
             )
             for g, grp in self.groups.items()
         ]

@@ -376,6 +376,7 @@ class MAPPO:
                 action_space=u.group.action_space,
                 agents=list(u.agents),
                 agent_id_dim=u.id_dim,
+                uses_mask=u.use_mask,
             )
             for u in self.units
         ]

@@ -616,7 +616,7 @@ class PPO:
         return [
             PolicyArtifact(
                 name="policy", actor=self.actor, observation_space=self.observation_space,
-                action_space=self.action_space, agents=["agent"],
+                action_space=self.action_space, agents=["agent"], uses_mask=self.has_mask,
             )
         ]
 

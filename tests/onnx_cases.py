@@ -24,6 +24,7 @@ class Case:
     obs_dim: int = 6
     agents: tuple[str, ...] = ("agent",)
     agent_id_dim: int = 0
+    uses_mask: bool = True  # False: an env that never supplies masks (no action_mask input)
 
 
 HYBRID = HybridSpace(
@@ -42,6 +43,9 @@ CASES = [
          spaces.Box(-3.0, 3.0, (2, 2), np.float32)),
     Case("hybrid", "hybrid", HYBRID),
     Case("hybrid-squash", {"plugin": "hybrid", "squash": True}, HYBRID),
+    Case("discrete-nomask", "discrete", spaces.Discrete(5), uses_mask=False),
+    Case("multi_discrete-nomask", "multi_discrete", spaces.MultiDiscrete([3, 4, 2]), uses_mask=False),
+    Case("hybrid-nomask", "hybrid", HYBRID, uses_mask=False),
     Case("shared-discrete", "discrete", spaces.Discrete(3), agents=("a_0", "a_1", "a_2"), agent_id_dim=3),
 ]
 
@@ -80,6 +84,7 @@ def make_artifact(case: Case, seed: int = 0) -> PolicyArtifact:
         action_space=case.action_space,
         agents=list(case.agents),
         agent_id_dim=case.agent_id_dim,
+        uses_mask=case.uses_mask,
     )
 
 
@@ -99,7 +104,7 @@ def torch_env_actions(artifact: PolicyArtifact, obs: np.ndarray, mask: np.ndarra
 
 def random_masks(artifact: PolicyArtifact, n: int, rng: np.random.Generator) -> np.ndarray | None:
     head = artifact.actor.head
-    if not head.mask_dim:
+    if not head.mask_dim or not artifact.uses_mask:
         return None
     mask = rng.random((n, head.mask_dim)) < 0.5
     if isinstance(artifact.action_space, spaces.MultiDiscrete):

@@ -45,7 +45,8 @@ def test_every_head_exports_with_contract_and_parity(case, stochastic, tmp_path)
     onnx.checker.check_model(model, full_check=True)
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [DEFAULT_OPSET]
     inputs = [i.name for i in model.graph.input]
-    expected_inputs = ["obs"] + (["action_mask"] if head.mask_dim else []) + (
+    mask_dim = head.mask_dim if case.uses_mask else 0
+    expected_inputs = ["obs"] + (["action_mask"] if mask_dim else []) + (
         ["agent_id"] if case.agent_id_dim else []) + (["noise"] if stochastic else [])
     assert inputs == expected_inputs
     outputs = [o.name for o in model.graph.output]
@@ -63,7 +64,7 @@ def test_every_head_exports_with_contract_and_parity(case, stochastic, tmp_path)
     assert [o["name"] for o in meta["outputs"]] == outputs
     assert meta["observation"]["shape"] == [case.obs_dim]
     assert meta["agents"] == list(case.agents)
-    assert (meta["mask"] or {}).get("dim", 0) == head.mask_dim
+    assert (meta["mask"] or {}).get("dim", 0) == mask_dim
     assert (meta["stochastic"] is not None) == stochastic
     if case.agent_id_dim:
         assert meta["agent_id"] == {"input": "agent_id", "dim": 3, "encoding": "one-hot", "agents": list(case.agents)}
@@ -262,6 +263,9 @@ def test_cli_train_export_eval_onnx(tmp_path, run_cli):
     proc = run_cli("export", run_dir, "--out", tmp_path / "cartpole.onnx")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "cartpole.onnx")
+    # CartPole never supplies masks: the discrete head's file has no action_mask input
+    meta = runtime.load(tmp_path / "cartpole.onnx").metadata
+    assert meta["mask"] is None and [i["name"] for i in meta["inputs"]] == ["obs"]
     proc = run_cli("eval", tmp_path / "cartpole.onnx", "--episodes", "3", "--seed", "2", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == evaluate_run(run_dir, episodes=3, seed=2).to_json()

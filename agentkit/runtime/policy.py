@@ -212,7 +212,10 @@ class Policy:
         if self.mask_dim:
             feeds["action_mask"] = self._mask(mask, batch)
         elif mask is not None:
-            raise InvalidInputError("action mask: this policy takes no action mask (its head has none).")
+            raise InvalidInputError(
+                "action mask: this policy takes no action mask (the file has no action_mask input: its head "
+                "takes none, or its env never supplied masks in training). Call act() without mask."
+            )
         if self.agent_id_dim:
             feeds["agent_id"] = self._agent_ids(agent, batch)
         if not deterministic and not self.noise_dim:

@@ -202,7 +202,7 @@ export class Policy {
       }
       feeds.action_mask = new T("float32", m, [batch, this.maskDim]);
     } else if (mask !== undefined && mask !== null) {
-      throw new Error("action mask: this policy takes no action mask");
+      throw new Error("action mask: this policy takes no action mask (the file has no action_mask input)");
     }
     if (this.agentIdDim) {
       if (agent === undefined || agent === null) {
