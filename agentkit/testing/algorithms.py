@@ -80,7 +80,7 @@ def _check_policies(name: str, algo: Any) -> list[PolicyArtifact]:
     for art in arts:
         obs = _probe_obs(art, rng)
         head = art.actor.head
-        mask = torch.ones(obs.shape[0], head.mask_dim, dtype=torch.bool) if head.mask_dim else None
+        mask = torch.ones(obs.shape[0], head.mask_dim, dtype=torch.bool) if head.mask_dim and art.uses_mask else None
         with torch.no_grad():
             dist = art.actor(obs, mask)
         if not isinstance(dist, ActionDistribution):
@@ -103,7 +103,7 @@ def _outputs(arts: list[PolicyArtifact]) -> list[torch.Tensor]:
     for art in arts:
         head = art.actor.head
         obs = _probe_obs(art, rng)
-        mask = torch.ones(obs.shape[0], head.mask_dim, dtype=torch.bool) if head.mask_dim else None
+        mask = torch.ones(obs.shape[0], head.mask_dim, dtype=torch.bool) if head.mask_dim and art.uses_mask else None
         with torch.no_grad():
             dist = art.actor(obs, mask)
             # a deterministic-only policy (MADDPG) has no log-prob: compare its actions instead
