@@ -24,6 +24,7 @@ import torch
 from agentkit.algorithm import BuildContext
 from agentkit.config import apply_overrides, load_config, read_yaml
 from agentkit.host import PluginHost
+from agentkit.spaces import HybridSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -33,7 +34,29 @@ CONFIGS = {
         "examples/spread-maddpg.yaml",
         ["env.module=mpe2.simple_adversary_v3", "env.kwargs={N: 2, max_cycles: 25, continuous_actions: false}"],
     ),
+    # the shipped team game (hybrid actions, shoot masked while reloading) against its scripted red team
+    "arena": (
+        "examples/spread-maddpg.yaml",
+        [
+            "env.module=agentkit_envs.games.team_arena",
+            "env.kwargs={team_size: 2, opponent: scripted}",
+            "algorithm.critic_input=state",
+        ],
+    ),
 }
+
+
+def random_actions(space, mask, rows: int, rng: np.random.Generator):
+    """Uniformly random actions for ``rows`` agents, honouring a discrete / hybrid type mask."""
+    masks = None if mask is None else np.asarray(mask).reshape(rows, -1).astype(np.int8)
+    if isinstance(space, HybridSpace):
+        picks = [space.sample(mask=None if masks is None else masks[i]) for i in range(rows)]
+        return np.array([k for k, _ in picks], np.int64), np.stack([p for _, p in picks]).astype(np.float32)
+    if hasattr(space, "n"):
+        if masks is None:
+            return rng.integers(0, space.n, size=rows)
+        return np.array([rng.choice(np.flatnonzero(m)) for m in masks], np.int64)
+    return np.stack([space.sample() for _ in range(rows)])
 
 
 def play(venv, policies, episodes: int, seed: int) -> tuple[list[float], dict[str, list[float]]]:
@@ -48,10 +71,7 @@ def play(venv, policies, episodes: int, seed: int) -> tuple[list[float], dict[st
             o = obs[g]
             n, a = o.alive.shape
             if policies is None:
-                space = spec.action_space
-                actions[g] = np.stack([space.sample() for _ in range(n * a)]) if not hasattr(space, "n") else (
-                    rng.integers(0, space.n, size=n * a)
-                )
+                actions[g] = random_actions(spec.action_space, o.mask, n * a, rng)
                 continue
             art = policies[g]
             x = torch.as_tensor(o.obs.reshape(n * a, -1), dtype=torch.float32)
@@ -87,7 +107,7 @@ def main() -> None:
 
     path, overrides = CONFIGS[args.variant]
     overrides = [*overrides, f"algorithm.total_steps={args.steps}", f"seed={args.seed}", *args.set]
-    host = PluginHost(modules=["agentkit_envs.pettingzoo_env"])  # a no-op once it is a built-in
+    host = PluginHost(modules=["agentkit_envs.pettingzoo_env", "agentkit_plugins.heads.hybrid"])  # a no-op once it is a built-in
     config = load_config(apply_overrides(read_yaml(ROOT / path), overrides), host.registry)
     env = host.registry.get("env", config.env.plugin).factory(config.env)
     algo = host.registry.get("algorithm", config.algorithm.plugin).factory(
