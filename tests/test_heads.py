@@ -474,3 +474,19 @@ def test_multi_discrete_trains_with_ppo_and_masks():
     assert _Knobs.masked_picks == 0
     # random allowed actions score 8 * (1/2 + 1/3) ≈ 6.7 per episode; a policy that reads the target, 16
     assert returns[-1] > returns[0] and returns[-1] > 9.5, returns
+
+
+@pytest.mark.parametrize("squash", [False, True])
+def test_hybrid_env_outputs_of_a_distribution_action_equal_those_of_its_raw_tensor(registry, squash):
+    """The parts a distribution's raw action carries (what the ONNX graph is traced from) give exactly what
+    parsing the float tensor gives (what a stored or copied raw action takes), for mode, sample and noise."""
+    torch.manual_seed(1)
+    head = _head(registry, "hybrid", PLATFORM, squash=squash)  # dy in [-5, -1]: bounding 0 does not give 0
+    mask = torch.rand(300, 4) < 0.6
+    mask[:, 3] = True
+    dist = head(torch.randn(300, 8) * 3, mask)
+    for raw in (dist.mode(), dist.sample(), dist.sample_from_noise(torch.rand(300, head.noise_dim))):
+        fast, parsed = head.env_outputs(raw), head.env_outputs(raw.clone())  # clone: a plain tensor
+        assert torch.equal(fast["action_type"], parsed["action_type"])
+        assert torch.equal(fast["action_params"], parsed["action_params"])
+        assert torch.equal(raw[:, 0].long(), fast["action_type"])

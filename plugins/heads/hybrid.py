@@ -7,6 +7,12 @@ Raw action: float32 ``[B, 1 + P]`` = (k as a float, the raw parameter sample wit
 Env outputs: ``action_type`` int64 ``[B]`` and ``action_params`` float32 ``[B, P]``, clipped (or
 tanh-squashed) into the bounds, inactive exactly 0. Mask: the type mask ``[B, K]``.
 
+A raw action made by this head's distribution also carries the parts it was built from (the int64 type
+and the parameter sample, attribute ``RAW_PARTS``); ``env_outputs`` reads them when present instead of
+parsing the float tensor. Both give identical outputs (the type round-trips exactly through float32, and
+the inactive parameters are zeroed after bounding either way); the parts keep the float round trip and a
+second masking out of the traced ONNX graph, which costs kernels on every call in an engine.
+
     log p(k, x) = log p(k) + Σ_{p ∈ params(k)} log N(x_p)
     H           = H(type) + Σ_k p(k) Σ_{p ∈ params(k)} H(N_p)
 
@@ -39,6 +45,9 @@ from .gaussian import (
     normal_log_prob,
 )
 
+#: Attribute of a raw action tensor holding ``(type int64 [B], parameter sample [B, P])``.
+RAW_PARTS = "_agentkit_hybrid_parts"
+
 
 class HybridConfig(GaussianOptions):
     """Options of the ``hybrid`` head: the Gaussian options, applied to the parameter sub-head."""
@@ -64,8 +73,9 @@ class HybridDistribution(ActionDistribution):
 
     def _join(self, k: Tensor, params: Tensor) -> Tensor:
         active = self.head.active(k)
-        params = torch.where(active, params, torch.zeros_like(params))
-        return torch.cat([k.to(params.dtype).unsqueeze(-1), params], dim=-1)
+        raw = torch.cat([k.to(params.dtype).unsqueeze(-1), torch.where(active, params, 0.0)], dim=-1)
+        setattr(raw, RAW_PARTS, (k, params))
+        return raw
 
     @torch.no_grad()
     def sample(self) -> Tensor:
@@ -108,10 +118,11 @@ class HybridHead(ActionHead):
         self.params = GaussianParams(config, self.num_params, latent_dim)
         self.output = BoundedOutput(action_space.low, action_space.high, config.squash, f"the {action_space}")
         self.register_buffer("param_mask", torch.as_tensor(action_space.param_mask), persistent=False)
+        self.register_buffer("param_active", self.param_mask > 0.5, persistent=False)
 
     def active(self, k: Tensor) -> Tensor:
-        """Bool ``[B, P]``: the parameters type ``k [B]`` owns."""
-        return self.param_mask.index_select(0, k) > 0.5
+        """Bool ``[B, P]``: the parameters type ``k [B]`` owns (one Gather of a bool table when exported)."""
+        return self.param_active.index_select(0, k)
 
     def split_type(self, action: Tensor) -> Tensor:
         """The type index ``[B]`` (int64) of raw actions ``[B, 1 + P]``."""
@@ -126,10 +137,13 @@ class HybridHead(ActionHead):
         return HybridDistribution(logits, mask, mean, log_std, self)
 
     def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
-        k = self.split_type(action)
-        params = self.output(action[:, 1:].to(torch.float32))
-        params = torch.where(self.active(k), params, torch.zeros_like(params))
-        return {"action_type": k, "action_params": params}
+        parts = getattr(action, RAW_PARTS, None)
+        if parts is not None:  # made by this head's distribution: no need to parse it back
+            k, params = parts
+        else:
+            k, params = self.split_type(action), action[:, 1:].to(torch.float32)
+        # inactive parameters: exactly 0 whatever the bounds (clipping or squashing 0 need not give 0)
+        return {"action_type": k, "action_params": torch.where(self.active(k), self.output(params), 0.0)}
 
     def to_env(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return (
