@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from agentkit.config import PolicyConfig
 from agentkit.errors import ConfigError, EmptyMaskError, InvalidInputError
+from agentkit.heads import MASKED_LOGIT
 from agentkit.host import PluginHost
 from agentkit.policy import build_actor
 from agentkit.spaces import HybridSpace
@@ -490,3 +491,17 @@ def test_hybrid_env_outputs_of_a_distribution_action_equal_those_of_its_raw_tens
         assert torch.equal(fast["action_type"], parsed["action_type"])
         assert torch.equal(fast["action_params"], parsed["action_params"])
         assert torch.equal(raw[:, 0].long(), fast["action_type"])
+
+
+def test_multi_discrete_padded_logits_hold_the_layer_logits_and_masked_padding(registry):
+    head = _head(registry, "multi_discrete", spaces.MultiDiscrete([3, 4, 2]))
+    latent = torch.randn(64, 8) * 3
+    with torch.no_grad():
+        flat, padded = head.logits(latent), head.padded_logits(latent)
+    assert padded.shape == (64, 3, 4)
+    offset = 0
+    for i, n in enumerate([3, 4, 2]):
+        torch.testing.assert_close(padded[:, i, :n], flat[:, offset:offset + n], rtol=0, atol=1e-6)
+        assert (padded[:, i, n:] == MASKED_LOGIT).all()
+        offset += n
+    assert (head(latent).mode() < torch.tensor([3, 4, 2])).all()  # the padding is never chosen

@@ -5,7 +5,10 @@ Mask: the branch masks concatenated, ``[B, sum(nvec)]``, True/1 = allowed; every
 an allowed value. Log-prob and entropy are summed over branches. ``noise_dim`` = branches.
 
 The branches are padded to a ``[B, branches, max(nvec)]`` tensor (padding = a disallowed action) so every
-operation is one batched op, with no Python loop over branches in training or in the exported graph.
+operation is one batched op, with no Python loop over branches in training or in the exported graph. The
+padding is laid out in the logits layer itself (its rows gathered into the padded order, padding rows
+weight 0 and bias ``MASKED_LOGIT``), so the exported graph computes padded logits with one Gemm and a
+constant Reshape: no batch-size-dependent shape ops run per call.
 """
 
 from __future__ import annotations
@@ -85,38 +88,54 @@ class MultiDiscreteHead(ActionHead):
         self.action_shape = (self.branches,)
         self.action_dtype = torch.int64
         self.output_names = ("action",)
+        self.width = width
         self.logits = layer_init(nn.Linear(latent_dim, total), gain=0.01)
-        # index [branches, width] into the concatenated logits with one extra, always-masked slot at `total`
-        index = torch.full((self.branches, width), total, dtype=torch.int64)
+        # the padded layout [branches, width]: the flat slot each entry reads (padding reads slot 0, unused)
+        index = torch.zeros((self.branches, width), dtype=torch.int64)
+        valid = torch.zeros((self.branches, width), dtype=torch.bool)
         offset = 0
         for i, n in enumerate(self.nvec):
             index[i, :n] = torch.arange(offset, offset + n)
+            valid[i, :n] = True
             offset += n
         self.register_buffer("pad_index", index.reshape(-1), persistent=False)
+        self.register_buffer("pad_valid", valid, persistent=False)
         self.register_buffer(
             "start", torch.as_tensor(action_space.start, dtype=torch.int64), persistent=False
         )
+        self.has_start = bool(np.any(np.asarray(action_space.start) != 0))
 
-    def _pad(self, flat: Tensor, fill: Tensor) -> Tensor:
-        """``[B, sum(nvec)]`` → ``[B, branches, max_n]`` with ``fill`` in the padding."""
-        extended = torch.cat([flat, fill.expand(flat.shape[0], 1)], dim=-1)
-        return extended.index_select(-1, self.pad_index).reshape(flat.shape[0], self.branches, -1)
+    def _padded(self, flat: Tensor) -> Tensor:
+        """``[B, sum(nvec)]`` → ``[B, branches, max_n]`` (the padding holds whatever slot 0 holds)."""
+        return flat.index_select(-1, self.pad_index).reshape(-1, self.branches, self.width)
+
+    def padded_logits(self, latent: Tensor) -> Tensor:
+        """Logits ``[B, branches, max_n]`` of the logits layer, ``MASKED_LOGIT`` in the padding: the layer's
+        rows in the padded order (each logit is the same row's dot product, up to the matmul's rounding;
+        training and export both compute it this way), padding rows 0 with bias ``MASKED_LOGIT``.
+        ``where`` (not a product) keeps the padding's gradient off slot 0's row."""
+        valid = self.pad_valid.reshape(-1)
+        weight = torch.where(valid.unsqueeze(-1), self.logits.weight.index_select(0, self.pad_index), 0.0)
+        bias = torch.where(valid, self.logits.bias.index_select(0, self.pad_index), MASKED_LOGIT)
+        return nn.functional.linear(latent, weight, bias).reshape(-1, self.branches, self.width)
 
     def forward(self, latent: Tensor, mask: Tensor | None = None) -> MultiDiscreteDistribution:
-        flat_logits = self.logits(latent)
+        logits = self.padded_logits(latent)
         if mask is None:
-            mask = torch.ones_like(flat_logits, dtype=torch.bool)
+            return MultiDiscreteDistribution(logits, self.pad_valid.expand_as(logits), self.nvec)
         mask = as_bool_mask(mask)
-        if mask.shape != flat_logits.shape:
+        if mask.shape != (latent.shape[0], self.mask_dim):
             raise EmptyMaskError(
                 f"multi_discrete action mask has shape {tuple(mask.shape)}, "
-                f"expected {tuple(flat_logits.shape)} "
+                f"expected {(latent.shape[0], self.mask_dim)} "
                 f"(the branch masks for nvec={self.nvec} concatenated)"
             )
-        mask = self._pad(mask, torch.zeros((), dtype=torch.bool, device=mask.device))
+        allowed = self._padded(mask)
+        # the padding's logits are MASKED_LOGIT already, so `allowed` need not exclude it here; the mask the
+        # distribution keeps (entropy, row checks) does
+        logits = torch.where(allowed, logits, MASKED_LOGIT)
+        mask = allowed & self.pad_valid
         self._check_rows(mask)
-        logits = self._pad(flat_logits, flat_logits.new_full((), MASKED_LOGIT))
-        logits = torch.where(mask, logits, torch.full_like(logits, MASKED_LOGIT))
         return MultiDiscreteDistribution(logits, mask, self.nvec)
 
     def _check_rows(self, mask: Tensor) -> None:
@@ -134,6 +153,8 @@ class MultiDiscreteHead(ActionHead):
             )
 
     def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
+        if not self.has_start:  # adding zeros is exact: skip it (one kernel less per exported call)
+            return {"action": action.to(torch.int64)}
         return {"action": action.to(torch.int64) + self.start}
 
     def to_env(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
