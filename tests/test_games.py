@@ -224,6 +224,7 @@ def test_dungeon_masks_are_exactly_the_legal_actions_and_never_empty():
                     assert info["illegal_action"] and _state(env) == saved[0]
                     assert reward == pytest.approx(-0.01 - 0.5)
                 (env.hero, env.has_key, env.door_open), env.cells, env.steps = saved[0], saved[1].copy(), saved[2]
+                env._rows = env.cells.tolist()
                 checked += 1
             a = int(rng.choice(np.flatnonzero(legal)))
             env.step(a)
