@@ -57,7 +57,8 @@ class MaskedCategorical:
         cdf = torch.cumsum(self.probs, dim=-1)
         target = torch.clamp(u, _TINY, 1.0).unsqueeze(-1) * cdf[..., -1:]
         index = (cdf < target).to(torch.int64).sum(-1)
-        return torch.clamp(index, max=self.n - 1)
+        # int(): the width is static; a constant bound keeps Shape/Gather/Sub out of the exported graph
+        return torch.clamp(index, max=int(self.n) - 1)
 
     def sample(self) -> Tensor:
         return self.from_noise(torch.rand(self.logits.shape[:-1], device=self.logits.device))
