@@ -75,7 +75,7 @@ def test_smoke_training_improves_cartpole_return():
 
 
 def test_masks_drive_sampling_and_the_loss():
-    algo = build({"id": "agentkit/Dungeon-v0", "num_envs": 4}, {"total_steps": 1024, "num_steps": 64})
+    algo = build({"id": "agentkit/Dungeon-v0", "num_envs": 2}, {"total_steps": 1024, "num_steps": 32})
     assert algo.has_mask and algo.storage.masks is not None
     algo.collect()
     st = algo.storage
