@@ -56,10 +56,10 @@ def main() -> None:
                                    "--gif", str((RUN_DIR / "policy.gif").relative_to(ROOT)), capture=True))
 
     # What a game does with the file: load it without torch and act in its own loop.
+    import agentkit_envs.games  # noqa: F401  (registers the agentkit/ gymnasium ids)
     import gymnasium as gym
 
     import agentkit.runtime
-    import agentkit_envs.games  # noqa: F401  (registers the agentkit/ gymnasium ids)
 
     policy = agentkit.runtime.load(onnx_path)
     env_id = policy.metadata["env"]["id"]
