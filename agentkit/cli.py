@@ -81,8 +81,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     table = Table(title="agentkit plugins", title_justify="left")
     table.add_column("kind", no_wrap=True)
     table.add_column("name", no_wrap=True)
-    table.add_column("description", overflow="fold", ratio=1)
-    table.add_column("provider", no_wrap=True)
+    table.add_column("description", overflow="fold", ratio=1, min_width=36)
+    table.add_column("provider", overflow="fold", max_width=24)
     for row in rows:
         table.add_row(*(row[c] for c in ("kind", "name", "description", "provider")))
     console = _stdout_console()
