@@ -10,8 +10,19 @@ Actions (``Discrete(6)``): 0 up, 1 down, 2 left, 3 right, 4 pick up the key, 5 o
 a move onto a floor cell (not a wall, not the closed door); ``pick`` on the key's cell; ``open`` next to
 the closed door while holding the key.
 
-Observation: ``Dict(observation=Box float32, action_mask=MultiBinary(6) int8)`` (PettingZoo's convention;
-1 = legal). ``observation`` is flat: five one-hot ``size x size`` planes (wall, closed door, key, exit,
+``action_space="multi_discrete"`` plays the same game with ``MultiDiscrete([5, 3])`` actions, one move and
+one interaction per step: branch 0 is the move (0 none, 1 up, 2 down, 3 left, 4 right), branch 1 the
+interaction (0 none, 1 pick up the key, 2 open the door). The interaction happens first, then the move, so
+both branch masks are computed from the state at the start of the step and every combination of legal
+branch values is legal: an interaction never makes a legal move illegal (picking the key changes no cell,
+opening the door turns the door into floor), and a move onto the door cell is only legal once the door is
+open at the start of a step. "none" is always legal, so each branch always has an allowed value. The mask
+is the two branch masks concatenated, ``MultiBinary(8)`` = ``[none, up, down, left, right, none, pick,
+open]``, the layout the ``multi_discrete`` head takes. ``gymnasium.make("agentkit/Dungeon-v0",
+action_space="multi_discrete")`` or ``env.kwargs.action_space: multi_discrete`` in a run config selects it.
+
+Observation: ``Dict(observation=Box float32, action_mask=MultiBinary(6 | 8) int8)`` (PettingZoo's
+convention; 1 = legal). ``observation`` is flat: five one-hot ``size x size`` planes (wall, closed door, key, exit,
 hero), then ``has_key``, ``door_open`` and the offsets (dx, dy) / size from the hero to the key, the door
 and the exit.
 
@@ -22,7 +33,8 @@ Reward: -0.01 per step, +0.1 for picking the key, +0.1 for opening the door, +1 
 (the mask is all ones): an illegal action changes nothing and costs that much reward (a positive number
 is subtracted). This is the unmasked baseline of ``benchmarks/dungeon_mask_vs_penalty.py``. With masking
 on, an illegal action that reaches ``step`` anyway (a tool that ignores the mask) is a no-op without extra
-penalty; ``info["illegal_action"]`` flags it in both modes.
+penalty; ``info["illegal_action"]`` flags it in both modes. With multi-discrete actions each illegal
+branch value is a no-op for that branch (the other branch still acts) and costs the penalty once.
 """
 
 from __future__ import annotations
@@ -39,6 +51,9 @@ from . import draw
 UP, DOWN, LEFT, RIGHT, PICK, OPEN = range(6)
 ACTION_NAMES = ("up", "down", "left", "right", "pick", "open")
 _MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # (row, col) deltas of UP, DOWN, LEFT, RIGHT
+ACTION_SPACES = ("discrete", "multi_discrete")
+MULTI_NVEC = (5, 3)  # (move: none/up/down/left/right, interact: none/pick/open)
+MULTI_ACTION_NAMES = (("none", "up", "down", "left", "right"), ("none", "pick", "open"))
 
 FLOOR, WALL, DOOR = 0, 1, 2
 _PLANES = 5  # wall, closed door, key, exit, hero
@@ -57,6 +72,7 @@ class DungeonEnv(gym.Env):
         illegal_move_penalty: float | None = None,
         obstacle_density: float = 0.15,
         step_penalty: float = 0.01,
+        action_space: str = "discrete",
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -69,22 +85,28 @@ class DungeonEnv(gym.Env):
             )
         if not 0.0 <= obstacle_density < 0.5:
             raise ValueError(f"DungeonEnv: obstacle_density must be in [0, 0.5), got {obstacle_density}")
+        if action_space not in ACTION_SPACES:
+            raise ValueError(
+                f"DungeonEnv: action_space must be one of {', '.join(map(repr, ACTION_SPACES))}, got {action_space!r}"
+            )
         self.render_mode = render_mode
         self.size = size
         self.max_steps = max_steps if max_steps is not None else 2 * size * size
         self.illegal_move_penalty = illegal_move_penalty
         self.obstacle_density = obstacle_density
         self.step_penalty = step_penalty
+        self.multi_discrete = action_space == "multi_discrete"
 
         n = size * size
         self._obs_dim = _PLANES * n + 2 + 6
-        self.action_space = spaces.Discrete(6)
+        self.action_space = spaces.MultiDiscrete(MULTI_NVEC) if self.multi_discrete else spaces.Discrete(6)
+        self._mask_dim = sum(MULTI_NVEC) if self.multi_discrete else 6
         low = np.zeros(self._obs_dim, dtype=np.float32)
         low[-6:] = -1.0
         self.observation_space = spaces.Dict(
             {
                 "observation": spaces.Box(low, np.ones(self._obs_dim, dtype=np.float32), dtype=np.float32),
-                "action_mask": spaces.MultiBinary(6),
+                "action_mask": spaces.MultiBinary(self._mask_dim),
             }
         )
         self.cells = np.zeros((size, size), dtype=np.int8)
@@ -104,6 +126,8 @@ class DungeonEnv(gym.Env):
         return self._obs(), {"has_key": False, "door_open": False, "success": False, "illegal_action": False}
 
     def step(self, action):
+        if self.multi_discrete:
+            return self._step_multi(action)
         a = int(action)
         if not 0 <= a < 6:
             raise ValueError(f"DungeonEnv: action must be in 0..5, got {action!r}")
@@ -115,27 +139,61 @@ class DungeonEnv(gym.Env):
             # no-op, and info["illegal_action"] says so.
             if self.illegal_move_penalty is not None:
                 reward -= self.illegal_move_penalty
-        elif a < 4:
+        else:
+            gained, success = self._apply(a)
+            reward += gained
+        return self._finish(reward, success, illegal=not legal[a])
+
+    def _step_multi(self, action) -> tuple:
+        a = np.asarray(action)
+        if a.shape != (2,) or not np.issubdtype(a.dtype, np.integer) or not (0 <= a).all() or not (
+            a < MULTI_NVEC
+        ).all():
+            raise ValueError(
+                f"DungeonEnv: a multi_discrete action is two integers (move 0..4, interact 0..2), got {action!r}"
+            )
+        move, interact = int(a[0]), int(a[1])
+        legal = self._legal()  # both branches are judged on the state at the start of the step
+        reward = -self.step_penalty
+        success = False
+        illegal = 0
+        for part, index in ((interact, 3 + interact), (move, move - 1)):  # interact first, then move
+            if part == 0:
+                continue
+            if legal[index]:
+                gained, won = self._apply(index)
+                reward += gained
+                success = success or won
+            else:
+                illegal += 1
+        if illegal and self.illegal_move_penalty is not None:
+            reward -= illegal * self.illegal_move_penalty
+        return self._finish(reward, success, illegal=illegal > 0)
+
+    def _apply(self, a: int) -> tuple[float, bool]:
+        """Play the legal ``Discrete(6)`` action ``a``; returns (reward gained, reached the exit)."""
+        if a < 4:
             dr, dc = _MOVES[a]
             self.hero = (self.hero[0] + dr, self.hero[1] + dc)
             if self.hero == self.exit:
-                reward += 1.0
-                success = True
-        elif a == PICK:
+                return 1.0, True
+            return 0.0, False
+        if a == PICK:
             self.has_key = True
-            reward += 0.1
         else:
             self.door_open = True
             self.cells[self.door] = FLOOR
             self._rows[self.door[0]][self.door[1]] = FLOOR
-            reward += 0.1
+        return 0.1, False
+
+    def _finish(self, reward: float, success: bool, illegal: bool) -> tuple:
         self.steps += 1
         truncated = not success and self.steps >= self.max_steps
         info = {
             "has_key": self.has_key,
             "door_open": self.door_open,
             "success": success,
-            "illegal_action": not legal[a],
+            "illegal_action": illegal,
         }
         return self._obs(), reward, success, truncated, info
 
@@ -169,8 +227,13 @@ class DungeonEnv(gym.Env):
     # -- rules -----------------------------------------------------------------------------------------
 
     def legal_actions(self) -> np.ndarray:
-        """int8 ``[6]``, 1 where the action is legal in the current state (whatever the penalty option)."""
-        return np.array(self._legal(), dtype=np.int8)
+        """int8, 1 where the action is legal in the current state (whatever the penalty option): ``[6]``
+        indexed like ``Discrete(6)``, or with multi-discrete actions ``[8]``, the branch masks concatenated
+        (``[none, up, down, left, right, none, pick, open]``)."""
+        legal = self._legal()
+        if self.multi_discrete:
+            legal = [1, *legal[:4], 1, *legal[4:]]
+        return np.array(legal, dtype=np.int8)
 
     def _legal(self) -> list[int]:
         r, c = self.hero
@@ -198,9 +261,9 @@ class DungeonEnv(gym.Env):
             obs[tail + 2 + 2 * i] = (c - hc) / s
             obs[tail + 3 + 2 * i] = (r - hr) / s
         if self.illegal_move_penalty is None:
-            mask = np.array(self._legal(), dtype=np.int8)
+            mask = self.legal_actions()
         else:
-            mask = np.ones(6, dtype=np.int8)
+            mask = np.ones(self._mask_dim, dtype=np.int8)
         return {"observation": obs, "action_mask": mask}
 
     # -- generation ------------------------------------------------------------------------------------
