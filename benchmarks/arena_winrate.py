@@ -1,0 +1,67 @@
+"""Team Arena win rate of an exported team policy against the scripted red team.
+
+Plays the raw PettingZoo env (no agentkit adapter) with `agentkit.runtime` — the way a game server would —
+and reads the env's own `win` info at the end of each episode:
+
+    agentkit train examples/arena-mappo.yaml --run-dir benchmarks/runs/arena-mappo-seed0
+    agentkit export benchmarks/runs/arena-mappo-seed0 --out benchmarks/runs/arena-mappo-seed0/team.onnx
+    python benchmarks/arena_winrate.py benchmarks/runs/arena-mappo-seed0/team-blue_0.onnx --episodes 200
+
+The file name is the one `agentkit export` printed (one file per policy group). Prints the win rate and the
+same figure for a policy that picks uniformly among the allowed action types with random parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+import agentkit.runtime
+from agentkit_envs.games.team_arena import parallel_env
+
+
+def play(policy, episodes: int, seed: int, kwargs: dict) -> tuple[float, float]:
+    """(win rate, mean per-agent return) over ``episodes`` episodes seeded seed, seed+1, ..."""
+    rng = np.random.default_rng(seed)
+    wins, returns = [], []
+    for i in range(episodes):
+        env = parallel_env(**kwargs)
+        observations, infos = env.reset(seed=seed + i)
+        total = {agent: 0.0 for agent in env.agents}
+        win = 0.0
+        while env.agents:
+            actions = {}
+            for agent, ob in observations.items():
+                if policy is None:
+                    allowed = np.flatnonzero(ob["action_mask"])
+                    actions[agent] = (int(rng.choice(allowed)), env.action_space(agent).sample()[1])
+                else:
+                    actions[agent] = policy.act(ob["observation"], mask=ob["action_mask"], agent=agent)
+            observations, rewards, terminations, truncations, infos = env.step(actions)
+            for agent, r in rewards.items():
+                total[agent] += float(r)
+            for info in infos.values():
+                win = float(info.get("win", win))
+        wins.append(win)
+        returns.append(float(np.mean(list(total.values()))))
+    return float(np.mean(wins)), float(np.mean(returns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("onnx")
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=10_000)
+    args = parser.parse_args()
+    policy = agentkit.runtime.load(args.onnx)
+    kwargs = policy.metadata["env"]["config"]["kwargs"]
+    trained = play(policy, args.episodes, args.seed, kwargs)
+    random = play(None, args.episodes, args.seed, kwargs)
+    print(f"team arena {kwargs}, {args.episodes} episodes from seed {args.seed}")
+    print(f"  exported policy: win rate {trained[0]:.1%}, mean per-agent return {trained[1]:.3f}")
+    print(f"  random (allowed types): win rate {random[0]:.1%}, mean per-agent return {random[1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
