@@ -276,3 +276,24 @@ def test_export_acts_with_the_mask_and_plays_like_the_run_dir(trained, tmp_path)
     m4 = np.repeat(masks, 4, 0)
     assert m4[rows4, sampled[:, 0]].all() and m4[rows4, 5 + sampled[:, 1]].all()
     assert len({tuple(a) for a in sampled}) > 3  # it samples, not only the mode
+
+
+def test_shipped_example_trains_and_exports(tmp_path):
+    """The example config as shipped (tiny sizes through ``--set``-style overrides): trains, and its export
+    records the multi-discrete env, so ``agentkit eval FILE.onnx`` plays the right game."""
+    from conftest import REPO
+
+    from agentkit.exporting import export_run
+    from agentkit.host import load_run_config
+    from agentkit.trainer import train
+
+    overrides = ["algorithm.total_steps=512", "env.num_envs=4", "algorithm.num_steps=64", "run.tensorboard=false",
+                 "run.progress=none", "policy.hidden_sizes=[32]"]
+    config, host = load_run_config(REPO / "examples" / "dungeon-multidiscrete-ppo.yaml", overrides=overrides,
+                                   autoload=False)
+    assert config.policy.head == "auto" and config.env.kwargs["action_space"] == "multi_discrete"
+    train(config, host, run_dir=tmp_path / "run")
+    (path,) = export_run(tmp_path / "run")
+    meta = runtime.load(path).metadata
+    assert meta["action"]["kind"] == "multi_discrete" and meta["mask"]["dim"] == 8
+    assert meta["env"]["config"]["kwargs"]["action_space"] == "multi_discrete"
