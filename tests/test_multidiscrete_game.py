@@ -19,7 +19,7 @@ from gymnasium.utils.env_checker import check_env
 
 from agentkit import runtime
 from agentkit.host import PluginHost
-from agentkit.testing import check_game
+from agentkit.testing import check_env_plugin, check_game
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*recommend using a symmetric and normalized space.*")
 
@@ -65,6 +65,10 @@ def test_gymnasium_checker_through_make():
 @pytest.mark.parametrize("penalty", [None, 0.05])
 def test_agentkit_check_game(penalty):
     check_game(lambda **kw: gym.make("agentkit/Dungeon-v0", illegal_move_penalty=penalty, **MULTI, **kw), steps=300)
+
+
+def test_through_the_gymnasium_env_plugin():
+    check_env_plugin("gymnasium", {"id": "agentkit/Dungeon-v0", "kwargs": MULTI}, num_envs=3, steps=60)
 
 
 def test_bad_options_and_actions_are_refused():

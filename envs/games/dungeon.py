@@ -146,13 +146,11 @@ class DungeonEnv(gym.Env):
 
     def _step_multi(self, action) -> tuple:
         a = np.asarray(action)
-        if a.shape != (2,) or not np.issubdtype(a.dtype, np.integer) or not (0 <= a).all() or not (
-            a < MULTI_NVEC
-        ).all():
+        move, interact = a.tolist() if a.shape == (2,) and a.dtype.kind in "iu" else (-1, -1)
+        if not (0 <= move < MULTI_NVEC[0] and 0 <= interact < MULTI_NVEC[1]):
             raise ValueError(
                 f"DungeonEnv: a multi_discrete action is two integers (move 0..4, interact 0..2), got {action!r}"
             )
-        move, interact = int(a[0]), int(a[1])
         legal = self._legal()  # both branches are judged on the state at the start of the step
         reward = -self.step_penalty
         success = False
