@@ -61,6 +61,14 @@ def example_plugin_package() -> Path:
         capture_output=True,
         timeout=300,
     )
+    # The install adds a .pth file, which Python reads only at start-up: read it now, so this test process
+    # (whose plugin hosts already see the new entry point) can also import the package behind it.
+    import importlib
+    import site
+    import sysconfig
+
+    site.addsitedir(sysconfig.get_paths()["purelib"])
+    importlib.invalidate_caches()
     return EXAMPLE_PACKAGE
 
 
