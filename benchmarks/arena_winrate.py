@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from agentkit_envs.games.team_arena import parallel_env
 
 import agentkit.runtime
-from agentkit_envs.games.team_arena import parallel_env
 
 
 def play(policy, episodes: int, seed: int, kwargs: dict) -> tuple[float, float]:
