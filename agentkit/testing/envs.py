@@ -205,31 +205,7 @@ def _check_gym_game(make_env: Callable[..., Any], env: gym.Env, steps: int, seed
         check_env(env.unwrapped, skip_render_check=True)
     if isinstance(env.action_space, HybridSpace):
         _check_hybrid_space(env.action_space, who)
-    fresh = make_env()
-    try:
-        first = _gym_rollout(fresh, seed, steps, who)
-    finally:
-        fresh.close()
-    again = make_env()
-    try:
-        assert _same(first, _gym_rollout(again, seed, steps, who)), (
-            f"{who}: the same seed and actions gave a different episode; draw all randomness from "
-            "self.np_random (seeded by super().reset(seed=seed))"
-        )
-        if isinstance(env.action_space, HybridSpace):
-            assert _same(first, _gym_rollout(again, seed, steps, who, perturb=True)), (
-                f"{who}: changing the parameters of action types that were not chosen changed the episode; "
-                "a hybrid env must read only the chosen type's parameters"
-            )
-    finally:
-        again.close()
-    if "rgb_array" in env.metadata.get("render_modes", []):
-        rendering = make_env(render_mode="rgb_array")
-        try:
-            rendering.reset(seed=seed)
-            _check_frame(rendering.render(), who)
-        finally:
-            rendering.close()
+    _check_replay_and_render(make_env, _gym_rollout, isinstance(env.action_space, HybridSpace), env, steps, seed, who)
 
 
 def _parallel_rollout(env: Any, seed: int, steps: int, who: str, perturb: bool = False) -> list[Any]:
@@ -271,34 +247,8 @@ def _check_parallel_game(make_env: Callable[..., Any], env: Any, steps: int, see
         if isinstance(space, HybridSpace):
             _check_hybrid_space(space, f"{who} agent {agent}")
     hybrid = any(isinstance(env.action_space(a), HybridSpace) for a in env.possible_agents)
-    fresh = make_env()  # parallel_api_test may change the env it was given (e.g. its max_cycles)
-    try:
-        first = _parallel_rollout(fresh, seed, steps, who)
-    finally:
-        fresh.close()
-    again = make_env()
-    try:
-        assert _same(first, _parallel_rollout(again, seed, steps, who)), (
-            f"{who}: the same seed and actions gave a different episode; draw all randomness from an RNG "
-            "seeded in reset(seed=...)"
-        )
-        if hybrid:
-            assert _same(first, _parallel_rollout(again, seed, steps, who, perturb=True)), (
-                f"{who}: changing the parameters of action types that were not chosen changed the episode; "
-                "a hybrid env must read only the chosen type's parameters"
-            )
-    finally:
-        again.close()
-    if "rgb_array" in env.metadata.get("render_modes", []):
-        rendering = make_env(render_mode="rgb_array")
-        try:
-            rendering.reset(seed=seed)
-            _check_frame(rendering.render(), who)
-        finally:
-            rendering.close()
-
-
-# -- check_env_plugin ----------------------------------------------------------------------------------------
+    # a fresh env for the replay: parallel_api_test may change the env it was given (e.g. its max_cycles)
+    _check_replay_and_render(make_env, _parallel_rollout, hybrid, env, steps, seed, who)
 
 
 def check_env_plugin(
@@ -402,3 +352,36 @@ def _check_multi_agent_vec(venv: Any, source: Any, who: str, n: int, steps: int,
                 f"{who}: group {g.name} reward/terminated/truncated must be [N, A]={shape}"
             )
         obs = {name: gt.next for name, gt in tr.groups.items()}
+
+
+def _check_replay_and_render(
+    make_env: Callable[..., Any], rollout: Callable[..., list[Any]], hybrid: bool, env: Any, steps: int, seed: int,
+    who: str,
+) -> None:
+    """Same seed and actions → the same episode; a hybrid env ignores the parameters of types not chosen;
+    an env that offers rgb_array renders a valid frame. ``rollout`` is the gymnasium or the parallel one."""
+    fresh = make_env()
+    try:
+        first = rollout(fresh, seed, steps, who)
+    finally:
+        fresh.close()
+    again = make_env()
+    try:
+        assert _same(first, rollout(again, seed, steps, who)), (
+            f"{who}: the same seed and actions gave a different episode; draw all randomness from the env's "
+            "RNG seeded in reset(seed=...) (self.np_random for gymnasium envs)"
+        )
+        if hybrid:
+            assert _same(first, rollout(again, seed, steps, who, perturb=True)), (
+                f"{who}: changing the parameters of action types that were not chosen changed the episode; "
+                "a hybrid env must read only the chosen type's parameters"
+            )
+    finally:
+        again.close()
+    if "rgb_array" in env.metadata.get("render_modes", []):
+        rendering = make_env(render_mode="rgb_array")
+        try:
+            rendering.reset(seed=seed)
+            _check_frame(rendering.render(), who)
+        finally:
+            rendering.close()
