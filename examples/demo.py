@@ -9,7 +9,7 @@ Each step is the command a user would type; this script only runs them in order 
 
 and finally plays one episode with the exported file through `agentkit.runtime` (onnxruntime + numpy, no
 torch) in a plain gymnasium loop, the way a game's own code would. The game is agentkit/Moving-v0: hybrid
-actions, accelerate(magnitude) / turn(angle) / brake(). DEMO_STEPS sets the training budget (default 150k env
+actions, accelerate(magnitude) / turn(angle) / brake(). DEMO_STEPS sets the training budget (default 300k env
 steps, about two minutes on a 2-core machine); DEMO_CONFIG another example, e.g. examples/dungeon-masked-ppo.yaml.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / "runs" / "demo"
 CONFIG = ROOT / os.environ.get("DEMO_CONFIG", "examples/moving-hybrid-ppo.yaml")
-STEPS = int(os.environ.get("DEMO_STEPS", "150000"))
+STEPS = int(os.environ.get("DEMO_STEPS", "300000"))
 AGENTKIT = [sys.executable, "-m", "agentkit.cli"]
 
 
