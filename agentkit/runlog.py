@@ -105,6 +105,8 @@ class TensorBoardLog:
         self._summary = Summary
         # TensorBoard hides events at steps >= purge_step written before this session (a replayed tail)
         purge_step = None if resume_step is None else resume_step + 1
+        if resume_step is not None:
+            _wait_for_a_later_second(run_dir)
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
         self._file_writer = self.writer._get_file_writer()  # writes the purge marker on resume
 
@@ -165,3 +167,21 @@ def _as_float(text: str | None) -> float | None:
     except ValueError:
         return None
     return value if value is not None and math.isfinite(value) else None
+
+
+def _wait_for_a_later_second(run_dir: Path) -> None:
+    """Sleep until this session's event file will sort after the run dir's existing ones.
+
+    TensorBoard reads a run's event files in name order, and a name starts with the creation time in whole
+    seconds (``events.out.tfevents.<seconds>.<host>.<pid>...``); a session resumed within the same second
+    as the last one ended (e.g. right after a kill -9) could otherwise sort first and be read as older.
+    """
+    import time
+
+    latest = 0
+    for path in run_dir.glob("events.out.tfevents.*"):
+        stamp = path.name.split(".")[3]
+        if stamp.isdigit():
+            latest = max(latest, int(stamp))
+    while int(time.time()) <= latest:
+        time.sleep(0.05)
