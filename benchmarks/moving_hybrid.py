@@ -15,7 +15,6 @@ appends to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import os
 import shlex
@@ -26,29 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from curves import read_curve, smooth  # benchmarks/curves.py (scripts run from benchmarks/ on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "moving-hybrid-ppo.yaml"
 GOAL = 1.5
-
-
-def read_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    steps, returns, speed = [], [], []
-    with open(run_dir / "metrics.csv") as f:
-        for row in csv.DictReader(f):
-            if row.get("charts/episode_return"):
-                steps.append(int(row["step"]))
-                returns.append(float(row["charts/episode_return"]))
-            if row.get("time/steps_per_second"):
-                speed.append(float(row["time/steps_per_second"]))
-    return np.array(steps), np.array(returns), float(np.median(speed)) if speed else float("nan")
-
-
-def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    csum = np.cumsum(np.insert(values, 0, 0.0))
-    idx = np.arange(1, len(values) + 1)
-    lo = np.maximum(idx - window, 0)
-    return (csum[idx] - csum[lo]) / (idx - lo)
 
 
 def play(run_dir: Path, episodes: int, gif: Path | None) -> dict[str, float]:
