@@ -7,6 +7,12 @@ Raw action: float32 ``[B, 1 + P]`` = (k as a float, the raw parameter sample wit
 Env outputs: ``action_type`` int64 ``[B]`` and ``action_params`` float32 ``[B, P]``, clipped (or
 tanh-squashed) into the bounds, inactive exactly 0. Mask: the type mask ``[B, K]``.
 
+A raw action made by this head's distribution also carries the parts it was built from (the int64 type
+and the parameter sample, attribute ``RAW_PARTS``); ``env_outputs`` reads them when present instead of
+parsing the float tensor. Both give identical outputs (the type round-trips exactly through float32, and
+the inactive parameters are zeroed after bounding either way); the parts keep the float round trip and a
+second masking out of the traced ONNX graph, which costs kernels on every call in an engine.
+
     log p(k, x) = log p(k) + Σ_{p ∈ params(k)} log N(x_p)
     H           = H(type) + Σ_k p(k) Σ_{p ∈ params(k)} H(N_p)
 
@@ -40,6 +46,7 @@ from .gaussian import (
 )
 
 #: Attribute of a raw action tensor holding ``(type int64 [B], parameter sample [B, P])``.
+RAW_PARTS = "_agentkit_hybrid_parts"
 
 
 class HybridConfig(GaussianOptions):
@@ -67,6 +74,7 @@ class HybridDistribution(ActionDistribution):
     def _join(self, k: Tensor, params: Tensor) -> Tensor:
         active = self.head.active(k)
         raw = torch.cat([k.to(params.dtype).unsqueeze(-1), torch.where(active, params, 0.0)], dim=-1)
+        setattr(raw, RAW_PARTS, (k, params))
         return raw
 
     @torch.no_grad()
@@ -129,8 +137,11 @@ class HybridHead(ActionHead):
         return HybridDistribution(logits, mask, mean, log_std, self)
 
     def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
-        # raw actions hold the type as an exact integer-valued float: a Cast is exact (no Round/Clip needed)
-        k, params = action[:, 0].to(torch.int64), action[:, 1:]
+        parts = getattr(action, RAW_PARTS, None)
+        if parts is not None:  # made by this head's distribution: no need to parse it back
+            k, params = parts
+        else:
+            k, params = self.split_type(action), action[:, 1:].to(torch.float32)
         # inactive parameters: exactly 0 whatever the bounds (clipping or squashing 0 need not give 0)
         return {"action_type": k, "action_params": torch.where(self.active(k), self.output(params), 0.0)}
 
