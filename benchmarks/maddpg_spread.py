@@ -60,7 +60,8 @@ def random_actions(space, mask, rows: int, rng: np.random.Generator):
 
 
 def play(venv, policies, episodes: int, seed: int) -> tuple[list[float], dict[str, list[float]]]:
-    """Mean per-agent returns (and per group) of ``episodes`` episodes; ``policies=None`` acts at random."""
+    """Mean per-agent returns (and per group) of ``episodes`` episodes; a group missing from ``policies`` (all
+    of them when it is None) acts uniformly at random."""
     obs = venv.reset(seed=seed)
     rng = np.random.default_rng(seed)
     returns: list[float] = []
@@ -70,7 +71,7 @@ def play(venv, policies, episodes: int, seed: int) -> tuple[list[float], dict[st
         for g, spec in venv.groups.items():
             o = obs[g]
             n, a = o.alive.shape
-            if policies is None:
+            if policies is None or g not in policies:
                 actions[g] = random_actions(spec.action_space, o.mask, n * a, rng)
                 continue
             art = policies[g]
@@ -140,6 +141,12 @@ def main() -> None:
     eval_env = env.make_vec(8, seed=10_000 + args.seed)
     trained, trained_groups = play(eval_env, arts, args.eval_episodes, seed=10_000 + args.seed)
     rand, rand_groups = play(eval_env, None, args.eval_episodes, seed=10_000 + args.seed)
+    # Each group's own baseline: the same group acting at random against the other groups' trained policies
+    # (for simple_adversary, random good agents vs the trained adversary).
+    alone = {
+        g: play(eval_env, {h: a for h, a in arts.items() if h != g}, args.eval_episodes, seed=10_000 + args.seed)[1][g]
+        for g in trained_groups
+    } if len(trained_groups) > 1 else {}
     algo.close()
 
     line = (
@@ -149,7 +156,9 @@ def main() -> None:
         f"return {np.mean(trained):.2f} ± {np.std(trained):.2f}; random {np.mean(rand):.2f} ± {np.std(rand):.2f}"
     )
     per_group = "; ".join(
-        f"{g}: {np.mean(trained_groups[g]):.2f} (random {np.mean(rand_groups[g]):.2f})" for g in trained_groups
+        f"{g}: {np.mean(trained_groups[g]):.2f} (all random {np.mean(rand_groups[g]):.2f}"
+        + (f", {g} random vs the trained others {np.mean(alone[g]):.2f}" if g in alone else "") + ")"
+        for g in trained_groups
     )
     print(line)
     print("per group:", per_group)

@@ -75,7 +75,8 @@ def main() -> None:
     if not args.no_append:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         cmd = " ".join(["`.venv/bin/python benchmarks/ppo_learning.py", *args.envs, "--seeds",
-                        *map(str, args.seeds), *(["--steps", str(args.steps)] if args.steps else [])]) + "`"
+                        *map(str, args.seeds), *(["--steps", str(args.steps)] if args.steps else []),
+                        *(["--episodes", str(args.episodes)] if args.episodes != 10 else [])]) + "`"
         block = [f"\n### PPO learning ({stamp})", "", cmd, "",
                  *[f"- {line}" for line in lines],
                  f"- deterministic eval, {args.episodes} episodes, eval seed 0; wall times on a shared 2-core CPU", ""]
