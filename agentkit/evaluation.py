@@ -228,8 +228,8 @@ def torch_act(artifact: PolicyArtifact, deterministic: bool = True) -> Act:
             x = torch.cat([x, torch.eye(id_dim).repeat(x.shape[0] // id_dim, 1)], dim=1)
         m = torch.as_tensor(mask) if mask is not None and head.mask_dim else None
         dist = actor(x, m)
-        action = dist.mode() if use_mode else dist.sample()
-        outs = {k: v.cpu().numpy() for k, v in head.env_outputs(action).items()}
+        _, outputs = head.choose(dist, deterministic=use_mode)
+        outs = {k: v.cpu().numpy() for k, v in outputs.items()}
         return head.to_env(outs)
 
     return act

@@ -7,8 +7,9 @@ It owns its output layers. Called with a latent ``[B, latent_dim]`` (and a mask 
 Actions travel through training as one *raw* tensor per step (``head.action_shape``/``head.action_dtype``):
 Discrete int64 ``[B]``; MultiDiscrete int64 ``[B, branches]``; Box float32 ``[B, D]`` unclipped;
 hybrid float32 ``[B, 1 + P]`` = (type, parameters with inactive ones 0). Only ``env_outputs`` maps a raw
-action to env units (clipping, squashing, splitting) — it is the env boundary, and the ONNX graph calls the
-very same function, so the trainer and the exported file act identically.
+action to env units (clipping, squashing, splitting) — it is the env boundary. ``head.choose(dist)`` picks
+actions and maps them in one call; the trainer's rollout, ``agentkit eval`` and the ONNX graph all act
+through it, so the trainer and the exported file act identically.
 
 Masks: bool or 0/1 floats, True/1 = allowed. A masked logit becomes ``MASKED_LOGIT`` (large, negative,
 finite: gradients stay finite). A row with nothing allowed raises ``EmptyMaskError``.
@@ -117,7 +118,28 @@ class ActionHead(nn.Module, ABC):
 
     @abstractmethod
     def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
-        """Raw actions → named tensors in env units (the env boundary; traced into the ONNX graph)."""
+        """Raw actions → named tensors in env units (the env boundary)."""
+
+    def choose(
+        self, dist: ActionDistribution, *, deterministic: bool = False, noise: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Pick actions from ``dist`` and map them to the env: ``(raw action, env outputs)``.
+
+        ``deterministic`` picks ``dist.mode()``; ``noise`` (uniform(0, 1) ``[B, noise_dim]``) picks
+        ``dist.sample_from_noise(noise)``; neither draws ``dist.sample()``. This is what the rollout, eval and
+        the exported graph run. A head may override it to compute the outputs from the parts the action is
+        made of (cheaper in an engine than parsing the raw tensor back) but must return exactly
+        ``(raw, self.env_outputs(raw))``; ``agentkit.testing.check_action_head`` verifies that.
+        """
+        if deterministic and noise is not None:
+            raise ValueError("choose(): pass deterministic=True or noise, not both")
+        if deterministic:
+            raw = dist.mode()
+        elif noise is not None:
+            raw = dist.sample_from_noise(noise)
+        else:
+            raw = dist.sample()
+        return raw, self.env_outputs(raw)
 
     @abstractmethod
     def to_env(self, outputs: dict[str, np.ndarray]) -> Any:

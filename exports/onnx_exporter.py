@@ -1,8 +1,8 @@
 """The ``onnx`` exporter plugin: a trained policy as a self-describing ONNX file for game engines.
 
 The graph is the actor itself (observation normaliser, trunk, head) followed by the head's own
-``env_outputs`` — the very function the trainer calls at the env boundary — so the file acts exactly as
-the trainer does. The written contract for engine developers is ``exports/CONTRACT.md``; in short:
+``choose`` — the very function the trainer's rollout and ``agentkit eval`` act through — so the file acts
+exactly as the trainer does. The written contract for engine developers is ``exports/CONTRACT.md``; in short:
 
 * inputs: ``obs`` float32 ``[batch, *obs_shape]`` (raw: normalisation is in the graph); ``action_mask``
   float32 ``[batch, mask_dim]`` (1 = allowed) when the head takes masks and the env supplies them
@@ -76,7 +76,7 @@ class OnnxExporterConfig(ExporterConfig):
 
 
 class PolicyGraph(nn.Module):
-    """What is traced: raw inputs → actor → distribution → ``head.env_outputs`` of mode (and of a sample).
+    """What is traced: raw inputs → actor → distribution → ``head.choose`` of the mode (and of a sample).
 
     ``forward`` takes the inputs in ``input_names`` order and returns the outputs in ``output_names`` order.
     """
@@ -115,10 +115,10 @@ class PolicyGraph(nn.Module):
             x = torch.cat([x, feeds["agent_id"]], dim=-1)
         dist = self.actor(x, feeds.get("action_mask"))
         head = self.actor.head
-        deterministic = head.env_outputs(dist.mode())
+        _, deterministic = head.choose(dist, deterministic=True)
         outs = []
         if self.stochastic:
-            sampled = head.env_outputs(dist.sample_from_noise(feeds["noise"]))
+            _, sampled = head.choose(dist, noise=feeds["noise"])
             outs += [sampled[n] for n in self.head_outputs]
         outs += [deterministic[n] for n in self.head_outputs]
         return tuple(outs)

@@ -459,7 +459,8 @@ class PPO:
             raise ConfigError(f"env {self.env_source.env_id!r} declared an action mask but gave none this step.")
         return torch.from_numpy(observation.mask)
 
-    def _act(self, obs: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _act(self, obs: Tensor, mask: Tensor | None) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
+        """A sampled raw action, its env outputs, its log-prob and the value of ``obs``."""
         if self.shared:
             latent = self.actor.latent(obs)
             dist = self.head(latent, mask)
@@ -469,8 +470,8 @@ class PPO:
         else:
             dist = self.actor(obs, mask)
             value = self._value(obs)
-        action = dist.sample()
-        return action, dist.log_prob(action), value
+        action, outputs = self.head.choose(dist)
+        return action, outputs, dist.log_prob(action), value
 
     def _evaluate(self, mb: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Log-prob of the stored actions under the stored masks, entropy and (normalised) value."""
@@ -494,7 +495,7 @@ class PPO:
             for t in range(cfg.num_steps):
                 obs = torch.from_numpy(observation.obs)
                 mask = self._mask(observation)
-                action, logprob, value = self._act(obs, mask)
+                action, outputs, logprob, value = self._act(obs, mask)
                 st.obs[t] = obs
                 if mask is not None:
                     st.masks[t] = mask
@@ -502,7 +503,6 @@ class PPO:
                 st.logprobs[t] = logprob
                 st.values[t] = value
 
-                outputs = self.head.env_outputs(action)
                 tr = self.envs.step(self.head.to_env({k: v.numpy() for k, v in outputs.items()}))
                 done = tr.terminated | tr.truncated
                 reward = tr.reward if self.reward_scaler is None else self.reward_scaler(tr.reward, done)

@@ -171,6 +171,12 @@ class _AllParamsHybrid(HybridHead):
         return dist
 
 
+class _ChooseSkipsTheBoundary(HybridHead):
+    def choose(self, dist, *, deterministic=False, noise=None):
+        k, params = dist.parts(deterministic, noise)
+        return dist.join(k, params), {"action_type": k, "action_params": params}  # unbounded: wrong
+
+
 @pytest.mark.parametrize(
     ("factory", "config", "space", "check"),
     [
@@ -178,6 +184,7 @@ class _AllParamsHybrid(HybridHead):
         (_SamplingIgnoresMask, DiscreteConfig(plugin="discrete"), spaces.Discrete(5), "masks"),
         (_NoEmptyCheck, DiscreteConfig(plugin="discrete"), spaces.Discrete(5), "empty mask"),
         (_AllParamsHybrid, HybridConfig(plugin="hybrid"), MOVING, "reference"),
+        (_ChooseSkipsTheBoundary, HybridConfig(plugin="hybrid"), MOVING, "choose"),
     ],
 )
 def test_checker_catches_broken_heads(factory, config, space, check):
@@ -478,16 +485,17 @@ def test_multi_discrete_trains_with_ppo_and_masks():
 
 
 @pytest.mark.parametrize("squash", [False, True])
-def test_hybrid_env_outputs_of_a_distribution_action_equal_those_of_its_raw_tensor(registry, squash):
-    """The parts a distribution's raw action carries (what the ONNX graph is traced from) give exactly what
-    parsing the float tensor gives (what a stored or copied raw action takes), for mode, sample and noise."""
+def test_hybrid_choose_from_parts_equals_env_outputs_of_the_raw_tensor(registry, squash):
+    """What choose() maps from the drawn parts (what the ONNX graph is traced from) is exactly what parsing
+    the float raw tensor gives (what a stored action takes), for the mode, a sample and a noise sample."""
     torch.manual_seed(1)
     head = _head(registry, "hybrid", PLATFORM, squash=squash)  # dy in [-5, -1]: bounding 0 does not give 0
     mask = torch.rand(300, 4) < 0.6
     mask[:, 3] = True
     dist = head(torch.randn(300, 8) * 3, mask)
-    for raw in (dist.mode(), dist.sample(), dist.sample_from_noise(torch.rand(300, head.noise_dim))):
-        fast, parsed = head.env_outputs(raw), head.env_outputs(raw.clone())  # clone: a plain tensor
+    for kwargs in ({"deterministic": True}, {}, {"noise": torch.rand(300, head.noise_dim)}):
+        raw, fast = head.choose(dist, **kwargs)
+        parsed = head.env_outputs(raw)
         assert torch.equal(fast["action_type"], parsed["action_type"])
         assert torch.equal(fast["action_params"], parsed["action_params"])
         assert torch.equal(raw[:, 0].long(), fast["action_type"])

@@ -581,6 +581,28 @@ def check_env_outputs(head: ActionHead, action_space: Any, latent_dim: int, gen:
         )
 
 
+def check_choose(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator) -> None:
+    """``choose`` picks what the distribution picks and returns exactly ``env_outputs`` of it (the rollout,
+    eval and the ONNX graph act through ``choose``; stored actions are mapped with ``env_outputs``)."""
+    batch = 16
+    with torch.no_grad():
+        dist = head(_latent(batch, latent_dim, gen, scale=3.0), random_masks(head, action_space, batch, gen))
+        noise = torch.rand(batch, head.noise_dim, generator=gen)
+        cases = [("deterministic=True", head.choose(dist, deterministic=True), dist.mode())]
+        if head.noise_dim:
+            cases.append(("noise=...", head.choose(dist, noise=noise), dist.sample_from_noise(noise)))
+        sampled = head.choose(dist)
+        cases.append(("no argument (a sample)", sampled, sampled[0]))
+    for how, (raw, outputs), want in cases:
+        if raw.dtype != want.dtype or not torch.equal(raw, want):
+            _fail("choose", f"choose({how}) returned a raw action other than the distribution's own pick")
+        expected = head.env_outputs(raw)
+        if tuple(outputs) != tuple(expected) or not all(
+            outputs[k].dtype == expected[k].dtype and torch.equal(outputs[k], expected[k]) for k in expected
+        ):
+            _fail("choose", f"choose({how}) outputs differ from env_outputs(raw) of the same raw action")
+
+
 def check_action_spec(head: ActionHead, action_space: Any) -> None:
     """action_spec() is strict JSON with the documented kind, mask_dim and noise_dim."""
     spec = head.action_spec()
@@ -612,15 +634,17 @@ class _ExportWrapper(torch.nn.Module):
 
     def forward(self, latent: Tensor, mask: Tensor, noise: Tensor):
         dist = self.head(latent, mask if self.head.mask_dim else None)
-        action = dist.sample_from_noise(noise) if self.stochastic else dist.mode()
-        outputs = self.head.env_outputs(action)
+        if self.stochastic:
+            _, outputs = self.head.choose(dist, noise=noise)
+        else:
+            _, outputs = self.head.choose(dist, deterministic=True)
         return tuple(outputs[name] for name in self.head.output_names)
 
 
 def check_onnx_traceable(
     head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator, opset: int = 17
 ) -> None:
-    """mode()/sample_from_noise() + env_outputs trace with ``torch.onnx.export(dynamo=False)`` and give the
+    """``choose`` (the mode, and a sample from noise) traces with ``torch.onnx.export(dynamo=False)`` and gives the
     same outputs in onnxruntime at another batch size, masks included."""
     import onnxruntime as ort
 
@@ -663,7 +687,7 @@ def check_onnx_traceable(
             if g.dtype != w.dtype or not same:
                 _fail(
                     "onnx",
-                    f"{'sample_from_noise' if stochastic else 'mode'} + env_outputs: onnxruntime output "
+                    f"choose({'noise=...' if stochastic else 'deterministic=True'}): onnxruntime output "
                     f"{name!r} differs from torch ({g.dtype} vs {w.dtype}). Probable cause: Python control "
                     "flow on tensor values, an RNG op, or a shape frozen during tracing.",
                 )
@@ -679,6 +703,7 @@ ALL_CHECKS: tuple[Callable[..., None], ...] = (
     check_sample_from_noise,
     check_inactive_param_gradient,
     check_env_outputs,
+    check_choose,
 )
 
 

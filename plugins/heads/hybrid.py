@@ -7,11 +7,11 @@ Raw action: float32 ``[B, 1 + P]`` = (k as a float, the raw parameter sample wit
 Env outputs: ``action_type`` int64 ``[B]`` and ``action_params`` float32 ``[B, P]``, clipped (or
 tanh-squashed) into the bounds, inactive exactly 0. Mask: the type mask ``[B, K]``.
 
-A raw action made by this head's distribution also carries the parts it was built from (the int64 type
-and the parameter sample, attribute ``RAW_PARTS``); ``env_outputs`` reads them when present instead of
-parsing the float tensor. Both give identical outputs (the type round-trips exactly through float32, and
-the inactive parameters are zeroed after bounding either way); the parts keep the float round trip and a
-second masking out of the traced ONNX graph, which costs kernels on every call in an engine.
+``choose`` (the rollout, eval and the ONNX graph) maps the parts an action is made of — the int64 type and
+the parameter sample — straight to the env outputs; ``env_outputs`` parses a stored raw action back into
+those parts. Both give identical outputs (the type round-trips exactly through float32, and the inactive
+parameters are zeroed after bounding either way); going from the parts keeps the float round trip and a
+second masking out of the exported graph, which would cost kernels on every call in an engine.
 
     log p(k, x) = log p(k) + Σ_{p ∈ params(k)} log N(x_p)
     H           = H(type) + Σ_k p(k) Σ_{p ∈ params(k)} H(N_p)
@@ -45,9 +45,6 @@ from .gaussian import (
     normal_log_prob,
 )
 
-#: Attribute of a raw action tensor holding ``(type int64 [B], parameter sample [B, P])``.
-RAW_PARTS = "_agentkit_hybrid_parts"
-
 
 class HybridConfig(GaussianOptions):
     """Options of the ``hybrid`` head: the Gaussian options, applied to the parameter sub-head."""
@@ -71,18 +68,25 @@ class HybridDistribution(ActionDistribution):
         self.std = torch.exp(log_std)
         self.head = head
 
-    def _join(self, k: Tensor, params: Tensor) -> Tensor:
-        active = self.head.active(k)
-        raw = torch.cat([k.to(params.dtype).unsqueeze(-1), torch.where(active, params, 0.0)], dim=-1)
-        setattr(raw, RAW_PARTS, (k, params))
-        return raw
+    def parts(self, deterministic: bool = False, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The type ``[B]`` (int64) and parameter sample ``[B, P]`` (all P) of a mode, a sample from uniform
+        ``noise [B, noise_dim]``, or (neither given) a random sample."""
+        if deterministic:
+            return self.cat.mode(), self.mean
+        if noise is not None:
+            return self.cat.from_noise(noise[:, 0]), self.mean + self.std * box_muller(noise[:, 1:])
+        with torch.no_grad():
+            return self.cat.sample(), self.mean + self.std * torch.randn_like(self.mean)
 
-    @torch.no_grad()
+    def join(self, k: Tensor, params: Tensor) -> Tensor:
+        """The raw action ``[B, 1 + P]`` of type ``k`` and parameters ``params`` (inactive ones 0)."""
+        return torch.cat([k.to(params.dtype).unsqueeze(-1), torch.where(self.head.active(k), params, 0.0)], dim=-1)
+
     def sample(self) -> Tensor:
-        return self._join(self.cat.sample(), self.mean + self.std * torch.randn_like(self.mean))
+        return self.join(*self.parts())
 
     def mode(self) -> Tensor:
-        return self._join(self.cat.mode(), self.mean)
+        return self.join(*self.parts(deterministic=True))
 
     def log_prob(self, action: Tensor) -> Tensor:
         k = self.head.split_type(action)
@@ -97,8 +101,7 @@ class HybridDistribution(ActionDistribution):
         return self.cat.entropy() + (reach * normal_entropy(self.log_std)).sum(-1)
 
     def sample_from_noise(self, noise: Tensor) -> Tensor:
-        k = self.cat.from_noise(noise[:, 0])
-        return self._join(k, self.mean + self.std * box_muller(noise[:, 1:]))
+        return self.join(*self.parts(noise=noise))
 
 
 class HybridHead(ActionHead):
@@ -137,11 +140,17 @@ class HybridHead(ActionHead):
         return HybridDistribution(logits, mask, mean, log_std, self)
 
     def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
-        parts = getattr(action, RAW_PARTS, None)
-        if parts is not None:  # made by this head's distribution: no need to parse it back
-            k, params = parts
-        else:
-            k, params = self.split_type(action), action[:, 1:].to(torch.float32)
+        return self._outputs(self.split_type(action), action[:, 1:].to(torch.float32))
+
+    def choose(
+        self, dist: HybridDistribution, *, deterministic: bool = False, noise: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        if deterministic and noise is not None:
+            raise ValueError("choose(): pass deterministic=True or noise, not both")
+        k, params = dist.parts(deterministic, noise)
+        return dist.join(k, params), self._outputs(k, params)
+
+    def _outputs(self, k: Tensor, params: Tensor) -> dict[str, Tensor]:
         # inactive parameters: exactly 0 whatever the bounds (clipping or squashing 0 need not give 0)
         return {"action_type": k, "action_params": torch.where(self.active(k), self.output(params), 0.0)}
 
