@@ -125,14 +125,12 @@ class ActionHead(nn.Module, ABC):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Pick actions from ``dist`` and map them to the env: ``(raw action, env outputs)``.
 
-        ``deterministic`` picks ``dist.mode()``; ``noise`` (uniform(0, 1) ``[B, noise_dim]``) picks
-        ``dist.sample_from_noise(noise)``; neither draws ``dist.sample()``. This is what the rollout, eval and
+        ``deterministic`` picks ``dist.mode()`` (any ``noise`` is then unused); otherwise ``noise`` (uniform(0, 1)
+        ``[B, noise_dim]``) picks ``dist.sample_from_noise(noise)``; neither draws ``dist.sample()``. This is what the rollout, eval and
         the exported graph run. A head may override it to compute the outputs from the parts the action is
         made of (cheaper in an engine than parsing the raw tensor back) but must return exactly
         ``(raw, self.env_outputs(raw))``; ``agentkit.testing.check_action_head`` verifies that.
         """
-        if deterministic and noise is not None:
-            raise ValueError("choose(): pass deterministic=True or noise, not both")
         if deterministic:
             raw = dist.mode()
         elif noise is not None:

@@ -145,8 +145,6 @@ class HybridHead(ActionHead):
     def choose(
         self, dist: HybridDistribution, *, deterministic: bool = False, noise: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        if deterministic and noise is not None:
-            raise ValueError("choose(): pass deterministic=True or noise, not both")
         k, params = dist.parts(deterministic, noise)
         return dist.join(k, params), self._outputs(k, params)
 
