@@ -125,11 +125,12 @@ class ActionHead(nn.Module, ABC):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Pick actions from ``dist`` and map them to the env: ``(raw action, env outputs)``.
 
-        ``deterministic`` picks ``dist.mode()`` (any ``noise`` is then unused); otherwise ``noise`` (uniform(0, 1)
-        ``[B, noise_dim]``) picks ``dist.sample_from_noise(noise)``; neither draws ``dist.sample()``. This is what the rollout, eval and
-        the exported graph run. A head may override it to compute the outputs from the parts the action is
-        made of (cheaper in an engine than parsing the raw tensor back) but must return exactly
-        ``(raw, self.env_outputs(raw))``; ``agentkit.testing.check_action_head`` verifies that.
+        ``deterministic`` picks ``dist.mode()`` (any ``noise`` is then unused); otherwise ``noise``
+        (uniform(0, 1) ``[B, noise_dim]``) picks ``dist.sample_from_noise(noise)``; neither draws
+        ``dist.sample()``. This is what the rollout, eval and the exported graph run. A head may override it
+        to compute the outputs from the parts the action is made of (cheaper in an engine than parsing the
+        raw tensor back) but must return exactly ``(raw, self.env_outputs(raw))``;
+        ``agentkit.testing.check_action_head`` verifies that.
         """
         if deterministic:
             raw = dist.mode()
