@@ -644,8 +644,8 @@ class _ExportWrapper(torch.nn.Module):
 def check_onnx_traceable(
     head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator, opset: int = 17
 ) -> None:
-    """``choose`` (the mode, and a sample from noise) traces with ``torch.onnx.export(dynamo=False)`` and gives the
-    same outputs in onnxruntime at another batch size, masks included."""
+    """``choose`` (the mode, and a sample from noise) traces with ``torch.onnx.export(dynamo=False)`` and
+    gives the same outputs in onnxruntime at another batch size, masks included."""
     import onnxruntime as ort
 
     head = head.eval()
