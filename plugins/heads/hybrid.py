@@ -80,8 +80,8 @@ class HybridDistribution(ActionDistribution):
 
     def join(self, k: Tensor, params: Tensor) -> Tensor:
         """The raw action ``[B, 1 + P]`` of type ``k`` and parameters ``params`` (inactive ones 0)."""
-        active = torch.where(self.head.active(k), params, 0.0)
-        return torch.cat([k.to(params.dtype).unsqueeze(-1), active], dim=-1)
+        own_params = torch.where(self.head.active(k), params, 0.0)
+        return torch.cat([k.to(params.dtype).unsqueeze(-1), own_params], dim=-1)
 
     def sample(self) -> Tensor:
         return self.join(*self.parts())
