@@ -181,6 +181,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     for group, stats in (result.groups or {}).items():
         console.print(f"  {group}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in stats.items()))
+    if result.infos:
+        console.print("  from the env's infos, mean over episodes: "
+                      + ", ".join(f"{k} {_fmt(v)}" for k, v in result.infos.items()))
     if gif is not None:
         console.print(f"wrote {gif}")
     return EXIT_OK

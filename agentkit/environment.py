@@ -97,7 +97,9 @@ class MultiAgentTransition:
 
     ``episode_returns`` holds, for each episode that ended this step, the mean over all agents of each
     agent's summed reward (the "mean per-agent episode return"); ``group_returns[g]`` the same mean over
-    group g's agents only (aligned with ``episode_returns``); ``episode_envs`` the env copies that ended.
+    group g's agents only (aligned with ``episode_returns``); ``episode_envs`` the env copies that ended;
+    ``episode_infos`` the numeric scalars the env put in its agents' infos during the episode (a game's
+    ``win``, say): each key's last value per agent, averaged over the agents that reported it.
     """
 
     groups: dict[str, Transition]
@@ -105,6 +107,7 @@ class MultiAgentTransition:
     episode_lengths: list[int] = field(default_factory=list)
     group_returns: dict[str, list[float]] = field(default_factory=dict)
     episode_envs: list[int] = field(default_factory=list)
+    episode_infos: list[dict[str, float]] = field(default_factory=list)
 
 
 class MultiAgentVecEnv(Protocol):

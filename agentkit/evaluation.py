@@ -13,7 +13,8 @@ mapping ``{group: act}``, each called with the group's agents flattened env-majo
 serves a group whose policy expects a one-hot agent id appends it itself (``torch_act`` does).
 
 Returns are undiscounted sums of rewards. Multi-agent: ``returns`` are the mean per-agent episode returns
-(the VecEnv's ``episode_returns``), and ``groups[g]`` holds each group's mean and std.
+(the VecEnv's ``episode_returns``), ``groups[g]`` holds each group's mean and std, and ``infos`` the mean over
+episodes of each numeric figure the env reported in its infos (``win`` in Team Arena: the win rate).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class EvalResult:
     returns: list[float]
     lengths: list[int]
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    infos: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +179,7 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
     returns: list[float] = []
     lengths: list[int] = []
     group_returns: dict[str, list[float]] = {g: [] for g in acts}
+    infos: dict[str, list[float]] = {}
     frames: list[np.ndarray] = []
     for i in range(episodes):
         obs = venv.reset(seed=seed + i)
@@ -199,6 +202,8 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
                     values = tr.group_returns.get(g)
                     if values:
                         group_returns[g].append(float(values[0]))
+                for key, value in (tr.episode_infos[0] if tr.episode_infos else {}).items():
+                    infos.setdefault(key, []).append(value)
                 break
             obs = {g: t.next for g, t in tr.groups.items()}
             if record:
@@ -210,7 +215,8 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
     for g, values in group_returns.items():
         g_mean, g_std = _summary(values) if values else (math.nan, math.nan)
         groups[g] = {"mean_return": g_mean, "std_return": g_std}
-    return EvalResult(mean, std, episodes, returns, lengths, groups)
+    info_means = {key: float(np.mean(values)) for key, values in infos.items()}
+    return EvalResult(mean, std, episodes, returns, lengths, groups, info_means)
 
 
 def torch_act(artifact: PolicyArtifact, deterministic: bool = True) -> Act:

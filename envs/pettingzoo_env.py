@@ -276,6 +276,8 @@ class PettingZooVecEnv:
         self._agent_index = {a: i for i, a in enumerate(source.agents)}
         self._ep_return = np.zeros((num_envs, len(source.agents)), dtype=np.float64)
         self._ep_length = np.zeros(num_envs, dtype=np.int64)
+        # per env copy: agent → {info key: its last numeric scalar value this episode}
+        self._ep_infos: list[dict[str, dict[str, float]]] = [{} for _ in range(num_envs)]
         self._alive = np.zeros((num_envs, len(source.agents)), dtype=bool)
 
     # -- buffers --------------------------------------------------------------------------------------------
@@ -326,6 +328,7 @@ class PettingZooVecEnv:
             group.state = state
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
+        self._ep_infos = [{} for _ in range(self.num_envs)]
         return out
 
     def _reset_one(self, n: int, env: ParallelEnv, seed: int | None, out: dict[str, Observation]) -> np.ndarray:
@@ -381,6 +384,10 @@ class PettingZooVecEnv:
                 gname, i = self._slot[agent]
                 trans[gname].reward[n, i] = r
                 self._ep_return[n, self._agent_index[agent]] += r
+            for agent, info in infos.items():
+                scalars = _numeric_scalars(info)
+                if scalars:
+                    self._ep_infos[n].setdefault(agent, {}).update(scalars)
             for agent in acting:
                 gname, i = self._slot[agent]
                 trans[gname].terminated[n, i] = bool(terms.get(agent, False))
@@ -411,6 +418,12 @@ class PettingZooVecEnv:
         result.episode_returns.append(float(returns.mean()))
         result.episode_lengths.append(int(self._ep_length[n]))
         result.episode_envs.append(n)
+        per_key: dict[str, list[float]] = {}
+        for scalars in self._ep_infos[n].values():
+            for key, value in scalars.items():
+                per_key.setdefault(key, []).append(value)
+        result.episode_infos.append({key: float(np.mean(values)) for key, values in per_key.items()})
+        self._ep_infos[n] = {}
         for g in self.groups.values():
             idx = [self._agent_index[a] for a in g.agents]
             result.group_returns[g.name].append(float(returns[idx].mean()))
@@ -424,6 +437,17 @@ class PettingZooVecEnv:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def _numeric_scalars(info: Any) -> dict[str, float]:
+    """The entries of an agent's info dict that are plain numbers (bools included), the mask left out."""
+    if not isinstance(info, dict):
+        return {}
+    return {
+        str(key): float(value)
+        for key, value in info.items()
+        if key != MASK_KEY and isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating))
+    }
 
 
 # -- registration -----------------------------------------------------------------------------------------

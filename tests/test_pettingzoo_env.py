@@ -153,3 +153,27 @@ def test_registered_as_built_in():
 
     reg = PluginHost(autoload=False).registry.get("env", "pettingzoo")
     assert reg.provider == "built-in" and reg.config_model is PettingZooEnvConfig
+
+
+def test_episode_infos_carry_the_envs_numeric_figures_and_eval_averages_them():
+    """Team Arena reports ``win`` (and a string ``winner``) in its infos at the end of an episode: the
+    adapter keeps the numbers per ended episode, and eval reports their mean (the win rate)."""
+    from agentkit_envs.games.team_arena import IDLE, parallel_env
+
+    from agentkit.evaluation import play_episodes
+
+    arena = source(module="agentkit_envs.games.team_arena", kwargs={"team_size": 2, "opponent": "scripted"})
+    idle = lambda obs, mask: (np.full(len(obs), IDLE), np.zeros((len(obs), 2), np.float32))  # noqa: E731
+    result = play_episodes(arena, idle, episodes=4, seed=5)
+    assert set(result.infos) == {"win"}  # numbers only: the string "winner" and the mask are left out
+    wins = []
+    for i in range(4):  # the same episodes on the raw env
+        env = parallel_env(team_size=2, opponent="scripted")
+        env.reset(seed=5 + i)
+        while env.agents:
+            *_, infos = env.step({a: (IDLE, np.zeros(2, np.float32)) for a in env.agents})
+        wins.append(next(iter(infos.values()))["win"])
+    assert result.infos["win"] == pytest.approx(np.mean(wins))
+
+    spread = play_episodes(source(**SPREAD), lambda obs, mask: np.zeros(len(obs), np.int64), episodes=2)
+    assert spread.infos == {}
