@@ -155,24 +155,42 @@ def test_registered_as_built_in():
     assert reg.provider == "built-in" and reg.config_model is PettingZooEnvConfig
 
 
+def _hunter(obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A Team Arena blue policy from observations alone (2 v 2): shoot the first live enemy when loaded,
+    else walk towards it. It wins some episodes and loses others against the scripted red team."""
+    from agentkit_envs.games.team_arena import MOVE, SHOOT
+
+    enemies = obs[:, 6:14].reshape(len(obs), 2, 4)  # per enemy: dx, dy, bearing / pi, alive
+    target = np.argmax(enemies[:, :, 3] > 0, axis=1)
+    bearing = enemies[np.arange(len(obs)), target, 2] * np.pi
+    kind = np.where(mask[:, SHOOT] > 0, SHOOT, MOVE)
+    return kind, np.stack([bearing, bearing], axis=1).astype(np.float32)
+
+
 def test_episode_infos_carry_the_envs_numeric_figures_and_eval_averages_them():
     """Team Arena reports ``win`` (and a string ``winner``) in its infos at the end of an episode: the
     adapter keeps the numbers per ended episode, and eval reports their mean (the win rate)."""
-    from agentkit_envs.games.team_arena import IDLE, parallel_env
+    from agentkit_envs.games.team_arena import parallel_env
 
     from agentkit.evaluation import play_episodes
 
     arena = source(module="agentkit_envs.games.team_arena", kwargs={"team_size": 2, "opponent": "scripted"})
-    idle = lambda obs, mask: (np.full(len(obs), IDLE), np.zeros((len(obs), 2), np.float32))  # noqa: E731
-    result = play_episodes(arena, idle, episodes=4, seed=5)
+    episodes = 12
+    result = play_episodes(arena, _hunter, episodes=episodes, seed=5)
     assert set(result.infos) == {"win"}  # numbers only: the string "winner" and the mask are left out
     wins = []
-    for i in range(4):  # the same episodes on the raw env
+    for i in range(episodes):  # the same episodes on the raw env
         env = parallel_env(team_size=2, opponent="scripted")
-        env.reset(seed=5 + i)
+        observations, _ = env.reset(seed=5 + i)
         while env.agents:
-            *_, infos = env.step({a: (IDLE, np.zeros(2, np.float32)) for a in env.agents})
+            agents = list(env.agents)
+            kind, params = _hunter(
+                np.stack([observations[a]["observation"] for a in agents]),
+                np.stack([observations[a]["action_mask"] for a in agents]),
+            )
+            observations, *_, infos = env.step({a: (k, p) for a, k, p in zip(agents, kind, params)})
         wins.append(next(iter(infos.values()))["win"])
+    assert 0 < sum(wins) < episodes, "the hunter should win some episodes and lose others"
     assert result.infos["win"] == pytest.approx(np.mean(wins))
 
     spread = play_episodes(source(**SPREAD), lambda obs, mask: np.zeros(len(obs), np.int64), episodes=2)
