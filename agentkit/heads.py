@@ -8,8 +8,9 @@ Actions travel through training as one *raw* tensor per step (``head.action_shap
 Discrete int64 ``[B]``; MultiDiscrete int64 ``[B, branches]``; Box float32 ``[B, D]`` unclipped;
 hybrid float32 ``[B, 1 + P]`` = (type, parameters with inactive ones 0). Only ``env_outputs`` maps a raw
 action to env units (clipping, squashing, splitting) — it is the env boundary. ``head.choose(dist)`` picks
-actions and maps them in one call; the trainer's rollout, ``agentkit eval`` and the ONNX graph all act
-through it, so the trainer and the exported file act identically.
+actions and maps them in one call; the PPO and MAPPO rollouts, ``agentkit eval`` and the ONNX graph all
+act through it, so the trainer and the exported file act identically. (MADDPG explores in its own relaxed
+action form and maps the raw action it derives with ``env_outputs``.)
 
 Masks: bool or 0/1 floats, True/1 = allowed. A masked logit becomes ``MASKED_LOGIT`` (large, negative,
 finite: gradients stay finite). A row with nothing allowed raises ``EmptyMaskError``.

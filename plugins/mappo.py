@@ -216,7 +216,7 @@ class MAPPO:
         group_returns: dict[str, list[float]] = {g: [] for g in self.env.groups}
         obs = self.next_obs
         for t in range(cfg.num_steps):
-            raw_actions: dict[str, list[tuple[PolicyUnit, Tensor]]] = {g: [] for g in self.env.groups}
+            env_outputs: dict[str, list[tuple[PolicyUnit, dict[str, Tensor]]]] = {g: [] for g in self.env.groups}
             with torch.no_grad():
                 for unit in self.units:
                     o = obs[unit.group.name]
@@ -231,12 +231,12 @@ class MAPPO:
                         st.masks[t] = mask
                         mask = mask.reshape(-1, mask.shape[-1])
                     dist = unit.actor(actor_in.reshape(-1, actor_in.shape[-1]), mask)
-                    action = dist.sample()
+                    action, outputs = unit.actor.head.choose(dist)
                     st.actions[t] = action.reshape(st.actions.shape[1:])
                     st.logprobs[t] = dist.log_prob(action).reshape(st.logprobs.shape[1:])
                     st.values[t] = self._value(unit, critic_in)
-                    raw_actions[unit.group.name].append((unit, st.actions[t]))
-            tr = self.env.step(self._env_actions(raw_actions))
+                    env_outputs[unit.group.name].append((unit, outputs))
+            tr = self.env.step(self._env_actions(env_outputs))
             with torch.no_grad():
                 for unit in self.units:
                     gt = tr.groups[unit.group.name]
@@ -276,18 +276,18 @@ class MAPPO:
             metrics[key] = float(np.mean(values))
         return metrics
 
-    def _env_actions(self, raw: dict[str, list[tuple[PolicyUnit, Tensor]]]) -> dict[str, Any]:
-        """Per group, the units' raw actions ``[N, A_u, ...]`` → the env's batched action (N*A_g rows)."""
+    def _env_actions(self, chosen: dict[str, list[tuple[PolicyUnit, dict[str, Tensor]]]]) -> dict[str, Any]:
+        """Per group, the units' env outputs (``head.choose``, rows ``[N * A_u]``, env-major) → the env's
+        batched action (``N * A_g`` rows, env-major, agents in the group's order)."""
         out = {}
-        for gname, parts in raw.items():
-            if len(parts) == 1:
-                unit, action = parts[0]
-            else:  # one unit per agent: restore the group's agent order
-                parts = sorted(parts, key=lambda p: p[0].slots[0])
-                unit, action = parts[0][0], torch.cat([a for _, a in parts], dim=1)
-            flat = action.reshape(-1, *action.shape[2:])
-            outputs = {k: v.cpu().numpy() for k, v in unit.actor.head.env_outputs(flat).items()}
-            out[gname] = unit.actor.head.to_env(outputs)
+        for gname, parts in chosen.items():
+            parts = sorted(parts, key=lambda p: p[0].slots[0])  # one unit per agent: the group's agent order
+            head = parts[0][0].actor.head
+            merged = {
+                key: torch.cat([o[key].reshape(self.num_envs, len(u.slots), *o[key].shape[1:]) for u, o in parts], 1)
+                for key in parts[0][1]
+            }
+            out[gname] = head.to_env({k: v.reshape(-1, *v.shape[2:]).cpu().numpy() for k, v in merged.items()})
         return out
 
     # -- learning -------------------------------------------------------------------------------------------
