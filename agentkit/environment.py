@@ -45,6 +45,8 @@ class Transition:
     episode_returns: list[float] = field(default_factory=list)  # episodes that ended this step
     episode_lengths: list[int] = field(default_factory=list)
     infos: dict[str, Any] = field(default_factory=dict)
+    # per ended episode (aligned with episode_returns): the numeric scalars of the env's info at its last step
+    episode_infos: list[dict[str, float]] = field(default_factory=list)
 
 
 class VecEnv(Protocol):

@@ -12,9 +12,10 @@ envs call it with B = 1. Multi-agent envs (see docs/multi-agent.md) take one ``A
 mapping ``{group: act}``, each called with the group's agents flattened env-major (B = A_g); an act that
 serves a group whose policy expects a one-hot agent id appends it itself (``torch_act`` does).
 
-Returns are undiscounted sums of rewards. Multi-agent: ``returns`` are the mean per-agent episode returns
-(the VecEnv's ``episode_returns``), ``groups[g]`` holds each group's mean and std, and ``infos`` the mean over
-episodes of each numeric figure the env reported in its infos (``win`` in Team Arena: the win rate).
+Returns are undiscounted sums of rewards. ``infos`` is the mean over episodes of each numeric figure the env
+reported in its infos (single-agent: at the episode's last step, e.g. Dungeon's ``success``; multi-agent:
+``win`` in Team Arena, the win rate). Multi-agent: ``returns`` are the mean per-agent episode returns (the
+VecEnv's ``episode_returns``), and ``groups[g]`` holds each group's mean and std.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def _group_acts(env: Any, act: Act | Mapping[str, Act]) -> dict[str, Act]:
 def _play_single(venv: Any, act: Act, episodes: int, seed: int, gif: Path | str | None) -> EvalResult:
     returns: list[float] = []
     lengths: list[int] = []
+    infos: dict[str, list[float]] = {}
     frames: list[np.ndarray] = []
     for i in range(episodes):
         o = venv.reset(seed=seed + i)
@@ -163,6 +165,7 @@ def _play_single(venv: Any, act: Act, episodes: int, seed: int, gif: Path | str 
             total += float(tr.reward[0])
             length += 1
             if bool(tr.terminated[0]) or bool(tr.truncated[0]):
+                _collect_infos(infos, tr.episode_infos)
                 break
             o = tr.next
             if record:
@@ -172,7 +175,7 @@ def _play_single(venv: Any, act: Act, episodes: int, seed: int, gif: Path | str 
     if gif is not None:
         write_gif(frames, Path(gif), _render_fps(venv))
     mean, std = _summary(returns)
-    return EvalResult(mean_return=mean, std_return=std, episodes=episodes, returns=returns, lengths=lengths)
+    return EvalResult(mean, std, episodes, returns, lengths, infos=_info_means(infos))
 
 
 def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: Path | str | None) -> EvalResult:
@@ -202,8 +205,7 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
                     values = tr.group_returns.get(g)
                     if values:
                         group_returns[g].append(float(values[0]))
-                for key, value in (tr.episode_infos[0] if tr.episode_infos else {}).items():
-                    infos.setdefault(key, []).append(value)
+                _collect_infos(infos, tr.episode_infos)
                 break
             obs = {g: t.next for g, t in tr.groups.items()}
             if record:
@@ -215,8 +217,17 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
     for g, values in group_returns.items():
         g_mean, g_std = _summary(values) if values else (math.nan, math.nan)
         groups[g] = {"mean_return": g_mean, "std_return": g_std}
-    info_means = {key: float(np.mean(values)) for key, values in infos.items()}
-    return EvalResult(mean, std, episodes, returns, lengths, groups, info_means)
+    return EvalResult(mean, std, episodes, returns, lengths, groups, _info_means(infos))
+
+
+def _collect_infos(infos: dict[str, list[float]], episode_infos: list[dict[str, float]]) -> None:
+    """Add the one env copy's ended episode's info figures (``episode_infos[0]``, if any) to ``infos``."""
+    for key, value in (episode_infos[0] if episode_infos else {}).items():
+        infos.setdefault(key, []).append(value)
+
+
+def _info_means(infos: dict[str, list[float]]) -> dict[str, float]:
+    return {key: float(np.mean(values)) for key, values in infos.items()}
 
 
 def torch_act(artifact: PolicyArtifact, deterministic: bool = True) -> Act:

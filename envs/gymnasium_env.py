@@ -164,6 +164,7 @@ class GymnasiumVecEnv:
             transition.final_obs = final
             transition.episode_returns = self._ep_return[ended].tolist()
             transition.episode_lengths = self._ep_length[ended].tolist()
+            transition.episode_infos = [_final_scalars(infos.get("final_info"), i) for i in ended]
             self._ep_return[ended] = 0.0
             self._ep_length[ended] = 0
         return transition
@@ -178,6 +179,22 @@ class GymnasiumVecEnv:
 
     def close(self) -> None:
         self.envs.close()
+
+
+def _final_scalars(final_info: Any, i: int) -> dict[str, float]:
+    """Env copy ``i``'s numeric info entries at the last step of its episode, from a gymnasium vector env's
+    batched ``final_info`` (each key an array, ``_key`` saying which copies set it; the mask left out)."""
+    if not isinstance(final_info, dict):
+        return {}
+    out = {}
+    for key, values in final_info.items():
+        if key.startswith("_") or key == MASK_KEY or not isinstance(values, np.ndarray) or values.ndim != 1:
+            continue
+        present = final_info.get(f"_{key}")
+        numeric = values.dtype == np.bool_ or np.issubdtype(values.dtype, np.number)
+        if numeric and (present is None or bool(present[i])):
+            out[key] = float(values[i])
+    return out
 
 
 # -- the env source ---------------------------------------------------------------------------------------

@@ -54,6 +54,28 @@ class InfoMaskEnv(MaskedDictEnv):
         return obs["observation"], r, term, trunc, {"action_mask": obs["action_mask"]}
 
 
+class ScoredEnv(gym.Env):
+    """Episodes of 1 + (seed % 3) steps; the last step's info has ``won`` (odd seeds), ``score`` (the seed)
+    and a string; earlier steps report a different ``score`` that must not count."""
+
+    observation_space = spaces.Box(-1, 1, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.seed_ = seed if seed is not None else int(self.np_random.integers(100))  # autoreset: no seed
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t <= self.seed_ % 3:
+            return np.zeros(1, np.float32), 0.0, False, False, {"score": -100.0}
+        info = {"score": float(self.seed_), "who": "me", "won": self.seed_ % 2 == 1}
+        return np.zeros(1, np.float32), 1.0, True, False, info
+
+
+gym.register("agentkit-test/Scored-v0", entry_point=ScoredEnv)
 gym.register("agentkit-test/MaskedDict-v0", entry_point=MaskedDictEnv)
 gym.register("agentkit-test/InfoMask-v0", entry_point=InfoMaskEnv)
 
@@ -151,3 +173,16 @@ def test_non_box_observation_is_refused():
 def test_bad_kwargs_are_a_user_error():
     with pytest.raises(UserError, match="CartPole-v1"):
         source("CartPole-v1", kwargs={"no_such_option": 1})
+
+
+def test_episode_infos_are_the_last_steps_numbers_and_eval_averages_them():
+    from agentkit.evaluation import play_episodes
+
+    venv = source("agentkit-test/Scored-v0", num_envs=2).make_vec(2, seed=4)
+    venv.reset(seed=4)  # copies seeded 4 and 5: episodes of 2 and 3 steps
+    steps = [venv.step(np.zeros(2, np.int64)) for _ in range(2)]
+    assert [tr.episode_infos for tr in steps] == [[], [{"score": 4.0, "won": 0.0}]]
+    assert {"score": 5.0, "won": 1.0} in venv.step(np.zeros(2, np.int64)).episode_infos
+
+    result = play_episodes(source("agentkit-test/Scored-v0"), lambda obs, mask: np.zeros(1, np.int64), 5, seed=10)
+    assert result.infos == {"score": pytest.approx(12.0), "won": pytest.approx(0.4)}  # seeds 10..14

@@ -188,7 +188,7 @@ def test_episode_infos_carry_the_envs_numeric_figures_and_eval_averages_them():
                 np.stack([observations[a]["observation"] for a in agents]),
                 np.stack([observations[a]["action_mask"] for a in agents]),
             )
-            observations, *_, infos = env.step({a: (k, p) for a, k, p in zip(agents, kind, params)})
+            observations, *_, infos = env.step({a: (k, p) for a, k, p in zip(agents, kind, params, strict=True)})
         wins.append(next(iter(infos.values()))["win"])
     assert 0 < sum(wins) < episodes, "the hunter should win some episodes and lose others"
     assert result.infos["win"] == pytest.approx(np.mean(wins))
