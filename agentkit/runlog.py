@@ -25,6 +25,16 @@ FIXED_COLUMNS = ("step", "iteration", "time")
 RETURN_METRIC = "charts/episode_return"
 
 
+def episode_info_metrics(episode_infos: list[dict[str, float]]) -> dict[str, float]:
+    """``infos/<key>``: the mean of each numeric info figure over the episodes that ended in an iteration
+    (``infos/win`` for Team Arena, ``infos/success`` for Dungeon), over the episodes that reported it."""
+    values: dict[str, list[float]] = {}
+    for infos in episode_infos:
+        for key, value in infos.items():
+            values.setdefault(key, []).append(value)
+    return {f"infos/{key}": sum(v) / len(v) for key, v in values.items()}
+
+
 def _format(value: object) -> str:
     if value is None:
         return ""

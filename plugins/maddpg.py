@@ -54,6 +54,7 @@ from agentkit.config import AlgorithmConfig, PolicyConfig
 from agentkit.errors import ConfigError
 from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
 from agentkit.policy import Actor, ObsNormalizer, layer_init, mlp, resolve_head
+from agentkit.runlog import episode_info_metrics
 from agentkit.spaces import HybridSpace
 
 # --------------------------------------------------------------------------------------------------------
@@ -481,6 +482,7 @@ class MADDPG:
         self._since_update = 0
         self._min_rows = max(config.batch_size, min(config.learning_starts, config.buffer_size))
         self._obs = self.vec.reset(seed=self.seed)
+        self._ep_infos: list[dict[str, float]] = []
         self._losses: list[dict[str, float]] = []
 
     # -- storage layout ---------------------------------------------------------------------------------
@@ -582,6 +584,7 @@ class MADDPG:
             self._since_update += self.num_envs
             stats["returns"].extend(tr.episode_returns)
             stats["lengths"].extend(tr.episode_lengths)
+            self._ep_infos.extend(tr.episode_infos)
             for g, rets in tr.group_returns.items():
                 stats.setdefault(f"group/{g}", []).extend(rets)
             while self._since_update >= self.cfg.train_every:
@@ -697,7 +700,7 @@ class MADDPG:
 
     def iterate(self) -> dict[str, float]:
         start = time.perf_counter()
-        self._losses = []
+        self._losses, self._ep_infos = [], []
         remaining = max(1, self.cfg.total_steps - self.steps_done)
         n = max(1, math.ceil(min(self.cfg.iteration_steps, remaining) / self.num_envs))
         stats = self._collect(n)
@@ -708,6 +711,7 @@ class MADDPG:
             metrics["charts/episode_return"] = float(np.mean(stats["returns"]))
             metrics["charts/episode_length"] = float(np.mean(stats["lengths"]))
             metrics["charts/episodes"] = float(len(stats["returns"]))
+            metrics.update(episode_info_metrics(self._ep_infos))
         for key, values in stats.items():
             if key.startswith("group/") and values:
                 metrics[f"charts/{key[6:]}/episode_return"] = float(np.mean(values))

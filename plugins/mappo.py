@@ -42,6 +42,7 @@ from agentkit.config import AlgorithmConfig
 from agentkit.environment import GroupSpec, Observation
 from agentkit.errors import ConfigError
 from agentkit.policy import Actor, Critic, build_actor
+from agentkit.runlog import episode_info_metrics
 from agentkit.storage import Batch, RolloutStorage
 
 
@@ -213,6 +214,7 @@ class MAPPO:
             unit.actor.head.set_progress(progress)
         ep_returns: list[float] = []
         ep_lengths: list[int] = []
+        ep_infos: list[dict[str, float]] = []
         group_returns: dict[str, list[float]] = {g: [] for g in self.env.groups}
         obs = self.next_obs
         for t in range(cfg.num_steps):
@@ -251,6 +253,7 @@ class MAPPO:
                         st.bootstrap[t] = torch.where(trunc & ~term, self._value(unit, final_in), 0.0)
             ep_returns += tr.episode_returns
             ep_lengths += tr.episode_lengths
+            ep_infos += tr.episode_infos
             for g, rets in tr.group_returns.items():
                 group_returns[g] += rets
             obs = {g: gt.next for g, gt in tr.groups.items()}
@@ -262,6 +265,7 @@ class MAPPO:
         if ep_returns:
             metrics["charts/episode_return"] = float(np.mean(ep_returns))
             metrics["charts/episode_length"] = float(np.mean(ep_lengths))
+            metrics.update(episode_info_metrics(ep_infos))
             if len(group_returns) > 1:
                 for g, rets in group_returns.items():
                     metrics[f"charts/{g}/episode_return"] = float(np.mean(rets))

@@ -95,6 +95,15 @@ def test_masks_drive_sampling_and_the_loss():
     algo.close()
 
 
+def test_iteration_metrics_carry_the_envs_episode_info_figures():
+    algo = build({"id": "agentkit/Dungeon-v0", "num_envs": 2, "kwargs": {"max_steps": 10}}, {"total_steps": 64, "num_steps": 32})
+    metrics = algo.iterate()
+    algo.close()
+    assert metrics["charts/episodes"] >= 6  # at most 10 steps each, 64 steps
+    for key in ("infos/success", "infos/has_key", "infos/door_open", "infos/illegal_action"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+
+
 def test_truncation_bootstraps_from_the_final_observation():
     algo = build({"id": "CartPole-v1", "num_envs": 4, "max_episode_steps": 5}, {"total_steps": 64, "num_steps": 16})
     algo.collect()
