@@ -183,11 +183,77 @@ def probe_kernels() -> None:
         print(f"| {label} | {value:.2f} |")
 
 
+def probe_normaliser() -> None:
+    """Where a discrete policy's extra time goes: the same 8 → 64 → 64 → 5 ReLU MLP + ArgMax with the
+    observation normaliser written four ways, each vs the bare MLP (batch 1). ``BatchNormalization`` with
+    ``scale = 1/std``, ``var = 1``, ``epsilon = 0`` is ``(x - mean) * (1/std)`` in one kernel; its actions are
+    checked against the exported ``Sub``/``Div`` form on 10 000 observations."""
+    from onnx import TensorProto
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    dim, hidden, n = 8, 64, 5
+    arrays = {
+        "W1": rng.normal(size=(dim, hidden)), "b1": rng.normal(size=hidden), "W2": rng.normal(size=(hidden, hidden)),
+        "b2": rng.normal(size=hidden), "W3": rng.normal(size=(hidden, n)), "b3": rng.normal(size=n),
+        "mean": rng.normal(size=dim), "std": rng.random(dim) + 0.5, "lo": -10.0, "hi": 10.0,
+    }
+    arrays.update(inv=1 / arrays["std"], ones=np.ones(dim), zeros=np.zeros(dim))
+    inits = [nh.from_array(np.asarray(v, np.float32), k) for k, v in arrays.items()]
+    mlp = [
+        h.make_node("Gemm", ["x", "W1", "b1"], ["h1"]), h.make_node("Relu", ["h1"], ["r1"]),
+        h.make_node("Gemm", ["r1", "W2", "b2"], ["h2"]), h.make_node("Relu", ["h2"], ["r2"]),
+        h.make_node("Gemm", ["r2", "W3", "b3"], ["logits"]),
+    ]
+    argmax = [h.make_node("ArgMax", ["logits"], ["action"], axis=-1, keepdims=0)]
+    batch_norm = h.make_node("BatchNormalization", ["obs", "inv", "zeros", "mean", "ones"], ["n"], epsilon=0.0)
+    variants = {
+        "bare MLP (logits)": [h.make_node("Identity", ["obs"], ["x"]), *mlp],
+        "exported: Sub, Div, Clip + MLP + ArgMax": [
+            h.make_node("Sub", ["obs", "mean"], ["c"]), h.make_node("Div", ["c", "std"], ["n"]),
+            h.make_node("Clip", ["n", "lo", "hi"], ["x"]), *mlp, *argmax],
+        "BatchNormalization, Clip + MLP + ArgMax": [batch_norm, h.make_node("Clip", ["n", "lo", "hi"], ["x"]), *mlp, *argmax],
+        "BatchNormalization (no clip) + MLP + ArgMax": [batch_norm, h.make_node("Identity", ["n"], ["x"]), *mlp, *argmax],
+        "no normaliser + MLP + ArgMax": [h.make_node("Identity", ["obs"], ["x"]), *mlp, *argmax],
+    }
+    obs = h.make_tensor_value_info("obs", TensorProto.FLOAT, ["b", dim])
+    models = {}
+    for label, nodes in variants.items():
+        out = nodes[-1].output[0]
+        shape = ["b"] if out == "action" else ["b", n]
+        kind = TensorProto.INT64 if out == "action" else TensorProto.FLOAT
+        used = [i for i in inits if any(i.name in node.input for node in nodes)]
+        graph = h.make_graph(nodes, "probe", [obs], [h.make_tensor_value_info(out, kind, shape)], used)
+        models[label] = h.make_model(graph, opset_imports=[h.make_opsetid("", DEFAULT_OPSET)], ir_version=8)
+    sessions = {label: session(model.SerializeToString()) for label, model in models.items()}
+    many = {"obs": rng.normal(0.0, 3.0, (10_000, dim)).astype(np.float32)}
+    exported_actions = sessions["exported: Sub, Div, Clip + MLP + ArgMax"].run(None, many)[0]
+    same = (sessions["BatchNormalization, Clip + MLP + ArgMax"].run(None, many)[0] == exported_actions).mean()
+    one = {"obs": rng.normal(0.0, 3.0, (1, dim)).astype(np.float32)}
+    times: dict[str, list[float]] = {label: [] for label in sessions}
+    for _ in range(ROUNDS):  # interleaved rounds; the ratio is the median of the rounds' ratios
+        for label, sess in sessions.items():
+            times[label].append(time_call(lambda sess=sess: sess.run(None, one), CALLS))
+    bare = np.array(times["bare MLP (logits)"])
+    print(f"BatchNormalization + Clip vs exported form: {same:.4%} of 10 000 actions identical\n")
+    print("| graph (batch 1) | kernels | µs | ratio to bare |\n|---|---|---|---|")
+    for label, values in times.items():
+        ratio = float(np.median(np.array(values) / bare))
+        print(f"| {label} | {kernels(models[label].SerializeToString())} | {min(values):.2f} | {ratio:.2f}× |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
     parser.add_argument("--probe", action="store_true", help="time single-op graphs instead (kernel costs)")
+    parser.add_argument(
+        "--probe-normaliser", action="store_true", help="time the observation normaliser written four ways"
+    )
     args = parser.parse_args()
+    if args.probe_normaliser:
+        probe_normaliser()
+        return
     if args.probe:
         probe_kernels()
         return
