@@ -49,6 +49,16 @@ class Transition:
     episode_infos: list[dict[str, float]] = field(default_factory=list)
 
 
+def mean_episode_infos(episode_infos: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each numeric info figure over the episodes that reported it (``episode_infos``, one dict
+    per ended episode): Team Arena's ``win`` becomes the win rate."""
+    values: dict[str, list[float]] = {}
+    for infos in episode_infos:
+        for key, value in infos.items():
+            values.setdefault(key, []).append(value)
+    return {key: float(np.mean(v)) for key, v in values.items()}
+
+
 class VecEnv(Protocol):
     """N env copies stepped together, auto-resetting (same-step: ``Transition.next`` is the new start)."""
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from agentkit.algorithm import PolicyArtifact
-from agentkit.environment import EnvSource
+from agentkit.environment import EnvSource, mean_episode_infos
 from agentkit.errors import InvalidInputError, UserError
 
 Act = Callable[[np.ndarray, "np.ndarray | None"], Any]
@@ -152,7 +152,7 @@ def _group_acts(env: Any, act: Act | Mapping[str, Act]) -> dict[str, Act]:
 def _play_single(venv: Any, act: Act, episodes: int, seed: int, gif: Path | str | None) -> EvalResult:
     returns: list[float] = []
     lengths: list[int] = []
-    infos: dict[str, list[float]] = {}
+    ended_infos: list[dict[str, float]] = []
     frames: list[np.ndarray] = []
     for i in range(episodes):
         o = venv.reset(seed=seed + i)
@@ -165,7 +165,7 @@ def _play_single(venv: Any, act: Act, episodes: int, seed: int, gif: Path | str 
             total += float(tr.reward[0])
             length += 1
             if bool(tr.terminated[0]) or bool(tr.truncated[0]):
-                _collect_infos(infos, tr.episode_infos)
+                ended_infos += tr.episode_infos[:1]
                 break
             o = tr.next
             if record:
@@ -175,14 +175,14 @@ def _play_single(venv: Any, act: Act, episodes: int, seed: int, gif: Path | str 
     if gif is not None:
         write_gif(frames, Path(gif), _render_fps(venv))
     mean, std = _summary(returns)
-    return EvalResult(mean, std, episodes, returns, lengths, infos=_info_means(infos))
+    return EvalResult(mean, std, episodes, returns, lengths, infos=mean_episode_infos(ended_infos))
 
 
 def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: Path | str | None) -> EvalResult:
     returns: list[float] = []
     lengths: list[int] = []
     group_returns: dict[str, list[float]] = {g: [] for g in acts}
-    infos: dict[str, list[float]] = {}
+    ended_infos: list[dict[str, float]] = []
     frames: list[np.ndarray] = []
     for i in range(episodes):
         obs = venv.reset(seed=seed + i)
@@ -205,7 +205,7 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
                     values = tr.group_returns.get(g)
                     if values:
                         group_returns[g].append(float(values[0]))
-                _collect_infos(infos, tr.episode_infos)
+                ended_infos += tr.episode_infos[:1]
                 break
             obs = {g: t.next for g, t in tr.groups.items()}
             if record:
@@ -217,17 +217,7 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
     for g, values in group_returns.items():
         g_mean, g_std = _summary(values) if values else (math.nan, math.nan)
         groups[g] = {"mean_return": g_mean, "std_return": g_std}
-    return EvalResult(mean, std, episodes, returns, lengths, groups, _info_means(infos))
-
-
-def _collect_infos(infos: dict[str, list[float]], episode_infos: list[dict[str, float]]) -> None:
-    """Add the one env copy's ended episode's info figures (``episode_infos[0]``, if any) to ``infos``."""
-    for key, value in (episode_infos[0] if episode_infos else {}).items():
-        infos.setdefault(key, []).append(value)
-
-
-def _info_means(infos: dict[str, list[float]]) -> dict[str, float]:
-    return {key: float(np.mean(values)) for key, values in infos.items()}
+    return EvalResult(mean, std, episodes, returns, lengths, groups, mean_episode_infos(ended_infos))
 
 
 def torch_act(artifact: PolicyArtifact, deterministic: bool = True) -> Act:

@@ -21,18 +21,16 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from agentkit.environment import mean_episode_infos
+
 FIXED_COLUMNS = ("step", "iteration", "time")
 RETURN_METRIC = "charts/episode_return"
 
 
 def episode_info_metrics(episode_infos: list[dict[str, float]]) -> dict[str, float]:
-    """``infos/<key>``: the mean of each numeric info figure over the episodes that ended in an iteration
-    (``infos/win`` for Team Arena, ``infos/success`` for Dungeon), over the episodes that reported it."""
-    values: dict[str, list[float]] = {}
-    for infos in episode_infos:
-        for key, value in infos.items():
-            values.setdefault(key, []).append(value)
-    return {f"infos/{key}": sum(v) / len(v) for key, v in values.items()}
+    """``infos/<key>``: ``mean_episode_infos`` over the episodes that ended in an iteration (``infos/win``
+    for Team Arena, ``infos/success`` for Dungeon)."""
+    return {f"infos/{key}": value for key, value in mean_episode_infos(episode_infos).items()}
 
 
 def _format(value: object) -> str:
