@@ -150,6 +150,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if target.suffix == ".onnx":
         if not target.is_file():
             raise UserError(f"eval: the ONNX file {str(target)!r} does not exist.")
+        if args.checkpoint:
+            raise UserError("eval: --checkpoint applies to run directories only; an .onnx file is one policy.")
         from agentkit.evaluation import evaluate_onnx
 
         result = evaluate_onnx(
@@ -168,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         result = evaluate_run(
             target, episodes=args.episodes, seed=args.seed, deterministic=deterministic, gif=gif,
-            extra_plugins=tuple(args.plugin),
+            extra_plugins=tuple(args.plugin), checkpoint=args.checkpoint,
         )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -296,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     p.add_argument("--gif", metavar="FILE", help="record the first episode to an animated GIF")
     p.add_argument("--env", metavar="ID", help="env to play an .onnx file in (default: the one in its metadata)")
+    p.add_argument(
+        "--checkpoint", metavar="NAME", help="a run dir's checkpoint to play, e.g. step_100000.pt (default: latest)"
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", parents=[common], help="export a trained run's policies to ONNX")

@@ -249,8 +249,10 @@ def evaluate_run(
     deterministic: bool = True,
     gif: Path | str | None = None,
     extra_plugins: Sequence[str] = (),
+    checkpoint: str | None = None,
 ) -> EvalResult:
-    """Play a run dir's latest policy (see ``play_episodes``); the same seed gives the same episodes.
+    """Play a run dir's latest policy, or that of ``checkpoint`` (a file name in its ``checkpoints/``), see
+    ``play_episodes``; the same seed gives the same episodes.
 
     Stochastic play (``deterministic=False``) draws from torch's RNG seeded with ``seed``, so it repeats too.
     """
@@ -258,7 +260,7 @@ def evaluate_run(
 
     if episodes < 1:
         raise InvalidInputError(f"--episodes must be at least 1 (got {episodes}).")
-    loaded = load_run(Path(run_dir), extra_plugins)
+    loaded = load_run(Path(run_dir), extra_plugins, checkpoint)
     try:
         artifacts = loaded.algorithm.policies()
         if loaded.env.multi_agent:

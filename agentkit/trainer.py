@@ -496,9 +496,10 @@ def _train_locked(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: 
 # -- loading a run back --------------------------------------------------------------------------------------
 
 
-def load_run(run_dir: Path, extra_plugins: Sequence[str] = ()) -> LoadedRun:
+def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str | None = None) -> LoadedRun:
     """Rebuild a run dir: plugin host (with its config's ``plugins:`` and ``extra_plugins``), config, env
-    source and algorithm, with the weights of ``checkpoints/latest.pt``.
+    source and algorithm, with the weights of ``checkpoints/latest.pt`` (or of ``checkpoints/<checkpoint>``,
+    a periodic one such as ``step_100000.pt``).
 
     Raises RunDirError when ``run_dir`` holds no run, CheckpointError for a missing or damaged checkpoint.
     """
@@ -514,7 +515,13 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = ()) -> LoadedRun:
         raise RunDirError(f"{run_dir / CONFIG_FILE}: 'plugins' must be a list of module paths, got {plugins!r}.")
     host = PluginHost(modules=[*plugins, *[p for p in extra_plugins if p not in plugins]])
     config = load_config(data, host.registry)
-    latest = run_dir / CHECKPOINT_DIR / LATEST
+    latest = run_dir / CHECKPOINT_DIR / (checkpoint or LATEST)
+    if checkpoint is not None and (Path(checkpoint).name != checkpoint or not latest.is_file()):
+        kept = sorted(p.name for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
+        raise CheckpointError(
+            f"{str(run_dir)!r} has no checkpoint {checkpoint!r} in {CHECKPOINT_DIR}/; it keeps: "
+            f"{', '.join(kept) or 'none'}."
+        )
     if not latest.exists():
         raise CheckpointError(
             f"{str(run_dir)!r} has no checkpoint ({CHECKPOINT_DIR}/{LATEST}): the run never saved one."

@@ -21,7 +21,7 @@ CARTPOLE = {
     "algorithm": {"plugin": "ppo", "total_steps": 1024, "num_steps": 32, "minibatch_size": 64, "update_epochs": 4,
                   "learning_rate": 0.003},
     "policy": {"hidden_sizes": [16, 16]},
-    "run": {"progress": "none", "tensorboard": False},
+    "run": {"progress": "none", "tensorboard": False, "checkpoint_every_steps": 256},
 }
 SPEAKER_LISTENER = {
     "seed": 0,
@@ -56,6 +56,18 @@ def test_same_seed_same_episodes(cartpole_run):
     # episode i starts from seed + i: the episodes of seed 8 are those of seed 7 shifted by one
     c = evaluate_run(cartpole_run, episodes=2, seed=8)
     assert c.returns == a.returns[1:]
+
+
+def test_a_periodic_checkpoint_can_be_played(cartpole_run, capsys):
+    from agentkit.errors import CheckpointError
+
+    first = min((cartpole_run / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    early = evaluate_run(cartpole_run, episodes=3, seed=7, checkpoint=first.name)
+    assert early.returns != evaluate_run(cartpole_run, episodes=3, seed=7).returns  # other weights
+    with pytest.raises(CheckpointError, match=f"keeps: .*{first.name}"):
+        evaluate_run(cartpole_run, episodes=1, checkpoint="step_1.pt")
+    assert cli.main(["eval", str(cartpole_run), "--checkpoint", "../config.yaml"]) == 2
+    assert "keeps:" in capsys.readouterr().err
 
 
 def test_stochastic_eval_repeats_with_the_seed(cartpole_run):
