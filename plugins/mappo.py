@@ -285,13 +285,16 @@ class MAPPO:
         batched action (``N * A_g`` rows, env-major, agents in the group's order)."""
         out = {}
         for gname, parts in chosen.items():
-            parts = sorted(parts, key=lambda p: p[0].slots[0])  # one unit per agent: the group's agent order
-            head = parts[0][0].actor.head
-            merged = {
-                key: torch.cat([o[key].reshape(self.num_envs, len(u.slots), *o[key].shape[1:]) for u, o in parts], 1)
-                for key in parts[0][1]
-            }
-            out[gname] = head.to_env({k: v.reshape(-1, *v.shape[2:]).cpu().numpy() for k, v in merged.items()})
+            head, flat = parts[0][0].actor.head, parts[0][1]
+            if len(parts) > 1:  # one unit per agent: interleave them back into the group's agent order
+                parts = sorted(parts, key=lambda p: p[0].slots[0])
+                flat = {
+                    key: torch.cat(
+                        [o[key].reshape(self.num_envs, len(u.slots), *o[key].shape[1:]) for u, o in parts], 1
+                    ).flatten(0, 1)
+                    for key in flat
+                }
+            out[gname] = head.to_env({k: v.cpu().numpy() for k, v in flat.items()})
         return out
 
     # -- learning -------------------------------------------------------------------------------------------
