@@ -92,7 +92,7 @@ def main() -> None:
             f"{RANDOM[args.env]:.0f} | {wall / 60:.1f} min, {steps / wall:.0f} steps/s | `{command}` |"
         )
     results = ROOT / "benchmarks" / "RESULTS.md"
-    header = "| run | seed | env steps | deterministic eval, per-agent return (100 ep.) | random | wall clock | command |\n|---|---|---|---|---|---|---|\n"
+    header = f"| run | seed | env steps | deterministic eval, per-agent return ({args.episodes} ep.) | random | wall clock | command |\n|---|---|---|---|---|---|---|\n"
     with results.open("a") as f:
         f.write(f"\n### MAPPO ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, 2 shared CPU cores)\n\n")
         f.write(header + "\n".join(rows) + "\n")
