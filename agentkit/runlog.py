@@ -19,18 +19,51 @@ import io
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentkit.environment import mean_episode_infos
+import numpy as np
+
+from agentkit.environment import MultiAgentTransition, Transition, mean_episode_infos
 
 FIXED_COLUMNS = ("step", "iteration", "time")
 RETURN_METRIC = "charts/episode_return"
 
 
-def episode_info_metrics(episode_infos: list[dict[str, float]]) -> dict[str, float]:
-    """``infos/<key>``: ``mean_episode_infos`` over the episodes that ended in an iteration (``infos/win``
-    for Team Arena, ``infos/success`` for Dungeon)."""
-    return {f"infos/{key}": value for key, value in mean_episode_infos(episode_infos).items()}
+@dataclass
+class EndedEpisodes:
+    """The episodes that ended during one iteration, gathered from each env step's transition, and the
+    figures every algorithm logs for them: ``charts/episode_return`` (for multi-agent envs the mean
+    per-agent return), ``charts/episode_length``, ``charts/episodes``, ``charts/<group>/episode_return``
+    when there are several groups, and ``infos/<key>``, the mean of each number the env reported at an
+    episode's end (``infos/win`` for Team Arena, ``infos/success`` for Dungeon)."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    infos: list[dict[str, float]] = field(default_factory=list)
+    group_returns: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, transition: Transition | MultiAgentTransition) -> None:
+        self.returns += transition.episode_returns
+        self.lengths += transition.episode_lengths
+        self.infos += transition.episode_infos
+        if isinstance(transition, MultiAgentTransition):
+            for group, returns in transition.group_returns.items():
+                self.group_returns.setdefault(group, []).extend(returns)
+
+    def metrics(self) -> dict[str, float]:
+        """The figures above; empty when no episode ended."""
+        if not self.returns:
+            return {}
+        out = {
+            RETURN_METRIC: float(np.mean(self.returns)),
+            "charts/episode_length": float(np.mean(self.lengths)),
+            "charts/episodes": float(len(self.returns)),
+        }
+        if len(self.group_returns) > 1:
+            out.update({f"charts/{g}/episode_return": float(np.mean(r)) for g, r in self.group_returns.items() if r})
+        out.update({f"infos/{key}": value for key, value in mean_episode_infos(self.infos).items()})
+        return out
 
 
 def _format(value: object) -> str:

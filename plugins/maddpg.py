@@ -54,7 +54,7 @@ from agentkit.config import AlgorithmConfig, PolicyConfig
 from agentkit.errors import ConfigError
 from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
 from agentkit.policy import Actor, ObsNormalizer, layer_init, mlp, resolve_head
-from agentkit.runlog import episode_info_metrics
+from agentkit.runlog import EndedEpisodes
 from agentkit.spaces import HybridSpace
 
 # --------------------------------------------------------------------------------------------------------
@@ -482,7 +482,6 @@ class MADDPG:
         self._since_update = 0
         self._min_rows = max(config.batch_size, min(config.learning_starts, config.buffer_size))
         self._obs = self.vec.reset(seed=self.seed)
-        self._ep_infos: list[dict[str, float]] = []
         self._losses: list[dict[str, float]] = []
 
     # -- storage layout ---------------------------------------------------------------------------------
@@ -538,8 +537,8 @@ class MADDPG:
             reps[g] = rep.reshape(self.num_envs, grp.n_agents, -1)
         return env_actions, reps
 
-    def _collect(self, n_vector_steps: int) -> dict[str, list[float]]:
-        stats: dict[str, list[float]] = {"returns": [], "lengths": []}
+    def _collect(self, n_vector_steps: int) -> EndedEpisodes:
+        episodes = EndedEpisodes()
         for _ in range(n_vector_steps):
             obs = self._obs
             for g, grp in self.groups.items():
@@ -582,18 +581,14 @@ class MADDPG:
             self._obs = {g: tr.groups[g].next for g in self.groups}
             self.steps_done += self.num_envs
             self._since_update += self.num_envs
-            stats["returns"].extend(tr.episode_returns)
-            stats["lengths"].extend(tr.episode_lengths)
-            self._ep_infos.extend(tr.episode_infos)
-            for g, rets in tr.group_returns.items():
-                stats.setdefault(f"group/{g}", []).extend(rets)
+            episodes.add(tr)
             while self._since_update >= self.cfg.train_every:
                 self._since_update -= self.cfg.train_every
                 # Counted in stored rows, so a run resumed without its buffer refills it before updating.
                 if len(self.buffer) >= self._min_rows:
                     for _ in range(self.cfg.gradient_steps):
                         self._losses.append(self.update())
-        return stats
+        return episodes
 
     def _with_ids(self, grp: _Group, obs: np.ndarray) -> Tensor:
         x = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, grp.n_agents, grp.obs_dim)
@@ -700,21 +695,13 @@ class MADDPG:
 
     def iterate(self) -> dict[str, float]:
         start = time.perf_counter()
-        self._losses, self._ep_infos = [], []
+        self._losses = []
         remaining = max(1, self.cfg.total_steps - self.steps_done)
         n = max(1, math.ceil(min(self.cfg.iteration_steps, remaining) / self.num_envs))
-        stats = self._collect(n)
+        episodes = self._collect(n)
         for grp in self.groups.values():
             grp.head.set_progress(min(1.0, self.steps_done / self.cfg.total_steps))
-        metrics: dict[str, float] = {}
-        if stats["returns"]:
-            metrics["charts/episode_return"] = float(np.mean(stats["returns"]))
-            metrics["charts/episode_length"] = float(np.mean(stats["lengths"]))
-            metrics["charts/episodes"] = float(len(stats["returns"]))
-            metrics.update(episode_info_metrics(self._ep_infos))
-        for key, values in stats.items():
-            if key.startswith("group/") and values:
-                metrics[f"charts/{key[6:]}/episode_return"] = float(np.mean(values))
+        metrics = episodes.metrics()
         if self._losses:
             for key in self._losses[0]:
                 metrics[key] = float(np.mean([loss[key] for loss in self._losses]))

@@ -42,7 +42,7 @@ from agentkit.config import AlgorithmConfig
 from agentkit.environment import GroupSpec, Observation
 from agentkit.errors import ConfigError
 from agentkit.policy import Actor, Critic, build_actor
-from agentkit.runlog import episode_info_metrics
+from agentkit.runlog import EndedEpisodes
 from agentkit.storage import Batch, RolloutStorage
 
 
@@ -212,10 +212,7 @@ class MAPPO:
             for pg in unit.optimizer.param_groups:
                 pg["lr"] = lr
             unit.actor.head.set_progress(progress)
-        ep_returns: list[float] = []
-        ep_lengths: list[int] = []
-        ep_infos: list[dict[str, float]] = []
-        group_returns: dict[str, list[float]] = {g: [] for g in self.env.groups}
+        episodes = EndedEpisodes()
         obs = self.next_obs
         for t in range(cfg.num_steps):
             env_outputs: dict[str, list[tuple[PolicyUnit, dict[str, Tensor]]]] = {g: [] for g in self.env.groups}
@@ -251,24 +248,13 @@ class MAPPO:
                     if bool(trunc.any()):
                         _, final_in = self._inputs(unit, gt.final_obs, gt.final_state)
                         st.bootstrap[t] = torch.where(trunc & ~term, self._value(unit, final_in), 0.0)
-            ep_returns += tr.episode_returns
-            ep_lengths += tr.episode_lengths
-            ep_infos += tr.episode_infos
-            for g, rets in tr.group_returns.items():
-                group_returns[g] += rets
+            episodes.add(tr)
             obs = {g: gt.next for g, gt in tr.groups.items()}
         self.next_obs = obs
         self.steps_done += cfg.num_steps * self.num_envs
         self.iteration += 1
 
-        metrics: dict[str, float] = {"charts/learning_rate": lr}
-        if ep_returns:
-            metrics["charts/episode_return"] = float(np.mean(ep_returns))
-            metrics["charts/episode_length"] = float(np.mean(ep_lengths))
-            metrics.update(episode_info_metrics(ep_infos))
-            if len(group_returns) > 1:
-                for g, rets in group_returns.items():
-                    metrics[f"charts/{g}/episode_return"] = float(np.mean(rets))
+        metrics: dict[str, float] = {"charts/learning_rate": lr, **episodes.metrics()}
         per_unit = [self._learn(unit, obs) for unit in self.units]
         for unit, losses in zip(self.units, per_unit, strict=True):
             if len(self.units) > 1:

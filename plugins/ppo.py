@@ -33,7 +33,7 @@ from agentkit.algorithm import BuildContext, PolicyArtifact
 from agentkit.config import AlgorithmConfig
 from agentkit.errors import ConfigError
 from agentkit.policy import Critic, build_actor
-from agentkit.runlog import episode_info_metrics
+from agentkit.runlog import EndedEpisodes
 from agentkit.storage import Batch, RolloutStorage
 
 
@@ -485,13 +485,10 @@ class PPO:
             value = self.critic(mb.critic_obs)
         return dist.log_prob(mb.actions), dist.entropy(), value
 
-    def collect(self) -> tuple[list[float], list[int], list[dict[str, float]]]:
-        """Fill the storage with one rollout and compute advantages; returns the finished episodes'
-        returns, lengths and info figures."""
+    def collect(self) -> EndedEpisodes:
+        """Fill the storage with one rollout and compute advantages; returns the episodes that ended."""
         st, cfg = self.storage, self.config
-        ep_returns: list[float] = []
-        ep_lengths: list[int] = []
-        ep_infos: list[dict[str, float]] = []
+        episodes = EndedEpisodes()
         observation = self._next
         st.bootstrap.zero_()
         with torch.inference_mode():
@@ -515,16 +512,13 @@ class PPO:
                 if boot.any():
                     idx = torch.from_numpy(np.flatnonzero(boot))
                     st.bootstrap[t, idx] = self._value(torch.from_numpy(tr.final_obs)[idx])
-                if tr.episode_returns:
-                    ep_returns += tr.episode_returns
-                    ep_lengths += tr.episode_lengths
-                    ep_infos += tr.episode_infos
+                episodes.add(tr)
                 observation = tr.next
             self._next = observation
             last_value = self._value(torch.from_numpy(observation.obs))
             st.compute_gae(last_value, cfg.gamma, cfg.gae_lambda)
         self.steps_done += cfg.num_steps * self.num_envs
-        return ep_returns, ep_lengths, ep_infos
+        return episodes
 
     # -- one iteration ------------------------------------------------------------------------------------
 
@@ -547,7 +541,7 @@ class PPO:
         clip, ent = self._schedules(progress)
         self.head.set_progress(min(progress, 1.0))
 
-        ep_returns, ep_lengths, ep_infos = self.collect()
+        episodes = self.collect()
         batch = self.storage.batch()
         hp = UpdateSettings(
             clip_range=clip, update_epochs=cfg.update_epochs, minibatch_size=cfg.minibatch_size,
@@ -571,11 +565,7 @@ class PPO:
         self.iterations += 1
 
         metrics["losses/explained_variance"] = explained_variance(batch.values, batch.returns)
-        if ep_returns:
-            metrics["charts/episode_return"] = float(np.mean(ep_returns))
-            metrics["charts/episode_length"] = float(np.mean(ep_lengths))
-            metrics["charts/episodes"] = float(len(ep_returns))
-            metrics.update(episode_info_metrics(ep_infos))
+        metrics.update(episodes.metrics())
         for g in self.optimizer.param_groups:
             metrics[f"charts/lr_{g['name']}"] = g["lr"]
         metrics["charts/clip_range"] = clip

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -20,9 +21,10 @@ import agentkit
 from agentkit import cli
 from agentkit.checkpoint import load_checkpoint, step_checkpoints
 from agentkit.config import load_config
+from agentkit.environment import MultiAgentTransition, Observation, Transition
 from agentkit.errors import CheckpointError, UserError
 from agentkit.host import PluginHost
-from agentkit.runlog import read_metrics
+from agentkit.runlog import EndedEpisodes, read_metrics
 from agentkit.trainer import RunDirError, default_run_dir, load_run, train
 
 SMALL = {
@@ -337,3 +339,36 @@ def test_progress_modes():
     p.update(10, 1.0)
     p.message("hello")
     assert quiet.getvalue() == ""
+
+
+def _step(returns, infos=(), group_returns=None):
+    none = np.zeros(2, dtype=bool)
+    group = Transition(Observation(np.zeros((2, 3), np.float32)), np.zeros(2, np.float32), none, none)
+    if group_returns is None:
+        return Transition(group.next, group.reward, none, none, episode_returns=list(returns),
+                          episode_lengths=[10] * len(returns), episode_infos=list(infos))
+    return MultiAgentTransition({g: group for g in group_returns}, list(returns), [25] * len(returns),
+                                group_returns, episode_infos=list(infos))
+
+
+def test_ended_episodes_give_every_algorithm_the_same_figures():
+    ended = EndedEpisodes()
+    assert ended.metrics() == {}  # no episode ended: nothing to log, not zeros
+    ended.add(_step([1.0]))
+    ended.add(_step([]))
+    ended.add(_step([3.0, 5.0], infos=[{"success": 1.0}, {"success": 0.0}]))
+    assert ended.metrics() == {
+        "charts/episode_return": 3.0, "charts/episode_length": 10.0, "charts/episodes": 3.0,
+        "infos/success": 0.5,
+    }
+
+    teams = EndedEpisodes()
+    teams.add(_step([-1.0], infos=[{"win": 1.0}], group_returns={"red": [-3.0], "blue": [1.0]}))
+    teams.add(_step([0.0], infos=[{"win": 0.0}], group_returns={"red": [-1.0], "blue": [1.0]}))
+    assert teams.metrics() == {
+        "charts/episode_return": -0.5, "charts/episode_length": 25.0, "charts/episodes": 2.0,
+        "charts/red/episode_return": -2.0, "charts/blue/episode_return": 1.0, "infos/win": 0.5,
+    }
+    one_group = EndedEpisodes()
+    one_group.add(_step([2.0], group_returns={"agent": [2.0]}))
+    assert "charts/agent/episode_return" not in one_group.metrics()  # the same figure as episode_return
