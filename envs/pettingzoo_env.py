@@ -6,6 +6,7 @@ Agents are collected into policy groups (``GroupSpec``); the vector env returns 
 ``Transition`` per group with the group's agent axis, ``alive [N, A_g]`` and the global ``state [N, S]``.
 The layout, death handling and the action format are specified in docs/multi-agent.md and
 ``agentkit.environment.MultiAgentVecEnv``.
+``vectorization: async`` steps blocks of copies in worker processes instead (``pettingzoo_workers``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydantic import Field
 
 import agentkit
 from agentkit.config import EnvConfig
-from agentkit.environment import GroupSpec, MultiAgentTransition, Observation, Transition
+from agentkit.environment import GroupSpec, MultiAgentTransition, MultiAgentVecEnv, Observation, Transition
 from agentkit.errors import ConfigError, InvalidInputError
 
 MASK_KEY = "action_mask"
@@ -44,6 +45,14 @@ class PettingZooEnvConfig(EnvConfig):
     )
     state: Literal["auto", "concat"] = Field(
         "auto", description="Global state: the env's state() when it has one (auto), or all observations concatenated."
+    )
+    vectorization: Literal["sync", "async"] = Field(
+        "sync",
+        description="sync: copies stepped one after the other in this process; async: copies split over "
+        "`workers` subprocesses (worth it when the env, not the network, is the cost).",
+    )
+    workers: int | None = Field(
+        None, ge=1, description="async: number of worker processes (default: one per CPU core, at most num_envs)."
     )
 
 
@@ -243,7 +252,13 @@ class PettingZooSource:
             for name, members in named.items()
         }
 
-    def make_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None) -> PettingZooVecEnv:
+    def make_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None) -> MultiAgentVecEnv:
+        workers = min(self.config.workers or os.cpu_count() or 1, num_envs)
+        if self.config.vectorization == "async" and workers > 1:
+            # imported here: that module imports this one
+            from .pettingzoo_workers import SubprocessPettingZooVecEnv
+
+            return SubprocessPettingZooVecEnv(self, num_envs, seed, render_mode, workers)
         return PettingZooVecEnv(self, num_envs, seed, render_mode)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from agentkit_envs.pettingzoo_env import PettingZooEnvConfig, PettingZooSource
 from pettingzoo.test import parallel_api_test
 
-from agentkit.errors import ConfigError
+from agentkit.errors import ConfigError, InvalidInputError
 
 SPREAD = {"module": "mpe2.simple_spread_v3", "kwargs": {"N": 3, "max_cycles": 25, "continuous_actions": False}}
 SPEAKER = {"module": "mpe2.simple_speaker_listener_v4", "kwargs": {"max_cycles": 25}}
@@ -195,3 +197,59 @@ def test_episode_infos_carry_the_envs_numeric_figures_and_eval_averages_them():
 
     spread = play_episodes(source(**SPREAD), lambda obs, mask: np.zeros(len(obs), np.int64), episodes=2)
     assert spread.infos == {}
+
+
+def _assert_same(a, b, where="step"):
+    """Two results of a vector env (dataclasses, dicts, lists, arrays) hold equal values everywhere."""
+    if dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            _assert_same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype, where
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def test_async_copies_in_worker_processes_step_exactly_as_in_process():
+    """``vectorization: async`` runs blocks of copies in worker processes (3 copies on 2 workers: 2 + 1) and
+    joins their steps: hybrid actions, masks, deaths, auto-resets, episode returns and infos come out as
+    the in-process vector env gives them."""
+    arena = {"module": "agentkit_envs.games.team_arena", "kwargs": {"team_size": 2, "opponent": "scripted"}}
+    in_process = source(3, **arena).make_vec(3, seed=7)
+    workers = source(3, **arena, vectorization="async", workers=2).make_vec(3, seed=7)
+    try:
+        assert type(workers).__name__ == "SubprocessPettingZooVecEnv"
+        obs = in_process.reset()
+        _assert_same(obs, workers.reset(), "reset")
+        ended = 0
+        for t in range(150):
+            blue = obs["blue"]
+            kind, params = _hunter(blue.obs.reshape(6, -1), blue.mask.reshape(6, -1))
+            step = in_process.step({"blue": (kind, params)})
+            _assert_same(step, workers.step({"blue": (kind, params)}), f"step {t}")
+            ended += len(step.episode_returns)
+            obs = {g: tr.next for g, tr in step.groups.items()}
+        assert ended >= 3
+        _assert_same(in_process.reset(seed=11), workers.reset(seed=11), "reset(seed)")
+    finally:
+        in_process.close()
+        workers.close()
+    assert not any(p.is_alive() for p in workers._procs)
+
+
+def test_async_workers_raise_the_envs_errors_in_the_trainer():
+    venv = source(2, **DEATH, vectorization="async", workers=2).make_vec(2, seed=0)
+    try:
+        mask = venv.reset()["a"].mask.reshape(6, 3)
+        with pytest.raises(InvalidInputError, match="no actions for group 'a'"):
+            venv.step({})
+        with pytest.raises(AssertionError, match="took masked action"):  # DeathEnv refuses masked actions
+            venv.step({"a": 1 - mask.argmax(axis=1).clip(0, 1)})
+    finally:
+        venv.close()
+    assert source(1, **DEATH, vectorization="async").make_vec(1, seed=0).__class__.__name__ == "PettingZooVecEnv"

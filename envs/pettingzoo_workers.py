@@ -1,0 +1,226 @@
+"""The ``pettingzoo`` env plugin's ``vectorization: async``: env copies stepped in worker processes.
+
+Each worker process runs a ``PettingZooVecEnv`` over a contiguous block of the copies; the parent sends
+every worker its rows of the actions at once, then gathers the blocks' transitions and joins them along the
+env axis. Copy ``n`` is seeded with ``seed + n`` as in the in-process vector env, so both give the same
+transitions step for step; only the wall clock differs.
+
+Written here because PettingZoo has no vector env of its own, and SuperSuit's vector wrappers
+(``pettingzoo_env_to_vec_env_v1`` + ``concat_vec_envs_v1``) flatten agents into vector slots that must never
+leave (``black_death``): they have no policy groups, ``alive`` flags or per-group global state.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import traceback
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from agentkit.environment import MultiAgentTransition, Observation, Transition
+from agentkit.errors import InvalidInputError
+
+from .pettingzoo_env import PettingZooSource, PettingZooVecEnv
+
+
+def _serve(conn: Connection, config: Any, count: int, seed: int | None, render_mode: str | None) -> None:
+    """A worker: a ``PettingZooVecEnv`` of ``count`` copies, answering ``(method, args)`` messages with
+    ``("ok", result)`` or ``("error", exception)`` until ``("close", ())``."""
+    vec = None
+    try:
+        vec = PettingZooVecEnv(PettingZooSource(config), count, seed, render_mode)
+        conn.send(("ok", None))
+        while True:
+            method, args = conn.recv()
+            if method == "close":
+                break
+            try:
+                conn.send(("ok", getattr(vec, method)(*args)))
+            except Exception as exc:  # the parent raises it; the worker keeps serving
+                conn.send(("error", _portable(exc)))
+    except Exception as exc:
+        conn.send(("error", _portable(exc)))
+    finally:
+        if vec is not None:
+            vec.close()
+        conn.close()
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` itself when it survives pickling (agentkit's errors do), else a RuntimeError with its traceback."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return RuntimeError("".join(traceback.format_exception(exc)))
+
+
+class SubprocessPettingZooVecEnv:
+    """``MultiAgentVecEnv`` whose copies run in ``workers`` spawned processes (blocks of near-equal size).
+
+    Worth it when stepping the env, not the network, is the cost: mpe2's spread is about three quarters of a
+    MAPPO iteration (``benchmarks/pettingzoo_vector.py``). ``render`` shows copy 0, as in-process.
+    """
+
+    def __init__(self, source: PettingZooSource, num_envs: int, seed: int | None, render_mode: str | None, workers: int):
+        self.num_envs = num_envs
+        self.groups = source.groups
+        self.state_dim = source.state_dim
+        self.observation_space = source.observation_space
+        self.action_space = source.action_space
+        sizes = [len(block) for block in np.array_split(np.arange(num_envs), workers)]
+        self._starts = np.cumsum([0, *sizes])[:-1].tolist()
+        self._sizes = sizes
+        # Not fork: the trainer's process holds torch and TensorBoard threads, which fork would copy mid-use.
+        # forkserver and spawn import the parent's main module in each worker, hence its __main__ guard.
+        context = multiprocessing.get_context(
+            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        )
+        self._conns: list[Connection] = []
+        self._procs = []
+        for start, size in zip(self._starts, sizes, strict=True):
+            parent, child = context.Pipe()
+            proc = context.Process(
+                target=_serve,
+                args=(child, source.config, size, None if seed is None else seed + start,
+                      render_mode if start == 0 else None),
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self._closed = False
+        self._gather()  # each worker built its env copies (or raised why not)
+
+    # -- messaging --------------------------------------------------------------------------------------------
+
+    def _gather(self) -> list[Any]:
+        results, error = [], None
+        for conn, proc in zip(self._conns, self._procs, strict=True):
+            try:
+                status, value = conn.recv()
+            except EOFError:
+                proc.join(timeout=5)
+                status, value = "error", RuntimeError(
+                    f"a pettingzoo env worker process died (exit code {proc.exitcode}; its error is printed above). "
+                    "With env.vectorization: async, a script that trains must start under "
+                    "`if __name__ == \"__main__\":`, because each worker imports the script again."
+                )
+            if status == "error" and error is None:
+                error = value
+            results.append(value)
+        if error is not None:
+            raise error
+        return results
+
+    # -- protocol -------------------------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> dict[str, Observation]:
+        """Reset every copy; copy i gets ``seed + i`` (the ``make_vec`` seed on the first reset if None)."""
+        for conn, start in zip(self._conns, self._starts, strict=True):
+            conn.send(("reset", (None if seed is None else seed + start,)))
+        return _join_observations(self._gather())
+
+    def step(self, actions: dict[str, Any]) -> MultiAgentTransition:
+        missing = [g for g in self.groups if g not in actions]
+        if missing:
+            raise InvalidInputError(
+                f"step: no actions for group {missing[0]!r}; pass one batch per group ({list(self.groups)})."
+            )
+        for conn, start, size in zip(self._conns, self._starts, self._sizes, strict=True):
+            block = {
+                g: _rows(actions[g], start * len(spec.agents), (start + size) * len(spec.agents))
+                for g, spec in self.groups.items()
+            }
+            conn.send(("step", (block,)))
+        return _join_transitions(self._gather(), self._starts)
+
+    def render(self) -> np.ndarray | None:
+        self._conns[0].send(("render", ()))
+        status, frame = self._conns[0].recv()
+        if status == "error":
+            raise frame
+        return frame
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for conn in self._conns:
+            try:
+                conn.send(("close", ()))
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        for conn in self._conns:
+            conn.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+
+# -- slicing and joining along the env axis ---------------------------------------------------------------
+
+
+def _rows(batched: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a batched action: an array, or a tuple/dict of them (hybrid, Dict spaces)."""
+    if isinstance(batched, tuple | list):
+        return type(batched)(_rows(part, start, stop) for part in batched)
+    if isinstance(batched, dict):
+        return {key: _rows(part, start, stop) for key, part in batched.items()}
+    return np.asarray(batched)[start:stop]
+
+
+def _cat(arrays: Iterator[np.ndarray | None]) -> np.ndarray | None:
+    parts = list(arrays)
+    return None if parts[0] is None else np.concatenate(parts)
+
+
+def _join_observations(blocks: list[dict[str, Observation]]) -> dict[str, Observation]:
+    state = _cat(b[next(iter(b))].state for b in blocks)  # every group shares the one state array
+    return {
+        g: Observation(
+            obs=_cat(b[g].obs for b in blocks),
+            mask=_cat(b[g].mask for b in blocks),
+            state=state,
+            alive=_cat(b[g].alive for b in blocks),
+        )
+        for g in blocks[0]
+    }
+
+
+def _join_transitions(blocks: list[MultiAgentTransition], starts: list[int]) -> MultiAgentTransition:
+    nxt = _join_observations([{g: t.next for g, t in b.groups.items()} for b in blocks])
+    first = blocks[0].groups[next(iter(blocks[0].groups))]
+    final_state = None if first.final_state is None else _cat(b.groups[next(iter(b.groups))].final_state for b in blocks)
+    result = MultiAgentTransition(
+        groups={
+            g: Transition(
+                next=nxt[g],
+                reward=_cat(b.groups[g].reward for b in blocks),
+                terminated=_cat(b.groups[g].terminated for b in blocks),
+                truncated=_cat(b.groups[g].truncated for b in blocks),
+                final_obs=_cat(b.groups[g].final_obs for b in blocks),
+                final_state=final_state,
+            )
+            for g in blocks[0].groups
+        },
+        group_returns={g: [] for g in blocks[0].group_returns},
+    )
+    for block, start in zip(blocks, starts, strict=True):
+        result.episode_returns += block.episode_returns
+        result.episode_lengths += block.episode_lengths
+        result.episode_envs += [start + n for n in block.episode_envs]
+        result.episode_infos += block.episode_infos
+        for g, returns in block.group_returns.items():
+            result.group_returns[g] += returns
+    return result
