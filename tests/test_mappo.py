@@ -190,3 +190,20 @@ def test_single_agent_env_and_shared_trunk_with_central_critic_are_config_errors
         build(host, config(host, {"plugin": "gymnasium", "id": "CartPole-v1"}))
     with pytest.raises(ConfigError, match="shared_trunk"):
         build(host, config(host, DEATH, policy={"shared_trunk": True}))
+
+
+def test_async_env_workers_train_exactly_as_in_process(host):
+    """Same seed, same config but ``env.vectorization: async``: the copies run in worker processes, the
+    transitions are the same, so the two iterations' metrics and the learned weights are the same."""
+    arena = {"plugin": "pettingzoo", "module": "agentkit_envs.games.team_arena",
+             "kwargs": {"team_size": 2, "opponent": "scripted"}, "num_envs": 3}
+    runs = []
+    for vectorization in ("sync", "async"):
+        algo = build(host, config(host, {**arena, "vectorization": vectorization, "workers": 2}, num_steps=40))
+        metrics = [algo.iterate() for _ in range(2)]
+        runs.append((metrics, [p.detach().clone() for p in algo.units[0].parameters()]))
+        algo.close()
+    (sync_metrics, sync_weights), (async_metrics, async_weights) = runs
+    assert sync_metrics == async_metrics and "infos/win" in sync_metrics[-1]
+    for a, b in zip(sync_weights, async_weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
