@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import signal
 import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -29,21 +30,30 @@ from .pettingzoo_env import PettingZooSource, PettingZooVecEnv
 
 def _serve(conn: Connection, config: Any, count: int, seed: int | None, render_mode: str | None) -> None:
     """A worker: a ``PettingZooVecEnv`` of ``count`` copies, answering ``(method, args)`` messages with
-    ``("ok", result)`` or ``("error", exception)`` until ``("close", ())``."""
+    ``("ok", result)`` or ``("error", exception)`` until ``("close", ())`` or until the trainer is gone."""
+    # Ctrl-C reaches the whole process group, and the trainer's clean stop finishes its iteration first, with
+    # these workers; it closes them after. A trainer killed outright ends them through the closed pipe.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     vec = None
     try:
-        vec = PettingZooVecEnv(PettingZooSource(config), count, seed, render_mode)
-        conn.send(("ok", None))
+        try:
+            vec = PettingZooVecEnv(PettingZooSource(config), count, seed, render_mode)
+            conn.send(("ok", None))
+        except Exception as exc:
+            conn.send(("error", _portable(exc)))
+            return
         while True:
             method, args = conn.recv()
             if method == "close":
-                break
+                return
             try:
-                conn.send(("ok", getattr(vec, method)(*args)))
-            except Exception as exc:  # the parent raises it; the worker keeps serving
-                conn.send(("error", _portable(exc)))
-    except Exception as exc:
-        conn.send(("error", _portable(exc)))
+                answer = ("ok", getattr(vec, method)(*args))
+            except Exception as exc:  # the trainer raises it; the worker keeps serving
+                answer = ("error", _portable(exc))
+            conn.send(answer)
+    except (EOFError, ConnectionError):
+        pass  # the trainer is gone: nobody to answer
     finally:
         if vec is not None:
             vec.close()
@@ -104,7 +114,7 @@ class SubprocessPettingZooVecEnv:
         for conn, proc in zip(self._conns, self._procs, strict=True):
             try:
                 status, value = conn.recv()
-            except EOFError:
+            except (EOFError, ConnectionError):
                 proc.join(timeout=5)
                 status, value = "error", RuntimeError(
                     f"a pettingzoo env worker process died (exit code {proc.exitcode}; its error is printed above). "
@@ -154,7 +164,7 @@ class SubprocessPettingZooVecEnv:
         for conn in self._conns:
             try:
                 conn.send(("close", ()))
-            except (BrokenPipeError, OSError):
+            except ConnectionError:
                 pass
         for proc in self._procs:
             proc.join(timeout=10)

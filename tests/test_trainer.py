@@ -6,6 +6,7 @@ Smoke-sized PPO runs on CartPole (a few thousand steps); the kill/interrupt path
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import subprocess
 import time
@@ -314,6 +315,38 @@ def test_ctrl_c_saves_and_kill_9_leaves_a_resumable_run(tmp_path, host):
     events = EventAccumulator(str(run_dir))
     events.Reload()
     assert [e.step for e in events.Scalars("losses/policy")] == steps  # replayed steps purged there too
+
+
+
+def test_ctrl_c_to_the_process_group_stops_a_run_with_env_workers_cleanly(tmp_path):
+    """A terminal's Ctrl-C reaches the env worker processes of ``vectorization: async`` too: they must keep
+    serving until the trainer has finished its iteration and saved, and be gone after it exits."""
+    cfg = tmp_path / "spread.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "seed": 0,
+        "env": {"plugin": "pettingzoo", "module": "mpe2.simple_spread_v3", "num_envs": 2,
+                "kwargs": {"N": 3, "max_cycles": 25, "continuous_actions": False},
+                "vectorization": "async", "workers": 2},
+        "algorithm": {"plugin": "mappo", "total_steps": 200_000, "num_steps": 32, "update_epochs": 1},
+        "run": {"progress": "plain", "tensorboard": False},
+    }))
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([*AGENTKIT, "train", str(cfg), "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True)
+    _wait_for(lambda: len(_rows(run_dir)) >= 3, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: to every process of the group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["step"] == int(_rows(run_dir)[-1]["step"])
+    deadline = time.monotonic() + 20
+    while True:  # the workers (and forkserver) end with the trainer
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "env worker processes outlived the trainer"
+        time.sleep(0.2)
 
 
 # -- progress ------------------------------------------------------------------------------------------------
