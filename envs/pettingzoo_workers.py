@@ -70,7 +70,7 @@ def _portable(exc: Exception) -> Exception:
 
 
 class SubprocessPettingZooVecEnv:
-    """``MultiAgentVecEnv`` whose copies run in ``workers`` spawned processes (blocks of near-equal size).
+    """``MultiAgentVecEnv`` whose copies run in ``workers`` worker processes (blocks of near-equal size).
 
     Worth it when stepping the env, not the network, is the cost: mpe2's spread is about three quarters of a
     MAPPO iteration (``benchmarks/pettingzoo_vector.py``). ``render`` shows copy 0, as in-process.
@@ -105,7 +105,11 @@ class SubprocessPettingZooVecEnv:
             self._conns.append(parent)
             self._procs.append(proc)
         self._closed = False
-        self._gather()  # each worker built its env copies (or raised why not)
+        try:
+            self._gather()  # each worker built its env copies (or raised why not)
+        except Exception:
+            self.close()
+            raise
 
     # -- messaging --------------------------------------------------------------------------------------------
 
@@ -195,8 +199,12 @@ def _cat(arrays: Iterator[np.ndarray | None]) -> np.ndarray | None:
     return None if parts[0] is None else np.concatenate(parts)
 
 
+def _first(groups: dict[str, Any]) -> Any:
+    return next(iter(groups.values()))
+
+
 def _join_observations(blocks: list[dict[str, Observation]]) -> dict[str, Observation]:
-    state = _cat(b[next(iter(b))].state for b in blocks)  # every group shares the one state array
+    state = _cat(_first(b).state for b in blocks)  # every group shares the one state array
     return {
         g: Observation(
             obs=_cat(b[g].obs for b in blocks),
@@ -210,8 +218,7 @@ def _join_observations(blocks: list[dict[str, Observation]]) -> dict[str, Observ
 
 def _join_transitions(blocks: list[MultiAgentTransition], starts: list[int]) -> MultiAgentTransition:
     nxt = _join_observations([{g: t.next for g, t in b.groups.items()} for b in blocks])
-    first = blocks[0].groups[next(iter(blocks[0].groups))]
-    final_state = None if first.final_state is None else _cat(b.groups[next(iter(b.groups))].final_state for b in blocks)
+    final_state = _cat(_first(b.groups).final_state for b in blocks)  # shared by the groups, like state
     result = MultiAgentTransition(
         groups={
             g: Transition(
