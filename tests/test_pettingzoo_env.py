@@ -242,6 +242,24 @@ def test_async_copies_in_worker_processes_step_exactly_as_in_process():
     assert not any(p.is_alive() for p in workers._procs)
 
 
+def test_async_joins_every_groups_blocks():
+    """Speaker/listener: two groups with different spaces, each joined from the workers' blocks."""
+    in_process = source(5, **SPEAKER).make_vec(5, seed=1)
+    workers = source(5, **SPEAKER, vectorization="async", workers=2).make_vec(5, seed=1)
+    try:
+        _assert_same(in_process.reset(), workers.reset(), "reset")
+        rng = np.random.default_rng(0)
+        for t in range(50):
+            actions = {g: rng.integers(0, spec.action_space.n, size=5 * len(spec.agents))
+                       for g, spec in in_process.groups.items()}
+            step = in_process.step(actions)
+            _assert_same(step, workers.step(actions), f"step {t}")
+        assert len(step.group_returns) == 2 and step.episode_envs == [0, 1, 2, 3, 4]  # the 50th step ends every copy's second episode
+    finally:
+        in_process.close()
+        workers.close()
+
+
 def test_async_workers_raise_the_envs_errors_in_the_trainer():
     venv = source(2, **DEATH, vectorization="async", workers=2).make_vec(2, seed=0)
     try:
