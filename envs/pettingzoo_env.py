@@ -253,7 +253,7 @@ class PettingZooSource:
         }
 
     def make_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None) -> MultiAgentVecEnv:
-        workers = min(self.config.workers or os.cpu_count() or 1, num_envs)
+        workers = min(self.config.workers or _usable_cores(), num_envs)
         if self.config.vectorization == "async" and workers > 1:
             # imported here: that module imports this one
             from .pettingzoo_workers import SubprocessPettingZooVecEnv
@@ -452,6 +452,11 @@ class PettingZooVecEnv:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's share), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _numeric_scalars(info: Any) -> dict[str, float]:
