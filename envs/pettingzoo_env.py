@@ -52,7 +52,7 @@ class PettingZooEnvConfig(EnvConfig):
         "`workers` subprocesses (worth it when the env, not the network, is the cost).",
     )
     workers: int | None = Field(
-        None, ge=1, description="async: number of worker processes (default: one per CPU core, at most num_envs)."
+        None, ge=1, description="async: number of worker processes (default: one per core this process may use, at most num_envs)."
     )
 
 
