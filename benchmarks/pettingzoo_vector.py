@@ -47,9 +47,9 @@ def env_steps_per_second(mode: dict, num_envs: int, vector_steps: int) -> float:
         vec.close()
 
 
-def training_steps_per_second(mode: dict, steps: int) -> float:
+def training_steps_per_second(mode: dict, num_envs: int, steps: int) -> float:
     host = PluginHost()
-    overrides = [f"algorithm.total_steps={steps}", "run.progress=none", "run.tensorboard=false"]
+    overrides = [f"algorithm.total_steps={steps}", f"env.num_envs={num_envs}", "run.progress=none", "run.tensorboard=false"]
     overrides += [f"env.{key}={value}" for key, value in mode.items()]
     config = load_config(apply_overrides(read_yaml(EXAMPLE), overrides), host.registry)
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,21 +60,22 @@ def training_steps_per_second(mode: dict, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes stepping copies, the trainer's included")
+    parser.add_argument("--num-envs", type=int, default=None, help="env copies (default: the example's, 8)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--vector-steps", type=int, default=1500, help="vector env steps per env-only round")
     parser.add_argument("--steps", type=int, default=40960, help="env steps per training round")
     parser.add_argument("--append", action="store_true", help="append the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()
     modes = {"sync": {"vectorization": "sync"}, "async": {"vectorization": "async", "workers": args.workers}}
-    num_envs = read_yaml(EXAMPLE)["env"]["num_envs"]
+    num_envs = args.num_envs or read_yaml(EXAMPLE)["env"]["num_envs"]
     load_before = os.getloadavg()[0]
     env_rates: dict[str, list[float]] = {name: [] for name in modes}
     train_rates: dict[str, list[float]] = {name: [] for name in modes}
     for r in range(args.rounds):
         for name, mode in modes.items():
             env_rates[name].append(env_steps_per_second(mode, num_envs, args.vector_steps))
-            train_rates[name].append(training_steps_per_second(mode, args.steps))
+            train_rates[name].append(training_steps_per_second(mode, num_envs, args.steps))
             print(f"round {r + 1}: {name:5s} env {env_rates[name][-1]:7.0f} steps/s, "
                   f"MAPPO {train_rates[name][-1]:6.0f} steps/s", flush=True)
     best = {name: (max(env_rates[name]), max(train_rates[name])) for name in modes}
@@ -82,7 +83,7 @@ def main() -> None:
         shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]
     )
     lines = [
-        f"\n### PettingZoo vector env: in-process vs {args.workers} worker processes "
+        f"\n### PettingZoo vector env: in-process vs {args.workers} processes "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
         f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)\n",
         f"Command: `{command}`. mpe2 simple_spread_v3, {num_envs} copies; best of {args.rounds} interleaved rounds.\n",
