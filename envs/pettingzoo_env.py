@@ -6,7 +6,7 @@ Agents are collected into policy groups (``GroupSpec``); the vector env returns 
 ``Transition`` per group with the group's agent axis, ``alive [N, A_g]`` and the global ``state [N, S]``.
 The layout, death handling and the action format are specified in docs/multi-agent.md and
 ``agentkit.environment.MultiAgentVecEnv``.
-``vectorization: async`` steps blocks of copies in worker processes instead (``pettingzoo_workers``).
+``vectorization: async`` steps blocks of copies in several processes at once (``pettingzoo_workers``).
 """
 
 from __future__ import annotations
@@ -48,11 +48,15 @@ class PettingZooEnvConfig(EnvConfig):
     )
     vectorization: Literal["sync", "async"] = Field(
         "sync",
-        description="sync: copies stepped one after the other in this process; async: copies split over "
-        "`workers` subprocesses (worth it when the env, not the network, is the cost).",
+        description="sync: copies stepped one after the other in this process; async: copies split into `workers` "
+        "blocks, stepped at once by this process and workers - 1 worker processes (worth it when the env, not "
+        "the network, is the cost and each block has several copies).",
     )
     workers: int | None = Field(
-        None, ge=1, description="async: number of worker processes (default: one per core this process may use, at most num_envs)."
+        None,
+        ge=1,
+        description="async: processes stepping copies, this one included (default: one per core this process "
+        "may use, at most num_envs).",
     )
 
 

@@ -75,8 +75,10 @@ class SubprocessPettingZooVecEnv:
     """``MultiAgentVecEnv`` whose copies run in ``workers`` processes, the trainer's and ``workers - 1`` worker
     processes (blocks of near-equal size).
 
-    Worth it when stepping the env, not the network, is the cost: mpe2's spread is about three quarters of a
-    MAPPO iteration (``benchmarks/pettingzoo_vector.py``). ``render`` shows copy 0, as in-process.
+    Worth it when stepping the env, not the network, is the cost (mpe2's spread is about three quarters of a
+    MAPPO iteration) and each block has enough copies to outweigh a pipe round trip per step: on this
+    project's VM, 1.6× for 32 spread copies on 2 processes, nothing for 8 (``benchmarks/pettingzoo_vector.py``).
+    ``render`` shows copy 0, which the trainer's own block holds.
     """
 
     def __init__(self, source: PettingZooSource, num_envs: int, seed: int | None, render_mode: str | None, workers: int):
