@@ -261,13 +261,18 @@ def test_async_joins_every_groups_blocks():
 
 
 def test_async_workers_raise_the_envs_errors_in_the_trainer():
+    """Copy 0 runs in the trainer, copy 1 in a worker process: an error in the worker's env is raised in the
+    trainer with its type and message, and the pipes stay in step for the next call."""
     venv = source(2, **DEATH, vectorization="async", workers=2).make_vec(2, seed=0)
     try:
-        mask = venv.reset()["a"].mask.reshape(6, 3)
+        allowed = venv.reset()["a"].mask.reshape(6, 3).argmax(axis=1)
         with pytest.raises(InvalidInputError, match="no actions for group 'a'"):
             venv.step({})
+        masked_in_copy_1 = allowed.copy()
+        masked_in_copy_1[3:] = (allowed[3:] + 1) % 3
         with pytest.raises(AssertionError, match="took masked action"):  # DeathEnv refuses masked actions
-            venv.step({"a": 1 - mask.argmax(axis=1).clip(0, 1)})
+            venv.step({"a": masked_in_copy_1})
+        assert venv.reset()["a"].alive.all()  # both blocks answer the next call
     finally:
         venv.close()
     assert source(1, **DEATH, vectorization="async").make_vec(1, seed=0).__class__.__name__ == "PettingZooVecEnv"
