@@ -362,12 +362,9 @@ class PettingZooVecEnv:
         return self._state(env, out, n, {a: True for a in raw})
 
     def _split_actions(self, actions: dict[str, Any]) -> dict[str, list[Any]]:
+        require_every_group(self.groups, actions)
         rows = {}
         for g in self.groups.values():
-            if g.name not in actions:
-                raise InvalidInputError(
-                    f"step: no actions for group {g.name!r}; pass one batch per group ({list(self.groups)})."
-                )
             act = actions[g.name]
             if isinstance(act, np.ndarray) and isinstance(g.action_space, spaces.Discrete | spaces.Box):
                 act = act.reshape(self._batched[g.name].shape)
@@ -456,6 +453,13 @@ class PettingZooVecEnv:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+def require_every_group(groups: dict[str, GroupSpec], actions: dict[str, Any]) -> None:
+    """InvalidInputError naming the first group that ``actions`` (a ``step`` argument) leaves out."""
+    for name in groups:
+        if name not in actions:
+            raise InvalidInputError(f"step: no actions for group {name!r}; pass one batch per group ({list(groups)}).")
 
 
 def _usable_cores() -> int:
