@@ -38,7 +38,12 @@ class PluginConfig(StrictModel):
 class AlgorithmConfig(PluginConfig):
     """Base of every algorithm plugin's config model."""
 
-    total_steps: int = Field(gt=0, description="Total env steps to train for (all envs, all agents' steps).")
+    total_steps: int = Field(
+        gt=0,
+        description=(
+            "Total env steps to train for, summed over env copies; one multi-agent env step moves every agent once."
+        ),
+    )
 
 
 class EnvConfig(PluginConfig):
