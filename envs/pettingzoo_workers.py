@@ -2,9 +2,9 @@
 
 The copies are split into contiguous blocks, one per worker. The trainer's own process is the first worker:
 it sends every worker process its rows of the actions, steps its own block meanwhile, then gathers the other
-blocks' transitions and joins them along the env axis. (A block stepped in a worker process costs more than
-in the trainer: on this project's VM, 8.1 vs 6.1 ms per step for 8 spread copies, the pipe round trip and a
-slow wake-up; the trainer's own block keeps its core busy meanwhile.) Copy ``n`` is seeded with ``seed + n``
+blocks' transitions and joins them along the env axis. (A block stepped in a worker process costs the
+trainer its step time plus ≈ 0.8 ms per step of pickling and pipe for 8 spread copies on this project's VM,
+benchmarks/RESULTS.md; the trainer's own block keeps its core busy meanwhile.) Copy ``n`` is seeded with ``seed + n``
 as in the in-process vector env, so both give the same transitions step for step; only the wall clock differs.
 
 Written here because PettingZoo has no vector env of its own, and SuperSuit's vector wrappers
