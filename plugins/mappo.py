@@ -68,7 +68,10 @@ class MAPPOConfig(AlgorithmConfig):
     huber_delta: float = Field(10.0, gt=0)
     value_norm: bool = Field(True, description="The critic predicts values normalised by running return stats.")
     norm_adv: bool = Field(True, description="Normalise advantages per minibatch.")
-    ent_coef: float = Field(0.01, ge=0)
+    ent_coef: float = Field(0.01, ge=0, description="Entropy bonus coefficient (start value).")
+    ent_coef_final: float | None = Field(
+        None, ge=0, description="If set, the entropy coefficient moves linearly to this by the end."
+    )
     vf_coef: float = Field(1.0, ge=0)
     max_grad_norm: float = Field(10.0, gt=0)
 
@@ -208,6 +211,9 @@ class MAPPO:
         cfg = self.config
         progress = min(1.0, self.steps_done / cfg.total_steps)
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
+        ent_coef = cfg.ent_coef
+        if cfg.ent_coef_final is not None:
+            ent_coef += (cfg.ent_coef_final - cfg.ent_coef) * progress
         for unit in self.units:
             for pg in unit.optimizer.param_groups:
                 pg["lr"] = lr
@@ -254,8 +260,8 @@ class MAPPO:
         self.steps_done += cfg.num_steps * self.num_envs
         self.iteration += 1
 
-        metrics: dict[str, float] = {"charts/learning_rate": lr, **episodes.metrics()}
-        per_unit = [self._learn(unit, obs) for unit in self.units]
+        metrics: dict[str, float] = {"charts/learning_rate": lr, "charts/ent_coef": ent_coef, **episodes.metrics()}
+        per_unit = [self._learn(unit, obs, ent_coef) for unit in self.units]
         for unit, losses in zip(self.units, per_unit, strict=True):
             if len(self.units) > 1:
                 for key, value in losses.items():
@@ -285,7 +291,7 @@ class MAPPO:
 
     # -- learning -------------------------------------------------------------------------------------------
 
-    def _learn(self, unit: PolicyUnit, next_obs: dict[str, Observation]) -> dict[str, float]:
+    def _learn(self, unit: PolicyUnit, next_obs: dict[str, Observation], ent_coef: float) -> dict[str, float]:
         """GAE on the unit's storage, then ``ppo_update`` (plugins/ppo.py) on its valid entries."""
         cfg, st = self.config, unit.storage
         o = next_obs[unit.group.name]
@@ -300,7 +306,7 @@ class MAPPO:
             update_epochs=cfg.update_epochs,
             minibatch_size=max(1, math.ceil(len(batch) / cfg.num_minibatches)),
             vf_coef=cfg.vf_coef,
-            ent_coef=cfg.ent_coef,
+            ent_coef=ent_coef,
             value_clip_range=cfg.clip_coef if cfg.clip_vloss else None,
             max_grad_norm=cfg.max_grad_norm,
             normalize_advantages=cfg.norm_adv,

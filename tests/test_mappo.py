@@ -147,6 +147,14 @@ def test_options_iterate(host, options):
     algo.close()
 
 
+def test_entropy_coefficient_moves_linearly_to_its_final_value(host):
+    algo = build(host, config(host, DEATH, total_steps=256, ent_coef=0.05, ent_coef_final=0.001))
+    first, second = algo.iterate(), algo.iterate()  # 64 env steps each: progress 0, then 0.25
+    assert first["charts/ent_coef"] == 0.05
+    assert second["charts/ent_coef"] == pytest.approx(0.05 + (0.001 - 0.05) * 0.25)
+    algo.close()
+
+
 def test_continuous_actions_use_the_gaussian_head(host):
     env = {**SPREAD, "kwargs": {"N": 2, "max_cycles": 25, "continuous_actions": True}, "num_envs": 2}
     algo = build(host, config(host, env, num_steps=16))
