@@ -1,13 +1,15 @@
-"""The pettingzoo env plugin's two vectorisations side by side: in-process (sync) vs worker processes (async).
+"""Two settings of the pettingzoo env plugin side by side: its vectorisations, in-process (sync) vs worker
+processes (async), or with and without pettingzoo's API-checking wrappers (``--compare api_checks``).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pettingzoo_vector.py --append
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pettingzoo_vector.py --compare api_checks --append
 
 Two figures on mpe2 simple_spread_v3 (N=3, 25 steps, 8 copies, as in examples/spread-mappo.yaml), each taken
-in interleaved rounds (sync, async, sync, async, ...) so that the shared machine's load hits both alike:
+in interleaved rounds (A, B, A, B, ...) so that the shared machine's load hits both alike:
 - the vector env alone, stepped with random actions: env steps per second (best round);
 - MAPPO training through the real trainer (``examples/spread-mappo.yaml``, ``--steps`` env steps per round):
   env steps per second of the whole ``train`` call, worker start-up included (best round).
-The speed-up a machine can give is bounded by its free cores: note the load average printed with the figures.
+The speed-up workers can give is bounded by the free cores: note the load average printed with the figures.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def training_steps_per_second(mode: dict, num_envs: int, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", choices=["vectorization", "api_checks"], default="vectorization")
     parser.add_argument("--workers", type=int, default=2, help="processes stepping copies, the trainer's included")
     parser.add_argument("--num-envs", type=int, default=None, help="env copies (default: the example's, 8)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -67,7 +70,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40960, help="env steps per training round")
     parser.add_argument("--append", action="store_true", help="append the figures to benchmarks/RESULTS.md")
     args = parser.parse_args()
-    modes = {"sync": {"vectorization": "sync"}, "async": {"vectorization": "async", "workers": args.workers}}
+    if args.compare == "vectorization":
+        modes = {"sync": {"vectorization": "sync"}, "async": {"vectorization": "async", "workers": args.workers}}
+        title = f"in-process vs {args.workers} processes"
+    else:
+        modes = {"checked": {"api_checks": True}, "unchecked": {"api_checks": False}}
+        title = "with and without pettingzoo's checking wrappers (`env.api_checks`)"
+    base, other = modes
     num_envs = args.num_envs or read_yaml(EXAMPLE)["env"]["num_envs"]
     load_before = os.getloadavg()[0]
     env_rates: dict[str, list[float]] = {name: [] for name in modes}
@@ -76,22 +85,22 @@ def main() -> None:
         for name, mode in modes.items():
             env_rates[name].append(env_steps_per_second(mode, num_envs, args.vector_steps))
             train_rates[name].append(training_steps_per_second(mode, num_envs, args.steps))
-            print(f"round {r + 1}: {name:5s} env {env_rates[name][-1]:7.0f} steps/s, "
+            print(f"round {r + 1}: {name:9s} env {env_rates[name][-1]:7.0f} steps/s, "
                   f"MAPPO {train_rates[name][-1]:6.0f} steps/s", flush=True)
     best = {name: (max(env_rates[name]), max(train_rates[name])) for name in modes}
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/" + " ".join(
         shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]
     )
     lines = [
-        f"\n### PettingZoo vector env: in-process vs {args.workers} processes "
+        f"\n### PettingZoo vector env: {title} "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
         f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)\n",
         f"Command: `{command}`. mpe2 simple_spread_v3, {num_envs} copies; best of {args.rounds} interleaved rounds.\n",
-        "| vectorization | vector env alone (random actions), env steps/s | MAPPO training "
+        f"| {args.compare} | vector env alone (random actions), env steps/s | MAPPO training "
         f"({args.steps:,} steps, whole `train` call), env steps/s |",
         "|---|---|---|",
         *(f"| {name} | {best[name][0]:.0f} | {best[name][1]:.0f} |" for name in modes),
-        f"| async / sync | {best['async'][0] / best['sync'][0]:.2f}× | {best['async'][1] / best['sync'][1]:.2f}× |",
+        f"| {other} / {base} | {best[other][0] / best[base][0]:.2f}× | {best[other][1] / best[base][1]:.2f}× |",
     ]
     print("\n".join(lines))
     if args.append:

@@ -20,7 +20,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space, iterate
+from pettingzoo.utils.conversions import aec_to_parallel, aec_to_parallel_wrapper
 from pettingzoo.utils.env import AECEnv, ParallelEnv
+from pettingzoo.utils.wrappers import AssertOutOfBoundsWrapper, ClipOutOfBoundsWrapper, OrderEnforcingWrapper
 from pydantic import Field
 
 import agentkit
@@ -58,6 +60,11 @@ class PettingZooEnvConfig(EnvConfig):
         description="async: processes stepping copies, this one included (default: one per core this process "
         "may use, at most num_envs).",
     )
+    api_checks: bool = Field(
+        False,
+        description="Keep pettingzoo's API-checking wrappers (OrderEnforcingWrapper, Assert/ClipOutOfBoundsWrapper) "
+        "around an AEC env; agentkit's calls never trip them, and they cost mpe2 spread a quarter of its step time.",
+    )
 
 
 # -- building the env -------------------------------------------------------------------------------------
@@ -84,12 +91,28 @@ def _constructor(module_path: str) -> Callable[..., Any]:
     )
 
 
+# Wrappers that only check how the env is called (order of calls, actions inside the space; Clip also clips
+# an out-of-space action, which agentkit's heads never send). The AEC-to-parallel conversion reads a dozen
+# attributes per agent step through their __getattr__ chain: mpe2 spread's vector env steps 1.34× as fast
+# without them (benchmarks/RESULTS.md, "pettingzoo's checking wrappers").
+_CHECKING_WRAPPERS = (OrderEnforcingWrapper, AssertOutOfBoundsWrapper, ClipOutOfBoundsWrapper)
+
+
+def _without_checking_wrappers(env: ParallelEnv) -> ParallelEnv:
+    """A converted AEC env with its outermost checking-only wrappers removed; any other wrapper (one that
+    changes the game, such as TerminateIllegalWrapper) and everything inside it stays. Other envs unchanged."""
+    if not isinstance(env, aec_to_parallel_wrapper):
+        return env
+    inner = env.aec_env
+    while isinstance(inner, _CHECKING_WRAPPERS):
+        inner = inner.env
+    return env if inner is env.aec_env else aec_to_parallel(inner)
+
+
 def _as_parallel(env: Any, module_path: str) -> ParallelEnv:
     if isinstance(env, ParallelEnv):
         return env
     if isinstance(env, AECEnv):
-        from pettingzoo.utils.conversions import aec_to_parallel
-
         try:
             return aec_to_parallel(env)
         except Exception as exc:  # e.g. an env whose agents do not all act every cycle
@@ -215,7 +238,8 @@ class PettingZooSource:
             env = self._ctor(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"env.kwargs: {self.config.module} rejected {kwargs}: {exc}") from exc
-        return _as_parallel(env, self.config.module)
+        env = _as_parallel(env, self.config.module)
+        return env if self.config.api_checks else _without_checking_wrappers(env)
 
     def _make_groups(self, named: dict[str, list[str]] | None) -> dict[str, GroupSpec]:
         keys = {a: self.layouts[a].key for a in self.agents}

@@ -242,6 +242,36 @@ def test_async_copies_in_worker_processes_step_exactly_as_in_process():
     assert not any(p.is_alive() for p in workers._procs)
 
 
+@pytest.mark.parametrize("continuous", [False, True], ids=["discrete", "continuous"])
+def test_without_checking_wrappers_the_episodes_are_the_same(continuous):
+    """By default the AEC env is converted without pettingzoo's checking wrappers (``api_checks: false``),
+    which changes the speed and nothing else: the same seed and actions give the same steps, resets included."""
+    spread = {**SPREAD, "kwargs": {**SPREAD["kwargs"], "continuous_actions": continuous}}
+    assert type(source(**spread).make_env(None).aec_env).__name__ == "raw_env"
+    assert type(source(**spread, api_checks=True).make_env(None).aec_env).__name__ == "OrderEnforcingWrapper"
+    bare, checked = source(**spread).make_vec(2, seed=5), source(**spread, api_checks=True).make_vec(2, seed=5)
+    _assert_same(bare.reset(), checked.reset(), "reset")
+    rng = np.random.default_rng(0)
+    for t in range(60):  # crosses two episode ends (max_cycles 25)
+        act = rng.uniform(0, 1, (6, 5)).astype(np.float32) if continuous else rng.integers(0, 5, 6)
+        _assert_same(bare.step({"agent": act}), checked.step({"agent": act}), f"step {t}")
+    bare.close()
+    checked.close()
+
+
+def test_a_wrapper_that_changes_the_game_is_kept():
+    from agentkit_envs.pettingzoo_env import _without_checking_wrappers
+    from mpe2 import simple_spread_v3
+    from pettingzoo.utils.conversions import aec_to_parallel
+    from pettingzoo.utils.wrappers import BaseWrapper, OrderEnforcingWrapper
+
+    game_rule = BaseWrapper(simple_spread_v3.raw_env())  # stands for e.g. TerminateIllegalWrapper
+    env = _without_checking_wrappers(aec_to_parallel(OrderEnforcingWrapper(game_rule)))
+    assert env.aec_env is game_rule
+    native = source(module="agentkit_envs.games.team_arena").make_env(None)  # a ParallelEnv: untouched
+    assert _without_checking_wrappers(native) is native
+
+
 def test_async_joins_every_groups_blocks():
     """Speaker/listener: two groups with different spaces, each joined from the workers' blocks."""
     in_process = source(5, **SPEAKER).make_vec(5, seed=1)
