@@ -29,6 +29,7 @@ from agentkit_plugins.ppo import (
     ValueNormalizer,
     adam,
     explained_variance,
+    linear_schedule,
     ppo_update,
     rng_state,
     set_rng_state,
@@ -211,9 +212,7 @@ class MAPPO:
         cfg = self.config
         progress = min(1.0, self.steps_done / cfg.total_steps)
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
-        ent_coef = cfg.ent_coef
-        if cfg.ent_coef_final is not None:
-            ent_coef += (cfg.ent_coef_final - cfg.ent_coef) * progress
+        ent_coef = linear_schedule(cfg.ent_coef, cfg.ent_coef_final, progress)
         for unit in self.units:
             for pg in unit.optimizer.param_groups:
                 pg["lr"] = lr

@@ -264,6 +264,12 @@ def ppo_update(
     }
 
 
+def linear_schedule(start: float, final: float | None, progress: float) -> float:
+    """``start`` moved linearly to ``final`` as ``progress`` goes from 0 to 1 (and held after); ``start``
+    throughout when ``final`` is None."""
+    return start if final is None else start + (final - start) * min(progress, 1.0)
+
+
 @torch.no_grad()
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> Tensor:
     """Scale the gradients so that their global L2 norm is at most ``max_norm``; returns the norm before.
@@ -529,10 +535,7 @@ class PPO:
             g["lr"] = g["initial_lr"] * (remaining if cfg.lr_schedule == "linear" else 1.0)
         clip = cfg.clip_range * (remaining if cfg.clip_schedule == "linear" else 1.0)
         clip = max(clip, 1e-8)
-        ent = cfg.ent_coef
-        if cfg.ent_coef_final is not None:
-            ent = cfg.ent_coef + (cfg.ent_coef_final - cfg.ent_coef) * min(progress, 1.0)
-        return clip, ent
+        return clip, linear_schedule(cfg.ent_coef, cfg.ent_coef_final, progress)
 
     def iterate(self) -> dict[str, float]:
         cfg = self.config
