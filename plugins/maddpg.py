@@ -25,6 +25,12 @@ Read top to bottom like the paper:
   ``y = r_i + gamma * (1 - terminated_i) * Q'_i(s', a'_1..a'_n)`` with target actors and target critics
   updated softly (``tau``); truncation bootstraps. An agent that is not alive at a step adds nothing to
   either loss.
+* **Policy ensembles** (``ensemble_size`` K > 1, the paper's section 4.3): each group has K actors (one
+  observation normaliser between them), each with its own target network and optimiser. Every agent plays
+  one of them, drawn uniformly at random whenever its episode ends, and the replay row stores which, so an
+  agent's target action comes from its own sub-policy's target and each sub-policy learns from the rows it
+  played. One buffer, not the paper's K: a batch gives each sub-policy about ``batch_size / K`` rows. The
+  critics are shared. Eval and export play sub-policy 0.
 * **Replay**: preallocated tensors (``agentkit_plugins.replay``); every ``train_every`` env steps,
   ``gradient_steps`` updates of every group's critic then actor on ``batch_size`` rows; gradients clipped
   to ``max_grad_norm``.
@@ -89,6 +95,9 @@ class MADDPGConfig(AlgorithmConfig):
     noise_decay_fraction: float = Field(0.5, gt=0, le=1, description="Fraction of total_steps the std decays over.")
     action_reg: float = Field(
         1e-3, ge=0, description="Weight of the squared pre-activation penalty in the actor loss (as openai/maddpg)."
+    )
+    ensemble_size: int = Field(
+        1, ge=1, description="Sub-policies per group (policy ensembles); each agent plays one per episode."
     )
     checkpoint_buffer: bool = Field(
         False, description="Save the replay buffer in checkpoints (exact resume; large files)."
@@ -358,16 +367,17 @@ class DeterministicHead(ActionHead):
 
 def build_deterministic_actor(
     policy_config: PolicyConfig, registry, observation_space: gym.spaces.Box, action_space: gym.Space,
-    extra_obs_dim: int = 0,
+    extra_obs_dim: int = 0, normalizer: ObsNormalizer | None = None,
 ) -> Actor:
-    """An ``agentkit.policy.Actor`` whose head is a ``DeterministicHead`` around the resolved ``policy.head``."""
+    """An ``agentkit.policy.Actor`` whose head is a ``DeterministicHead`` around the resolved ``policy.head``
+    (sharing ``normalizer`` when one is given)."""
     reg, head_config = resolve_head(policy_config, registry, action_space)
     obs_dim = int(math.prod(observation_space.shape)) + extra_obs_dim
 
     def head_factory(latent_dim: int) -> ActionHead:
         return DeterministicHead(reg.factory(head_config, action_space, latent_dim), action_space, latent_dim)
 
-    return Actor(obs_dim, head_factory, policy_config)
+    return Actor(obs_dim, head_factory, policy_config, normalizer)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -396,24 +406,32 @@ class CentralCritic(nn.Module):
 
 
 class _Group:
-    """A policy group's networks and optimisers (plain holder)."""
+    """A policy group's networks and optimisers (plain holder): ``actors`` are its sub-policies (one unless
+    ``ensemble_size`` > 1), sharing one observation normaliser."""
 
-    def __init__(self, spec, actor: Actor, critic: CentralCritic, cfg: MADDPGConfig):
+    def __init__(self, spec, actors: list[Actor], critic: CentralCritic, cfg: MADDPGConfig):
         self.spec = spec
         self.name: str = spec.name
         self.n_agents = len(spec.agents)
         self.obs_dim = int(math.prod(spec.observation_space.shape))
-        self.actor = actor
+        self.actors = actors
         self.critic = critic
-        self.target_actor = copy.deepcopy(actor).requires_grad_(False)
+        # One deepcopy of the list, so the targets share one normaliser as the actors do.
+        self.target_actors = [t.requires_grad_(False) for t in copy.deepcopy(actors)]
         self.target_critic = copy.deepcopy(critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr)
+        self.actor_opts = [torch.optim.Adam(a.parameters(), lr=cfg.actor_lr) for a in actors]
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
         self.id_dim = self.n_agents if (cfg.agent_id and self.n_agents > 1) else 0
         self.eye = torch.eye(self.n_agents)
 
     @property
+    def actor(self) -> Actor:
+        """Sub-policy 0: the one eval and export play."""
+        return self.actors[0]
+
+    @property
     def head(self) -> DeterministicHead:
+        """The env boundary (``env_outputs``, ``to_env``): the same for every sub-policy."""
         return self.actor.head  # type: ignore[return-value]
 
     def actor_input(self, obs: Tensor) -> Tensor:
@@ -422,6 +440,26 @@ class _Group:
         if self.id_dim:
             obs = torch.cat([obs, self.eye.to(obs.dtype).expand(b, -1, -1)], dim=-1)
         return obs.reshape(b * self.n_agents, -1)
+
+
+def ensemble_act(
+    actors: list[Actor], x: Tensor, mask: Tensor | None, sub_policy: Tensor | None, **options: Any
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``DeterministicHead.act`` of each row ``x [B, D]`` through the actor ``sub_policy [B]`` names (one
+    actor: all rows, ``sub_policy`` unused). Returns ``(rep, raw, preact)`` in row order, differentiable
+    with respect to each actor through its own rows only."""
+    if len(actors) == 1:
+        return actors[0].head.act(actors[0].latent(x), mask, **options)
+    assert sub_policy is not None
+    parts, rows = [], []
+    for k, actor in enumerate(actors):
+        idx = (sub_policy == k).nonzero().squeeze(1)
+        if idx.numel():
+            parts.append(actor.head.act(actor.latent(x[idx]), None if mask is None else mask[idx], **options))
+            rows.append(idx)
+    order = torch.cat(rows).argsort()
+    rep, raw, preact = (torch.cat(outputs)[order] for outputs in zip(*parts, strict=True))
+    return rep, raw, preact
 
 
 class MADDPG:
@@ -453,19 +491,26 @@ class MADDPG:
 
         # Every group's actor, and the layout of the joint (all agents) observation and action vectors.
         self.groups: dict[str, _Group] = {}
-        actors = {}
+        actors: dict[str, list[Actor]] = {}
         for name, spec in specs.items():
             n = len(spec.agents)
             extra = n if (config.agent_id and n > 1) else 0
-            actors[name] = build_deterministic_actor(
+            first = build_deterministic_actor(
                 run_config.policy, context.registry, spec.observation_space, spec.action_space, extra
             )
+            actors[name] = [first] + [
+                build_deterministic_actor(
+                    run_config.policy, context.registry, spec.observation_space, spec.action_space, extra,
+                    normalizer=first.normalizer,
+                )
+                for _ in range(config.ensemble_size - 1)
+            ]
         x_dim = (
             self.state_dim
             if config.critic_input == "state"
             else sum(len(s.agents) * int(math.prod(s.observation_space.shape)) for s in specs.values())
         )
-        act_dim = sum(len(s.agents) * actors[g].head.layout.rep_dim for g, s in specs.items())
+        act_dim = sum(len(s.agents) * actors[g][0].head.layout.rep_dim for g, s in specs.items())
         for name, spec in specs.items():
             n = len(spec.agents)
             id_dim = n if n > 1 else 0
@@ -483,6 +528,12 @@ class MADDPG:
         self._min_rows = max(config.batch_size, min(config.learning_starts, config.buffer_size))
         self._obs = self.vec.reset(seed=self.seed)
         self._losses: list[dict[str, float]] = []
+        # The sub-policy each agent of each env copy plays this episode: [N, A_g] per group.
+        self._sub_policy = {
+            g: torch.randint(config.ensemble_size, (self.num_envs, grp.n_agents), generator=self.generator)
+            if config.ensemble_size > 1 else torch.zeros((self.num_envs, grp.n_agents), dtype=torch.int64)
+            for g, grp in self.groups.items()
+        }
 
     # -- storage layout ---------------------------------------------------------------------------------
 
@@ -502,6 +553,8 @@ class MADDPG:
             fields[f"{g}/reward"] = ((a,), torch.float32)
             fields[f"{g}/terminated"] = ((a,), torch.bool)
             fields[f"{g}/alive"] = ((a,), torch.bool)
+            if self.cfg.ensemble_size > 1:
+                fields[f"{g}/sub_policy"] = ((a,), torch.int64)
             if grp.spec.mask_dim:
                 fields[f"{g}/mask"] = ((a, grp.head.mask_dim), torch.bool)
                 fields[f"{g}/next_mask"] = ((a, grp.head.mask_dim), torch.bool)
@@ -527,10 +580,9 @@ class MADDPG:
             mask = None
             if grp.spec.mask_dim and o.mask is not None:
                 mask = torch.as_tensor(o.mask).reshape(self.num_envs * grp.n_agents, -1)
-            latent = grp.actor.latent(grp.actor_input(x))
-            rep, raw, _ = grp.head.act(
-                latent, mask, gumbel=True, temperature=self.cfg.gumbel_temperature, noise_std=noise_std,
-                generator=self.generator,
+            rep, raw, _ = ensemble_act(
+                grp.actors, grp.actor_input(x), mask, self._sub_policy[g].reshape(-1), gumbel=True,
+                temperature=self.cfg.gumbel_temperature, noise_std=noise_std, generator=self.generator,
             )
             outputs = {k: v.cpu().numpy() for k, v in grp.head.env_outputs(raw).items()}
             env_actions[g] = grp.head.to_env(outputs)
@@ -560,6 +612,13 @@ class MADDPG:
                 rows[f"{g}/reward"] = _f32(t.reward)
                 rows[f"{g}/terminated"] = torch.as_tensor(np.asarray(t.terminated, dtype=bool))
                 rows[f"{g}/alive"] = alive
+                if self.cfg.ensemble_size > 1:
+                    rows[f"{g}/sub_policy"] = self._sub_policy[g].clone()
+                    # An agent whose episode ended plays a freshly drawn sub-policy in its next one.
+                    redraw = torch.as_tensor(ended)
+                    self._sub_policy[g][redraw] = torch.randint(
+                        self.cfg.ensemble_size, (int(redraw.sum()),), generator=self.generator
+                    )
                 if grp.spec.mask_dim:
                     rows[f"{g}/mask"] = _mask(o.mask, t.reward.shape, grp.spec.mask_dim)
                     # Where an agent's episode ended, the adapter gives the reset mask, not the final one, so
@@ -620,12 +679,11 @@ class MADDPG:
         with torch.no_grad():
             next_reps = []
             for g, grp in self.groups.items():
-                nobs = b[f"{g}/next_obs"]
                 mask = b.get(f"{g}/next_mask")
-                latent = grp.target_actor.latent(grp.actor_input(nobs))
-                rep, _, _ = grp.target_actor.head.act(
-                    latent, None if mask is None else mask.reshape(bsz * grp.n_agents, -1), gumbel=True,
-                    temperature=cfg.gumbel_temperature, generator=self.generator,
+                rep, _, _ = ensemble_act(
+                    grp.target_actors, grp.actor_input(b[f"{g}/next_obs"]),
+                    None if mask is None else mask.reshape(bsz * grp.n_agents, -1), _rows(b.get(f"{g}/sub_policy")),
+                    gumbel=True, temperature=cfg.gumbel_temperature, generator=self.generator,
                 )
                 next_alive = b[f"{g}/alive"] & ~b[f"{g}/terminated"]
                 next_reps.append((rep.reshape(bsz, grp.n_agents, -1) * next_alive.unsqueeze(-1)).flatten(1))
@@ -658,11 +716,11 @@ class MADDPG:
             a, d = grp.n_agents, grp.head.layout.rep_dim
             obs = b[f"{g}/obs"]
             alive = b[f"{g}/alive"].float()
-            latent = grp.actor.latent(grp.actor_input(obs))
             mask = b.get(f"{g}/mask")
-            rep, _, preact = grp.head.act(
-                latent, None if mask is None else mask.reshape(bsz * a, -1), gumbel=True,
-                temperature=cfg.gumbel_temperature, generator=self.generator,
+            rep, _, preact = ensemble_act(
+                grp.actors, grp.actor_input(obs), None if mask is None else mask.reshape(bsz * a, -1),
+                _rows(b.get(f"{g}/sub_policy")), gumbel=True, temperature=cfg.gumbel_temperature,
+                generator=self.generator,
             )
             rep = rep.reshape(bsz, a, d)
             lo, hi = offsets[g]
@@ -679,14 +737,17 @@ class MADDPG:
             pg_loss = -(q * alive).sum() / n_alive
             reg = (preact.reshape(bsz, a, -1).square().mean(-1) * alive).sum() / n_alive
             actor_loss = pg_loss + cfg.action_reg * reg
-            grp.actor_opt.zero_grad(set_to_none=True)
+            for opt in grp.actor_opts:
+                opt.zero_grad(set_to_none=True)
             actor_loss.backward()
-            nn.utils.clip_grad_norm_(grp.actor.parameters(), cfg.max_grad_norm)
-            grp.actor_opt.step()
+            for actor, opt in zip(grp.actors, grp.actor_opts, strict=True):
+                nn.utils.clip_grad_norm_(actor.parameters(), cfg.max_grad_norm)
+                opt.step()
             out[f"losses/{g}/actor"] = float(pg_loss.detach())
 
         for grp in self.groups.values():
-            soft_update(grp.target_actor, grp.actor, cfg.tau)
+            for target, actor in zip(grp.target_actors, grp.actors, strict=True):
+                soft_update(target, actor, cfg.tau)
             soft_update(grp.target_critic, grp.critic, cfg.tau)
         self.updates_done += 1
         return out
@@ -700,7 +761,8 @@ class MADDPG:
         n = max(1, math.ceil(min(self.cfg.iteration_steps, remaining) / self.num_envs))
         episodes = self._collect(n)
         for grp in self.groups.values():
-            grp.head.set_progress(min(1.0, self.steps_done / self.cfg.total_steps))
+            for actor in grp.actors:
+                actor.head.set_progress(min(1.0, self.steps_done / self.cfg.total_steps))
         metrics = episodes.metrics()
         if self._losses:
             for key in self._losses[0]:
@@ -719,12 +781,13 @@ class MADDPG:
         state: dict[str, Any] = {
             "groups": {
                 g: {
-                    "actor": grp.actor.state_dict(),
+                    "actors": [a.state_dict() for a in grp.actors],
                     "critic": grp.critic.state_dict(),
-                    "target_actor": grp.target_actor.state_dict(),
+                    "target_actors": [a.state_dict() for a in grp.target_actors],
                     "target_critic": grp.target_critic.state_dict(),
-                    "actor_opt": grp.actor_opt.state_dict(),
+                    "actor_opts": [o.state_dict() for o in grp.actor_opts],
                     "critic_opt": grp.critic_opt.state_dict(),
+                    "sub_policy": self._sub_policy[g],
                 }
                 for g, grp in self.groups.items()
             },
@@ -741,12 +804,23 @@ class MADDPG:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for g, grp in self.groups.items():
             s = state["groups"][g]
-            grp.actor.load_state_dict(s["actor"])
+            if "actor" in s:  # a checkpoint from before policy ensembles: one actor, singular keys
+                s = {**s, "actors": [s["actor"]], "target_actors": [s["target_actor"]],
+                     "actor_opts": [s["actor_opt"]]}
+            if len(s["actors"]) != len(grp.actors):
+                raise ValueError(
+                    f"group {g!r} has {len(s['actors'])} sub-policies in the checkpoint and "
+                    f"algorithm.ensemble_size is {len(grp.actors)}: keep the run's ensemble_size"
+                )
+            for modules, key in ((grp.actors, "actors"), (grp.target_actors, "target_actors"),
+                                 (grp.actor_opts, "actor_opts")):
+                for module, module_state in zip(modules, s[key], strict=True):
+                    module.load_state_dict(module_state)
             grp.critic.load_state_dict(s["critic"])
-            grp.target_actor.load_state_dict(s["target_actor"])
             grp.target_critic.load_state_dict(s["target_critic"])
-            grp.actor_opt.load_state_dict(s["actor_opt"])
             grp.critic_opt.load_state_dict(s["critic_opt"])
+            if "sub_policy" in s and s["sub_policy"].shape == self._sub_policy[g].shape:
+                self._sub_policy[g] = s["sub_policy"].clone()  # (eval may build fewer env copies)
         self.steps_done = int(state["steps_done"])
         self.updates_done = int(state["updates_done"])
         self._since_update = int(state["since_update"])
@@ -772,6 +846,11 @@ class MADDPG:
 
     def close(self) -> None:
         self.vec.close()
+
+
+def _rows(per_agent: Tensor | None) -> Tensor | None:
+    """``[B, A]`` → ``[B * A]``, the row order of ``_Group.actor_input``."""
+    return None if per_agent is None else per_agent.reshape(-1)
 
 
 def _f32(x: Any) -> Tensor:

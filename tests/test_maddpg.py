@@ -9,12 +9,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from agentkit_plugins.maddpg import DeterministicHead, gumbel_softmax_st, soft_update
+from agentkit_plugins.maddpg import (
+    DeterministicHead,
+    build_deterministic_actor,
+    ensemble_act,
+    gumbel_softmax_st,
+    soft_update,
+)
 from agentkit_plugins.replay import ReplayBuffer
 from gymnasium import spaces
 
 from agentkit.algorithm import BuildContext
-from agentkit.config import load_config
+from agentkit.config import PolicyConfig, load_config
 from agentkit.errors import ConfigError, EmptyMaskError
 from agentkit.host import PluginHost
 from agentkit.spaces import HybridSpace
@@ -265,6 +271,64 @@ def test_resume_from_state_dict_continues_identically(host):
         second.close()
 
 
+# -- policy ensembles ---------------------------------------------------------------------------------------
+
+
+def test_ensemble_act_sends_each_row_through_its_own_sub_policy(host):
+    obs_space, space = spaces.Box(-1.0, 1.0, (6,), np.float32), spaces.Discrete(4)
+    config = PolicyConfig(hidden_sizes=[16])
+    torch.manual_seed(0)
+    first = build_deterministic_actor(config, host.registry, obs_space, space)
+    actors = [first] + [
+        build_deterministic_actor(config, host.registry, obs_space, space, normalizer=first.normalizer)
+        for _ in range(2)
+    ]
+    gen = torch.Generator().manual_seed(1)
+    x, mask = torch.randn(40, 6, generator=gen), random_masks(gen, 40, 4)
+    sub = torch.randint(0, 2, (40,), generator=gen)  # sub-policy 2 plays no row
+    rep, raw, preact = ensemble_act(actors, x, mask, sub)
+    for k in (0, 1):
+        rows = sub == k
+        expected = actors[k].head.act(actors[k].latent(x[rows]), mask[rows])
+        for got, want in zip((rep, raw, preact), expected, strict=True):
+            assert torch.equal(got[rows], want)
+    preact.square().sum().backward()
+    for k in (0, 1):
+        assert actors[k].head.out.weight.grad.abs().sum() > 0
+    assert actors[2].head.out.weight.grad is None
+    assert all(a.normalizer is first.normalizer for a in actors)
+
+
+def test_ensemble_draws_a_sub_policy_per_agent_episode_trains_each_and_checkpoints(host):
+    env_section = {**SPREAD, "kwargs": {"N": 2, "max_cycles": 10, "continuous_actions": False}}
+    _, algo = build(host, env_section, ensemble_size=3)
+    _, other = build(host, env_section, ensemble_size=3)
+    _, smaller = build(host, env_section, ensemble_size=2)
+    try:
+        grp = algo.groups["agent"]
+        before = [[p.detach().clone() for p in a.parameters()] for a in grp.actors]
+        run_all(algo, 600)
+        stored = algo.buffer.data["agent/sub_policy"][: len(algo.buffer)]
+        assert set(stored.unique().tolist()) == {0, 1, 2}
+        # Rows are added env copy by env copy each vector step; every episode lasts max_cycles = 10 steps.
+        per_step = stored.reshape(-1, 4, 2)  # [vector step, env copy, agent]
+        changed = (per_step[1:] != per_step[:-1]).any(dim=(1, 2)).nonzero().squeeze(1) + 1
+        assert len(changed) > 0 and all(t % 10 == 0 for t in changed.tolist()), changed
+        for actor, params in zip(grp.actors, before, strict=True):  # every sub-policy learned
+            assert any(not torch.equal(p, q) for p, q in zip(actor.parameters(), params, strict=True))
+
+        other.load_state_dict(algo.state_dict())
+        for mine, theirs in zip(grp.actors, other.groups["agent"].actors, strict=True):
+            for p, q in zip(mine.parameters(), theirs.parameters(), strict=True):
+                assert torch.equal(p, q)
+        assert torch.equal(other._sub_policy["agent"], algo._sub_policy["agent"])
+        with pytest.raises(ValueError, match="3 sub-policies in the checkpoint and algorithm.ensemble_size is 2"):
+            smaller.load_state_dict(algo.state_dict())
+    finally:
+        for a in (algo, other, smaller):
+            a.close()
+
+
 def test_single_agent_env_is_a_config_error(host):
     data = {
         "env": {"plugin": "gymnasium", "id": "CartPole-v1"},
@@ -306,14 +370,15 @@ def test_train_export_each_group_and_eval_parity(host, tmp_path):
     assert set(torch_eval.groups) == {"adversary", "agent"}
 
 
-def test_passes_the_algorithm_checker(host):
+@pytest.mark.parametrize("ensemble_size", [1, 2])
+def test_passes_the_algorithm_checker(host, ensemble_size):
     from agentkit.testing import check_algorithm
 
     check_algorithm(
         {
             "env": {**ARENA, "num_envs": 2},
             "algorithm": {"plugin": "maddpg", "total_steps": 2000, **FAST, "iteration_steps": 200,
-                          "learning_starts": 200, "batch_size": 32},
+                          "learning_starts": 200, "batch_size": 32, "ensemble_size": ensemble_size},
             "policy": {"hidden_sizes": [16]},
         },
         host,
