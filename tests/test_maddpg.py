@@ -329,6 +329,28 @@ def test_ensemble_draws_a_sub_policy_per_agent_episode_trains_each_and_checkpoin
             a.close()
 
 
+def test_checkpoints_from_before_ensembles_still_load(host):
+    env_section = {**SPREAD, "kwargs": {"N": 2, "max_cycles": 10, "continuous_actions": False}}
+    _, first = build(host, env_section)
+    _, second = build(host, env_section)
+    try:
+        with torch.no_grad():
+            for p in first.groups["agent"].actor.parameters():
+                p.add_(1.0)
+        state = first.state_dict()
+        for s in state["groups"].values():  # the format before ensemble_size: one actor, singular keys
+            for key in ("actors", "target_actors", "actor_opts"):
+                s[key[:-1]] = s.pop(key)[0]
+            del s["sub_policy"]
+        second.load_state_dict(state)
+        for p, q in zip(first.groups["agent"].actor.parameters(), second.groups["agent"].actor.parameters(),
+                        strict=True):
+            assert torch.equal(p, q)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_single_agent_env_is_a_config_error(host):
     data = {
         "env": {"plugin": "gymnasium", "id": "CartPole-v1"},
