@@ -205,6 +205,14 @@ def build(host, env_section, steps=1200, **algo):
     return config, algo_obj
 
 
+def assert_same_actors(first, second):
+    """Every sub-policy of every group has the same weights in both algorithms."""
+    for g, grp in first.groups.items():
+        for mine, theirs in zip(grp.actors, second.groups[g].actors, strict=True):
+            for p, q in zip(mine.parameters(), theirs.parameters(), strict=True):
+                assert torch.equal(p, q)
+
+
 def run_all(algo, total):
     metrics = []
     while algo.steps_done < total:
@@ -263,9 +271,7 @@ def test_resume_from_state_dict_continues_identically(host):
         torch.manual_seed(7)
         b = second.update()
         assert a == b
-        for pa, pb in zip(first.groups["agent"].actor.parameters(), second.groups["agent"].actor.parameters(),
-                          strict=True):
-            assert torch.equal(pa, pb)
+        assert_same_actors(first, second)
     finally:
         first.close()
         second.close()
@@ -318,9 +324,7 @@ def test_ensemble_draws_a_sub_policy_per_agent_episode_trains_each_and_checkpoin
             assert any(not torch.equal(p, q) for p, q in zip(actor.parameters(), params, strict=True))
 
         other.load_state_dict(algo.state_dict())
-        for mine, theirs in zip(grp.actors, other.groups["agent"].actors, strict=True):
-            for p, q in zip(mine.parameters(), theirs.parameters(), strict=True):
-                assert torch.equal(p, q)
+        assert_same_actors(algo, other)
         assert torch.equal(other._sub_policy["agent"], algo._sub_policy["agent"])
         with pytest.raises(ValueError, match="3 sub-policies in the checkpoint and algorithm.ensemble_size is 2"):
             smaller.load_state_dict(algo.state_dict())
@@ -343,9 +347,7 @@ def test_checkpoints_from_before_ensembles_still_load(host):
                 s[key[:-1]] = s.pop(key)[0]
             del s["sub_policy"]
         second.load_state_dict(state)
-        for p, q in zip(first.groups["agent"].actor.parameters(), second.groups["agent"].actor.parameters(),
-                        strict=True):
-            assert torch.equal(p, q)
+        assert_same_actors(first, second)
     finally:
         first.close()
         second.close()
