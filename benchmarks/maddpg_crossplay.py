@@ -1,0 +1,76 @@
+"""Cross-play of two multi-agent runs on the same two-group env: each group of one run against the other
+group of the other run, beside each run against itself.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/maddpg_crossplay.py RUN_A RUN_B [--episodes 500] [--seed 20000] [--append]
+
+The question it answers: is a group trained one way (say MADDPG with ``ensemble_size: 3``) better or worse
+off against an opponent it never trained with than one trained the other way? Every pairing plays the
+same episodes (reset seeds ``seed .. seed + episodes - 1``) with deterministic actions, through
+``agentkit.evaluation.play_episodes``, the code ``agentkit eval`` uses. ``--append`` adds the table to
+benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from agentkit.evaluation import play_episodes, torch_act
+from agentkit.trainer import load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs=2, type=Path, help="two run dirs of the same env")
+    parser.add_argument("--episodes", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=20_000)
+    parser.add_argument("--append", action="store_true")
+    args = parser.parse_args()
+
+    loaded = [load_run(run) for run in args.runs]
+    acts = [{art.name: torch_act(art) for art in run.algorithm.policies()} for run in loaded]
+    groups = list(acts[0])
+    if len(groups) != 2 or set(groups) != set(acts[1]):
+        parser.error(f"cross-play needs two runs with the same two groups; got {list(acts[0])} and {list(acts[1])}")
+    names = [run.name for run in args.runs]
+    env = loaded[0].env
+
+    rows = []
+    for first in (0, 1):
+        for second in (0, 1):  # groups[0] from run `first`, groups[1] from run `second`
+            start = time.perf_counter()
+            result = play_episodes(
+                env, {groups[0]: acts[first][groups[0]], groups[1]: acts[second][groups[1]]},
+                episodes=args.episodes, seed=args.seed,
+            )
+            rows.append(
+                f"| {names[first]} | {names[second]} | {result.groups[groups[0]]['mean_return']:.2f} | "
+                f"{result.groups[groups[1]]['mean_return']:.2f} |"
+            )
+            print(rows[-1], f"({time.perf_counter() - start:.0f}s)", flush=True)
+    for run in loaded:
+        run.algorithm.close()
+
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/maddpg_crossplay.py " + shlex.join(sys.argv[1:])
+    table = "\n".join(
+        [
+            f"Cross-play, deterministic, {args.episodes} episodes (reset seeds from {args.seed}). Command: `{command}`",
+            "",
+            f"| {groups[0]} from | {groups[1]} from | {groups[0]} return | {groups[1]} return |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+    )
+    print(table)
+    if args.append:
+        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+            f.write("\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
