@@ -39,9 +39,11 @@ def sub_policy_acts(algorithm, artifact: PolicyArtifact, which: str) -> list[Act
     """One ``Act`` per sub-policy of ``artifact``'s group (``which == "all"``), or sub-policy 0 only.
 
     The artifact holds sub-policy 0; the others are read from the MADDPG group's ``actors`` list, which the
-    plugin contract does not expose (eval and export only ever play one policy per group).
+    plugin contract does not expose (eval and export only ever play one policy per group). Algorithms without
+    one (MAPPO) have one sub-policy.
     """
-    actors = getattr(algorithm.groups[artifact.name], "actors", [artifact.actor]) if which == "all" else [artifact.actor]
+    group = getattr(algorithm, "groups", {}).get(artifact.name) if which == "all" else None
+    actors = getattr(group, "actors", None) or [artifact.actor]
     return [torch_act(dataclasses.replace(artifact, actor=actor)) for actor in actors]
 
 
