@@ -72,16 +72,11 @@ def main() -> None:
         for second in (0, 1):  # groups[0] from run `first`, groups[1] from run `second`
             start = time.perf_counter()
             combos = list(itertools.product(acts[first][groups[0]], acts[second][groups[1]]))
-            means = np.array(
-                [
-                    [
-                        play_episodes(env, {groups[0]: a, groups[1]: b}, episodes=args.episodes, seed=args.seed)
-                        .groups[g]["mean_return"]
-                        for g in groups
-                    ]
-                    for a, b in combos
-                ]
-            ).mean(axis=0)
+            results = [
+                play_episodes(env, {groups[0]: a, groups[1]: b}, episodes=args.episodes, seed=args.seed)
+                for a, b in combos
+            ]
+            means = np.array([[r.groups[g]["mean_return"] for g in groups] for r in results]).mean(axis=0)
             rows.append(f"| {names[first]} | {names[second]} | {len(combos)} | {means[0]:.2f} | {means[1]:.2f} |")
             print(rows[-1], f"({time.perf_counter() - start:.0f}s)", flush=True)
     for run in loaded:
