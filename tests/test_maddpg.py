@@ -353,6 +353,28 @@ def test_checkpoints_from_before_ensembles_still_load(host):
         second.close()
 
 
+def test_crossplay_benchmark_plays_every_sub_policy_or_the_first(host):
+    """benchmarks/maddpg_crossplay.py reads sub-policies from the group's ``actors``, outside the plugin
+    contract: "all" must give one distinct player per sub-policy, "first" the one eval and export play."""
+    from test_benchmarks import BENCHMARKS, load_script
+
+    sub_policy_acts = load_script(BENCHMARKS / "maddpg_crossplay.py").sub_policy_acts
+    env_section = {**SPREAD, "kwargs": {"N": 2, "max_cycles": 10, "continuous_actions": False}}
+    _, algo = build(host, env_section, ensemble_size=3)
+    try:
+        (artifact,) = algo.policies()
+        obs = np.random.default_rng(0).normal(size=(64, *artifact.observation_space.shape)).astype(np.float32)
+        every = [act(obs, None) for act in sub_policy_acts(algo, artifact, "all")]
+        (first,) = [act(obs, None) for act in sub_policy_acts(algo, artifact, "first")]
+        assert len(every) == 3
+        assert np.array_equal(first, every[0])
+        assert not np.array_equal(every[0], every[1]) and not np.array_equal(every[0], every[2])
+        # An algorithm without an ensemble (MAPPO has no ``groups`` of actors) has one sub-policy.
+        assert len(sub_policy_acts(object(), artifact, "all")) == 1
+    finally:
+        algo.close()
+
+
 def test_single_agent_env_is_a_config_error(host):
     data = {
         "env": {"plugin": "gymnasium", "id": "CartPole-v1"},

@@ -1,0 +1,37 @@
+"""The benchmark scripts call the SDK's internals (trainer, evaluation, exporters), so an SDK change can break
+them without any other test noticing. They are too slow to run here; this imports each one, which resolves
+every name it imports from agentkit, and checks the entry point the docs tell users to run."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if p.name != "curves.py")  # curves.py: a shared helper
+
+
+def load_script(path: Path):
+    """Import ``benchmarks/NAME.py`` as a module, with benchmarks/ on sys.path as when it is run."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def test_there_are_benchmark_scripts():
+    assert len(SCRIPTS) >= 10, SCRIPTS
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
+def test_benchmark_script_imports_and_has_main(path):
+    module = load_script(path)
+    assert callable(getattr(module, "main", None)), f"{path.name} has no main()"
+    assert 'if __name__ == "__main__":' in path.read_text(), f"{path.name} would run on import"
