@@ -4,7 +4,8 @@ Trains each seed from an example config with the real trainer (run dir, checkpoi
 curve.png), evaluates the deterministic policies (``dist.mode()``) with ``agentkit.evaluation.evaluate_run``
 on 100 episodes, and appends one row per seed to benchmarks/RESULTS.md with the exact command, the env
 steps actually trained, and the wall clock. ``--minutes`` stops a seed early (cleanly, through the
-``agentkit_iteration_end`` hook) so that a shared machine's budget is respected; the row says so.
+``agentkit_iteration_end`` hook) so that a shared machine's budget is respected; the row says so. It also
+says so for a seed stopped with Ctrl-C or SIGTERM: the trainer saves, and the script evaluates what it has.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mappo_spread.py --env spread --seeds 0 1 2 --steps 3000000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mappo_spread.py --env speaker --seeds 0 --steps 1000000
@@ -86,8 +87,9 @@ def main() -> None:
             + (f" ({groups})" if groups else ""),
             flush=True,
         )
+        stop_note = " (time budget hit)" if budget.stopped else " (stopped early)" if steps < args.steps else ""
         rows.append(
-            f"| mappo {args.env} | {seed} | {steps:,}{' (time budget hit)' if budget.stopped else ''} | "
+            f"| mappo {args.env} | {seed} | {steps:,}{stop_note} | "
             f"{ev.mean_return:.2f} ± {ev.std_return:.2f}{' (' + groups + ')' if groups else ''} | "
             f"{RANDOM[args.env]:.0f} | {wall / 60:.1f} min, {steps / wall:.0f} steps/s | `{command}` |"
         )
