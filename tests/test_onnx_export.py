@@ -305,7 +305,8 @@ def test_noop_casts_dropped_and_uniform_bounds_become_one_clip(tmp_path):
 
 @pytest.mark.parametrize("example", ["speaker-listener-mappo", "spread-mappo"])
 def test_multi_agent_run_exports_one_file_per_group_and_plays_like_the_run(example, tmp_path):
-    """One file per policy group (agent-id input for shared groups); eval of one file finds its siblings."""
+    """One file per policy group (an agent-id input for shared groups when configured); eval of one file finds
+    its siblings."""
     pytest.importorskip("mpe2")
     from agentkit.config import read_yaml
     from agentkit.evaluation import evaluate_onnx, evaluate_run
@@ -327,8 +328,10 @@ def test_multi_agent_run_exports_one_file_per_group_and_plays_like_the_run(examp
         assert paths == [tmp_path / f"team-{g}.onnx" for g in groups]
     for p in policies:
         assert p.metadata["algorithm"] == "mappo" and p.metadata["env"]["plugin"] == "pettingzoo"
-        if len(p.agents) > 1:
+        if len(p.agents) > 1 and data["algorithm"].get("agent_id", True):
             assert p.agent_id_dim == len(p.agents) and "agent_id" in p.input_names
+        else:
+            assert p.agent_id_dim == 0 and "agent_id" not in p.input_names
     want = evaluate_run(run_dir, episodes=2, seed=4)
     got = evaluate_onnx(paths[-1], episodes=2, seed=4)
     assert got.lengths == want.lengths
