@@ -1,11 +1,12 @@
 """Inference latency of exported policies vs a bare MLP of the same size, in onnxruntime (1 thread).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_latency.py [--append]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_latency.py [--append] [--obs-dim 8 --hidden 64 64]
 
 For each head (discrete and hybrid, for an env without masks and one with; gaussian clipped), the exported
 deterministic policy (normaliser + trunk + head + env-boundary bounding, plus the mask input where the env
 supplies masks) is timed at batch 1 and batch 256 against the
-bare MLP ``obs → 64 → 64 → logits`` exported directly with the same exporter settings. Sessions are timed
+bare MLP ``obs → hidden → logits`` (tanh, the policy's default) exported directly with the same exporter settings
+(default 8 → 64 → 64; ``--obs-dim`` and ``--hidden`` time other sizes). Sessions are timed
 interleaved in rounds; each time shown is the fastest 20-call chunk, the ratio the median of the rounds'
 ratios (this machine's 2 cores are shared). "kernels" counts the nodes onnxruntime runs per call. Target:
 exported batch-1 latency ≤ 1.3× the bare MLP's. Also shown: ``agentkit.runtime`` ``act()`` (input checks
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import platform
 import sys
 import tempfile
@@ -38,7 +40,6 @@ from agentkit.host import PluginHost
 from agentkit.policy import build_actor
 from agentkit.spaces import HybridSpace
 
-OBS_DIM, HIDDEN = 8, [64, 64]
 ROUNDS, CALLS = 15, 1000
 
 
@@ -49,28 +50,30 @@ def session(model: bytes | str) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def bare_mlp(out_dim: int) -> bytes:
+def bare_mlp(obs_dim: int, hidden: list[int], out_dim: int) -> bytes:
     torch.manual_seed(0)
-    mlp = torch.nn.Sequential(
-        torch.nn.Linear(OBS_DIM, HIDDEN[0]), torch.nn.Tanh(), torch.nn.Linear(HIDDEN[0], HIDDEN[1]), torch.nn.Tanh(),
-        torch.nn.Linear(HIDDEN[1], out_dim),
-    ).eval()
+    widths = [obs_dim, *hidden]
+    layers: list[torch.nn.Module] = []
+    for width_in, width_out in itertools.pairwise(widths):
+        layers += [torch.nn.Linear(width_in, width_out), torch.nn.Tanh()]
+    mlp = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], out_dim)).eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(mlp, (torch.zeros(3, OBS_DIM),), buffer, dynamo=False, opset_version=DEFAULT_OPSET,
+        torch.onnx.export(mlp, (torch.zeros(3, obs_dim),), buffer, dynamo=False, opset_version=DEFAULT_OPSET,
                           input_names=["obs"], output_names=["out"],
                           dynamic_axes={"obs": {0: "batch"}, "out": {0: "batch"}})
     return buffer.getvalue()
 
 
-def exported(head: dict, action_space, folder: Path, normalize_obs: bool = True, uses_mask: bool = True) -> Path:
+def exported(head: dict, action_space, folder: Path, obs_dim: int, hidden: list[int], normalize_obs: bool = True,
+             uses_mask: bool = True) -> Path:
     host = PluginHost(autoload=False)
     reg = host.registry.get("action_head", head["plugin"])
-    config = PolicyConfig(hidden_sizes=HIDDEN, head=reg.validate_config(head), normalize_obs=normalize_obs)
-    obs_space = spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32)
+    config = PolicyConfig(hidden_sizes=hidden, head=reg.validate_config(head), normalize_obs=normalize_obs)
+    obs_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
     actor = build_actor(config, host.registry, obs_space, action_space)
-    actor.normalizer.update(torch.randn(512, OBS_DIM) * 2 + 1)
+    actor.normalizer.update(torch.randn(512, obs_dim) * 2 + 1)
     artifact = PolicyArtifact("policy", actor, obs_space, action_space, ["agent"], uses_mask=uses_mask)
     return OnnxExporter().export(artifact, folder / f"{head['plugin']}-{normalize_obs}-{uses_mask}.onnx")
 
@@ -245,6 +248,8 @@ def probe_normaliser() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--obs-dim", type=int, default=8, help="observation width of both networks")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="hidden layer widths")
     parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS.md")
     parser.add_argument("--probe", action="store_true", help="time single-op graphs instead (kernel costs)")
     parser.add_argument(
@@ -272,18 +277,20 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, head, space, bare_out, uses_mask in heads:
-            path = exported(head, space, Path(tmp), normalize_obs="normalize_obs: false" not in label,
-                            uses_mask=uses_mask)
-            pol_sess, bare_sess = session(str(path)), session(bare_mlp(bare_out))
+            path = exported(head, space, Path(tmp), args.obs_dim, args.hidden,
+                            normalize_obs="normalize_obs: false" not in label, uses_mask=uses_mask)
+            bare = bare_mlp(args.obs_dim, args.hidden, bare_out)
+            pol_sess, bare_sess = session(str(path)), session(bare)
             policy = runtime.load(path)
             out_names = [o.name for o in pol_sess.get_outputs()]
             result = {batch: measure(pol_sess, bare_sess, policy, out_names, batch, rng) for batch in (1, 256)}
-            rows.append((label, result, kernels(str(path)), kernels(bare_mlp(bare_out))))
+            rows.append((label, result, kernels(str(path)), kernels(bare)))
+    size_options = f"--obs-dim {args.obs_dim} --hidden {' '.join(map(str, args.hidden))}"
     lines = [
         f"### ONNX inference latency (onnxruntime {ort.__version__}, 1 thread, {platform.machine()}, "
-        f"obs {OBS_DIM}, hidden {HIDDEN}, opset {DEFAULT_OPSET})",
+        f"obs {args.obs_dim}, hidden {args.hidden}, opset {DEFAULT_OPSET})",
         "",
-        "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_latency.py --append`",
+        f"Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/onnx_latency.py --append {size_options}`",
         "",
         "| head | batch | kernels (policy / bare) | bare MLP µs | exported policy µs | ratio | runtime act() µs "
         "| IOBinding: bare / policy µs | IOBinding ratio |",
