@@ -37,6 +37,8 @@ class PolicyArtifact:
     ``actor(obs, mask=None)`` returns an ``ActionDistribution``; obs normalisation is inside ``actor``.
     ``agent_id_dim`` > 0 means the actor expects a one-hot agent id appended to each observation.
     ``uses_mask`` says whether the actor is given action masks (the env supplies them and the head takes them).
+    ``observation_fields``: how the env's raw observation is flattened into ``observation_space``
+    (``agentkit.observations``; None for a Box observation); exports carry it for the engine.
     """
 
     name: str
@@ -49,6 +51,7 @@ class PolicyArtifact:
     # False when the env never supplies action masks: the actor is then always called with mask=None, and
     # exports have no ``action_mask`` input even if the head could take one.
     uses_mask: bool = True
+    observation_fields: list[dict[str, Any]] | None = None
 
 
 class Algorithm(Protocol):

@@ -83,6 +83,9 @@ class EnvSource(Protocol):
     observation_space: gym.spaces.Box
     action_space: gym.Space
     has_mask: bool
+    # Optional: how the raw observation is flattened into observation_space (agentkit.observations'
+    # ObservationLayout.fields); exports carry it. Absent or None: a Box observation, reshaped.
+    # observation_fields: list[dict[str, Any]] | None
 
     def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> VecEnv: ...
 
@@ -101,6 +104,8 @@ class GroupSpec:
     observation_space: gym.spaces.Box  # one agent's flat observation, mask removed
     action_space: gym.Space
     mask_dim: int = 0  # width of Observation.mask (0: the env gives no action mask)
+    # how one agent's raw observation is flattened (agentkit.observations); None: a Box, reshaped
+    observation_fields: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -7,9 +7,10 @@ Vector envs are gymnasium's own (``SyncVectorEnv`` by default, ``AsyncVectorEnv`
 observation of the next episode and the last observation of the ended one travels in
 ``Transition.final_obs`` so that a truncated episode can be bootstrapped from it.
 
-Observations reach the policy as flat float32 vectors. A ``Dict`` observation may carry an ``action_mask``
-key (the rest is the observation: its ``observation`` key alone, or every other key flattened in key
-order); otherwise an ``info["action_mask"]`` is used when the env provides one at reset. Hybrid action
+Observations reach the policy as flat float32 vectors (``agentkit.observations``: a Box reshaped; a
+Discrete, MultiDiscrete or MultiBinary value, or a Dict of such entries and Boxes, flattened by the rule
+exports describe in ``metadata.observation.fields``). A ``Dict`` observation may carry an ``action_mask``
+entry; otherwise an ``info["action_mask"]`` is used when the env provides one at reset. Hybrid action
 spaces (``agentkit.spaces.HybridSpace``, a ``Tuple``) pass through: the vector env takes a tuple of
 batched arrays ``(types [N], params [N, P])``.
 """
@@ -17,7 +18,6 @@ batched arrays ``(types [N], params [N, P])``.
 from __future__ import annotations
 
 import importlib
-import math
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -30,8 +30,7 @@ import agentkit
 from agentkit.config import EnvConfig
 from agentkit.environment import Observation, Transition
 from agentkit.errors import ConfigError
-
-MASK_KEY = "action_mask"
+from agentkit.observations import MASK_KEY, ObservationLayout
 
 
 class GymnasiumEnvConfig(EnvConfig):
@@ -44,57 +43,6 @@ class GymnasiumEnvConfig(EnvConfig):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     max_episode_steps: int | None = Field(None, ge=1, description="Override the env's time limit.")
     frame_stack: int = Field(1, ge=1, description="Stack the last k observations (Box observations only).")
-
-
-# -- observation layout ------------------------------------------------------------------------------------
-
-
-class _ObsLayout:
-    """How a raw gymnasium observation splits into a flat float32 vector and an optional mask."""
-
-    def __init__(self, env_id: str, space: gym.Space):
-        self.mask_key = False
-        self.obs_keys: list[str] | None = None  # None: the observation is a Box
-        if isinstance(space, spaces.Dict) and MASK_KEY in space.spaces:
-            self.mask_key = True
-            mask_space = space.spaces[MASK_KEY]
-            self.mask_dim = int(math.prod(mask_space.shape or (1,)))
-            rest = {k: v for k, v in space.spaces.items() if k != MASK_KEY}
-            self.obs_keys = ["observation"] if list(rest) == ["observation"] else sorted(rest)
-            parts = [rest[k] for k in self.obs_keys]
-            if not parts or not all(isinstance(p, spaces.Box) for p in parts):
-                raise ConfigError(
-                    f"env.id {env_id!r}: the Dict observation's entries besides 'action_mask' must be Box "
-                    f"spaces (got {space}). Wrap the env so its observation is a Box (plus 'action_mask')."
-                )
-            low = np.concatenate([p.low.reshape(-1) for p in parts]).astype(np.float32)
-            high = np.concatenate([p.high.reshape(-1) for p in parts]).astype(np.float32)
-        elif isinstance(space, spaces.Box):
-            low = space.low.reshape(-1).astype(np.float32)
-            high = space.high.reshape(-1).astype(np.float32)
-        else:
-            raise ConfigError(
-                f"env.id {env_id!r}: observation space {space} is not supported; agentkit policies take a Box "
-                "observation (or a Dict of Box entries plus an 'action_mask'). Wrap the env, e.g. with "
-                "gymnasium.wrappers.FlattenObservation, and register the wrapped env."
-            )
-        self.space = spaces.Box(low, high, dtype=np.float32)
-        self.obs_dim = int(low.shape[0])
-
-    def batch(self, raw: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Batched raw observation (as a vector env returns it) → (obs float32 [n, D], mask bool [n, M])."""
-        if self.obs_keys is None:
-            return np.asarray(raw, dtype=np.float32).reshape(n, self.obs_dim), None
-        obs = np.concatenate(
-            [np.asarray(raw[k], dtype=np.float32).reshape(n, -1) for k in self.obs_keys], axis=1
-        )
-        return obs, np.asarray(raw[MASK_KEY]).reshape(n, -1).astype(bool)
-
-    def single(self, raw: Any) -> np.ndarray:
-        """One env's raw observation → float32 [D]."""
-        if self.obs_keys is None:
-            return np.asarray(raw, dtype=np.float32).reshape(-1)
-        return np.concatenate([np.asarray(raw[k], dtype=np.float32).reshape(-1) for k in self.obs_keys])
 
 
 # -- the vector env ---------------------------------------------------------------------------------------
@@ -124,7 +72,7 @@ class GymnasiumVecEnv:
         self._seed: int | None = seed
 
     def _observation(self, raw: Any, infos: dict[str, Any]) -> Observation:
-        obs, mask = self._layout.batch(raw, self.num_envs)
+        obs, mask = self._layout.split(raw)
         if self._info_mask:
             if MASK_KEY not in infos:
                 raise ConfigError(
@@ -160,7 +108,7 @@ class GymnasiumVecEnv:
             ended = np.flatnonzero(done)
             for i in ended:
                 if final_raw is not None and final_raw[i] is not None:
-                    final[i] = self._layout.single(final_raw[i])
+                    final[i] = self._layout.split(final_raw[i])[0][0]
             transition.final_obs = final
             transition.episode_returns = self._ep_return[ended].tolist()
             transition.episode_lengths = self._ep_length[ended].tolist()
@@ -216,13 +164,14 @@ class GymnasiumSource:
                 pass
         probe = self._make(None)
         try:
-            self.layout = _ObsLayout(config.id, probe.observation_space)
+            self.layout = ObservationLayout(probe.observation_space, f"env.id {config.id!r}")
             self.action_space = probe.action_space
             _, info = probe.reset(seed=0)
             self.has_mask = self.layout.mask_key or MASK_KEY in info
         finally:
             probe.close()
         self.observation_space = self.layout.space
+        self.observation_fields = self.layout.fields
 
     def _make(self, render_mode: str | None) -> gym.Env:
         cfg = self.config

@@ -29,8 +29,7 @@ import agentkit
 from agentkit.config import EnvConfig
 from agentkit.environment import GroupSpec, MultiAgentTransition, MultiAgentVecEnv, Observation, Transition
 from agentkit.errors import ConfigError, InvalidInputError
-
-MASK_KEY = "action_mask"
+from agentkit.observations import MASK_KEY, ObservationLayout
 
 
 class PettingZooEnvConfig(EnvConfig):
@@ -125,46 +124,6 @@ def _as_parallel(env: Any, module_path: str) -> ParallelEnv:
     )
 
 
-class _AgentLayout:
-    """How one agent's raw observation splits into a flat float32 vector and an optional action mask."""
-
-    def __init__(self, agent: str, space: gym.Space):
-        self.mask_dim = 0
-        obs_space = space
-        if isinstance(space, spaces.Dict) and MASK_KEY in space.spaces:
-            self.mask_dim = int(spaces.flatdim(space.spaces[MASK_KEY]))
-            rest = {k: v for k, v in space.spaces.items() if k != MASK_KEY}
-            obs_space = rest["observation"] if list(rest) == ["observation"] else spaces.Dict(rest)
-        self.raw_space = obs_space
-        if isinstance(obs_space, spaces.Box):
-            low = obs_space.low.reshape(-1).astype(np.float32)
-            high = obs_space.high.reshape(-1).astype(np.float32)
-            self.flat: Callable[[Any], np.ndarray] | None = None
-        else:
-            try:
-                flat_space = spaces.flatten_space(obs_space)
-            except Exception as exc:
-                raise ConfigError(
-                    f"env: agent {agent!r} has observation space {space}, which cannot be flattened to a vector "
-                    "(agentkit policies take flat observations); wrap the env."
-                ) from exc
-            low, high = flat_space.low.astype(np.float32), flat_space.high.astype(np.float32)
-            self.flat = lambda raw: spaces.flatten(obs_space, raw)
-        self.space = spaces.Box(low, high, dtype=np.float32)
-        self.obs_dim = int(low.shape[0])
-        self.key = (self.space.shape, tuple(low.tolist()), tuple(high.tolist()), self.mask_dim)
-
-    def split(self, raw: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        mask = None
-        if self.mask_dim and isinstance(raw, dict):
-            mask = np.asarray(raw[MASK_KEY]).reshape(-1).astype(bool)
-            raw = raw["observation"] if "observation" in raw and len(raw) == 2 else {
-                k: v for k, v in raw.items() if k != MASK_KEY
-            }
-        obs = self.flat(raw) if self.flat is not None else raw
-        return np.asarray(obs, dtype=np.float32).reshape(-1), mask
-
-
 def _common_prefix_name(agents: list[str]) -> str:
     """`agent_0, agent_1` → `agent`; `speaker_0` → `speaker`; no common prefix (`blue_0, red_0`) → `agents`."""
     base = os.path.commonprefix(agents).rstrip("_-0123456789")
@@ -210,7 +169,7 @@ class PettingZooSource:
         probe = self.make_env(None)
         try:
             self.agents: list[str] = list(probe.possible_agents)
-            self.layouts = {a: _AgentLayout(a, probe.observation_space(a)) for a in self.agents}
+            self.layouts = {a: ObservationLayout(probe.observation_space(a), f"env: agent {a!r}") for a in self.agents}
             self.action_spaces = {a: probe.action_space(a) for a in self.agents}
             self.uses_env_state = False
             if config.state == "auto":
@@ -276,6 +235,7 @@ class PettingZooSource:
                 observation_space=self.layouts[members[0]].space,
                 action_space=self.action_spaces[members[0]],
                 mask_dim=self.layouts[members[0]].mask_dim,
+                observation_fields=self.layouts[members[0]].fields,
             )
             for name, members in named.items()
         }
@@ -340,12 +300,12 @@ class PettingZooVecEnv:
         gname, i = self._slot[agent]
         obs, mask = self.source.layouts[agent].split(raw)
         group = out[gname]
-        group.obs[n, i] = obs
+        group.obs[n, i] = obs[0]
         if group.mask is not None:
             if mask is None and info is not None and MASK_KEY in info:
                 mask = np.asarray(info[MASK_KEY]).reshape(-1).astype(bool)
             if mask is not None:
-                group.mask[n, i] = mask
+                group.mask[n, i] = mask.reshape(-1)
         group.alive[n, i] = True
 
     def _state(self, env: ParallelEnv, out: dict[str, Observation], n: int, alive: dict[str, bool]) -> np.ndarray:

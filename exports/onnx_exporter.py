@@ -147,10 +147,11 @@ def _json_floats(values: np.ndarray) -> list[float | None]:
     return [float(v) if math.isfinite(float(v)) else None for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
-def _observation_spec(space: spaces.Space) -> dict[str, Any]:
+def _observation_spec(space: spaces.Space, fields: list[dict[str, Any]] | None) -> dict[str, Any]:
     spec: dict[str, Any] = {"shape": [int(d) for d in space.shape], "dtype": "float32"}
     if isinstance(space, spaces.Box) and int(np.prod(space.shape)) <= 4096:
         spec["low"], spec["high"] = _json_floats(space.low), _json_floats(space.high)
+    spec["fields"] = fields
     return spec
 
 
@@ -192,7 +193,7 @@ def build_metadata(
         "env": env,
         "plugins": list(run_config.plugins) if run_config is not None else [],
         "seed": run_config.seed if run_config is not None else None,
-        "observation": _observation_spec(artifact.observation_space),
+        "observation": _observation_spec(artifact.observation_space, artifact.observation_fields),
         "action": head.action_spec(),
         "action_outputs": list(graph.head_outputs),
         "inputs": inputs,

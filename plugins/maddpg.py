@@ -840,6 +840,7 @@ class MADDPG:
                 agent_id_dim=grp.id_dim,
                 deterministic_only=True,
                 uses_mask=grp.spec.mask_dim > 0,
+                observation_fields=grp.spec.observation_fields,
             )
             for g, grp in self.groups.items()
         ]

@@ -375,6 +375,7 @@ class MAPPO:
                 agents=list(u.agents),
                 agent_id_dim=u.id_dim,
                 uses_mask=u.use_mask,
+                observation_fields=u.group.observation_fields,
             )
             for u in self.units
         ]

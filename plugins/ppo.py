@@ -417,6 +417,7 @@ class PPO:
                 f"{type(self.head).__name__} takes none; pick a head that takes masks in policy.head."
             )
         self.has_mask = bool(context.env.has_mask)
+        self.observation_fields = getattr(context.env, "observation_fields", None)  # optional in EnvSource
 
         lr = lambda x: x if x is not None else cfg.learning_rate  # noqa: E731
         eps = lambda x: x if x is not None else cfg.adam_eps  # noqa: E731
@@ -615,6 +616,7 @@ class PPO:
             PolicyArtifact(
                 name="policy", actor=self.actor, observation_space=self.observation_space,
                 action_space=self.action_space, agents=["agent"], uses_mask=self.has_mask,
+                observation_fields=self.observation_fields,
             )
         ]
 

@@ -165,9 +165,18 @@ def test_bad_id_names_the_id_and_the_fix():
         source("CartPol-v1")
 
 
-def test_non_box_observation_is_refused():
-    with pytest.raises(UserError, match=r"FrozenLake-v1.*not supported.*FlattenObservation"):
-        source("FrozenLake-v1")
+def test_unsupported_observation_is_refused_with_the_fix():
+    with pytest.raises(UserError, match=r"Blackjack-v1.*Tuple.*FlattenObservation"):
+        source("Blackjack-v1")
+
+
+def test_discrete_observation_becomes_one_hot():
+    src = source("FrozenLake-v1")
+    assert src.observation_space.shape == (16,)
+    assert src.observation_fields == [{"key": None, "shape": [], "start": 0, "encoding": "one_hot", "size": 16,
+                                       "n": [16], "first": [0]}]
+    obs = src.make_vec(3, seed=0).reset().obs
+    assert obs.shape == (3, 16) and np.array_equal(obs, np.eye(16, dtype=np.float32)[[0, 0, 0]])
 
 
 def test_bad_kwargs_are_a_user_error():

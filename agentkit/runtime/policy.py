@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from agentkit.errors import EmptyMaskError, InvalidInputError, UserError
+from agentkit.runtime.observation import flatten
 
 METADATA_KEY = "agentkit"
 #: Contract versions this runtime reads.
@@ -67,6 +68,7 @@ class Policy:
         self.output_names = [o["name"] for o in meta["outputs"]]
         self.action_outputs: list[str] = list(meta["action_outputs"])
         self.observation_shape = tuple(meta["observation"]["shape"])
+        self.observation_fields: list[dict[str, Any]] | None = meta["observation"].get("fields")
         self.mask_dim = int(meta["mask"]["dim"]) if meta.get("mask") else 0
         self.mask_segments = list(meta["mask"]["segments"]) if meta.get("mask") else []
         self.noise_dim = int(meta["stochastic"]["dim"]) if meta.get("stochastic") else 0
@@ -98,7 +100,15 @@ class Policy:
     # -- inputs ---------------------------------------------------------------------------------------------
 
     def _observations(self, obs: Any) -> tuple[np.ndarray, bool]:
-        """``obs`` as float32 ``[B, *obs_shape]`` and whether it was a single observation."""
+        """``obs`` as float32 ``[B, *obs_shape]`` and whether it was a single observation. A structured
+        observation (a dict of entries, a category index) is flattened by ``metadata.observation.fields``."""
+        if self.observation_fields is not None and (isinstance(obs, Mapping) or self._is_raw_value(obs)):
+            return flatten(self.observation_fields, obs)
+        if isinstance(obs, Mapping):
+            raise InvalidInputError(
+                f"observation: this policy takes a flat observation of shape {self.observation_shape}, not a dict "
+                f"(its env's observation is not a Dict); got the entries {sorted(obs)}."
+            )
         arr = np.asarray(obs)
         if arr.dtype.kind not in "fiub":  # float, signed, unsigned, bool
             raise InvalidInputError(
@@ -114,6 +124,13 @@ class Policy:
             f"observation: expected shape {shape} (one) or (batch, {', '.join(map(str, shape))}), "
             f"got {arr.shape}."
         )
+
+    def _is_raw_value(self, obs: Any) -> bool:
+        """Whether ``obs`` is the env's own category value(s) (a Discrete or MultiDiscrete observation, given
+        as integers) rather than the flat float vector the graph takes."""
+        fields = self.observation_fields or []
+        return (len(fields) == 1 and fields[0]["key"] is None and fields[0]["encoding"] == "one_hot"
+                and np.asarray(obs).dtype.kind in "iu")
 
     def _mask(self, mask: Any, batch: int) -> np.ndarray:
         if mask is None:
@@ -206,6 +223,8 @@ class Policy:
     def outputs(self, obs: Any, mask: Any = None, deterministic: bool = True, rng: Any = None,
                 noise: Any = None, agent: Any = None) -> tuple[dict[str, np.ndarray], bool]:
         """The action outputs by name (batched) and whether ``obs`` was a single observation."""
+        if isinstance(obs, Mapping) and self.mask_dim and mask is None:
+            mask = obs.get("action_mask")
         x, single = self._observations(obs)
         batch = x.shape[0]
         feeds = {"obs": x}

@@ -1,0 +1,104 @@
+"""How an env's raw observation becomes the flat float32 vector a policy takes, and the action mask.
+
+Both env plugins use ``ObservationLayout``. A Box observation is reshaped to a vector. Any other supported
+observation — a Discrete, MultiDiscrete or MultiBinary value, or a Dict of Box, Discrete, MultiDiscrete and
+MultiBinary entries — is described by ``fields`` (gymnasium's ``spaces.flatten`` rule: Dict entries in the
+Dict's key order, categories one-hot) and flattened by ``agentkit.runtime.observation.flatten``, the
+function the runtimes use on an export's ``metadata.observation.fields``. An ``action_mask`` entry of a Dict
+is not part of the observation: it is split off as the action mask (PettingZoo's convention).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from agentkit.errors import ConfigError
+from agentkit.runtime.observation import flat_width, flatten
+
+MASK_KEY = "action_mask"
+
+
+class ObservationLayout:
+    """One agent's raw observation space, split into the flat observation ``space`` and the mask.
+
+    Attributes:
+        space: the flat float32 Box the policy takes.
+        fields: None for a Box observation, else the flattening (``metadata.observation.fields``).
+        mask_key: whether the raw observation is a Dict with an ``action_mask`` entry.
+        mask_dim: width of that mask (0 without one).
+        key: hashable; equal for spaces a policy can share (same flat space, fields and mask width).
+    """
+
+    def __init__(self, space: gym.Space, owner: str):
+        """``owner`` names the env (or agent) in error messages, e.g. ``"env.id 'CartPole-v1'"``."""
+        self.mask_key = isinstance(space, spaces.Dict) and MASK_KEY in space.spaces
+        self.mask_dim = int(spaces.flatdim(space.spaces[MASK_KEY])) if self.mask_key else 0
+        obs_space = spaces.Dict({k: v for k, v in space.spaces.items() if k != MASK_KEY}) if self.mask_key else space
+        if self.mask_key and not obs_space.spaces:
+            raise ConfigError(f"{owner}: the Dict observation {space} has an 'action_mask' and nothing else.")
+        if isinstance(obs_space, spaces.Box):
+            self.fields: list[dict[str, Any]] | None = None
+            self._box_shape = tuple(obs_space.shape)
+            low, high = obs_space.low.reshape(-1), obs_space.high.reshape(-1)
+        else:
+            self.fields = _fields(obs_space, owner)
+            low, high = _bounds(obs_space, self.fields)
+        self.space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self.obs_dim = int(self.space.shape[0])
+        self.key = (self.obs_dim, tuple(self.space.low.tolist()), tuple(self.space.high.tolist()),
+                    json.dumps(self.fields), self.mask_dim)
+
+    def split(self, raw: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """One observation or a batch (as the env gives it) → (float32 ``[B, D]``, bool mask ``[B, M]`` or
+        None when the observation carries none)."""
+        mask = None
+        if self.mask_key:
+            mask = np.asarray(raw[MASK_KEY]).astype(bool)
+        if self.fields is None:
+            obs = np.asarray(raw, dtype=np.float32)
+            obs = obs.reshape(1 if obs.shape == self._box_shape else obs.shape[0], self.obs_dim)
+        else:
+            obs, _ = flatten(self.fields, raw)
+        if mask is not None:
+            mask = mask.reshape(obs.shape[0], self.mask_dim)
+        return obs, mask
+
+
+def _fields(space: gym.Space, owner: str) -> list[dict[str, Any]]:
+    entries = list(space.spaces.items()) if isinstance(space, spaces.Dict) else [(None, space)]
+    fields, start = [], 0
+    for key, entry in entries:
+        field: dict[str, Any] = {"key": key, "shape": [int(d) for d in entry.shape or ()], "start": start}
+        if isinstance(entry, (spaces.Box, spaces.MultiBinary)):
+            field.update(encoding="box", size=int(np.prod(entry.shape, dtype=np.int64)))
+        elif isinstance(entry, (spaces.Discrete, spaces.MultiDiscrete)):
+            nvec = np.asarray(entry.n if isinstance(entry, spaces.Discrete) else entry.nvec)
+            first = np.broadcast_to(np.asarray(entry.start), nvec.shape)
+            field.update(encoding="one_hot", size=int(nvec.sum()), n=nvec.reshape(-1).tolist(),
+                         first=first.reshape(-1).tolist())
+        else:
+            where = f"entry {key!r}" if key is not None else "space"
+            raise ConfigError(
+                f"{owner}: the observation {where} is {entry}; agentkit flattens Box, Discrete, MultiDiscrete and "
+                "MultiBinary observations and Dicts of them (one level, plus an 'action_mask' entry). Wrap the "
+                "env so its observation is one of those (gymnasium.wrappers.FlattenObservation flattens any space)."
+            )
+        fields.append(field)
+        start += field["size"]
+    return fields
+
+
+def _bounds(space: gym.Space, fields: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    low, high = np.zeros(flat_width(fields), np.float32), np.ones(flat_width(fields), np.float32)
+    entries = space.spaces if isinstance(space, spaces.Dict) else {None: space}
+    for field in fields:
+        entry = entries[field["key"]]
+        if isinstance(entry, spaces.Box):
+            span = slice(field["start"], field["start"] + field["size"])
+            low[span], high[span] = entry.low.reshape(-1), entry.high.reshape(-1)
+    return low, high

@@ -1,0 +1,129 @@
+"""Structured observations: one flattening rule for training, exports and the runtimes (agentkit.observations)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from agentkit import runtime
+from agentkit.errors import ConfigError, InvalidInputError
+from agentkit.observations import ObservationLayout
+from agentkit.runtime.observation import flatten
+
+EVERY_KIND = spaces.Dict(
+    {
+        "position": spaces.Box(-2.0, 2.0, (2,), np.float32),
+        "cell": spaces.Discrete(4, start=1),
+        "grid": spaces.MultiDiscrete([[2, 3], [4, 2]]),
+        "items": spaces.MultiBinary(3),
+        "action_mask": spaces.MultiBinary(5),
+    },
+    seed=0,
+)
+
+
+def without_mask(raw):
+    return {k: v for k, v in raw.items() if k != "action_mask"}
+
+
+def test_layout_flattens_as_gymnasium_does_one_observation_or_a_batch():
+    layout = ObservationLayout(EVERY_KIND, "test env")
+    rest = spaces.Dict(without_mask(EVERY_KIND.spaces))
+    assert [f["key"] for f in layout.fields] == ["cell", "grid", "items", "position"]  # the Dict's key order
+    assert layout.space.shape == (spaces.flatdim(rest),) and layout.mask_dim == 5
+    samples = [EVERY_KIND.sample() for _ in range(50)]
+    for raw in samples:
+        obs, mask = layout.split(raw)
+        np.testing.assert_array_equal(obs[0], spaces.flatten(rest, without_mask(raw)))
+        np.testing.assert_array_equal(mask[0], raw["action_mask"].astype(bool))
+        assert layout.space.contains(obs[0])
+    stacked = {k: np.stack([s[k] for s in samples]) for k in EVERY_KIND.spaces}  # a vector env's batch
+    obs, mask = layout.split(stacked)
+    assert obs.shape == (50, layout.obs_dim) and mask.shape == (50, 5)
+    np.testing.assert_array_equal(obs, np.stack([layout.split(s)[0][0] for s in samples]))
+
+
+def test_unsupported_entries_are_refused_naming_them():
+    nested = spaces.Dict({"inner": spaces.Dict({"x": spaces.Box(0, 1, (1,))})})
+    with pytest.raises(ConfigError, match=r"my env: the observation entry 'inner' is Dict.*FlattenObservation"):
+        ObservationLayout(nested, "my env")
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"cell": 1, "grid": np.zeros((2, 2), int), "items": np.zeros(3, np.int8)}, "'position' is missing"),
+        ({"cell": 1, "grid": np.zeros((2, 2), int), "items": np.zeros(3), "position": np.zeros(3)},
+         r"'position': expected shape \(2,\)"),
+        ({"cell": 0, "grid": np.zeros((2, 2), int), "items": np.zeros(3), "position": np.zeros(2)},
+         r"'cell': values must lie in \[1\] .. \[4\]"),
+        ({"cell": 1.0, "grid": np.zeros((2, 2), int), "items": np.zeros(3), "position": np.zeros(2)},
+         "'cell': expected integer category values"),
+        (np.zeros(21, np.float32), "expected a dict"),
+    ],
+)
+def test_bad_structured_observations_name_the_entry(raw, message):
+    fields = ObservationLayout(EVERY_KIND, "test env").fields
+    with pytest.raises(InvalidInputError, match=message):
+        flatten(fields, raw)
+
+
+class InventoryEnv(gym.Env):
+    """A Dict observation without a mask: pick action 1 when the agent holds item 0, else 0."""
+
+    observation_space = spaces.Dict(
+        {"position": spaces.Box(-1.0, 1.0, (2,), np.float32), "cell": spaces.Discrete(3), "items": spaces.MultiBinary(2)}
+    )
+    action_space = spaces.Discrete(2)
+
+    def _obs(self):
+        return {"position": self.np_random.uniform(-1, 1, 2).astype(np.float32),
+                "cell": int(self.np_random.integers(3)), "items": self.np_random.integers(0, 2, 2).astype(np.int8)}
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.last = 0, self._obs()
+        return self.last, {}
+
+    def step(self, action):
+        reward = float(action == self.last["items"][0])
+        self.t += 1
+        self.last = self._obs()
+        return self.last, reward, False, self.t >= 8, {}
+
+
+def test_dict_observation_trains_exports_and_the_runtime_takes_the_env_dict(tmp_path):
+    from agentkit.config import load_config
+    from agentkit.evaluation import evaluate_onnx, evaluate_run
+    from agentkit.exporting import export_run
+    from agentkit.host import PluginHost
+    from agentkit.trainer import train
+
+    gym.register("agentkit_test/Inventory-v0", entry_point=InventoryEnv)
+    try:
+        host = PluginHost(autoload=False)
+        config = load_config({
+            "seed": 0, "env": {"plugin": "gymnasium", "id": "agentkit_test/Inventory-v0", "num_envs": 4},
+            "algorithm": {"plugin": "ppo", "total_steps": 512, "num_steps": 32, "update_epochs": 1},
+            "policy": {"hidden_sizes": [16]}, "run": {"tensorboard": False, "progress": "none"},
+        }, host.registry)
+        train(config, host, run_dir=tmp_path / "run")
+        (path,) = export_run(tmp_path / "run")
+        policy = runtime.load(path)
+        fields = policy.metadata["observation"]["fields"]
+        assert [(f["key"], f["encoding"], f["start"], f["size"]) for f in fields] == [
+            ("cell", "one_hot", 0, 3), ("items", "box", 3, 2), ("position", "box", 5, 2)]
+
+        env = InventoryEnv()
+        layout = ObservationLayout(env.observation_space, "test")
+        raws = [env.reset(seed=s)[0] for s in range(20)]
+        flat = np.concatenate([layout.split(raw)[0] for raw in raws])
+        from_dicts = np.array([policy.act(raw) for raw in raws])
+        np.testing.assert_array_equal(from_dicts, policy.act(flat))
+        batch = {k: np.stack([raw[k] for raw in raws]) for k in raws[0]}
+        np.testing.assert_array_equal(policy.act(batch), from_dicts)
+        assert evaluate_onnx(path, episodes=3, seed=4).returns == evaluate_run(tmp_path / "run", episodes=3, seed=4).returns
+    finally:
+        gym.registry.pop("agentkit_test/Inventory-v0", None)
