@@ -123,3 +123,33 @@ def test_js_cli_prints_metadata(js_ready, tmp_path):
     k, params = runtime.load(path).act(np.full(6, 0.5, np.float32))
     assert out["action_type"] == int(k)
     np.testing.assert_allclose(out["action_params"], params, atol=1e-6)
+
+
+def test_js_runtime_takes_the_envs_dict_observation_as_python_does(js_ready, tmp_path):
+    """A policy whose env observes a Dict (with an action_mask entry): both runtimes flatten the env's own
+    object by ``metadata.observation.fields`` and take its mask, and agree with acting on the flat vector."""
+    from gymnasium import spaces
+
+    from agentkit.observations import ObservationLayout
+
+    env_space = spaces.Dict({"position": spaces.Box(-3.0, 3.0, (3,), np.float32), "cell": spaces.Discrete(3, start=1),
+                             "action_mask": spaces.MultiBinary(5)}, seed=0)
+    layout = ObservationLayout(env_space, "test")
+    artifact = make_artifact(CASES[0])  # discrete(5), obs 6 = one-hot cell (3) + position (3)
+    artifact.observation_fields = layout.fields
+    path = str(OnnxExporter().export(artifact, tmp_path / "dict.onnx"))
+    policy = runtime.load(path)
+    raws = []
+    for _ in range(32):
+        raw = env_space.sample()
+        raw["action_mask"][int(raw["cell"]) % 5] = 1  # at least one allowed action
+        raws.append({"position": raw["position"].tolist(), "cell": int(raw["cell"]),
+                     "action_mask": raw["action_mask"].astype(int).tolist()})
+    flat, masks = zip(*(layout.split(r) for r in raws), strict=True)
+    want = policy.act(np.concatenate(flat), mask=np.concatenate(masks))
+    np.testing.assert_array_equal([policy.act(r) for r in raws], want)
+    results = _run_jobs([{"model": path, "obs": raws}] + [{"model": path, "obs": r} for r in raws[:4]]
+                        + [{"model": path, "obs": {"position": [0, 0, 0]}}], tmp_path)
+    assert results[0] == {"action": want.tolist()}
+    assert [r["action"] for r in results[1:5]] == want[:4].tolist()
+    assert 'observation entry "cell" is missing' in results[5]["error"]

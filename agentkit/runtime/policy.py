@@ -107,7 +107,7 @@ class Policy:
         if isinstance(obs, Mapping):
             raise InvalidInputError(
                 f"observation: this policy takes a flat observation of shape {self.observation_shape}, not a dict "
-                f"(its env's observation is not a Dict); got the entries {sorted(obs)}."
+                f"(the file's metadata.observation.fields is null); got the entries {sorted(obs)}."
             )
         arr = np.asarray(obs)
         if arr.dtype.kind not in "fiub":  # float, signed, unsigned, bool
@@ -254,7 +254,10 @@ class Policy:
             noise: Any = None, agent: Any = None) -> Any:
         """Actions for one observation or a batch, in the env's structure.
 
-        ``obs``: ``obs_shape`` (one) or ``[B, *obs_shape]``. ``mask``: ``[mask_dim]`` or ``[B, mask_dim]``,
+        ``obs``: ``obs_shape`` (one) or ``[B, *obs_shape]``; for a policy whose env observes a Dict or
+        categories (``metadata.observation.fields``), also the env's own observation (a dict, whose
+        ``action_mask`` entry is the mask unless ``mask`` is given; its entries with a batch axis for a
+        batch) or category values. ``mask``: ``[mask_dim]`` or ``[B, mask_dim]``,
         bool or 0/1, 1 = allowed (None: everything allowed). ``deterministic=False`` samples with ``noise``
         (uniform(0, 1) ``[B, noise_dim]``) or, without it, with noise drawn from ``rng`` (a
         ``numpy.random.Generator`` or a seed). ``agent``: for shared policies, the agent's name or index (or

@@ -28,9 +28,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from agentkit.observations import MASK_KEY
 from agentkit.spaces import HybridSpace
-
-MASK_KEY = "action_mask"
 
 __all__ = ["check_env_plugin", "check_game", "random_action"]
 

@@ -93,6 +93,37 @@ function depth(value) {
   return d;
 }
 
+const isEntries = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v);
+
+/**
+ * One structured observation -> the flat vector the graph takes, by metadata.observation.fields
+ * (exports/CONTRACT.md, "Structured observations"): `raw` is the env's object of entries, e.g.
+ * { position: [0.5, -0.25], cell: 2, items: [1, 0] }. Extra entries (an action_mask) are ignored.
+ */
+export function flattenObservation(fields, raw) {
+  const out = new Float32Array(Math.max(...fields.map((f) => f.start + f.size)));
+  for (const f of fields) {
+    const name = f.key === null ? "observation" : `observation entry "${f.key}"`;
+    const value = f.key === null ? raw : raw[f.key];
+    if (value === undefined) throw new Error(`${name} is missing (got the entries ${Object.keys(raw).sort().join(", ")})`);
+    const values = flatten(value).map(Number);
+    if (values.length !== prod(f.shape)) {
+      throw new Error(`${name}: expected shape [${f.shape.join(", ")}] (${prod(f.shape)} numbers), got ${values.length}`);
+    }
+    if (f.encoding === "box") { out.set(values, f.start); continue; }
+    let offset = f.start;
+    values.forEach((v, i) => {
+      const k = v - f.first[i];
+      if (!Number.isInteger(k) || k < 0 || k >= f.n[i]) {
+        throw new Error(`${name}: value ${v} is not a category in ${f.first[i]} .. ${f.first[i] + f.n[i] - 1}`);
+      }
+      out[offset + k] = 1;
+      offset += f.n[i];
+    });
+  }
+  return out;
+}
+
 /** Rows [batch][width] from one row or a batch, with a clear error naming expected and got. */
 function rows(name, value, width, rowShape, batch) {
   if (value === undefined || value === null) throw new Error(`${name}: missing`);
@@ -158,7 +189,9 @@ export class Policy {
 
   /**
    * Actions for one observation or a batch.
-   * obs: number[] (one observation) or number[][] (a batch); typed arrays work as one observation.
+   * obs: number[] (one observation) or number[][] (a batch); typed arrays work as one observation. A policy
+   * whose env observes a Dict (metadata.observation.fields) also takes the env's object of entries, or an
+   * array of them; their action_mask entry is the mask unless options.mask is given.
    * options.mask: 1 = allowed, one row or one per observation (default: everything allowed).
    * options.deterministic (default true); options.noise: uniform(0, 1) numbers [batch][noiseDim] for a
    * reproducible sample (default: Math.random); options.agent: name or index (or one per row) for policies
@@ -180,6 +213,16 @@ export class Policy {
 
   /** The action outputs as flat number arrays: { name: { values, batch, single } }. */
   async outputs(obs, { mask, deterministic = true, noise, agent } = {}) {
+    const fields = this.metadata.observation.fields;
+    if (fields && (isEntries(obs) || (Array.isArray(obs) && obs.length > 0 && obs.every(isEntries)))) {
+      // the env's own observation object (or a batch of them): flattened here, its action_mask used
+      const raws = isEntries(obs) ? [obs] : obs;
+      if ((mask === undefined || mask === null) && this.maskDim && raws[0].action_mask !== undefined) {
+        mask = isEntries(obs) ? obs.action_mask : raws.map((r) => r.action_mask);
+      }
+      const flat = raws.map((r) => Array.from(flattenObservation(fields, r)));
+      obs = isEntries(obs) ? flat[0] : flat;
+    }
     const o = rows("observation", obs, this.obsSize, this.observationShape);
     const batch = o.n;
     const T = this.ort.Tensor;
