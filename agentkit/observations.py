@@ -50,6 +50,10 @@ class ObservationLayout:
             low, high = _bounds(obs_space, self.fields)
         self.space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         self.obs_dim = int(self.space.shape[0])
+        # PettingZoo's {"observation": Box, "action_mask": ...}: one Box entry is only a reshape, and this runs
+        # per agent and step, so it skips the general flatten (measured ≈ 3 µs of its ≈ 6 µs per call)
+        only = self.fields[0] if self.fields is not None and len(self.fields) == 1 else None
+        self._only_box = only if only is not None and only["encoding"] == "box" and only["key"] is not None else None
         self.key = (self.obs_dim, tuple(self.space.low.tolist()), tuple(self.space.high.tolist()),
                     json.dumps(self.fields), self.mask_dim)
 
@@ -62,6 +66,9 @@ class ObservationLayout:
         if self.fields is None:
             obs = np.asarray(raw, dtype=np.float32)
             obs = obs.reshape(1 if obs.shape == self._box_shape else obs.shape[0], self.obs_dim)
+        elif self._only_box is not None:
+            obs = np.asarray(raw[self._only_box["key"]], dtype=np.float32)
+            obs = obs.reshape(1 if obs.ndim == len(self._only_box["shape"]) else obs.shape[0], self.obs_dim)
         else:
             obs, _ = flatten(self.fields, raw)
         if mask is not None:
