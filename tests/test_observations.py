@@ -124,6 +124,9 @@ def test_dict_observation_trains_exports_and_the_runtime_takes_the_env_dict(tmp_
         np.testing.assert_array_equal(from_dicts, policy.act(flat))
         batch = {k: np.stack([raw[k] for raw in raws]) for k in raws[0]}
         np.testing.assert_array_equal(policy.act(batch), from_dicts)
+        np.testing.assert_array_equal(policy.act(raws), from_dicts)  # a list of the env's dicts
+        with pytest.raises(InvalidInputError, match=r"observation 1: its entries \['cell', 'position'\] differ"):
+            policy.act([raws[0], {"cell": 0, "position": np.zeros(2)}])
         assert evaluate_onnx(path, episodes=3, seed=4).returns == evaluate_run(tmp_path / "run", episodes=3, seed=4).returns
     finally:
         gym.registry.pop("agentkit_test/Inventory-v0", None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,19 @@ class Policy:
             f"got {arr.shape}."
         )
 
+    @staticmethod
+    def _stack_dicts(dicts: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        """A list of the env's observation dicts → one dict whose entries have a batch axis."""
+        for i, d in enumerate(dicts):
+            if set(d) != set(dicts[0]):
+                raise InvalidInputError(
+                    f"observation {i}: its entries {sorted(d)} differ from observation 0's {sorted(dicts[0])}."
+                )
+        try:
+            return {k: np.stack([np.asarray(d[k]) for d in dicts]) for k in dicts[0]}
+        except ValueError as exc:
+            raise InvalidInputError(f"observations: an entry's shape differs between them ({exc}).") from None
+
     def _is_raw_value(self, obs: Any) -> bool:
         """Whether ``obs`` is the env's own category value(s) (a Discrete or MultiDiscrete observation, given
         as integers) rather than the flat float vector the graph takes."""
@@ -223,6 +236,9 @@ class Policy:
     def outputs(self, obs: Any, mask: Any = None, deterministic: bool = True, rng: Any = None,
                 noise: Any = None, agent: Any = None) -> tuple[dict[str, np.ndarray], bool]:
         """The action outputs by name (batched) and whether ``obs`` was a single observation."""
+        if self.observation_fields is not None and isinstance(obs, list | tuple) and obs \
+                and all(isinstance(o, Mapping) for o in obs):
+            obs = self._stack_dicts(obs)
         if isinstance(obs, Mapping) and self.mask_dim and mask is None:
             mask = obs.get("action_mask")
         x, single = self._observations(obs)
@@ -256,8 +272,8 @@ class Policy:
 
         ``obs``: ``obs_shape`` (one) or ``[B, *obs_shape]``; for a policy whose env observes a Dict or
         categories (``metadata.observation.fields``), also the env's own observation (a dict, whose
-        ``action_mask`` entry is the mask unless ``mask`` is given; its entries with a batch axis for a
-        batch) or category values. ``mask``: ``[mask_dim]`` or ``[B, mask_dim]``,
+        ``action_mask`` entry is the mask unless ``mask`` is given; a list of them, or one with a batch axis on
+        every entry, for a batch) or category values. ``mask``: ``[mask_dim]`` or ``[B, mask_dim]``,
         bool or 0/1, 1 = allowed (None: everything allowed). ``deterministic=False`` samples with ``noise``
         (uniform(0, 1) ``[B, noise_dim]``) or, without it, with noise drawn from ``rng`` (a
         ``numpy.random.Generator`` or a seed). ``agent``: for shared policies, the agent's name or index (or
