@@ -130,3 +130,20 @@ def test_dict_observation_trains_exports_and_the_runtime_takes_the_env_dict(tmp_
         assert evaluate_onnx(path, episodes=3, seed=4).returns == evaluate_run(tmp_path / "run", episodes=3, seed=4).returns
     finally:
         gym.registry.pop("agentkit_test/Inventory-v0", None)
+
+
+def test_check_env_plugin_checks_the_fields_against_the_flat_space(monkeypatch):
+    from agentkit_envs import gymnasium_env
+
+    from agentkit.testing import check_env_plugin
+
+    check_env_plugin("gymnasium", {"id": "FrozenLake-v1"}, steps=20)  # a Discrete observation, one-hot
+    real = gymnasium_env.GymnasiumSource.__init__
+
+    def fields_that_do_not_fit(self, config):
+        real(self, config)
+        self.observation_fields = [dict(self.observation_fields[0], size=15)]
+
+    monkeypatch.setattr(gymnasium_env.GymnasiumSource, "__init__", fields_that_do_not_fit)
+    with pytest.raises(AssertionError, match="observation_fields make 15 columns but observation_space has 16"):
+        check_env_plugin("gymnasium", {"id": "FrozenLake-v1"}, steps=5)

@@ -29,6 +29,7 @@ import numpy as np
 from gymnasium import spaces
 
 from agentkit.observations import MASK_KEY
+from agentkit.runtime.observation import flat_width
 from agentkit.spaces import HybridSpace
 
 __all__ = ["check_env_plugin", "check_game", "random_action"]
@@ -277,6 +278,13 @@ def check_env_plugin(
     assert isinstance(source.observation_space, spaces.Box) and len(source.observation_space.shape) == 1, (
         f"{who}: EnvSource.observation_space must be a flat Box (mask removed); got {source.observation_space}"
     )
+    fields = getattr(source, "observation_fields", None)
+    if fields is not None:
+        width = flat_width(fields)
+        assert width == source.observation_space.shape[0], (
+            f"{who}: observation_fields make {width} columns but observation_space has "
+            f"{source.observation_space.shape[0]}; set them from the same agentkit.observations.ObservationLayout"
+        )
     if isinstance(source.action_space, HybridSpace):
         _check_hybrid_space(source.action_space, who)
     venv = source.make_vec(num_envs, seed)
