@@ -175,7 +175,33 @@ def test_team_arena_hybrid_masked_actions_with_deaths(host):
     valid = unit.storage.valid
     assert not valid.all()  # somebody died (or the game ended) and those steps were left out
     assert len(unit.storage.batch()) == int(valid.sum())
+    (artifact,) = algo.policies()
+    assert artifact.observation_fields == [  # the game's Dict observation: the entry besides the mask
+        {"key": "observation", "shape": [15], "start": 0, "encoding": "box", "size": 15}]
     algo.close()
+
+
+def test_team_arena_export_takes_the_games_own_observation_dict(host, tmp_path):
+    from agentkit_envs.games import team_arena
+    from agentkit_exports.onnx_exporter import OnnxExporter
+
+    from agentkit import runtime
+
+    env = {"plugin": "pettingzoo", "module": "agentkit_envs.games.team_arena", "kwargs": {"team_size": 2},
+           "num_envs": 1}
+    algo = build(host, config(host, env, num_steps=8))
+    (artifact,) = algo.policies()
+    policy = runtime.load(OnnxExporter().export(artifact, tmp_path / "arena.onnx"))
+    algo.close()
+    game = team_arena.parallel_env(team_size=2)
+    observations, _ = game.reset(seed=3)
+    agents = [a for a in artifact.agents if a in observations]
+    raws = [observations[a] for a in agents]
+    from_dicts = policy.act(raws, agent=agents)  # the game's dicts: obs and action_mask entries
+    flat = np.stack([r["observation"] for r in raws])
+    masks = np.stack([r["action_mask"] for r in raws])
+    for got, want in zip(from_dicts, policy.act(flat, mask=masks, agent=agents), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_state_dict_round_trip(host):
