@@ -179,6 +179,8 @@ class PettingZooSource:
                     self.uses_env_state = True
                 except (NotImplementedError, AttributeError):
                     pass
+                except TypeError:  # an AEC env whose `state` is data, not state() (pettingzoo.classic.rps_v2)
+                    pass
             if not self.uses_env_state:
                 self.state_dim = sum(self.layouts[a].obs_dim for a in self.agents)
         finally:

@@ -306,3 +306,17 @@ def test_async_workers_raise_the_envs_errors_in_the_trainer():
     finally:
         venv.close()
     assert source(1, **DEATH, vectorization="async").make_vec(1, seed=0).__class__.__name__ == "PettingZooVecEnv"
+
+
+def test_categorical_observations_are_one_hot_and_a_state_attribute_is_not_a_state_method():
+    """pettingzoo.classic.rps_v2 observes the opponent's last move as a Discrete(4) and keeps a dict named
+    ``state``: the adapter one-hot encodes the observation and falls back to concatenated observations."""
+    src = source(module="pettingzoo.classic.rps_v2")
+    assert not src.uses_env_state and src.state_dim == 8
+    group = next(iter(src.groups.values()))
+    assert group.observation_fields == [{"key": None, "shape": [], "start": 0, "encoding": "one_hot", "size": 4,
+                                         "n": [4], "first": [0]}]
+    venv = src.make_vec(2, seed=0)
+    obs = venv.reset(seed=0)[group.name].obs
+    assert obs.shape == (2, 2, 4) and (obs.sum(axis=-1) == 1).all()  # one-hot rows
+    venv.close()
