@@ -153,3 +153,19 @@ def test_js_runtime_takes_the_envs_dict_observation_as_python_does(js_ready, tmp
     assert results[0] == {"action": want.tolist()}
     assert [r["action"] for r in results[1:5]] == want[:4].tolist()
     assert 'observation entry "cell" is missing' in results[5]["error"]
+
+
+def test_js_runtime_takes_a_discrete_observations_category(js_ready, tmp_path):
+    from gymnasium import spaces
+
+    from agentkit.observations import ObservationLayout
+
+    artifact = make_artifact(CASES[0])  # discrete(5), obs 6: here the one-hot of a Discrete(6, start=-2)
+    artifact.observation_fields = ObservationLayout(spaces.Discrete(6, start=-2), "test").fields
+    path = str(OnnxExporter().export(artifact, tmp_path / "cat.onnx"))
+    policy = runtime.load(path)
+    mask = [1, 1, 1, 1, 1]
+    results = _run_jobs([{"model": path, "obs": v, "mask": mask} for v in range(-2, 4)]
+                        + [{"model": path, "obs": 4, "mask": mask}], tmp_path)
+    assert [r["action"] for r in results[:6]] == policy.act(np.arange(-2, 4)).tolist()
+    assert "value 4 is not a category in -2 .. 3" in results[6]["error"]

@@ -191,7 +191,8 @@ export class Policy {
    * Actions for one observation or a batch.
    * obs: number[] (one observation) or number[][] (a batch); typed arrays work as one observation. A policy
    * whose env observes a Dict (metadata.observation.fields) also takes the env's object of entries, or an
-   * array of them; their action_mask entry is the mask unless options.mask is given.
+   * array of them; their action_mask entry is the mask unless options.mask is given. For a Discrete observation
+   * a number is its category (flattenObservation(fields, value) encodes other category values).
    * options.mask: 1 = allowed, one row or one per observation (default: everything allowed).
    * options.deterministic (default true); options.noise: uniform(0, 1) numbers [batch][noiseDim] for a
    * reproducible sample (default: Math.random); options.agent: name or index (or one per row) for policies
@@ -222,6 +223,8 @@ export class Policy {
       }
       const flat = raws.map((r) => Array.from(flattenObservation(fields, r)));
       obs = isEntries(obs) ? flat[0] : flat;
+    } else if (fields && fields.length === 1 && fields[0].key === null && typeof obs === "number") {
+      obs = Array.from(flattenObservation(fields, obs)); // a Discrete observation's category
     }
     const o = rows("observation", obs, this.obsSize, this.observationShape);
     const batch = o.n;
