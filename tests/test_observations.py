@@ -147,3 +147,10 @@ def test_check_env_plugin_checks_the_fields_against_the_flat_space(monkeypatch):
     monkeypatch.setattr(gymnasium_env.GymnasiumSource, "__init__", fields_that_do_not_fit)
     with pytest.raises(AssertionError, match="observation_fields make 15 columns but observation_space has 16"):
         check_env_plugin("gymnasium", {"id": "FrozenLake-v1"}, steps=5)
+
+
+def test_check_game_refuses_an_observation_the_plugins_cannot_flatten():
+    from agentkit.testing import check_game
+
+    with pytest.raises(AssertionError, match=r"Blackjack-v1: the observation space is Tuple.*FlattenObservation"):
+        check_game("Blackjack-v1", steps=10)

@@ -7,8 +7,9 @@
     check_env_plugin("gymnasium", {"id": "agentkit/Moving-v0", "num_envs": 2})
 
 ``check_game`` runs the ecosystem's checker first (gymnasium's ``check_env`` for a ``gymnasium.Env``,
-PettingZoo's ``parallel_api_test`` for a ``ParallelEnv``), then agentkit's own checks over a random
-rollout that honours the masks: the ``action_mask`` has an integer/bool dtype, the right width for the
+PettingZoo's ``parallel_api_test`` for a ``ParallelEnv``), then agentkit's own checks: the observation space
+is one the env plugins can flatten (``agentkit.observations``), and over a random rollout that honours the
+masks: the ``action_mask`` has an integer/bool dtype, the right width for the
 action space (Discrete ``n``, MultiDiscrete ``sum(nvec)``, hybrid: the number of types) and at least one
 allowed action at every step; a ``HybridSpace`` is self-consistent and the env ignores the parameters of
 the types it was not given; the same seed and actions replay the same episode; ``render()`` in
@@ -28,7 +29,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agentkit.observations import MASK_KEY
+from agentkit.errors import ConfigError
+from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.runtime.observation import flat_width
 from agentkit.spaces import HybridSpace
 
@@ -108,6 +110,14 @@ def _split_obs(obs: Any, space: gym.Space, who: str) -> np.ndarray | None:
     )
     assert np.isin(mask, (0, 1)).all(), f"{who}: action_mask holds values other than 0/1: {np.unique(mask)}"
     return mask.reshape(-1).astype(bool)
+
+
+def _check_flattenable(space: gym.Space, who: str) -> None:
+    """The env plugins can turn this observation space into the flat vector a policy takes."""
+    try:
+        ObservationLayout(space, who)
+    except ConfigError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def _check_mask(mask: np.ndarray, action_space: gym.Space, who: str, step: int) -> None:
@@ -203,6 +213,7 @@ def _check_gym_game(make_env: Callable[..., Any], env: gym.Env, steps: int, seed
     who = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     if api_test:
         check_env(env.unwrapped, skip_render_check=True)
+    _check_flattenable(env.observation_space, who)
     if isinstance(env.action_space, HybridSpace):
         _check_hybrid_space(env.action_space, who)
     _check_replay_and_render(make_env, _gym_rollout, isinstance(env.action_space, HybridSpace), env, steps, seed, who)
@@ -243,6 +254,7 @@ def _check_parallel_game(make_env: Callable[..., Any], env: Any, steps: int, see
     if api_test:
         parallel_api_test(env, num_cycles=steps)
     for agent in env.possible_agents:
+        _check_flattenable(env.observation_space(agent), f"{who} agent {agent}")
         space = env.action_space(agent)
         if isinstance(space, HybridSpace):
             _check_hybrid_space(space, f"{who} agent {agent}")
