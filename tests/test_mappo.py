@@ -202,6 +202,10 @@ def test_team_arena_export_takes_the_games_own_observation_dict(host, tmp_path):
     masks = np.stack([r["action_mask"] for r in raws])
     for got, want in zip(from_dicts, policy.act(flat, mask=masks, agent=agents), strict=True):
         np.testing.assert_array_equal(got, want)
+    # the dicts' own action_mask is obeyed: forbid the type each agent chose, and it chooses another
+    chosen = from_dicts[0]
+    forbidding = [dict(r, action_mask=(np.arange(3) != t).astype(np.int8)) for r, t in zip(raws, chosen, strict=True)]
+    assert (policy.act(forbidding, agent=agents)[0] != chosen).all()
 
 
 def test_state_dict_round_trip(host):
