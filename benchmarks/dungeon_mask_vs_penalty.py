@@ -176,7 +176,7 @@ def main() -> int:
             f"Command: `{command.strip()}` ({args.steps:,} steps per run, seed {args.seed}, both runs "
             f"side by side on this 2-core shared machine{'' if np.isnan(wall) else f', {wall / 60:.1f} min wall'}).\n"
             f"Config: `examples/dungeon-masked-ppo.yaml`; baseline `--set env.kwargs.illegal_move_penalty={args.penalty}`.\n"
-            f"Plot: `benchmarks/dungeon_mask_vs_penalty.png`.\n\n"
+            f"Plot: `{args.plot.resolve().relative_to(ROOT) if args.plot.resolve().is_relative_to(ROOT) else args.plot}`.\n\n"
             f"| run | final training return (last 10% iters) | eval actions | eval game return ({args.episodes} new "
             f"dungeons) | success | illegal actions | training steps/s |\n|---|---|---|---|---|---|---|\n{rows}\n\n"
             f"Masked PPO reaches the baseline's final training return ({target:.3f}) at step "

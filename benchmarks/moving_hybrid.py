@@ -78,7 +78,8 @@ def main() -> int:
     args = parser.parse_args()
 
     variant = "bearing" if args.bearing else "default"
-    suffix = "_bearing" if args.bearing else ""
+    # seed 0 keeps the plain names the docs link to; other seeds get their own files instead of overwriting them
+    suffix = ("_bearing" if args.bearing else "") + ("" if args.seed == 0 else f"_seed{args.seed}")
     run_dir = args.out / f"{variant}-seed{args.seed}"
     plot = ROOT / "benchmarks" / f"moving_hybrid{suffix}.png"
     gif = ROOT / "benchmarks" / f"moving_hybrid{suffix}.gif"
