@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,23 @@ def plugin_site(tmp_path):
             monkeypatch.syspath_prepend(str(self.path))
 
     return Site()
+
+
+#: The JavaScript reference runtime, and node to run it (None where node is absent: its tests skip).
+JS_DIR = REPO / "exports" / "js"
+NODE = shutil.which("node")
+
+
+@pytest.fixture(scope="session")
+def js_ready() -> Path:
+    """exports/js with onnxruntime-node installed (``npm install --ignore-scripts`` on first use: its CPU
+    binaries ship in the package; the install script would only download GPU builds)."""
+    if not (JS_DIR / "node_modules" / "onnxruntime-node").is_dir():
+        npm = shutil.which("npm")
+        assert npm is not None, "node is installed but npm is not: install npm to set up exports/js"
+        proc = subprocess.run(
+            [npm, "install", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=JS_DIR, capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == 0, f"npm install in {JS_DIR} failed:\n{proc.stdout}\n{proc.stderr}"
+    return JS_DIR

@@ -8,34 +8,18 @@ package; the install script would only download GPU builds).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from agentkit_exports.onnx_exporter import OnnxExporter, OnnxExporterConfig
+from conftest import JS_DIR, NODE
 from onnx_cases import CASES, make_artifact, random_masks
 
 from agentkit import runtime
 
-JS_DIR = Path(__file__).resolve().parents[1] / "exports" / "js"
-NODE = shutil.which("node")
-
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript runtime test needs it")
-
-
-@pytest.fixture(scope="module")
-def js_ready():
-    if not (JS_DIR / "node_modules" / "onnxruntime-node").is_dir():
-        npm = shutil.which("npm")
-        assert npm is not None, "node is installed but npm is not: install npm to set up exports/js"
-        proc = subprocess.run(
-            [npm, "install", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=JS_DIR, capture_output=True, text=True, timeout=300,
-        )
-        assert proc.returncode == 0, f"npm install in {JS_DIR} failed:\n{proc.stdout}\n{proc.stderr}"
-    return JS_DIR
 
 
 def _run_jobs(jobs: list[dict], tmp_path: Path) -> list[dict]:
