@@ -175,6 +175,13 @@ def probe_kernels() -> None:
         ("Greater + Where (a mask), 2 inputs", model(
             [h.make_node("Greater", ["m", "half"], ["c"]), h.make_node("Where", ["c", "x", "low"], ["y"])], [x, m],
             TensorProto.FLOAT, consts), two),
+        # other ways to write the mask; the same logits on 0/1 masks, but not adopted: Log + Add turns a mask
+        # value other than 0/1 into a logit shift (NaN below 0), Cast to bool reads any non-zero as allowed
+        ("Log + Add (a mask), 2 inputs", model(
+            [h.make_node("Log", ["m"], ["l"]), h.make_node("Add", ["x", "l"], ["y"])], [x, m], TensorProto.FLOAT), two),
+        ("Cast (bool) + Where (a mask), 2 inputs", model(
+            [h.make_node("Cast", ["m"], ["c"], to=TensorProto.BOOL), h.make_node("Where", ["c", "x", "low"], ["y"])],
+            [x, m], TensorProto.FLOAT, consts[1:]), two),
     ]
     sessions = [(label, session(data), feeds) for label, data, feeds in probes]
     best = {label: float("inf") for label, _, _ in sessions}
