@@ -263,7 +263,7 @@ def test_clip_grad_norm_matches_torch():
 
 
 @pytest.mark.parametrize(
-    "example", ["cartpole-ppo", "pendulum-ppo", "lunarlander-ppo", "lunarlander-continuous-ppo"]
+    "example", ["cartpole-ppo", "acrobot-ppo", "pendulum-ppo", "lunarlander-ppo", "lunarlander-continuous-ppo"]
 )
 def test_example_configs_run(example):
     from pathlib import Path
