@@ -11,11 +11,15 @@ agentkit sends 0 for the others.
         types={"accelerate": ["magnitude"], "turn": ["angle"], "brake": []},
         params={"magnitude": (0.0, 1.0), "angle": (-3.14, 3.14)},
     )
+
+Envs written for other tools declare parameterised actions as plain Tuples; ``hybrid_view`` reads the two
+common layouts as a ``HybridSpace`` (gym-hybrid's ``Tuple(Discrete(K), Box(P))``, given which parameters each
+type uses, and gym-platform's ``Tuple(Discrete(K), Tuple(Box_0, ..., Box_K-1))``, where type k uses Box k).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -114,3 +118,79 @@ class HybridSpace(spaces.Tuple):
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def hybrid_view(
+    space: spaces.Space, action_types: Mapping[str, Sequence[int]] | None = None
+) -> tuple[HybridSpace, Callable[[tuple[int, np.ndarray]], Any]] | None:
+    """The ``HybridSpace`` a plain parameterised-action Tuple stands for, and the function that turns one of
+    its actions ``(k, params [P])`` into the Tuple's own form. None when ``space`` is no such Tuple (a
+    ``HybridSpace`` included: it needs no view).
+
+    - ``Tuple(Discrete(K), Box(P))`` (gym-hybrid's layout): which type uses which parameters is not in the
+      space, so ``action_types`` must give it: the K type names in index order, each with the indices of
+      the Box dims it uses, e.g. ``{"accelerate": [0], "turn": [1], "brake": []}``. Actions pass unchanged.
+    - ``Tuple(Discrete(K), Tuple(Box_0, ..., Box_K-1))`` (gym-platform's, P-DQN's): type k uses Box k, whose
+      dims (flattened) follow those of Box k-1 in ``params``. ``action_types``, if given, only names the
+      types and must list the same parameters. Actions become ``(k, (box_0, ..., box_K-1))``, each Box its own
+      shape, with 0 in the Boxes of the other types.
+
+    Parameter names are ``param_<i>`` (flat Box) or ``<type>.<i>`` (one Box per type). Raises ValueError,
+    naming the fix, for a flat layout without ``action_types`` or a mapping that does not fit the space.
+    """
+    if isinstance(space, HybridSpace) or not isinstance(space, spaces.Tuple) or len(space.spaces) != 2:
+        return None
+    kinds, params = space.spaces
+    if not isinstance(kinds, spaces.Discrete) or int(kinds.start) != 0:
+        return None
+    k = int(kinds.n)
+    flat = isinstance(params, spaces.Box) and len(params.shape) == 1
+    per_type = isinstance(params, spaces.Tuple) and len(params.spaces) == k and all(
+        isinstance(box, spaces.Box) for box in params.spaces
+    )
+    if not (flat or per_type):
+        return None
+    if action_types is not None and len(action_types) != k:
+        raise ValueError(f"the action space {space} has {k} types, but {len(action_types)} are given: "
+                         f"{list(action_types)}")
+    if flat:
+        if action_types is None:
+            raise ValueError(
+                f"the action space {space} is a discrete type plus {params.shape[0]} parameters, but not which "
+                "type uses which; give the types' names and parameter indices, e.g. "
+                "{accelerate: [0], turn: [1], brake: []}"
+            )
+        names = [f"param_{i}" for i in range(params.shape[0])]
+        low, high = params.low, params.high
+
+        def native(action: tuple[int, np.ndarray]) -> Any:
+            return action
+    else:
+        boxes = params.spaces
+        type_names = list(action_types) if action_types is not None else [f"type_{i}" for i in range(k)]
+        sizes = [int(np.prod(box.shape, dtype=np.int64)) for box in boxes]
+        ends = np.cumsum(sizes).tolist()
+        implied = [list(range(end - size, end)) for size, end in zip(sizes, ends, strict=True)]
+        if action_types is not None and [list(v) for v in action_types.values()] != implied:
+            raise ValueError(
+                f"the action space {space} has one Box of parameters per type, so type k uses Box k: the "
+                f"parameter indices are {dict(zip(type_names, implied, strict=True))}; use these indices with your "
+                "type names, or leave the types out"
+            )
+        action_types = dict(zip(type_names, implied, strict=True))
+        names = [f"{name}.{i}" for name, size in zip(type_names, sizes, strict=True) for i in range(size)]
+        low = np.concatenate([box.low.reshape(-1) for box in boxes])
+        high = np.concatenate([box.high.reshape(-1) for box in boxes])
+
+        def native(action: tuple[int, np.ndarray]) -> Any:
+            kind, values = action
+            split = np.split(np.asarray(values, dtype=np.float32), ends[:-1])
+            return kind, tuple(part.reshape(box.shape).astype(box.dtype) for part, box in zip(split, boxes, strict=True))
+    for name, owned in action_types.items():
+        if any(not 0 <= int(i) < len(names) for i in owned):
+            raise ValueError(f"type {name!r} uses parameters {list(owned)}; the indices must lie in 0..{len(names) - 1}")
+    hybrid = HybridSpace(
+        types={name: [names[int(i)] for i in owned] for name, owned in action_types.items()},
+        params={name: (float(lo), float(hi)) for name, lo, hi in zip(names, low, high, strict=True)},
+    )
+    return hybrid, native

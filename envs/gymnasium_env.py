@@ -12,7 +12,10 @@ Discrete, MultiDiscrete or MultiBinary value, or a Dict of such entries and Boxe
 exports describe in ``metadata.observation.fields``). A ``Dict`` observation may carry an ``action_mask``
 entry; otherwise an ``info["action_mask"]`` is used when the env provides one at reset. Hybrid action
 spaces (``agentkit.spaces.HybridSpace``, a ``Tuple``) pass through: the vector env takes a tuple of
-batched arrays ``(types [N], params [N, P])``.
+batched arrays ``(types [N], params [N, P])``. An env written for another tool that declares its
+parameterised actions as a plain ``Tuple`` (gym-hybrid's ``Tuple(Discrete(K), Box(P))`` with
+``action_types``, gym-platform's ``Tuple(Discrete(K), Tuple(Box, ...))``) is wrapped to show the
+``HybridSpace`` it stands for (``agentkit.spaces.hybrid_view``); the env still receives its own form.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from agentkit.config import EnvConfig
 from agentkit.environment import Observation, Transition
 from agentkit.errors import ConfigError
 from agentkit.observations import MASK_KEY, ObservationLayout
+from agentkit.spaces import HybridSpace, hybrid_view
 
 
 class GymnasiumEnvConfig(EnvConfig):
@@ -43,6 +47,26 @@ class GymnasiumEnvConfig(EnvConfig):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     max_episode_steps: int | None = Field(None, ge=1, description="Override the env's time limit.")
     frame_stack: int = Field(1, ge=1, description="Stack the last k observations (Box observations only).")
+    action_types: dict[str, list[int]] | None = Field(
+        None,
+        description="For an env whose action space is Tuple(Discrete(K), Box(P)) (gym-hybrid's parameterised "
+        "actions): the K type names in index order, each with the indices of the parameters it uses, e.g. "
+        "{accelerate: [0], turn: [1], brake: []}. Trains it with the hybrid head. Not needed for "
+        "Tuple(Discrete(K), Tuple(Box, ...)), where type k uses Box k (it may name the types).",
+    )
+
+
+class HybridActions(gym.ActionWrapper):
+    """Shows a parameterised-action ``Tuple`` as the ``HybridSpace`` it stands for and hands the env each
+    action in the Tuple's own form (``agentkit.spaces.hybrid_view``)."""
+
+    def __init__(self, env: gym.Env, space: HybridSpace, native: Any):
+        super().__init__(env)
+        self.action_space = space
+        self._native = native
+
+    def action(self, action: Any) -> Any:
+        return self._native(action)
 
 
 # -- the vector env ---------------------------------------------------------------------------------------
@@ -190,6 +214,19 @@ class GymnasiumSource:
             ) from exc
         except TypeError as exc:
             raise ConfigError(f"env.kwargs for {cfg.id!r} were not accepted by the env: {exc}") from exc
+        try:
+            view = hybrid_view(env.action_space, cfg.action_types)
+        except ValueError as exc:
+            env.close()
+            raise ConfigError(f"env.action_types: {cfg.id!r} has parameterised actions; {exc}.") from exc
+        if view is not None:
+            env = HybridActions(env, *view)
+        elif cfg.action_types is not None:
+            env.close()
+            raise ConfigError(
+                f"env.action_types is set, but the action space of {cfg.id!r} is {env.action_space}, not "
+                "Tuple(Discrete(K), Box(P)) or Tuple(Discrete(K), Tuple(Box, ...)); remove env.action_types."
+            )
         if cfg.frame_stack > 1:
             if not isinstance(env.observation_space, spaces.Box):
                 env.close()

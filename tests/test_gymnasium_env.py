@@ -5,11 +5,20 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from agentkit_envs.gymnasium_env import GymnasiumEnvConfig, make_source
+from agentkit_exports.onnx_exporter import OnnxExporter, OnnxExporterConfig
 from gymnasium import spaces
 
+from agentkit import runtime
+from agentkit.algorithm import BuildContext
+from agentkit.config import load_config
 from agentkit.errors import ConfigError, UserError
 from agentkit.host import PluginHost
+from agentkit.spaces import HybridSpace
+from agentkit.testing import check_algorithm
+
+HOST = PluginHost(autoload=False)
 
 
 def source(env_id: str, **kw):
@@ -75,7 +84,45 @@ class ScoredEnv(gym.Env):
         return np.zeros(1, np.float32), 1.0, True, False, info
 
 
+class PlatformLayoutEnv(gym.Env):
+    """Parameterised actions as gym-platform declares them: a type plus one Box of parameters per type. The env
+    checks that every action it gets is in that form, with the chosen type's Box as sent and the others 0."""
+
+    observation_space = spaces.Box(-1, 1, (2,), np.float32)
+    action_space = spaces.Tuple((
+        spaces.Discrete(3),
+        spaces.Tuple((spaces.Box(0, 1, (1,), np.float32), spaces.Box(-1, 1, (1,), np.float32),
+                      spaces.Box(-2, 2, (2,), np.float32))),
+    ))
+    received: list = []
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        assert self.action_space.contains(action), f"not in the env's own action space: {action}"
+        kind, boxes = action
+        assert all(not box.any() for i, box in enumerate(boxes) if i != kind), f"inactive Boxes not 0: {action}"
+        PlatformLayoutEnv.received.append(action)
+        reward = -float(np.abs(boxes[kind]).sum())
+        return np.zeros(2, np.float32), reward, False, False, {}
+
+
+class GymHybridLayoutEnv(PlatformLayoutEnv):
+    """Parameterised actions as gym-hybrid declares them: a type plus one Box of all parameters."""
+
+    action_space = spaces.Tuple((spaces.Discrete(3), spaces.Box(-1, 1, (2,), np.float32)))
+
+    def step(self, action):
+        assert self.action_space.contains(action), f"not in the env's own action space: {action}"
+        PlatformLayoutEnv.received.append(action)
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+
 gym.register("agentkit-test/Scored-v0", entry_point=ScoredEnv)
+gym.register("agentkit-test/Platform-v0", entry_point=PlatformLayoutEnv)
+gym.register("agentkit-test/GymHybrid-v0", entry_point=GymHybridLayoutEnv)
 gym.register("agentkit-test/MaskedDict-v0", entry_point=MaskedDictEnv)
 gym.register("agentkit-test/InfoMask-v0", entry_point=InfoMaskEnv)
 
@@ -144,6 +191,74 @@ def test_hybrid_actions_pass_through_the_vector_env():
     tr = venv.step((np.array([0, 1]), np.zeros((2, p), dtype=np.float32)))
     assert tr.next.obs.shape == (2, src.observation_space.shape[0])
     venv.close()
+
+
+def test_one_box_per_type_is_read_as_hybrid_and_the_env_gets_its_own_form():
+    src = source("agentkit-test/Platform-v0")
+    space = src.action_space
+    assert isinstance(space, HybridSpace)
+    assert space.type_names == ["type_0", "type_1", "type_2"]
+    assert space.param_names == ["type_0.0", "type_1.0", "type_2.0", "type_2.1"]
+    assert space.type_params == [[0], [1], [2, 3]]
+    assert space.low.tolist() == [0, -1, -2, -2] and space.high.tolist() == [1, 1, 2, 2]
+    PlatformLayoutEnv.received.clear()
+    venv = src.make_vec(3, seed=0)
+    venv.reset()
+    venv.step((np.array([0, 1, 2]), np.array([[0.5, 0, 0, 0], [0, -0.25, 0, 0], [0, 0, 1.5, -2]], np.float32)))
+    kinds = [int(kind) for kind, _ in PlatformLayoutEnv.received]
+    boxes = [[box.tolist() for box in action[1]] for action in PlatformLayoutEnv.received]
+    assert kinds == [0, 1, 2]
+    assert boxes == [[[0.5], [0.0], [0.0, 0.0]], [[0.0], [-0.25], [0.0, 0.0]], [[0.0], [0.0], [1.5, -2.0]]]
+    venv.close()
+    named = source("agentkit-test/Platform-v0", action_types={"run": [0], "hop": [1], "leap": [2, 3]}).action_space
+    assert named.type_names == ["run", "hop", "leap"] and named.param_names == ["run.0", "hop.0", "leap.0", "leap.1"]
+
+
+def test_a_type_plus_one_box_needs_action_types():
+    with pytest.raises(ConfigError, match=r"env.action_types.*not which type uses which.*accelerate: \[0\]"):
+        source("agentkit-test/GymHybrid-v0")
+    src = source("agentkit-test/GymHybrid-v0", action_types={"accelerate": [0], "turn": [1], "brake": []})
+    assert isinstance(src.action_space, HybridSpace)
+    assert src.action_space.type_params == [[0], [1], []]
+    assert src.action_space.param_names == ["param_0", "param_1"]
+    PlatformLayoutEnv.received.clear()
+    venv = src.make_vec(2, seed=0)
+    venv.reset()
+    venv.step((np.array([1, 2]), np.array([[0, 0.75], [0, 0]], np.float32)))
+    assert [(int(k), p.tolist()) for k, p in PlatformLayoutEnv.received] == [(1, [0, 0.75]), (2, [0, 0])]
+    venv.close()
+
+
+@pytest.mark.parametrize("env_id, action_types, message", [
+    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [1]}, r"has 3 types, but 2 are given"),
+    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [2], "c": []}, r"type 'b' uses parameters \[2\].*0\.\.1"),
+    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [0], "c": [1]}, r"owned by exactly one type"),
+    ("agentkit-test/Platform-v0", {"a": [0, 1], "b": [], "c": [2, 3]}, r"type k uses Box k.*'a': \[0\], 'b': \[1\]"),
+    ("CartPole-v1", {"a": [0]}, r"env.action_types is set.*Discrete\(2\).*remove env.action_types"),
+])
+def test_action_types_that_do_not_fit_are_refused_with_the_fix(env_id, action_types, message):
+    with pytest.raises(ConfigError, match=message):
+        source(env_id, action_types=action_types)
+
+
+def test_ppo_trains_and_exports_a_platform_layout_env(tmp_path):
+    config = load_config({"env": {"plugin": "gymnasium", "id": "agentkit-test/Platform-v0", "num_envs": 2,
+                                  "action_types": {"run": [0], "hop": [1], "leap": [2, 3]}},
+                          "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 16}}, HOST.registry)
+    check_algorithm(config, HOST)  # trains; the env itself asserts every action's form
+    src = HOST.registry.get("env", "gymnasium").factory(config.env)
+    algo = HOST.registry.get("algorithm", "ppo").factory(
+        config.algorithm, BuildContext(config, HOST.registry, src, None, torch.device("cpu")))
+    algo.iterate()
+    exporter = OnnxExporter(OnnxExporterConfig(plugin="onnx", stochastic=True))
+    path = exporter.export(algo.policies()[0], tmp_path / "platform.onnx")  # parity checked on export
+    algo.close()
+    policy = runtime.load(path)
+    assert [t["name"] for t in policy.metadata["action"]["types"]] == ["run", "hop", "leap"]
+    owned = {0: [0], 1: [1], 2: [2, 3]}
+    for obs in np.random.default_rng(0).uniform(-1, 1, (20, 2)).astype(np.float32):
+        kind, params = policy.act(obs, deterministic=False, rng=0)
+        assert params.shape == (4,) and not np.delete(params, owned[int(kind)]).any()
 
 
 def test_async_vectorization():
