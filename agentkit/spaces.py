@@ -25,6 +25,16 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from agentkit.errors import ConfigError
+
+#: The ``action_types`` key of the env plugins that read plain parameterised-action Tuples (``hybrid_views``).
+ACTION_TYPES_HELP = (
+    "For an env whose action space is Tuple(Discrete(K), Box(P)) (gym-hybrid's parameterised actions): the K "
+    "type names in index order, each with the indices of the parameters it uses, e.g. {accelerate: [0], turn: "
+    "[1], brake: []}. Trains it with the hybrid head. Not needed for Tuple(Discrete(K), Tuple(Box, ...)), where "
+    "type k uses Box k (it may name the types)."
+)
+
 
 class HybridSpace(spaces.Tuple):
     """A parameterised action space: ``Tuple((Discrete(K), Box(low, high, (P,))))`` with names.
@@ -194,3 +204,27 @@ def hybrid_view(
         params={name: (float(lo), float(hi)) for name, lo, hi in zip(names, low, high, strict=True)},
     )
     return hybrid, native
+
+
+def hybrid_views(
+    action_spaces: Mapping[str, spaces.Space], action_types: Mapping[str, Sequence[int]] | None, owner: str
+) -> dict[str, tuple[HybridSpace, Callable[[tuple[int, np.ndarray]], Any]]]:
+    """``hybrid_view`` of each action space (by agent; ``""`` for a single-agent env) that is a plain
+    parameterised-action Tuple. ``owner`` names the env in errors: ConfigError, naming ``env.action_types``
+    and the fix, where ``hybrid_view`` refuses, or where ``action_types`` is set and no space is such a Tuple."""
+    views = {}
+    for name, space in action_spaces.items():
+        try:
+            view = hybrid_view(space, action_types)
+        except ValueError as exc:
+            who = f"{owner} (agent {name!r})" if name else owner
+            raise ConfigError(f"env.action_types: {who} has parameterised actions; {exc}.") from exc
+        if view is not None:
+            views[name] = view
+    if action_types is not None and not views:
+        shown = next(iter(action_spaces.values()), None)
+        raise ConfigError(
+            f"env.action_types is set, but the action space of {owner} is {shown}, not Tuple(Discrete(K), Box(P)) "
+            "or Tuple(Discrete(K), Tuple(Box, ...)); remove env.action_types."
+        )
+    return views

@@ -34,7 +34,7 @@ from agentkit.config import EnvConfig
 from agentkit.environment import Observation, Transition
 from agentkit.errors import ConfigError
 from agentkit.observations import MASK_KEY, ObservationLayout
-from agentkit.spaces import HybridSpace, hybrid_view
+from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
 
 
 class GymnasiumEnvConfig(EnvConfig):
@@ -47,13 +47,7 @@ class GymnasiumEnvConfig(EnvConfig):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     max_episode_steps: int | None = Field(None, ge=1, description="Override the env's time limit.")
     frame_stack: int = Field(1, ge=1, description="Stack the last k observations (Box observations only).")
-    action_types: dict[str, list[int]] | None = Field(
-        None,
-        description="For an env whose action space is Tuple(Discrete(K), Box(P)) (gym-hybrid's parameterised "
-        "actions): the K type names in index order, each with the indices of the parameters it uses, e.g. "
-        "{accelerate: [0], turn: [1], brake: []}. Trains it with the hybrid head. Not needed for "
-        "Tuple(Discrete(K), Tuple(Box, ...)), where type k uses Box k (it may name the types).",
-    )
+    action_types: dict[str, list[int]] | None = Field(None, description=ACTION_TYPES_HELP)
 
 
 class HybridActions(gym.ActionWrapper):
@@ -215,18 +209,12 @@ class GymnasiumSource:
         except TypeError as exc:
             raise ConfigError(f"env.kwargs for {cfg.id!r} were not accepted by the env: {exc}") from exc
         try:
-            view = hybrid_view(env.action_space, cfg.action_types)
-        except ValueError as exc:
+            views = hybrid_views({"": env.action_space}, cfg.action_types, repr(cfg.id))
+        except ConfigError:
             env.close()
-            raise ConfigError(f"env.action_types: {cfg.id!r} has parameterised actions; {exc}.") from exc
-        if view is not None:
-            env = HybridActions(env, *view)
-        elif cfg.action_types is not None:
-            env.close()
-            raise ConfigError(
-                f"env.action_types is set, but the action space of {cfg.id!r} is {env.action_space}, not "
-                "Tuple(Discrete(K), Box(P)) or Tuple(Discrete(K), Tuple(Box, ...)); remove env.action_types."
-            )
+            raise
+        if views:
+            env = HybridActions(env, *views[""])
         if cfg.frame_stack > 1:
             if not isinstance(env.observation_space, spaces.Box):
                 env.close()

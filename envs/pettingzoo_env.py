@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space, iterate
+from pettingzoo.utils import BaseParallelWrapper
 from pettingzoo.utils.conversions import aec_to_parallel, aec_to_parallel_wrapper
 from pettingzoo.utils.env import AECEnv, ParallelEnv
 from pettingzoo.utils.wrappers import AssertOutOfBoundsWrapper, ClipOutOfBoundsWrapper, OrderEnforcingWrapper
@@ -30,6 +31,7 @@ from agentkit.config import EnvConfig
 from agentkit.environment import GroupSpec, MultiAgentTransition, MultiAgentVecEnv, Observation, Transition
 from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
+from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
 
 
 class PettingZooEnvConfig(EnvConfig):
@@ -64,6 +66,7 @@ class PettingZooEnvConfig(EnvConfig):
         description="Keep pettingzoo's API-checking wrappers (OrderEnforcingWrapper, Assert/ClipOutOfBoundsWrapper) "
         "around an AEC env; agentkit's calls never trip them, and they cost mpe2 spread a quarter of its step time.",
     )
+    action_types: dict[str, list[int]] | None = Field(None, description=ACTION_TYPES_HELP)
 
 
 # -- building the env -------------------------------------------------------------------------------------
@@ -106,6 +109,22 @@ def _without_checking_wrappers(env: ParallelEnv) -> ParallelEnv:
     while isinstance(inner, _CHECKING_WRAPPERS):
         inner = inner.env
     return env if inner is env.aec_env else aec_to_parallel(inner)
+
+
+class HybridActions(BaseParallelWrapper):
+    """Shows the agents' parameterised-action ``Tuple``s as the ``HybridSpace``s they stand for and hands the env
+    each action in the Tuple's own form (``agentkit.spaces.hybrid_view``)."""
+
+    def __init__(self, env: ParallelEnv, views: dict[str, tuple[HybridSpace, Callable[[Any], Any]]]):
+        super().__init__(env)
+        self.metadata = env.metadata  # the base class has its own (empty) metadata, which would hide the env's
+        self._views = views
+
+    def action_space(self, agent: str) -> gym.Space:
+        return self._views[agent][0] if agent in self._views else self.env.action_space(agent)
+
+    def step(self, actions: dict[str, Any]) -> Any:
+        return self.env.step({a: self._views[a][1](x) if a in self._views else x for a, x in actions.items()})
 
 
 def _as_parallel(env: Any, module_path: str) -> ParallelEnv:
@@ -200,7 +219,14 @@ class PettingZooSource:
         except TypeError as exc:
             raise ConfigError(f"env.kwargs: {self.config.module} rejected {kwargs}: {exc}") from exc
         env = _as_parallel(env, self.config.module)
-        return env if self.config.api_checks else _without_checking_wrappers(env)
+        env = env if self.config.api_checks else _without_checking_wrappers(env)
+        try:
+            views = hybrid_views({a: env.action_space(a) for a in env.possible_agents}, self.config.action_types,
+                                 repr(self.config.module))
+        except ConfigError:
+            env.close()
+            raise
+        return HybridActions(env, views) if views else env
 
     def _make_groups(self, named: dict[str, list[str]] | None) -> dict[str, GroupSpec]:
         keys = {a: self.layouts[a].key for a in self.agents}

@@ -76,3 +76,48 @@ class DeathEnv(ParallelEnv):
 
 def parallel_env(**kwargs) -> DeathEnv:
     return DeathEnv(**kwargs)
+
+
+class PlatformEnv(ParallelEnv):
+    """Two agents whose parameterised actions are declared as gym-platform does: a type plus one Box of
+    parameters per type. The env raises unless every action is in that form, with the chosen type's Box as
+    sent and the other Boxes 0; ``received`` keeps what it got."""
+
+    metadata = {"name": "platform_v0", "render_modes": []}
+
+    def __init__(self, render_mode=None):
+        self.possible_agents = ["p_0", "p_1"]
+        self.render_mode = render_mode
+        self.received: list[dict] = []
+
+    @functools.cache  # noqa: B019
+    def observation_space(self, agent):
+        return spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    @functools.cache  # noqa: B019
+    def action_space(self, agent):
+        return spaces.Tuple((spaces.Discrete(2), spaces.Tuple((spaces.Box(0, 1, (1,), np.float32),
+                                                               spaces.Box(-1, 1, (2,), np.float32)))))
+
+    def reset(self, seed=None, options=None):
+        self.agents = list(self.possible_agents)
+        return {a: np.zeros(2, np.float32) for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        for agent, action in actions.items():
+            if not self.action_space(agent).contains(action):
+                raise AssertionError(f"{agent}: {action} is not in the env's own action space")
+            kind, boxes = action
+            if any(box.any() for i, box in enumerate(boxes) if i != kind):
+                raise AssertionError(f"{agent}: the Boxes of the types not chosen are not 0: {action}")
+        self.received.append(actions)
+        zeros = dict.fromkeys(self.agents, False)
+        return ({a: np.zeros(2, np.float32) for a in self.agents}, dict.fromkeys(self.agents, 0.0), zeros,
+                dict(zeros), {a: {} for a in self.agents})
+
+    def close(self):
+        pass
+
+
+def platform_env(**kwargs) -> PlatformEnv:
+    return PlatformEnv(**kwargs)

@@ -25,6 +25,28 @@ def test_adapter_env_passes_pettingzoo_parallel_api_test():
     parallel_api_test(source(**DEATH).make_env(None), num_cycles=30)
 
 
+def test_parameterised_action_tuples_are_read_as_hybrid_and_the_env_gets_its_own_form():
+    from agentkit.spaces import HybridSpace
+
+    src = source(module="ma_test_envs:platform_env", action_types={"move": [0], "jump": [1, 2]})
+    group = src.groups["p"]
+    assert group.agents == ["p_0", "p_1"] and isinstance(group.action_space, HybridSpace)
+    assert group.action_space.param_names == ["move.0", "jump.0", "jump.1"]
+    venv = src.make_vec(2, seed=0)
+    venv.reset(seed=0)
+    types = np.array([0, 1, 1, 0])  # env-major rows: (copy 0: p_0, p_1), (copy 1: p_0, p_1)
+    params = np.array([[0.5, 0, 0], [0, -0.5, 0.25], [0, 1, -1], [0.125, 0, 0]], np.float32)
+    venv.step({"p": (types, params)})
+    got = [(int(k), [b.tolist() for b in boxes]) for env in venv.envs for k, boxes in env.unwrapped.received[0].values()]
+    assert got == [(0, [[0.5], [0, 0]]), (1, [[0], [-0.5, 0.25]]), (1, [[0], [1, -1]]), (0, [[0.125], [0, 0]])]
+    with pytest.raises(ConfigError, match=r"env.action_types is set.*Discrete\(5\).*remove env.action_types"):
+        source(**SPREAD, action_types={"a": [0]})
+    from agentkit.testing import check_algorithm
+
+    check_algorithm({"env": {"plugin": "pettingzoo", "module": "ma_test_envs:platform_env", "num_envs": 2},
+                     "algorithm": {"plugin": "mappo", "total_steps": 64, "num_steps": 8}})  # the env checks each action
+
+
 def test_default_groups_share_identical_spaces_and_split_different_ones():
     spread = source(**SPREAD)
     assert list(spread.groups) == ["agent"]
