@@ -36,6 +36,16 @@ ACTION_TYPES_HELP = (
 )
 
 
+def discrete_branches(space: Any) -> tuple[list[int], list[int]] | None:
+    """``(nvec, start)`` of an action space made of independent discrete branches: a 1-D MultiDiscrete, or a
+    1-D MultiBinary (buttons pressed together: ``[2] * n``, each starting at 0). None for any other space."""
+    if isinstance(space, spaces.MultiDiscrete) and len(space.nvec.shape) == 1:
+        return [int(n) for n in space.nvec], [int(s) for s in np.asarray(space.start)]
+    if isinstance(space, spaces.MultiBinary) and len(space.shape) == 1:
+        return [2] * int(space.shape[0]), [0] * int(space.shape[0])
+    return None
+
+
 class HybridSpace(spaces.Tuple):
     """A parameterised action space: ``Tuple((Discrete(K), Box(low, high, (P,))))`` with names.
 

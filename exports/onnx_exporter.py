@@ -40,6 +40,7 @@ from torch import Tensor, nn
 import agentkit
 from agentkit.algorithm import PolicyArtifact
 from agentkit.config import ExporterConfig, RunConfig
+from agentkit.spaces import discrete_branches
 
 #: Version of the file contract (inputs, outputs, metadata keys). Bumped on any breaking change.
 CONTRACT_VERSION = 1
@@ -156,12 +157,12 @@ def _observation_spec(space: spaces.Space, fields: list[dict[str, Any]] | None) 
 
 
 def _mask_segments(artifact: PolicyArtifact) -> list[int]:
-    """Widths of the independent parts of the mask (one per MultiDiscrete branch, else the whole mask)."""
+    """Widths of the independent parts of the mask (one per MultiDiscrete branch or MultiBinary button, else
+    the whole mask)."""
     head = artifact.actor.head
     segments = getattr(head, "mask_segments", None)
-    if segments is None and isinstance(artifact.action_space, spaces.MultiDiscrete):
-        nvec = [int(n) for n in np.asarray(artifact.action_space.nvec).ravel()]
-        segments = nvec if sum(nvec) == head.mask_dim else None
+    if segments is None and (branches := discrete_branches(artifact.action_space)) is not None:
+        segments = branches[0] if sum(branches[0]) == head.mask_dim else None
     return [int(s) for s in segments] if segments else [int(head.mask_dim)]
 
 

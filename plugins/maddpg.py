@@ -61,7 +61,7 @@ from agentkit.errors import ConfigError
 from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
 from agentkit.policy import Actor, ObsNormalizer, layer_init, mlp, resolve_head
 from agentkit.runlog import EndedEpisodes
-from agentkit.spaces import HybridSpace
+from agentkit.spaces import HybridSpace, discrete_branches
 
 # --------------------------------------------------------------------------------------------------------
 # Config
@@ -184,12 +184,12 @@ class ActionLayout:
                                 _bounds(space.high, space))
         if isinstance(space, gym.spaces.Discrete):
             return ActionLayout("discrete", (int(space.n),), 0)
-        if isinstance(space, gym.spaces.MultiDiscrete):
-            return ActionLayout("multi_discrete", tuple(int(n) for n in np.ravel(space.nvec)), 0)
+        if (branches := discrete_branches(space)) is not None:
+            return ActionLayout("multi_discrete", tuple(branches[0]), 0)
         if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
             return ActionLayout("box", (), int(space.shape[0]), _bounds(space.low, space), _bounds(space.high, space))
         raise ConfigError(
-            f"maddpg cannot act in the action space {space}: it supports Discrete, MultiDiscrete, a flat Box "
+            f"maddpg cannot act in the action space {space}: it supports Discrete, MultiDiscrete, MultiBinary, a flat Box "
             "and agentkit.spaces.HybridSpace."
         )
 

@@ -13,7 +13,7 @@ from agentkit.algorithm import PolicyArtifact
 from agentkit.config import PolicyConfig
 from agentkit.host import PluginHost
 from agentkit.policy import build_actor
-from agentkit.spaces import HybridSpace
+from agentkit.spaces import HybridSpace, discrete_branches
 
 
 @dataclass
@@ -47,6 +47,7 @@ CASES = [
     Case("multi_discrete-nomask", "multi_discrete", spaces.MultiDiscrete([3, 4, 2]), uses_mask=False),
     Case("hybrid-nomask", "hybrid", HYBRID, uses_mask=False),
     Case("shared-discrete", "discrete", spaces.Discrete(3), agents=("a_0", "a_1", "a_2"), agent_id_dim=3),
+    Case("multi_binary", "multi_discrete", spaces.MultiBinary(4)),  # tests index the cases above: add at the end
 ]
 
 _HOST: PluginHost | None = None
@@ -107,10 +108,8 @@ def random_masks(artifact: PolicyArtifact, n: int, rng: np.random.Generator) -> 
     if not head.mask_dim or not artifact.uses_mask:
         return None
     mask = rng.random((n, head.mask_dim)) < 0.5
-    if isinstance(artifact.action_space, spaces.MultiDiscrete):
-        segments = [int(v) for v in artifact.action_space.nvec]
-    else:
-        segments = [head.mask_dim]
+    branches = discrete_branches(artifact.action_space)
+    segments = branches[0] if branches is not None else [head.mask_dim]
     start = 0
     for width in segments:
         mask[np.arange(n), start + rng.integers(0, width, n)] = True

@@ -38,6 +38,7 @@ SPACES = [
     spaces.Discrete(1),
     spaces.Discrete(6, start=-2),
     spaces.MultiDiscrete([3, 2, 5], start=[0, 1, -1]),
+    spaces.MultiBinary(4),
     spaces.Box(-2.0, 2.0, (3,), np.float32),
     spaces.Box(np.array([-1.0, 0.0], np.float32), np.array([1.0, np.inf], np.float32), dtype=np.float32),
     spaces.Box(-1.0, 1.0, (2, 2), np.float32),
@@ -60,6 +61,7 @@ def test_builtin_heads_are_registered(registry):
     [
         (spaces.Discrete(3), "discrete"),
         (spaces.MultiDiscrete([2, 3]), "multi_discrete"),
+        (spaces.MultiBinary(3), "multi_discrete"),
         (spaces.Box(-1, 1, (2,)), "gaussian"),
         (MOVING, "hybrid"),
     ],
@@ -513,3 +515,16 @@ def test_multi_discrete_padded_logits_hold_the_layer_logits_and_masked_padding(r
         assert (padded[:, i, n:] == MASKED_LOGIT).all()
         offset += n
     assert (head(latent).mode() < torch.tensor([3, 4, 2])).all()  # the padding is never chosen
+
+
+def test_multi_binary_buttons_are_two_value_branches_in_the_envs_dtype(registry):
+    head = _head(registry, "multi_discrete", spaces.MultiBinary(3))
+    assert head.nvec == [2, 2, 2] and head.mask_dim == 6 and head.action_spec()["start"] == [0, 0, 0]
+    dist = head(torch.zeros(4, 8), torch.tensor([[0, 1, 1, 0, 1, 1]] * 4))  # button 0 must be pressed, 1 released
+    _, outputs = head.choose(dist, deterministic=False)
+    action = head.to_env({k: v.numpy() for k, v in outputs.items()})
+    assert action.dtype == np.int8 and action.shape == (4, 3)
+    assert (action[:, 0] == 1).all() and (action[:, 1] == 0).all()
+    assert all(spaces.MultiBinary(3).contains(row) for row in action)
+    with pytest.raises(ConfigError, match=r"1-D MultiDiscrete or MultiBinary"):
+        _head(registry, "multi_discrete", spaces.MultiBinary((2, 2)))

@@ -32,7 +32,7 @@ from gymnasium import spaces
 from agentkit.errors import ConfigError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.runtime.observation import flat_width
-from agentkit.spaces import HybridSpace
+from agentkit.spaces import HybridSpace, discrete_branches
 
 __all__ = ["check_env_plugin", "check_game", "random_action"]
 
@@ -41,13 +41,14 @@ __all__ = ["check_env_plugin", "check_game", "random_action"]
 
 
 def mask_width(space: gym.Space) -> int:
-    """The width an ``action_mask`` must have for ``space`` (Discrete n, MultiDiscrete sum(nvec), hybrid K)."""
+    """The width an ``action_mask`` must have for ``space`` (Discrete n, MultiDiscrete sum(nvec), MultiBinary
+    2n, hybrid K)."""
     if isinstance(space, HybridSpace):
         return space.num_types
     if isinstance(space, spaces.Discrete):
         return int(space.n)
-    if isinstance(space, spaces.MultiDiscrete):
-        return int(np.sum(space.nvec))
+    if (branches := discrete_branches(space)) is not None:
+        return sum(branches[0])
     raise AssertionError(f"an action_mask was given for action space {space}, which agentkit cannot mask")
 
 
@@ -61,13 +62,13 @@ def random_action(space: gym.Space, mask: np.ndarray | None, rng: np.random.Gene
     if isinstance(space, spaces.Discrete):
         allowed = np.arange(space.n) if mask is None else np.flatnonzero(mask)
         return space.start + int(rng.choice(allowed))
-    if isinstance(space, spaces.MultiDiscrete):
-        out, start = [], 0
-        for n in space.nvec.reshape(-1):
-            branch = np.arange(n) if mask is None else np.flatnonzero(mask[start : start + n])
-            out.append(int(rng.choice(branch)))
-            start += int(n)
-        return np.array(out, dtype=space.dtype).reshape(space.shape)
+    if (branches := discrete_branches(space)) is not None:
+        out, offset = [], 0
+        for n, first in zip(*branches, strict=True):
+            branch = np.arange(n) if mask is None else np.flatnonzero(mask[offset : offset + n])
+            out.append(first + int(rng.choice(branch)))
+            offset += n
+        return np.array(out, dtype=space.dtype)
     if isinstance(space, spaces.Box):
         low = np.where(np.isfinite(space.low), space.low, -1.0)
         high = np.where(np.isfinite(space.high), space.high, 1.0)
@@ -126,11 +127,11 @@ def _check_mask(mask: np.ndarray, action_space: gym.Space, who: str, step: int) 
         f"{who}: action_mask has {mask.size} entries at step {step}; {action_space} needs {width} "
         "(Discrete n, MultiDiscrete sum(nvec), hybrid: one per action type)"
     )
-    if isinstance(action_space, spaces.MultiDiscrete):
+    if (branches := discrete_branches(action_space)) is not None:
         start = 0
-        for b, n in enumerate(action_space.nvec.reshape(-1)):
+        for b, n in enumerate(branches[0]):
             assert mask[start : start + n].any(), f"{who}: action_mask allows nothing in branch {b} at step {step}"
-            start += int(n)
+            start += n
     else:
         assert mask.any(), f"{who}: action_mask allows no action at all at step {step}; every step needs one"
 

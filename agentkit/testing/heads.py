@@ -37,7 +37,7 @@ from torch import distributions as D
 
 from agentkit.errors import EmptyMaskError
 from agentkit.heads import MASKED_LOGIT, ActionDistribution, ActionHead
-from agentkit.spaces import HybridSpace
+from agentkit.spaces import HybridSpace, discrete_branches
 
 KINDS = ("discrete", "multi_discrete", "box", "hybrid")
 
@@ -76,7 +76,7 @@ def kind_of(action_space: Any) -> str:
         return "hybrid"
     if isinstance(action_space, spaces.Discrete):
         return "discrete"
-    if isinstance(action_space, spaces.MultiDiscrete):
+    if discrete_branches(action_space) is not None:
         return "multi_discrete"
     if isinstance(action_space, spaces.Box):
         return "box"
@@ -89,7 +89,7 @@ def _mask_groups(head: ActionHead, action_space: Any) -> list[int]:
     if head.mask_dim == 0:
         return []
     if kind == "multi_discrete":
-        return [int(n) for n in action_space.nvec]
+        return discrete_branches(action_space)[0]
     return [head.mask_dim]
 
 
@@ -117,7 +117,7 @@ def _allowed(action: Tensor, mask: Tensor | None, head: ActionHead, action_space
         return mask.gather(1, action.long().unsqueeze(1)).squeeze(1)
     if kind == "hybrid":
         return mask.gather(1, action[:, 0].round().long().unsqueeze(1)).squeeze(1)
-    offsets = torch.tensor(np.concatenate([[0], np.cumsum(action_space.nvec)[:-1]]), dtype=torch.int64)
+    offsets = torch.tensor(np.concatenate([[0], np.cumsum(discrete_branches(action_space)[0])[:-1]]), dtype=torch.int64)
     return mask.gather(1, action.long() + offsets).all(1)
 
 
@@ -156,7 +156,7 @@ def reference_log_prob_entropy(
             cat = D.Categorical(logits=_masked(dist.logits, mask))
             return cat.log_prob(action.long()), cat.entropy()
         if kind == "multi_discrete":
-            masks = mask.split([int(n) for n in action_space.nvec], -1) if mask is not None else None
+            masks = mask.split(discrete_branches(action_space)[0], -1) if mask is not None else None
             lp, ent = 0.0, 0.0
             for i, logits in enumerate(dist.branch_logits):
                 cat = D.Categorical(logits=_masked(logits, None if masks is None else masks[i]))
@@ -193,7 +193,7 @@ def check_head_attributes(head: ActionHead, action_space: Any) -> None:
     if kind == "discrete":
         expected = ((), torch.int64, ("action",))
     elif kind == "multi_discrete":
-        expected = ((len(action_space.nvec),), torch.int64, ("action",))
+        expected = ((len(discrete_branches(action_space)[0]),), torch.int64, ("action",))
     elif kind == "box":
         expected = ((int(np.prod(action_space.shape)),), torch.float32, ("action",))
     else:
@@ -457,7 +457,7 @@ def check_sample_from_noise(
                     m = (
                         None
                         if row_mask is None
-                        else row_mask[:1].split([int(v) for v in action_space.nvec], -1)[i]
+                        else row_mask[:1].split(discrete_branches(action_space)[0], -1)[i]
                     )
                     probs = torch.softmax(_masked(dist.branch_logits[i][:1], m), -1)[0, :n].double().detach()
                 else:

@@ -9,9 +9,15 @@
 import { readFile } from "node:fs/promises";
 import { loadPolicy } from "./agentkit-runtime.mjs";
 
+// Resolves once the text has left this process: process.exit() right after console.log cuts output to a pipe
+// at 64 KiB (the pipe's buffer), and the --jobs results are larger.
+function print(text) {
+  return new Promise((resolve) => process.stdout.write(`${text}\n`, resolve));
+}
+
 async function main(argv) {
   if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h") {
-    console.log("usage: node act.mjs POLICY.onnx [OBS_JSON] | node act.mjs --jobs JOBS.json");
+    await print("usage: node act.mjs POLICY.onnx [OBS_JSON] | node act.mjs --jobs JOBS.json");
     return argv.length === 0 ? 2 : 0;
   }
   if (argv[0] === "--jobs") {
@@ -30,15 +36,15 @@ async function main(argv) {
         results.push({ error: String(err.message ?? err) });
       }
     }
-    console.log(JSON.stringify(results));
+    await print(JSON.stringify(results));
     return 0;
   }
   const policy = await loadPolicy(argv[0]);
   if (argv.length === 1) {
-    console.log(JSON.stringify(policy.metadata, null, 2));
+    await print(JSON.stringify(policy.metadata, null, 2));
     return 0;
   }
-  console.log(JSON.stringify(await policy.act(JSON.parse(argv[1]))));
+  await print(JSON.stringify(await policy.act(JSON.parse(argv[1]))));
   return 0;
 }
 

@@ -1,5 +1,8 @@
 """The ``multi_discrete`` action head: one masked Categorical per branch of a 1-D gymnasium ``MultiDiscrete``.
 
+A 1-D ``MultiBinary(n)`` (buttons pressed together: jump, fire, crouch) is ``MultiDiscrete([2] * n)``: each
+button a branch of two values, 0 = released, 1 = pressed; the env gets the values in its own dtype (int8).
+
 Raw action: int64 ``[B, branches]`` (indices). Env output ``action`` = indices + ``start`` (int64).
 Mask: the branch masks concatenated, ``[B, sum(nvec)]``, True/1 = allowed; every branch of every row needs
 an allowed value. Log-prob and entropy are summed over branches. ``noise_dim`` = branches.
@@ -25,6 +28,7 @@ from agentkit.config import HeadConfig
 from agentkit.errors import ConfigError, EmptyMaskError
 from agentkit.heads import MASKED_LOGIT, ActionDistribution, ActionHead, _exporting, as_bool_mask
 from agentkit.policy import layer_init
+from agentkit.spaces import discrete_branches
 
 from ._categorical import MaskedCategorical
 from ._common import require_space
@@ -35,7 +39,7 @@ class MultiDiscreteConfig(HeadConfig):
 
     @classmethod
     def supports(cls, action_space: Any) -> bool:
-        return isinstance(action_space, spaces.MultiDiscrete) and len(action_space.nvec.shape) == 1
+        return discrete_branches(action_space) is not None
 
 
 class MultiDiscreteDistribution(ActionDistribution):
@@ -71,16 +75,18 @@ class MultiDiscreteDistribution(ActionDistribution):
 class MultiDiscreteHead(ActionHead):
     """Linear(latent → sum(nvec)) logits (gain 0.01), split into padded branches."""
 
-    def __init__(self, config: MultiDiscreteConfig, action_space: spaces.MultiDiscrete, latent_dim: int):
+    def __init__(self, config: MultiDiscreteConfig, action_space: spaces.MultiDiscrete | spaces.MultiBinary,
+                 latent_dim: int):
         super().__init__()
-        if len(action_space.nvec.shape) != 1:
+        branches = discrete_branches(action_space)
+        if branches is None:
             raise ConfigError(
-                f"policy.head: the multi_discrete head needs a 1-D MultiDiscrete, got nvec of shape "
-                f"{action_space.nvec.shape}. Flatten the env's action space to one row of branches."
+                f"policy.head: the multi_discrete head needs a 1-D MultiDiscrete or MultiBinary, got {action_space}. "
+                "Flatten the env's action space to one row of branches."
             )
         self.config = config
         self.action_space = action_space
-        self.nvec = [int(n) for n in action_space.nvec]
+        self.nvec, start = branches
         self.branches = len(self.nvec)
         total, width = sum(self.nvec), max(self.nvec)
         self.mask_dim = total
@@ -100,10 +106,8 @@ class MultiDiscreteHead(ActionHead):
             offset += n
         self.register_buffer("pad_index", index.reshape(-1), persistent=False)
         self.register_buffer("pad_valid", valid, persistent=False)
-        self.register_buffer(
-            "start", torch.as_tensor(action_space.start, dtype=torch.int64), persistent=False
-        )
-        self.has_start = bool(np.any(np.asarray(action_space.start) != 0))
+        self.register_buffer("start", torch.as_tensor(start, dtype=torch.int64), persistent=False)
+        self.has_start = any(start)
 
     def _padded(self, flat: Tensor) -> Tensor:
         """``[B, sum(nvec)]`` → ``[B, branches, max_n]`` (the padding holds whatever slot 0 holds)."""
@@ -164,7 +168,7 @@ class MultiDiscreteHead(ActionHead):
         return {
             "kind": "multi_discrete",
             "nvec": self.nvec,
-            "start": [int(s) for s in self.action_space.start],
+            "start": [int(s) for s in self.start],
             "branches": self.branches,
             "mask_dim": self.mask_dim,
             "noise_dim": self.noise_dim,
@@ -174,7 +178,7 @@ class MultiDiscreteHead(ActionHead):
 def make_multi_discrete_head(
     config: MultiDiscreteConfig, action_space: Any, latent_dim: int
 ) -> MultiDiscreteHead:
-    require_space(action_space, spaces.MultiDiscrete, "multi_discrete")
+    require_space(action_space, (spaces.MultiDiscrete, spaces.MultiBinary), "multi_discrete")
     return MultiDiscreteHead(config, action_space, latent_dim)
 
 
@@ -184,5 +188,6 @@ def agentkit_register_action_heads(register):
         "multi_discrete",
         make_multi_discrete_head,
         MultiDiscreteConfig,
-        "One masked Categorical per MultiDiscrete branch (mask = branch masks concatenated, [B, sum(nvec)]).",
+        "One masked Categorical per MultiDiscrete branch, or per MultiBinary button (mask = branch masks "
+        "concatenated, [B, sum(nvec)]).",
     )
