@@ -121,3 +121,27 @@ class PlatformEnv(ParallelEnv):
 
 def platform_env(**kwargs) -> PlatformEnv:
     return PlatformEnv(**kwargs)
+
+
+class ButtonsEnv(PlatformEnv):
+    """Two agents that press MultiBinary(3) buttons; the env raises unless each action is in that space."""
+
+    metadata = {"name": "buttons_v0", "render_modes": []}
+
+    @functools.cache  # noqa: B019
+    def action_space(self, agent):
+        return spaces.MultiBinary(3)
+
+    def step(self, actions):
+        for agent, action in actions.items():
+            if not self.action_space(agent).contains(action):
+                raise AssertionError(f"{agent}: {action!r} is not a MultiBinary(3) action")
+        self.received.append(actions)
+        zeros = dict.fromkeys(self.agents, False)
+        rewards = {a: float(np.asarray(x).sum()) for a, x in actions.items()}
+        return ({a: np.zeros(2, np.float32) for a in self.agents}, rewards, zeros, dict(zeros),
+                {a: {} for a in self.agents})
+
+
+def buttons_env(**kwargs) -> ButtonsEnv:
+    return ButtonsEnv(**kwargs)

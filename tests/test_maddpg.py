@@ -429,3 +429,15 @@ def test_passes_the_algorithm_checker(host, ensemble_size):
         },
         host,
     )
+
+
+@pytest.mark.parametrize("algorithm", [
+    {"plugin": "maddpg", "total_steps": 400, **FAST, "iteration_steps": 100, "learning_starts": 100, "batch_size": 32},
+    {"plugin": "mappo", "total_steps": 64, "num_steps": 8},
+])
+def test_multi_binary_buttons_train_in_both_multi_agent_algorithms(host, algorithm):
+    from agentkit.testing import check_algorithm
+
+    # the env raises unless every action is a MultiBinary(3) value
+    check_algorithm({"env": {"plugin": "pettingzoo", "module": "ma_test_envs:buttons_env", "num_envs": 2},
+                     "algorithm": algorithm, "policy": {"hidden_sizes": [16]}}, host)
