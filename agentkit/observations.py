@@ -1,9 +1,10 @@
 """How an env's raw observation becomes the flat float32 vector a policy takes, and the action mask.
 
 Both env plugins use ``ObservationLayout``. A Box observation is reshaped to a vector. Any other supported
-observation — a Discrete, MultiDiscrete or MultiBinary value, or a Dict of Box, Discrete, MultiDiscrete and
-MultiBinary entries — is described by ``fields`` (gymnasium's ``spaces.flatten`` rule: Dict entries in the
-Dict's key order, categories one-hot) and flattened by ``agentkit.runtime.observation.flatten``, the
+observation — a Discrete, MultiDiscrete or MultiBinary value, or a Dict or a Tuple of Box, Discrete,
+MultiDiscrete and MultiBinary entries — is described by ``fields`` (gymnasium's ``spaces.flatten`` rule: Dict
+entries in the Dict's key order, Tuple entries in order, categories one-hot) and flattened by
+``agentkit.runtime.observation.flatten``, the
 function the runtimes use on an export's ``metadata.observation.fields``. An ``action_mask`` entry of a Dict
 is not part of the observation: it is split off as the action mask (PettingZoo's convention).
 """
@@ -76,8 +77,17 @@ class ObservationLayout:
         return obs, mask
 
 
+def _entries(space: gym.Space) -> dict[str | int | None, gym.Space]:
+    """The entries a space flattens from: a Dict's by name, a Tuple's by position, else the space itself."""
+    if isinstance(space, spaces.Dict):
+        return dict(space.spaces)
+    if isinstance(space, spaces.Tuple):
+        return dict(enumerate(space.spaces))
+    return {None: space}
+
+
 def _fields(space: gym.Space, owner: str) -> list[dict[str, Any]]:
-    entries = list(space.spaces.items()) if isinstance(space, spaces.Dict) else [(None, space)]
+    entries = list(_entries(space).items())
     fields, start = [], 0
     for key, entry in entries:
         field: dict[str, Any] = {"key": key, "shape": [int(d) for d in entry.shape or ()], "start": start}
@@ -92,8 +102,9 @@ def _fields(space: gym.Space, owner: str) -> list[dict[str, Any]]:
             where = f"entry {key!r}" if key is not None else "space"
             raise ConfigError(
                 f"{owner}: the observation {where} is {entry}; agentkit flattens Box, Discrete, MultiDiscrete and "
-                "MultiBinary observations and Dicts of them (one level, plus an 'action_mask' entry). Wrap the "
-                "env so its observation is one of those (gymnasium.wrappers.FlattenObservation flattens any space)."
+                "MultiBinary observations and Dicts or Tuples of them (one level; a Dict may add an 'action_mask' "
+                "entry). Wrap the env so its observation is one of those (gymnasium.wrappers.FlattenObservation "
+                "flattens any space)."
             )
         fields.append(field)
         start += field["size"]
@@ -102,7 +113,7 @@ def _fields(space: gym.Space, owner: str) -> list[dict[str, Any]]:
 
 def _bounds(space: gym.Space, fields: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     low, high = np.zeros(flat_width(fields), np.float32), np.ones(flat_width(fields), np.float32)
-    entries = space.spaces if isinstance(space, spaces.Dict) else {None: space}
+    entries = _entries(space)
     for field in fields:
         entry = entries[field["key"]]
         if isinstance(entry, spaces.Box):

@@ -8,7 +8,7 @@ observation of the next episode and the last observation of the ended one travel
 ``Transition.final_obs`` so that a truncated episode can be bootstrapped from it.
 
 Observations reach the policy as flat float32 vectors (``agentkit.observations``: a Box reshaped; a
-Discrete, MultiDiscrete or MultiBinary value, or a Dict of such entries and Boxes, flattened by the rule
+Discrete, MultiDiscrete or MultiBinary value, or a Dict or Tuple of such entries and Boxes, flattened by the rule
 exports describe in ``metadata.observation.fields``). A ``Dict`` observation may carry an ``action_mask``
 entry; otherwise an ``info["action_mask"]`` is used when the env provides one at reset. Hybrid action
 spaces (``agentkit.spaces.HybridSpace``, a ``Tuple``) pass through: the vector env takes a tuple of

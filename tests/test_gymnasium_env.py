@@ -280,9 +280,11 @@ def test_bad_id_names_the_id_and_the_fix():
         source("CartPol-v1")
 
 
-def test_unsupported_observation_is_refused_with_the_fix():
-    with pytest.raises(UserError, match=r"Blackjack-v1.*Tuple.*FlattenObservation"):
-        source("Blackjack-v1")
+def test_tuple_observation_is_flattened_entry_by_entry():
+    src = source("Blackjack-v1")  # Tuple(Discrete(32), Discrete(11), Discrete(2))
+    assert src.observation_space.shape == (45,) and [f["key"] for f in src.observation_fields] == [0, 1, 2]
+    obs = src.make_vec(2, seed=0).reset().obs
+    assert obs.shape == (2, 45) and (obs.sum(axis=1) == 3).all()  # one one-hot per entry
 
 
 def test_discrete_observation_becomes_one_hot():

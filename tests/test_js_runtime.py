@@ -153,3 +153,27 @@ def test_js_runtime_takes_a_discrete_observations_category(js_ready, tmp_path):
                         + [{"model": path, "obs": 4, "mask": mask}], tmp_path)
     assert [r["action"] for r in results[:6]] == policy.act(np.arange(-2, 4)).tolist()
     assert "value 4 is not a category in -2 .. 3" in results[6]["error"]
+
+
+def test_js_runtime_takes_the_envs_tuple_observation_as_python_does(js_ready, tmp_path):
+    """A policy whose env observes a Tuple: both runtimes take the env's tuple (an array in JavaScript), one
+    or a batch, and agree with acting on the flat vector."""
+    from gymnasium import spaces
+
+    from agentkit.observations import ObservationLayout
+
+    env_space = spaces.Tuple((spaces.Discrete(3, start=1), spaces.Box(-3.0, 3.0, (3,), np.float32)), seed=0)
+    layout = ObservationLayout(env_space, "test")
+    artifact = make_artifact(CASES[0])  # discrete(5), obs 6 = one-hot (3) + box (3)
+    artifact.observation_fields = layout.fields
+    path = str(OnnxExporter().export(artifact, tmp_path / "tuple.onnx"))
+    policy = runtime.load(path)
+    raws = [(int(cell), box.tolist()) for cell, box in (env_space.sample() for _ in range(32))]
+    want = policy.act(np.concatenate([layout.split(r)[0] for r in raws]), mask=np.ones((32, 5)))
+    np.testing.assert_array_equal([policy.act(r) for r in raws], want)
+    results = _run_jobs([{"model": path, "obs": [list(r) for r in raws]}]
+                        + [{"model": path, "obs": list(r)} for r in raws[:4]]
+                        + [{"model": path, "obs": [9, [0, 0, 0]]}], tmp_path)
+    assert results[0] == {"action": want.tolist()}
+    assert [r["action"] for r in results[1:5]] == want[:4].tolist()
+    assert 'observation entry "0": value 9 is not a category in 1 .. 3' in results[5]["error"]

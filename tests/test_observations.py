@@ -149,8 +149,73 @@ def test_check_env_plugin_checks_the_fields_against_the_flat_space(monkeypatch):
         check_env_plugin("gymnasium", {"id": "FrozenLake-v1"}, steps=5)
 
 
+class NestedEnv(InventoryEnv):
+    """A Dict inside a Tuple: more than one level, which agentkit does not flatten."""
+
+    observation_space = spaces.Tuple((spaces.Discrete(2), spaces.Dict({"x": spaces.Box(0, 1, (1,), np.float32)})))
+
+    def _obs(self):
+        return 0, {"x": np.zeros(1, np.float32)}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 0.0, False, self.t >= 8, {}
+
+
 def test_check_game_refuses_an_observation_the_plugins_cannot_flatten():
     from agentkit.testing import check_game
 
-    with pytest.raises(AssertionError, match=r"Blackjack-v1: the observation space is Tuple.*FlattenObservation"):
-        check_game("Blackjack-v1", steps=10)
+    check_game("Blackjack-v1", steps=10)  # a Tuple of Discretes: flattened
+    with pytest.raises(AssertionError, match=r"the observation entry 1 is Dict.*FlattenObservation"):
+        check_game(NestedEnv, steps=10)
+
+
+TUPLE = spaces.Tuple((spaces.Discrete(3, start=1), spaces.Box(-1, 1, (2,), np.float32), spaces.MultiBinary(2),
+                      spaces.MultiDiscrete([2, 3])), seed=0)
+
+
+def test_tuple_layout_flattens_as_gymnasium_does_and_keys_are_positions():
+    layout = ObservationLayout(TUPLE, "test env")
+    assert [f["key"] for f in layout.fields] == [0, 1, 2, 3] and layout.mask_dim == 0
+    samples = [TUPLE.sample() for _ in range(50)]
+    for raw in samples:
+        np.testing.assert_array_equal(layout.split(raw)[0][0], spaces.flatten(TUPLE, raw))
+    batch = tuple(np.stack([s[i] for s in samples]) for i in range(4))  # a vector env's batch
+    np.testing.assert_array_equal(layout.split(batch)[0], np.stack([spaces.flatten(TUPLE, s) for s in samples]))
+    with pytest.raises(InvalidInputError, match=r"entry 3 is missing \(got a tuple of 3 entries\)"):
+        flatten(layout.fields, samples[0][:3])
+    with pytest.raises(InvalidInputError, match=r"observation entry 0: values must lie in \[1\] .. \[3\]"):
+        flatten(layout.fields, (0, *samples[0][1:]))
+    with pytest.raises(InvalidInputError, match=r"expected a tuple with entry 0"):
+        flatten(layout.fields, {"0": 1})
+
+
+def test_blackjack_trains_exports_and_the_runtime_takes_the_envs_tuple(tmp_path):
+    from agentkit.config import load_config
+    from agentkit.evaluation import evaluate_onnx, evaluate_run
+    from agentkit.exporting import export_run
+    from agentkit.host import PluginHost
+    from agentkit.trainer import train
+
+    host = PluginHost(autoload=False)
+    config = load_config({
+        "seed": 0, "env": {"plugin": "gymnasium", "id": "Blackjack-v1", "num_envs": 4},
+        "algorithm": {"plugin": "ppo", "total_steps": 512, "num_steps": 32, "update_epochs": 1},
+        "policy": {"hidden_sizes": [16]}, "run": {"tensorboard": False, "progress": "none"},
+    }, host.registry)
+    train(config, host, run_dir=tmp_path / "run")
+    (path,) = export_run(tmp_path / "run")
+    policy = runtime.load(path)
+    assert [(f["key"], f["n"]) for f in policy.metadata["observation"]["fields"]] == [(0, [32]), (1, [11]), (2, [2])]
+
+    env = gym.make("Blackjack-v1")
+    layout = ObservationLayout(env.observation_space, "test")
+    raws = [env.reset(seed=s)[0] for s in range(30)]
+    assert all(isinstance(raw, tuple) for raw in raws)
+    from_tuples = np.array([policy.act(raw) for raw in raws])
+    np.testing.assert_array_equal(from_tuples, policy.act(np.concatenate([layout.split(raw)[0] for raw in raws])))
+    np.testing.assert_array_equal(policy.act(raws), from_tuples)  # a list of the env's tuples
+    np.testing.assert_array_equal(policy.act(tuple(np.array(col) for col in zip(*raws, strict=True))), from_tuples)
+    with pytest.raises(InvalidInputError, match=r"got \(3,\)\. The env's Tuple observation goes in as a tuple"):
+        policy.act(list(raws[0]))
+    assert evaluate_onnx(path, episodes=5, seed=4).returns == evaluate_run(tmp_path / "run", episodes=5, seed=4).returns

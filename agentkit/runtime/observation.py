@@ -1,7 +1,8 @@
 """The flat observation a policy takes, built from an env's structured observation; numpy only.
 
 An export's ``metadata.observation.fields`` says how (exports/CONTRACT.md): the observation is a Dict of
-entries (``key``: the entry's name) or one Discrete / MultiDiscrete / MultiBinary value (``key``: null).
+entries (``key``: the entry's name), a Tuple of entries (``key``: the entry's position, an integer) or one
+Discrete / MultiDiscrete / MultiBinary value (``key``: null).
 Each field fills ``size`` columns from column ``start``: ``"box"`` entries (Box, MultiBinary) their values
 in C order, ``"one_hot"`` entries (Discrete, MultiDiscrete) one one-hot block of ``n[i]`` columns per
 element, for the value minus ``first[i]``. This is gymnasium's ``spaces.flatten`` rule, written out here
@@ -68,6 +69,16 @@ def _entry(raw: Any, field: dict[str, Any]) -> np.ndarray:
     key = field["key"]
     if key is None:
         value = raw
+    elif isinstance(key, int):
+        if not isinstance(raw, tuple | list):
+            raise InvalidInputError(
+                f"observation: expected a tuple with entry {key} and the others of the policy's "
+                f"metadata.observation.fields (the env's Tuple observation), or a flat float32 vector; got "
+                f"{type(raw).__name__}."
+            )
+        if key >= len(raw):
+            raise InvalidInputError(f"observation: entry {key} is missing (got a tuple of {len(raw)} entries).")
+        value = raw[key]
     elif not isinstance(raw, Mapping):
         raise InvalidInputError(
             f"observation: expected a dict with the entries {field['key']!r} and the others of the policy's "
@@ -84,4 +95,5 @@ def _entry(raw: Any, field: dict[str, Any]) -> np.ndarray:
 
 
 def _name(field: dict[str, Any]) -> str:
-    return repr(field["key"]) if field["key"] is not None else "value"
+    key = field["key"]
+    return "value" if key is None else f"entry {key}" if isinstance(key, int) else repr(key)

@@ -69,6 +69,10 @@ class Policy:
         self.action_outputs: list[str] = list(meta["action_outputs"])
         self.observation_shape = tuple(meta["observation"]["shape"])
         self.observation_fields: list[dict[str, Any]] | None = meta["observation"].get("fields")
+        #: the env observes a Tuple: its entries are positions, and act() takes the env's tuple
+        self._positional = bool(self.observation_fields) and all(
+            isinstance(f["key"], int) for f in self.observation_fields
+        )
         self.mask_dim = int(meta["mask"]["dim"]) if meta.get("mask") else 0
         self.mask_segments = list(meta["mask"]["segments"]) if meta.get("mask") else []
         self.noise_dim = int(meta["stochastic"]["dim"]) if meta.get("stochastic") else 0
@@ -102,7 +106,9 @@ class Policy:
     def _observations(self, obs: Any) -> tuple[np.ndarray, bool]:
         """``obs`` as float32 ``[B, *obs_shape]`` and whether it was a single observation. A structured
         observation (a dict of entries, a category index) is flattened by ``metadata.observation.fields``."""
-        if self.observation_fields is not None and (isinstance(obs, Mapping) or self._is_raw_value(obs)):
+        if self.observation_fields is not None and (
+            isinstance(obs, Mapping) or self._is_raw_value(obs) or (self._positional and isinstance(obs, tuple))
+        ):
             return flatten(self.observation_fields, obs)
         if isinstance(obs, Mapping):
             raise InvalidInputError(
@@ -120,9 +126,10 @@ class Policy:
             return arr.astype(np.float32, copy=False)[None], True
         if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
             return arr.astype(np.float32, copy=False), False
+        hint = " The env's Tuple observation goes in as a tuple (a list of tuples for a batch)." if self._positional else ""
         raise InvalidInputError(
             f"observation: expected shape {shape} (one) or (batch, {', '.join(map(str, shape))}), "
-            f"got {arr.shape}."
+            f"got {arr.shape}.{hint}"
         )
 
     @staticmethod
@@ -135,6 +142,19 @@ class Policy:
                 )
         try:
             return {k: np.stack([np.asarray(d[k]) for d in dicts]) for k in dicts[0]}
+        except ValueError as exc:
+            raise InvalidInputError(f"observations: an entry's shape differs between them ({exc}).") from None
+
+    def _stack_tuples(self, tuples: Sequence[tuple]) -> tuple[np.ndarray, ...]:
+        """A list of the env's Tuple observations → one tuple whose entries have a batch axis."""
+        for i, t in enumerate(tuples):
+            if len(t) != len(self.observation_fields):
+                raise InvalidInputError(
+                    f"observation {i}: a tuple of {len(t)} entries; the policy's Tuple observation has "
+                    f"{len(self.observation_fields)}."
+                )
+        try:
+            return tuple(np.stack([np.asarray(t[i]) for t in tuples]) for i in range(len(tuples[0])))
         except ValueError as exc:
             raise InvalidInputError(f"observations: an entry's shape differs between them ({exc}).") from None
 
@@ -239,6 +259,8 @@ class Policy:
         if self.observation_fields is not None and isinstance(obs, list | tuple) and obs \
                 and all(isinstance(o, Mapping) for o in obs):
             obs = self._stack_dicts(obs)
+        elif self._positional and isinstance(obs, list) and obs and all(isinstance(o, tuple) for o in obs):
+            obs = self._stack_tuples(obs)
         if isinstance(obs, Mapping) and self.mask_dim and mask is None:
             mask = obs.get("action_mask")
         x, single = self._observations(obs)
@@ -270,10 +292,10 @@ class Policy:
             noise: Any = None, agent: Any = None) -> Any:
         """Actions for one observation or a batch, in the env's structure.
 
-        ``obs``: ``obs_shape`` (one) or ``[B, *obs_shape]``; for a policy whose env observes a Dict or
-        categories (``metadata.observation.fields``), also the env's own observation (a dict, whose
-        ``action_mask`` entry is the mask unless ``mask`` is given; a list of them, or one with a batch axis on
-        every entry, for a batch) or category values. ``mask``: ``[mask_dim]`` or ``[B, mask_dim]``,
+        ``obs``: ``obs_shape`` (one) or ``[B, *obs_shape]``; for a policy whose env observes a Dict, a Tuple
+        or categories (``metadata.observation.fields``), also the env's own observation (a dict, whose
+        ``action_mask`` entry is the mask unless ``mask`` is given, or a tuple; a list of them, or one with a
+        batch axis on every entry, for a batch) or category values. ``mask``: ``[mask_dim]`` or ``[B, mask_dim]``,
         bool or 0/1, 1 = allowed (None: everything allowed). ``deterministic=False`` samples with ``noise``
         (uniform(0, 1) ``[B, noise_dim]``) or, without it, with noise drawn from ``rng`` (a
         ``numpy.random.Generator`` or a seed). ``agent``: for shared policies, the agent's name or index (or

@@ -98,7 +98,8 @@ const isEntries = (v) => v !== null && typeof v === "object" && !Array.isArray(v
 /**
  * One structured observation -> the flat vector the graph takes, by metadata.observation.fields
  * (exports/CONTRACT.md, "Structured observations"): `raw` is the env's object of entries, e.g.
- * { position: [0.5, -0.25], cell: 2, items: [1, 0] }. Extra entries (an action_mask) are ignored.
+ * { position: [0.5, -0.25], cell: 2, items: [1, 0] }, or for a Tuple observation the array of its entries,
+ * e.g. [14, 10, 0]. Extra entries (an action_mask) are ignored.
  */
 export function flattenObservation(fields, raw) {
   const out = new Float32Array(Math.max(...fields.map((f) => f.start + f.size)));
@@ -188,6 +189,17 @@ export class Policy {
   get stochastic() { return this.noiseDim > 0; }
 
   /**
+   * Whether `v` is one Tuple observation given as the array of its entries, each of its field's size, rather
+   * than a flat vector (or a batch of them). Where the two read the same (every entry one number, as many as
+   * the flat width), it is taken as the flat vector.
+   */
+  isTupleObservation(v) {
+    const fields = this.metadata.observation.fields;
+    return Array.isArray(v) && fields.every((f) => Number.isInteger(f.key)) && v.length === fields.length
+      && fields.length !== this.obsSize && fields.every((f, i) => flatten(v[i]).length === prod(f.shape));
+  }
+
+  /**
    * Actions for one observation or a batch.
    * obs: number[] (one observation) or number[][] (a batch); typed arrays work as one observation. A policy
    * whose env observes a Dict (metadata.observation.fields) also takes the env's object of entries, or an
@@ -223,6 +235,10 @@ export class Policy {
       }
       const flat = raws.map((r) => Array.from(flattenObservation(fields, r)));
       obs = isEntries(obs) ? flat[0] : flat;
+    } else if (fields && this.isTupleObservation(obs)) {
+      obs = Array.from(flattenObservation(fields, obs)); // the env's Tuple observation: its entries in order
+    } else if (fields && Array.isArray(obs) && obs.length > 0 && obs.every((r) => this.isTupleObservation(r))) {
+      obs = obs.map((r) => Array.from(flattenObservation(fields, r)));
     } else if (fields && fields.length === 1 && fields[0].key === null && typeof obs === "number") {
       obs = Array.from(flattenObservation(fields, obs)); // a Discrete observation's category
     }
