@@ -236,6 +236,37 @@ def test_a_type_plus_one_box_needs_action_types():
     ("agentkit-test/Platform-v0", {"a": [0, 1], "b": [], "c": [2, 3]}, r"type k uses Box k.*'a': \[0\], 'b': \[1\]"),
     ("CartPole-v1", {"a": [0]}, r"env.action_types is set.*Discrete\(2\).*remove env.action_types"),
 ])
+class PlainTupleMoving(gym.Wrapper):
+    """agentkit/Moving-v0 declaring its actions as gym-hybrid does: a plain Tuple(Discrete(3), Box(2))."""
+
+    def __init__(self, **kwargs):
+        from agentkit_envs.games.moving import MovingEnv
+
+        super().__init__(MovingEnv(**kwargs))
+        hybrid = self.env.action_space
+        self.action_space = spaces.Tuple((spaces.Discrete(3), spaces.Box(hybrid.low, hybrid.high, dtype=np.float32)))
+
+
+gym.register("agentkit-test/PlainTupleMoving-v0", entry_point=PlainTupleMoving, max_episode_steps=200)
+
+
+def test_a_plain_tuple_trains_exactly_as_the_hybrid_space_it_stands_for():
+    def metrics(env):
+        config = load_config({"seed": 3, "env": {"plugin": "gymnasium", "num_envs": 2, **env},
+                              "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 32}}, HOST.registry)
+        algo = HOST.registry.get("algorithm", "ppo").factory(
+            config.algorithm, BuildContext(config, HOST.registry, HOST.registry.get("env", "gymnasium").factory(
+                config.env), None, torch.device("cpu")))
+        out = [algo.iterate() for _ in range(3)]
+        algo.close()
+        return [{k: v for k, v in m.items() if not k.startswith(("time/", "charts/steps_per"))} for m in out]
+
+    native = metrics({"id": "agentkit/Moving-v0"})
+    plain = metrics({"id": "agentkit-test/PlainTupleMoving-v0",
+                     "action_types": {"accelerate": [0], "turn": [1], "brake": []}})
+    assert plain == native and "losses/policy" in native[-1]
+
+
 def test_action_types_that_do_not_fit_are_refused_with_the_fix(env_id, action_types, message):
     with pytest.raises(ConfigError, match=message):
         source(env_id, action_types=action_types)
