@@ -125,6 +125,16 @@ export function flattenObservation(fields, raw) {
   return out;
 }
 
+/**
+ * Whether `v` is one Tuple observation given as the array of its entries, each of its field's size, rather
+ * than a flat vector of `width` numbers (or a batch of them). Where the two read the same (every entry one
+ * number, as many as the flat width), it is taken as the flat vector.
+ */
+function isTupleObservation(fields, width, v) {
+  return Array.isArray(v) && fields.every((f) => Number.isInteger(f.key)) && v.length === fields.length
+    && fields.length !== width && fields.every((f, i) => flatten(v[i]).length === prod(f.shape));
+}
+
 /** Rows [batch][width] from one row or a batch, with a clear error naming expected and got. */
 function rows(name, value, width, rowShape, batch) {
   if (value === undefined || value === null) throw new Error(`${name}: missing`);
@@ -189,17 +199,6 @@ export class Policy {
   get stochastic() { return this.noiseDim > 0; }
 
   /**
-   * Whether `v` is one Tuple observation given as the array of its entries, each of its field's size, rather
-   * than a flat vector (or a batch of them). Where the two read the same (every entry one number, as many as
-   * the flat width), it is taken as the flat vector.
-   */
-  isTupleObservation(v) {
-    const fields = this.metadata.observation.fields;
-    return Array.isArray(v) && fields.every((f) => Number.isInteger(f.key)) && v.length === fields.length
-      && fields.length !== this.obsSize && fields.every((f, i) => flatten(v[i]).length === prod(f.shape));
-  }
-
-  /**
    * Actions for one observation or a batch.
    * obs: number[] (one observation) or number[][] (a batch); typed arrays work as one observation. A policy
    * whose env observes a Dict (metadata.observation.fields) also takes the env's object of entries, or an
@@ -235,9 +234,9 @@ export class Policy {
       }
       const flat = raws.map((r) => Array.from(flattenObservation(fields, r)));
       obs = isEntries(obs) ? flat[0] : flat;
-    } else if (fields && this.isTupleObservation(obs)) {
+    } else if (fields && isTupleObservation(fields, this.obsSize, obs)) {
       obs = Array.from(flattenObservation(fields, obs)); // the env's Tuple observation: its entries in order
-    } else if (fields && Array.isArray(obs) && obs.length > 0 && obs.every((r) => this.isTupleObservation(r))) {
+    } else if (fields && Array.isArray(obs) && obs.length > 0 && obs.every((r) => isTupleObservation(fields, this.obsSize, r))) {
       obs = obs.map((r) => Array.from(flattenObservation(fields, r)));
     } else if (fields && fields.length === 1 && fields[0].key === null && typeof obs === "number") {
       obs = Array.from(flattenObservation(fields, obs)); // a Discrete observation's category
