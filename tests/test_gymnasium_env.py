@@ -229,13 +229,6 @@ def test_a_type_plus_one_box_needs_action_types():
     venv.close()
 
 
-@pytest.mark.parametrize("env_id, action_types, message", [
-    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [1]}, r"has 3 types, but 2 are given"),
-    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [2], "c": []}, r"type 'b' uses parameters \[2\].*0\.\.1"),
-    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [0], "c": [1]}, r"owned by exactly one type"),
-    ("agentkit-test/Platform-v0", {"a": [0, 1], "b": [], "c": [2, 3]}, r"type k uses Box k.*'a': \[0\], 'b': \[1\]"),
-    ("CartPole-v1", {"a": [0]}, r"env.action_types is set.*Discrete\(2\).*remove env.action_types"),
-])
 class PlainTupleMoving(gym.Wrapper):
     """agentkit/Moving-v0 declaring its actions as gym-hybrid does: a plain Tuple(Discrete(3), Box(2))."""
 
@@ -267,6 +260,13 @@ def test_a_plain_tuple_trains_exactly_as_the_hybrid_space_it_stands_for():
     assert plain == native and "losses/policy" in native[-1]
 
 
+@pytest.mark.parametrize("env_id, action_types, message", [
+    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [1]}, r"has 3 types, but 2 are given"),
+    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [2], "c": []}, r"type 'b' uses parameters \[2\].*0\.\.1"),
+    ("agentkit-test/GymHybrid-v0", {"a": [0], "b": [0], "c": [1]}, r"owned by exactly one type"),
+    ("agentkit-test/Platform-v0", {"a": [0, 1], "b": [], "c": [2, 3]}, r"type k uses Box k.*'a': \[0\], 'b': \[1\]"),
+    ("CartPole-v1", {"a": [0]}, r"env.action_types is set.*Discrete\(2\).*remove env.action_types"),
+])
 def test_action_types_that_do_not_fit_are_refused_with_the_fix(env_id, action_types, message):
     with pytest.raises(ConfigError, match=message):
         source(env_id, action_types=action_types)
