@@ -94,23 +94,30 @@ class InventoryEnv(gym.Env):
         return self.last, reward, False, self.t >= 8, {}
 
 
-def test_dict_observation_trains_exports_and_the_runtime_takes_the_env_dict(tmp_path):
+def train_and_export(env_id: str, run_dir) -> str:
+    """A brief PPO run on ``env_id`` in ``run_dir``, exported: the .onnx path."""
     from agentkit.config import load_config
-    from agentkit.evaluation import evaluate_onnx, evaluate_run
     from agentkit.exporting import export_run
     from agentkit.host import PluginHost
     from agentkit.trainer import train
 
+    host = PluginHost(autoload=False)
+    config = load_config({
+        "seed": 0, "env": {"plugin": "gymnasium", "id": env_id, "num_envs": 4},
+        "algorithm": {"plugin": "ppo", "total_steps": 512, "num_steps": 32, "update_epochs": 1},
+        "policy": {"hidden_sizes": [16]}, "run": {"tensorboard": False, "progress": "none"},
+    }, host.registry)
+    train(config, host, run_dir=run_dir)
+    (path,) = export_run(run_dir)
+    return path
+
+
+def test_dict_observation_trains_exports_and_the_runtime_takes_the_env_dict(tmp_path):
+    from agentkit.evaluation import evaluate_onnx, evaluate_run
+
     gym.register("agentkit_test/Inventory-v0", entry_point=InventoryEnv)
     try:
-        host = PluginHost(autoload=False)
-        config = load_config({
-            "seed": 0, "env": {"plugin": "gymnasium", "id": "agentkit_test/Inventory-v0", "num_envs": 4},
-            "algorithm": {"plugin": "ppo", "total_steps": 512, "num_steps": 32, "update_epochs": 1},
-            "policy": {"hidden_sizes": [16]}, "run": {"tensorboard": False, "progress": "none"},
-        }, host.registry)
-        train(config, host, run_dir=tmp_path / "run")
-        (path,) = export_run(tmp_path / "run")
+        path = train_and_export("agentkit_test/Inventory-v0", tmp_path / "run")
         policy = runtime.load(path)
         fields = policy.metadata["observation"]["fields"]
         assert [(f["key"], f["encoding"], f["start"], f["size"]) for f in fields] == [
@@ -191,20 +198,9 @@ def test_tuple_layout_flattens_as_gymnasium_does_and_keys_are_positions():
 
 
 def test_blackjack_trains_exports_and_the_runtime_takes_the_envs_tuple(tmp_path):
-    from agentkit.config import load_config
     from agentkit.evaluation import evaluate_onnx, evaluate_run
-    from agentkit.exporting import export_run
-    from agentkit.host import PluginHost
-    from agentkit.trainer import train
 
-    host = PluginHost(autoload=False)
-    config = load_config({
-        "seed": 0, "env": {"plugin": "gymnasium", "id": "Blackjack-v1", "num_envs": 4},
-        "algorithm": {"plugin": "ppo", "total_steps": 512, "num_steps": 32, "update_epochs": 1},
-        "policy": {"hidden_sizes": [16]}, "run": {"tensorboard": False, "progress": "none"},
-    }, host.registry)
-    train(config, host, run_dir=tmp_path / "run")
-    (path,) = export_run(tmp_path / "run")
+    path = train_and_export("Blackjack-v1", tmp_path / "run")
     policy = runtime.load(path)
     assert [(f["key"], f["n"]) for f in policy.metadata["observation"]["fields"]] == [(0, [32]), (1, [11]), (2, [2])]
 
