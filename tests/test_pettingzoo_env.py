@@ -342,3 +342,10 @@ def test_categorical_observations_are_one_hot_and_a_state_attribute_is_not_a_sta
     obs = venv.reset(seed=0)[group.name].obs
     assert obs.shape == (2, 2, 4) and (obs.sum(axis=-1) == 1).all()  # one-hot rows
     venv.close()
+
+
+@pytest.mark.parametrize("module", ["ma_test_envs:platform_env", "ma_test_envs:buttons_env"])
+def test_env_plugin_checker_passes_plain_tuple_and_multi_binary_agents(module):
+    from agentkit.testing import check_env_plugin
+
+    check_env_plugin("pettingzoo", {"module": module}, steps=20)  # random allowed actions reach the env's checks
