@@ -9,7 +9,8 @@
     agentkit export RUN_DIR [--out FILE] [--stochastic] [--opset N]
 
 Every subcommand takes ``-p MODULE`` (repeatable) to load an extra plugin module, and ``-p no:NAME`` to block
-one. Exit codes: 0 success; 2 bad usage, config or input (``UserError``: one message on stderr, no traceback);
+one. A file made elsewhere (an .onnx, a run dir's config.yaml) imports no code that the command line does not
+name with ``-p`` or ``--allow-import MODULE`` (``agentkit.trust``). Exit codes: 0 success; 2 bad usage, config or input (``UserError``: one message on stderr, no traceback);
 1 an unexpected failure (traceback); 130 interrupted.
 
 The heavy modules (trainer, evaluation, exporting) are imported inside their commands, so that
@@ -105,10 +106,24 @@ def _config_file(file: str) -> tuple[Path, Path | None]:
     return path, None
 
 
+def _check_saved_config(file: Path, args: argparse.Namespace, env: bool = True) -> None:
+    """A run dir's saved config is a file made elsewhere: refuse (exit 2) the code it names unless the command
+    line allows it (``agentkit.trust``), before anything it names is imported."""
+    from agentkit.config import read_yaml
+    from agentkit.trust import foreign_host
+
+    data = read_yaml(file)
+    foreign_host(data if env else {k: v for k, v in data.items() if k != "env"}, str(file), args.plugin,
+                 args.allow_import)
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     from agentkit.host import load_run_config
 
-    config, _ = load_run_config(_config_file(args.file)[0], overrides=args.set, plugins=args.plugin)
+    file, file_run_dir = _config_file(args.file)
+    if file_run_dir is not None:
+        _check_saved_config(file, args, env=False)  # showing builds no env
+    config, _ = load_run_config(file, overrides=args.set, plugins=args.plugin)
     sys.stdout.write(config.to_yaml())
     return EXIT_OK
 
@@ -130,6 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from agentkit.host import load_run_config
 
     file, file_run_dir = _config_file(args.file)
+    if file_run_dir is not None:
+        _check_saved_config(file, args)
     config, host = load_run_config(file, overrides=args.set, plugins=args.plugin)
     from agentkit.trainer import train
 
@@ -156,7 +173,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         result = evaluate_onnx(
             target, episodes=args.episodes, seed=args.seed, deterministic=deterministic, gif=gif, env=args.env,
-            extra_plugins=tuple(args.plugin),
+            extra_plugins=tuple(args.plugin), allow_imports=tuple(args.allow_import),
         )
     else:
         if not target.is_dir():
@@ -170,7 +187,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         result = evaluate_run(
             target, episodes=args.episodes, seed=args.seed, deterministic=deterministic, gif=gif,
-            extra_plugins=tuple(args.plugin), checkpoint=args.checkpoint,
+            extra_plugins=tuple(args.plugin), checkpoint=args.checkpoint, allow_imports=tuple(args.allow_import),
         )
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -203,6 +220,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         stochastic=args.stochastic,
         opset=args.opset,
         extra_plugins=tuple(args.plugin),
+        allow_imports=tuple(args.allow_import),
     )
     for path in paths:
         print(path)
@@ -257,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-p", dest="plugin", action="append", default=[], metavar="MODULE",
         help="load a plugin module (repeatable); -p no:NAME blocks a plugin or entry point",
     )
+    trust = _Parser(add_help=False)
+    trust.add_argument(
+        "--allow-import", action="append", default=[], metavar="MODULE",
+        help="let a file made elsewhere (an .onnx's metadata, a run dir's config.yaml) import MODULE or "
+        "MODULE:ATTR, and what lies inside it (repeatable); its plugins: load with -p MODULE. Without them, "
+        "such a file that names code is refused (exit 2). See docs/runs.md, 'What is trusted'",
+    )
     overrides = _Parser(add_help=False)
     overrides.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -276,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
     config_sub.required = True
     p = config_sub.add_parser(
-        "show", parents=[common, overrides], help="print a config resolved with its defaults, as YAML"
+        "show", parents=[common, trust, overrides], help="print a config resolved with its defaults, as YAML"
     )
     p.add_argument("file", metavar="FILE", help="a YAML config, or a run dir (shows its saved config)")
     p.set_defaults(func=cmd_config_show)
@@ -284,13 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write the schema to FILE instead of stdout")
     p.set_defaults(func=cmd_config_schema)
 
-    p = sub.add_parser("train", parents=[common, overrides], help="train an agent from a YAML config")
+    p = sub.add_parser("train", parents=[common, trust, overrides], help="train an agent from a YAML config")
     p.add_argument("file", metavar="FILE", help="a YAML config, or a run dir (its saved config; with --resume)")
     p.add_argument("--run-dir", metavar="DIR", help="run directory (default: runs/<env>-<algorithm>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", parents=[common], help="play episodes with a trained run or an exported .onnx")
+    p = sub.add_parser("eval", parents=[common, trust], help="play episodes with a trained run or an exported .onnx")
     p.add_argument("target", metavar="RUN_DIR|FILE.onnx")
     p.add_argument("--episodes", type=_positive_int, default=10, metavar="N")
     p.add_argument("--seed", type=int, default=0, metavar="S")
@@ -303,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", parents=[common], help="export a trained run's policies to ONNX")
+    p = sub.add_parser("export", parents=[common, trust], help="export a trained run's policies to ONNX")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", metavar="FILE", help="output file (multi-agent runs: one file per group beside it)")
     p.add_argument("--stochastic", action="store_true", help="export a sampling policy (adds a `noise` input)")

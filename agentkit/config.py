@@ -51,6 +51,17 @@ class EnvConfig(PluginConfig):
 
     num_envs: int = Field(1, ge=1, description="Number of env copies collected in parallel.")
 
+    def imports(self) -> dict[str, str]:
+        """The code building this env would import beyond installed plugins and registered envs, by config key:
+        ``{"module": "my_game.envs"}``. agentkit builds the env of a file made elsewhere (an .onnx, a run
+        dir) only when the command line allows each (``agentkit.trust``). A plugin whose config names code
+        (an import path, a launch command) overrides this; the default lists every string value that reads
+        as ``module:attribute``.
+        """
+        from agentkit.trust import code_refs
+
+        return code_refs(self.model_dump(mode="json", exclude={"plugin"}), "")
+
 
 class HeadConfig(PluginConfig):
     """Base of every action-head plugin's config model.

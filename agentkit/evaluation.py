@@ -250,17 +250,20 @@ def evaluate_run(
     gif: Path | str | None = None,
     extra_plugins: Sequence[str] = (),
     checkpoint: str | None = None,
+    allow_imports: Sequence[str] = (),
 ) -> EvalResult:
     """Play a run dir's latest policy, or that of ``checkpoint`` (a file name in its ``checkpoints/``), see
     ``play_episodes``; the same seed gives the same episodes.
 
     Stochastic play (``deterministic=False``) draws from torch's RNG seeded with ``seed``, so it repeats too.
+    The run dir's config.yaml is foreign: its plugins load only when named in ``extra_plugins`` (``-p``) or
+    ``allow_imports``, the code its env names only when ``allow_imports`` allows it (``agentkit.trust``).
     """
     from agentkit.trainer import load_run
 
     if episodes < 1:
         raise InvalidInputError(f"--episodes must be at least 1 (got {episodes}).")
-    loaded = load_run(Path(run_dir), extra_plugins, checkpoint)
+    loaded = load_run(Path(run_dir), extra_plugins, checkpoint, allow_imports)
     try:
         artifacts = loaded.algorithm.policies()
         if loaded.env.multi_agent:
@@ -277,25 +280,35 @@ def evaluate_run(
 # -- exported policies (helper "onnx") -----------------------------------------------------------------------
 
 
-def _onnx_env(meta: dict[str, Any], path: Path, env: str | None, extra_plugins: Sequence[str]) -> EnvSource:
-    """The env recorded in an export's metadata (``env`` replaces its id, or names a gymnasium id)."""
-    from agentkit.host import PluginHost
+def _onnx_env(meta: dict[str, Any], path: Path, env: str | None, extra_plugins: Sequence[str],
+              allow_imports: Sequence[str] = ()) -> EnvSource:
+    """The env recorded in an export's metadata (``env`` replaces its id, or names a gymnasium id).
+
+    The metadata is a file made elsewhere: its plugins and the code its env names are imported only when
+    allowed (``agentkit.trust``); ``env`` is the user's own.
+    """
+    from agentkit.trust import foreign_host
 
     recorded = meta.get("env") or {}
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("config") or {}, dict):
+        raise UserError(f"{path.name}: its metadata 'env' must be an object with a 'config' object.")
     section = dict(recorded.get("config") or {})
+    user_keys: tuple[str, ...] = ()
     if env is not None:
         if not section:
             section = {"plugin": "gymnasium", "id": env}
         elif "module" in section and "id" not in section:  # e.g. pettingzoo's env module path
             section["module"] = env
+            user_keys = ("module",)
         else:
             section["id"] = env
+        user_keys = user_keys or ("id",)
     if not section:
         raise UserError(
             f"{path}: the export records no env (it was not exported from a run dir); name one with --env ID."
         )
-    plugins = [*(meta.get("plugins") or []), *[p for p in extra_plugins if p not in (meta.get("plugins") or [])]]
-    host = PluginHost(modules=plugins)
+    host = foreign_host(meta, path.name, extra_plugins, allow_imports, env_section=section,
+                        skip_env_keys=user_keys)
     reg = host.registry.get("env", section.get("plugin", ""), where=f"{path.name}: env.plugin")
     try:
         config = reg.validate_config(section)
@@ -348,13 +361,15 @@ def evaluate_onnx(
     gif: Path | str | None = None,
     env: str | None = None,
     extra_plugins: Sequence[str] = (),
+    allow_imports: Sequence[str] = (),
 ) -> EvalResult:
     """Play an exported policy file in the env recorded in its metadata (``env`` overrides the env id) with
     the shared episode loop: the same seed gives exactly the episodes ``evaluate_run`` gives for the run dir
     it was exported from (deterministic play; continuous actions agree to float rounding, ~1e-7, as
     onnxruntime's kernels round differently from torch's). Multi-agent exports are played with the other groups' files
     found beside ``path``. Stochastic play needs a ``--stochastic`` export and samples with numpy noise
-    seeded by ``seed``.
+    seeded by ``seed``. The file's metadata is foreign: the plugins and env code it names are imported only
+    when ``extra_plugins`` / ``allow_imports`` allow them (``agentkit.trust``).
     """
     from agentkit import runtime
 
@@ -366,7 +381,7 @@ def evaluate_onnx(
         raise UserError(
             f"{path.name} was exported deterministic-only; stochastic eval needs `agentkit export --stochastic`."
         )
-    source = _onnx_env(policy.metadata, path, env, extra_plugins)
+    source = _onnx_env(policy.metadata, path, env, extra_plugins, allow_imports)
     rng = np.random.default_rng(seed)
     if getattr(source, "multi_agent", False):
         groups = list(getattr(source, "groups", {}) or {})

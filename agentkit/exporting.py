@@ -43,6 +43,7 @@ def export_run(
     stochastic: bool = False,
     opset: int | None = None,
     extra_plugins: Sequence[str] = (),
+    allow_imports: Sequence[str] = (),
 ) -> list[Path]:
     """Load ``run_dir`` (latest checkpoint) and export each of its policies; return the written paths.
 
@@ -52,7 +53,7 @@ def export_run(
     from agentkit.trainer import load_run
 
     run_dir = Path(run_dir)
-    loaded = load_run(run_dir, extra_plugins=extra_plugins)
+    loaded = load_run(run_dir, extra_plugins=extra_plugins, allow_imports=allow_imports)
     try:
         reg = loaded.host.registry.get("exporter", EXPORTER)
         section: dict[str, Any] = {"plugin": EXPORTER, "stochastic": stochastic}

@@ -61,6 +61,7 @@ from agentkit.host import PluginHost
 from agentkit.progress import ProgressReporter
 from agentkit.registry import Registry
 from agentkit.runlog import RETURN_METRIC, MetricsCSV, TensorBoardLog, write_curve
+from agentkit.trust import foreign_host
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -496,11 +497,15 @@ def _train_locked(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: 
 # -- loading a run back --------------------------------------------------------------------------------------
 
 
-def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str | None = None) -> LoadedRun:
+def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str | None = None,
+             allow_imports: Sequence[str] = ()) -> LoadedRun:
     """Rebuild a run dir: plugin host (with its config's ``plugins:`` and ``extra_plugins``), config, env
     source and algorithm, with the weights of ``checkpoints/latest.pt`` (or of ``checkpoints/<checkpoint>``,
     a periodic one such as ``step_100000.pt``).
 
+    The run dir's config.yaml is a file made elsewhere (``agentkit.trust``): the plugins it lists are loaded
+    only when named in ``extra_plugins`` (``-p``) or ``allow_imports``, the code its env section names only
+    when ``allow_imports`` allows it; otherwise UntrustedImportError (exit 2) before anything is imported.
     Raises RunDirError when ``run_dir`` holds no run, CheckpointError for a missing or damaged checkpoint.
     """
     run_dir = Path(run_dir)
@@ -510,10 +515,7 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
             f"`agentkit train CONFIG --run-dir {run_dir}`."
         )
     data = read_yaml(run_dir / CONFIG_FILE)
-    plugins = data.get("plugins") or []
-    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-        raise RunDirError(f"{run_dir / CONFIG_FILE}: 'plugins' must be a list of module paths, got {plugins!r}.")
-    host = PluginHost(modules=[*plugins, *[p for p in extra_plugins if p not in plugins]])
+    host = foreign_host(data, str(run_dir / CONFIG_FILE), extra_plugins, allow_imports)
     config = load_config(data, host.registry)
     latest = run_dir / CHECKPOINT_DIR / (checkpoint or LATEST)
     if checkpoint is not None and (Path(checkpoint).name != checkpoint or not latest.is_file()):

@@ -49,6 +49,13 @@ class GymnasiumEnvConfig(EnvConfig):
     frame_stack: int = Field(1, ge=1, description="Stack the last k observations (Box observations only).")
     action_types: dict[str, list[int]] | None = Field(None, description=ACTION_TYPES_HELP)
 
+    def imports(self) -> dict[str, str]:
+        """An id ``module:Env-v0`` imports ``module`` (gymnasium's own rule); a registered id imports nothing new."""
+        found = super().imports()
+        if ":" in self.id:
+            found["id"] = self.id.partition(":")[0]
+        return found
+
 
 class HybridActions(gym.ActionWrapper):
     """Shows a parameterised-action ``Tuple`` as the ``HybridSpace`` it stands for and hands the env each

@@ -32,6 +32,7 @@ from agentkit.environment import GroupSpec, MultiAgentTransition, MultiAgentVecE
 from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
+from agentkit.trust import is_allowed
 
 
 class PettingZooEnvConfig(EnvConfig):
@@ -67,6 +68,19 @@ class PettingZooEnvConfig(EnvConfig):
         "around an AEC env; agentkit's calls never trip them, and they cost mpe2 spread a quarter of its step time.",
     )
     action_types: dict[str, list[int]] | None = Field(None, description=ACTION_TYPES_HELP)
+
+    def imports(self) -> dict[str, str]:
+        """``module`` unless it is a plain module path (no ``:callable``) inside ``KNOWN_ENV_PACKAGES``."""
+        found = super().imports()
+        if ":" in self.module or not is_allowed(self.module, KNOWN_ENV_PACKAGES):
+            found["module"] = self.module
+        return found
+
+
+#: Packages whose env modules a file made elsewhere may name without --allow-import: the SDK's games and the
+#: env families of pettingzoo and mpe2 (their modules build an env in parallel_env() / env(), nothing else).
+KNOWN_ENV_PACKAGES = ("agentkit_envs.games", "mpe2", "pettingzoo.atari", "pettingzoo.butterfly",
+                      "pettingzoo.classic", "pettingzoo.mpe", "pettingzoo.sisl", "pettingzoo.magent")
 
 
 # -- building the env -------------------------------------------------------------------------------------
