@@ -53,24 +53,41 @@ def offline_build_flags() -> list[str]:
     return ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
 
 
-@pytest.fixture(scope="session")
-def example_plugin_package() -> Path:
-    """Install examples/plugin-package into the venv (editable, idempotent) and return its folder."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", *offline_build_flags(), "-e", str(EXAMPLE_PACKAGE)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    # The install adds a .pth file, which Python reads only at start-up: read it now, so this test process
-    # (whose plugin hosts already see the new entry point) can also import the package behind it.
-    import importlib
-    import site
-    import sysconfig
+#: What a build leaves in a source folder (not copied when the example package is installed).
+_BUILD_LEFTOVERS = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
 
-    site.addsitedir(sysconfig.get_paths()["purelib"])
-    importlib.invalidate_caches()
-    return EXAMPLE_PACKAGE
+
+@pytest.fixture(scope="session")
+def _example_plugin_site(tmp_path_factory) -> tuple[Path, Path]:
+    """examples/plugin-package built and installed with pip into a throwaway folder, once per session.
+
+    Returns (site, package): the ``pip install --target`` folder and a copy of the package's source folder
+    (the build runs in the copy, so nothing lands in the repo). The venv is never touched.
+    """
+    root = tmp_path_factory.mktemp("example-plugin-package")
+    package, site = root / "plugin-package", root / "site"
+    shutil.copytree(EXAMPLE_PACKAGE, package, ignore=_BUILD_LEFTOVERS)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", *offline_build_flags(),
+         "--target", str(site), str(package)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"pip install of {EXAMPLE_PACKAGE} failed:\n{proc.stdout}\n{proc.stderr}"
+    return site, package
+
+
+@pytest.fixture
+def example_plugin_package(_example_plugin_site, monkeypatch) -> Path:
+    """examples/plugin-package installed through pip, for this test only; returns a copy of its folder.
+
+    The package lives in a throwaway ``pip install --target`` folder, put on ``sys.path`` (this process's
+    plugin hosts find its entry point) and on ``PYTHONPATH`` (so do ``run_cli`` and other subprocesses) for
+    the test's duration alone: the user's venv and ``agentkit plugins`` stay as they were.
+    """
+    site, package = _example_plugin_site
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    return package
 
 
 @pytest.fixture
@@ -109,21 +126,141 @@ def plugin_site(tmp_path):
     return Site()
 
 
-#: The JavaScript reference runtime, and node to run it (None where node is absent: its tests skip).
+#: The JavaScript reference runtime's sources, and node to run it (None where node is absent: its tests skip).
 JS_DIR = REPO / "exports" / "js"
 NODE = shutil.which("node")
+#: What a JS work dir copies from exports/js: the runtime, its CLI and the package manifest.
+JS_RUNTIME_FILES = ("agentkit-runtime.mjs", "act.mjs", "package.json")
+
+
+def js_cache_root() -> Path:
+    """Where onnxruntime-node is installed for the tests, outside the repo, kept between runs:
+    ``$AGENTKIT_JS_CACHE``, else ``$XDG_CACHE_HOME/agentkit/js``, else ``~/.cache/agentkit/js``."""
+    if os.environ.get("AGENTKIT_JS_CACHE"):
+        return Path(os.environ["AGENTKIT_JS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentkit" / "js"
 
 
 @pytest.fixture(scope="session")
-def js_ready() -> Path:
-    """exports/js with onnxruntime-node installed (``npm install --ignore-scripts`` on first use: its CPU
-    binaries ship in the package; the install script would only download GPU builds)."""
-    if not (JS_DIR / "node_modules" / "onnxruntime-node").is_dir():
-        npm = shutil.which("npm")
-        assert npm is not None, "node is installed but npm is not: install npm to set up exports/js"
-        proc = subprocess.run(
-            [npm, "install", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=JS_DIR, capture_output=True, text=True, timeout=300,
-        )
-        assert proc.returncode == 0, f"npm install in {JS_DIR} failed:\n{proc.stdout}\n{proc.stderr}"
-    return JS_DIR
+def js_node_modules() -> Path:
+    """The ``node_modules`` folder of exports/js's dependencies, installed once into the cache.
+
+    One folder per ``package-lock.json`` content (its hash names it), installed with ``npm ci
+    --ignore-scripts`` (onnxruntime-node's CPU binaries ship in the package; its install script would only
+    download GPU builds). The install goes to a temporary folder renamed into place under a file lock, so
+    concurrent sessions neither clash nor see half an install. Nothing is written under the repo.
+    """
+    import fcntl
+    import hashlib
+    import tempfile
+
+    lock = (JS_DIR / "package-lock.json").read_bytes()
+    cache = js_cache_root()
+    target = cache / hashlib.sha256(lock).hexdigest()[:16]
+    if (target / "node_modules" / "onnxruntime-node").is_dir():
+        return target / "node_modules"
+    npm = shutil.which("npm")
+    assert npm is not None, "node is installed but npm is not: install npm to run the JavaScript runtime tests"
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if not (target / "node_modules" / "onnxruntime-node").is_dir():
+            tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".install-"))
+            try:
+                for name in ("package.json", "package-lock.json"):
+                    shutil.copy(JS_DIR / name, tmp / name)
+                proc = subprocess.run(
+                    [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline"],
+                    cwd=tmp, capture_output=True, text=True, timeout=600,
+                )
+                assert proc.returncode == 0, f"npm ci for {JS_DIR} (in {tmp}) failed:\n{proc.stdout}\n{proc.stderr}"
+                shutil.rmtree(target, ignore_errors=True)
+                os.rename(tmp, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def js_workdir(js_node_modules, tmp_path_factory):
+    """Make a throwaway folder that runs the JavaScript runtime: ``js_workdir({"t.mjs": source}) -> Path``.
+
+    The folder holds copies of exports/js's ``agentkit-runtime.mjs``, ``act.mjs`` and ``package.json``, the
+    given extra files (name -> str, bytes or a Path to copy), and ``node_modules``, a link to the cached
+    install (``js_node_modules``). Copies, not links: node resolves an ES module's bare imports (such as
+    ``onnxruntime-node``) from the module's real folder upward, and NODE_PATH does not apply to ES modules.
+    Scripts import the runtime as ``./agentkit-runtime.mjs``. Run them with ``run_node``.
+    """
+
+    def make(files: dict[str, str | bytes | Path] | None = None) -> Path:
+        work = tmp_path_factory.mktemp("js")
+        for name in JS_RUNTIME_FILES:
+            shutil.copy(JS_DIR / name, work / name)
+        (work / "node_modules").symlink_to(js_node_modules, target_is_directory=True)
+        for name, content in (files or {}).items():
+            path = work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                shutil.copy(content, path)
+            elif isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        return work
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def js_ready(js_workdir) -> Path:
+    """One shared JavaScript work dir (see ``js_workdir``) for the session: ``js_ready / "act.mjs"``."""
+    return js_workdir()
+
+
+@pytest.fixture(scope="session")
+def run_node():
+    """Run node: ``run_node(script, *args, cwd=None, input=None, timeout=300) -> CompletedProcess`` (text).
+
+    ``script`` is a Path (for example ``js_ready / "act.mjs"``); cwd defaults to the script's folder.
+    """
+    assert NODE is not None, "node is not installed: mark the test with skipif(NODE is None)"
+
+    def run(script: Path, *args, cwd: Path | None = None, input: str | None = None, timeout: float = 300):
+        return subprocess.run([NODE, str(script), *map(str, args)], cwd=cwd or Path(script).parent, input=input,
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+# -- The user's setup is left as it was (tests/user_setup.py) --------------------------------------------------
+def pytest_sessionstart(session):
+    import user_setup
+
+    if os.environ.get("AGENTKIT_SKIP_SETUP_CHECK"):  # e.g. while editing files during a long run
+        return
+    session.config.stash[_SETUP_KEY] = user_setup.snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import user_setup
+
+    before = session.config.stash.get(_SETUP_KEY, None)
+    if before is None:
+        return
+    changed = user_setup.changes(before, user_setup.snapshot())
+    session.config.stash[_SETUP_CHANGES_KEY] = changed
+    if changed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    changed = config.stash.get(_SETUP_CHANGES_KEY, [])
+    if changed:
+        terminalreporter.section("the test run changed the user's setup", red=True)
+        for line in changed:
+            terminalreporter.line(line, red=True)
+        terminalreporter.line("Tests must install into throwaway places and clean up (see tests/user_setup.py).")
+
+
+_SETUP_KEY = pytest.StashKey[dict]()
+_SETUP_CHANGES_KEY = pytest.StashKey[list]()

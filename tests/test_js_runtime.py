@@ -1,8 +1,7 @@
 """The JavaScript reference runtime (exports/js, onnxruntime-node) acts exactly as the Python runtime.
 
-Skipped, with the reason, only where node is absent. onnxruntime-node is installed into
-exports/js/node_modules on first use with ``npm install --ignore-scripts`` (its CPU binaries ship in the
-package; the install script would only download GPU builds).
+Skipped, with the reason, only where node is absent. The runtime runs from a throwaway copy of exports/js
+(conftest's ``js_ready``) whose onnxruntime-node comes from a cache outside the repo (``js_node_modules``).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from agentkit_exports.onnx_exporter import OnnxExporter, OnnxExporterConfig
-from conftest import JS_DIR, NODE
+from conftest import NODE
 from onnx_cases import CASES, make_artifact, random_masks
 
 from agentkit import runtime
@@ -22,10 +21,10 @@ from agentkit import runtime
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript runtime test needs it")
 
 
-def _run_jobs(jobs: list[dict], tmp_path: Path) -> list[dict]:
+def _run_jobs(jobs: list[dict], tmp_path: Path, js_dir: Path) -> list[dict]:
     path = tmp_path / "jobs.json"
     path.write_text(json.dumps(jobs))
-    proc = subprocess.run([NODE, str(JS_DIR / "act.mjs"), "--jobs", str(path)], capture_output=True, text=True,
+    proc = subprocess.run([NODE, str(js_dir / "act.mjs"), "--jobs", str(path)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -62,7 +61,7 @@ def test_js_and_python_runtimes_act_identically_for_every_head(js_ready, tmp_pat
                      mask[0].astype(int).tolist(), "agent": None if agent is None else agent[0], "id": case.id})
         expected.append({k: v[0] for k, v in policy.outputs(obs[:1], mask=None if mask is None else mask[:1],
                                                            agent=None if agent is None else agent[:1])[0].items()})
-    results = _run_jobs(jobs, tmp_path)
+    results = _run_jobs(jobs, tmp_path, js_ready)
     assert len(results) == len(jobs)
     for job, got, want in zip(jobs, results, expected, strict=True):
         assert "error" not in got, f"{job['id']}: {got.get('error')}"
@@ -87,7 +86,7 @@ def test_js_runtime_reports_bad_inputs(js_ready, tmp_path):
         {"model": path, "obs": [0] * 6, "deterministic": False},
         {"model": str(tmp_path / "missing.onnx"), "obs": [0] * 6},
         {"model": path, "obs": [0] * 6, "mask": [0, 0, 1, 0, 0]},
-    ], tmp_path)
+    ], tmp_path, js_ready)
     assert "expected shape [6] (one) or [batch, 6], got 3 numbers" in results[0]["error"]
     assert "row 0 allows no action" in results[1]["error"]
     assert "--stochastic" in results[2]["error"]
@@ -98,10 +97,10 @@ def test_js_runtime_reports_bad_inputs(js_ready, tmp_path):
 def test_js_cli_prints_metadata(js_ready, tmp_path):
     artifact = make_artifact(CASES[6])  # hybrid
     path = OnnxExporter().export(artifact, tmp_path / "h.onnx")
-    proc = subprocess.run([NODE, str(JS_DIR / "act.mjs"), str(path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([NODE, str(js_ready / "act.mjs"), str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == runtime.load(path).metadata
-    proc = subprocess.run([NODE, str(JS_DIR / "act.mjs"), str(path), json.dumps([0.5] * 6)], capture_output=True,
+    proc = subprocess.run([NODE, str(js_ready / "act.mjs"), str(path), json.dumps([0.5] * 6)], capture_output=True,
                           text=True, timeout=120)
     out = json.loads(proc.stdout)
     k, params = runtime.load(path).act(np.full(6, 0.5, np.float32))
@@ -133,7 +132,7 @@ def test_js_runtime_takes_the_envs_dict_observation_as_python_does(js_ready, tmp
     want = policy.act(np.concatenate(flat), mask=np.concatenate(masks))
     np.testing.assert_array_equal([policy.act(r) for r in raws], want)
     results = _run_jobs([{"model": path, "obs": raws}] + [{"model": path, "obs": r} for r in raws[:4]]
-                        + [{"model": path, "obs": {"position": [0, 0, 0]}}], tmp_path)
+                        + [{"model": path, "obs": {"position": [0, 0, 0]}}], tmp_path, js_ready)
     assert results[0] == {"action": want.tolist()}
     assert [r["action"] for r in results[1:5]] == want[:4].tolist()
     assert 'observation entry "cell" is missing' in results[5]["error"]
@@ -150,7 +149,7 @@ def test_js_runtime_takes_a_discrete_observations_category(js_ready, tmp_path):
     policy = runtime.load(path)
     mask = [1, 1, 1, 1, 1]
     results = _run_jobs([{"model": path, "obs": v, "mask": mask} for v in range(-2, 4)]
-                        + [{"model": path, "obs": 4, "mask": mask}], tmp_path)
+                        + [{"model": path, "obs": 4, "mask": mask}], tmp_path, js_ready)
     assert [r["action"] for r in results[:6]] == policy.act(np.arange(-2, 4)).tolist()
     assert "value 4 is not a category in -2 .. 3" in results[6]["error"]
 
@@ -173,7 +172,7 @@ def test_js_runtime_takes_the_envs_tuple_observation_as_python_does(js_ready, tm
     np.testing.assert_array_equal([policy.act(r) for r in raws], want)
     results = _run_jobs([{"model": path, "obs": [list(r) for r in raws]}]
                         + [{"model": path, "obs": list(r)} for r in raws[:4]]
-                        + [{"model": path, "obs": [9, [0, 0, 0]]}], tmp_path)
+                        + [{"model": path, "obs": [9, [0, 0, 0]]}], tmp_path, js_ready)
     assert results[0] == {"action": want.tolist()}
     assert [r["action"] for r in results[1:5]] == want[:4].tolist()
     assert 'observation entry "0": value 9 is not a category in 1 .. 3' in results[5]["error"]

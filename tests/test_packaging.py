@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import offline_build_flags
+import pytest
+from conftest import NODE, offline_build_flags
 
 REPO = Path(__file__).resolve().parents[1]
 #: repo folder -> installed import name (pyproject's [tool.setuptools.package-dir])
@@ -50,3 +52,54 @@ def test_install_has_no_generic_top_level_package(tmp_path):
     assert (target / "agentkit_exports" / "CONTRACT.md").is_file()  # package data ships too
     entry_points = next(target.glob("agentkit-*.dist-info")) / "entry_points.txt"
     assert "agentkit = agentkit.cli:main" in entry_points.read_text()
+
+
+# -- make test leaves the user's setup alone (conftest's session check, tests/user_setup.py) ------------------
+def test_setup_check_sees_a_file_left_in_the_checkout_and_a_package_in_the_venv():
+    import user_setup
+
+    before = user_setup.snapshot()
+    leftover = REPO / "runs" / "left-by-a-test"
+    created_runs = not leftover.parent.exists()
+    leftover.parent.mkdir(exist_ok=True)
+    leftover.write_text("")
+    try:
+        after = user_setup.snapshot()
+    finally:
+        leftover.unlink()
+        if created_runs:
+            leftover.parent.rmdir()
+    assert any(line.startswith("git status --porcelain --ignored: + ") and "runs/" in line
+               for line in user_setup.changes(before, after))
+    after = {**before, "pip list": [*before["pip list"], "agentkit-example-corridor==0.1.0"]}
+    assert user_setup.changes(before, after) == ["pip list: + agentkit-example-corridor==0.1.0"]
+    assert user_setup.changes(before, user_setup.snapshot()) == []
+
+
+def test_example_plugin_package_is_installed_for_its_tests_only(example_plugin_package, run_cli):
+    """The example package is importable where a test asked for it, and absent from the user's venv."""
+    import os
+
+    assert REPO not in example_plugin_package.parents  # its build runs in a copy
+    rows = json.loads(run_cli("plugins", "--json").stdout)
+    assert any((row["kind"], row["name"]) == ("env", "corridor") for row in rows)
+    user = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    listed = subprocess.run([sys.executable, "-m", "pip", "list", "--format=freeze"], capture_output=True,
+                            text=True, env=user, timeout=120).stdout
+    assert "agentkit-example-corridor" not in listed
+    rows = json.loads(run_cli("plugins", "--json", env={"PYTHONPATH": ""}).stdout)
+    assert not any(row["name"] == "corridor" for row in rows)
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+def test_js_work_dirs_and_their_node_modules_live_outside_the_repo(js_ready, js_node_modules, js_workdir, run_node):
+    assert REPO not in js_ready.parents and REPO not in js_node_modules.resolve().parents
+    assert (js_ready / "node_modules" / "onnxruntime-node").is_dir()
+    script = ('import { SUPPORTED_CONTRACTS } from "./agentkit-runtime.mjs";\n'
+              'import * as ort from "onnxruntime-node";\n'
+              'console.log(JSON.stringify([SUPPORTED_CONTRACTS, typeof ort.InferenceSession]));\n')
+    work = js_workdir({"hello.mjs": script})
+    assert work != js_ready and (work / "act.mjs").is_file()
+    proc = run_node(work / "hello.mjs")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [[1], "function"]
