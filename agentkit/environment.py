@@ -116,7 +116,8 @@ class MultiAgentTransition:
     agent's summed reward (the "mean per-agent episode return"); ``group_returns[g]`` the same mean over
     group g's agents only (aligned with ``episode_returns``); ``episode_envs`` the env copies that ended;
     ``episode_infos`` the numeric scalars the env put in its agents' infos during the episode (a game's
-    ``win``, say): each key's last value per agent, averaged over the agents that reported it.
+    ``win``, say): each key's last value per agent, averaged over the agents that reported it;
+    ``agent_returns`` each agent's own summed reward (what a zero-sum game's sides are judged by).
     """
 
     groups: dict[str, Transition]
@@ -125,6 +126,7 @@ class MultiAgentTransition:
     group_returns: dict[str, list[float]] = field(default_factory=dict)
     episode_envs: list[int] = field(default_factory=list)
     episode_infos: list[dict[str, float]] = field(default_factory=list)
+    agent_returns: list[dict[str, float]] = field(default_factory=list)
 
 
 class MultiAgentVecEnv(Protocol):

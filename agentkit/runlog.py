@@ -35,13 +35,15 @@ class EndedEpisodes:
     """The episodes that ended during one iteration, gathered from each env step's transition, and the
     figures every algorithm logs for them: ``charts/episode_return`` (for multi-agent envs the mean
     per-agent return), ``charts/episode_length``, ``charts/episodes``, ``charts/<group>/episode_return``
-    when there are several groups, and ``infos/<key>``, the mean of each number the env reported at an
+    when there are several groups, ``charts/<agent>/episode_return`` per agent where the env reports each
+    agent's own return (turn-based games, whose sides' mean is 0), and ``infos/<key>``, the mean of each number the env reported at an
     episode's end (``infos/win`` for Team Arena, ``infos/success`` for Dungeon)."""
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     infos: list[dict[str, float]] = field(default_factory=list)
     group_returns: dict[str, list[float]] = field(default_factory=dict)
+    agent_returns: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, transition: Transition | MultiAgentTransition) -> None:
         self.returns += transition.episode_returns
@@ -50,6 +52,9 @@ class EndedEpisodes:
         if isinstance(transition, MultiAgentTransition):
             for group, returns in transition.group_returns.items():
                 self.group_returns.setdefault(group, []).extend(returns)
+            for returns in transition.agent_returns:
+                for agent, value in returns.items():
+                    self.agent_returns.setdefault(agent, []).append(value)
 
     def metrics(self) -> dict[str, float]:
         """The figures above; empty when no episode ended."""
@@ -62,6 +67,7 @@ class EndedEpisodes:
         }
         if len(self.group_returns) > 1:
             out.update({f"charts/{g}/episode_return": float(np.mean(r)) for g, r in self.group_returns.items() if r})
+        out.update({f"charts/{a}/episode_return": float(np.mean(r)) for a, r in self.agent_returns.items()})
         out.update({f"infos/{key}": value for key, value in mean_episode_infos(self.infos).items()})
         return out
 

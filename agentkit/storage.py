@@ -90,26 +90,54 @@ class RolloutStorage:
         self.bootstrap = zeros()  # V(final obs) where truncated (and not terminated), else 0
         self.masks = zeros(mask_dim, dtype=torch.bool) if mask_dim else None
         self.valid = torch.ones(shape, dtype=torch.bool, device=device)
+        self.resolved = torch.ones(shape, dtype=torch.bool, device=device)  # set by compute_gae
         self.advantages = zeros()
         self.returns = zeros()
 
-    def compute_gae(self, last_value: Tensor, gamma: float, gae_lambda: float) -> None:
+    def compute_gae(
+        self, last_value: Tensor, gamma: float, gae_lambda: float, last_valid: Tensor | None = None
+    ) -> None:
         """Fill ``advantages`` and ``returns`` (= advantages + values) with GAE(lambda).
 
         ``last_value`` ``[*batch]`` is V(obs after the last step); it is ignored where that step ended an
         episode (the next obs then belongs to a new episode; a truncated end bootstraps from ``bootstrap``).
+
+        An agent's steps are its ``valid`` entries; the entries between them are skipped. The reward, end and
+        bootstrap of an invalid entry belong to the agent's previous valid entry: a turn-based game's loss
+        arrives on the winner's turn, and a frozen opponent's moves are not the learner's. (With every entry
+        valid this is plain GAE; a dead agent's entries after its end change nothing.) ``last_valid``
+        ``[*batch]`` (default: all True) says whether the obs after the last step is the agent's own next
+        step; where it is not and the agent's last valid entry has no end after it, that entry's outcome lies
+        beyond the rollout, and ``batch`` leaves it out.
         """
-        last_gae = torch.zeros_like(last_value)
+        zeros = torch.zeros_like(last_value)
+        next_value, next_gae = last_value, zeros
+        known = torch.ones_like(last_value, dtype=torch.bool) if last_valid is None else last_valid.bool()
+        carry_reward, carry_done, carry_bootstrap = zeros, zeros, zeros  # from invalid entries after this one
         for t in reversed(range(self.num_steps)):
-            next_value = last_value if t == self.num_steps - 1 else self.values[t + 1]
-            not_done = 1.0 - self.dones[t]
-            delta = self.rewards[t] + gamma * (next_value * not_done + self.bootstrap[t]) - self.values[t]
-            last_gae = delta + gamma * gae_lambda * not_done * last_gae
-            self.advantages[t] = last_gae
+            valid, ended = self.valid[t], self.dones[t] > 0
+            reward, done, bootstrap = self.rewards[t], self.dones[t], self.bootstrap[t]
+            # an entry's own end cuts off what the invalid entries after it carry (a later episode's)
+            reward = torch.where(ended, reward, reward + carry_reward)
+            bootstrap = torch.where(ended, bootstrap, carry_bootstrap)
+            done = torch.where(ended, done, carry_done)
+            not_done = 1.0 - done
+            delta = reward + gamma * (next_value * not_done + bootstrap) - self.values[t]
+            gae = delta + gamma * gae_lambda * not_done * next_gae
+            self.advantages[t] = torch.where(valid, gae, 0.0)
+            self.resolved[t] = ~valid | (done > 0) | known
+            # a valid entry starts a new carry; an invalid one hands its outcome back to the valid one before it
+            next_value = torch.where(valid, self.values[t], next_value)
+            next_gae = torch.where(valid, gae, next_gae)
+            known = known | valid
+            carry_reward = torch.where(valid, 0.0, reward)
+            carry_bootstrap = torch.where(valid, 0.0, bootstrap)
+            carry_done = torch.where(valid, 0.0, done)
         torch.add(self.advantages, self.values, out=self.returns)
 
     def batch(self) -> Batch:
-        """The rollout's valid entries, flattened to ``[M, ...]`` (views when every entry is valid)."""
+        """The rollout's valid entries whose outcome it holds (``compute_gae``), flattened to ``[M, ...]``
+        (views when every entry is kept)."""
         lead = self.num_steps * int(torch.Size(self.batch_shape).numel())
 
         def flat(x: Tensor | None) -> Tensor | None:
@@ -125,6 +153,7 @@ class RolloutStorage:
             returns=flat(self.returns),
             masks=flat(self.masks),
         )
-        if bool(self.valid.all()):
+        keep = self.valid & self.resolved
+        if bool(keep.all()):
             return b
-        return b.index(torch.nonzero(self.valid.reshape(-1)).squeeze(-1))
+        return b.index(torch.nonzero(keep.reshape(-1)).squeeze(-1))

@@ -7,6 +7,11 @@ Agents are collected into policy groups (``GroupSpec``); the vector env returns 
 The layout, death handling and the action format are specified in docs/multi-agent.md and
 ``agentkit.environment.MultiAgentVecEnv``.
 ``vectorization: async`` steps blocks of copies in several processes at once (``pettingzoo_workers``).
+
+Turn-based AEC envs (pettingzoo.classic's ``connect_four_v3``, ``tictactoe_v3``: an AEC env that is not
+``is_parallelizable``) are stepped natively by ``TurnBasedVecEnv``: at each vector step only each copy's agent
+to move acts (``alive``), with its action mask; every agent's reward and episode end are reported at the step
+where they happen, and the algorithm credits them to that agent's previous move (``RolloutStorage``).
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ class PettingZooEnvConfig(EnvConfig):
         "around an AEC env; agentkit's calls never trip them, and they cost mpe2 spread a quarter of its step time.",
     )
     action_types: dict[str, list[int]] | None = Field(None, description=ACTION_TYPES_HELP)
+    turn_based: Literal["auto"] | bool = Field(
+        "auto",
+        description="Step an AEC env natively, one move at a time (only the agent to move acts); auto: for AEC "
+        "envs whose metadata does not declare is_parallelizable (pettingzoo.classic's board games); false: "
+        "convert every AEC env to a parallel env.",
+    )
 
     def imports(self) -> dict[str, str]:
         """``module`` unless it is a plain module path (no ``:callable``) inside ``KNOWN_ENV_PACKAGES``."""
@@ -141,6 +152,20 @@ class HybridActions(BaseParallelWrapper):
         return self.env.step({a: self._views[a][1](x) if a in self._views else x for a, x in actions.items()})
 
 
+def is_turn_based(env: Any, setting: Literal["auto"] | bool) -> bool:
+    """Whether ``env`` is stepped as a turn-based AEC env (``PettingZooEnvConfig.turn_based``)."""
+    if not isinstance(env, AECEnv) or setting is False:
+        return False
+    return setting is True or not (getattr(env, "metadata", None) or {}).get("is_parallelizable", False)
+
+
+def _without_aec_checking_wrappers(env: AECEnv) -> AECEnv:
+    """An AEC env with its outermost checking-only wrappers removed (see ``_without_checking_wrappers``)."""
+    while isinstance(env, _CHECKING_WRAPPERS):
+        env = env.env
+    return env
+
+
 def _as_parallel(env: Any, module_path: str) -> ParallelEnv:
     if isinstance(env, ParallelEnv):
         return env
@@ -200,6 +225,7 @@ class PettingZooSource:
         self.env_id = config.module
         self._ctor = _constructor(config.module)
         probe = self.make_env(None)
+        self.turn_based = isinstance(probe, AECEnv)
         try:
             self.agents: list[str] = list(probe.possible_agents)
             self.layouts = {a: ObservationLayout(probe.observation_space(a), f"env: agent {a!r}") for a in self.agents}
@@ -224,7 +250,8 @@ class PettingZooSource:
         self.action_space = first.action_space
         self.has_mask = any(g.mask_dim > 0 for g in self.groups.values())
 
-    def make_env(self, render_mode: str | None) -> ParallelEnv:
+    def make_env(self, render_mode: str | None) -> ParallelEnv | AECEnv:
+        """One env copy: a ParallelEnv, or the AEC env itself when it is turn-based (``turn_based``)."""
         kwargs = dict(self.config.kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
@@ -232,6 +259,14 @@ class PettingZooSource:
             env = self._ctor(**kwargs)
         except TypeError as exc:
             raise ConfigError(f"env.kwargs: {self.config.module} rejected {kwargs}: {exc}") from exc
+        if is_turn_based(env, self.config.turn_based):
+            if self.config.action_types:
+                env.close()
+                raise ConfigError(
+                    f"env.action_types: {self.config.module!r} is a turn-based AEC env, whose actions are read as "
+                    "they are; remove env.action_types."
+                )
+            return env if self.config.api_checks else _without_aec_checking_wrappers(env)
         env = _as_parallel(env, self.config.module)
         env = env if self.config.api_checks else _without_checking_wrappers(env)
         try:
@@ -289,7 +324,12 @@ class PettingZooSource:
             from .pettingzoo_workers import SubprocessPettingZooVecEnv
 
             return SubprocessPettingZooVecEnv(self, num_envs, seed, render_mode, workers)
-        return PettingZooVecEnv(self, num_envs, seed, render_mode)
+        return self.make_local_vec(num_envs, seed, render_mode)
+
+    def make_local_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None) -> PettingZooVecEnv:
+        """Copies stepped in this process: a ``TurnBasedVecEnv`` for a turn-based env, else a ``PettingZooVecEnv``."""
+        kind = TurnBasedVecEnv if self.turn_based else PettingZooVecEnv
+        return kind(self, num_envs, seed, render_mode)
 
 
 # -- the vector env ---------------------------------------------------------------------------------------
@@ -458,6 +498,8 @@ class PettingZooVecEnv:
     def _record_episode(self, n: int, result: MultiAgentTransition) -> None:
         returns = self._ep_return[n]
         result.episode_returns.append(float(returns.mean()))
+        if self.source.turn_based:  # a zero-sum game's sides, whose mean says nothing
+            result.agent_returns.append({a: float(returns[i]) for a, i in self._agent_index.items()})
         result.episode_lengths.append(int(self._ep_length[n]))
         result.episode_envs.append(n)
         per_key: dict[str, list[float]] = {}
@@ -479,6 +521,106 @@ class PettingZooVecEnv:
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+class TurnBasedVecEnv(PettingZooVecEnv):
+    """N copies of a turn-based AEC env behind ``MultiAgentVecEnv``: one move per copy per vector step.
+
+    At each step the agent to move in each copy (``agent_selection``) is the only one ``alive``, with its
+    observation and action mask; the other agents' rows are placeholders (zeros, all-allowed masks). After the
+    move, every agent's reward from ``env.rewards`` is reported on its own row, so a loss on the opponent's
+    turn reaches the loser, and an agent's episode end (terminated or truncated, with its ``final_obs``) is
+    reported at the step where it happens, once. An agent whose turn comes while it is done takes pettingzoo's
+    dead step (``None``) within the same vector step. A copy ends when every agent is done (or none is left),
+    and is reset in the same step. The algorithm credits each agent's rewards and end to its previous move
+    (``agentkit.storage.RolloutStorage.compute_gae``).
+    """
+
+    def __init__(self, source: PettingZooSource, num_envs: int, seed: int | None, render_mode: str | None):
+        super().__init__(source, num_envs, seed, render_mode)
+        self._ended: list[set[str]] = [set() for _ in range(num_envs)]
+
+    def _reset_one(self, n: int, env: AECEnv, seed: int | None, out: dict[str, Observation]) -> np.ndarray:
+        env.reset(seed=seed)
+        self._ended[n] = set()
+        for group in out.values():
+            group.alive[n] = False
+            group.obs[n] = 0.0
+            if group.mask is not None:
+                group.mask[n] = True
+        mover = env.agent_selection
+        self._write(out, n, mover, env.observe(mover), env.infos.get(mover))
+        return self._state(env, out, n, {mover: True})
+
+    def step(self, actions: dict[str, Any]) -> MultiAgentTransition:
+        rows = self._split_actions(actions)
+        n_envs = self.num_envs
+        nxt = self._blank()
+        final = self._blank()
+        trans = {
+            g.name: Transition(
+                next=nxt[g.name],
+                reward=np.zeros((n_envs, len(g.agents)), np.float32),
+                terminated=np.zeros((n_envs, len(g.agents)), bool),
+                truncated=np.zeros((n_envs, len(g.agents)), bool),
+                final_obs=np.zeros((n_envs, len(g.agents), g.observation_space.shape[0]), np.float32),
+            )
+            for g in self.groups.values()
+        }
+        state = np.zeros((n_envs, self.state_dim), np.float32)
+        final_state = np.zeros((n_envs, self.state_dim), np.float32)
+        result = MultiAgentTransition(groups=trans, group_returns={g: [] for g in self.groups})
+        for n, env in enumerate(self.envs):
+            mover = env.agent_selection
+            gname, i = self._slot[mover]
+            env.step(rows[gname][n * len(self.groups[gname].agents) + i])
+            self._ep_length[n] += 1
+            self._take_outcomes(n, env, trans, final)
+            while self._live(env) is not None and self._is_done(env, env.agent_selection):
+                env.step(None)  # pettingzoo's dead step for a done agent whose turn it is
+                self._take_outcomes(n, env, trans, final)
+            final_state[n] = self._state(env, final, n, {a: True for a in env.agents})
+            for g in self.groups.values():
+                trans[g.name].final_obs[n] = final[g.name].obs[n]
+            if self._live(env) is None:
+                self._record_episode(n, result)
+                state[n] = self._reset_one(n, env, None, nxt)
+            else:
+                mover = env.agent_selection
+                self._write(nxt, n, mover, env.observe(mover), env.infos.get(mover))
+                state[n] = self._state(env, nxt, n, {mover: True})
+        for g in self.groups.values():
+            nxt[g.name].state = state
+            trans[g.name].final_state = final_state
+        return result
+
+    @staticmethod
+    def _is_done(env: AECEnv, agent: str) -> bool:
+        return bool(env.terminations.get(agent, False) or env.truncations.get(agent, False))
+
+    def _live(self, env: AECEnv) -> str | None:
+        """An agent still playing in ``env`` (None: the episode is over)."""
+        return next((a for a in env.agents if not self._is_done(env, a)), None)
+
+    def _take_outcomes(self, n: int, env: AECEnv, trans: dict[str, Transition], final: dict[str, Observation]) -> None:
+        """Every agent's reward of the last AEC step, and the ends that happened in it."""
+        for agent, r in env.rewards.items():
+            if r and agent not in self._ended[n]:
+                gname, i = self._slot[agent]
+                trans[gname].reward[n, i] += r
+                self._ep_return[n, self._agent_index[agent]] += r
+        for agent in env.agents:
+            scalars = _numeric_scalars(env.infos.get(agent))
+            if scalars:
+                self._ep_infos[n].setdefault(agent, {}).update(scalars)
+            if agent in self._ended[n] or not self._is_done(env, agent):
+                continue
+            self._ended[n].add(agent)
+            gname, i = self._slot[agent]
+            term = bool(env.terminations.get(agent, False))
+            trans[gname].terminated[n, i] = term
+            trans[gname].truncated[n, i] = not term
+            self._write(final, n, agent, env.observe(agent), env.infos.get(agent))
 
 
 def require_every_group(groups: dict[str, GroupSpec], actions: dict[str, Any]) -> None:
@@ -517,4 +659,4 @@ def agentkit_register_envs(register):
     )
 
 
-__all__ = ["PettingZooEnvConfig", "PettingZooSource", "PettingZooVecEnv"]
+__all__ = ["PettingZooEnvConfig", "PettingZooSource", "PettingZooVecEnv", "TurnBasedVecEnv"]

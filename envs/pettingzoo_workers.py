@@ -27,7 +27,7 @@ import numpy as np
 
 from agentkit.environment import MultiAgentTransition, Observation, Transition
 
-from .pettingzoo_env import PettingZooSource, PettingZooVecEnv, require_every_group
+from .pettingzoo_env import PettingZooSource, require_every_group
 
 
 def _serve(conn: Connection, config: Any, count: int, seed: int | None, render_mode: str | None) -> None:
@@ -40,7 +40,7 @@ def _serve(conn: Connection, config: Any, count: int, seed: int | None, render_m
     vec = None
     try:
         try:
-            vec = PettingZooVecEnv(PettingZooSource(config), count, seed, render_mode)
+            vec = PettingZooSource(config).make_local_vec(count, seed, render_mode)
             conn.send(("ok", None))
         except Exception as exc:
             conn.send(("error", _portable(exc)))
@@ -90,7 +90,7 @@ class SubprocessPettingZooVecEnv:
         sizes = [len(block) for block in np.array_split(np.arange(num_envs), workers)]
         self._starts = np.cumsum([0, *sizes])[:-1].tolist()
         self._sizes = sizes
-        self._local = PettingZooVecEnv(source, sizes[0], seed, render_mode)  # block 0, in the trainer
+        self._local = source.make_local_vec(sizes[0], seed, render_mode)  # block 0, in the trainer
         # Not fork: the trainer's process holds torch and TensorBoard threads, which fork would copy mid-use.
         # forkserver and spawn import the parent's main module in each worker, hence its __main__ guard.
         context = multiprocessing.get_context(
@@ -244,6 +244,7 @@ def _join_transitions(blocks: list[MultiAgentTransition], starts: list[int]) -> 
         result.episode_lengths += block.episode_lengths
         result.episode_envs += [start + n for n in block.episode_envs]
         result.episode_infos += block.episode_infos
+        result.agent_returns += block.agent_returns
         for g, returns in block.group_returns.items():
             result.group_returns[g] += returns
     return result

@@ -248,7 +248,7 @@ class MAPPO:
                     term = torch.as_tensor(gt.terminated[:, unit.slots], device=self.device)
                     trunc = torch.as_tensor(gt.truncated[:, unit.slots], device=self.device)
                     st.rewards[t] = torch.as_tensor(gt.reward[:, unit.slots], device=self.device)
-                    st.dones[t] = (term | trunc | ~st.valid[t]).float()
+                    st.dones[t] = (term | trunc).float()  # a step it did not act on: see compute_gae
                     st.bootstrap[t] = 0.0
                     if bool(trunc.any()):
                         _, final_in = self._inputs(unit, gt.final_obs, gt.final_state)
@@ -296,7 +296,8 @@ class MAPPO:
         o = next_obs[unit.group.name]
         with torch.no_grad():
             _, critic_in = self._inputs(unit, o.obs, o.state)
-            st.compute_gae(self._value(unit, critic_in), cfg.gamma, cfg.gae_lambda)
+            alive = torch.as_tensor(o.alive[:, unit.slots], device=self.device)
+            st.compute_gae(self._value(unit, critic_in), cfg.gamma, cfg.gae_lambda, last_valid=alive)
         batch = st.batch()
         if len(batch) == 0:  # every agent of this unit was dead for the whole rollout
             return {}
