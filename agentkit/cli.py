@@ -6,6 +6,7 @@
     agentkit train FILE [--set KEY=VALUE ...] [--run-dir DIR] [--resume]
     agentkit train RUN_DIR --resume [--set algorithm.total_steps=N]   (continue a run from its saved config)
     agentkit eval (RUN_DIR | FILE.onnx) [--episodes N] [--seed S] [--json] [--stochastic] [--gif FILE] [--env ID]
+                  [--opponent random|minimax[:D]|FILE.onnx|RUN_DIR] [--seat first|second|both]
     agentkit export RUN_DIR [--out FILE] [--stochastic] [--opset N]
 
 Every subcommand takes ``-p MODULE`` (repeatable) to load an extra plugin module, and ``-p no:NAME`` to block
@@ -164,6 +165,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     target = Path(args.target)
     deterministic = not args.stochastic
     gif = Path(args.gif) if args.gif else None
+    if args.opponent is not None or args.seat is not None:
+        return _eval_against(args, target, deterministic)
     if target.suffix == ".onnx":
         if not target.is_file():
             raise UserError(f"eval: the ONNX file {str(target)!r} does not exist.")
@@ -205,6 +208,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       + ", ".join(f"{k} {_fmt(v)}" for k, v in result.infos.items()))
     if gif is not None:
         console.print(f"wrote {gif}")
+    return EXIT_OK
+
+
+def _eval_against(args: argparse.Namespace, target: Path, deterministic: bool) -> int:
+    """``agentkit eval TARGET --opponent SPEC [--seat first|second|both]``: win/draw/loss rates."""
+    if args.opponent is None:
+        raise UserError("eval: --seat goes with --opponent (random, minimax[:DEPTH], FILE.onnx or RUN_DIR).")
+    if args.gif or args.checkpoint:
+        raise UserError("eval: --opponent plays matches; --gif and --checkpoint apply to plain eval only.")
+    if not (target.suffix == ".onnx" and target.is_file() or target.is_dir()):
+        raise UserError(f"eval: {str(target)!r} is neither a run directory nor an existing .onnx file.")
+    if args.env and target.suffix != ".onnx":
+        raise UserError("eval: --env applies to .onnx files only; a run directory records its own env.")
+    from agentkit.matches import evaluate_against
+
+    result = evaluate_against(
+        target, args.opponent, seat=args.seat or "both", episodes=args.episodes, seed=args.seed,
+        deterministic=deterministic, env=args.env, extra_plugins=tuple(args.plugin),
+        allow_imports=tuple(args.allow_import),
+    )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return EXIT_OK
+    console = _stdout_console()
+    console.print(f"against {result.opponent}, {result.episodes} games: win {result.win_rate:.1%}, "
+                  f"draw {result.draw_rate:.1%}, loss {result.loss_rate:.1%}")
+    for seat, r in result.seats.items():
+        console.print(f"  {seat} ({r.agent}, {r.episodes} games): win {r.win_rate:.1%}, draw {r.draw_rate:.1%}, "
+                      f"loss {r.loss_rate:.1%}")
     return EXIT_OK
 
 
@@ -326,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", metavar="NAME", help="a run dir's checkpoint to play, e.g. step_100000.pt (default: latest)"
     )
+    p.add_argument(
+        "--opponent", metavar="SPEC",
+        help="turn-based games: play against random, minimax[:DEPTH] (alpha-beta search), FILE.onnx or RUN_DIR "
+        "and report win/draw/loss rates (--episodes games per seat)",
+    )
+    p.add_argument("--seat", choices=["first", "second", "both"], help="with --opponent: the seat to play (default both)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", parents=[common, trust], help="export a trained run's policies to ONNX")
