@@ -87,7 +87,7 @@ def test_js_runtime_reports_bad_inputs(js_ready, tmp_path):
         {"model": str(tmp_path / "missing.onnx"), "obs": [0] * 6},
         {"model": path, "obs": [0] * 6, "mask": [0, 0, 1, 0, 0]},
     ], tmp_path, js_ready)
-    assert "expected shape [6] (one) or [batch, 6], got 3 numbers" in results[0]["error"]
+    assert "expected shape [6] (one) or [batch, 6], got [3]" in results[0]["error"]
     assert "row 0 allows no action" in results[1]["error"]
     assert "--stochastic" in results[2]["error"]
     assert "missing.onnx" in results[3]["error"]
@@ -176,3 +176,110 @@ def test_js_runtime_takes_the_envs_tuple_observation_as_python_does(js_ready, tm
     assert results[0] == {"action": want.tolist()}
     assert [r["action"] for r in results[1:5]] == want[:4].tolist()
     assert 'observation entry "0": value 9 is not a category in 1 .. 3' in results[5]["error"]
+
+
+# -- one input rule for both runtimes (tests/runtime_cases.py) --------------------------------------------------
+
+CASES_DRIVER = r"""
+import { readFile } from "node:fs/promises";
+import { loadPolicy } from "./agentkit-runtime.mjs";
+
+const decode = (v) => {
+  if (Array.isArray(v)) return v.map(decode);
+  if (v !== null && typeof v === "object" && "$" in v) return { NaN: NaN, inf: Infinity, "-inf": -Infinity }[v.$];
+  if (v !== null && typeof v === "object" && "$bigint" in v) return BigInt(v.$bigint);
+  return v;
+};
+const jobs = JSON.parse(await readFile(process.argv[2], "utf8"));
+const out = [];
+for (const job of jobs) {
+  try {
+    const policy = await loadPolicy(job.model);
+    if (job.load) { out.push({ loaded: true }); continue; }
+    out.push(await policy.act(decode(job.obs), {
+      mask: decode(job.mask ?? undefined), noise: decode(job.noise ?? undefined), deterministic: job.deterministic,
+    }));
+  } catch (err) {
+    out.push({ error: String(err.message ?? err) });
+  }
+}
+process.stdout.write(JSON.stringify(out), () => process.exit(0));
+"""
+
+
+def test_both_runtimes_follow_one_input_rule(js_workdir, run_node, tmp_path):
+    from runtime_cases import INPUT_CASES, METADATA_CASES, build_metadata_files, build_models
+    from test_runtime import python_result
+
+    models = build_models(tmp_path)
+    meta_files = build_metadata_files(tmp_path, models["discrete"])
+    jobs = [{"model": str(models[c.model]), "obs": c.obs, "mask": c.mask, "noise": c.noise,
+             "deterministic": c.deterministic} for c in INPUT_CASES]
+    jobs += [{"model": str(meta_files[c.id]), "load": True} for c in METADATA_CASES]
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    work = js_workdir({"cases.mjs": CASES_DRIVER})
+    proc = run_node(work / "cases.mjs", tmp_path / "jobs.json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    for case, got in zip(INPUT_CASES, results, strict=False):
+        if case.error is not None:
+            assert case.error in got.get("error", ""), (case.id, got)
+        else:
+            assert "error" not in got, (case.id, got)
+        if case.js_only:
+            continue
+        want = python_result(runtime.load(models[case.model]), case)
+        assert set(got) == set(want), (case.id, got, want)
+        if "error" in want:
+            continue
+        for name, value in want.items():
+            np.testing.assert_allclose(np.asarray(got[name], float), np.asarray(value, float), atol=1e-6,
+                                       err_msg=case.id)
+    for case, got in zip(METADATA_CASES, results[len(INPUT_CASES):], strict=True):
+        assert case.error in got.get("error", ""), (case.id, got)
+        assert str(meta_files[case.id]) in got["error"]
+
+
+SPEED_DRIVER = r"""
+import { loadPolicy } from "./agentkit-runtime.mjs";
+
+const [model, n] = [process.argv[2], Number(process.argv[3])];
+let seed = 1;
+const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+const obs = Array.from({ length: n }, () => Array.from({ length: 6 }, () => random() * 4 - 2));
+const mask = Array.from({ length: n }, (_, i) => Array.from({ length: 5 }, (_, j) => (j === i % 5 || random() < 0.5 ? 1 : 0)));
+const policy = await loadPolicy(model);
+await policy.act(obs, { mask });
+const times = [];
+for (let i = 0; i < 3; i++) {
+  const t0 = process.hrtime.bigint();
+  await policy.act(obs, { mask });
+  times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+}
+process.stdout.write(JSON.stringify(times.sort()[1]), () => process.exit(0));
+"""
+
+
+def test_js_masks_a_batch_of_100000_about_as_fast_as_python(js_workdir, run_node, tmp_path):
+    """Issue 22 measured 8.3 s in JavaScript against 0.14 s in Python; the target is 3x (benchmarks/RESULTS.md,
+    benchmarks/runtime_mask_speed.py). Asserted here with room for a loaded machine: 6x."""
+    import time
+
+    path = OnnxExporter().export(make_artifact(CASES[0]), tmp_path / "d.onnx")  # masked Discrete(5), obs 6
+    n = 100_000
+    rng = np.random.default_rng(0)
+    obs = rng.normal(0.0, 2.0, (n, 6)).astype(np.float32)
+    mask = rng.random((n, 5)) < 0.5
+    mask[np.arange(n), np.arange(n) % 5] = True
+    policy = runtime.load(path)
+    policy.act(obs, mask=mask)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        policy.act(obs, mask=mask)
+        times.append(time.perf_counter() - t0)
+    python_s = sorted(times)[1]
+    proc = run_node(js_workdir({"speed.mjs": SPEED_DRIVER}) / "speed.mjs", path, n)
+    assert proc.returncode == 0, proc.stderr
+    js_s = json.loads(proc.stdout)
+    assert js_s < 6 * python_s, f"JavaScript {js_s:.3f} s, Python {python_s:.3f} s"

@@ -212,6 +212,6 @@ def test_blackjack_trains_exports_and_the_runtime_takes_the_envs_tuple(tmp_path)
     np.testing.assert_array_equal(from_tuples, policy.act(np.concatenate([layout.split(raw)[0] for raw in raws])))
     np.testing.assert_array_equal(policy.act(raws), from_tuples)  # a list of the env's tuples
     np.testing.assert_array_equal(policy.act(tuple(np.array(col) for col in zip(*raws, strict=True))), from_tuples)
-    with pytest.raises(InvalidInputError, match=r"got \(3,\)\. The env's Tuple observation goes in as a tuple"):
+    with pytest.raises(InvalidInputError, match=r"got \[3\]\. The env's Tuple observation goes in as a tuple"):
         policy.act(list(raws[0]))
     assert evaluate_onnx(path, episodes=5, seed=4).returns == evaluate_run(tmp_path / "run", episodes=5, seed=4).returns

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from agentkit_exports.onnx_exporter import OnnxExporter, OnnxExporterConfig
 from onnx_cases import CASES, make_artifact
+from runtime_cases import INPUT_CASES, METADATA_CASES, build_metadata_files, build_models, decode
 
 from agentkit import runtime
 from agentkit.errors import EmptyMaskError, InvalidInputError, UserError
@@ -111,15 +112,15 @@ def test_shared_policy_takes_agent_names_indices_or_one_hot(files):
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda p: p.act(np.zeros(5)), InvalidInputError, r"expected shape \(6,\) \(one\) or \(batch, 6\), got \(5,\)"),
-        (lambda p: p.act(np.zeros((2, 3, 6))), InvalidInputError, r"got \(2, 3, 6\)"),
-        (lambda p: p.act(np.array(["a"] * 6)), InvalidInputError, r"expected real numbers .* got dtype <U1"),
+        (lambda p: p.act(np.zeros(5)), InvalidInputError, r"expected shape \[6\] \(one\) or \[batch, 6\], got \[5\]"),
+        (lambda p: p.act(np.zeros((2, 3, 6))), InvalidInputError, r"got \[2, 3, 6\]"),
+        (lambda p: p.act(np.array(["a"] * 6)), InvalidInputError, r"expected numbers, got dtype <U1"),
         (lambda p: p.act(np.zeros((2, 6)), mask=np.ones(4)), InvalidInputError,
-         r"action mask: expected shape \(5,\) or \(2, 5\) \(1 = allowed\), got \(4,\)"),
+         r"action mask \(1 = allowed\): expected shape \[5\] \(one\) or \[2, 5\], got \[4\]"),
         (lambda p: p.act(np.zeros((3, 6)), mask=np.eye(5)[[0, 1, 2]] * [[1], [0], [1]]), EmptyMaskError,
-         r"row\(s\) \[1\] allow no action"),
+         r"row 1 allows no action in the segment at 0 \(width 5\)"),
         (lambda p: p.act(np.zeros(6), deterministic=False, noise=np.ones((1, 2))), InvalidInputError,
-         r"noise: expected uniform\(0, 1\) floats of shape \(1, 1\), got \(1, 2\)"),
+         r"noise: expected uniform\(0, 1\) floats of shape \[1, 1\], got \[1, 2\]"),
     ],
 )
 def test_bad_inputs_name_expected_and_got(files, call, error, message):
@@ -165,3 +166,59 @@ def test_load_from_bytes(files):
     data = files["discrete"].read_bytes()
     obs = np.ones((3, 6), np.float32)
     assert np.array_equal(runtime.load(data).act(obs), runtime.load(files["discrete"]).act(obs))
+
+
+# -- the input rule shared with the JavaScript runtime (tests/runtime_cases.py) --------------------------------
+
+
+def python_result(policy, case) -> dict:
+    """What agentkit.runtime does with an InputCase: {"error": message} or {output: value as lists}."""
+    try:
+        out = policy.act(decode(case.obs), mask=decode(case.mask), noise=decode(case.noise),
+                         deterministic=case.deterministic)
+    except InvalidInputError as exc:
+        return {"error": str(exc)}
+    parts = out if isinstance(out, tuple) else (out,)
+    return {name: np.asarray(v).tolist() for name, v in zip(policy.action_outputs, parts, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def case_models(tmp_path_factory):
+    return build_models(tmp_path_factory.mktemp("cases"))
+
+
+@pytest.mark.parametrize("case", [c for c in INPUT_CASES if not c.js_only], ids=lambda c: c.id)
+def test_the_shared_input_cases(case_models, case):
+    policy = runtime.load(case_models[case.model])
+    got = python_result(policy, case)
+    if case.error is not None:
+        assert case.error in got.get("error", ""), got
+        return
+    assert "error" not in got, got
+    obs = np.asarray(decode(case.obs), np.float32)
+    if obs.size == 0:  # a batch of 0: empty outputs of each output's row shape, without onnxruntime
+        for name in policy.action_outputs:
+            spec = next(o for o in policy.metadata["outputs"] if o["name"] == name)
+            value = policy.outputs(np.zeros((0, 6)))[0][name]
+            assert value.shape == (0, *spec["shape"][1:]) and value.dtype == spec["dtype"]
+        assert all(v == [] for v in got.values())
+
+
+def test_the_shared_metadata_cases(case_models, tmp_path):
+    files = build_metadata_files(tmp_path, case_models["discrete"])
+    for case in METADATA_CASES:
+        with pytest.raises(runtime.PolicyFileError) as info:
+            runtime.load(files[case.id])
+        assert case.error in str(info.value), (case.id, str(info.value))
+        assert str(files[case.id]) in str(info.value)
+
+
+
+@pytest.mark.parametrize("case_id", ["invalid-json", "a-list", "huge-mask", "inputs-differ"])
+def test_eval_of_a_malformed_file_exits_2(case_models, tmp_path, capsys, case_id):
+    from agentkit import cli
+
+    files = build_metadata_files(tmp_path, case_models["discrete"])
+    assert cli.main(["eval", str(files[case_id]), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("agentkit: error: ") and "malformed agentkit metadata" in err and "Traceback" not in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from agentkit.errors import EmptyMaskError, InvalidInputError, UserError
+from agentkit.runtime import metadata as _metadata
 from agentkit.runtime.observation import flatten
 
 METADATA_KEY = "agentkit"
@@ -25,7 +25,8 @@ class Policy:
     """An exported policy. Build it with ``agentkit.runtime.load(path)``.
 
     Attributes:
-        metadata: the parsed ``metadata_props["agentkit"]`` JSON (see exports/CONTRACT.md).
+        metadata: the parsed ``metadata_props["agentkit"]`` JSON (see exports/CONTRACT.md), checked against the
+            graph on load (``agentkit.runtime.metadata``; PolicyFileError naming the key otherwise).
         path: the file it was loaded from (None when loaded from bytes).
         observation_shape: shape of one observation.
         mask_dim: width of the action mask (0: the policy takes none).
@@ -56,13 +57,21 @@ class Policy:
                 f"{self._where()} has no '{METADATA_KEY}' metadata: it was not written by `agentkit export`. "
                 "Export the run again with `agentkit export RUN_DIR`."
             )
-        self.metadata: dict[str, Any] = json.loads(props[METADATA_KEY])
+        try:
+            self.metadata: dict[str, Any] = _metadata.parse(props[METADATA_KEY])
+        except _metadata.MetadataError as exc:
+            raise self._malformed(exc) from None
         version = self.metadata.get("contract_version")
         if version not in SUPPORTED_CONTRACTS:
             raise PolicyFileError(
                 f"{self._where()} follows agentkit export contract version {version}; this runtime reads "
                 f"{', '.join(map(str, SUPPORTED_CONTRACTS))}. Upgrade agentkit or re-export the policy."
             )
+        try:
+            _metadata.check(self.metadata, {i.name: list(i.shape) for i in self.session.get_inputs()},
+                            [o.name for o in self.session.get_outputs()])
+        except _metadata.MetadataError as exc:
+            raise self._malformed(exc) from None
         meta = self.metadata
         self.input_names = [i["name"] for i in meta["inputs"]]
         self.output_names = [o["name"] for o in meta["outputs"]]
@@ -83,6 +92,7 @@ class Policy:
             (tuple(layout[n]["shape"]), np.dtype(layout[n]["dtype"])) if n in layout else None
             for n in self.action_outputs
         ]
+        self._specs = {o["name"]: o for o in meta["outputs"]}
         self._constants: dict[tuple[str, int], np.ndarray] = {}
         self._deterministic_names = (
             [meta["stochastic"]["deterministic_outputs"][n] for n in self.action_outputs]
@@ -91,6 +101,12 @@ class Policy:
 
     def _where(self) -> str:
         return f"policy file {str(self.path)!r}" if self.path is not None else "the policy model"
+
+    def _malformed(self, exc: Exception) -> PolicyFileError:
+        return PolicyFileError(
+            f"{self._where()}: malformed agentkit metadata: {exc}. It was not written by `agentkit export` as it "
+            "is (edited or damaged?): export the run again."
+        )
 
     @property
     def stochastic(self) -> bool:
@@ -115,22 +131,16 @@ class Policy:
                 f"observation: this policy takes a flat observation of shape {self.observation_shape}, not a dict "
                 f"(the file's metadata.observation.fields is null); got the entries {sorted(obs)}."
             )
-        arr = np.asarray(obs)
-        if arr.dtype.kind not in "fiub":  # float, signed, unsigned, bool
-            raise InvalidInputError(
-                f"observation: expected real numbers (float32) of shape {self.observation_shape} or "
-                f"(batch, {', '.join(map(str, self.observation_shape))}), got dtype {arr.dtype}."
-            )
+        arr = numbers(obs, "observation")
         shape = self.observation_shape
         if arr.shape == shape:
-            return arr.astype(np.float32, copy=False)[None], True
+            return _float32(arr)[None], True
         if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
-            return arr.astype(np.float32, copy=False), False
+            return _float32(arr), False
+        if arr.shape == (0,):  # an empty list: a batch of 0
+            return np.zeros((0, *shape), np.float32), False
         hint = " The env's Tuple observation goes in as a tuple (a list of tuples for a batch)." if self._positional else ""
-        raise InvalidInputError(
-            f"observation: expected shape {shape} (one) or (batch, {', '.join(map(str, shape))}), "
-            f"got {arr.shape}.{hint}"
-        )
+        raise InvalidInputError(f"observation: {_expected_shape(shape, arr.shape)}.{hint}")
 
     @staticmethod
     def _stack_dicts(dicts: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -168,26 +178,28 @@ class Policy:
     def _mask(self, mask: Any, batch: int) -> np.ndarray:
         if mask is None:
             return self._constant("ones", batch, self.mask_dim, 1.0)
-        arr = np.asarray(mask)
-        if not (arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-            raise InvalidInputError(f"action mask: expected bool or 0/1 numbers, got dtype {arr.dtype}.")
+        arr = numbers(mask, "action mask")
         if arr.shape == (self.mask_dim,):
             arr = np.broadcast_to(arr, (batch, self.mask_dim))
         if arr.shape != (batch, self.mask_dim):
             raise InvalidInputError(
-                f"action mask: expected shape ({self.mask_dim},) or ({batch}, {self.mask_dim}) (1 = allowed), "
-                f"got {arr.shape}."
+                f"action mask (1 = allowed): {_expected_shape((self.mask_dim,), arr.shape, batch)}."
             )
+        if arr.dtype != np.bool_:
+            finite(_float32(arr), "action mask")
         allowed = arr > 0.5 if arr.dtype != np.bool_ else arr
-        start, empty = 0, np.zeros(batch, bool)
+        start, empty, first = 0, np.zeros(batch, bool), None
         for width in self.mask_segments or [self.mask_dim]:
-            empty |= ~allowed[:, start:start + width].any(axis=1)
+            none = ~allowed[:, start:start + width].any(axis=1)
+            if none.any() and (first is None or int(np.argmax(none)) < first[0]):
+                first = (int(np.argmax(none)), start, width)
+            empty |= none
             start += width
-        if empty.any():
+        if first is not None:
             rows = np.flatnonzero(empty).tolist()
             raise EmptyMaskError(
-                f"action mask: row(s) {rows[:10]} allow no action (in at least one mask segment of widths "
-                f"{self.mask_segments}). Every step needs at least one allowed action.", rows=rows,
+                f"action mask: row {first[0]} allows no action in the segment at {first[1]} (width {first[2]}); "
+                f"every step needs at least one allowed action (rows with none: {rows[:10]}).", rows=rows,
             )
         return allowed.astype(np.float32)
 
@@ -238,13 +250,14 @@ class Policy:
         if noise is None:
             rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
             return rng.random((batch, self.noise_dim), dtype=np.float32)
-        arr = np.asarray(noise, dtype=np.float32)
+        arr = _float32(numbers(noise, "noise"))
         if arr.shape == (self.noise_dim,):
             arr = arr[None]
         if arr.shape != (batch, self.noise_dim):
             raise InvalidInputError(
-                f"noise: expected uniform(0, 1) floats of shape ({batch}, {self.noise_dim}), got {arr.shape}."
+                f"noise: expected uniform(0, 1) floats of shape [{batch}, {self.noise_dim}], got {_dims(arr.shape)}."
             )
+        finite(arr, "noise")
         return arr
 
     # -- acting ---------------------------------------------------------------------------------------------
@@ -264,7 +277,11 @@ class Policy:
         if isinstance(obs, Mapping) and self.mask_dim and mask is None:
             mask = obs.get("action_mask")
         x, single = self._observations(obs)
+        finite(x, "observation")
         batch = x.shape[0]
+        if batch == 0:  # nothing to act on: empty outputs of the right shape, without onnxruntime
+            return {name: np.zeros((0, *self._specs[name]["shape"][1:]), self._specs[name]["dtype"])
+                    for name in self.action_outputs}, False
         feeds = {"obs": x}
         if self.mask_dim:
             feeds["action_mask"] = self._mask(mask, batch)
@@ -301,7 +318,10 @@ class Policy:
         ``numpy.random.Generator`` or a seed). ``agent``: for shared policies, the agent's name or index (or
         one per row). Returns, for a batch, an array ``[B, ...]`` (``action``) or a tuple of arrays
         (``(action_type [B], action_params [B, P])`` for hybrid actions); for one observation the same
-        without the batch axis. Raises InvalidInputError naming expected and got for bad inputs.
+        without the batch axis. A batch of 0 (``[]`` or ``[0, *obs_shape]``) gives empty arrays without running
+        the graph. Raises InvalidInputError naming expected and got for bad inputs: a wrong shape, a NaN or
+        infinity in ``obs``, ``mask`` or ``noise`` (after conversion to float32), a mask row allowing nothing
+        (the same rule and messages as the JavaScript runtime, exports/CONTRACT.md "What a runtime checks").
         """
         outs, single = self.outputs(obs, mask, deterministic, rng, noise, agent)
         parts = []
@@ -315,6 +335,47 @@ class Policy:
     def __repr__(self) -> str:
         return (f"Policy({self.metadata.get('policy')!r}, obs {self.observation_shape}, "
                 f"action {self.action_spec.get('kind')}, outputs {self.action_outputs})")
+
+
+def _dims(shape: Sequence[Any]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _expected_shape(row: Sequence[int], got: Sequence[int], batch: int | None = None) -> str:
+    """The one shape message both runtimes give: ``expected shape [6] (one) or [batch, 6], got [2, 6, 1]``."""
+    return f"expected shape {_dims(row)} (one) or {_dims(['batch' if batch is None else batch, *row])}, got {_dims(got)}"
+
+
+def numbers(value: Any, name: str) -> np.ndarray:
+    """``value`` as a numpy array of numbers (bool, int or float), or InvalidInputError naming ``name``."""
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # numpy refuses ragged nesting
+        raise InvalidInputError(f"{name}: not a rectangular array of numbers (rows of different lengths?).") from None
+    if arr.dtype.kind not in "fiub":  # float, signed, unsigned, bool
+        raise InvalidInputError(f"{name}: expected numbers, got dtype {arr.dtype}.")
+    return arr
+
+
+def _float32(arr: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # a number beyond float32 becomes inf, which finite() then names
+        return arr.astype(np.float32, copy=False)
+
+
+def finite(arr: np.ndarray, name: str) -> None:
+    """InvalidInputError naming the first NaN or infinity of ``arr`` (``[batch, ...]``) by row and position."""
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return
+    rows = bad.reshape(len(arr), -1)
+    row = int(np.argmax(rows.any(axis=1)))
+    col = int(np.argmax(rows[row]))
+    value = float(np.asarray(arr).reshape(len(arr), -1)[row, col])
+    word = "NaN" if np.isnan(value) else "inf" if value > 0 else "-inf"
+    raise InvalidInputError(
+        f"{name}: row {row} holds {word} at position {col}; a policy acts on finite numbers only (check what "
+        "produced it)."
+    )
 
 
 def load(path: str | Path | bytes, threads: int = 1) -> Policy:

@@ -76,6 +76,167 @@ export function readMetadataProps(bytes) {
   return props;
 }
 
+// -- what a runtime checks before acting (exports/CONTRACT.md, "What a runtime checks") -------------------------
+// The same rule and messages as agentkit's Python runtime (agentkit/runtime/metadata.py).
+
+const ENV_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "float32", "float64"];
+const OUTPUT_DTYPES = ["int64", "float32"];
+
+class MetadataError extends Error {}
+
+/** A value for an error message, whatever it is (JSON.stringify throws on a BigInt and drops undefined). */
+export function describe(value) {
+  if (typeof value === "bigint") return `${value}n`;
+  if (value === undefined) return "undefined";
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  try {
+    const text = JSON.stringify(value, (k, v) => (typeof v === "bigint" ? `${v}n` : v));
+    if (text === undefined) return String(value);
+    return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+  } catch {
+    return String(value);
+  }
+}
+
+function kind(value) {
+  if (value === null || value === undefined) return "null";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "an object";
+  return `a ${typeof value}`;
+}
+
+const dimsText = (shape) => `[${shape.join(", ")}]`;
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+function intAtLeast(value, where, low = 0) {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < low) {
+    throw new MetadataError(`'${where}' must be an integer of at least ${low}, got ${describe(value)}`);
+  }
+  return value;
+}
+
+function objectAt(value, where) {
+  if (!isObject(value)) throw new MetadataError(`'${where}' must be an object, got ${kind(value)}`);
+  return value;
+}
+
+function listAt(value, where) {
+  if (!Array.isArray(value)) throw new MetadataError(`'${where}' must be a list, got ${kind(value)}`);
+  return value;
+}
+
+function parseMetadata(text) {
+  let meta;
+  try {
+    meta = JSON.parse(text);
+  } catch (err) {
+    throw new MetadataError(`not valid JSON (${err.message})`);
+  }
+  if (!isObject(meta)) throw new MetadataError(`expected a JSON object, got ${kind(meta)}`);
+  return meta;
+}
+
+const sameDims = (a, b) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+/**
+ * Throw MetadataError naming the first key of `meta` that is missing, mistyped or disagrees with the graph.
+ * graphInputs: { name: dims or null (dims unknown) }; graphOutputs: the graph's output names.
+ */
+export function checkMetadata(meta, graphInputs, graphOutputs) {
+  for (const key of ["observation", "action", "inputs", "outputs", "action_outputs"]) {
+    if (!(key in meta)) throw new MetadataError(`no '${key}' key`);
+  }
+  const declared = {};
+  listAt(meta.inputs, "inputs").forEach((spec, i) => {
+    if (!isObject(spec) || typeof spec.name !== "string" || !Array.isArray(spec.shape)) {
+      throw new MetadataError(`'inputs[${i}]' must be an object with a 'name' and a 'shape'`);
+    }
+    if (spec.dtype !== "float32") throw new MetadataError(`'inputs[${i}].dtype' must be "float32", got ${describe(spec.dtype)}`);
+    declared[spec.name] = spec.shape;
+  });
+  const graph = Object.fromEntries(Object.entries(graphInputs).map(([n, d]) => [n, d === null ? null : d.slice(1)]));
+  const names = Object.keys(graph);
+  const sameNames = sameDims([...Object.keys(declared)].sort(), [...names].sort());
+  if (!sameNames || names.some((n) => graph[n] !== null && !sameDims(declared[n].slice(1), graph[n]))) {
+    const have = names.map((n) => `${n} ${graph[n] === null ? "[batch, ?]" : dimsText(["batch", ...graph[n]])}`).join(", ");
+    const said = Object.entries(declared).map(([n, s]) => `${n} ${dimsText(s)}`).join(", ");
+    throw new MetadataError(`the graph's inputs (${have}) differ from the metadata's 'inputs' (${said})`);
+  }
+  if (!("obs" in graph)) throw new MetadataError("the graph has no 'obs' input");
+  const dimsOf = (name) => graph[name] ?? declared[name].slice(1);
+
+  const observation = objectAt(meta.observation, "observation");
+  const shape = listAt(observation.shape, "observation.shape");
+  shape.forEach((d, i) => intAtLeast(d, `observation.shape[${i}]`));
+  if (!sameDims(shape, dimsOf("obs"))) {
+    throw new MetadataError(`'observation.shape' ${dimsText(shape)} differs from the graph's obs input ${dimsText(["batch", ...dimsOf("obs")])}`);
+  }
+  if (observation.fields !== null && observation.fields !== undefined) listAt(observation.fields, "observation.fields");
+
+  for (const [key, input] of [["mask", "action_mask"], ["stochastic", "noise"], ["agent_id", "agent_id"]]) {
+    if (meta[key] === null || meta[key] === undefined) {
+      if (input in graph) throw new MetadataError(`the graph has an '${input}' input but '${key}' is null`);
+      continue;
+    }
+    const dim = intAtLeast(objectAt(meta[key], key).dim, `${key}.dim`, 1);
+    if (!(input in graph) || !sameDims(dimsOf(input), [dim])) {
+      const have = input in graph ? dimsText(["batch", ...dimsOf(input)]) : "none";
+      throw new MetadataError(`'${key}.dim' ${dim} differs from the graph's ${input} input (${have})`);
+    }
+  }
+  if (meta.mask !== null && meta.mask !== undefined) {
+    const segments = listAt(meta.mask.segments, "mask.segments");
+    segments.forEach((w, i) => intAtLeast(w, `mask.segments[${i}]`, 1));
+    if (segments.reduce((a, b) => a + b, 0) !== meta.mask.dim) {
+      throw new MetadataError(`'mask.segments' ${dimsText(segments)} do not add up to 'mask.dim' ${meta.mask.dim}`);
+    }
+  }
+
+  const specs = {};
+  listAt(meta.outputs, "outputs").forEach((spec, i) => {
+    if (!isObject(spec) || typeof spec.name !== "string" || !Array.isArray(spec.shape)) {
+      throw new MetadataError(`'outputs[${i}]' must be an object with a 'name' and a 'shape'`);
+    }
+    if (!OUTPUT_DTYPES.includes(spec.dtype)) {
+      throw new MetadataError(`'outputs[${i}].dtype' must be one of ${OUTPUT_DTYPES.join(", ")}, got ${describe(spec.dtype)}`);
+    }
+    spec.shape.slice(1).forEach((d, j) => intAtLeast(d, `outputs[${i}].shape[${j + 1}]`));
+    if (!graphOutputs.includes(spec.name)) {
+      throw new MetadataError(`'outputs[${i}]' names ${describe(spec.name)}, which is not a graph output (${graphOutputs.join(", ")})`);
+    }
+    specs[spec.name] = spec;
+  });
+  const actionOutputs = listAt(meta.action_outputs, "action_outputs");
+  if (actionOutputs.length === 0) throw new MetadataError("'action_outputs' is empty");
+  for (const name of actionOutputs) {
+    if (!(name in specs)) throw new MetadataError(`'action_outputs' names ${describe(name)}, which 'outputs' does not describe`);
+  }
+  if (meta.stochastic !== null && meta.stochastic !== undefined) {
+    const det = objectAt(meta.stochastic.deterministic_outputs, "stochastic.deterministic_outputs");
+    for (const name of actionOutputs) {
+      if (!graphOutputs.includes(det[name])) throw new MetadataError(`'stochastic.deterministic_outputs.${name}' names no graph output`);
+    }
+  }
+  listAt(meta.env_action ?? [], "env_action").forEach((entry, i) => {
+    if (!isObject(entry) || !(entry.output in specs)) {
+      throw new MetadataError(`'env_action[${i}]' must be an object naming one of the 'outputs'`);
+    }
+    if (!ENV_DTYPES.includes(entry.dtype)) {
+      throw new MetadataError(`'env_action[${i}].dtype' must be one of ${ENV_DTYPES.join(", ")}, got ${describe(entry.dtype)}`);
+    }
+    const row = listAt(entry.shape, `env_action[${i}].shape`);
+    row.forEach((d, j) => intAtLeast(d, `env_action[${i}].shape[${j}]`));
+    const spec = specs[entry.output].shape;
+    if (prod(row) !== prod(spec.slice(1))) {
+      throw new MetadataError(`'env_action[${i}].shape' ${dimsText(row)} does not hold one row of output ${describe(entry.output)} ${dimsText(spec)}`);
+    }
+  });
+  const agents = meta.agents;
+  if (agents !== null && agents !== undefined && !(Array.isArray(agents) && agents.every((a) => typeof a === "string"))) {
+    throw new MetadataError("'agents' must be a list of names");
+  }
+}
+
 // -- inputs ----------------------------------------------------------------------------------------------------
 
 const prod = (dims) => dims.reduce((a, b) => a * b, 1);
@@ -86,14 +247,80 @@ function flatten(value) {
   return value.flatMap((v) => flatten(v));
 }
 
-function depth(value) {
-  if (ArrayBuffer.isView(value)) return 1;
-  let d = 0;
-  while (Array.isArray(value)) { d += 1; value = value[0]; }
-  return d;
+const isEntries = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v);
+const isRow = (v) => Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView));
+
+/**
+ * A nested array of numbers (or of typed arrays) -> { dims, data: Float32Array } in C order. Throws naming
+ * `name` for anything but numbers and booleans, and for ragged nesting.
+ */
+function tensorOf(name, value) {
+  const notNumber = (v) => new Error(`${name}: expected numbers, got ${typeof v} (${describe(v)})`);
+  if (typeof value === "number" || typeof value === "boolean") return { dims: [], data: Float32Array.of(Number(value)) };
+  if (!isRow(value)) throw notNumber(value);
+  const dims = [];
+  for (let v = value; isRow(v); v = v[0]) {
+    dims.push(v.length);
+    if (v.length === 0) break;
+  }
+  const data = new Float32Array(prod(dims));
+  const last = dims.length - 1;
+  let k = 0;
+  const fill = (v, d) => {
+    if (!isRow(v) || v.length !== dims[d]) {
+      throw new Error(`${name}: not a rectangular array of numbers (rows of different lengths?)`);
+    }
+    if (d < last) {
+      for (let i = 0; i < v.length; i++) fill(v[i], d + 1);
+      return;
+    }
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i];
+      if (typeof x === "number") data[k++] = x;
+      else if (typeof x === "boolean") data[k++] = x ? 1 : 0;
+      else if (isRow(x)) throw new Error(`${name}: not a rectangular array of numbers (rows of different lengths?)`);
+      else throw notNumber(x);
+    }
+  };
+  fill(value, 0);
+  return { dims, data };
 }
 
-const isEntries = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v);
+/** The one shape message both runtimes give: `expected shape [6] (one) or [batch, 6], got [2, 6, 1]`. */
+function expectedShape(row, got, batch) {
+  return `expected shape ${dimsText(row)} (one) or ${dimsText([batch ?? "batch", ...row])}, got ${dimsText(got)}`;
+}
+
+/** Throw naming the first NaN or infinity of `data` (rows of `rowSize`) by row and position. */
+function checkFinite(name, data, rowSize) {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (v - v !== 0) { // NaN or +-Infinity; fast on a Float32Array
+      const word = Number.isNaN(v) ? "NaN" : v > 0 ? "inf" : "-inf";
+      throw new Error(`${name}: row ${Math.floor(i / rowSize)} holds ${word} at position ${i % rowSize}; a policy acts on finite numbers only (check what produced it)`);
+    }
+  }
+}
+
+/**
+ * Rows [batch][width] from one row (shape rowShape) or a batch ([n, ...rowShape]; with `batch` given, exactly
+ * that many); an empty array is a batch of 0 when `batch` is not given. A typed array of prod(rowShape) numbers
+ * is one row in C order.
+ */
+function rows(name, value, rowShape, batch) {
+  if (value === undefined || value === null) throw new Error(`${name}: missing`);
+  const width = prod(rowShape);
+  if (ArrayBuffer.isView(value) && !(value instanceof DataView) && value.length === width && rowShape.length !== 1) {
+    return rows(name, Array.from(value), [width], batch);
+  }
+  const { dims, data } = tensorOf(name, value);
+  if (sameDims(dims, rowShape)) return { data, n: 1, single: true };
+  if (dims.length === rowShape.length + 1 && sameDims(dims.slice(1), rowShape) && (batch === undefined || dims[0] === batch)) {
+    return { data, n: dims[0], single: false };
+  }
+  if (batch === undefined && dims.length === 1 && dims[0] === 0) return { data, n: 0, single: false };
+  throw new Error(`${name}: ${expectedShape(rowShape, dims, batch)}`);
+}
 
 /**
  * One structured observation -> the flat vector the graph takes, by metadata.observation.fields
@@ -135,24 +362,6 @@ function isTupleObservation(fields, width, v) {
     && fields.length !== width && fields.every((f, i) => flatten(v[i]).length === prod(f.shape));
 }
 
-/** Rows [batch][width] from one row or a batch, with a clear error naming expected and got. */
-function rows(name, value, width, rowShape, batch) {
-  if (value === undefined || value === null) throw new Error(`${name}: missing`);
-  const single = depth(value) === rowShape.length || (rowShape.length === 0 && depth(value) === 0);
-  const flat = flatten(value);
-  for (const x of flat) {
-    if (typeof x !== "number" && typeof x !== "boolean") {
-      throw new Error(`${name}: expected numbers, got ${typeof x} (${JSON.stringify(x)})`);
-    }
-  }
-  const n = single ? 1 : (Array.isArray(value) ? value.length : 0);
-  if (flat.length !== n * width || (batch !== undefined && n !== batch && !single)) {
-    const want = batch !== undefined ? `[${[batch, ...rowShape].join(", ")}]` : `[batch, ${rowShape.join(", ")}]`;
-    throw new Error(`${name}: expected shape [${rowShape.join(", ")}] (one) or ${want}, got ${flat.length} numbers in ${n} row(s)`);
-  }
-  return { data: Float32Array.from(flat, Number), n, single };
-}
-
 function broadcastRows(data, n, batch) {
   if (n === batch) return data;
   const out = new Float32Array(data.length * batch);
@@ -161,7 +370,9 @@ function broadcastRows(data, n, batch) {
 }
 
 function toNumbers(tensor) {
-  return Array.from(tensor.data, (v) => (typeof v === "bigint" ? Number(v) : v));
+  const data = tensor.data;
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) return Array.from(data, Number);
+  return Array.from(data);
 }
 
 function reshape(flat, dims) {
@@ -200,7 +411,8 @@ export class Policy {
 
   /**
    * Actions for one observation or a batch.
-   * obs: number[] (one observation) or number[][] (a batch); typed arrays work as one observation. A policy
+   * obs: number[] (one observation) or number[][] (a batch, [] for none: empty outputs); nested arrays must have
+   * exactly the observation's shape (or a batch axis before it); a typed array is one observation. A policy
    * whose env observes a Dict (metadata.observation.fields) also takes the env's object of entries, or an
    * array of them; their action_mask entry is the mask unless options.mask is given. For a Discrete observation
    * a number is its category (flattenObservation(fields, value) encodes other category values).
@@ -210,6 +422,8 @@ export class Policy {
    * shared by several agents.
    * Returns { [output]: value } with the action outputs (`action`, or `action_type` + `action_params`),
    * each without the batch axis for one observation and with it for a batch.
+   * Throws an Error naming expected and got for a bad input: a wrong shape, a NaN or infinity (observations,
+   * masks and noise must be finite), a mask row allowing nothing.
    */
   async act(obs, options = {}) {
     const outs = await this.outputs(obs, options);
@@ -241,22 +455,32 @@ export class Policy {
     } else if (fields && fields.length === 1 && fields[0].key === null && typeof obs === "number") {
       obs = Array.from(flattenObservation(fields, obs)); // a Discrete observation's category
     }
-    const o = rows("observation", obs, this.obsSize, this.observationShape);
+    const o = rows("observation", obs, this.observationShape);
+    checkFinite("observation", o.data, this.obsSize);
     const batch = o.n;
+    if (batch === 0) { // nothing to act on: empty outputs, without onnxruntime
+      return Object.fromEntries(this.actionOutputs.map((name) => [name, { values: [], batch: 0, single: false }]));
+    }
     const T = this.ort.Tensor;
     const feeds = { obs: new T("float32", o.data, [batch, ...this.observationShape]) };
     if (this.maskDim) {
       let m;
       if (mask === undefined || mask === null) m = new Float32Array(batch * this.maskDim).fill(1);
       else {
-        const r = rows("action mask", mask, this.maskDim, [this.maskDim], batch);
-        m = broadcastRows(r.data.map((v) => (v > 0.5 ? 1 : 0)), r.n, batch);
+        const r = rows("action mask (1 = allowed)", mask, [this.maskDim], batch);
+        checkFinite("action mask", r.data, this.maskDim);
+        const d = r.data;
+        for (let i = 0; i < d.length; i++) d[i] = d[i] > 0.5 ? 1 : 0;
+        m = broadcastRows(d, r.n, batch);
       }
+      const dim = this.maskDim;
       for (let i = 0; i < batch; i++) {
         let start = 0;
         for (const width of this.maskSegments) {
-          if (!m.subarray(i * this.maskDim + start, i * this.maskDim + start + width).some((v) => v > 0.5)) {
-            throw new Error(`action mask: row ${i} allows no action in the segment at ${start} (width ${width})`);
+          let any = false;
+          for (let j = i * dim + start, end = j + width; j < end; j++) if (m[j] === 1) { any = true; break; }
+          if (!any) {
+            throw new Error(`action mask: row ${i} allows no action in the segment at ${start} (width ${width}); every step needs at least one allowed action`);
           }
           start += width;
         }
@@ -267,12 +491,12 @@ export class Policy {
     }
     if (this.agentIdDim) {
       if (agent === undefined || agent === null) {
-        throw new Error(`this policy is shared by the agents ${JSON.stringify(this.agents)}: pass { agent }`);
+        throw new Error(`this policy is shared by the agents ${describe(this.agents)}: pass { agent }`);
       }
       const ids = (Array.isArray(agent) ? agent : [agent]).map((a) => {
         const idx = typeof a === "string" ? this.agents.indexOf(a) : a;
         if (!Number.isInteger(idx) || idx < 0 || idx >= this.agentIdDim) {
-          throw new Error(`agent: unknown agent ${JSON.stringify(a)}; agents are ${JSON.stringify(this.agents)}`);
+          throw new Error(`agent: unknown agent ${describe(a)}; agents are ${describe(this.agents)}`);
         }
         return idx;
       });
@@ -288,9 +512,12 @@ export class Policy {
       let u;
       if (deterministic) u = new Float32Array(batch * this.noiseDim).fill(0.5);
       else if (noise !== undefined && noise !== null) {
-        const r = rows("noise", noise, this.noiseDim, [this.noiseDim], batch);
-        if (r.n !== batch) throw new Error(`noise: expected [${batch}, ${this.noiseDim}] uniform(0, 1) numbers, got ${r.n} row(s)`);
-        u = r.data;
+        const { dims, data } = tensorOf("noise", noise);
+        if (!sameDims(dims, [batch, this.noiseDim]) && !(batch === 1 && sameDims(dims, [this.noiseDim]))) {
+          throw new Error(`noise: expected uniform(0, 1) floats of shape [${batch}, ${this.noiseDim}], got ${dimsText(dims)}`);
+        }
+        checkFinite("noise", data, this.noiseDim);
+        u = data;
       }
       else u = Float32Array.from({ length: batch * this.noiseDim }, () => Math.random());
       feeds.noise = new T("float32", u, [batch, this.noiseDim]);
@@ -320,18 +547,37 @@ export async function loadPolicy(source, options = {}) {
   } else {
     bytes = source instanceof Uint8Array ? source : new Uint8Array(source);
   }
+  const where = typeof source === "string" ? `policy file '${source}'` : "the policy model";
+  const malformed = (err) => new Error(
+    `${where}: malformed agentkit metadata: ${err.message}. It was not written by \`agentkit export\` as it is (edited or damaged?): export the run again.`,
+  );
   const props = readMetadataProps(bytes);
   if (!(METADATA_KEY in props)) {
-    throw new Error(`${typeof source === "string" ? source : "model"}: no '${METADATA_KEY}' metadata; not an agentkit export`);
+    throw new Error(`${where} has no '${METADATA_KEY}' metadata: it was not written by \`agentkit export\``);
   }
-  const metadata = JSON.parse(props[METADATA_KEY]);
+  let metadata;
+  try {
+    metadata = parseMetadata(props[METADATA_KEY]);
+  } catch (err) {
+    throw err instanceof MetadataError ? malformed(err) : err;
+  }
   if (!SUPPORTED_CONTRACTS.includes(metadata.contract_version)) {
-    throw new Error(`contract version ${metadata.contract_version} is not supported (this runtime reads ${SUPPORTED_CONTRACTS})`);
+    throw new Error(`${where} follows agentkit export contract version ${describe(metadata.contract_version)}; this runtime reads ${SUPPORTED_CONTRACTS.join(", ")}`);
   }
   const session = await ort.InferenceSession.create(bytes, {
     executionProviders: ["cpu"],
     intraOpNumThreads: 1,
     ...(options.sessionOptions ?? {}),
   });
+  // onnxruntime-common >= 1.22 describes the graph's inputs; without it only their names are compared
+  const inputs = Object.fromEntries(session.inputNames.map((name, i) => {
+    const spec = session.inputMetadata?.[i];
+    return [name, spec && spec.isTensor && Array.isArray(spec.shape) ? spec.shape.map((d) => (typeof d === "number" ? d : "batch")) : null];
+  }));
+  try {
+    checkMetadata(metadata, inputs, [...session.outputNames]);
+  } catch (err) {
+    throw err instanceof MetadataError ? malformed(err) : err;
+  }
   return new Policy(session, metadata, ort);
 }
