@@ -164,7 +164,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     target = Path(args.target)
     deterministic = not args.stochastic
-    gif = Path(args.gif) if args.gif else None
+    gif = None
+    if args.gif:
+        from agentkit.evaluation import check_gif_path
+
+        gif = check_gif_path(args.gif)  # before any work: a bad name costs nothing
     if args.opponent is not None or args.seat is not None:
         return _eval_against(args, target, deterministic)
     if target.suffix == ".onnx":
@@ -193,7 +197,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             extra_plugins=tuple(args.plugin), checkpoint=args.checkpoint, allow_imports=tuple(args.allow_import),
         )
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        _print_json(result.to_json())
         return EXIT_OK
     console = _stdout_console()
     console.print(
@@ -229,7 +233,7 @@ def _eval_against(args: argparse.Namespace, target: Path, deterministic: bool) -
         allow_imports=tuple(args.allow_import),
     )
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        _print_json(result.to_json())
         return EXIT_OK
     console = _stdout_console()
     console.print(f"against {result.opponent}, {result.episodes} games: win {result.win_rate:.1%}, "
@@ -260,6 +264,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
+
+
+def _print_json(data: Any) -> None:
+    """Print ``data`` as valid JSON always: a figure that is not finite (NaN, an infinity) is null."""
+    from agentkit.evaluation import json_ready
+
+    print(json.dumps(json_ready(data), indent=2, allow_nan=False))
 
 
 def _fmt(value: Any) -> str:
@@ -298,6 +309,21 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+#: The largest seed (numpy's legacy seeding and many envs take 32-bit seeds; the config's ``seed`` has the same
+#: range). Episode i of ``eval --seed S`` resets with S + i.
+MAX_SEED = 2**32 - 1
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..{MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer 0..{MAX_SEED}, got {text!r}")
     return value
 
 
@@ -350,10 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", parents=[common, trust], help="play episodes with a trained run or an exported .onnx")
     p.add_argument("target", metavar="RUN_DIR|FILE.onnx")
     p.add_argument("--episodes", type=_positive_int, default=10, metavar="N")
-    p.add_argument("--seed", type=int, default=0, metavar="S")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S",
+                   help=f"episode i resets with seed S + i (0..{MAX_SEED}; default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
-    p.add_argument("--gif", metavar="FILE", help="record the first episode to an animated GIF")
+    p.add_argument("--gif", metavar="FILE.gif", help="record the first episode to an animated GIF (a .gif name)")
     p.add_argument("--env", metavar="ID", help="env to play an .onnx file in (default: the one in its metadata)")
     p.add_argument(
         "--checkpoint", metavar="NAME", help="a run dir's checkpoint to play, e.g. step_100000.pt (default: latest)"

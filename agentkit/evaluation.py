@@ -20,7 +20,10 @@ VecEnv's ``episode_returns``), and ``groups[g]`` holds each group's mean and std
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +54,20 @@ class EvalResult:
     infos: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The result as JSON-ready data: a figure that is not finite (NaN, an infinity) is None (``null``),
+        so ``json.dumps(..., allow_nan=False)`` always writes valid JSON."""
+        return json_ready(asdict(self))
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` (nested dicts, lists, numbers) with every non-finite float replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def _summary(returns: Sequence[float]) -> tuple[float, float]:
@@ -71,12 +87,25 @@ def _frame(venv: Any) -> np.ndarray:
     return frame
 
 
+def check_gif_path(path: Path | str) -> Path:
+    """``path`` if a GIF can be written there (a ``.gif`` name, not a directory), else UserError; called before
+    any episode is played."""
+    path = Path(path)
+    if path.suffix.lower() != ".gif":
+        raise UserError(f"--gif {str(path)!r}: give a file name ending in .gif (an animated GIF is written).")
+    if path.is_dir():
+        raise UserError(f"--gif {str(path)!r} is a directory: give a file name ending in .gif.")
+    return path
+
+
 def write_gif(frames: Sequence[np.ndarray], path: Path, fps: int = GIF_FPS) -> Path:
-    """Write RGB frames ``[H, W, 3]`` (uint8) as a looping GIF.
+    """Write RGB frames ``[H, W, 3]`` (uint8) as a looping GIF, atomically: a failed write (a full disk, a
+    folder it may not write) raises UserError and leaves no file behind.
 
     All frames share one 256-colour palette computed from a sample of them: several times faster than
     Pillow's per-frame quantisation, and smaller files.
     """
+
     from PIL import Image
 
     if not frames:
@@ -87,9 +116,25 @@ def write_gif(frames: Sequence[np.ndarray], path: Path, fps: int = GIF_FPS) -> P
         colors=256, method=Image.Quantize.MEDIANCUT
     )
     images = [Image.fromarray(a).quantize(palette=palette, dither=Image.Dither.NONE) for a in arrays]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=max(20, round(1000 / fps)), loop=0)
+    path = check_gif_path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+        with os.fdopen(fd, "wb") as fh:
+            images[0].save(fh, format="GIF", save_all=True, append_images=images[1:],
+                           duration=max(20, round(1000 / fps)), loop=0)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UserError(f"--gif: cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
+        raise
     return path
 
 
@@ -122,6 +167,8 @@ def play_episodes(
     """
     if episodes < 1:
         raise InvalidInputError(f"episodes must be at least 1 (got {episodes}).")
+    if gif is not None:
+        check_gif_path(gif)
     venv = env.make_vec(1, seed, render_mode="rgb_array" if gif else None)
     try:
         if getattr(env, "multi_agent", False):

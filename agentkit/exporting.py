@@ -53,6 +53,9 @@ def export_run(
     from agentkit.trainer import load_run
 
     run_dir = Path(run_dir)
+    if out is not None and Path(out).suffix.lower() == ".onnx" and Path(out).is_dir():
+        raise UserError(f"export --out {str(out)!r} is a directory: give a file name ending in .onnx, or a folder "
+                        "name without it (the folder receives policy.onnx).")
     loaded = load_run(run_dir, extra_plugins=extra_plugins, allow_imports=allow_imports)
     try:
         reg = loaded.host.registry.get("exporter", EXPORTER)

@@ -16,7 +16,8 @@ exactly as the trainer does. The written contract for engine developers is ``exp
 
 Every export is checked in onnxruntime against the torch actor on at least 1000 observations (random masks
 with at least one allowed action per mask segment) before it is moved to its path; a mismatch raises
-``ExportParityError`` naming the largest error, and nothing is left at the output path.
+``ExportParityError`` naming the largest error, and nothing is left at the output path. A policy whose
+weights are not finite is refused first (``NonFiniteWeightsError``, exit 2). The file gets the umask's mode.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 import agentkit
 from agentkit.algorithm import PolicyArtifact
 from agentkit.config import ExporterConfig, RunConfig
+from agentkit.errors import UserError
 from agentkit.spaces import discrete_branches
 
 #: Version of the file contract (inputs, outputs, metadata keys). Bumped on any breaking change.
@@ -475,6 +477,7 @@ class OnnxExporter:
         out_path = Path(out_path)
         stochastic = cfg.stochastic and not artifact.deterministic_only
         actor = artifact.actor
+        check_finite_weights(artifact)
         with _eval_mode(actor), torch.no_grad():
             graph = PolicyGraph(artifact, stochastic)
             model = simplify_graph(onnx.load_from_string(trace_to_onnx(graph, cfg.opset)))
@@ -504,19 +507,49 @@ class OnnxExporter:
         return out_path
 
 
+class NonFiniteWeightsError(UserError):
+    """A policy whose weights or normaliser statistics hold NaN or infinity: its export would act on garbage."""
+
+
+def check_finite_weights(artifact: PolicyArtifact) -> None:
+    """Raise NonFiniteWeightsError naming the first parameter or buffer of the actor that is not finite."""
+    tensors = [*artifact.actor.named_parameters(), *artifact.actor.named_buffers()]
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise NonFiniteWeightsError(
+                f"export: policy {artifact.name!r}: {name} holds {bad} of {tensor.numel()} values that are NaN or "
+                "infinite; the run diverged, and an export of it would act on garbage. Train again (lower "
+                "learning rate, check the env's rewards and observations), or export a run whose weights are finite."
+            )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename. The file gets the mode a
+    plain ``open()`` would give it (0666 less the umask; mkstemp's own 0600 would hide it from other users)."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"export: cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UserError(f"export: cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
         raise
 
 

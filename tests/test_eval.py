@@ -10,7 +10,7 @@ from PIL import Image
 
 from agentkit import cli, evaluation
 from agentkit.config import load_config
-from agentkit.errors import InvalidInputError
+from agentkit.errors import InvalidInputError, UserError
 from agentkit.evaluation import EvalResult, evaluate_run, play_episodes
 from agentkit.host import PluginHost
 from agentkit.trainer import build_env, train
@@ -138,3 +138,49 @@ def test_multi_agent_per_group_figures(tmp_path, host):
 def test_eval_of_something_that_is_not_a_run_dir_exits_2(tmp_path, capsys):
     assert cli.main(["eval", str(tmp_path), "--episodes", "1"]) == 2
     assert "not a run dir" in capsys.readouterr().err
+
+
+# -- bad input: exit 2 and one message, before any work; no leftover file (issue 22) -------------------------
+
+
+def test_json_is_valid_even_when_a_figure_is_not_finite():
+    result = EvalResult(float("nan"), float("inf"), 1, [float("-inf")], [3], {"g": {"mean_return": float("nan")}},
+                        {"win": float("nan")})
+    text = json.dumps(result.to_json(), allow_nan=False)  # raises on NaN/Infinity
+    assert json.loads(text) == {"mean_return": None, "std_return": None, "episodes": 1, "returns": [None],
+                                "lengths": [3], "groups": {"g": {"mean_return": None}}, "infos": {"win": None}}
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999999", "4294967296", "1.5"])
+def test_eval_seed_out_of_range_exits_2(cartpole_run, capsys, seed):
+    assert cli.main(["eval", str(cartpole_run), "--episodes", "1", "--seed", seed]) == 2
+    err = capsys.readouterr().err
+    assert "--seed: expected an integer 0..4294967295" in err and "Traceback" not in err
+
+
+def test_eval_accepts_the_largest_seed(cartpole_run, capsys):
+    assert cli.main(["eval", str(cartpole_run), "--episodes", "2", "--seed", "4294967295", "--json"]) == 0
+
+
+@pytest.mark.parametrize("name", ["play.txt", "play", "play.onnx"])
+def test_gif_without_the_gif_extension_exits_2_before_any_work(tmp_path, capsys, name):
+    # tmp_path is no run dir: the --gif check must come first
+    assert cli.main(["eval", str(tmp_path), "--gif", str(tmp_path / name)]) == 2
+    assert "give a file name ending in .gif" in capsys.readouterr().err
+    (tmp_path / "dir.gif").mkdir()
+    assert cli.main(["eval", str(tmp_path), "--gif", str(tmp_path / "dir.gif")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_failed_gif_write_leaves_no_file(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    def full_disk(self, fp, *args, **kwargs):
+        fp.write(b"GIF89a half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PILImage.Image, "save", full_disk)
+    frames = [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)]
+    with pytest.raises(UserError, match="cannot write .*No space left on device"):
+        evaluation.write_gif(frames, tmp_path / "play.gif")
+    assert list(tmp_path.iterdir()) == []

@@ -337,3 +337,45 @@ def test_multi_agent_run_exports_one_file_per_group_and_plays_like_the_run(examp
     assert got.lengths == want.lengths
     np.testing.assert_allclose(got.returns, want.returns, rtol=0, atol=1e-4)
     assert set(got.groups) == set(want.groups)
+
+
+def test_non_finite_weights_are_refused_naming_the_parameter(tmp_path):
+    """Issue 22: an export of a diverged policy passed its parity check (NaN == NaN in argmax)."""
+    from agentkit.errors import UserError
+
+    for poison in ("weight", "buffer"):
+        artifact = make_artifact(CASES[0])
+        with torch.no_grad():
+            if poison == "weight":
+                name, tensor = next(iter(artifact.actor.named_parameters()))
+                tensor.view(-1)[3] = float("nan")
+            else:
+                name, tensor = next((n, b) for n, b in artifact.actor.named_buffers() if b.is_floating_point())
+                tensor.view(-1)[0] = float("inf")
+        with pytest.raises(onnx_exporter.NonFiniteWeightsError, match=f"{name} holds 1 of") as info:
+            _export(artifact, tmp_path / "p.onnx")
+        assert isinstance(info.value, UserError)
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_exported_files_follow_the_umask(tmp_path, umask, mode):
+    """Issue 22: exports were always 0600 (mkstemp's mode), unreadable by a game server running as another user."""
+    import os
+
+    old = os.umask(umask)
+    try:
+        path, _ = _export(make_artifact(CASES[0]), tmp_path / "p.onnx")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+
+
+def test_export_out_naming_a_directory_exits_2_before_any_work(tmp_path, capsys):
+    from agentkit import cli
+
+    (tmp_path / "d.onnx").mkdir()
+    # tmp_path holds no run: the --out check comes first
+    assert cli.main(["export", str(tmp_path), "--out", str(tmp_path / "d.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "export --out" in err and "is a directory" in err and "Traceback" not in err
