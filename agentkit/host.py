@@ -259,7 +259,8 @@ def load_run_config(
     ``plugins`` name, and validate it. Returns the validated config and the host that validated it.
 
     ``plugins`` (``-p`` on the CLI) are added to the config's ``plugins:`` list, so a run dir's saved config
-    names every plugin module the run needs and ``agentkit eval``/``export`` load them without ``-p``.
+    names every plugin module the run needs; ``agentkit eval``/``export`` of the run dir load them when the
+    command line names them again (``-p``: the run dir may come from someone else, see ``agentkit.trust``).
     Raises ``ConfigError``/``PluginError`` (both ``UserError``) with the culprit named.
     """
     from agentkit.config import apply_overrides, load_config, read_yaml

@@ -85,7 +85,7 @@ const OUTPUT_DTYPES = ["int64", "float32"];
 class MetadataError extends Error {}
 
 /** A value for an error message, whatever it is (JSON.stringify throws on a BigInt and drops undefined). */
-export function describe(value) {
+function describe(value) {
   if (typeof value === "bigint") return `${value}n`;
   if (value === undefined) return "undefined";
   if (typeof value === "number" || typeof value === "boolean") return String(value);
