@@ -73,3 +73,43 @@ class Algorithm(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Progress:
+    """Training progress in [0, 1] for schedules that move linearly over ``algorithm.total_steps`` (a learning
+    rate decaying to 0, an entropy coefficient moving to its final value).
+
+    A fresh run: ``steps_done / total_steps``. A run resumed with a bigger ``total_steps`` (extended) carries
+    on from the progress of its last iteration and reaches 1 at the new total: a decaying learning rate
+    continues smoothly down from the value it last had, instead of jumping back up to where the new total
+    would put it (docs/runs.md, "Stopping and resuming").
+    """
+
+    def __init__(self, total_steps: int):
+        self.total_steps = int(total_steps)
+        self.origin_step = 0  # the schedule runs from (origin_step, origin) to (total_steps, 1)
+        self.origin = 0.0
+        self.last = 0.0  # the progress of the latest iteration
+
+    def at(self, steps_done: int) -> float:
+        """The progress at ``steps_done`` (remembered as the latest iteration's)."""
+        span = self.total_steps - self.origin_step
+        fraction = (steps_done - self.origin_step) / span if span > 0 else 1.0
+        self.last = min(1.0, self.origin + (1.0 - self.origin) * max(fraction, 0.0))
+        return self.last
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total_steps": self.total_steps, "origin_step": self.origin_step, "origin": self.origin,
+                "last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any] | None, steps_done: int) -> None:
+        """Restore a ``state_dict``; when it was saved with another ``total_steps``, re-anchor the schedule at
+        ``steps_done`` and the progress last used. ``None`` (a checkpoint from before this existed): the
+        schedule runs over the current total."""
+        if state is None:
+            return
+        last = float(state["last"])
+        if int(state["total_steps"]) == self.total_steps:
+            self.origin_step, self.origin, self.last = int(state["origin_step"]), float(state["origin"]), last
+        else:
+            self.origin_step, self.origin, self.last = int(steps_done), last, last

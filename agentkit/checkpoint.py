@@ -19,6 +19,7 @@ puts them in place, so a kill -9 at any moment leaves either the old or the new 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -102,15 +103,30 @@ def encode(payload: dict[str, Any]) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a mix."""
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a mix.
+
+    A failed write (a full disk, say) removes its temporary file and raises ``OSError`` with ``filename`` set
+    to ``path``. A ``path`` that exists and is not a regular file (``/dev/stdout``, a pipe) is written directly.
+    """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as f:
+            f.write(data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
     except OSError:
@@ -154,7 +170,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as exc:  # truncated zip, unsupported pickle globals (code), garbage bytes, ...
         raise CheckpointError(
             f"checkpoint {str(path)!r} cannot be loaded safely: it is truncated, corrupt or holds more than "
-            f"tensors and plain data ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"tensors and plain data ({_load_failure(exc)}). "
             "Copy an intact checkpoints/step_<n>.pt over it, or start a new run."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -174,6 +190,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             "damaged after it was written. Copy an intact checkpoints/step_<n>.pt over it, or start a new run."
         )
     return payload
+
+
+def _load_failure(exc: Exception) -> str:
+    """What torch.load's failure says about the file, without torch's advice to retry with
+    ``weights_only=False`` (which would run the code a tampered file holds)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if any("weights_only" in line or "Weights only load failed" in line for line in lines):
+        found = [line.split("error:", 1)[-1].strip() for line in lines if "GLOBAL" in line or "error:" in line]
+        detail = found[0].split(". ")[0].rstrip(".") if found else "data that is not tensors and plain data"
+        return f"refused by torch.load(weights_only=True): {detail}; a checkpoint never holds code"
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def step_checkpoints(folder: Path) -> list[tuple[int, Path]]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import agentkit
-from agentkit.errors import UserError
+from agentkit.errors import RunAborted, UserError
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -295,11 +295,15 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a failure (a full disk, a directory) leaves no file behind."""
+    from agentkit.checkpoint import write_atomic
+
+    if path.is_dir():
+        raise UserError(f"cannot write {str(path)!r}: it is a directory; give a file name, e.g. {path / 'schema.json'}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_atomic(path, text.encode())
     except OSError as exc:
-        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -414,6 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("agentkit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except RunAborted as exc:
+        print(f"agentkit: {exc}; the last checkpoint saved stays valid (continue with --resume)", file=sys.stderr)
+        return exc.exit_code
     except BrokenPipeError:  # e.g. `agentkit plugins --json | head`: the reader left, nothing to report
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, create_model
 
 from agentkit.errors import ConfigError
 
 if TYPE_CHECKING:
     from agentkit.registry import Registry
+
+
+#: The largest ``seed`` (numpy's legacy seeding and many envs take 32-bit seeds).
+MAX_SEED = 2**32 - 1
+#: ``env.step_timeout``'s default, in seconds: generous for envs stepped in this process, and what a remote game
+#: gets unless its plugin says otherwise.
+DEFAULT_STEP_TIMEOUT = 60.0
+#: How deeply a config may nest (a run config is a few levels deep; this stops runaway YAML early).
+MAX_DEPTH = 64
 
 
 class StrictModel(BaseModel):
@@ -50,6 +59,12 @@ class EnvConfig(PluginConfig):
     """Base of every env plugin's config model."""
 
     num_envs: int = Field(1, ge=1, description="Number of env copies collected in parallel.")
+    step_timeout: float | None = Field(
+        DEFAULT_STEP_TIMEOUT,
+        gt=0,
+        description="Seconds a reset or vector step may take before the run stops with an error naming the env "
+        "(null: no limit).",
+    )
 
     def imports(self) -> dict[str, str]:
         """The code building this env would import beyond installed plugins and registered envs, by config key:
@@ -78,7 +93,10 @@ class ExporterConfig(PluginConfig):
 class PolicyConfig(StrictModel):
     """The network: observation normaliser, trunk(s), value output and action head."""
 
-    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64], description="Trunk layer widths.")
+    hidden_sizes: list[PositiveInt] = Field(
+        default_factory=lambda: [64, 64],
+        description="Trunk layer widths, each at least 1 ([] : no hidden layer, a linear policy).",
+    )
     activation: Literal["tanh", "relu", "elu"] = "tanh"
     shared_trunk: bool = Field(False, description="Actor and critic share one trunk.")
     normalize_obs: bool = Field(True, description="Running mean/std observation normalisation (exported).")
@@ -106,7 +124,7 @@ class RunSettings(StrictModel):
 class RunConfig(StrictModel):
     """A whole, validated run config."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description=f"Seeds python, numpy, torch and the envs (0 to {2**32 - 1}).")
     env: SerializeAsAny[EnvConfig]
     algorithm: SerializeAsAny[AlgorithmConfig]
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -130,19 +148,63 @@ _RestOfConfig = create_model(
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict, with a clear error for a missing or malformed file."""
+    """Read a YAML config file into a dict, with a clear error (``ConfigError``) for a missing file, something
+    that is not a regular file (a directory, ``/dev/zero``), a binary or non-UTF-8 file, malformed YAML, a
+    number too long to read, or nesting deeper than ``MAX_DEPTH``."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} is not a regular file: give a YAML config file (or a run dir).")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not a YAML config: byte {exc.start} is not UTF-8 text (a binary file?). Save the config as "
+            "UTF-8 text."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror or exc}.") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path} is not a YAML config: it holds NUL bytes (a binary file?).")
+    data = parse_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}.")
     return data
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``, every failure a ``ConfigError`` naming ``where``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{where}: the YAML nests too deeply to read; a run config is a few levels deep (at most {MAX_DEPTH})."
+        ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits, an impossible date
+        raise ConfigError(f"{where}: a value cannot be read: {exc}. Write a number of sensible size.") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(
+            f"{where}: the YAML nests more than {MAX_DEPTH} levels deep; a run config is a few levels deep."
+        )
+    return data
+
+
+def _depth(data: Any) -> int:
+    """How many levels of mappings and lists ``data`` nests, counted up to ``MAX_DEPTH + 1`` (iteratively: no
+    recursion limit)."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        node, level = todo.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def apply_overrides(
@@ -165,6 +227,10 @@ def apply_overrides(
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"--set {key}=...: the value cannot be read ({type(exc).__name__}: {exc}).") from None
+        if _depth(value) > MAX_DEPTH:
+            raise ConfigError(f"--set {key}=...: the value nests more than {MAX_DEPTH} levels deep.")
         node = data
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):

@@ -33,3 +33,22 @@ class EmptyMaskError(InvalidInputError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, truncated or tampered with."""
+
+
+class NonFiniteError(InvalidInputError):
+    """A NaN or infinity where training needs finite numbers: from the env, or in the losses or weights."""
+
+
+class EnvTimeoutError(InvalidInputError):
+    """An env step (or reset) that took longer than ``env.step_timeout`` seconds."""
+
+
+class RunAborted(BaseException):
+    """A second SIGTERM ended a training run at once (a second Ctrl-C raises KeyboardInterrupt instead). Not a
+    ``UserError``: the CLI prints it and exits with ``exit_code``, 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"a second {signal.Signals(signum).name} ended the run at once")
+        self.exit_code = 128 + signum

@@ -155,6 +155,8 @@ class PluginHost:
             return
         try:
             module = importlib.import_module(module_path)
+        except SystemExit as exc:
+            raise PluginError(_exit_at_import(f'plugin module "{module_path}"', exc)) from None
         except Exception as exc:
             raise PluginError(
                 f'error importing plugin module "{module_path}": {type(exc).__name__}: {exc}. '
@@ -172,6 +174,11 @@ class PluginHost:
             dist_label = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "unknown distribution"
             try:
                 plugin = ep.load()
+            except SystemExit as exc:
+                raise PluginError(
+                    _exit_at_import(f"entry point '{ep.name} = {ep.value}' of distribution '{dist_label}'", exc)
+                    + f" Block it with `-p no:{ep.name}`, or set {DISABLE_AUTOLOAD_ENV}=1."
+                ) from None
             except Exception as exc:
                 raise PluginError(
                     f"entry point '{ep.name} = {ep.value}' (group '{ENTRY_POINT_GROUP}') of distribution "
@@ -230,6 +237,13 @@ class PluginHost:
                         f"{hook_name} of plugin '{impl.plugin_name}' ({provider}) raised "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
+
+
+def _exit_at_import(what: str, exc: SystemExit) -> str:
+    return (
+        f"{what} called sys.exit({exc.code!r}) while being imported; a plugin must not end the program. "
+        "Move that code under `if __name__ == \"__main__\":` in the plugin."
+    )
 
 
 def merged_plugins(data: dict[str, Any], plugins: Sequence[str] = ()) -> list[str]:

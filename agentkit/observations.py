@@ -28,6 +28,7 @@ class ObservationLayout:
     """One agent's raw observation space, split into the flat observation ``space`` and the mask.
 
     Attributes:
+        raw_space: the env's own observation space.
         space: the flat float32 Box the policy takes.
         fields: None for a Box observation, else the flattening (``metadata.observation.fields``).
         mask_key: whether the raw observation is a Dict with an ``action_mask`` entry.
@@ -37,6 +38,7 @@ class ObservationLayout:
 
     def __init__(self, space: gym.Space, owner: str):
         """``owner`` names the env (or agent) in error messages, e.g. ``"env.id 'CartPole-v1'"``."""
+        self.raw_space = space
         self.mask_key = isinstance(space, spaces.Dict) and MASK_KEY in space.spaces
         self.mask_dim = int(spaces.flatdim(space.spaces[MASK_KEY])) if self.mask_key else 0
         obs_space = spaces.Dict({k: v for k, v in space.spaces.items() if k != MASK_KEY}) if self.mask_key else space

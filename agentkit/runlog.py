@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +107,9 @@ class MetricsCSV:
         writer = csv.DictWriter(buffer, fieldnames=self.columns, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(buffer.getvalue())
-        os.replace(tmp, self.path)
+        from agentkit.checkpoint import write_atomic
+
+        write_atomic(self.path, buffer.getvalue().encode())
         self._file = open(self.path, "a", newline="")  # noqa: SIM115 - kept open for the run
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns, restval="", lineterminator="\n")
 
@@ -123,8 +122,11 @@ class MetricsCSV:
             self._rewrite(rows)
         row = {k: _format(v) for k, v in metrics.items() if k not in FIXED_COLUMNS}
         row.update(step=str(step), iteration=str(iteration), time=f"{time:.3f}")
-        self._writer.writerow(row)
-        self._file.flush()
+        try:
+            self._writer.writerow(row)
+            self._file.flush()
+        except OSError as exc:  # a write error names no file: say which
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
 
     def close(self) -> None:
         if not self._file.closed:
@@ -202,9 +204,11 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    os.replace(tmp, out)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    from agentkit.checkpoint import write_atomic
+
+    write_atomic(out, buffer.getvalue())
     return out
 
 

@@ -36,16 +36,21 @@ and torch uses ``run.torch_threads`` threads.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import math
 import os
 import random
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -55,12 +60,21 @@ import yaml
 from agentkit import checkpoint as ckpt
 from agentkit.algorithm import Algorithm, BuildContext
 from agentkit.config import RunConfig, load_config, read_yaml
+from agentkit.envcheck import CheckedSource
 from agentkit.environment import EnvSource
-from agentkit.errors import CheckpointError, PluginError, UserError
+from agentkit.errors import (
+    CheckpointError,
+    InvalidInputError,
+    NonFiniteError,
+    PluginError,
+    RunAborted,
+    UserError,
+)
+from agentkit.finite import all_finite, first_non_finite
 from agentkit.host import PluginHost
 from agentkit.progress import ProgressReporter
 from agentkit.registry import Registry
-from agentkit.runlog import RETURN_METRIC, MetricsCSV, TensorBoardLog, write_curve
+from agentkit.runlog import RETURN_METRIC, MetricsCSV, TensorBoardLog, read_metrics, write_curve
 from agentkit.trust import foreign_host
 
 CONFIG_FILE = "config.yaml"
@@ -71,11 +85,18 @@ LATEST = "latest.pt"
 LOCK_FILE = ".lock"
 LATEST_EVERY_S = 60.0
 #: Config keys that may differ between a run dir and a ``--resume`` of it.
-RESUMABLE_CHANGES = frozenset({"algorithm.total_steps", "run.dir", "run.progress"})
+RESUMABLE_CHANGES = frozenset({"algorithm.total_steps", "run.dir", "run.progress", "env.step_timeout"})
+#: Config sections a checkpoint's fingerprint covers (all but ``RESUMABLE_CHANGES``; ``run`` and ``plugins``
+#: only say where and how the run records itself).
+FINGERPRINT_SECTIONS = ("seed", "env", "algorithm", "policy")
+#: ``losses/*`` metrics that are NaN by definition when undefined (explained variance of returns that do not
+#: vary), the only ones a run may log as non-finite.
+MAY_BE_UNDEFINED = frozenset({"losses/explained_variance"})
 
 
 class RunDirError(UserError):
-    """A run dir that cannot be used as asked (exists without --resume, nothing to resume, other config)."""
+    """A run dir that cannot be used as asked (exists without --resume, nothing to resume, other config,
+    not writable, disk full)."""
 
 
 @dataclass
@@ -138,9 +159,10 @@ class LoadedRun:
 
 
 def build_env(config: RunConfig, registry: Registry) -> EnvSource:
-    """The env source of ``config.env`` from its registered plugin."""
+    """The env source of ``config.env`` from its registered plugin, behind the env boundary's checks
+    (``agentkit.envcheck.CheckedSource``: finite, well-shaped values within ``env.step_timeout``)."""
     reg = registry.get("env", config.env.plugin, where="env.plugin")
-    return reg.factory(config.env)
+    return CheckedSource(reg.factory(config.env), config.env.step_timeout)  # type: ignore[return-value]
 
 
 def build_algorithm(config: RunConfig, registry: Registry, env: EnvSource, run_dir: Path | None) -> Algorithm:
@@ -207,8 +229,70 @@ def _config_diff(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} in the run dir's config, {new!r} now"]
 
 
+def _has_checkpoint(run_dir: Path) -> bool:
+    folder = run_dir / CHECKPOINT_DIR
+    return folder.is_dir() and any(folder.glob("*.pt"))
+
+
 def _has_run(run_dir: Path) -> bool:
-    return any((run_dir / name).exists() for name in (CONFIG_FILE, METRICS_FILE, CHECKPOINT_DIR))
+    """A run dir holds a run once it has a checkpoint or a logged iteration. The files a session writes before
+    its first checkpoint (config.yaml, an empty metrics.csv: a run stopped during start-up) hold nothing to lose,
+    so a new run may train there."""
+    return _has_checkpoint(run_dir) or bool(read_metrics(run_dir / METRICS_FILE)[1])
+
+
+def run_fingerprint(config: RunConfig | Mapping[str, Any], env: EnvSource | None = None) -> dict[str, Any]:
+    """What a checkpoint must match to be loaded into a run, as dotted keys → plain values: the config's
+    ``seed``, ``env``, ``algorithm`` and ``policy`` sections (but ``RESUMABLE_CHANGES``, so a bigger
+    ``algorithm.total_steps`` still resumes) and, given the env source, its observation and action spaces
+    (per policy group for multi-agent envs)."""
+    data = config.model_dump(mode="json") if isinstance(config, RunConfig) else config
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, Mapping) and node:
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif path not in RESUMABLE_CHANGES:
+            flat[path] = node
+
+    for section in FINGERPRINT_SECTIONS:
+        if section in data:
+            walk(data[section], section)
+    if env is not None:
+        groups = getattr(env, "groups", None)
+        if getattr(env, "multi_agent", False) and isinstance(groups, Mapping):
+            for name, spec in groups.items():
+                flat[f"spaces.{name}.agents"] = list(spec.agents)
+                flat[f"spaces.{name}.observation"] = str(spec.observation_space)
+                flat[f"spaces.{name}.action"] = str(spec.action_space)
+        else:
+            flat["spaces.observation"] = str(env.observation_space)
+            flat["spaces.action"] = str(env.action_space)
+    return flat
+
+
+def check_fingerprint(state: Mapping[str, Any], expected: Mapping[str, Any], path: Path, against: str) -> None:
+    """Refuse (``CheckpointError``) a checkpoint whose fingerprint differs from ``expected`` in a key both have.
+
+    A checkpoint written before fingerprints existed is checked on the config it stores (its spaces cannot be
+    checked). Keys only one side has (a config field added by a newer agentkit) are not compared.
+    """
+    saved = state.get("fingerprint")
+    if not isinstance(saved, Mapping):
+        saved = run_fingerprint(state["config"]) if isinstance(state.get("config"), Mapping) else {}
+    diff = [
+        f"{key}: {saved[key]!r} in the checkpoint, {expected[key]!r} in {against}"
+        for key in saved
+        if key in expected and saved[key] != expected[key]
+    ]
+    if diff:
+        more = f"\n  ... and {len(diff) - 10} more" if len(diff) > 10 else ""
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} belongs to another run: it differs from {against} in\n  "
+            + "\n  ".join(diff[:10]) + more + "\nUse this run's own checkpoints, or train that config in its own "
+            "run dir (a bigger algorithm.total_steps is the one change --resume accepts)."
+        )
 
 
 def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
@@ -269,7 +353,8 @@ class _RunDirLock:
 
 
 class _StopOnSignal:
-    """First SIGINT/SIGTERM: ask for a clean stop. Second SIGINT: KeyboardInterrupt now."""
+    """First SIGINT/SIGTERM: ask for a clean stop. A second one ends the run now: KeyboardInterrupt for SIGINT,
+    ``RunAborted`` for SIGTERM, raised wherever the main thread is (a hung env step included)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -282,15 +367,72 @@ class _StopOnSignal:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
+        if self.signum is not None:
             self.__exit__()
-            raise KeyboardInterrupt
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise RunAborted(signum)
         self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class _HookMetrics(dict):
+    """The metrics dict ``agentkit_iteration_end`` hooks get: remembers the module that set each key, so that a
+    bad value can be blamed on its plugin."""
+
+    def __init__(self, metrics: Mapping[str, float]):
+        super().__init__(metrics)
+        self.setters: dict[Any, str] = {}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.setters[key] = sys._getframe(1).f_globals.get("__name__", "")
+        super().__setitem__(key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        module = sys._getframe(1).f_globals.get("__name__", "")
+        for key, value in dict(*args, **kwargs).items():
+            self.setters[key] = module
+            super().__setitem__(key, value)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self.setters[key] = sys._getframe(1).f_globals.get("__name__", "")
+            super().__setitem__(key, default)
+        return self[key]
+
+
+def _blamed(host: PluginHost, module: str | None) -> str:
+    """The plugin(s) a hook's bad metric comes from: the one defined in ``module``, else every implementer."""
+    names = [impl.plugin_name for impl in host.hook.agentkit_iteration_end.get_hookimpls()]
+    for name in names:
+        plugin = host.pm.get_plugin(name)
+        defined_in = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+        if module and defined_in == module:
+            return f"plugin {name!r}"
+    return f"plugin {names[0]!r}" if len(names) == 1 else f"one of the plugins {names}"
+
+
+def _hook_metrics(metrics: _HookMetrics, before: Mapping[str, float], host: PluginHost) -> dict[str, float]:
+    """The metrics after ``agentkit_iteration_end``: the algorithm's (checked already) and what hooks added or
+    changed, which must be numbers too; a bad one is blamed on the plugin that set it."""
+    out = {}
+    for key, value in metrics.items():
+        if key in before and value is before[key]:
+            out[key] = value
+            continue
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError) as exc:
+            who = _blamed(host, metrics.setters.get(key))
+            raise PluginError(
+                f"metric {key!r} = {value!r}, set in agentkit_iteration_end by {who}, is not a number; a hook may "
+                "add metrics, each a float."
+            ) from exc
+    return out
 
 
 def _as_metrics(raw: Mapping[str, Any], plugin: str) -> dict[str, float]:
@@ -304,6 +446,43 @@ def _as_metrics(raw: Mapping[str, Any], plugin: str) -> dict[str, float]:
                 "a number; metrics must map names to floats."
             ) from exc
     return out
+
+
+def _located(found: tuple[str, float] | None, policy: str, kind: str) -> str | None:
+    return None if found is None else f"policy {policy!r} {kind} {found[0]} is {found[1]}"
+
+
+def _write_error(exc: OSError, run_dir: Path) -> UserError | None:
+    """A ``RunDirError`` for a failed write inside ``run_dir`` the user can fix (full disk, read-only dir)."""
+    name = exc.filename
+    if name is None:
+        return None
+    try:
+        inside = Path(os.path.abspath(name)).is_relative_to(os.path.abspath(run_dir))
+    except (TypeError, ValueError):
+        return None
+    if not inside:
+        return None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = (f"Free some space (or train into a --run-dir on another disk), then continue with `agentkit train "
+               f"{run_dir} --resume`; checkpoints/{LATEST} keeps the last state saved.")
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = f"The run dir {str(run_dir)!r} is not writable: make it writable, or train into another --run-dir."
+    else:
+        return None
+    return RunDirError(f"cannot write {str(name)!r}: {exc.strerror or exc}. {fix}")
+
+
+@contextlib.contextmanager
+def _writes_into(run_dir: Path):
+    """Turn a failed write into ``run_dir`` that the user can fix into a ``RunDirError`` (exit code 2)."""
+    try:
+        yield
+    except OSError as exc:
+        error = _write_error(exc, run_dir)
+        if error is None:
+            raise
+        raise error from None
 
 
 class _Session:
@@ -322,18 +501,63 @@ class _Session:
         self.progress = ProgressReporter(
             cfg.run.progress, ctx.total_steps, start_step=ctx.step, label=ctx.run_dir.name
         )
+        self.fingerprint = run_fingerprint(cfg, ctx.env)
+        self.saved_step: int | None = ctx.step if ctx.resumed else None  # step of the last checkpoint written
+        # the deployable weights, checked after every iteration: (policy, parameter name, tensor)
+        self.watched = [
+            (policy.name, name, tensor)
+            for policy in ctx.algorithm.policies()
+            for name, tensor in [*policy.actor.named_parameters(), *policy.actor.named_buffers()]
+        ]
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
 
+    def last_good(self) -> str:
+        """Where the run stands, for the message of an error that stops it."""
+        if self.saved_step is None:
+            return "No checkpoint was written."
+        return (f"checkpoints/{LATEST} holds the last good state (step {self.saved_step:,}); nothing after it was "
+                "saved.")
+
+    def check_finite(self, metrics: Mapping[str, float]) -> None:
+        """Stop the run (``NonFiniteError``) when an iteration gave a non-finite loss (a ``losses/*`` metric
+        but ``MAY_BE_UNDEFINED``) or left a non-finite weight or gradient in a policy."""
+        losses = [f"{k} = {v}" for k, v in metrics.items()
+                  if k.startswith("losses/") and k not in MAY_BE_UNDEFINED and not math.isfinite(v)]
+        tensors = [t for _, _, t in self.watched]
+        tensors += [t.grad for t in tensors if t.grad is not None]
+        if not losses and all_finite(tensors):
+            return
+        found = None
+        for policy, name, tensor in self.watched:
+            for kind, value in (("weight", tensor), ("gradient", tensor.grad)):
+                found = found or (value is not None and _located(first_non_finite(value, name), policy, kind))
+        ctx = self.ctx
+        what = "; ".join(part for part in (f"non-finite losses: {', '.join(losses)}" if losses else "", found) if part)
+        raise NonFiniteError(
+            f"training diverged in iteration {ctx.iteration} (step {ctx.step:,}): {what}. "
+            "Usual causes: a learning rate too high, or rewards or observations too large (scale them in the env, "
+            "or turn on the algorithm's reward or observation normalisation). " + self.last_good()
+        )
+
     def save(self, periodic: bool) -> list[Path]:
         ctx = self.ctx
+        state = ctx.algorithm.state_dict()
+        bad = first_non_finite(state)
+        if bad is not None:
+            raise NonFiniteError(
+                f"the algorithm's state holds {bad[1]} at {bad[0]} (step {ctx.step:,}), so it was not saved: training "
+                "diverged. Usual causes: a learning rate too high, or rewards or observations too large. "
+                + self.last_good()
+            )
         try:
             data = ckpt.encode({
                 "step": ctx.step,
                 "iteration": ctx.iteration,
                 "config": ctx.config.model_dump(mode="json"),
-                "algorithm": ctx.algorithm.state_dict(),
+                "fingerprint": self.fingerprint,
+                "algorithm": state,
                 "trainer": {"rng": _rng_state(), "elapsed": self.elapsed()},
             })
         except TypeError as exc:
@@ -347,6 +571,7 @@ class _Session:
         latest = ctx.checkpoint_dir / LATEST
         ckpt.write_atomic(latest, data)
         written.append(latest)
+        self.saved_step = ctx.step
         self.last_latest_t = time.perf_counter()
         for path in written:
             ctx.host.hook.agentkit_checkpoint_saved(run=ctx, path=str(path), step=ctx.step)
@@ -359,8 +584,9 @@ class _Session:
         elapsed = self.elapsed()
         session_s = time.perf_counter() - self.t0
         metrics["time/steps_per_second"] = (step - ctx.start_step) / session_s if session_s > 0 else 0.0
+        before, metrics = metrics, _HookMetrics(metrics)
         results = ctx.host.hook.agentkit_iteration_end(run=ctx, iteration=ctx.iteration, step=step, metrics=metrics)
-        metrics = _as_metrics(metrics, ctx.config.algorithm.plugin)
+        metrics = _hook_metrics(metrics, before, ctx.host)
         ctx.metrics = metrics
         self.csv.append(step, ctx.iteration, elapsed, metrics)
         if self.tb is not None:
@@ -374,7 +600,16 @@ class _Session:
             self.save(periodic=False)
         return any(r is True for r in results)
 
-    def close_logs(self) -> None:
+    def close_logs(self, failing: bool = False) -> None:
+        """Close metrics.csv and TensorBoard, write curve.png. ``failing``: the run is ending on an error, which
+        a failure to write the curve (the same full disk, say) must not hide."""
+        try:
+            self._close_logs()
+        except OSError:
+            if not failing:
+                raise
+
+    def _close_logs(self) -> None:
         self.csv.close()
         if self.tb is not None:
             self.tb.close()
@@ -396,29 +631,48 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
     if run_dir is None:
         run_dir = Path(config.run.dir) if config.run.dir else default_run_dir(config, env)
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run dir {str(run_dir)!r} is a file, not a directory; give another --run-dir.")
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _RunDirLock(run_dir)
+    with _writes_into(run_dir):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(run_dir)
+            raise
+        lock = _RunDirLock(run_dir)
     try:
         _check_run_dir(run_dir, config, resume)
+        with _writes_into(run_dir):
+            return _train_locked(config, host, env, run_dir, resume)
     except BaseException:
-        lock.release()
-        if created:
+        # A session that fails before its first checkpoint leaves nothing worth keeping in a dir it created.
+        if created and not _has_checkpoint(run_dir):
+            lock.release()
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    try:
-        return _train_locked(config, host, env, run_dir, resume)
     finally:
         lock.release()
 
 
 def _train_locked(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: Path, resume: bool) -> TrainResult:
+    clock = getattr(env, "clock", None)
+    with clock.armed() if clock is not None else contextlib.nullcontext():
+        return _train_session(config, host, env, run_dir, resume)
+
+
+def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: Path, resume: bool) -> TrainResult:
     state = None
     latest = run_dir / CHECKPOINT_DIR / LATEST
     if resume and latest.exists():
         state = ckpt.load_checkpoint(latest)
+        check_fingerprint(state, run_fingerprint(config, env), latest, "this run's config and env")
     ckpt.remove_stale_temp_files(run_dir)
     ckpt.remove_stale_temp_files(run_dir / CHECKPOINT_DIR)
+    if not resume:  # events of an earlier session that stopped before its first iteration
+        for stale in run_dir.glob("events.out.tfevents.*"):
+            stale.unlink(missing_ok=True)
 
     algorithm = build_algorithm(config, host.registry, env, run_dir)
     ctx = RunContext(config=config, run_dir=run_dir, host=host, env=env, algorithm=algorithm, resumed=state is not None)
@@ -456,14 +710,20 @@ def _train_locked(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: 
         with _StopOnSignal() as stop:
             while ctx.step < ctx.total_steps:
                 before = ctx.step
-                raw = algorithm.iterate()
+                try:
+                    raw = algorithm.iterate()
+                except InvalidInputError as exc:  # from the env boundary: say what was kept
+                    exc.args = (f"{exc} {session.last_good()}", *exc.args[1:])
+                    raise
                 if ctx.step <= before:
                     raise PluginError(
                         f"algorithm plugin {config.algorithm.plugin!r}: iterate() did not advance steps_done "
                         f"(still {ctx.step}); every iteration must consume env steps or the run never ends."
                     )
                 ctx.iteration += 1
-                asked = session.after_iteration(_as_metrics(raw, config.algorithm.plugin))
+                metrics = _as_metrics(raw, config.algorithm.plugin)
+                session.check_finite(metrics)
+                asked = session.after_iteration(metrics)
                 if asked or ctx.stop_requested:
                     reason = "stopped"
                     break
@@ -476,7 +736,7 @@ def _train_locked(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: 
         clean = True
     finally:
         try:
-            session.close_logs()
+            session.close_logs(failing=not clean)
         finally:
             if clean:
                 try:
@@ -531,6 +791,7 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
     state = ckpt.load_checkpoint(latest)
     seed_everything(config.seed, config.run.torch_threads)
     env = build_env(config, host.registry)
+    check_fingerprint(state, run_fingerprint(config, env), latest, f"the run's {CONFIG_FILE}")
     algorithm = build_algorithm(config, host.registry, env, run_dir)
     try:
         algorithm.load_state_dict(state["algorithm"])

@@ -31,8 +31,9 @@ from pydantic import Field
 
 import agentkit
 from agentkit.config import EnvConfig
+from agentkit.envcheck import describe_mismatch
 from agentkit.environment import Observation, Transition
-from agentkit.errors import ConfigError
+from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
 
@@ -107,17 +108,40 @@ class GymnasiumVecEnv:
             mask = np.asarray(infos[MASK_KEY]).reshape(self.num_envs, -1).astype(bool)
         return Observation(obs=obs, mask=mask)
 
+    def _misfit(self, exc: Exception) -> InvalidInputError | None:
+        """When batching the copies' observations failed: the copy whose observation does not fit the space."""
+        for i, raw in enumerate(getattr(self.envs, "_env_obs", None) or []):  # SyncVectorEnv's per-copy values
+            problem = describe_mismatch(self.envs.single_observation_space, raw)
+            if problem is not None:
+                return InvalidInputError(
+                    f"env {self.source.env_id!r} (env copy {i}): {problem}. An env must return observations that "
+                    "fit its observation_space; fix the env or its declared space."
+                )
+        return None
+
     def reset(self, seed: int | None = None) -> Observation:
         """Reset every copy; env i gets ``seed + i`` (the ``make_vec`` seed on the first reset if None)."""
         if seed is None:
             seed, self._seed = self._seed, None
-        raw, infos = self.envs.reset(seed=seed)
+        try:
+            raw, infos = self.envs.reset(seed=seed)
+        except (ValueError, TypeError) as exc:
+            misfit = self._misfit(exc)
+            if misfit is None:
+                raise
+            raise misfit from exc
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
         return self._observation(raw, infos)
 
     def step(self, actions: Any) -> Transition:
-        raw, reward, terminated, truncated, infos = self.envs.step(actions)
+        try:
+            raw, reward, terminated, truncated, infos = self.envs.step(actions)
+        except (ValueError, TypeError) as exc:
+            misfit = self._misfit(exc)
+            if misfit is None:
+                raise
+            raise misfit from exc
         nxt = self._observation(raw, infos)
         reward = np.asarray(reward, dtype=np.float32)
         self._ep_return += reward
@@ -215,6 +239,11 @@ class GymnasiumSource:
             ) from exc
         except TypeError as exc:
             raise ConfigError(f"env.kwargs for {cfg.id!r} were not accepted by the env: {exc}") from exc
+        except ImportError as exc:  # "module:Env-v0" ids import the module
+            raise ConfigError(
+                f"env.id {cfg.id!r}: cannot import module {exc.name or cfg.id.partition(':')[0]!r} "
+                f"({type(exc).__name__}: {exc}). Install it or put it on PYTHONPATH, or use a registered id."
+            ) from exc
         try:
             views = hybrid_views({"": env.action_space}, cfg.action_types, repr(cfg.id))
         except ConfigError:

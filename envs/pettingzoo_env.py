@@ -33,6 +33,7 @@ from pydantic import Field
 
 import agentkit
 from agentkit.config import EnvConfig
+from agentkit.envcheck import describe_mismatch
 from agentkit.environment import GroupSpec, MultiAgentTransition, MultiAgentVecEnv, Observation, Transition
 from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
@@ -380,14 +381,25 @@ class PettingZooVecEnv:
 
     def _write(self, out: dict[str, Observation], n: int, agent: str, raw: Any, info: dict | None) -> None:
         gname, i = self._slot[agent]
-        obs, mask = self.source.layouts[agent].split(raw)
         group = out[gname]
-        group.obs[n, i] = obs[0]
-        if group.mask is not None:
-            if mask is None and info is not None and MASK_KEY in info:
-                mask = np.asarray(info[MASK_KEY]).reshape(-1).astype(bool)
-            if mask is not None:
-                group.mask[n, i] = mask.reshape(-1)
+        try:
+            obs, mask = self.source.layouts[agent].split(raw)
+            group.obs[n, i] = obs[0]
+            if group.mask is not None:
+                if mask is None and info is not None and MASK_KEY in info:
+                    mask = np.asarray(info[MASK_KEY]).reshape(-1).astype(bool)
+                if mask is not None:
+                    group.mask[n, i] = mask.reshape(-1)
+        except (ValueError, TypeError) as exc:
+            problem = describe_mismatch(self.source.layouts[agent].raw_space, raw)
+            if problem is None and group.mask is not None and info is not None and MASK_KEY in info:
+                problem = f"info['action_mask'] has {np.size(info[MASK_KEY])} entries, expected {group.mask.shape[-1]}"
+            if problem is None:
+                raise
+            raise InvalidInputError(
+                f"env {self.source.env_id!r} (env copy {n}, agent {agent!r}): {problem}. An env must return "
+                "observations that fit its observation_space; fix the env or its declared space."
+            ) from exc
         group.alive[n, i] = True
 
     def _state(self, env: ParallelEnv, out: dict[str, Observation], n: int, alive: dict[str, bool]) -> np.ndarray:

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from agentkit_plugins.replay import ReplayBuffer
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 import agentkit
@@ -84,7 +84,7 @@ class MADDPGConfig(AlgorithmConfig):
     gamma: float = Field(0.95, ge=0, le=1)
     tau: float = Field(0.01, gt=0, le=1, description="Soft target update: target += tau * (online - target).")
     max_grad_norm: float = Field(0.5, gt=0, description="Gradient norm clip for actors and critics.")
-    critic_hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64])
+    critic_hidden_sizes: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
     critic_input: Literal["obs", "state"] = Field(
         "obs", description="obs: all agents' observations; state: the env's global state."
     )
@@ -774,7 +774,7 @@ class MADDPG:
         metrics["charts/noise_std"] = self.noise_std()
         metrics["charts/updates"] = float(self.updates_done)
         metrics["charts/buffer_size"] = float(len(self.buffer))
-        metrics["charts/sps"] = n * self.num_envs / max(time.perf_counter() - start, 1e-9)
+        metrics["charts/steps_per_second"] = n * self.num_envs / max(time.perf_counter() - start, 1e-9)
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

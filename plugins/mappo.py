@@ -38,7 +38,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 import agentkit
-from agentkit.algorithm import BuildContext, PolicyArtifact
+from agentkit.algorithm import BuildContext, PolicyArtifact, Progress
 from agentkit.config import AlgorithmConfig
 from agentkit.environment import GroupSpec, Observation
 from agentkit.errors import ConfigError
@@ -140,6 +140,7 @@ class MAPPO:
                 self.units.append(self._build_unit(name, group, slots, context))
         self.steps_done = 0
         self.iteration = 0
+        self.progress = Progress(config.total_steps)
         self.next_obs: dict[str, Observation] = self.env.reset(seed=run.seed)
 
     # -- building -------------------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class MAPPO:
 
     def iterate(self) -> dict[str, float]:
         cfg = self.config
-        progress = min(1.0, self.steps_done / cfg.total_steps)
+        progress = self.progress.at(self.steps_done)
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
         ent_coef = linear_schedule(cfg.ent_coef, cfg.ent_coef_final, progress)
         for unit in self.units:
@@ -341,6 +342,7 @@ class MAPPO:
             },
             "steps_done": self.steps_done,
             "iteration": self.iteration,
+            "progress": self.progress.state_dict(),
             "rng": rng_state(),
             "generator": self.generator.get_state(),
         }
@@ -361,6 +363,7 @@ class MAPPO:
             u.optimizer.load_state_dict(s["optimizer"])
         self.steps_done = int(state["steps_done"])
         self.iteration = int(state["iteration"])
+        self.progress.load_state_dict(state.get("progress"), self.steps_done)
         set_rng_state(state["rng"])
         self.generator.set_state(state["generator"])
         # Env episodes are not checkpointed: a resumed run starts fresh episodes, seeded from the step count.

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 import agentkit
-from agentkit.algorithm import BuildContext, PolicyArtifact
+from agentkit.algorithm import BuildContext, PolicyArtifact, Progress
 from agentkit.config import AlgorithmConfig
 from agentkit.errors import ConfigError
 from agentkit.policy import Critic, build_actor
@@ -401,6 +401,13 @@ class PPO:
 
         self.env_source = context.env
         self.num_envs = run.env.num_envs
+        batch = cfg.num_steps * self.num_envs
+        if cfg.minibatch_size > batch:
+            raise ConfigError(
+                f"algorithm.minibatch_size: {cfg.minibatch_size} is larger than the batch each iteration collects "
+                f"(algorithm.num_steps {cfg.num_steps} x env.num_envs {self.num_envs} = {batch}); set "
+                f"algorithm.minibatch_size to at most {batch}, or raise num_steps or num_envs."
+            )
         self.envs = context.env.make_vec(self.num_envs, seed=run.seed)
         self.observation_space = self.envs.observation_space
         self.action_space = self.envs.action_space
@@ -451,6 +458,7 @@ class PPO:
         self.steps_done = 0
         self.iterations = 0
         self.kl_beta = cfg.kl_beta
+        self.progress = Progress(cfg.total_steps)
         self._next = self.envs.reset()
 
     # -- acting -------------------------------------------------------------------------------------------
@@ -541,7 +549,7 @@ class PPO:
     def iterate(self) -> dict[str, float]:
         cfg = self.config
         start = time.perf_counter()
-        progress = self.steps_done / cfg.total_steps
+        progress = self.progress.at(self.steps_done)
         clip, ent = self._schedules(progress)
         self.head.set_progress(min(progress, 1.0))
 
@@ -589,6 +597,7 @@ class PPO:
             "rng": rng_state(),
             "generator": self.generator.get_state(),
             "counters": {"steps_done": self.steps_done, "iterations": self.iterations, "kl_beta": self.kl_beta},
+            "progress": self.progress.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -609,6 +618,7 @@ class PPO:
         self.steps_done = int(counters["steps_done"])
         self.iterations = int(counters["iterations"])
         self.kl_beta = float(counters["kl_beta"])
+        self.progress.load_state_dict(state.get("progress"), self.steps_done)
         self._next = self.envs.reset(seed=(self.seed + 1_000_003 * self.iterations) % 2**31)
 
     def policies(self) -> list[PolicyArtifact]:

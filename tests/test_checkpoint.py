@@ -136,8 +136,8 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
         ckpt.save_checkpoint(path, new)
     monkeypatch.undo()
     assert path.read_bytes() == before and ckpt.load_checkpoint(path)["step"] == 1024
-    leftovers = [p for p in tmp_path.iterdir() if ckpt.TMP_MARK in p.name]
-    assert leftovers  # the half-done temp file a killed writer would leave ...
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # a failed write removes its temp file
+    (tmp_path / f".latest.pt{ckpt.TMP_MARK}12345").write_bytes(b"half")  # what a kill -9 leaves ...
     ckpt.remove_stale_temp_files(tmp_path)  # ... is cleaned up by the next run
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
 

@@ -275,7 +275,8 @@ def test_action_types_that_do_not_fit_are_refused_with_the_fix(env_id, action_ty
 def test_ppo_trains_and_exports_a_platform_layout_env(tmp_path):
     config = load_config({"env": {"plugin": "gymnasium", "id": "agentkit-test/Platform-v0", "num_envs": 2,
                                   "action_types": {"run": [0], "hop": [1], "leap": [2, 3]}},
-                          "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 16}}, HOST.registry)
+                          "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 16,
+                                                        "minibatch_size": 32}}, HOST.registry)
     check_algorithm(config, HOST)  # trains; the env itself asserts every action's form
     src = HOST.registry.get("env", "gymnasium").factory(config.env)
     algo = HOST.registry.get("algorithm", "ppo").factory(

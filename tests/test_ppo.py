@@ -52,7 +52,8 @@ def roundtrip(state):
 )
 def test_contract(env, algorithm, policy):
     check_algorithm({"env": {"plugin": "gymnasium", **env},
-                     "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 16, **algorithm},
+                     "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 16, "minibatch_size": 32,
+                                   **algorithm},
                      "policy": policy}, HOST)
 
 
@@ -272,7 +273,8 @@ def test_example_configs_run(example):
     from agentkit.config import apply_overrides, read_yaml
 
     path = Path(__file__).resolve().parents[1] / "examples" / f"{example}.yaml"
-    data = apply_overrides(read_yaml(path), ["env.num_envs=2", "algorithm.num_steps=8", "algorithm.total_steps=16"])
+    data = apply_overrides(read_yaml(path), ["env.num_envs=2", "algorithm.num_steps=8", "algorithm.total_steps=16",
+                                                   "algorithm.minibatch_size=16"])
     cfg = load_config(data, HOST.registry)
     source = HOST.registry.get("env", cfg.env.plugin).factory(cfg.env)
     algo = HOST.registry.get("algorithm", "ppo").factory(
