@@ -19,6 +19,7 @@ Cost: a few numpy reductions per vector step (benchmarks/RESULTS.md, "env bounda
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -82,7 +83,7 @@ def _short(value: Any) -> str:
 class StepClock:
     """Times each env call; once armed, interrupts one that runs past ``timeout`` seconds.
 
-    ``start(what)``/``stop()`` around each call cost two attribute writes. ``armed()`` (main thread only)
+    ``start(kind, number)``/``stop()`` around each call cost two attribute writes. ``armed()`` (main thread only)
     installs a SIGALRM handler and starts a watchdog thread that, when a call has run for longer than
     ``timeout``, sends SIGALRM to the main thread; the handler raises ``EnvTimeoutError`` inside the call.
     An env stuck in C code that never returns to Python cannot be interrupted this way.
@@ -91,12 +92,12 @@ class StepClock:
     def __init__(self, env_id: str, timeout: float | None):
         self.env_id = env_id
         self.timeout = timeout
-        self.busy: tuple[str, float] | None = None
-        self._fired: tuple[str, float] | None = None
+        self.busy: tuple[str, int, float] | None = None  # (reset or step, its number, when it started)
+        self._fired: tuple[str, int, float] | None = None
         self._stop = threading.Event()
 
-    def start(self, what: str) -> None:
-        self.busy = (what, time.monotonic())
+    def start(self, kind: str, number: int = 0) -> None:
+        self.busy = (kind, number, time.monotonic())
 
     def stop(self) -> None:
         self.busy = None
@@ -108,7 +109,7 @@ class StepClock:
         assert self.timeout is not None
         while not self._stop.wait(min(1.0, self.timeout / 4)):
             busy = self.busy
-            if busy is not None and busy is not self._fired and time.monotonic() - busy[1] > self.timeout:
+            if busy is not None and busy is not self._fired and time.monotonic() - busy[2] > self.timeout:
                 self._fired = busy
                 signal.pthread_kill(main_thread, signal.SIGALRM)
 
@@ -116,7 +117,8 @@ class StepClock:
         fired = self._fired
         if fired is None or self.busy is not fired:  # the call ended just in time
             return
-        what, started = fired
+        kind, number, started = fired
+        what = f"step {number}" if kind == "step" else kind
         raise EnvTimeoutError(
             f"env {self.env_id!r}: {what} did not return within env.step_timeout = {self.timeout:g} s (it has run "
             f"{time.monotonic() - started:.1f} s). The env is hung or too slow: fix it, or raise env.step_timeout "
@@ -184,14 +186,15 @@ class _Checked:
         self.source = source
         self.env_id = source.clock.env_id
         self.steps = 0
+        self._ones: dict[tuple[int, str], np.ndarray] = {}  # the finite check's dot product, per size and dtype
         self.interrupted = False  # an env call was cut off (timeout, Ctrl-C): closing it could hang again
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         clock = self.source.clock
-        clock.start(what)
+        clock.start(kind, self.steps + 1)
         try:
             return fn(*args, **kwargs)
         except (EnvTimeoutError, KeyboardInterrupt, SystemExit):
@@ -209,6 +212,22 @@ class _Checked:
 
     def _array(self, array: Any, shape: tuple[int, ...], what: str, agents: list[str] | None = None,
                fields: list[dict[str, Any]] | None = None) -> None:
+        if array.__class__ is np.ndarray and array.shape == shape:
+            kind = array.dtype.kind
+            if kind == "f":
+                flat = array.reshape(-1)
+                ones = self._ones.get((flat.size, flat.dtype.char))
+                if ones is None:
+                    ones = self._ones[(flat.size, flat.dtype.char)] = np.ones(flat.size, flat.dtype)
+                # the sum is finite when every value is (or it overflowed: then look closer); one BLAS call
+                if math.isfinite(np.dot(flat, ones)) or np.isfinite(array).all():
+                    return
+            elif kind in _NUMBER_KINDS:
+                return
+        self._bad_array(array, shape, what, agents, fields)
+
+    def _bad_array(self, array: Any, shape: tuple[int, ...], what: str, agents: list[str] | None,
+                   fields: list[dict[str, Any]] | None) -> None:
         if not isinstance(array, np.ndarray) or array.dtype.kind not in _NUMBER_KINDS:
             kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
             raise InvalidInputError(
@@ -270,6 +289,7 @@ class CheckedVecEnv(_Checked):
     def __init__(self, env: Any, source: CheckedSource):
         super().__init__(env, source)
         self._obs_shape = (env.num_envs, *env.observation_space.shape)
+        self._reward_shape = (env.num_envs,)
         self._fields = getattr(source, "observation_fields", None)
         self._mask_shape: tuple[int, ...] | None = None
 
@@ -281,16 +301,16 @@ class CheckedVecEnv(_Checked):
             self._mask(ob.mask, self._mask_shape or ())
 
     def reset(self, seed: int | None = None) -> Observation:
-        ob = self._call("reset", self.env.reset, seed=seed)
         self.steps = 0
+        ob = self._call("reset", self.env.reset, seed=seed)
         self._observation(ob)
         return ob
 
     def step(self, actions: Any) -> Transition:
-        tr = self._call(f"step {self.steps + 1}", self.env.step, actions)
+        tr = self._call("step", self.env.step, actions)
         self.steps += 1
         self._observation(tr.next)
-        self._array(tr.reward, (self.env.num_envs,), "the reward")
+        self._array(tr.reward, self._reward_shape, "the reward")
         if tr.final_obs is not None:
             self._array(tr.final_obs, self._obs_shape, "the final observation of an episode", fields=self._fields)
         return tr
@@ -310,14 +330,14 @@ class CheckedMultiAgentVecEnv(_Checked):
             self._array(ob.state, (n, self.env.state_dim), "the global state")
 
     def reset(self, seed: int | None = None) -> dict[str, Observation]:
-        obs = self._call("reset", self.env.reset, seed=seed)
         self.steps = 0
+        obs = self._call("reset", self.env.reset, seed=seed)
         for name, ob in obs.items():
             self._group(name, ob)
         return obs
 
     def step(self, actions: dict[str, Any]) -> MultiAgentTransition:
-        tr = self._call(f"step {self.steps + 1}", self.env.step, actions)
+        tr = self._call("step", self.env.step, actions)
         self.steps += 1
         n = self.env.num_envs
         for name, group in tr.groups.items():
