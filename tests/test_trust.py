@@ -226,8 +226,10 @@ def test_run_dir_env_code_is_refused(cartpole_run, tmp_path, capsys, marker):
     _refused(code, err, f"env.id: '{marker.module}'")
     assert not marker.path.exists()
     code, err = _main(capsys, "eval", run_dir, "--episodes", "1", "--allow-import", marker.module)
-    assert code == 0, err
-    assert marker.path.exists()
+    assert marker.path.exists()  # allowed, so imported
+    # The edit also makes the run's checkpoint (trained with env.id CartPole-v1) another run's, refused on its
+    # fingerprint (docs/runs.md, "Checkpoints").
+    assert code == 2 and "belongs to another run" in err and "env.id: 'CartPole-v1' in the checkpoint" in err
 
 
 def test_a_users_own_config_may_name_code(tmp_path, capsys, marker):
