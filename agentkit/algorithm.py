@@ -52,6 +52,9 @@ class PolicyArtifact:
     # exports have no ``action_mask`` input even if the head could take one.
     uses_mask: bool = True
     observation_fields: list[dict[str, Any]] | None = None
+    # turn-based games: {"turn_based": True, "seats": [...every agent...], "observation": "own", "self_play":
+    # bool}: the policy plays any seat it is given, on that seat's own observation (env.observe(seat)).
+    game: dict[str, Any] | None = None
 
 
 class Algorithm(Protocol):

@@ -27,6 +27,7 @@ from agentkit.environment import MultiAgentTransition, Transition, mean_episode_
 
 FIXED_COLUMNS = ("step", "iteration", "time")
 RETURN_METRIC = "charts/episode_return"
+ELO_METRIC = "selfplay/elo"
 
 
 @dataclass
@@ -175,16 +176,19 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     """Plot episode return against env steps from ``metrics_csv`` into ``out`` (PNG, written atomically).
 
     Plots ``charts/episode_return`` and any per-group ``charts/<group>/episode_return`` columns; an
-    iteration where no episode ended (empty or nan cell) is skipped.
+    iteration where no episode ended (empty or nan cell) is skipped. A self-play run's ``selfplay/elo`` gets a
+    panel of its own below.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     header, rows = read_metrics(metrics_csv)
     columns = [c for c in header if c == RETURN_METRIC or (c.startswith("charts/") and c.endswith("/episode_return"))]
-    fig = Figure(figsize=(7, 4), dpi=100)
+    elo = [(_as_int(r["step"]), _as_float(r.get(ELO_METRIC, ""))) for r in rows] if ELO_METRIC in header else []
+    elo = [(s, v) for s, v in elo if v is not None]
+    fig = Figure(figsize=(7, 6.5 if elo else 4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(2, 1, 1) if elo else fig.add_subplot()
     plotted = False
     for column in columns:
         points = [(_as_int(r["step"]), _as_float(r.get(column, ""))) for r in rows]
@@ -202,6 +206,13 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     ax.set_ylabel("episode return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    if elo:
+        ax2 = fig.add_subplot(2, 1, 2, sharex=ax)
+        xs, ys = zip(*elo, strict=True)
+        ax2.plot(xs, ys, color="tab:red", linewidth=1.5)
+        ax2.set_xlabel("env steps")
+        ax2.set_ylabel("Elo (self-play)")
+        ax2.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(out)
     buffer = io.BytesIO()

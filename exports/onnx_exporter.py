@@ -197,6 +197,7 @@ def build_metadata(
         "plugins": list(run_config.plugins) if run_config is not None else [],
         "seed": run_config.seed if run_config is not None else None,
         "observation": _observation_spec(artifact.observation_space, artifact.observation_fields),
+        "game": getattr(artifact, "game", None),
         "action": head.action_spec(),
         "action_outputs": list(graph.head_outputs),
         "inputs": inputs,

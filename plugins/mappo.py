@@ -44,6 +44,7 @@ from agentkit.environment import GroupSpec, Observation
 from agentkit.errors import ConfigError
 from agentkit.policy import Actor, Critic, build_actor
 from agentkit.runlog import EndedEpisodes
+from agentkit.selfplay import SelfPlay, SelfPlayConfig
 from agentkit.storage import Batch, RolloutStorage
 
 
@@ -75,6 +76,11 @@ class MAPPOConfig(AlgorithmConfig):
     )
     vf_coef: float = Field(1.0, ge=0)
     max_grad_norm: float = Field(10.0, gt=0)
+    self_play: SelfPlayConfig | None = Field(
+        None,
+        description="Self-play for a symmetric game: one shared policy plays every seat, against itself and a "
+        "pool of its frozen snapshots (agentkit/selfplay.py).",
+    )
 
 
 @dataclass
@@ -122,6 +128,8 @@ class MAPPO:
         np.random.seed(run.seed % 2**32)
         self.generator = torch.Generator().manual_seed(run.seed)
         self.env = env.make_vec(self.num_envs, run.seed)
+        self.turn_based = bool(getattr(env, "turn_based", False))
+        self.all_agents = list(getattr(env, "agents", []))
         self.state_dim = self.env.state_dim
         policy = run.policy
         critic_sees_obs = not config.centralised
@@ -138,11 +146,22 @@ class MAPPO:
                 parts = [(agent, [i]) for i, agent in enumerate(group.agents)]
             for name, slots in parts:
                 self.units.append(self._build_unit(name, group, slots, context))
+        self.selfplay = self._build_selfplay(config.self_play, run.seed) if config.self_play else None
         self.steps_done = 0
         self.iteration = 0
         self.progress = Progress(config.total_steps)
         self.next_obs: dict[str, Observation] = self.env.reset(seed=run.seed)
 
+    def _build_selfplay(self, sp: SelfPlayConfig, seed: int) -> SelfPlay:
+        unit = self.units[0]
+        if len(self.units) != 1 or len(unit.slots) < 2:
+            raise ConfigError(
+                "algorithm.self_play: self-play needs one policy that plays every seat: an env with one group of "
+                f"two or more agents and algorithm.share_parameters: true (this run builds {len(self.units)} "
+                f"policies: {[u.name for u in self.units]}). Put the seats in one group (env.groups) or remove "
+                "algorithm.self_play."
+            )
+        return SelfPlay(sp, unit.actor, unit.agents, self.num_envs, seed)
     # -- building -------------------------------------------------------------------------------------------
 
     def _build_unit(self, name: str, group: GroupSpec, slots: list[int], context: BuildContext) -> PolicyUnit:
@@ -230,6 +249,8 @@ class MAPPO:
                     st.obs[t] = actor_in
                     st.critic_obs[t] = critic_in
                     st.valid[t] = torch.as_tensor(o.alive[:, unit.slots], device=self.device)
+                    if self.selfplay is not None:  # a frozen snapshot's seat acts but does not learn
+                        st.valid[t] &= ~torch.as_tensor(self.selfplay.frozen, device=self.device)
                     mask = None
                     if unit.use_mask:
                         mask = torch.as_tensor(o.mask[:, unit.slots], device=self.device)
@@ -237,6 +258,8 @@ class MAPPO:
                         mask = mask.reshape(-1, mask.shape[-1])
                     dist = unit.actor(actor_in.reshape(-1, actor_in.shape[-1]), mask)
                     action, outputs = unit.actor.head.choose(dist)
+                    if self.selfplay is not None:
+                        self.selfplay.act(actor_in.reshape(-1, actor_in.shape[-1]), mask, action, outputs)
                     st.actions[t] = action.reshape(st.actions.shape[1:])
                     st.logprobs[t] = dist.log_prob(action).reshape(st.logprobs.shape[1:])
                     st.values[t] = self._value(unit, critic_in)
@@ -255,6 +278,8 @@ class MAPPO:
                         _, final_in = self._inputs(unit, gt.final_obs, gt.final_state)
                         st.bootstrap[t] = torch.where(trunc & ~term, self._value(unit, final_in), 0.0)
             episodes.add(tr)
+            if self.selfplay is not None:
+                self.selfplay.observe(tr)
             obs = {g: gt.next for g, gt in tr.groups.items()}
         self.next_obs = obs
         self.steps_done += cfg.num_steps * self.num_envs
@@ -262,6 +287,9 @@ class MAPPO:
 
         metrics: dict[str, float] = {"charts/learning_rate": lr, "charts/ent_coef": ent_coef, **episodes.metrics()}
         per_unit = [self._learn(unit, obs, ent_coef) for unit in self.units]
+        if self.selfplay is not None:
+            self.selfplay.maybe_snapshot(self.steps_done)
+            metrics.update(self.selfplay.metrics())
         for unit, losses in zip(self.units, per_unit, strict=True):
             if len(self.units) > 1:
                 for key, value in losses.items():
@@ -298,6 +326,8 @@ class MAPPO:
         with torch.no_grad():
             _, critic_in = self._inputs(unit, o.obs, o.state)
             alive = torch.as_tensor(o.alive[:, unit.slots], device=self.device)
+            if self.selfplay is not None:
+                alive &= ~torch.as_tensor(self.selfplay.frozen, device=self.device)
             st.compute_gae(self._value(unit, critic_in), cfg.gamma, cfg.gae_lambda, last_valid=alive)
         batch = st.batch()
         if len(batch) == 0:  # every agent of this unit was dead for the whole rollout
@@ -345,6 +375,7 @@ class MAPPO:
             "progress": self.progress.state_dict(),
             "rng": rng_state(),
             "generator": self.generator.get_state(),
+            **({"selfplay": self.selfplay.state_dict()} if self.selfplay is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -366,6 +397,8 @@ class MAPPO:
         self.progress.load_state_dict(state.get("progress"), self.steps_done)
         set_rng_state(state["rng"])
         self.generator.set_state(state["generator"])
+        if self.selfplay is not None:
+            self.selfplay.load_state_dict(state["selfplay"])
         # Env episodes are not checkpointed: a resumed run starts fresh episodes, seeded from the step count.
         self.next_obs = self.env.reset(seed=self.steps_done)
 
@@ -380,9 +413,17 @@ class MAPPO:
                 agent_id_dim=u.id_dim,
                 uses_mask=u.use_mask,
                 observation_fields=u.group.observation_fields,
+                game=self._game(u),
             )
             for u in self.units
         ]
+
+    def _game(self, unit: PolicyUnit) -> dict[str, Any] | None:
+        """What an export says about playing a turn-based game: which seats, on which observation."""
+        if not self.turn_based:
+            return None
+        return {"turn_based": True, "seats": list(unit.agents), "observation": "own",
+                "self_play": self.selfplay is not None}
 
     def close(self) -> None:
         self.env.close()

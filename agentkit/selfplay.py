@@ -1,0 +1,221 @@
+"""Self-play for symmetric turn-based games: a pool of frozen snapshots of the learner, and an Elo rating.
+
+    algorithm: {plugin: mappo, self_play: {save_steps: 20000, window: 10, play_against_latest_ratio: 0.5,
+                                           swap_steps: 10000}}
+
+One policy (a group whose agents share parameters, e.g. tic-tac-toe's ``player_1`` and ``player_2``) plays
+every seat. ML-Agents' ghost-trainer knobs:
+
+- every ``save_steps`` env steps the learner's actor is copied into the pool (a frozen snapshot, rated with
+  the learner's Elo of that moment); the pool keeps the newest ``window`` snapshots, and starts with the
+  untrained policy;
+- each env copy plays one opponent at a time: with probability ``play_against_latest_ratio`` the latest
+  policy itself (every seat is the learner and learns), otherwise a snapshot drawn uniformly from the pool,
+  which plays every seat but the learner's; a frozen seat acts but never learns (its steps are not
+  ``valid``). A copy draws a new opponent at the first game start after ``swap_steps`` env steps (its own),
+  and the learner changes seat every game, so it plays first and second equally.
+
+**Rating.** Elo from the game results, assuming the learner's summed reward says who won (its sign: win >
+0, draw = 0, loss < 0; pettingzoo's board games give +1 / 0 / −1). After each game against a snapshot both
+ratings move by ``elo_k * (score - expected)`` in opposite directions (as ML-Agents does); games against the
+latest policy leave it unchanged (they are against itself). Everything here, pool weights included, is in
+``state_dict`` (tensors and plain data), so a resumed run keeps its pool and its rating.
+
+Asymmetric games (two learning groups, ``team_change``) are not covered yet.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from agentkit.config import StrictModel
+from agentkit.environment import MultiAgentTransition
+
+
+class SelfPlayConfig(StrictModel):
+    """Self-play against a pool of the learner's snapshots (agentkit/selfplay.py)."""
+
+    save_steps: int = Field(20_000, ge=1, description="Env steps between snapshots of the learner into the pool.")
+    window: int = Field(10, ge=1, description="How many of the newest snapshots the pool keeps.")
+    play_against_latest_ratio: float = Field(
+        0.5, ge=0, le=1, description="Chance that a copy's opponent is the latest policy itself (else a snapshot)."
+    )
+    swap_steps: int = Field(
+        10_000, ge=1, description="Env steps a copy keeps its opponent before drawing a new one (at a game start)."
+    )
+    initial_elo: float = Field(1200.0, description="The learner's rating at the start.")
+    elo_k: float = Field(16.0, gt=0, description="Elo K-factor: the most one game moves a rating.")
+
+
+def elo_expected(rating: float, other: float) -> float:
+    """The expected score of ``rating`` against ``other``."""
+    return 1.0 / (1.0 + 10.0 ** ((other - rating) / 400.0))
+
+
+def game_score(learner_return: float) -> float:
+    """1 (win), 0.5 (draw) or 0 (loss) from the sign of the learner's summed reward."""
+    return 1.0 if learner_return > 0 else 0.0 if learner_return < 0 else 0.5
+
+
+LATEST = -1
+
+
+class SelfPlay:
+    """The pool, the opponent of each env copy, and the Elo rating, for one shared policy of ``agents``.
+
+    ``frozen`` ``[N, A]`` (bool) marks the seats a snapshot plays in each copy now; ``act`` replaces the
+    learner's outputs on them; ``observe`` reads each step's ended games; ``maybe_snapshot`` grows the pool.
+    """
+
+    def __init__(self, config: SelfPlayConfig, actor: nn.Module, agents: list[str], num_envs: int, seed: int):
+        self.config = config
+        self.actor = actor
+        self.agents = list(agents)
+        self.num_envs = num_envs
+        self.generator = torch.Generator().manual_seed(seed + 7919)
+        self.elo = float(config.initial_elo)
+        self.pool: list[dict[str, Any]] = []  # {"step", "elo", "actor"}: oldest first
+        self._actors: list[nn.Module] = []
+        self.last_snapshot_step = 0
+        self.steps = 0
+        self.opponent = np.full(num_envs, LATEST, dtype=np.int64)  # pool index, or LATEST
+        self.learner_seat = np.arange(num_envs) % len(self.agents)
+        self.drawn_at = np.zeros(num_envs, dtype=np.int64)
+        self._results: list[tuple[int, int, float]] = []  # (opponent, learner seat, score) this iteration
+        self._snapshot(0)
+        for n in range(num_envs):
+            self._draw(n)
+
+    # -- the pool -------------------------------------------------------------------------------------------
+
+    def _snapshot(self, step: int) -> None:
+        state = {k: v.detach().clone() for k, v in self.actor.state_dict().items()}
+        self.pool.append({"step": int(step), "elo": self.elo, "actor": state})
+        frozen = copy.deepcopy(self.actor)
+        frozen.requires_grad_(False)
+        self._actors.append(frozen)
+        overflow = len(self.pool) - self.config.window
+        if overflow > 0:
+            del self.pool[:overflow], self._actors[:overflow]
+            # a copy whose snapshot left the pool finishes its game against the oldest one kept
+            self.opponent = np.where(self.opponent == LATEST, LATEST, np.maximum(self.opponent - overflow, 0))
+        self.last_snapshot_step = int(step)
+
+    def maybe_snapshot(self, steps_done: int) -> None:
+        """Copy the learner into the pool when ``save_steps`` more env steps have been done."""
+        self.steps = int(steps_done)
+        every = self.config.save_steps
+        if steps_done // every > self.last_snapshot_step // every:
+            self._snapshot(steps_done)
+
+    def _draw(self, n: int) -> None:
+        if float(torch.rand((), generator=self.generator)) < self.config.play_against_latest_ratio:
+            self.opponent[n] = LATEST
+        else:
+            self.opponent[n] = int(torch.randint(len(self.pool), (), generator=self.generator))
+        self.drawn_at[n] = self.steps
+
+    # -- acting -----------------------------------------------------------------------------------------------
+
+    @property
+    def frozen(self) -> np.ndarray:
+        """``[N, A]``: True where a snapshot, not the learner, plays the seat."""
+        seats = np.arange(len(self.agents))[None, :]
+        return (self.opponent[:, None] != LATEST) & (seats != self.learner_seat[:, None])
+
+    @torch.no_grad()
+    def act(self, actor_in: Tensor, mask: Tensor | None, action: Tensor, outputs: dict[str, Tensor]) -> None:
+        """Overwrite ``action`` and ``outputs`` (rows ``[N * A]``, env-major) on the frozen seats with each
+        seat's snapshot's choice (sampled, as the learner's are)."""
+        frozen = torch.as_tensor(self.frozen.reshape(-1))
+        if not bool(frozen.any()):
+            return
+        per_row = np.repeat(self.opponent, len(self.agents))
+        for k in np.unique(per_row[frozen.numpy()]):
+            rows = torch.as_tensor((per_row == k) & frozen.numpy())
+            snapshot = self._actors[int(k)]
+            dist = snapshot(actor_in[rows], None if mask is None else mask[rows])
+            chosen, outs = snapshot.head.choose(dist)
+            action[rows] = chosen
+            for key, value in outs.items():
+                outputs[key][rows] = value
+
+    # -- results ---------------------------------------------------------------------------------------------
+
+    def observe(self, transition: MultiAgentTransition) -> None:
+        """Rate the games that ended in this step, then give those copies their next game's opponent and
+        seat."""
+        for n, returns in zip(transition.episode_envs, transition.agent_returns, strict=False):
+            seat = int(self.learner_seat[n])
+            opponent = int(self.opponent[n])
+            if opponent == LATEST:
+                for s, agent in enumerate(self.agents):
+                    self._results.append((LATEST, s, game_score(returns[agent])))
+            else:
+                score = game_score(returns[self.agents[seat]])
+                self._results.append((opponent, seat, score))
+                change = self.config.elo_k * (score - elo_expected(self.elo, self.pool[opponent]["elo"]))
+                self.elo += change
+                self.pool[opponent]["elo"] -= change
+            self.learner_seat[n] = (seat + 1) % len(self.agents)
+            if self.steps - self.drawn_at[n] >= self.config.swap_steps:
+                self._draw(n)
+
+    def metrics(self) -> dict[str, float]:
+        """``selfplay/elo``, the pool's size, and the learner's win/draw/loss rates against snapshots this
+        iteration, over all seats and per seat (``selfplay/<agent>/win_rate``); ``selfplay/latest/...``: the
+        seats' results in games against itself (first-move advantage)."""
+        out = {"selfplay/elo": self.elo, "selfplay/pool_size": float(len(self.pool)),
+               "selfplay/pool_elo": float(np.mean([p["elo"] for p in self.pool]))}
+        against = [r for r in self._results if r[0] != LATEST]
+        out.update(_rates("selfplay", [s for _, _, s in against]))
+        for seat, agent in enumerate(self.agents):
+            out.update(_rates(f"selfplay/{agent}", [s for _, st, s in against if st == seat]))
+            out.update(_rates(f"selfplay/latest/{agent}", [s for o, st, s in self._results if o == LATEST and st == seat]))
+        self._results = []
+        return out
+
+    # -- checkpoint -----------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "elo": self.elo,
+            "pool": [{"step": p["step"], "elo": p["elo"], "actor": p["actor"]} for p in self.pool],
+            "last_snapshot_step": self.last_snapshot_step,
+            "steps": self.steps,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.elo = float(state["elo"])
+        self.last_snapshot_step = int(state["last_snapshot_step"])
+        self.steps = int(state["steps"])
+        self.generator.set_state(state["generator"])
+        self.pool, self._actors = [], []
+        for entry in state["pool"]:
+            frozen = copy.deepcopy(self.actor)
+            frozen.load_state_dict(entry["actor"])
+            frozen.requires_grad_(False)
+            self.pool.append({"step": int(entry["step"]), "elo": float(entry["elo"]), "actor": entry["actor"]})
+            self._actors.append(frozen)
+        # env episodes are not checkpointed: every copy starts a new game, with a new draw
+        self.learner_seat = np.arange(self.num_envs) % len(self.agents)
+        for n in range(self.num_envs):
+            self._draw(n)
+
+
+def _rates(prefix: str, scores: list[float]) -> dict[str, float]:
+    if not scores:
+        return {}
+    s = np.asarray(scores)
+    return {f"{prefix}/win_rate": float((s == 1.0).mean()), f"{prefix}/draw_rate": float((s == 0.5).mean()),
+            f"{prefix}/loss_rate": float((s == 0.0).mean()), f"{prefix}/games": float(len(s))}
+
+
+__all__ = ["SelfPlay", "SelfPlayConfig", "elo_expected", "game_score"]

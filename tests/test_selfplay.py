@@ -1,0 +1,115 @@
+"""Self-play: the snapshot pool, frozen seats, Elo, resume, and an export that plays every shipped opponent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from agentkit_plugins.mappo import MAPPO
+
+from agentkit import checkpoint as ckpt
+from agentkit.algorithm import BuildContext
+from agentkit.cli import main
+from agentkit.config import load_config
+from agentkit.errors import ConfigError
+from agentkit.host import PluginHost
+from agentkit.runlog import read_metrics
+from agentkit.selfplay import elo_expected, game_score
+from agentkit.trainer import train
+
+TTT = "pettingzoo.classic.tictactoe_v3"
+
+
+def selfplay_config(total_steps: int, **self_play) -> dict:
+    return {
+        "seed": 0,
+        "env": {"plugin": "pettingzoo", "module": TTT, "num_envs": 8},
+        "algorithm": {"plugin": "mappo", "total_steps": total_steps, "num_steps": 16, "centralised": False,
+                      "agent_id": False, "update_epochs": 2,
+                      "self_play": {"save_steps": 256, "window": 3, "play_against_latest_ratio": 0.25,
+                                    "swap_steps": 64, **self_play}},
+        "policy": {"hidden_sizes": [32, 32]},
+        "run": {"progress": "none", "tensorboard": True, "torch_threads": 1},
+    }
+
+
+def run_train(section: dict, run_dir, resume: bool = False):
+    host = PluginHost()
+    return train(load_config(section, host.registry), host, run_dir=run_dir, resume=resume)
+
+
+def test_elo_follows_the_sign_of_the_final_reward():
+    assert game_score(1.0) == 1.0 and game_score(0.0) == 0.5 and game_score(-2.0) == 0.0
+    assert elo_expected(1200, 1200) == 0.5
+    assert elo_expected(1400, 1200) == pytest.approx(1 - elo_expected(1200, 1400))
+
+
+def test_self_play_pool_frozen_seats_and_elo_survive_resume(tmp_path):
+    run_dir = tmp_path / "ttt"
+    run_train(selfplay_config(1024), run_dir)
+    state = ckpt.load_checkpoint(run_dir / "checkpoints" / "latest.pt")["algorithm"]["selfplay"]
+    # a snapshot at the start and every 256 steps; the window keeps the newest 3
+    assert [p["step"] for p in state["pool"]] == [512, 768, 1024]
+    assert state["elo"] != 1200.0
+    pool_weights = [p["actor"] for p in state["pool"]]
+    assert any(not torch.equal(a[k], b[k]) for a, b in zip(pool_weights, pool_weights[1:], strict=False) for k in a)
+
+    header, rows = read_metrics(run_dir / "metrics.csv")
+    for column in ("selfplay/elo", "selfplay/pool_size", "selfplay/win_rate", "selfplay/player_1/win_rate",
+                   "selfplay/player_2/loss_rate", "charts/player_1/episode_return"):
+        assert column in header, column
+    last_elo = float(rows[-1]["selfplay/elo"])
+    assert float(rows[-1]["selfplay/pool_size"]) == 3
+
+    run_train(selfplay_config(1536), run_dir, resume=True)
+    resumed = ckpt.load_checkpoint(run_dir / "checkpoints" / "latest.pt")["algorithm"]["selfplay"]
+    assert [p["step"] for p in resumed["pool"]] == [1024, 1280, 1536]
+    assert torch.equal(resumed["pool"][0]["actor"]["trunk.0.weight"], state["pool"][2]["actor"]["trunk.0.weight"])
+    _, rows = read_metrics(run_dir / "metrics.csv")
+    first_resumed = next(r for r in rows if int(r["step"]) > 1024)
+    # the rating continues from the checkpoint (one iteration's games move it at most K per game)
+    assert abs(float(first_resumed["selfplay/elo"]) - last_elo) <= 16 * float(first_resumed["selfplay/games"] or 0) + 1e-6
+    assert (run_dir / "curve.png").is_file()
+
+    # an export plays any seat, says so, and plays against every shipped opponent
+    out = tmp_path / "ttt.onnx"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    exported = sorted(tmp_path.glob("ttt*.onnx"))
+    assert len(exported) == 1
+    from agentkit import runtime
+
+    game = runtime.load(exported[0]).metadata["game"]
+    assert game == {"turn_based": True, "seats": ["player_1", "player_2"], "observation": "own", "self_play": True}
+    for opponent in ("random", "minimax:2", "minimax"):
+        assert main(["eval", str(exported[0]), "--opponent", opponent, "--episodes", "2", "--json"]) == 0
+
+
+def test_frozen_seats_never_reach_the_batch():
+    host = PluginHost()
+    config = load_config(selfplay_config(64, play_against_latest_ratio=0.0), host.registry)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    algo = MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    try:
+        frozen = torch.as_tensor(algo.selfplay.frozen)
+        assert frozen.sum(1).tolist() == [1] * 8  # one seat of two is the snapshot's in every copy
+        algo.iterate()
+        valid = algo.units[0].storage.valid
+        obs_alive = valid.any(0)  # every seat is somebody's, but a frozen one is never valid at t = 0
+        assert not bool((valid[0] & frozen).any()) and bool(obs_alive.any())
+    finally:
+        algo.close()
+
+
+def test_self_play_needs_one_policy_for_every_seat():
+    host = PluginHost()
+    section = selfplay_config(64)
+    section["env"]["groups"] = {"x": ["player_1"], "o": ["player_2"]}
+    config = load_config(section, host.registry)
+    with pytest.raises(ConfigError, match="one policy that plays every seat"):
+        env = host.registry.get("env", "pettingzoo").factory(config.env)
+        MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+
+
+def test_example_configs_validate(capsys):
+    for example in ("examples/tictactoe-selfplay.yaml", "examples/connect4-selfplay.yaml"):
+        assert main(["config", "show", example]) == 0
+        assert "self_play" in capsys.readouterr().out
