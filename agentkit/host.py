@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "agentkit_envs.gymnasium_env",
     "agentkit_plugins.ppo",
     "agentkit_envs.pettingzoo_env",
+    "agentkit_envs.remote",
     "agentkit_plugins.mappo",
     "agentkit_exports.onnx_exporter",
     "agentkit_plugins.maddpg",

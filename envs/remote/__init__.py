@@ -1,0 +1,169 @@
+"""The ``remote`` env plugin: a game that runs outside Python, reached over the engine bridge.
+
+    env: {plugin: remote, mode: launch, command: "node game.mjs --port {port} --instance {instance}", num_envs: 8}
+
+The game embeds a client of the bridge protocol (docs/bridge.md; clients in exports/python and exports/js)
+and declares its agents and spaces in its ``hello``. A game with one agent is a single-agent env (like the
+gymnasium plugin's); with several, a multi-agent env with policy groups (like the pettingzoo plugin's). The
+source reads the spaces from the first instance when it is built and keeps that instance for the first
+vector env; further instances connect when a vector env is first reset.
+
+``params`` (``env.params``, changed by lifecycle hooks through ``run.env.params``) go with every reset.
+The plugin's ``agentkit_iteration_end`` adds ``bridge/restarts`` and ``bridge/dropped_episodes`` (counts so
+far in this session) to the metrics of runs on a remote env.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+import agentkit
+from agentkit.config import EnvConfig
+from agentkit.environment import GroupSpec
+from agentkit.errors import ConfigError
+from agentkit.observations import ObservationLayout
+
+from .protocol import DEFAULT_MAX_FRAME_BYTES, BridgeError
+from .server import BridgeServer, Instance
+from .vec import RemoteMultiAgentVecEnv, RemoteVecEnv
+
+
+class RemoteEnvConfig(EnvConfig):
+    """A game that speaks the agentkit bridge protocol (docs/bridge.md)."""
+
+    mode: Literal["launch", "listen"] = Field(
+        "launch", description="launch: start num_envs game processes from `command`; listen: wait for games to connect."
+    )
+    command: str | None = Field(
+        None, description="launch: the command line of one game instance; {port}, {host}, {instance}, {seed} and "
+        "{transport} are filled in (split like a shell would, not run by one)."
+    )
+    cwd: str | None = Field(None, description="launch: the folder the command runs in (default: the current one).")
+    transport: Literal["tcp", "websocket"] = Field("tcp", description="tcp (length-prefixed frames) or websocket.")
+    host: str = Field("127.0.0.1", description="The address to listen on; a non-loopback one requires `token`.")
+    port: int = Field(0, ge=0, le=65535, description="The port to listen on; 0 = any free port (launch mode).")
+    token: str | None = Field(None, description="A shared secret every game's hello must carry.")
+    num_envs: int = Field(8, ge=1, description="Game instances stepped together.")
+    connect_timeout: float = Field(60.0, gt=0, description="Seconds a game has to connect and say hello.")
+    step_timeout: float = Field(60.0, gt=0, description="Seconds a game has to answer a reset or a step.")
+    max_frame_bytes: int = Field(DEFAULT_MAX_FRAME_BYTES, ge=1024, description="The largest payload accepted.")
+    max_restarts: int = Field(10, ge=0, description="Crashed instances restarted per run before the run stops.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Sent to the game with every reset.")
+    groups: dict[str, list[str]] | None = Field(
+        None, description="Multi-agent games: policy groups {name: [agent, ...]}; default: identical spaces share one."
+    )
+
+
+class RemoteSource:
+    """A bridged game's description (read from its first instance's hello) and a way to make vector envs.
+
+    Attributes besides ``EnvSource``'s: ``server`` (the listener and launcher), ``params`` (sent at every
+    reset; hooks may change it), ``stats`` (``restarts``, ``dropped_episodes``), ``agent_specs``; for
+    multi-agent games ``groups``, ``agents`` and ``state_dim`` as the pettingzoo source has them.
+    """
+
+    def __init__(self, config: RemoteEnvConfig):
+        self.config = config
+        self.params: dict[str, Any] = dict(config.params)
+        self.stats = {"restarts": 0, "dropped_episodes": 0}
+        self.server = BridgeServer(config)
+        try:
+            (probe,) = self.server.open(self.server.new_numbers(1), [0])
+        except BaseException:
+            self.server.close()
+            raise
+        self._spare: list[Instance] = [probe]
+        hello = probe.hello
+        self.env_id = hello.game
+        self.agent_specs = hello.agents
+        self.agents = [a.name for a in hello.agents]
+        self.declared_state_dim = hello.state_dim
+        self.multi_agent = len(hello.agents) > 1
+        self.layouts = {a.name: ObservationLayout(a.observation, f"game {hello.game!r}: agent {a.name!r}")
+                        for a in hello.agents}
+        self.groups = self._make_groups(config.groups)
+        self.state_dim = hello.state_dim or sum(a.obs_size for a in hello.agents)
+        first = next(iter(self.groups.values()))
+        self.observation_space = first.observation_space
+        self.action_space = first.action_space
+        self.observation_fields = None
+        self.has_mask = any(g.mask_dim > 0 for g in self.groups.values())
+
+    def _make_groups(self, named: dict[str, list[str]] | None) -> dict[str, GroupSpec]:
+        # the pettingzoo plugin's grouping rules, on the declared agents
+        from agentkit_envs.pettingzoo_env import _default_groups
+
+        specs = {a.name: a for a in self.agent_specs}
+        keys = {a: (self.layouts[a].key, specs[a].mask_dim) for a in self.agents}
+        actions = {a: specs[a].action for a in self.agents}
+        if named is None:
+            named = _default_groups(self.agents, keys, actions)
+        seen: dict[str, str] = {}
+        for gname, members in named.items():
+            if not members:
+                raise ConfigError(f"env.groups.{gname}: a group needs at least one agent.")
+            for agent in members:
+                if agent not in specs:
+                    raise ConfigError(f"env.groups.{gname}: unknown agent {agent!r}; the game's agents are {self.agents}.")
+                if agent in seen:
+                    raise ConfigError(f"env.groups: agent {agent!r} is in both {seen[agent]!r} and {gname!r}; put it in one.")
+                seen[agent] = gname
+                if keys[agent] != keys[members[0]] or actions[agent] != actions[members[0]]:
+                    raise ConfigError(
+                        f"env.groups.{gname}: agents {members[0]!r} and {agent!r} have different observation or action "
+                        "spaces or masks, so they cannot share a policy; put them in different groups."
+                    )
+        missing = [a for a in self.agents if a not in seen]
+        if missing:
+            raise ConfigError(f"env.groups: agents {missing} are in no group; every agent needs one.")
+        return {
+            name: GroupSpec(
+                name=name, agents=list(members), observation_space=self.layouts[members[0]].space,
+                action_space=specs[members[0]].action, mask_dim=specs[members[0]].mask_dim,
+            )
+            for name, members in named.items()
+        }
+
+    def claim(self, count: int, seed: int) -> list[Instance]:
+        """``count`` connected instances for a vector env: the spare one first, then new ones."""
+        spare, self._spare = self._spare[:count], self._spare[count:]
+        numbers = self.server.new_numbers(count - len(spare))
+        return spare + self.server.open(numbers, [seed + n for n in numbers])
+
+    def make_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None):
+        if self.multi_agent:
+            return RemoteMultiAgentVecEnv(self, num_envs, seed)
+        return RemoteVecEnv(self, num_envs, seed)
+
+    def close(self) -> None:
+        for inst in self._spare:
+            inst.close("not needed")
+            if inst.game is not None:
+                inst.game.stop()
+        self._spare = []
+        self.server.close()
+
+
+def make_source(config: RemoteEnvConfig) -> RemoteSource:
+    return RemoteSource(config)
+
+
+@agentkit.hookimpl
+def agentkit_register_envs(register):
+    register(
+        "remote", make_source, RemoteEnvConfig,
+        "A game in any engine (Godot, Unity, a browser, Node, ...) over the bridge protocol, TCP or WebSocket.",
+    )
+
+
+@agentkit.hookimpl
+def agentkit_iteration_end(run, iteration, step, metrics):
+    stats = getattr(run.env, "stats", None)
+    if isinstance(run.env, RemoteSource) and stats is not None:
+        metrics["bridge/restarts"] = float(stats["restarts"])
+        metrics["bridge/dropped_episodes"] = float(stats["dropped_episodes"])
+
+
+__all__ = ["BridgeError", "RemoteEnvConfig", "RemoteSource"]

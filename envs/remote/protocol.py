@@ -1,0 +1,350 @@
+"""The bridge protocol, version 1 (docs/bridge.md): payload encoding, the ``hello`` a game declares itself
+with, and the per-agent wire layout of observations, masks and actions.
+
+A payload is ``u32 LE header length | JSON header | blobs``; ``header["blobs"]`` lists each blob's ``name``,
+``dtype`` (float32, int32, uint8) and ``count`` (elements), in the order they follow, without padding. TCP
+prefixes every payload with its own u32 LE length; WebSocket sends it as one binary message
+(``transport``). This module never touches a socket.
+
+Every failure to follow the protocol raises ``BridgeError`` (an ``InvalidInputError``: exit code 2) with
+``code`` (the error code of docs/bridge.md) and, where one applies, ``field``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from agentkit.errors import InvalidInputError
+from agentkit.spaces import HybridSpace
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4"), "uint8": np.dtype("u1")}
+_WIRE = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32", np.dtype(np.uint8): "uint8",
+         np.dtype(np.bool_): "uint8"}
+_U32 = struct.Struct("<I")
+
+
+class BridgeError(InvalidInputError):
+    """A protocol violation or a failed game instance. ``code`` is the docs/bridge.md error code;
+    ``details`` extra fields for the ``error`` message sent to the game (``field``, ``trainer``, ``game``)."""
+
+    def __init__(self, message: str, code: str = "bad_frame", **details: Any):
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+class BridgeDisconnected(BridgeError):
+    """The connection closed (the game exited, crashed or dropped it)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="disconnected")
+
+
+class BridgeTimeout(BridgeError):
+    """The game did not answer in time."""
+
+    def __init__(self, message: str):
+        super().__init__(message, code="timeout")
+
+
+# -- payloads ---------------------------------------------------------------------------------------------
+
+
+def encode(header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -> bytes:
+    """One payload: ``header`` (a JSON object; its ``blobs`` list is written here) and the arrays of
+    ``blobs`` in insertion order, each sent flat in its own dtype (float32, int32 or uint8)."""
+    parts: list[bytes] = []
+    listed = []
+    for name, array in (blobs or {}).items():
+        array = np.asarray(array)
+        wire = _WIRE.get(array.dtype)
+        if wire is None:
+            raise TypeError(f"blob {name!r}: dtype {array.dtype} cannot travel; use float32, int32 or uint8")
+        listed.append({"name": name, "dtype": wire, "count": int(array.size)})
+        parts.append(np.ascontiguousarray(array, dtype=DTYPES[wire]).tobytes())
+    text = json.dumps({**header, "blobs": listed}, separators=(",", ":"), allow_nan=False).encode()
+    return b"".join([_U32.pack(len(text)), text, *parts])
+
+
+def decode(payload: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header and the blobs (flat numpy arrays, read-only views of ``payload``) of one payload."""
+    view = memoryview(payload)
+    if len(view) < 4:
+        raise BridgeError(f"bad_frame: a payload of {len(view)} bytes has no header length.", field="header")
+    (hlen,) = _U32.unpack_from(view, 0)
+    if 4 + hlen > len(view):
+        raise BridgeError(
+            f"bad_frame: the header length says {hlen} bytes but the payload has {len(view) - 4} after it.",
+            field="header",
+        )
+    try:
+        header = json.loads(bytes(view[4 : 4 + hlen]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BridgeError(f"bad_frame: the header is not UTF-8 JSON ({exc}).", field="header") from exc
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise BridgeError("bad_frame: the header must be a JSON object with a string 'type'.", field="header.type")
+    listed = header.get("blobs", [])
+    if not isinstance(listed, list):
+        raise BridgeError("bad_frame: header.blobs must be a list.", field="header.blobs")
+    blobs: dict[str, np.ndarray] = {}
+    offset = 4 + hlen
+    for i, entry in enumerate(listed):
+        where = f"header.blobs[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise BridgeError(f"bad_frame: {where} must be {{name, dtype, count}}.", field=where)
+        name = entry["name"]
+        dtype = DTYPES.get(entry.get("dtype"))
+        count = entry.get("count")
+        if dtype is None:
+            raise BridgeError(
+                f"bad_frame: blob {name!r} has dtype {entry.get('dtype')!r}; the protocol knows "
+                f"{', '.join(DTYPES)}.", field=name,
+            )
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise BridgeError(f"bad_frame: blob {name!r} has count {count!r}; give a whole number >= 0.", field=name)
+        if name in blobs:
+            raise BridgeError(f"bad_frame: blob {name!r} is listed twice.", field=name)
+        size = count * dtype.itemsize
+        if offset + size > len(view):
+            raise BridgeError(
+                f"bad_frame: blob {name!r} ({count} x {entry['dtype']} = {size} bytes) runs past the end of the "
+                f"payload ({len(view) - offset} bytes left).", field=name,
+            )
+        blobs[name] = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
+        offset += size
+    if offset != len(view):
+        raise BridgeError(
+            f"bad_frame: {len(view) - offset} bytes follow the last blob; header.blobs must list every array.",
+            field="header.blobs",
+        )
+    return header, blobs
+
+
+# -- what the game declares -------------------------------------------------------------------------------
+
+
+@dataclass
+class AgentSpec:
+    """One declared agent: its spaces (gymnasium's, as the trainer sees them) and its wire layout."""
+
+    name: str
+    observation: spaces.Box  # float32, the declared shape
+    action: spaces.Space
+    mask_dim: int  # 0: no mask
+    n_int: int  # integers of one action on the wire
+    n_float: int  # floats of one action on the wire
+    declared: dict[str, Any] = field(repr=False, default_factory=dict)  # the agent's hello entry
+
+    @property
+    def obs_size(self) -> int:
+        return int(math.prod(self.observation.shape))
+
+
+@dataclass
+class Hello:
+    """A game's ``hello``, checked."""
+
+    game: str
+    instance: int | None
+    token: str | None
+    agents: list[AgentSpec]
+    state_dim: int
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def signature(self) -> dict[str, Any]:
+        """What every instance of a run must declare alike (compared field by field)."""
+        return {"game": self.game, "agents": [a.declared for a in self.agents], "state_dim": self.state_dim}
+
+
+def _bad(field_: str, message: str) -> BridgeError:
+    return BridgeError(f"bad_hello: {field_}: {message}", code="bad_hello", field=field_)
+
+
+def _bounds(value: Any, size: int, where: str, default: float) -> np.ndarray:
+    if value is None:
+        return np.full(size, default, np.float32)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return np.full(size, float(value), np.float32)
+    if isinstance(value, list) and len(value) == size and all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value
+    ):
+        return np.array([default if v is None else v for v in value], np.float32)
+    raise _bad(where, f"give a number, a list of {size} numbers or null; got {value!r}.")
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                                            for d in value):
+        raise _bad(where, f"give a non-empty list of positive integers, e.g. [9]; got {value!r}.")
+    return tuple(value)
+
+
+def _int_list(value: Any, where: str, minimum: int) -> list[int]:
+    if not isinstance(value, list) or not value or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value
+    ):
+        raise _bad(where, f"give a non-empty list of integers >= {minimum}; got {value!r}.")
+    return value
+
+
+def parse_action(spec: Any, where: str) -> tuple[spaces.Space, int, int, int]:
+    """The gymnasium space of an action spec, its mask width, and its integer and float counts on the wire."""
+    if not isinstance(spec, dict):
+        raise _bad(where, f"an action is an object with a 'kind'; got {spec!r}.")
+    kind = spec.get("kind")
+    if kind == "discrete":
+        n = spec.get("n")
+        start = spec.get("start", 0)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise _bad(f"{where}.n", f"give the number of actions (>= 1); got {n!r}.")
+        if not isinstance(start, int) or isinstance(start, bool):
+            raise _bad(f"{where}.start", f"give an integer; got {start!r}.")
+        return spaces.Discrete(n, start=start), n, 1, 0
+    if kind == "multi_discrete":
+        nvec = _int_list(spec.get("nvec"), f"{where}.nvec", 1)
+        start = spec.get("start", [0] * len(nvec))
+        if not isinstance(start, list) or len(start) != len(nvec) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in start
+        ):
+            raise _bad(f"{where}.start", f"give {len(nvec)} integers, one per branch; got {start!r}.")
+        space = spaces.MultiDiscrete(np.array(nvec, np.int64), start=np.array(start, np.int64))
+        return space, int(sum(nvec)), len(nvec), 0
+    if kind == "box":
+        shape = _shape(spec.get("shape"), f"{where}.shape")
+        size = int(math.prod(shape))
+        low = _bounds(spec.get("low"), size, f"{where}.low", -np.inf)
+        high = _bounds(spec.get("high"), size, f"{where}.high", np.inf)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
+            raise _bad(where, "a box action needs finite bounds with low < high in every dimension.")
+        return spaces.Box(low.reshape(shape), high.reshape(shape), shape, np.float32), 0, 0, size
+    if kind == "hybrid":
+        types, params = spec.get("types"), spec.get("params")
+        if not isinstance(types, list) or not types or not isinstance(params, list):
+            raise _bad(where, "a hybrid action needs 'types' (a non-empty list) and 'params' (a list).")
+        bounds: dict[str, tuple[float, float]] = {}
+        for i, p in enumerate(params):
+            if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+                raise _bad(f"{where}.params[{i}]", f"give {{name, low, high}}; got {p!r}.")
+            low, high = p.get("low"), p.get("high")
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+                raise _bad(f"{where}.params[{i}]", f"parameter {p['name']!r} needs numeric low and high.")
+            bounds[p["name"]] = (float(low), float(high))
+        owned: dict[str, list[str]] = {}
+        for i, t in enumerate(types):
+            if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not isinstance(t.get("params", []), list):
+                raise _bad(f"{where}.types[{i}]", f"give {{name, params: [...]}}; got {t!r}.")
+            owned[t["name"]] = list(t.get("params", []))
+        try:
+            space = HybridSpace(types=owned, params=bounds)
+        except ValueError as exc:
+            raise _bad(where, str(exc)) from exc
+        return space, space.num_types, 1, space.num_params
+    raise _bad(f"{where}.kind", f"{kind!r} is not an action kind; give discrete, multi_discrete, box or hybrid.")
+
+
+def parse_hello(header: dict[str, Any]) -> Hello:
+    """Check a ``hello`` header (the protocol version first) and build the agents' specs."""
+    if header.get("type") != "hello":
+        raise BridgeError(
+            f"unexpected_message: the first message must be 'hello', got {header.get('type')!r}.",
+            code="unexpected_message",
+        )
+    version = header.get("protocol")
+    if version != PROTOCOL_VERSION:
+        raise BridgeError(
+            f"protocol_mismatch: the game speaks bridge protocol {version!r}, this trainer speaks "
+            f"{PROTOCOL_VERSION}; update the game's client (docs/bridge.md) or agentkit.",
+            code="protocol_mismatch", trainer=PROTOCOL_VERSION, game=version,
+        )
+    game = header.get("game")
+    if not isinstance(game, str) or not game:
+        raise _bad("game", f"give the game's name (a non-empty string); got {game!r}.")
+    instance = header.get("instance")
+    if instance is not None and (not isinstance(instance, int) or isinstance(instance, bool) or instance < 0):
+        raise _bad("instance", f"give the {{instance}} number the game was started with, or null; got {instance!r}.")
+    token = header.get("token")
+    if token is not None and not isinstance(token, str):
+        raise _bad("token", "give a string or null.")
+    state_dim = header.get("state_dim", 0)
+    if not isinstance(state_dim, int) or isinstance(state_dim, bool) or state_dim < 0:
+        raise _bad("state_dim", f"give a whole number >= 0; got {state_dim!r}.")
+    declared = header.get("agents")
+    if not isinstance(declared, list) or not declared:
+        raise _bad("agents", "declare at least one agent: [{name, observation, action, mask}].")
+    agents: list[AgentSpec] = []
+    for i, entry in enumerate(declared):
+        where = f"agents[{i}]"
+        if not isinstance(entry, dict):
+            raise _bad(where, f"an agent is {{name, observation, action, mask}}; got {entry!r}.")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{where}.name", f"give a non-empty string; got {name!r}.")
+        if any(a.name == name for a in agents):
+            raise _bad(f"{where}.name", f"agent name {name!r} is declared twice; names must be unique.")
+        obs = entry.get("observation")
+        if not isinstance(obs, dict):
+            raise _bad(f"{where}.observation", "give {shape, low, high}.")
+        if obs.get("dtype", "float32") != "float32":
+            raise _bad(f"{where}.observation.dtype", f"protocol 1 carries float32 observations; got {obs['dtype']!r}.")
+        shape = _shape(obs.get("shape"), f"{where}.observation.shape")
+        size = int(math.prod(shape))
+        low = _bounds(obs.get("low"), size, f"{where}.observation.low", -np.inf)
+        high = _bounds(obs.get("high"), size, f"{where}.observation.high", np.inf)
+        action, mask_dim, n_int, n_float = parse_action(entry.get("action"), f"{where}.action")
+        masked = entry.get("mask", False)
+        if not isinstance(masked, bool):
+            raise _bad(f"{where}.mask", f"give true or false; got {masked!r}.")
+        if masked and isinstance(action, spaces.Box):
+            raise _bad(f"{where}.mask", "a box action takes no mask; set mask: false.")
+        agents.append(AgentSpec(
+            name=name,
+            observation=spaces.Box(low.reshape(shape), high.reshape(shape), shape, np.float32),
+            action=action,
+            mask_dim=mask_dim if masked else 0,
+            n_int=n_int,
+            n_float=n_float,
+            declared=_canonical(entry),
+        ))
+    return Hello(game=game, instance=instance, token=token, agents=agents, state_dim=state_dim, raw=header)
+
+
+def _canonical(entry: dict[str, Any]) -> dict[str, Any]:
+    """An agent entry with defaults filled in, so that equal declarations compare equal."""
+    obs = dict(entry["observation"])
+    obs.setdefault("dtype", "float32")
+    obs.setdefault("low", None)
+    obs.setdefault("high", None)
+    action = dict(entry["action"])
+    if action.get("kind") == "discrete":
+        action.setdefault("start", 0)
+    if action.get("kind") == "multi_discrete":
+        action.setdefault("start", [0] * len(action["nvec"]))
+    if action.get("kind") == "hybrid":
+        action["types"] = [{"name": t["name"], "params": list(t.get("params", []))} for t in action["types"]]
+    return {"name": entry["name"], "observation": obs, "action": action, "mask": bool(entry.get("mask", False))}
+
+
+def first_difference(expected: Any, got: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """The first field (a dotted path) where two JSON values differ, with both values; None if equal."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        for key in list(expected) + [k for k in got if k not in expected]:
+            found = first_difference(expected.get(key), got.get(key), f"{where}.{key}" if where else key)
+            if found:
+                return found
+        return None
+    if isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
+        for i, (a, b) in enumerate(zip(expected, got, strict=True)):
+            found = first_difference(a, b, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return None if expected == got else (where or "hello", expected, got)
