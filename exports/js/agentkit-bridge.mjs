@@ -1,0 +1,371 @@
+// agentkit bridge client for JavaScript games (protocol version 1, ../../docs/bridge.md).
+//
+// One ES module for Node (TCP through `node:net`, WebSocket through the `ws` package) and browsers
+// (WebSocket). The game describes its agents and hands `serve` an object with `reset` and `step`:
+//
+//   import { serve, agent, hybrid, parseArgs } from "./agentkit-bridge.mjs";
+//   const game = {
+//     reset(seed, params) { ...; return { obs: [obs0, obs1], alive: [1, 1], mask: [...] }; },
+//     step(actions)       { ...; return { obs, reward, terminated, truncated, info: { win: [1, 0] } }; },
+//   };
+//   await serve(game, { name: "my-game", agents: [agent("car", [9], hybrid({...}, {...}))], port: 11008 });
+//
+// `reset` and `step` may be async. Values may be arrays or typed arrays: `obs` one array per agent, or one
+// flat Float32Array of every agent's numbers (the fast path for many agents); `reward`, `terminated`,
+// `truncated`, `alive` one entry per agent (`alive` defaults to "not terminated and not truncated", and to
+// all alive at reset); `mask` one array per masked agent or one flat array (1 = allowed); `info` key ->
+// one number per agent (NaN: nothing to report).
+//
+// An action reaches `step` as: discrete -> a number; multi_discrete -> an Int32Array [branches]; box -> a
+// Float32Array (row-major); hybrid -> { type, params: Float32Array [P] } (parameters the type does not
+// own are 0). `serve` returns once the trainer sends `close`, and rejects with an Error when the trainer
+// refuses the game or the connection breaks.
+
+export const PROTOCOL_VERSION = 1;
+
+const DTYPES = { float32: Float32Array, int32: Int32Array, uint8: Uint8Array };
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error("agentkit-bridge: this platform is big-endian; the protocol is little-endian");
+}
+const isNode = typeof process !== "undefined" && process.versions != null && process.versions.node != null;
+
+// -- declaring agents ----------------------------------------------------------------------------------
+
+export const discrete = (n, start = 0) => ({ kind: "discrete", n, start });
+export const multiDiscrete = (nvec) => ({ kind: "multi_discrete", nvec: [...nvec] });
+export const box = (shape, low, high) => ({ kind: "box", shape: [...shape], low, high });
+/** `types`: {name: [param names it owns]}; `params`: {name: [low, high]}. */
+export function hybrid(types, params) {
+  return {
+    kind: "hybrid",
+    types: Object.entries(types).map(([name, owned]) => ({ name, params: [...owned] })),
+    params: Object.entries(params).map(([name, [low, high]]) => ({ name, low, high })),
+  };
+}
+export function agent(name, obsShape, action, { mask = false, low = null, high = null } = {}) {
+  return { name, observation: { shape: [...obsShape], low, high }, action, mask };
+}
+
+// -- frames --------------------------------------------------------------------------------------------
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** One payload: a header object and blobs {name: [dtype, values]} in insertion order. */
+export function encode(header, blobs = {}) {
+  const listed = [];
+  const parts = [];
+  for (const [name, [dtype, values]] of Object.entries(blobs)) {
+    const Type = DTYPES[dtype];
+    const typed = values instanceof Type ? values : Type.from(values, (v) => Number(v));
+    listed.push({ name, dtype, count: typed.length });
+    parts.push(new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength));
+  }
+  const text = encoder.encode(JSON.stringify({ ...header, blobs: listed }));
+  let size = 4 + text.length;
+  for (const p of parts) size += p.length;
+  const out = new Uint8Array(size);
+  new DataView(out.buffer).setUint32(0, text.length, true);
+  out.set(text, 4);
+  let offset = 4 + text.length;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
+
+/** The header and blobs (typed arrays, copied so they are aligned) of one payload (a Uint8Array). */
+export function decode(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hlen = view.getUint32(0, true);
+  const header = JSON.parse(decoder.decode(bytes.subarray(4, 4 + hlen)));
+  const blobs = {};
+  let offset = 4 + hlen;
+  for (const { name, dtype, count } of header.blobs ?? []) {
+    const Type = DTYPES[dtype];
+    if (!Type) throw new Error(`bad_frame: blob ${name} has unknown dtype ${dtype}`);
+    const n = count * Type.BYTES_PER_ELEMENT;
+    blobs[name] = new Type(bytes.slice(offset, offset + n).buffer);
+    offset += n;
+  }
+  if (offset !== bytes.length) throw new Error(`bad_frame: ${bytes.length - offset} bytes after the blobs`);
+  return { header, blobs };
+}
+
+// -- connections: send(Uint8Array), recv() -> Promise<Uint8Array>, close() ------------------------------
+
+class Inbox {
+  constructor() {
+    this.items = [];
+    this.waiters = [];
+    this.error = null;
+  }
+  push(item) {
+    const w = this.waiters.shift();
+    if (w) w.resolve(item);
+    else this.items.push(item);
+  }
+  fail(error) {
+    if (this.error) return;
+    this.error = error;
+    for (const w of this.waiters.splice(0)) w.reject(error);
+  }
+  next() {
+    if (this.items.length) return Promise.resolve(this.items.shift());
+    if (this.error) return Promise.reject(this.error);
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+}
+
+async function connectTcp(host, port, timeoutMs) {
+  const net = await import("node:net");
+  const socket = net.createConnection({ host, port });
+  socket.setNoDelay(true);
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cannot connect to ${host}:${port} (timed out)`)), timeoutMs);
+    socket.once("connect", () => { clearTimeout(timer); resolve(); });
+    socket.once("error", (e) => { clearTimeout(timer); reject(new Error(`cannot connect to ${host}:${port}: ${e.message}`)); });
+  });
+  const inbox = new Inbox();
+  let chunks = [];
+  let have = 0;
+  let need = -1; // payload length of the frame being read, -1 while reading its 4-byte prefix
+  const take = (n) => {
+    const out = new Uint8Array(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = chunks[0];
+      const k = Math.min(c.length, n - filled);
+      out.set(c.subarray(0, k), filled);
+      filled += k;
+      if (k === c.length) chunks.shift();
+      else chunks[0] = c.subarray(k);
+    }
+    have -= n;
+    return out;
+  };
+  socket.on("data", (data) => {
+    chunks.push(new Uint8Array(data.buffer, data.byteOffset, data.length));
+    have += data.length;
+    for (;;) {
+      if (need < 0) {
+        if (have < 4) break;
+        const p = take(4);
+        need = new DataView(p.buffer).getUint32(0, true);
+      }
+      if (have < need) break;
+      inbox.push(take(need));
+      need = -1;
+    }
+  });
+  socket.on("error", (e) => inbox.fail(new Error(`connection error: ${e.message}`)));
+  socket.on("close", () => inbox.fail(new Error("the trainer closed the connection")));
+  return {
+    send(payload) {
+      const prefix = new Uint8Array(4);
+      new DataView(prefix.buffer).setUint32(0, payload.length, true);
+      socket.write(prefix);
+      socket.write(payload);
+    },
+    recv: () => inbox.next(),
+    close() { socket.destroy(); },
+  };
+}
+
+async function connectWebSocket(url, timeoutMs) {
+  const WS = isNode && typeof globalThis.WebSocket === "undefined" ? (await import("ws")).default : globalThis.WebSocket;
+  const ws = new WS(url);
+  ws.binaryType = "arraybuffer";
+  const inbox = new Inbox();
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cannot connect to ${url} (timed out)`)), timeoutMs);
+    ws.onopen = () => { clearTimeout(timer); resolve(); };
+    ws.onerror = (e) => { clearTimeout(timer); reject(new Error(`cannot connect to ${url}: ${e.message ?? "error"}`)); };
+  });
+  ws.onmessage = (event) => {
+    if (typeof event.data === "string") inbox.fail(new Error("bad_frame: the trainer sent a text message"));
+    else inbox.push(new Uint8Array(event.data));
+  };
+  ws.onerror = (e) => inbox.fail(new Error(`connection error: ${e.message ?? "error"}`));
+  ws.onclose = () => inbox.fail(new Error("the trainer closed the connection"));
+  return { send: (payload) => ws.send(payload), recv: () => inbox.next(), close: () => ws.close() };
+}
+
+// -- the client ----------------------------------------------------------------------------------------
+
+const prod = (shape) => shape.reduce((a, b) => a * b, 1);
+
+class Layout {
+  constructor(agents) {
+    this.agents = agents;
+    this.n = agents.length;
+    this.obsSize = agents.map((a) => prod(a.observation.shape));
+    this.nInt = [];
+    this.nFloat = [];
+    this.maskDim = [];
+    for (const a of agents) {
+      const act = a.action;
+      this.nInt.push({ discrete: 1, multi_discrete: act.nvec?.length ?? 0, box: 0, hybrid: 1 }[act.kind]);
+      this.nFloat.push(act.kind === "box" ? prod(act.shape) : act.kind === "hybrid" ? act.params.length : 0);
+      const width = act.kind === "discrete" ? act.n : act.kind === "multi_discrete"
+        ? act.nvec.reduce((x, y) => x + y, 0) : act.kind === "hybrid" ? act.types.length : 0;
+      this.maskDim.push(a.mask ? width : 0);
+    }
+    this.totalObs = this.obsSize.reduce((x, y) => x + y, 0);
+    this.totalMask = this.maskDim.reduce((x, y) => x + y, 0);
+  }
+
+  actions(ints, floats) {
+    const out = new Array(this.n);
+    let i = 0;
+    let f = 0;
+    for (let a = 0; a < this.n; a++) {
+      const kind = this.agents[a].action.kind;
+      const ni = this.nInt[a];
+      const nf = this.nFloat[a];
+      if (kind === "discrete") out[a] = ints[i];
+      else if (kind === "multi_discrete") out[a] = ints.slice(i, i + ni);
+      else if (kind === "box") out[a] = floats.slice(f, f + nf);
+      else out[a] = { type: ints[i], params: floats.slice(f, f + nf) };
+      i += ni;
+      f += nf;
+    }
+    return out;
+  }
+
+  flat(values, total, Type, what) {
+    if (values instanceof Type && values.length === total) return values;
+    const out = new Type(total);
+    if (values.length === total && !values.some?.((v) => typeof v === "object" && v !== null)) {
+      out.set(Array.from(values, Number));
+      return out;
+    }
+    let offset = 0;
+    for (const v of values) {
+      const arr = typeof v === "number" ? [v] : Array.from(v, Number);
+      out.set(arr, offset);
+      offset += arr.length;
+    }
+    if (offset !== total) throw new Error(`agentkit-bridge: ${what} has ${offset} numbers; the declared agents need ${total}`);
+    return out;
+  }
+
+  perAgent(values, Type, what, fallback) {
+    if (values == null) return fallback;
+    const out = Type.from(values, (v) => Number(v));
+    if (out.length !== this.n) throw new Error(`agentkit-bridge: ${what} needs one value per agent (${this.n}), got ${out.length}`);
+    return out;
+  }
+
+  mask(mask) {
+    if (mask == null) return new Uint8Array(this.totalMask).fill(1);
+    return this.flat(mask, this.totalMask, Uint8Array, "mask");
+  }
+}
+
+/**
+ * Connect to the trainer, say hello as `name` with `agents`, and serve `game` until the trainer sends
+ * `close`. Options: host ("127.0.0.1"), port (11008), transport ("tcp" | "websocket"; browsers: websocket),
+ * instance (null), token (null), stateDim (0), connectTimeoutMs (30000). Resolves with the welcome header.
+ */
+export async function serve(game, { name, agents, host = "127.0.0.1", port = 11008, transport = "tcp",
+  instance = null, token = null, stateDim = 0, connectTimeoutMs = 30000 } = {}) {
+  if (!isNode && transport !== "websocket") throw new Error("agentkit-bridge: browsers connect with transport 'websocket'");
+  const conn = transport === "tcp"
+    ? await connectTcp(host, port, connectTimeoutMs)
+    : await connectWebSocket(`ws://${host}:${port}/`, connectTimeoutMs);
+  const layout = new Layout(agents);
+  const n = layout.n;
+  try {
+    conn.send(encode({ type: "hello", protocol: PROTOCOL_VERSION, game: name, instance, token, agents, state_dim: stateDim }));
+    const { header: welcome } = decode(await conn.recv());
+    if (welcome.type === "error") throw new Error(`the trainer refused the game: ${welcome.message}`);
+    if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${welcome.type}`);
+    for (;;) {
+      const { header, blobs } = decode(await conn.recv());
+      if (header.type === "reset") {
+        const r = await game.reset(header.seed ?? null, header.params ?? {});
+        const out = {
+          obs: ["float32", layout.flat(r.obs, layout.totalObs, Float32Array, "obs")],
+          alive: ["uint8", layout.perAgent(r.alive, Uint8Array, "alive", new Uint8Array(n).fill(1))],
+        };
+        if (layout.totalMask) out.mask = ["uint8", layout.mask(r.mask)];
+        if (stateDim) out.state = ["float32", Float32Array.from(r.state)];
+        conn.send(encode({ type: "reset_result" }, out));
+      } else if (header.type === "step") {
+        const s = await game.step(layout.actions(blobs.action_int, blobs.action_float));
+        const term = layout.perAgent(s.terminated, Uint8Array, "terminated");
+        const trunc = layout.perAgent(s.truncated, Uint8Array, "truncated");
+        const fallback = term.map((t, a) => (t || trunc[a] ? 0 : 1));
+        const out = {
+          obs: ["float32", layout.flat(s.obs, layout.totalObs, Float32Array, "obs")],
+          reward: ["float32", layout.perAgent(s.reward, Float32Array, "reward")],
+          terminated: ["uint8", term],
+          truncated: ["uint8", trunc],
+          alive: ["uint8", layout.perAgent(s.alive, Uint8Array, "alive", fallback)],
+        };
+        if (layout.totalMask) out.mask = ["uint8", layout.mask(s.mask)];
+        if (stateDim) out.state = ["float32", Float32Array.from(s.state)];
+        const head = { type: "step_result" };
+        const keys = Object.keys(s.info ?? {});
+        if (keys.length) {
+          head.info_keys = keys;
+          const info = new Float32Array(n * keys.length);
+          keys.forEach((key, k) => {
+            const v = s.info[key];
+            for (let a = 0; a < n; a++) info[a * keys.length + k] = typeof v === "number" ? v : Number(v[a]);
+          });
+          out.info = ["float32", info];
+        }
+        conn.send(encode(head, out));
+      } else if (header.type === "close") {
+        return welcome;
+      } else if (header.type === "error") {
+        throw new Error(`the trainer stopped: ${header.message}`);
+      } else {
+        conn.send(encode({ type: "error", code: "unexpected_message", message: `unknown message ${header.type}` }));
+        throw new Error(`unexpected message ${header.type}`);
+      }
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+/**
+ * Node: `--host --port --transport --instance --seed --token` from `argv`, defaulting to the
+ * AGENTKIT_BRIDGE_* environment variables a launched game gets (and 127.0.0.1:11008 over TCP).
+ * Unknown `--key value` pairs are returned too (as strings).
+ */
+export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
+  const env = isNode ? process.env : {};
+  const out = {
+    host: env.AGENTKIT_BRIDGE_HOST ?? "127.0.0.1",
+    port: Number(env.AGENTKIT_BRIDGE_PORT ?? 11008),
+    transport: env.AGENTKIT_BRIDGE_TRANSPORT ?? "tcp",
+    instance: env.AGENTKIT_BRIDGE_INSTANCE != null ? Number(env.AGENTKIT_BRIDGE_INSTANCE) : null,
+    seed: Number(env.AGENTKIT_BRIDGE_SEED ?? 0),
+    token: env.AGENTKIT_BRIDGE_TOKEN ?? null,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([\w-]+)$/.exec(argv[i]);
+    if (!m || i + 1 >= argv.length) continue;
+    const key = m[1].replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+    const value = argv[++i];
+    out[key] = ["port", "instance", "seed"].includes(key) ? Number(value) : value;
+  }
+  return out;
+}
+
+/** A small seeded generator (mulberry32) for games that want reproducible episodes: `rng()` in [0, 1). */
+export function seededRandom(seed) {
+  let a = (Number(seed) >>> 0) || 0x9e3779b9;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
