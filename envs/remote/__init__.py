@@ -55,6 +55,14 @@ class RemoteEnvConfig(EnvConfig):
         None, description="Multi-agent games: policy groups {name: [agent, ...]}; default: identical spaces share one."
     )
 
+    def imports(self) -> dict[str, str]:
+        """launch mode runs ``command``: a file made elsewhere (an .onnx, a run dir) may start it only when the
+        command line allows it (``--allow-import`` with the command, agentkit.trust)."""
+        found = super().imports()
+        if self.mode == "launch" and self.command:
+            found["command"] = self.command.strip()
+        return found
+
 
 class RemoteSource:
     """A bridged game's description (read from its first instance's hello) and a way to make vector envs.

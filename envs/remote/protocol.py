@@ -341,7 +341,8 @@ def first_difference(expected: Any, got: Any, where: str = "") -> tuple[str, Any
             if found:
                 return found
         return None
-    if isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
+    if (isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got)
+            and any(isinstance(v, dict) for v in expected)):  # lists of numbers (a shape, bounds) compare whole
         for i, (a, b) in enumerate(zip(expected, got, strict=True)):
             found = first_difference(a, b, f"{where}[{i}]")
             if found:

@@ -51,12 +51,13 @@ class Instance:
         self.hello = hello
         self.game = game
         self.step_timeout = step_timeout
-        self.sent = 0  # requests sent
-        self.last: str = "welcome"  # the last request, e.g. "step #41"
+        self.counts: dict[str, int] = {}  # requests sent, by type
+        self.last: str = "welcome"  # the last request, e.g. "step #41" (the 41st step since it connected)
 
     def request(self, header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -> None:
-        self.sent += 1
-        self.last = f"{header['type']} #{self.sent}"
+        kind = header["type"]
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.last = f"{kind} #{self.counts[kind]}"
         self.conn.send(encode(header, blobs))
 
     def answer(self, expect: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -16,6 +16,7 @@ only the spaces the source read).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -387,9 +388,10 @@ class RemoteMultiAgentVecEnv:
         instances, self.instances = self.instances, []
         for inst in instances:
             inst.close("training finished")
+        deadline = time.monotonic() + 3.0  # launched games get 3 s in all to exit on their own
         for inst in instances:
             if inst.game is not None:
-                inst.game.stop()
+                inst.game.stop(grace=max(deadline - time.monotonic(), 0.0))
 
 
 class RemoteVecEnv:
