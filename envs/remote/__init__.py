@@ -168,10 +168,10 @@ def agentkit_register_envs(register):
 
 @agentkit.hookimpl
 def agentkit_iteration_end(run, iteration, step, metrics):
-    stats = getattr(run.env, "stats", None)
-    if isinstance(run.env, RemoteSource) and stats is not None:
-        metrics["bridge/restarts"] = float(stats["restarts"])
-        metrics["bridge/dropped_episodes"] = float(stats["dropped_episodes"])
+    env = getattr(run, "env", None)
+    if isinstance(env, RemoteSource):
+        metrics["bridge/restarts"] = float(env.stats["restarts"])
+        metrics["bridge/dropped_episodes"] = float(env.stats["dropped_episodes"])
 
 
 __all__ = ["BridgeError", "RemoteEnvConfig", "RemoteSource"]
