@@ -267,13 +267,16 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
     return EvalResult(mean, std, episodes, returns, lengths, groups, mean_episode_infos(ended_infos))
 
 
-def torch_act(artifact: PolicyArtifact, deterministic: bool = True) -> Act:
+def torch_act(artifact: PolicyArtifact, deterministic: bool = True, rng: np.random.Generator | None = None) -> Act:
     """An ``Act`` that plays a policy artifact's torch actor: ``dist.mode()`` when ``deterministic`` (or
-    when the policy is deterministic only), else ``dist.sample()`` (torch's global RNG)."""
+    when the policy is deterministic only), else a sample from uniform noise ``[B, noise_dim]`` drawn from
+    ``rng`` exactly as ``agentkit.runtime`` draws it (float32, one row per observation), so that a run dir and
+    its ``--stochastic`` export given the same ``rng`` seed sample the same actions."""
     actor = artifact.actor
     head = actor.head
     id_dim = artifact.agent_id_dim
     use_mode = deterministic or artifact.deterministic_only
+    rng = rng if rng is not None else np.random.default_rng()
 
     @torch.no_grad()
     def act(obs: np.ndarray, mask: np.ndarray | None) -> Any:
@@ -282,7 +285,8 @@ def torch_act(artifact: PolicyArtifact, deterministic: bool = True) -> Act:
             x = torch.cat([x, torch.eye(id_dim).repeat(x.shape[0] // id_dim, 1)], dim=1)
         m = torch.as_tensor(mask) if mask is not None and head.mask_dim else None
         dist = actor(x, m)
-        _, outputs = head.choose(dist, deterministic=use_mode)
+        noise = None if use_mode else torch.from_numpy(rng.random((x.shape[0], head.noise_dim), dtype=np.float32))
+        _, outputs = head.choose(dist, deterministic=use_mode, noise=noise)
         outs = {k: v.cpu().numpy() for k, v in outputs.items()}
         return head.to_env(outs)
 
@@ -302,7 +306,9 @@ def evaluate_run(
     """Play a run dir's latest policy, or that of ``checkpoint`` (a file name in its ``checkpoints/``), see
     ``play_episodes``; the same seed gives the same episodes.
 
-    Stochastic play (``deterministic=False``) draws from torch's RNG seeded with ``seed``, so it repeats too.
+    Stochastic play (``deterministic=False``) samples with noise from a numpy generator seeded with ``seed``,
+    as ``evaluate_onnx`` does: it repeats, and a ``--stochastic`` export of the run plays the same episodes.
+    A run whose policies are deterministic only (MADDPG's) refuses stochastic play (UserError).
     The run dir's config.yaml is foreign: its plugins load only when named in ``extra_plugins`` (``-p``) or
     ``allow_imports``, the code its env names only when ``allow_imports`` allows it (``agentkit.trust``).
     """
@@ -313,10 +319,16 @@ def evaluate_run(
     loaded = load_run(Path(run_dir), extra_plugins, checkpoint, allow_imports)
     try:
         artifacts = loaded.algorithm.policies()
+        if not deterministic and any(a.deterministic_only for a in artifacts):
+            raise UserError(
+                f"eval --stochastic: {run_dir}'s policies ({loaded.config.algorithm.plugin}) are deterministic "
+                "only, there is nothing to sample; evaluate without --stochastic."
+            )
+        rng = np.random.default_rng(seed)
         if loaded.env.multi_agent:
-            act: Act | dict[str, Act] = {a.name: torch_act(a, deterministic) for a in artifacts}
+            act: Act | dict[str, Act] = {a.name: torch_act(a, deterministic, rng) for a in artifacts}
         else:
-            act = torch_act(artifacts[0], deterministic)
+            act = torch_act(artifacts[0], deterministic, rng)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return play_episodes(loaded.env, act, episodes=episodes, seed=seed, gif=gif)
@@ -424,7 +436,12 @@ def evaluate_onnx(
         raise InvalidInputError(f"--episodes must be at least 1 (got {episodes}).")
     path = Path(path)
     policy = runtime.load(path)
-    if not deterministic and not policy.stochastic and not policy.metadata.get("deterministic_only"):
+    if not deterministic and policy.metadata.get("deterministic_only"):
+        raise UserError(
+            f"eval --stochastic: {path.name}'s policy is deterministic only (e.g. MADDPG's), there is "
+            "nothing to sample; evaluate without --stochastic."
+        )
+    if not deterministic and not policy.stochastic:
         raise UserError(
             f"{path.name} was exported deterministic-only; stochastic eval needs `agentkit export --stochastic`."
         )

@@ -47,8 +47,8 @@ def export_run(
 ) -> list[Path]:
     """Load ``run_dir`` (latest checkpoint) and export each of its policies; return the written paths.
 
-    ``stochastic`` adds the ``noise`` input and sampled outputs (deterministic-only policies, e.g. MADDPG's,
-    are exported deterministic). ``opset`` overrides the exporter's default.
+    ``stochastic`` adds the ``noise`` input and sampled outputs; a run whose policies are deterministic only
+    (MADDPG's) refuses it (UserError: there is nothing to sample). ``opset`` overrides the exporter's default.
     """
     from agentkit.trainer import load_run
 
@@ -72,6 +72,11 @@ def export_run(
             raise
         exporter = reg.factory(config)
         artifacts = loaded.algorithm.policies()
+        if stochastic and any(a.deterministic_only for a in artifacts):
+            raise UserError(
+                f"export --stochastic: {run_dir}'s policies ({loaded.config.algorithm.plugin}) are deterministic "
+                "only, there is nothing to sample; export without --stochastic."
+            )
         paths = output_paths([a.name for a in artifacts], run_dir, Path(out) if out is not None else None)
         written = []
         for artifact, path in zip(artifacts, paths, strict=True):

@@ -76,6 +76,17 @@ def test_stochastic_eval_repeats_with_the_seed(cartpole_run):
     assert a.returns == b.returns
 
 
+def test_stochastic_eval_of_a_run_and_of_its_stochastic_export_play_the_same_episodes(cartpole_run, tmp_path):
+    """Both sample from the same uniform noise (a numpy generator seeded with --seed), so the file a game gets
+    plays like the run in sampling mode too, not only in greedy mode."""
+    from agentkit.evaluation import evaluate_onnx
+    from agentkit.exporting import export_run
+
+    (path,) = export_run(cartpole_run, out=tmp_path / "st.onnx", stochastic=True)
+    run = evaluate_run(cartpole_run, episodes=4, seed=2, deterministic=False)
+    assert run.returns == evaluate_onnx(path, episodes=4, seed=2, deterministic=False).returns
+
+
 def test_json_output_through_the_cli(cartpole_run, capsys):
     assert cli.main(["eval", str(cartpole_run), "--episodes", "2", "--seed", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

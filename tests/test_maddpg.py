@@ -414,6 +414,15 @@ def test_train_export_each_group_and_eval_parity(host, tmp_path):
     onnx_eval = evaluate_onnx(paths[0], episodes=4, seed=5)
     assert torch_eval.returns == pytest.approx(onnx_eval.returns, abs=1e-4)
     assert set(torch_eval.groups) == {"adversary", "agent"}
+    # MADDPG's actors are deterministic: --stochastic is refused with the reason, not silently ignored
+    from agentkit.errors import UserError
+
+    for call in (lambda: export_run(run_dir, out=tmp_path / "st", stochastic=True),
+                 lambda: evaluate_run(run_dir, episodes=1, deterministic=False),
+                 lambda: evaluate_onnx(paths[0], episodes=1, deterministic=False)):
+        with pytest.raises(UserError, match="deterministic only.*without --stochastic"):
+            call()
+    assert not (tmp_path / "st").exists()
 
 
 @pytest.mark.parametrize("ensemble_size", [1, 2])
