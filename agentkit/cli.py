@@ -153,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir) if args.run_dir else file_run_dir
     metrics = train(config, host, run_dir=run_dir, resume=args.resume)
-    _print_metrics(metrics)
+    _print_metrics(metrics, getattr(metrics, "last_returns", None))
     done_dir = getattr(metrics, "run_dir", None) or run_dir
     if done_dir is not None:
         reason = getattr(metrics, "reason", "completed")
@@ -201,7 +201,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     console = _stdout_console()
     console.print(
-        f"{result.episodes} episodes ({'deterministic' if deterministic else 'stochastic'}, seed {args.seed}): "
+        f"{result.episodes} episode{'' if result.episodes == 1 else 's'} "
+        f"({'deterministic' if deterministic else 'stochastic'}, seed {args.seed}): "
         f"return {result.mean_return:.3f} ± {result.std_return:.3f}, "
         f"mean length {sum(result.lengths) / max(len(result.lengths), 1):.1f}"
     )
@@ -281,16 +282,27 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _print_metrics(metrics: dict[str, float]) -> None:
+def _print_metrics(metrics: dict[str, float], last_returns: tuple[int, dict[str, float]] | None = None) -> None:
+    """The last iteration's metrics as a table. It always has a return row: when no episode ended in that
+    iteration, the latest logged return(s), labelled with their step, or "no episode ended"."""
     if not metrics:
         return
     from rich.table import Table
 
-    table = Table(title="final metrics", title_justify="left")
+    from agentkit.runlog import RETURN_METRIC
+
+    table = Table(title="final metrics (the last iteration)", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
         table.add_row(key, _fmt(value))
+    if RETURN_METRIC not in metrics:
+        if last_returns is None:
+            table.add_row(RETURN_METRIC, "no episode ended")
+        else:
+            step, returns = last_returns
+            for key, value in returns.items():
+                table.add_row(f"{key} (last logged, step {step:,})", _fmt(value))
     _stdout_console().print(table)
 
 

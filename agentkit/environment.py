@@ -49,6 +49,17 @@ class Transition:
     episode_infos: list[dict[str, float]] = field(default_factory=list)
 
 
+def is_info_metric(value: Any) -> bool:
+    """Whether an info entry is a figure to average over episodes: a float or a bool (a rate), numpy's too.
+
+    Integers are left out: in infos they name things (an action index, a team or agent number, a level),
+    whose mean means nothing; an env that wants an integer count averaged reports it as a float.
+    """
+    if isinstance(value, np.ndarray):
+        return value.dtype == np.bool_ or np.issubdtype(value.dtype, np.floating)
+    return isinstance(value, (bool, float, np.bool_, np.floating))
+
+
 def mean_episode_infos(episode_infos: list[dict[str, float]]) -> dict[str, float]:
     """The mean of each numeric info figure over the episodes that reported it (``episode_infos``, one dict
     per ended episode): Team Arena's ``win`` becomes the win rate."""

@@ -28,6 +28,8 @@ from agentkit.environment import MultiAgentTransition, Transition, mean_episode_
 FIXED_COLUMNS = ("step", "iteration", "time")
 RETURN_METRIC = "charts/episode_return"
 ELO_METRIC = "selfplay/elo"
+#: Below this many points a curve is drawn with markers.
+FEW_POINTS = 20
 
 
 @dataclass
@@ -70,6 +72,19 @@ class EndedEpisodes:
         out.update({f"charts/{a}/episode_return": float(np.mean(r)) for a, r in self.agent_returns.items()})
         out.update({f"infos/{key}": value for key, value in mean_episode_infos(self.infos).items()})
         return out
+
+
+def group_returns(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The per-group returns ``charts/<group>/episode_return`` of one iteration's metrics, by group name
+    (logged only when the env has several policy groups, whose returns can differ, e.g. opposing teams)."""
+    return {key.split("/")[1]: value for key, value in metrics.items()
+            if key.startswith("charts/") and key.endswith("/episode_return") and key.count("/") == 2}
+
+
+def episode_returns(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The return metrics of one iteration (``charts/episode_return`` and the per-group ones), if any."""
+    groups = {f"charts/{g}/episode_return": v for g, v in group_returns(metrics).items()}
+    return {**({RETURN_METRIC: metrics[RETURN_METRIC]} if RETURN_METRIC in metrics else {}), **groups}
 
 
 def _format(value: object) -> str:
@@ -176,8 +191,9 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     """Plot episode return against env steps from ``metrics_csv`` into ``out`` (PNG, written atomically).
 
     Plots ``charts/episode_return`` and any per-group ``charts/<group>/episode_return`` columns; an
-    iteration where no episode ended (empty or nan cell) is skipped. A self-play run's ``selfplay/elo`` gets a
-    panel of its own below.
+    iteration where no episode ended (empty or nan cell) is skipped. Points get markers while there are few
+    of them (a run with a single return point shows a dot, not an empty frame). A self-play run's
+    ``selfplay/elo`` gets a panel of its own below.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -196,7 +212,8 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
         if points:
             xs, ys = zip(*points, strict=True)
             label = "all agents" if column == RETURN_METRIC else column.split("/")[1]
-            ax.plot(xs, ys, label=label if len(columns) > 1 else None, linewidth=1.5)
+            ax.plot(xs, ys, label=label if len(columns) > 1 else None, linewidth=1.5,
+                    marker="o" if len(xs) <= FEW_POINTS else None, markersize=4)
             plotted = True
     if not plotted:
         ax.text(0.5, 0.5, "no episode has finished yet", ha="center", va="center", transform=ax.transAxes)
@@ -209,7 +226,7 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     if elo:
         ax2 = fig.add_subplot(2, 1, 2, sharex=ax)
         xs, ys = zip(*elo, strict=True)
-        ax2.plot(xs, ys, color="tab:red", linewidth=1.5)
+        ax2.plot(xs, ys, color="tab:red", linewidth=1.5, marker="o" if len(xs) <= FEW_POINTS else None, markersize=4)
         ax2.set_xlabel("env steps")
         ax2.set_ylabel("Elo (self-play)")
         ax2.grid(alpha=0.3)

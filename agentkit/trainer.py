@@ -74,7 +74,15 @@ from agentkit.finite import all_finite, first_non_finite
 from agentkit.host import PluginHost
 from agentkit.progress import ProgressReporter
 from agentkit.registry import Registry
-from agentkit.runlog import RETURN_METRIC, MetricsCSV, TensorBoardLog, read_metrics, write_curve
+from agentkit.runlog import (
+    RETURN_METRIC,
+    MetricsCSV,
+    TensorBoardLog,
+    episode_returns,
+    group_returns,
+    read_metrics,
+    write_curve,
+)
 from agentkit.trust import foreign_host
 
 CONFIG_FILE = "config.yaml"
@@ -136,10 +144,13 @@ class TrainResult(dict):
     """What ``train`` returns: the last iteration's metrics (plus ``step`` and ``iteration``).
 
     ``reason`` says how the run ended: ``"completed"``, ``"stopped"`` (a hook asked) or ``"interrupted"``.
+    ``last_returns``: when no episode ended in the last iteration (so its metrics hold no return), the step
+    and the episode-return metrics of the latest iteration that had some; None otherwise.
     """
 
     reason: str = "completed"
     run_dir: Path | None = None
+    last_returns: tuple[int, dict[str, float]] | None = None
 
 
 @dataclass
@@ -495,6 +506,10 @@ class _Session:
         self.t0 = time.perf_counter()
         self.last_latest_t = time.perf_counter()
         self.last_periodic_step = ctx.step
+        self.last_iteration = (time.perf_counter(), ctx.step)
+        #: The most recent episode returns (RETURN_METRIC and per-group ones) and the step they were logged at:
+        #: the final table shows them when no episode ended in the last iteration.
+        self.last_returns: tuple[int, dict[str, float]] | None = None
         resume_step = ctx.step if ctx.resumed else None
         self.csv = MetricsCSV(ctx.run_dir / METRICS_FILE, resume_step=resume_step)
         self.tb = TensorBoardLog(ctx.run_dir, resume_step=resume_step) if cfg.run.tensorboard else None
@@ -582,8 +597,14 @@ class _Session:
         ctx = self.ctx
         step = ctx.step
         elapsed = self.elapsed()
-        session_s = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        session_s = now - self.t0
+        # Both count env steps over wall time: this session so far (the progress line's figure), and this
+        # iteration alone (rollout, update and the previous iteration's logging and checkpoints).
         metrics["time/steps_per_second"] = (step - ctx.start_step) / session_s if session_s > 0 else 0.0
+        last_t, last_step = self.last_iteration
+        metrics["time/iteration_steps_per_second"] = (step - last_step) / (now - last_t) if now > last_t else 0.0
+        self.last_iteration = (now, step)
         before, metrics = metrics, _HookMetrics(metrics)
         results = ctx.host.hook.agentkit_iteration_end(run=ctx, iteration=ctx.iteration, step=step, metrics=metrics)
         metrics = _hook_metrics(metrics, before, ctx.host)
@@ -591,7 +612,11 @@ class _Session:
         self.csv.append(step, ctx.iteration, elapsed, metrics)
         if self.tb is not None:
             self.tb.append(step, metrics)
-        self.progress.update(step, metrics.get(RETURN_METRIC))
+        returns = episode_returns(metrics)
+        if returns:
+            self.last_returns = (step, returns)
+        self.progress.update(step, metrics.get(RETURN_METRIC), group_returns=group_returns(metrics),
+                             steps_per_second=metrics["time/steps_per_second"])
         every = ctx.config.run.checkpoint_every_steps
         if every and step // every > self.last_periodic_step // every:
             self.save(periodic=True)
@@ -749,6 +774,8 @@ def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir:
         done = "stopped by a plugin" if reason == "stopped" else "interrupted"
         session.progress.message(f"{done} at step {ctx.step:,}; continue it with --resume --run-dir {run_dir}")
     result.update(ctx.metrics)
+    if RETURN_METRIC not in ctx.metrics and session.last_returns is not None:
+        result.last_returns = session.last_returns
     result.update(step=float(ctx.step), iteration=float(ctx.iteration))
     result.reason = reason
     return result

@@ -32,7 +32,7 @@ from pydantic import Field
 import agentkit
 from agentkit.config import EnvConfig
 from agentkit.envcheck import describe_mismatch
-from agentkit.environment import Observation, Transition
+from agentkit.environment import Observation, Transition, is_info_metric
 from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
@@ -179,8 +179,9 @@ class GymnasiumVecEnv:
 
 
 def _final_scalars(final_info: Any, i: int) -> dict[str, float]:
-    """Env copy ``i``'s numeric info entries at the last step of its episode, from a gymnasium vector env's
-    batched ``final_info`` (each key an array, ``_key`` saying which copies set it; the mask left out)."""
+    """Env copy ``i``'s metric info entries (floats and bools, ``is_info_metric``) at the last step of its
+    episode, from a gymnasium vector env's batched ``final_info`` (each key an array, ``_key`` saying which
+    copies set it; the mask left out)."""
     if not isinstance(final_info, dict):
         return {}
     out = {}
@@ -188,8 +189,7 @@ def _final_scalars(final_info: Any, i: int) -> dict[str, float]:
         if key.startswith("_") or key == MASK_KEY or not isinstance(values, np.ndarray) or values.ndim != 1:
             continue
         present = final_info.get(f"_{key}")
-        numeric = values.dtype == np.bool_ or np.issubdtype(values.dtype, np.number)
-        if numeric and (present is None or bool(present[i])):
+        if is_info_metric(values) and (present is None or bool(present[i])):
             out[key] = float(values[i])
     return out
 

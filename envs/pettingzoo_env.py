@@ -34,7 +34,14 @@ from pydantic import Field
 import agentkit
 from agentkit.config import EnvConfig
 from agentkit.envcheck import describe_mismatch
-from agentkit.environment import GroupSpec, MultiAgentTransition, MultiAgentVecEnv, Observation, Transition
+from agentkit.environment import (
+    GroupSpec,
+    MultiAgentTransition,
+    MultiAgentVecEnv,
+    Observation,
+    Transition,
+    is_info_metric,
+)
 from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
@@ -648,14 +655,10 @@ def _usable_cores() -> int:
 
 
 def _numeric_scalars(info: Any) -> dict[str, float]:
-    """The entries of an agent's info dict that are plain numbers (bools included), the mask left out."""
+    """The metric entries of an agent's info dict (floats and bools, ``is_info_metric``), the mask left out."""
     if not isinstance(info, dict):
         return {}
-    return {
-        str(key): float(value)
-        for key, value in info.items()
-        if key != MASK_KEY and isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating))
-    }
+    return {str(key): float(value) for key, value in info.items() if key != MASK_KEY and is_info_metric(value)}
 
 
 # -- registration -----------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -755,7 +754,6 @@ class MADDPG:
     # -- the Algorithm protocol -------------------------------------------------------------------------
 
     def iterate(self) -> dict[str, float]:
-        start = time.perf_counter()
         self._losses = []
         remaining = max(1, self.cfg.total_steps - self.steps_done)
         n = max(1, math.ceil(min(self.cfg.iteration_steps, remaining) / self.num_envs))
@@ -774,7 +772,6 @@ class MADDPG:
         metrics["charts/noise_std"] = self.noise_std()
         metrics["charts/updates"] = float(self.updates_done)
         metrics["charts/buffer_size"] = float(len(self.buffer))
-        metrics["charts/steps_per_second"] = n * self.num_envs / max(time.perf_counter() - start, 1e-9)
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

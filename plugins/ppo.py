@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -548,7 +547,6 @@ class PPO:
 
     def iterate(self) -> dict[str, float]:
         cfg = self.config
-        start = time.perf_counter()
         progress = self.progress.at(self.steps_done)
         clip, ent = self._schedules(progress)
         self.head.set_progress(min(progress, 1.0))
@@ -582,7 +580,6 @@ class PPO:
             metrics[f"charts/lr_{g['name']}"] = g["lr"]
         metrics["charts/clip_range"] = clip
         metrics["charts/ent_coef"] = ent
-        metrics["charts/steps_per_second"] = cfg.num_steps * self.num_envs / (time.perf_counter() - start)
         return metrics
 
     # -- checkpoints, deployment --------------------------------------------------------------------------

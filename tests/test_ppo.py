@@ -69,7 +69,7 @@ def test_smoke_training_improves_cartpole_return():
         if "charts/episode_return" in m:
             returns.append(m["charts/episode_return"])
         for key in ("losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clip_fraction",
-                    "losses/explained_variance", "charts/lr_actor", "charts/lr_critic", "charts/steps_per_second"):
+                    "losses/explained_variance", "charts/lr_actor", "charts/lr_critic"):
             assert key in m and np.isfinite(m[key]), key
     algo.close()
     early, late = np.mean(returns[:3]), np.mean(returns[-3:])
@@ -128,8 +128,7 @@ def test_state_dict_round_trip_gives_an_identical_next_iteration():
     b.load_state_dict(state)
     assert b.steps_done == 128
     mb = b.iterate()
-    ma.pop("charts/steps_per_second"), mb.pop("charts/steps_per_second")
-    assert ma == mb
+    assert ma == mb  # no wall-clock figure: the trainer times iterations (time/*)
     for pa, pb in zip(a.actor.parameters(), b.actor.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
     a.close(), b.close()
@@ -140,8 +139,6 @@ def test_same_seed_same_metrics():
         algo = cartpole()
         out = [algo.iterate() for _ in range(2)]
         algo.close()
-        for m in out:
-            m.pop("charts/steps_per_second")
         return out
 
     assert run() == run()
