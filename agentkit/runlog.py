@@ -75,8 +75,9 @@ class EndedEpisodes:
 
 
 def group_returns(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The per-group returns ``charts/<group>/episode_return`` of one iteration's metrics, by group name
-    (logged only when the env has several policy groups, whose returns can differ, e.g. opposing teams)."""
+    """The per-side returns ``charts/<name>/episode_return`` of one iteration's metrics, by name: one per
+    policy group when the env has several (whose returns can differ, e.g. opposing teams), one per agent for a
+    turn-based zero-sum game."""
     return {key.split("/")[1]: value for key, value in metrics.items()
             if key.startswith("charts/") and key.endswith("/episode_return") and key.count("/") == 2}
 
