@@ -169,6 +169,7 @@ def agentkit_register_envs(register):
 @agentkit.hookimpl
 def agentkit_iteration_end(run, iteration, step, metrics):
     env = getattr(run, "env", None)
+    env = getattr(env, "wrapped", env)  # the trainer's CheckedSource around the plugin's source
     if isinstance(env, RemoteSource):
         metrics["bridge/restarts"] = float(env.stats["restarts"])
         metrics["bridge/dropped_episodes"] = float(env.stats["dropped_episodes"])
