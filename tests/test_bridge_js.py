@@ -1,0 +1,106 @@
+"""The JavaScript bridge client in Node: the Moving port trains with PPO over TCP and WebSocket, Team Forage
+(masks, foragers that leave mid-episode) with MAPPO, and the port follows the Python game's rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import NODE, REPO
+
+from agentkit.config import load_config
+from agentkit.host import PluginHost
+from agentkit.trainer import build_env, train
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript client cannot run")
+
+JS = REPO / "exports" / "js"
+
+
+def run_config(env: dict, algorithm: dict) -> tuple:
+    host = PluginHost()
+    config = load_config({"seed": 0, "env": env, "algorithm": algorithm,
+                          "run": {"progress": "none", "tensorboard": False}}, host.registry)
+    return config, host
+
+
+def test_node_moving_trains_with_ppo_over_tcp(tmp_path):
+    env = {"plugin": "remote", "command": f"{NODE} {JS / 'games' / 'moving.mjs'} --port {{port}} --instance {{instance}}",
+           "num_envs": 4, "connect_timeout": 30}
+    config, host = run_config(env, {"plugin": "ppo", "total_steps": 1024, "num_steps": 128})
+    result = train(config, host, tmp_path / "run")
+    assert result["step"] == 1024 and result["charts/episodes"] >= 4
+    assert 0.0 <= result["infos/success"] <= 1.0 and result["bridge/restarts"] == 0.0
+
+
+def test_node_moving_over_websocket_with_the_ws_package(js_workdir, tmp_path):
+    work = js_workdir({"agentkit-bridge.mjs": JS / "agentkit-bridge.mjs", "games/moving.mjs": JS / "games" / "moving.mjs"})
+    env = {"plugin": "remote", "transport": "websocket", "num_envs": 2, "connect_timeout": 30,
+           "command": f"{NODE} {work / 'games' / 'moving.mjs'} --port {{port}} --instance {{instance}} --transport {{transport}}"}
+    source = build_env(run_config(env, {"plugin": "ppo", "total_steps": 1})[0], PluginHost().registry)
+    try:
+        assert source.env_id == "moving-js" and source.action_space.type_names == ["accelerate", "turn", "brake"]
+        venv = source.make_vec(2, seed=0)
+        o = venv.reset()
+        assert o.obs.shape == (2, 9) and np.all(o.obs[:, 2] == 0) and np.all(o.obs[:, 8] == 0)
+        for _ in range(3):
+            tr = venv.step((np.array([0, 0]), np.array([[1.0, 0.0], [0.5, 0.0]], np.float32)))
+        # three full accelerations: speed capped at max_speed 1.0; half ones: 0.75
+        np.testing.assert_allclose(tr.next.obs[:, 2], [1.0, 0.75], atol=1e-6)
+        venv.close()
+    finally:
+        source.close()
+
+
+def test_the_moving_port_follows_the_python_rules(tmp_path):
+    """Same state, same actions: the JS game's observation and reward are the Python game's."""
+    from agentkit_envs.games.moving import MovingEnv
+
+    script = tmp_path / "check.mjs"
+    script.write_text(f"""
+import {{ Moving }} from {json.dumps(str(JS / 'games' / 'moving.mjs'))};
+const g = new Moving();
+g.reset(1);
+Object.assign(g, {{ x: 0.2, y: -0.3, heading: 1.0, tx: 0.5, ty: 0.4, speed: 0, steps: 0 }});
+const out = [];
+for (const a of [[0, [0.8, 0]], [1, [0, -0.7]], [0, [1, 0]], [0, [1, 0]], [2, [0, 0]], [1, [0, 3]]]) {{
+  const [obs, reward, term, trunc] = g.step({{ type: a[0], params: a[1] }});
+  out.push([obs, reward, term, trunc]);
+}}
+console.log(JSON.stringify(out));
+""")
+    proc = subprocess.run([NODE, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    js = json.loads(proc.stdout)
+    env = MovingEnv()
+    env.reset(seed=0)
+    env.x, env.y, env.heading, env.tx, env.ty, env.speed, env.steps = 0.2, -0.3, 1.0, 0.5, 0.4, 0.0, 0
+    for (obs_js, r_js, term_js, trunc_js), (k, p) in zip(js, [(0, [0.8, 0]), (1, [0, -0.7]), (0, [1, 0]), (0, [1, 0]),
+                                                             (2, [0, 0]), (1, [0, 3])], strict=True):
+        obs, r, term, trunc, _ = env.step((k, np.array(p, np.float32)))
+        np.testing.assert_allclose(obs_js, obs, atol=1e-6)
+        assert abs(r_js - r) < 1e-6 and term_js == term and trunc_js == trunc
+
+
+def test_team_forage_trains_with_mappo_and_foragers_leave(tmp_path):
+    env = {"plugin": "remote", "command": f"{NODE} {JS / 'games' / 'team.mjs'} --port {{port}} --instance {{instance}}",
+           "num_envs": 2, "connect_timeout": 30}
+    config, host = run_config(env, {"plugin": "mappo", "total_steps": 256, "num_steps": 64})
+    source = build_env(config, host.registry)
+    try:
+        assert list(source.groups) == ["forager"] and source.groups["forager"].mask_dim == 5
+        venv = source.make_vec(1, seed=3)
+        o = venv.reset()["forager"]
+        assert o.alive.tolist() == [[True, True, True]] and o.mask.shape == (1, 3, 5)
+        left = set()
+        for _ in range(12):  # nobody eats: every forager starves after 10 steps, then a new episode starts
+            tr = venv.step({"forager": np.zeros(3, np.int64)}).groups["forager"]
+            left |= {a for a in range(3) if tr.terminated[0, a]}
+        assert left == {0, 1, 2}
+        venv.close()
+    finally:
+        source.close()
+    result = train(config, host, tmp_path / "run")
+    assert result["step"] == 256 and "infos/eaten" in result
