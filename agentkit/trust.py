@@ -65,7 +65,7 @@ def is_allowed(ref: str, allowed: Iterable[str]) -> bool:
         item = item.strip()
         if not item:
             continue
-        if ref == item or module == item or module.startswith(item + ".") or (":" not in item and ref.startswith(item + ":")):
+        if ref == item or module == item or module.startswith(item + "."):
             return True
     return False
 
@@ -118,7 +118,7 @@ def foreign_plugins(data: Mapping[str, Any], source: str) -> list[str]:
     return listed
 
 
-def env_imports(host: PluginHost, section: Any, source: str) -> dict[str, str]:
+def env_imports(host: PluginHost, section: Any) -> dict[str, str]:
     """What a foreign env section asks to import (its plugin's ``EnvConfig.imports()``); {} when the section
     does not validate or names no registered plugin (validating it later reports that)."""
     if not isinstance(section, Mapping):
@@ -159,6 +159,6 @@ def foreign_host(
         host = PluginHost(modules=[*(p for p in plugins if p.startswith("no:")), *extra_plugins])
     else:
         host = PluginHost(modules=modules)
-    wanted = {k: v for k, v in env_imports(host, section, source).items() if k.split(".")[0] not in skip_env_keys}
+    wanted = {k: v for k, v in env_imports(host, section).items() if k.split(".")[0] not in skip_env_keys}
     check_imports(source, refused, wanted, extra_plugins, allow_imports)
     return host
