@@ -171,13 +171,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         gif = check_gif_path(args.gif)  # before any work: a bad name costs nothing
     if args.opponent is not None or args.seat is not None:
         return _eval_against(args, target, deterministic)
-    if target.suffix == ".onnx":
-        if not target.is_file():
-            raise UserError(f"eval: the ONNX file {str(target)!r} does not exist.")
+    from agentkit.exporting import find_export
+
+    export = find_export(target)
+    if export is not None:
         if args.checkpoint:
             raise UserError("eval: --checkpoint applies to run directories only; an .onnx file is one policy.")
         from agentkit.evaluation import evaluate_onnx
 
+        target, files = export
+        if files != [Path(args.target)]:
+            names = ", ".join(str(f) for f in files)
+            print(f"eval: {args.target} is the export {names}; playing it from the .onnx file(s)", file=sys.stderr)
         result = evaluate_onnx(
             target, episodes=args.episodes, seed=args.seed, deterministic=deterministic, gif=gif, env=args.env,
             extra_plugins=tuple(args.plugin), allow_imports=tuple(args.allow_import),
@@ -261,6 +266,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     for path in paths:
         print(path)
+    if len(paths) > 1:
+        play = args.out if args.out and Path(args.out).suffix.lower() == ".onnx" else (args.out or paths[0].parent)
+        print(f"export: {len(paths)} files, one per policy group; `agentkit eval {play}` plays them all",
+              file=sys.stderr)
     return EXIT_OK
 
 

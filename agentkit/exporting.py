@@ -2,10 +2,14 @@
 
 Single-agent runs give one file; multi-agent runs one file per policy group (``<stem>-<group>.onnx``).
 Every file is checked against the torch policy before it is written (see exports/onnx_exporter.py).
+``find_export`` maps what a user passes to ``agentkit eval`` back to those files: the ``--out`` name, one
+of the group files, or the folder that received them.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,48 @@ def output_paths(names: Sequence[str], run_dir: Path, out: Path | None) -> list[
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def find_export(target: Path) -> tuple[Path, list[Path]] | None:
+    """The export ``target`` names, as ``(file to load, every file of the export)``; None for a run dir.
+
+    ``target`` may be an ``.onnx`` file; the ``--out`` name of a multi-agent export, whose files are
+    ``<stem>-<group>.onnx`` beside it; or a folder that is not a run dir holding an export (``policy.onnx``,
+    a single ``.onnx`` file, or ``<stem>-<group>.onnx`` files sharing their stem). The other groups' files of a multi-agent export are
+    found from the loaded one by the same naming. A name that matches nothing raises UserError listing the
+    ``.onnx`` files that do exist there.
+    """
+    target = Path(target)
+    if target.suffix.lower() == ".onnx":
+        if target.is_file():
+            return target, [target]
+        groups = sorted(target.parent.glob(f"{glob.escape(target.stem)}-*.onnx"))
+        if groups:
+            return groups[0], groups
+        raise UserError(f"eval: the ONNX file {str(target)!r} does not exist{_existing(target.parent)}.")
+    if not target.is_dir() or (target / "config.yaml").is_file():
+        return None
+    files = sorted(target.glob("*.onnx"))
+    if not files:
+        return None
+    if (target / "policy.onnx").is_file():
+        return target / "policy.onnx", [target / "policy.onnx"]
+    stem = os.path.commonprefix([f.stem for f in files])
+    if len(files) == 1 or (len(files) > 1 and "-" in stem):  # one file, or <stem>-<group>.onnx files
+        return files[0], files
+    raise UserError(f"eval: {str(target)!r} holds several .onnx files that are not one export; name one of "
+                    f"them{_existing(target)}.")
+
+
+def _existing(folder: Path) -> str:
+    """``: these .onnx files exist there: ...`` (or that there are none), for messages."""
+    if not folder.is_dir():
+        return f" (and there is no folder {str(folder)!r})"
+    files = sorted(p.name for p in folder.glob("*.onnx"))
+    if not files:
+        return f"; {str(folder)!r} holds no .onnx file (export a run with `agentkit export RUN_DIR --out FILE`)"
+    shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+    return f"; the .onnx files in {str(folder)!r} are: {shown}"
 
 
 def export_run(

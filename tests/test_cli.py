@@ -188,3 +188,36 @@ def test_example_plugin_package_own_tests_pass(example_plugin_package):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 passed" in proc.stdout
+
+
+def test_a_multi_agent_export_is_evaluated_by_the_name_given_to_export(run_cli, tmp_path):
+    """`export RUN --out tag.onnx` writes one file per group and names each; `eval tag.onnx` (the README's
+    pattern), one of the group files or their folder plays every group from the .onnx files, exactly as the
+    run dir plays; a name that matches nothing lists the .onnx files that do exist."""
+    config = {
+        "seed": 0,
+        "env": {"plugin": "pettingzoo", "module": "mpe2.simple_tag_v3",
+                "kwargs": {"num_good": 1, "num_adversaries": 1, "num_obstacles": 0, "max_cycles": 10}, "num_envs": 2},
+        "algorithm": {"plugin": "mappo", "total_steps": 80, "num_steps": 20, "update_epochs": 1},
+        "policy": {"hidden_sizes": [8]},
+        "run": {"progress": "none", "tensorboard": False},
+    }
+    run_dir = tmp_path / "run"
+    assert run_cli("train", write_config(tmp_path / "tag.yaml", config), "--run-dir", run_dir).returncode == 0
+    proc = run_cli("export", run_dir, "--out", tmp_path / "out" / "tag.onnx")
+    assert proc.returncode == 0, proc.stderr
+    written = [tmp_path / "out" / "tag-adversary.onnx", tmp_path / "out" / "tag-agent.onnx"]
+    assert proc.stdout.split() == [str(p) for p in written] and all(p.is_file() for p in written)
+    assert f"agentkit eval {tmp_path / 'out' / 'tag.onnx'}` plays them all" in proc.stderr
+
+    from_run = json.loads(run_cli("eval", run_dir, "--episodes", "2", "--json").stdout)
+    for target in (tmp_path / "out" / "tag.onnx", written[1], tmp_path / "out"):
+        proc = run_cli("eval", target, "--episodes", "2", "--json")
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        assert set(result["groups"]) == {"adversary", "agent"}
+        assert result["returns"] == pytest.approx(from_run["returns"], abs=1e-4)
+
+    assert_user_error(run_cli("eval", tmp_path / "out" / "nope.onnx"), "does not exist",
+                      "tag-adversary.onnx, tag-agent.onnx")
+    assert_user_error(run_cli("eval", tmp_path / "elsewhere" / "tag.onnx"), "does not exist", "no folder")
