@@ -21,6 +21,12 @@ ratings move by ``elo_k * (score - expected)`` in opposite directions (as ML-Age
 latest policy leave it unchanged (they are against itself). Everything here, pool weights included, is in
 ``state_dict`` (tensors and plain data), so a resumed run keeps its pool and its rating.
 
+**Fixed opponents.** With ``eval_opponents`` (``random``, ``minimax:2``, an ``.onnx``…), every
+``eval_every_steps`` the learner (deterministic) plays ``eval_games`` games per seat against each, logged as
+``eval/<opponent>/win_rate`` (and per seat, ``eval/<opponent>/<agent>/win_rate``); each fixed opponent holds
+an Elo rating on the same scale (starting at ``initial_elo``), and these games move both ratings like pool
+games do, so ``selfplay/elo`` is the learner's rating against its pool and the fixed opponents together.
+
 Asymmetric games (two learning groups, ``team_change``) are not covered yet.
 """
 
@@ -51,6 +57,13 @@ class SelfPlayConfig(StrictModel):
     )
     initial_elo: float = Field(1200.0, description="The learner's rating at the start.")
     elo_k: float = Field(16.0, gt=0, description="Elo K-factor: the most one game moves a rating.")
+    eval_opponents: list[str] = Field(
+        default_factory=list,
+        description="Fixed opponents (agentkit eval --opponent specs: random, minimax:2, FILE.onnx) the learner "
+        "plays every eval_every_steps, deterministic, in each seat; their results move the Elo too.",
+    )
+    eval_every_steps: int = Field(50_000, ge=1, description="Env steps between games against eval_opponents.")
+    eval_games: int = Field(10, ge=1, description="Games per seat against each eval opponent.")
 
 
 def elo_expected(rating: float, other: float) -> float:
@@ -88,6 +101,8 @@ class SelfPlay:
         self.learner_seat = np.arange(num_envs) % len(self.agents)
         self.drawn_at = np.zeros(num_envs, dtype=np.int64)
         self._results: list[tuple[int, int, float]] = []  # (opponent, learner seat, score) this iteration
+        self.fixed_elo = {spec: float(config.initial_elo) for spec in config.eval_opponents}
+        self.last_eval_step = 0
         self._snapshot(0)
         for n in range(num_envs):
             self._draw(n)
@@ -181,6 +196,37 @@ class SelfPlay:
         self._results = []
         return out
 
+    # -- fixed opponents ---------------------------------------------------------------------------------------
+
+    def eval_due(self, steps_done: int) -> bool:
+        every = self.config.eval_every_steps
+        return bool(self.config.eval_opponents) and steps_done // every > self.last_eval_step // every
+
+    def evaluate(self, source: Any, policy: Any, steps_done: int) -> dict[str, float]:
+        """Play every ``eval_opponents`` entry with ``policy`` (an ``agentkit.matches.SeatPolicy``) in each
+        seat; move the ratings game by game; return the ``eval/...`` metrics."""
+        from agentkit.matches import play_matches
+        from agentkit.opponents import make_opponent
+
+        self.last_eval_step = int(steps_done)
+        out: dict[str, float] = {}
+        for spec in self.config.eval_opponents:
+            opponent = make_opponent(spec, steps_done, _no_policy_opponents)
+            result = play_matches(source, policy, opponent, episodes=self.config.eval_games, seed=steps_done)
+            for seat in result.seats.values():
+                for score, count in ((1.0, seat.wins), (0.5, seat.draws), (0.0, seat.losses)):
+                    for _ in range(count):
+                        change = self.config.elo_k * (score - elo_expected(self.elo, self.fixed_elo[spec]))
+                        self.elo += change
+                        self.fixed_elo[spec] -= change
+                out.update({f"eval/{spec}/{seat.agent}/win_rate": seat.win_rate,
+                            f"eval/{spec}/{seat.agent}/draw_rate": seat.draw_rate,
+                            f"eval/{spec}/{seat.agent}/loss_rate": seat.loss_rate})
+            out.update({f"eval/{spec}/win_rate": result.win_rate, f"eval/{spec}/draw_rate": result.draw_rate,
+                        f"eval/{spec}/loss_rate": result.loss_rate, f"eval/{spec}/elo": self.fixed_elo[spec]})
+        out["selfplay/elo"] = self.elo
+        return out
+
     # -- checkpoint -----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -190,6 +236,8 @@ class SelfPlay:
             "last_snapshot_step": self.last_snapshot_step,
             "steps": self.steps,
             "generator": self.generator.get_state(),
+            "fixed_elo": dict(self.fixed_elo),
+            "last_eval_step": self.last_eval_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -197,6 +245,8 @@ class SelfPlay:
         self.last_snapshot_step = int(state["last_snapshot_step"])
         self.steps = int(state["steps"])
         self.generator.set_state(state["generator"])
+        self.fixed_elo.update({k: float(v) for k, v in state["fixed_elo"].items() if k in self.fixed_elo})
+        self.last_eval_step = int(state["last_eval_step"])
         self.pool, self._actors = [], []
         for entry in state["pool"]:
             frozen = copy.deepcopy(self.actor)
@@ -208,6 +258,15 @@ class SelfPlay:
         self.learner_seat = np.arange(self.num_envs) % len(self.agents)
         for n in range(self.num_envs):
             self._draw(n)
+
+
+def _no_policy_opponents(path: Any) -> Any:
+    from agentkit.errors import ConfigError
+
+    raise ConfigError(
+        f"algorithm.self_play.eval_opponents: {str(path)!r}: during training the fixed opponents are the "
+        "shipped ones (random, minimax[:DEPTH]); play other policies with agentkit eval --opponent."
+    )
 
 
 def _rates(prefix: str, scores: list[float]) -> dict[str, float]:

@@ -128,6 +128,7 @@ class MAPPO:
         np.random.seed(run.seed % 2**32)
         self.generator = torch.Generator().manual_seed(run.seed)
         self.env = env.make_vec(self.num_envs, run.seed)
+        self.source = env
         self.turn_based = bool(getattr(env, "turn_based", False))
         self.all_agents = list(getattr(env, "agents", []))
         self.state_dim = self.env.state_dim
@@ -151,6 +152,15 @@ class MAPPO:
         self.iteration = 0
         self.progress = Progress(config.total_steps)
         self.next_obs: dict[str, Observation] = self.env.reset(seed=run.seed)
+
+    def _evaluate_selfplay(self) -> dict[str, float]:
+        """The learner (deterministic) against the fixed opponents of ``self_play.eval_opponents``."""
+        from agentkit.evaluation import torch_act
+        from agentkit.matches import group_seat_policy
+
+        unit = self.units[0]
+        policy = group_seat_policy(self.source, {unit.group.name: torch_act(self.policies()[0], deterministic=True)})
+        return self.selfplay.evaluate(self.source, policy, self.steps_done)
 
     def _build_selfplay(self, sp: SelfPlayConfig, seed: int) -> SelfPlay:
         unit = self.units[0]
@@ -290,6 +300,8 @@ class MAPPO:
         if self.selfplay is not None:
             self.selfplay.maybe_snapshot(self.steps_done)
             metrics.update(self.selfplay.metrics())
+            if self.selfplay.eval_due(self.steps_done):
+                metrics.update(self._evaluate_selfplay())
         for unit, losses in zip(self.units, per_unit, strict=True):
             if len(self.units) > 1:
                 for key, value in losses.items():

@@ -26,7 +26,8 @@ def selfplay_config(total_steps: int, **self_play) -> dict:
         "algorithm": {"plugin": "mappo", "total_steps": total_steps, "num_steps": 16, "centralised": False,
                       "agent_id": False, "update_epochs": 2,
                       "self_play": {"save_steps": 256, "window": 3, "play_against_latest_ratio": 0.25,
-                                    "swap_steps": 64, **self_play}},
+                                    "swap_steps": 64, "eval_opponents": ["random", "minimax:2"],
+                                    "eval_every_steps": 512, "eval_games": 2, **self_play}},
         "policy": {"hidden_sizes": [32, 32]},
         "run": {"progress": "none", "tensorboard": True, "torch_threads": 1},
     }
@@ -50,12 +51,14 @@ def test_self_play_pool_frozen_seats_and_elo_survive_resume(tmp_path):
     # a snapshot at the start and every 256 steps; the window keeps the newest 3
     assert [p["step"] for p in state["pool"]] == [512, 768, 1024]
     assert state["elo"] != 1200.0
+    assert set(state["fixed_elo"]) == {"random", "minimax:2"} and state["last_eval_step"] == 1024
     pool_weights = [p["actor"] for p in state["pool"]]
     assert any(not torch.equal(a[k], b[k]) for a, b in zip(pool_weights, pool_weights[1:], strict=False) for k in a)
 
     header, rows = read_metrics(run_dir / "metrics.csv")
     for column in ("selfplay/elo", "selfplay/pool_size", "selfplay/win_rate", "selfplay/player_1/win_rate",
-                   "selfplay/player_2/loss_rate", "charts/player_1/episode_return"):
+                   "selfplay/player_2/loss_rate", "charts/player_1/episode_return", "eval/random/win_rate",
+                   "eval/minimax:2/player_2/loss_rate", "eval/minimax:2/elo"):
         assert column in header, column
     last_elo = float(rows[-1]["selfplay/elo"])
     assert float(rows[-1]["selfplay/pool_size"]) == 3
@@ -63,6 +66,7 @@ def test_self_play_pool_frozen_seats_and_elo_survive_resume(tmp_path):
     run_train(selfplay_config(1536), run_dir, resume=True)
     resumed = ckpt.load_checkpoint(run_dir / "checkpoints" / "latest.pt")["algorithm"]["selfplay"]
     assert [p["step"] for p in resumed["pool"]] == [1024, 1280, 1536]
+    assert resumed["last_eval_step"] == 1536 and resumed["fixed_elo"] != state["fixed_elo"]
     assert torch.equal(resumed["pool"][0]["actor"]["trunk.0.weight"], state["pool"][2]["actor"]["trunk.0.weight"])
     _, rows = read_metrics(run_dir / "metrics.csv")
     first_resumed = next(r for r in rows if int(r["step"]) > 1024)
