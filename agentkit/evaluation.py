@@ -98,6 +98,19 @@ def check_gif_path(path: Path | str) -> Path:
     return path
 
 
+def offscreen_sdl() -> None:
+    """Point SDL at its dummy video and audio drivers, unless the user chose drivers (a non-empty value).
+
+    Envs drawn with pygame (gymnasium's classic control, Box2D) call ``pygame.init()`` even for
+    ``rgb_array`` frames, which only need an off-screen surface; SDL then opens the real display and audio
+    drivers, and on a machine without a session prints ``XDG_RUNTIME_DIR is invalid or not set``. A GIF
+    needs neither a window nor sound.
+    """
+    for name in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):
+        if not os.environ.get(name):
+            os.environ[name] = "dummy"
+
+
 def write_gif(frames: Sequence[np.ndarray], path: Path, fps: int = GIF_FPS) -> Path:
     """Write RGB frames ``[H, W, 3]`` (uint8) as a looping GIF, atomically: a failed write (a full disk, a
     folder it may not write) raises UserError and leaves no file behind.
@@ -169,6 +182,7 @@ def play_episodes(
         raise InvalidInputError(f"episodes must be at least 1 (got {episodes}).")
     if gif is not None:
         check_gif_path(gif)
+        offscreen_sdl()
     venv = env.make_vec(1, seed, render_mode="rgb_array" if gif else None)
     try:
         if getattr(env, "multi_agent", False):

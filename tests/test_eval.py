@@ -87,6 +87,15 @@ def test_stochastic_eval_of_a_run_and_of_its_stochastic_export_play_the_same_epi
     assert run.returns == evaluate_onnx(path, episodes=4, seed=2, deterministic=False).returns
 
 
+def test_gif_of_a_pygame_drawn_env_prints_no_sdl_noise(cartpole_run, run_cli, tmp_path):
+    """CartPole draws with pygame; a GIF needs no display or sound, so SDL must not complain about the
+    session (``XDG_RUNTIME_DIR is invalid or not set``) on a machine that has none."""
+    env = {"XDG_RUNTIME_DIR": "", "SDL_VIDEODRIVER": "", "SDL_AUDIODRIVER": ""}
+    proc = run_cli("eval", cartpole_run, "--episodes", "1", "--gif", tmp_path / "c.gif", env=env)
+    assert proc.returncode == 0 and (tmp_path / "c.gif").is_file(), proc.stderr
+    assert "XDG_RUNTIME_DIR" not in proc.stderr and "error" not in proc.stderr.lower(), proc.stderr
+
+
 def test_json_output_through_the_cli(cartpole_run, capsys):
     assert cli.main(["eval", str(cartpole_run), "--episodes", "2", "--seed", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

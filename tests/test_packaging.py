@@ -33,6 +33,8 @@ def test_install_has_no_generic_top_level_package(tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
+    # No setuptools warning a newcomer cannot place (a deprecated license table, data folders it was not told of)
+    assert "Warning" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     top = {p.name for p in target.iterdir() if p.name not in ("bin", "__pycache__")}
     packages = {name for name in top if not name.endswith((".dist-info", ".pth"))}
     assert packages == set(FOLDERS.values()), f"unexpected top-level names: {sorted(packages - set(FOLDERS.values()))}"
@@ -50,6 +52,8 @@ def test_install_has_no_generic_top_level_package(tmp_path):
                 f"'{'.'.join((installed, *rel.parts))}' to [tool.setuptools] packages in pyproject.toml"
             )
     assert (target / "agentkit_exports" / "CONTRACT.md").is_file()  # package data ships too
+    assert (target / "agentkit_exports" / "js" / "agentkit-runtime.mjs").is_file()
+    assert (target / "agentkit_exports" / "js" / "package-lock.json").is_file()
     entry_points = next(target.glob("agentkit-*.dist-info")) / "entry_points.txt"
     assert "agentkit = agentkit.cli:main" in entry_points.read_text()
 
