@@ -9,7 +9,7 @@
                   [--opponent random|minimax[:D]|FILE.onnx|RUN_DIR] [--seat first|second|both]
     agentkit export RUN_DIR [--out FILE] [--stochastic] [--opset N]
 
-Every subcommand takes ``-p MODULE`` (repeatable) to load an extra plugin module, and ``-p no:NAME`` to block
+Every subcommand takes ``-p MODULE`` (repeatable; before or after the subcommand) to load an extra plugin module, and ``-p no:NAME`` to block
 one. A file made elsewhere (an .onnx, a run dir's config.yaml) imports no code that the command line does not
 name with ``-p`` or ``--allow-import MODULE`` (``agentkit.trust``). Exit codes: 0 success; 2 bad usage, config or input (``UserError``: one message on stderr, no traceback);
 1 an unexpected failure (traceback); 130 interrupted.
@@ -373,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="agentkit", description="Train game agents, extend them with plugins, export to ONNX.")
     parser.add_argument("--version", action="version", version=f"agentkit {agentkit.__version__}")
+    # -p before the subcommand too (`agentkit -p my.plugin train ...`); its own dest, since a subcommand's
+    # default would otherwise overwrite what the main parser read. main() merges the two, in order.
+    parser.add_argument(
+        "-p", dest="plugin_before", action="append", default=[], metavar="MODULE",
+        help="load a plugin module (repeatable, before or after the subcommand); -p no:NAME blocks one",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -432,6 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if hasattr(args, "plugin"):
+            args.plugin = [*args.plugin_before, *args.plugin]
         return args.func(args)
     except UserError as exc:
         print(f"agentkit: error: {exc}", file=sys.stderr)

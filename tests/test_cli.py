@@ -221,3 +221,25 @@ def test_a_multi_agent_export_is_evaluated_by_the_name_given_to_export(run_cli, 
     assert_user_error(run_cli("eval", tmp_path / "out" / "nope.onnx"), "does not exist",
                       "tag-adversary.onnx, tag-agent.onnx")
     assert_user_error(run_cli("eval", tmp_path / "elsewhere" / "tag.onnx"), "does not exist", "no folder")
+
+
+def test_p_loads_plugins_before_or_after_the_subcommand(run_cli, plugin_site):
+    plugin_site.module("early_plugin", """
+        import agentkit
+
+        @agentkit.hookimpl
+        def agentkit_train_start(run):
+            pass
+    """)
+    plugin_site.module("late_plugin", """
+        import agentkit
+
+        @agentkit.hookimpl
+        def agentkit_train_end(run):
+            pass
+    """)
+    proc = run_cli("-p", "early_plugin", "plugins", "--json", "-p", "late_plugin", env=plugin_site.env)
+    assert proc.returncode == 0, proc.stderr
+    providers = {row["provider"] for row in json.loads(proc.stdout) if row["kind"] == "hooks"}
+    assert {"module early_plugin", "module late_plugin"} <= providers
+    assert_user_error(run_cli("-p", "no_such_module_xyz", "plugins"), "no_such_module_xyz")

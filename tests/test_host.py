@@ -74,6 +74,30 @@ def test_blocking_a_broken_entry_point(plugin_site, monkeypatch):
     assert "broken2" not in host.plugins and "gymnasium" in host.registry.names("env")
 
 
+def test_check_algorithm_finds_installed_algorithms_as_check_env_plugin_finds_envs(plugin_site, monkeypatch):
+    """The testing helpers build the host the CLI builds: an installed package's algorithm is checked by name,
+    with no host to assemble by hand (and a config's ``plugins:`` modules load too)."""
+    from agentkit.testing import check_algorithm
+
+    monkeypatch.delenv("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    plugin_site.activate(monkeypatch)
+    plugin_site.module("ppo_alias_plugin", """
+        import agentkit
+        from agentkit_plugins.ppo import PPOConfig, make_ppo
+
+        @agentkit.hookimpl
+        def agentkit_register_algorithms(register):
+            register("ppo_alias", make_ppo, PPOConfig, "PPO under another name, from an entry point.")
+    """)
+    plugin_site.dist("ppo-alias", "0.1", {"ppo_alias": "ppo_alias_plugin"})
+    config = {"env": {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2},
+              "algorithm": {"plugin": "ppo_alias", "total_steps": 256, "num_steps": 32, "update_epochs": 1},
+              "policy": {"hidden_sizes": [8]}}
+    check_algorithm(config)
+    monkeypatch.setenv("AGENTKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
+    check_algorithm({**config, "plugins": ["ppo_alias_plugin"]})  # the config's own plugin list
+
+
 def test_entry_point_plugin_is_listed_with_its_distribution_and_autoload_switch(run_cli, plugin_site):
     plugin_site.module("arena_plugin", ARENA_PLUGIN.format(who="arena-dist"))
     plugin_site.dist("arena-dist", "0.4", {"arena": "arena_plugin"})
@@ -306,9 +330,20 @@ def test_plugin_guide_code_runs(tmp_path, monkeypatch):
         modules=[f"{pkg}.agent_plugin", f"{pkg}.temperature_head", f"{pkg}.random_baseline"], autoload=False
     )
 
+    from types import SimpleNamespace
+
+    def run_of(env_id):
+        return SimpleNamespace(config=SimpleNamespace(env=SimpleNamespace(plugin="gymnasium", id=env_id)))
+
     metrics = {"charts/episode_return": 480.0}
-    assert True in host.hook.agentkit_iteration_end(run=None, iteration=1, step=10, metrics=metrics)
+    assert True in host.hook.agentkit_iteration_end(run=run_of("CartPole-v1"), iteration=1, step=10, metrics=metrics)
     assert metrics[f"{pkg}/gap_to_target"] == -5.0
+    # The hook limits itself to the runs it is meant for: another game's run is neither stopped nor logged to.
+    other = {"charts/episode_return": 480.0}
+    assert True not in host.hook.agentkit_iteration_end(run=run_of("Acrobot-v1"), iteration=1, step=10, metrics=other)
+    assert other == {"charts/episode_return": 480.0}
+    module_run = SimpleNamespace(config=SimpleNamespace(env=SimpleNamespace(plugin="pettingzoo", module="m")))
+    assert True not in host.hook.agentkit_iteration_end(run=module_run, iteration=1, step=10, metrics=dict(other))
 
     head_reg = host.registry.get("action_head", "temperature_discrete")
     assert head_reg.provider == f"module {pkg}.temperature_head"

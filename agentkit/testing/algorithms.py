@@ -119,8 +119,14 @@ def check_algorithm(config: RunConfig | dict[str, Any], host: PluginHost | None 
     ``policies()`` gives ``PolicyArtifact``s whose actors return distributions whose actions, through
     ``head.env_outputs`` and ``head.to_env``, lie in the action space. Keep the config small (a few hundred
     steps): this trains for ``iterations`` iterations.
+
+    Without ``host`` it builds one as ``agentkit train`` and ``check_env_plugin`` do: the built-ins, the
+    installed packages' entry points (unless AGENTKIT_DISABLE_PLUGIN_AUTOLOAD is set) and the config's
+    ``plugins:`` modules.
     """
-    host = host or PluginHost(autoload=False)
+    if host is None:
+        modules = config.get("plugins", []) if isinstance(config, dict) else config.plugins
+        host = PluginHost(modules=modules)
     if isinstance(config, dict):
         config = load_config(config, host.registry)
     name = f"algorithm {config.algorithm.plugin!r}"
