@@ -1,0 +1,136 @@
+"""What the bridge costs: the same Python game (Dungeon, masked actions) in-process vs through the bridge.
+
+    python benchmarks/bridge_overhead.py                      # 8 instances, 2 rounds of each, 49k steps per run
+    python benchmarks/bridge_overhead.py --steps 98304 --rounds 3
+
+Both sides use examples/dungeon-masked-ppo.yaml with num_envs 8. In-process: the gymnasium plugin steps 8
+Dungeon copies in the trainer's process. Bridged: the remote plugin launches 8 processes of
+exports/python/serve_gymnasium.py agentkit/Dungeon-v0 (the numpy Python client over TCP) and steps them
+together. The runs alternate (in-process, bridged, in-process, ...) so that both see the same machine load.
+
+Two figures per side:
+* PPO training steps/s: ``time/steps_per_second`` of the whole run (collection and updates), median of the rounds;
+* collection only: random allowed actions (from the mask), ``--collect`` vector steps, no policy, env steps/s.
+The claim checked (issue 23): bridged training >= 0.7x in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "dungeon-masked-ppo.yaml"
+SERVE = ROOT / "exports" / "python" / "serve_gymnasium.py"
+
+
+def env_section(bridged: bool, num_envs: int) -> dict:
+    base = yaml.safe_load(EXAMPLE.read_text())["env"]
+    if not bridged:
+        return {**base, "num_envs": num_envs}
+    return {"plugin": "remote", "num_envs": num_envs,
+            "command": f"{sys.executable} {SERVE} agentkit/Dungeon-v0 --port {{port}} --instance {{instance}}"}
+
+
+def train_speed(bridged: bool, num_envs: int, steps: int, out: Path) -> float:
+    cfg = yaml.safe_load(EXAMPLE.read_text())
+    cfg["env"] = env_section(bridged, num_envs)
+    cfg["algorithm"]["total_steps"] = steps
+    cfg["run"] = {"progress": "none", "tensorboard": False, "checkpoint_every_steps": 0}
+    run_dir = out / ("bridged" if bridged else "in-process")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = out / f"{run_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "agentkit.cli", "train", str(path), "--run-dir", str(run_dir)]
+    subprocess.run(cmd, check=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True)
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["time/steps_per_second"])
+
+
+def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> float:
+    from agentkit.config import load_config
+    from agentkit.host import PluginHost
+    from agentkit.trainer import build_env
+
+    host = PluginHost()
+    config = load_config({"env": env_section(bridged, num_envs), "algorithm": {"plugin": "ppo", "total_steps": 1}},
+                         host.registry)
+    source = build_env(config, host.registry)
+    venv = source.make_vec(num_envs, seed=0)
+    rng = np.random.default_rng(0)
+    try:
+        o = venv.reset()
+        start = time.perf_counter()
+        for _ in range(vector_steps):
+            # a random allowed action per copy: the first allowed after a random rotation of the mask
+            k = rng.integers(0, o.mask.shape[1], size=num_envs)
+            rolled = np.array([np.roll(m, -s) for m, s in zip(o.mask, k, strict=True)])
+            actions = (rolled.argmax(axis=1) + k) % o.mask.shape[1]
+            o = venv.step(actions).next
+        return num_envs * vector_steps / (time.perf_counter() - start)
+    finally:
+        venv.close()
+        if hasattr(source, "wrapped") and hasattr(source.wrapped, "close"):
+            source.wrapped.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=49_152)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--collect", type=int, default=2000, help="vector steps of the collection-only figure")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "bridge_overhead")
+    parser.add_argument("--no-results", action="store_true")
+    args = parser.parse_args()
+    train = {False: [], True: []}
+    collect = {False: [], True: []}
+    for r in range(args.rounds):
+        for bridged in (False, True):
+            collect[bridged].append(collect_speed(bridged, args.num_envs, args.collect))
+            train[bridged].append(train_speed(bridged, args.num_envs, args.steps, args.out))
+            print(f"round {r} {'bridged' if bridged else 'in-process'}: train {train[bridged][-1]:.0f} steps/s, "
+                  f"collect {collect[bridged][-1]:.0f} steps/s", flush=True)
+    t_in, t_br = float(np.median(train[False])), float(np.median(train[True]))
+    c_in, c_br = float(np.median(collect[False])), float(np.median(collect[True]))
+    ratio = t_br / t_in
+    verdict = "PASS" if ratio >= 0.7 else "FAIL"
+    print(f"training: in-process {t_in:.0f}, bridged {t_br:.0f} steps/s ({ratio:.2f}x, {verdict}); collection: "
+          f"in-process {c_in:.0f}, bridged {c_br:.0f} steps/s ({c_br / c_in:.2f}x)")
+    if not args.no_results:
+        command = "python benchmarks/bridge_overhead.py " + shlex.join(sys.argv[1:])
+        fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
+        text = (
+            f"\n## Bridge overhead: Dungeon in-process vs bridged ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)\n\n"
+            f"Command: `{command.strip()}` (examples/dungeon-masked-ppo.yaml, num_envs {args.num_envs}, "
+            f"{args.steps:,} steps per training run, {args.rounds} alternating rounds, collection {args.collect} "
+            f"vector steps of random allowed actions; the bridged side is 8 processes of "
+            f"exports/python/serve_gymnasium.py over TCP; sharing the 2-core machine with other jobs).\n\n"
+            f"| | in-process | bridged (Python client) | bridged / in-process |\n|---|---|---|---|\n"
+            f"| PPO training steps/s (median; rounds) | {t_in:.0f} ({fmt(train[False])}) | {t_br:.0f} "
+            f"({fmt(train[True])}) | **{ratio:.2f}x** |\n"
+            f"| collection only, env steps/s (median; rounds) | {c_in:.0f} ({fmt(collect[False])}) | {c_br:.0f} "
+            f"({fmt(collect[True])}) | {c_br / c_in:.2f}x |\n\n"
+            f"Bridged training ≥ 0.7x in-process: **{verdict}**.\n"
+        )
+        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
