@@ -370,3 +370,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_bridged_run_resumes_like_an_in_process_one(tmp_path):
+    def run(total: int, resume: bool):
+        host = PluginHost()
+        config = load_config({"seed": 0, "env": counter(), "algorithm": {"plugin": "ppo", "total_steps": total,
+                                                                         "num_steps": 32},
+                              "run": {"progress": "none", "tensorboard": False}}, host.registry)
+        return train(config, host, tmp_path / "run", resume=resume)
+
+    assert run(128, False)["step"] == 128
+    again = run(256, True)
+    assert again["step"] == 256
+    steps = [int(r["step"]) for r in metrics(tmp_path / "run")]
+    assert steps == sorted(steps) and steps[-1] == 256 and len(steps) == len(set(steps))
