@@ -141,44 +141,51 @@ def js_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentkit" / "js"
 
 
-@pytest.fixture(scope="session")
-def js_node_modules() -> Path:
-    """The ``node_modules`` folder of exports/js's dependencies, installed once into the cache.
+def npm_cached_install(folder: Path, marker: str) -> Path:
+    """The ``node_modules`` of ``folder``'s package.json, installed once into the cache (``js_cache_root``).
 
     One folder per ``package-lock.json`` content (its hash names it), installed with ``npm ci
-    --ignore-scripts`` (onnxruntime-node's CPU binaries ship in the package; its install script would only
-    download GPU builds). The install goes to a temporary folder renamed into place under a file lock, so
-    concurrent sessions neither clash nor see half an install. Nothing is written under the repo.
+    --ignore-scripts`` (install scripts would only download binaries this machine does not need: GPU builds,
+    browsers). The install goes to a temporary folder renamed into place under a file lock, so concurrent
+    sessions neither clash nor see half an install. ``marker``: a package whose folder proves the install
+    is complete. Nothing is written under the repo.
     """
     import fcntl
     import hashlib
     import tempfile
 
-    lock = (JS_DIR / "package-lock.json").read_bytes()
+    lock = (folder / "package-lock.json").read_bytes()
     cache = js_cache_root()
     target = cache / hashlib.sha256(lock).hexdigest()[:16]
-    if (target / "node_modules" / "onnxruntime-node").is_dir():
+    if (target / "node_modules" / marker).is_dir():
         return target / "node_modules"
     npm = shutil.which("npm")
-    assert npm is not None, "node is installed but npm is not: install npm to run the JavaScript runtime tests"
+    assert npm is not None, f"node is installed but npm is not: install npm to run the tests that need {folder}"
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
-        if not (target / "node_modules" / "onnxruntime-node").is_dir():
+        if not (target / "node_modules" / marker).is_dir():
             tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".install-"))
             try:
                 for name in ("package.json", "package-lock.json"):
-                    shutil.copy(JS_DIR / name, tmp / name)
+                    shutil.copy(folder / name, tmp / name)
                 proc = subprocess.run(
                     [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefer-offline"],
                     cwd=tmp, capture_output=True, text=True, timeout=600,
                 )
-                assert proc.returncode == 0, f"npm ci for {JS_DIR} (in {tmp}) failed:\n{proc.stdout}\n{proc.stderr}"
+                assert proc.returncode == 0, f"npm ci for {folder} (in {tmp}) failed:\n{proc.stdout}\n{proc.stderr}"
                 shutil.rmtree(target, ignore_errors=True)
                 os.rename(tmp, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return target / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def js_node_modules() -> Path:
+    """The ``node_modules`` folder of exports/js's dependencies (onnxruntime-node, whose CPU binaries ship in
+    the package), installed once into the cache by ``npm_cached_install``."""
+    return npm_cached_install(JS_DIR, "onnxruntime-node")
 
 
 @pytest.fixture(scope="session")

@@ -63,8 +63,8 @@ func bridge_step(action_int: PoolIntArray, _action_float: PoolRealArray) -> Dict
 		"truncated": PoolByteArray([1 if r[2] else 0]),
 		"alive": PoolByteArray([0 if ended else 1]),
 		"mask": maze.mask(),
-		"info": PoolRealArray([1.0 if r[1] else 0.0]),
-		"info_keys": ["success"],
+		"info": PoolRealArray([1.0 if r[1] else 0.0, maze.illegal_moves]),
+		"info_keys": ["success", "illegal_moves"],
 	}
 
 # -- drawing (a window in the editor; the headless server draws nothing) ----------------------------------

@@ -26,6 +26,7 @@ var rng = RandomNumberGenerator.new()
 var agent = Vector2()
 var goal = Vector2()
 var steps = 0
+var illegal_moves = 0  # moves into a wall this episode (the mask forbids them: a masked policy makes none)
 var distance = {}      # shortest-path distance to the goal of every free cell (Vector2 -> int)
 var free_cells = []
 
@@ -46,6 +47,7 @@ func reset(new_seed) -> void:
 	while agent == goal:
 		agent = free_cells[rng.randi_range(0, free_cells.size() - 1)]
 	steps = 0
+	illegal_moves = 0
 	_measure()
 
 # Advance one step; returns [reward, terminated, truncated].
@@ -54,6 +56,8 @@ func step(action: int) -> Array:
 	var target = agent + MOVES[action]
 	if is_free(target):
 		agent = target
+	else:
+		illegal_moves += 1
 	steps += 1
 	var reached = agent == goal
 	var reward = -0.01 + 0.1 * (before - distance[agent])

@@ -1,0 +1,145 @@
+// The agentkit web page: the Moving game (../js/games/moving.mjs) on a canvas, in one of two modes.
+//
+//   ?bridge=PORT[&host=127.0.0.1][&instance=I][&token=T]   train: connect to `agentkit train` (remote env,
+//                                                           transport websocket) and play the steps it sends
+//   ?policy=URL[&episodes=3][&seed=0][&fps=30]              play: run the exported .onnx with onnxruntime-web
+//                                                           (wasm, one thread), the policy choosing every action
+//
+// The status line says what the page does (connecting / training / closed / playing / done / error), the
+// steps and the returns. `window.agentkit` holds the same facts for scripts (exports/web/browser.mjs, the
+// tests), and in play mode `record`: every observation with the action the policy chose for it.
+import { serve } from "/js/agentkit-bridge.mjs";
+import { loadPolicy } from "/js/agentkit-runtime.mjs";
+
+// moving.mjs asks `process.argv` whether Node runs it as a script; a page has no `process`: give it one
+// that says no (agentkit-bridge.mjs still sees a browser: the stand-in has no `versions.node`).
+globalThis.process ??= { argv: [] };
+const { Moving, bridged } = await import("/js/games/moving.mjs");
+
+const query = new URLSearchParams(location.search);
+const canvas = document.getElementById("game");
+const statusLine = document.getElementById("status");
+const game = new Moving();
+const TYPES = ["accelerate", "turn", "brake"];
+const state = (window.agentkit = { status: "loading", steps: 0, episodes: 0, episodeReturn: 0, lastReturn: null,
+  action: null, record: [], error: null });
+
+function describe(action) {
+  if (!action) return "-";
+  const [magnitude, angle] = action.params;
+  return action.type === 0 ? `accelerate(${magnitude.toFixed(2)})` : action.type === 1 ? `turn(${angle.toFixed(2)})` : "brake()";
+}
+
+function show(status, extra = "") {
+  state.status = status;
+  const ret = state.lastReturn === null ? "-" : state.lastReturn.toFixed(3);
+  statusLine.textContent = `${status}${extra ? ` · ${extra}` : ""}\nsteps ${state.steps} · episodes ${state.episodes}` +
+    ` · return ${state.episodeReturn.toFixed(3)} (last ${ret})\naction ${describe(state.action)}`;
+}
+
+function fail(error) {
+  state.error = String(error && error.message ? error.message : error);
+  show("error", state.error);
+  console.error(`agentkit page: ${state.error}`);
+}
+
+// -- drawing ------------------------------------------------------------------------------------------------
+
+function draw() {
+  const g = canvas.getContext("2d");
+  const size = canvas.width;
+  const px = (v) => ((v + 1) / 2) * size;
+  const py = (v) => ((1 - v) / 2) * size;   // y up, as in the Python game's frames
+  g.fillStyle = "#fafafa";
+  g.fillRect(0, 0, size, size);
+  g.strokeStyle = "#e2e2e2";
+  for (const v of [-0.5, 0, 0.5]) {
+    g.beginPath(); g.moveTo(px(v), 0); g.lineTo(px(v), size); g.moveTo(0, py(v)); g.lineTo(size, py(v)); g.stroke();
+  }
+  if (game.tx === undefined) return;
+  const r = (game.targetRadius * size) / 2;
+  g.fillStyle = "#c8ebc8"; g.strokeStyle = "#2e9a3a"; g.lineWidth = 2;
+  g.beginPath(); g.arc(px(game.tx), py(game.ty), r, 0, 2 * Math.PI); g.fill(); g.stroke();
+  const hx = game.x + 0.08 * Math.cos(game.heading);
+  const hy = game.y + 0.08 * Math.sin(game.heading);
+  g.strokeStyle = "#333"; g.lineWidth = 3;
+  g.beginPath(); g.moveTo(px(game.x), py(game.y)); g.lineTo(px(hx), py(hy)); g.stroke();
+  g.fillStyle = "#2f5fd0";
+  g.beginPath(); g.arc(px(game.x), py(game.y), 6, 0, 2 * Math.PI); g.fill();
+  g.fillStyle = "#e6b800";
+  g.fillRect(0, size - 4, (size * game.speed) / game.maxSpeed, 4);
+  g.fillStyle = "#222"; g.font = "13px ui-monospace, monospace";
+  g.fillText(describe(state.action), 8, 18);
+}
+
+function frame() { draw(); requestAnimationFrame(frame); }
+requestAnimationFrame(frame);
+
+// -- train: the trainer steps the game over the bridge ------------------------------------------------------
+
+async function train() {
+  const inner = bridged(game);
+  const watched = {
+    reset(seed, params) {
+      state.episodeReturn = 0;
+      const r = inner.reset(seed, params);
+      show("training");
+      return r;
+    },
+    step(actions) {
+      state.action = { type: actions[0].type, params: Array.from(actions[0].params) };
+      const r = inner.step(actions);
+      state.steps += 1;
+      state.episodeReturn += r.reward[0];
+      if (r.terminated[0] || r.truncated[0]) { state.episodes += 1; state.lastReturn = state.episodeReturn; }
+      if (state.steps % 50 === 0) show("training");
+      return r;
+    },
+  };
+  const port = Number(query.get("bridge"));
+  const host = query.get("host") || "127.0.0.1";
+  const instance = query.has("instance") ? Number(query.get("instance")) : null;
+  show("connecting", `ws://${host}:${port}/`);
+  await serve(watched, { name: "moving-web", agents: [game.spec], host, port, transport: "websocket", instance,
+    token: query.get("token") || null });
+  show("closed", "the trainer finished");
+}
+
+// -- play: the exported policy acts, with onnxruntime-web ---------------------------------------------------
+
+async function play() {
+  const ort = await import("/ort/ort.wasm.min.mjs");
+  ort.env.wasm.wasmPaths = "/ort/";     // the wasm files come from this server, never from a CDN
+  ort.env.wasm.numThreads = 1;
+  show("loading", "policy");
+  const bytes = new Uint8Array(await (await fetch(query.get("policy"))).arrayBuffer());
+  const policy = await loadPolicy(bytes, { ort, sessionOptions: { executionProviders: ["wasm"] } });
+  // for scripts: the policy's actions for a batch of observations (the tests compare them with Python's)
+  state.act = async (batch) => policy.act(batch);
+  const episodes = Number(query.get("episodes") || 3);
+  const seed = Number(query.get("seed") || 0);
+  const fps = Number(query.get("fps") ?? 30);
+  for (let e = 0; e < episodes; e++) {
+    let obs = game.reset(seed + e);
+    state.episodeReturn = 0;
+    for (;;) {
+      const out = await policy.act(obs);
+      const action = { type: Number(out.action_type), params: Float32Array.from(out.action_params) };
+      state.action = { type: action.type, params: Array.from(action.params) };
+      state.record.push({ obs: Array.from(obs), action_type: action.type, action_params: state.action.params });
+      const [next, reward, terminated, truncated] = game.step(action);
+      state.steps += 1;
+      state.episodeReturn += reward;
+      obs = next;
+      show("playing", `episode ${e + 1}/${episodes}`);
+      await new Promise((ok) => setTimeout(ok, fps > 0 ? 1000 / fps : 0));
+      if (terminated || truncated) break;
+    }
+    state.episodes += 1;
+    state.lastReturn = state.episodeReturn;
+  }
+  show("done", `${episodes} episodes played by the policy`);
+}
+
+const run = query.has("bridge") ? train : query.has("policy") ? play : async () => show("idle", "add ?bridge=PORT (train) or ?policy=FILE (play)");
+run().catch(fail);

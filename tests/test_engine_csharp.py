@@ -1,0 +1,68 @@
+"""The C# game of exports/csharp (Thruster, continuous Box(2) thrust; several ships per instance for the
+multi-agent case) trains over the bridge in real Mono: compiled with mcs, run with mono (Debian's mono-mcs
+and mono-runtime, installed by `make engines`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(
+    shutil.which("mcs") is None or shutil.which("mono") is None,
+    reason="Mono is not installed: `make engines` (as root) installs Debian's mono-mcs and mono-runtime",
+)
+
+
+@pytest.fixture
+def csharp_cache(tmp_path) -> dict[str, str]:
+    """exports/csharp/thruster.sh compiles into this throwaway cache (each test compiles the game anew)."""
+    return {"AGENTKIT_CSHARP_CACHE": str(tmp_path / "csharp-build")}
+
+
+def metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_csharp_thruster_trains_and_exports(run_cli, tmp_path, csharp_cache):
+    run_dir = tmp_path / "thruster"
+    proc = run_cli(
+        "train", REPO / "examples" / "bridge-csharp-thruster.yaml", "--run-dir", run_dir,
+        "--set", "algorithm.total_steps=2048", "--set", "env.num_envs=2", "--set", "algorithm.num_steps=256",
+        cwd=REPO, env=csharp_cache,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = metrics(run_dir)
+    assert int(rows[-1]["step"]) == 2048
+    assert any(r.get("charts/episode_return") for r in rows), "no Thruster episode ended in 2048 steps"
+    assert os.listdir(csharp_cache["AGENTKIT_CSHARP_CACHE"]), "thruster.sh did not compile the game"
+
+    out = tmp_path / "thruster.onnx"
+    proc = run_cli("export", run_dir, "--out", out, cwd=REPO, env=csharp_cache)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    meta = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["agentkit"])
+    assert meta["action"]["kind"] == "box" and meta["action"]["shape"] == [2]
+
+
+def test_csharp_ships_train_as_agents_of_one_instance(run_cli, tmp_path, csharp_cache):
+    """Three ships in one Mono process: a multi-agent game whose agents end their episodes at different
+    steps (a ship that reached its target waits, not alive, until the others are done)."""
+    run_dir = tmp_path / "ships"
+    proc = run_cli(
+        "train", REPO / "examples" / "bridge-csharp-thruster.yaml", "--run-dir", run_dir,
+        "--set", "env.command=sh exports/csharp/thruster.sh --port={port} --instance={instance} --agents=3",
+        "--set", "env.num_envs=1", "--set", "algorithm={plugin: mappo, centralised: false, total_steps: 1536, "
+        "num_steps: 128, update_epochs: 2}",
+        cwd=REPO, env=csharp_cache,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = metrics(run_dir)
+    assert int(rows[-1]["step"]) >= 1536
+    assert any(r.get("charts/episode_return") for r in rows)
