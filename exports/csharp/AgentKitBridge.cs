@@ -320,7 +320,8 @@ namespace AgentKit.Bridge
         Message Receive()
         {
             int length = reader.ReadInt32();
-            if (length < 4 || length > maxFrameBytes)
+            if (length < 4) throw new BridgeException("bad_frame", "the trainer sent a frame of " + length + " bytes");
+            if (length > maxFrameBytes)
             {
                 SendError("frame_too_large", "a frame of " + length + " bytes is above the game's limit of " + maxFrameBytes);
                 throw new BridgeException("frame_too_large", "the trainer sent a frame of " + length + " bytes");
