@@ -17,6 +17,7 @@ from conftest import NODE, cli_env, npm_cached_install
 from agentkit import runtime
 
 REPO = Path(__file__).resolve().parents[1]
+COMMAND = "node exports/web/browser.mjs --port={port} --instance={instance}"  # the example's launch command
 WEB = REPO / "exports" / "web"
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(
@@ -47,7 +48,7 @@ def test_browser_page_trains_then_plays_the_export_like_python(run_cli, tmp_path
     assert int(rows[-1]["step"]) == 1024
 
     policy_file = tmp_path / "moving.onnx"
-    proc = run_cli("export", run_dir, "--out", policy_file, cwd=REPO, env=web_env)
+    proc = run_cli("export", run_dir, "--out", policy_file, "--allow-import", COMMAND, cwd=REPO, env=web_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     # Observations from all over Moving's observation space, so that every action type shows up.

@@ -14,6 +14,7 @@ import onnx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+COMMAND = "sh exports/csharp/thruster.sh --port={port} --instance={instance}"  # the example's launch command
 pytestmark = pytest.mark.skipif(
     shutil.which("mcs") is None or shutil.which("mono") is None,
     reason="Mono is not installed: `make engines` (as root) installs Debian's mono-mcs and mono-runtime",
@@ -45,7 +46,7 @@ def test_csharp_thruster_trains_and_exports(run_cli, tmp_path, csharp_cache):
     assert os.listdir(csharp_cache["AGENTKIT_CSHARP_CACHE"]), "thruster.sh did not compile the game"
 
     out = tmp_path / "thruster.onnx"
-    proc = run_cli("export", run_dir, "--out", out, cwd=REPO, env=csharp_cache)
+    proc = run_cli("export", run_dir, "--out", out, "--allow-import", COMMAND, cwd=REPO, env=csharp_cache)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     meta = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["agentkit"])
     assert meta["action"]["kind"] == "box" and meta["action"]["shape"] == [2]
@@ -57,7 +58,7 @@ def test_csharp_ships_train_as_agents_of_one_instance(run_cli, tmp_path, csharp_
     run_dir = tmp_path / "ships"
     proc = run_cli(
         "train", REPO / "examples" / "bridge-csharp-thruster.yaml", "--run-dir", run_dir,
-        "--set", "env.command=sh exports/csharp/thruster.sh --port={port} --instance={instance} --agents=3",
+        "--set", f"env.command={COMMAND} --agents=3",
         "--set", "env.num_envs=1", "--set", "algorithm={plugin: mappo, centralised: false, total_steps: 1536, "
         "num_steps: 128, update_epochs: 2}",
         cwd=REPO, env=csharp_cache,

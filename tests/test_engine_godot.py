@@ -12,6 +12,8 @@ import onnx
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: the example's launch command: eval and export of its run dir may run it once the command line allows it
+COMMAND = "godot3-server --path exports/godot --port={port} --instance={instance}"
 GODOT = shutil.which("godot3-server")
 pytestmark = pytest.mark.skipif(
     GODOT is None, reason="Godot 3 is not installed: `make engines` (as root) installs Debian's godot3-server"
@@ -39,13 +41,13 @@ def test_godot_maze_trains_evaluates_and_exports(run_cli, tmp_path):
     assert all(float(r["infos/illegal_moves"]) == 0.0 for r in ended)
     assert all(float(r["bridge/restarts"]) == 0.0 for r in rows)
 
-    proc = run_cli("eval", run_dir, "--episodes", "3", "--json", cwd=REPO)
+    proc = run_cli("eval", run_dir, "--episodes", "3", "--json", "--allow-import", COMMAND, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["infos"]["illegal_moves"] == 0.0
 
     out = tmp_path / "maze.onnx"
-    proc = run_cli("export", run_dir, "--out", out, cwd=REPO)
+    proc = run_cli("export", run_dir, "--out", out, "--allow-import", COMMAND, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     model = onnx.load(out)
     meta = json.loads({p.key: p.value for p in model.metadata_props}["agentkit"])

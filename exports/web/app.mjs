@@ -10,11 +10,7 @@
 // tests), and in play mode `record`: every observation with the action the policy chose for it.
 import { serve } from "/js/agentkit-bridge.mjs";
 import { loadPolicy } from "/js/agentkit-runtime.mjs";
-
-// moving.mjs asks `process.argv` whether Node runs it as a script; a page has no `process`: give it one
-// that says no (agentkit-bridge.mjs still sees a browser: the stand-in has no `versions.node`).
-globalThis.process ??= { argv: [] };
-const { Moving, bridged } = await import("/js/games/moving.mjs");
+import { Moving, bridged } from "/js/games/moving.mjs";
 
 const query = new URLSearchParams(location.search);
 const canvas = document.getElementById("game");

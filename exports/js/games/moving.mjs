@@ -95,7 +95,7 @@ export function bridged(game) {
   };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (typeof process !== "undefined" && import.meta.url === `file://${process.argv[1]}`) {  // a page has no process
   const args = parseArgs();
   const game = new Moving();
   await serve(bridged(game), { name: "moving-js", agents: [game.spec], host: args.host, port: args.port,
