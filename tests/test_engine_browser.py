@@ -1,7 +1,7 @@
 """The browser game of exports/web (Moving, hybrid actions, on a canvas) trains over the bridge's WebSocket
 transport in real headless Chromium (Debian's chromium, installed by `make engines`, driven by puppeteer-core),
 and the page then plays the exported policy with onnxruntime-web (wasm): the page's actions are the Python
-runtime's on the same observations. The test keeps a screenshot of the page (docs/web-page.png is one)."""
+runtime's on the same observations. The test takes a screenshot of the page and checks that it shows the game."""
 
 from __future__ import annotations
 
