@@ -4,16 +4,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# Where torch comes from. Empty: pip's configured indexes (a local CPU wheel where the machine has one).
+# On a machine without one, pip's default index gives the CUDA build and its CUDA packages (several GB);
+# `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs PyTorch's CPU-only build first.
+TORCH_INDEX ?=
 
-.PHONY: setup demo test lint bench clean engines
+.PHONY: setup demo test lint bench clean engines torch-info
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PIP) install --quiet -c constraints.txt --index-url $(TORCH_INDEX) torch)
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"
+	@$(MAKE) --no-print-directory torch-info
 	touch $(STAMP)
+
+# Which torch build the venv holds: its version and whether CUDA is compiled in.
+torch-info:
+	@$(PY) -c "import torch; c = torch.version.cuda; print(f'torch {torch.__version__}: ' + (f'CUDA {c} compiled in (cuda available: {torch.cuda.is_available()})' if c else 'CPU-only build, no CUDA compiled in'))"
 
 demo: setup
 	$(PY) examples/demo.py

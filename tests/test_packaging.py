@@ -107,3 +107,28 @@ def test_js_work_dirs_and_their_node_modules_live_outside_the_repo(js_ready, js_
     proc = run_node(work / "hello.mjs")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [[1], "function"]
+
+
+# -- torch: which build, and how to get the CPU-only one (Makefile, README) ----------------------------------
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_setup_reports_the_torch_build_and_takes_torch_from_a_given_index():
+    import os
+
+    import torch
+
+    env = {**os.environ, "MAKEFLAGS": ""}
+    info = subprocess.run(["make", "-s", "torch-info"], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert info.returncode == 0, info.stderr
+    cuda = "CPU-only build, no CUDA compiled in" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+    assert info.stdout.startswith(f"torch {torch.__version__}: {cuda}")
+    index = "https://download.pytorch.org/whl/cpu"
+    plan = subprocess.run(["make", "-n", "-B", "setup", f"TORCH_INDEX={index}"], cwd=REPO, capture_output=True,
+                          text=True, env=env, timeout=120).stdout  # -n: prints the commands, runs none
+    lines = plan.splitlines()
+    torch_line = next(i for i, line in enumerate(lines) if f"--index-url {index} torch" in line)
+    package_line = next(i for i, line in enumerate(lines) if '-e ".[test]"' in line)
+    assert "-c constraints.txt" in lines[torch_line] and torch_line < package_line  # the CPU build first, pinned
+    assert "torch-info" in plan
+    assert "--index-url" not in subprocess.run(["make", "-n", "-B", "setup"], cwd=REPO, capture_output=True,
+                                               text=True, env=env, timeout=120).stdout
+    assert f"make setup TORCH_INDEX={index}" in (REPO / "README.md").read_text()
