@@ -157,10 +157,17 @@ class _Armed:
 
 class CheckedSource:
     """An env source whose vector envs check what they return (the module docstring). Every other attribute is
-    the wrapped source's."""
+    the wrapped source's.
+
+    A source that enforces ``env.step_timeout`` itself, with messages that know more (the remote plugin: which
+    game instance, which request, restarts of crashed games within a step), says so with a true
+    ``enforces_step_timeout`` attribute; the clock then only times calls and never interrupts them.
+    """
 
     def __init__(self, source: Any, step_timeout: float | None = None):
         self._source = source
+        if getattr(source, "enforces_step_timeout", False):
+            step_timeout = None
         self.clock = StepClock(str(getattr(source, "env_id", "?")), step_timeout)
 
     def __getattr__(self, name: str) -> Any:

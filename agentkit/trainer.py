@@ -700,7 +700,9 @@ def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir:
             stale.unlink(missing_ok=True)
 
     algorithm = build_algorithm(config, host.registry, env, run_dir)
-    ctx = RunContext(config=config, run_dir=run_dir, host=host, env=env, algorithm=algorithm, resumed=state is not None)
+    # hooks see the env plugin's own source (its class, its attributes to change), not the checking wrapper
+    ctx = RunContext(config=config, run_dir=run_dir, host=host, env=getattr(env, "wrapped", env), algorithm=algorithm,
+                     resumed=state is not None)
     elapsed = 0.0
     if state is not None:
         try:

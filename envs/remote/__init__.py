@@ -72,6 +72,9 @@ class RemoteSource:
     multi-agent games ``groups``, ``agents`` and ``state_dim`` as the pettingzoo source has them.
     """
 
+    #: env.step_timeout is enforced per instance and request here (agentkit.envcheck.CheckedSource)
+    enforces_step_timeout = True
+
     def __init__(self, config: RemoteEnvConfig):
         self.config = config
         self.params: dict[str, Any] = dict(config.params)
