@@ -91,7 +91,11 @@ async function main() {
     page.on("console", (m) => { if (m.type() === "error") console.error(`page: ${m.text()}`); });
     page.on("pageerror", (e) => { console.error(`page: ${e.message}`); stop(1); });  // an uncaught error is fatal
     await page.goto(`${served.url}?${query}`);
-    await page.waitForFunction(() => ["closed", "done", "error"].includes(window.agentkit?.status), { timeout: 0, polling: 200 });
+    // A loop of short calls, not one waitForFunction: a DevTools call that waits longer than puppeteer's
+    // protocolTimeout (180 s) fails, and a training page is busy for as long as the run lasts.
+    while (!["closed", "done", "error"].includes(await page.evaluate(() => window.agentkit?.status))) {
+      await new Promise((ok) => setTimeout(ok, 500));
+    }
     const state = await page.evaluate(() => window.agentkit);
     if (opts.observations && state.status === "done") {
       const batch = JSON.parse(readFileSync(opts.observations, "utf8"));
