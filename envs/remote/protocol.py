@@ -12,6 +12,7 @@ Every failure to follow the protocol raises ``BridgeError`` (an ``InvalidInputEr
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -69,14 +70,29 @@ def encode(header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -
         wire = _WIRE.get(array.dtype)
         if wire is None:
             raise TypeError(f"blob {name!r}: dtype {array.dtype} cannot travel; use float32, int32 or uint8")
-        listed.append({"name": name, "dtype": wire, "count": int(array.size)})
+        listed.append((name, wire, int(array.size)))
         parts.append(np.ascontiguousarray(array, dtype=DTYPES[wire]).tobytes())
-    text = json.dumps({**header, "blobs": listed}, separators=(",", ":"), allow_nan=False).encode()
-    return b"".join([_U32.pack(len(text)), text, *parts])
+    if header.keys() == {"type"}:  # a step: the same header every time
+        text = _plain_header(header["type"], tuple(listed))
+    else:
+        text = _header_text(header, listed)
+    return b"".join([text, *parts])
+
+
+def _header_text(header: dict[str, Any], listed: list[tuple[str, str, int]] | tuple) -> bytes:
+    blobs = [{"name": n, "dtype": d, "count": c} for n, d, c in listed]
+    text = json.dumps({**header, "blobs": blobs}, separators=(",", ":"), allow_nan=False).encode()
+    return _U32.pack(len(text)) + text
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_header(kind: str, listed: tuple[tuple[str, str, int], ...]) -> bytes:
+    return _header_text({"type": kind}, listed)
 
 
 def decode(payload: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The header and the blobs (flat numpy arrays, read-only views of ``payload``) of one payload."""
+    """The header (shared between equal headers: read it, do not change it) and the blobs (flat numpy arrays,
+    read-only views of ``payload``) of one payload."""
     view = memoryview(payload)
     if len(view) < 4:
         raise BridgeError(f"bad_frame: a payload of {len(view)} bytes has no header length.", field="header")
@@ -86,8 +102,29 @@ def decode(payload: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dic
             f"bad_frame: the header length says {hlen} bytes but the payload has {len(view) - 4} after it.",
             field="header",
         )
+    header, layout, body = _header(bytes(view[4 : 4 + hlen]))
+    start = 4 + hlen
+    for name, dtype, count, offset in layout:
+        if start + offset + count * dtype.itemsize > len(view):
+            raise BridgeError(
+                f"bad_frame: blob {name!r} ({count} x {dtype.name} = {count * dtype.itemsize} bytes) runs past the "
+                f"end of the payload ({len(view) - start - offset} bytes left).", field=name,
+            )
+    if start + body != len(view):
+        raise BridgeError(
+            f"bad_frame: {len(view) - start - body} bytes follow the last blob; header.blobs must list every array.",
+            field="header.blobs",
+        )
+    return header, {name: np.frombuffer(view, dtype=dtype, count=count, offset=start + offset)
+                    for name, dtype, count, offset in layout}
+
+
+@functools.lru_cache(maxsize=256)
+def _header(text: bytes) -> tuple[dict[str, Any], tuple[tuple[str, np.dtype, int, int], ...], int]:
+    """A header's JSON, checked, with its blobs' (name, dtype, count, offset after the header) and their total
+    size. Cached: a game sends the same header bytes at every step."""
     try:
-        header = json.loads(bytes(view[4 : 4 + hlen]).decode("utf-8"))
+        header = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BridgeError(f"bad_frame: the header is not UTF-8 JSON ({exc}).", field="header") from exc
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
@@ -95,8 +132,8 @@ def decode(payload: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dic
     listed = header.get("blobs", [])
     if not isinstance(listed, list):
         raise BridgeError("bad_frame: header.blobs must be a list.", field="header.blobs")
-    blobs: dict[str, np.ndarray] = {}
-    offset = 4 + hlen
+    layout = []
+    offset = 0
     for i, entry in enumerate(listed):
         where = f"header.blobs[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
@@ -111,22 +148,11 @@ def decode(payload: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dic
             )
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise BridgeError(f"bad_frame: blob {name!r} has count {count!r}; give a whole number >= 0.", field=name)
-        if name in blobs:
+        if any(name == seen for seen, *_ in layout):
             raise BridgeError(f"bad_frame: blob {name!r} is listed twice.", field=name)
-        size = count * dtype.itemsize
-        if offset + size > len(view):
-            raise BridgeError(
-                f"bad_frame: blob {name!r} ({count} x {entry['dtype']} = {size} bytes) runs past the end of the "
-                f"payload ({len(view) - offset} bytes left).", field=name,
-            )
-        blobs[name] = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
-        offset += size
-    if offset != len(view):
-        raise BridgeError(
-            f"bad_frame: {len(view) - offset} bytes follow the last blob; header.blobs must list every array.",
-            field="header.blobs",
-        )
-    return header, blobs
+        layout.append((name, dtype, count, offset))
+        offset += count * dtype.itemsize
+    return header, tuple(layout), offset
 
 
 # -- what the game declares -------------------------------------------------------------------------------

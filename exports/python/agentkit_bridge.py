@@ -114,27 +114,52 @@ class Step:
 
 
 def encode(header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -> bytes:
+    """One payload from a header and blobs ``{name: (dtype, values)}`` (dtype: float32, int32 or uint8)."""
     listed, parts = [], []
     for name, (dtype, array) in (blobs or {}).items():
         data = np.ascontiguousarray(array, dtype=_DTYPES[dtype]).reshape(-1)
-        listed.append({"name": name, "dtype": dtype, "count": int(data.size)})
+        listed.append((name, dtype, int(data.size)))
         parts.append(data.tobytes())
-    text = json.dumps({**header, "blobs": listed}, separators=(",", ":")).encode()
-    return b"".join([_U32.pack(len(text)), text, *parts])
+    key = (json.dumps(header, sort_keys=True), tuple(listed))
+    text = _HEADERS.get(key)
+    if text is None:  # the same header comes back at every step: build its bytes once
+        body = json.dumps({**header, "blobs": [{"name": n, "dtype": d, "count": c} for n, d, c in listed]},
+                          separators=(",", ":")).encode()
+        text = _U32.pack(len(body)) + body
+        if len(_HEADERS) < 256:
+            _HEADERS[key] = text
+    return b"".join([text, *parts])
+
+
+_HEADERS: dict[tuple, bytes] = {}
 
 
 def decode(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header and blobs (numpy arrays) of one payload from the trainer."""
     (hlen,) = _U32.unpack_from(payload, 0)
-    header = json.loads(payload[4 : 4 + hlen].decode())
-    blobs, offset = {}, 4 + hlen
-    for entry in header.get("blobs", []):
-        dtype = _DTYPES[entry["dtype"]]
-        blobs[entry["name"]] = np.frombuffer(payload, dtype=dtype, count=entry["count"], offset=offset)
-        offset += entry["count"] * dtype.itemsize
-    if offset != len(payload):
-        raise BridgeError(f"bad_frame: the trainer's {header.get('type')!r} message has {len(payload) - offset} "
-                          "bytes after its blobs")
+    text = payload[4 : 4 + hlen]
+    parsed = _PARSED.get(text)
+    if parsed is None:  # the trainer repeats its step header: parse it once
+        header = json.loads(text.decode())
+        layout, offset = [], 0
+        for entry in header.get("blobs", []):
+            dtype = _DTYPES[entry["dtype"]]
+            layout.append((entry["name"], dtype, entry["count"], offset))
+            offset += entry["count"] * dtype.itemsize
+        parsed = (header, layout, offset)
+        if len(_PARSED) < 256:
+            _PARSED[text] = parsed
+    header, layout, size = parsed
+    if 4 + hlen + size != len(payload):
+        raise BridgeError(f"bad_frame: the trainer's {header.get('type')!r} message has {len(payload) - 4 - hlen} "
+                          f"bytes of blobs, its header lists {size}")
+    start = 4 + hlen
+    blobs = {name: np.frombuffer(payload, dtype=dtype, count=count, offset=start + off)
+             for name, dtype, count, off in layout}
     return header, blobs
+
+
+_PARSED: dict[bytes, tuple] = {}
 
 
 class _Tcp:
