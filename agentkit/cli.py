@@ -225,8 +225,10 @@ def _eval_against(args: argparse.Namespace, target: Path, deterministic: bool) -
     """``agentkit eval TARGET --opponent SPEC [--seat first|second|both]``: win/draw/loss rates."""
     if args.opponent is None:
         raise UserError("eval: --seat goes with --opponent (random, minimax[:DEPTH], FILE.onnx or RUN_DIR).")
-    if args.gif or args.checkpoint:
-        raise UserError("eval: --opponent plays matches; --gif and --checkpoint apply to plain eval only.")
+    if args.gif:
+        raise UserError("eval: --opponent plays matches; --gif applies to plain eval only.")
+    if args.checkpoint and target.suffix == ".onnx":
+        raise UserError("eval: --checkpoint applies to run directories only; an .onnx file is one policy.")
     if not (target.suffix == ".onnx" and target.is_file() or target.is_dir()):
         raise UserError(f"eval: {str(target)!r} is neither a run directory nor an existing .onnx file.")
     if args.env and target.suffix != ".onnx":

@@ -137,9 +137,10 @@ def group_seat_policy(source: Any, acts: Mapping[str, Callable[[np.ndarray, Any]
 
 
 def load_policy(target: Path, deterministic: bool, seed: int, env: str | None = None,
-                extra_plugins: Sequence[str] = (), allow_imports: Sequence[str] = ()) -> tuple[Any, SeatPolicy, Callable[[], None]]:
-    """``(env source, seat policy, close)`` for a run dir (its latest weights) or an exported ``.onnx`` (the
-    other groups' files beside it), with the same trust rules as ``agentkit eval``."""
+                extra_plugins: Sequence[str] = (), allow_imports: Sequence[str] = (),
+                checkpoint: str | None = None) -> tuple[Any, SeatPolicy, Callable[[], None]]:
+    """``(env source, seat policy, close)`` for a run dir (its latest weights, or ``checkpoint``'s) or an
+    exported ``.onnx`` (the other groups' files beside it), with the same trust rules as ``agentkit eval``."""
     from agentkit import evaluation, runtime
 
     if target.suffix == ".onnx":
@@ -152,23 +153,24 @@ def load_policy(target: Path, deterministic: bool, seed: int, env: str | None = 
         return source, group_seat_policy(source, acts), lambda: None
     from agentkit.trainer import load_run
 
-    loaded = load_run(target, extra_plugins, None, allow_imports)
+    loaded = load_run(target, extra_plugins, checkpoint, allow_imports)
     acts = {a.name: evaluation.torch_act(a, deterministic) for a in loaded.algorithm.policies()}
     return loaded.env, group_seat_policy(loaded.env, acts), loaded.algorithm.close
 
 
 def evaluate_against(target: Path | str, opponent: str, seat: str = "both", episodes: int = 100, seed: int = 0,
                      deterministic: bool = True, env: str | None = None, extra_plugins: Sequence[str] = (),
-                     allow_imports: Sequence[str] = ()) -> MatchResult:
-    """``agentkit eval TARGET --opponent SPEC --seat SEAT``: a run dir or ``.onnx`` against ``random``,
-    ``minimax[:depth]``, another ``.onnx`` or run dir, in the first seat, the second, or ``both``."""
+                     allow_imports: Sequence[str] = (), checkpoint: str | None = None) -> MatchResult:
+    """``agentkit eval TARGET --opponent SPEC --seat SEAT``: a run dir (or one of its ``checkpoint``s) or an
+    ``.onnx`` against ``random``, ``minimax[:depth]``, another ``.onnx`` or run dir, in the first seat, the
+    second, or ``both``."""
     if seat not in (*SEATS, "both"):
         raise UserError(f"--seat {seat!r}: choose first, second or both.")
     seats = SEATS if seat == "both" else (seat,)
     target = Path(target)
     closers: list[Callable[[], None]] = []
     try:
-        source, policy, close = load_policy(target, deterministic, seed, env, extra_plugins, allow_imports)
+        source, policy, close = load_policy(target, deterministic, seed, env, extra_plugins, allow_imports, checkpoint)
         closers.append(close)
 
         def policy_opponent(path: Path) -> Opponent:

@@ -245,8 +245,9 @@ class SelfPlay:
         self.last_snapshot_step = int(state["last_snapshot_step"])
         self.steps = int(state["steps"])
         self.generator.set_state(state["generator"])
-        self.fixed_elo.update({k: float(v) for k, v in state["fixed_elo"].items() if k in self.fixed_elo})
-        self.last_eval_step = int(state["last_eval_step"])
+        # (checkpoints written before eval_opponents existed have neither entry)
+        self.fixed_elo.update({k: float(v) for k, v in state.get("fixed_elo", {}).items() if k in self.fixed_elo})
+        self.last_eval_step = int(state.get("last_eval_step", 0))
         self.pool, self._actors = [], []
         for entry in state["pool"]:
             frozen = copy.deepcopy(self.actor)

@@ -102,7 +102,7 @@ def ttt_run(tmp_path_factory):
         "env": {"plugin": "pettingzoo", "module": TTT, "num_envs": 4},
         "algorithm": {"plugin": "mappo", "total_steps": 256, "num_steps": 16, "centralised": False,
                       "agent_id": False},
-        "run": {"progress": "none", "tensorboard": False},
+        "run": {"progress": "none", "tensorboard": False, "checkpoint_every_steps": 128},
     }, host.registry)
     train(config, host, run_dir=run_dir)
     return run_dir
@@ -123,6 +123,9 @@ def test_eval_against_an_opponent_reports_rates_per_seat(ttt_run, capsys):
     # a run dir as the opponent: the policy against itself
     assert main(["eval", str(ttt_run), "--opponent", str(ttt_run), "--episodes", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["opponent"] == "run"
+    # an earlier checkpoint of the run
+    assert main(["eval", str(ttt_run), "--checkpoint", "step_128.pt", "--opponent", "random", "--episodes", "2"]) == 0
+    assert "against random, 4 games" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
