@@ -1,4 +1,18 @@
-"""Shared fixtures. Keep this small; add fixtures at the end."""
+"""Shared fixtures. Keep this small; add fixtures at the end.
+
+Tests leave the user's setup as it was (checked at the end of every session, ``tests/user_setup.py``): they
+install into throwaway places, never into ``.venv`` or the checkout.
+
+- ``run_cli(*args, env=, cwd=)``: the real ``agentkit`` CLI in a subprocess (cwd: the test's tmp_path).
+- ``plugin_site``: a throwaway site folder for fake plugin distributions (entry points without pip).
+- ``example_plugin_package``: examples/plugin-package pip-installed into a throwaway ``--target`` folder,
+  on ``sys.path`` and ``PYTHONPATH`` for that test only.
+- JavaScript (skip with ``pytest.mark.skipif(NODE is None, ...)``): ``js_workdir(files) -> Path`` makes a
+  throwaway folder with copies of exports/js's runtime files, ``files`` (name -> str, bytes or Path) and a
+  ``node_modules`` link to onnxruntime-node installed once into a cache outside the repo
+  (``js_node_modules``; ``npm_cached_install(folder, marker)`` for another package folder); ``js_ready`` is
+  one such folder for the session; ``run_node(script, *args, cwd=, input=)`` runs a script in it.
+"""
 
 from __future__ import annotations
 
