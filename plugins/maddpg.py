@@ -54,7 +54,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 import agentkit
-from agentkit.algorithm import BuildContext, PolicyArtifact
+from agentkit.algorithm import BuildContext, PolicyArtifact, Progress
 from agentkit.config import AlgorithmConfig, PolicyConfig
 from agentkit.errors import ConfigError
 from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
@@ -522,6 +522,7 @@ class MADDPG:
 
         self._buffer: ReplayBuffer | None = None  # allocated on first use: eval and export never need it
         self.steps_done = 0
+        self.progress = Progress(config.total_steps)  # continued smoothly when a run is extended
         self.updates_done = 0
         self._since_update = 0
         self._min_rows = max(config.batch_size, min(config.learning_starts, config.buffer_size))
@@ -565,7 +566,7 @@ class MADDPG:
     # -- collection -------------------------------------------------------------------------------------
 
     def noise_std(self) -> float:
-        frac = min(1.0, self.steps_done / (self.cfg.noise_decay_fraction * self.cfg.total_steps))
+        frac = min(1.0, self.progress.at(self.steps_done) / self.cfg.noise_decay_fraction)
         return self.cfg.noise_std + frac * (self.cfg.noise_std_final - self.cfg.noise_std)
 
     @torch.no_grad()
@@ -760,7 +761,7 @@ class MADDPG:
         episodes = self._collect(n)
         for grp in self.groups.values():
             for actor in grp.actors:
-                actor.head.set_progress(min(1.0, self.steps_done / self.cfg.total_steps))
+                actor.head.set_progress(self.progress.at(self.steps_done))
         metrics = episodes.metrics()
         if self._losses:
             for key in self._losses[0]:
@@ -791,6 +792,7 @@ class MADDPG:
             "steps_done": self.steps_done,
             "updates_done": self.updates_done,
             "since_update": self._since_update,
+            "progress": self.progress.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -821,6 +823,7 @@ class MADDPG:
         self.steps_done = int(state["steps_done"])
         self.updates_done = int(state["updates_done"])
         self._since_update = int(state["since_update"])
+        self.progress.load_state_dict(state.get("progress"), self.steps_done)
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if "buffer" in state:

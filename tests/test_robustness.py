@@ -389,6 +389,38 @@ def test_a_bigger_budget_still_resumes_and_a_linear_lr_continues_smoothly(tmp_pa
     assert all(x > y for x, y in zip(extension, extension[1:], strict=False)) and extension[-1] > 0
 
 
+def test_maddpg_exploration_noise_continues_when_a_run_is_extended(host):
+    from agentkit.algorithm import BuildContext
+
+    def build(total: int):
+        data = {"env": {"plugin": "pettingzoo", "module": "test_robustness:bad_parallel_env", "num_envs": 1},
+                "algorithm": {"plugin": "maddpg", "total_steps": total, "noise_decay_fraction": 1.0,
+                              "buffer_size": 100, "batch_size": 8},
+                "policy": {"hidden_sizes": [8]}}
+        config = load_config(data, host.registry)
+        source = host.registry.get("env", "pettingzoo").factory(config.env)
+        return host.registry.get("algorithm", "maddpg").factory(
+            config.algorithm, BuildContext(config, host.registry, source, None, torch.device("cpu")))
+
+    finished = build(1000)
+    finished.steps_done = 1000
+    assert finished.noise_std() == pytest.approx(finished.cfg.noise_std_final)
+    extended = build(2000)
+    extended.load_state_dict(finished.state_dict())
+    # the noise stays where the run left it (the budget alone would put it back halfway, at 0.175)
+    assert extended.noise_std() == pytest.approx(finished.cfg.noise_std_final)
+    extended.steps_done = 1500
+    assert extended.noise_std() == pytest.approx(finished.cfg.noise_std_final)
+    finished.close()
+    extended.close()
+
+
+def test_a_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "run").write_text("not a folder")
+    code, err = _main(capsys, "train", _write_config(tmp_path), "--run-dir", tmp_path / "run")
+    assert code == 2 and "is a file, not a directory" in _one_message(err)
+
+
 def test_progress_reanchors_only_when_the_budget_changes():
     p = Progress(100)
     assert [p.at(s) for s in (0, 50, 90)] == [0.0, 0.5, 0.9]
