@@ -20,6 +20,7 @@ import argparse
 import csv
 import datetime as dt
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -61,7 +62,17 @@ def train_speed(bridged: bool, num_envs: int, steps: int, out: Path) -> float:
     return float(rows[-1]["time/steps_per_second"])
 
 
-def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> float:
+def _cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (pid None) or of process ``pid`` (from /proc)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> tuple[float, float]:
+    """(env steps/s, CPU milliseconds per 1000 env steps summed over the trainer and the game processes)."""
     from agentkit.config import load_config
     from agentkit.host import PluginHost
     from agentkit.trainer import build_env
@@ -74,6 +85,8 @@ def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> float:
     rng = np.random.default_rng(0)
     try:
         o = venv.reset()
+        games = [inst.game.pid for inst in venv.env.multi.instances] if bridged else []
+        cpu0 = _cpu_seconds() + sum(_cpu_seconds(p) for p in games)
         start = time.perf_counter()
         for _ in range(vector_steps):
             # a random allowed action per copy: the first allowed after a random rotation of the mask
@@ -81,7 +94,9 @@ def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> float:
             rolled = np.array([np.roll(m, -s) for m, s in zip(o.mask, k, strict=True)])
             actions = (rolled.argmax(axis=1) + k) % o.mask.shape[1]
             o = venv.step(actions).next
-        return num_envs * vector_steps / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        cpu = _cpu_seconds() + sum(_cpu_seconds(p) for p in games) - cpu0
+        return num_envs * vector_steps / elapsed, 1e6 * cpu / (num_envs * vector_steps)
     finally:
         venv.close()
         if hasattr(source, "wrapped") and hasattr(source.wrapped, "close"):
@@ -99,18 +114,23 @@ def main() -> int:
     args = parser.parse_args()
     train = {False: [], True: []}
     collect = {False: [], True: []}
+    cpu = {False: [], True: []}
     for r in range(args.rounds):
         for bridged in (False, True):
-            collect[bridged].append(collect_speed(bridged, args.num_envs, args.collect))
+            speed, cpu_ms = collect_speed(bridged, args.num_envs, args.collect)
+            collect[bridged].append(speed)
+            cpu[bridged].append(cpu_ms)
             train[bridged].append(train_speed(bridged, args.num_envs, args.steps, args.out))
             print(f"round {r} {'bridged' if bridged else 'in-process'}: train {train[bridged][-1]:.0f} steps/s, "
-                  f"collect {collect[bridged][-1]:.0f} steps/s", flush=True)
+                  f"collect {collect[bridged][-1]:.0f} steps/s, {cpu[bridged][-1]:.0f} CPU ms per 1000 steps", flush=True)
     t_in, t_br = float(np.median(train[False])), float(np.median(train[True]))
     c_in, c_br = float(np.median(collect[False])), float(np.median(collect[True]))
+    u_in, u_br = float(np.median(cpu[False])), float(np.median(cpu[True]))
+    load = os.getloadavg()[0]
     ratio = t_br / t_in
     verdict = "PASS" if ratio >= 0.7 else "FAIL"
     print(f"training: in-process {t_in:.0f}, bridged {t_br:.0f} steps/s ({ratio:.2f}x, {verdict}); collection: "
-          f"in-process {c_in:.0f}, bridged {c_br:.0f} steps/s ({c_br / c_in:.2f}x)")
+          f"in-process {c_in:.0f}, bridged {c_br:.0f} steps/s ({c_br / c_in:.2f}x); CPU ms per 1000 steps {u_in:.0f} vs {u_br:.0f}")
     if not args.no_results:
         command = "python benchmarks/bridge_overhead.py " + shlex.join(sys.argv[1:])
         fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
@@ -124,7 +144,9 @@ def main() -> int:
             f"| PPO training steps/s (median; rounds) | {t_in:.0f} ({fmt(train[False])}) | {t_br:.0f} "
             f"({fmt(train[True])}) | **{ratio:.2f}x** |\n"
             f"| collection only, env steps/s (median; rounds) | {c_in:.0f} ({fmt(collect[False])}) | {c_br:.0f} "
-            f"({fmt(collect[True])}) | {c_br / c_in:.2f}x |\n\n"
+            f"({fmt(collect[True])}) | {c_br / c_in:.2f}x |\n"
+            f"| collection CPU ms per 1000 env steps (trainer + games; median) | {u_in:.0f} | {u_br:.0f} | "
+            f"{u_br / u_in:.2f}x |\n\nLoad average at the end: {load:.1f} on 2 cores.\n"
             f"Bridged training ≥ 0.7x in-process: **{verdict}**.\n"
         )
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
