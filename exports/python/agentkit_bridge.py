@@ -321,7 +321,9 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
                 head: dict[str, Any] = {"type": "step_result"}
                 if s.info:
                     head["info_keys"] = list(s.info)
-                    values = np.stack([np.broadcast_to(np.asarray(v, np.float32), (n,)) for v in s.info.values()], 1)
+                    values = np.empty((n, len(s.info)), np.float32)
+                    for k, v in enumerate(s.info.values()):
+                        values[:, k] = v  # one number per agent, or one for all
                     out["info"] = ("float32", values)
                 conn.send(encode(head, out))
             elif kind == "close":
