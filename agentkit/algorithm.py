@@ -7,15 +7,17 @@ logging, checkpoints, progress, hooks); the algorithm owns collection and learni
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import gymnasium as gym
 import torch
 
 from agentkit.config import RunConfig
 from agentkit.environment import EnvSource
+from agentkit.policy import Actor
 from agentkit.registry import Registry
 
 
@@ -42,7 +44,7 @@ class PolicyArtifact:
     """
 
     name: str
-    actor: torch.nn.Module
+    actor: Actor
     observation_space: gym.spaces.Box
     action_space: gym.Space
     agents: list[str]
@@ -58,6 +60,14 @@ class PolicyArtifact:
 
 
 class Algorithm(Protocol):
+    """What an algorithm factory returns.
+
+    Building one must not open its training envs: eval and export build the algorithm only to load a
+    checkpoint and read ``policies()``. Networks are built from the env source's description (its spaces;
+    for a multi-agent source ``groups`` and ``state_dim``, ``MultiAgentEnvSource``), and the vector env is
+    opened when collection first needs it (``TrainingEnv``).
+    """
+
     steps_done: int  # env steps consumed so far (the unit of algorithm.total_steps)
 
     def iterate(self) -> dict[str, float]:
@@ -76,6 +86,58 @@ class Algorithm(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class _VecEnvLike(Protocol):
+    """What ``TrainingEnv`` calls on a vector env (``VecEnv`` and ``MultiAgentVecEnv`` both have it)."""
+
+    def reset(self, seed: int | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+E = TypeVar("E", bound=_VecEnvLike)  # a VecEnv or a MultiAgentVecEnv
+Obs = TypeVar("Obs")  # what its reset gives: an Observation, or one per group
+
+
+class TrainingEnv(Generic[E, Obs]):
+    """An algorithm's training vector env, opened on first use, and the observation collection goes on from.
+
+    ``open_env`` makes the vector env (``source.make_vec(num_envs, seed)``); nothing is opened until
+    ``observation()`` is first called, so an algorithm built for eval or export starts no env copies and no
+    worker processes. ``restart(seed)`` makes the next ``observation()`` come from ``reset(seed=seed)`` (a
+    resumed run: env episodes are not checkpointed); collection stores each step's result in ``obs``.
+    """
+
+    def __init__(self, open_env: Callable[[], E], reset_seed: int | None = None):
+        self._open_env = open_env
+        self.env: E | None = None
+        self.reset_seed = reset_seed
+        self.obs: Obs | None = None  # None: reset before collecting
+
+    @property
+    def opened(self) -> bool:
+        return self.env is not None
+
+    def vec(self) -> E:
+        """The vector env, opened now if it is not yet."""
+        if self.env is None:
+            self.env = self._open_env()
+        return self.env
+
+    def observation(self) -> Obs:
+        """The observation collection continues from: the env's first reset after opening or ``restart``."""
+        if self.obs is None:
+            self.obs = self.vec().reset(seed=self.reset_seed)
+        return self.obs
+
+    def restart(self, seed: int | None) -> None:
+        self.reset_seed, self.obs = seed, None
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
 
 
 class Progress:

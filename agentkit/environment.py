@@ -160,3 +160,20 @@ class MultiAgentVecEnv(Protocol):
     def render(self) -> np.ndarray | None: ...
 
     def close(self) -> None: ...
+
+
+class MultiAgentEnvSource(Protocol):
+    """What a multi-agent env plugin's factory returns (``multi_agent`` True): the env's description, read
+    without making a vector env (algorithms build their networks from it, so eval and export open none),
+    and a way to make ``MultiAgentVecEnv``s whose ``groups`` and ``state_dim`` are these."""
+
+    env_id: str
+    multi_agent: bool
+    observation_space: gym.spaces.Box  # the first group's, for messages
+    action_space: gym.Space
+    has_mask: bool
+    groups: dict[str, GroupSpec]
+    agents: list[str]  # every agent, in the env's order
+    state_dim: int
+
+    def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> MultiAgentVecEnv: ...

@@ -63,8 +63,9 @@ def agentkit_register_action_heads(register: Register) -> None:
 def agentkit_register_envs(register: Register) -> None:
     """Register environment plugins.
 
-    factory(config: EnvConfig-subclass) -> agentkit.environment.EnvSource
-    (see ``agentkit.environment`` for the protocol: spaces, vector env construction, single env for eval).
+    factory(config: EnvConfig-subclass) -> agentkit.environment.EnvSource (``MultiAgentEnvSource`` when
+    ``multi_agent``; see ``agentkit.environment`` for the protocols: spaces and groups, read without making a
+    vector env, and vector env construction).
     Called once per host, not firstresult; the return value is ignored.
     """
 
@@ -73,7 +74,7 @@ def agentkit_register_envs(register: Register) -> None:
 def agentkit_register_exporters(register: Register) -> None:
     """Register exporters (e.g. ONNX).
 
-    factory(config: ExporterConfig-subclass) -> an exporter object with
+    factory(config: ExporterConfig-subclass) -> agentkit.exporting.Exporter, an object with
     ``export(artifact: agentkit.algorithm.PolicyArtifact, out_path: Path, run_config: RunConfig) -> Path``
     (one call per policy group; ``agentkit export`` uses the exporter named ``onnx``).
     Called once per host, not firstresult; the return value is ignored.

@@ -43,7 +43,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import gymnasium as gym
 import numpy as np
@@ -54,8 +54,9 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 import agentkit
-from agentkit.algorithm import BuildContext, PolicyArtifact, Progress
+from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingEnv
 from agentkit.config import AlgorithmConfig, PolicyConfig
+from agentkit.environment import MultiAgentEnvSource, MultiAgentVecEnv, Observation
 from agentkit.errors import ConfigError
 from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
 from agentkit.policy import Actor, ObsNormalizer, layer_init, mlp, resolve_head
@@ -479,9 +480,12 @@ class MADDPG:
         self.seed = run_config.seed
         torch.manual_seed(self.seed)
         self.generator = torch.Generator().manual_seed(self.seed)
-        self.vec = env.make_vec(self.num_envs, seed=self.seed)
-        specs = self.vec.groups
-        self.state_dim = int(getattr(self.vec, "state_dim", 0) or 0)
+        source = cast(MultiAgentEnvSource, env)  # multi_agent: checked above
+        # opened at the first collect: eval and export build no env copies and start no worker processes
+        self.training_env: TrainingEnv[MultiAgentVecEnv, dict[str, Observation]] = TrainingEnv(
+            lambda: source.make_vec(self.num_envs, seed=self.seed), reset_seed=self.seed)
+        specs = source.groups
+        self.state_dim = int(source.state_dim or 0)
         if config.critic_input == "state" and self.state_dim <= 0:
             raise ConfigError(
                 f"algorithm.critic_input: 'state' needs an env with a global state, and {env.env_id!r} has none. "
@@ -526,7 +530,6 @@ class MADDPG:
         self.updates_done = 0
         self._since_update = 0
         self._min_rows = max(config.batch_size, min(config.learning_starts, config.buffer_size))
-        self._obs = self.vec.reset(seed=self.seed)
         self._losses: list[dict[str, float]] = []
         # The sub-policy each agent of each env copy plays this episode: [N, A_g] per group.
         self._sub_policy = {
@@ -592,11 +595,11 @@ class MADDPG:
     def _collect(self, n_vector_steps: int) -> EndedEpisodes:
         episodes = EndedEpisodes()
         for _ in range(n_vector_steps):
-            obs = self._obs
+            obs = self.training_env.observation()
             for g, grp in self.groups.items():
                 grp.actor.normalizer.update(torch.as_tensor(self._with_ids(grp, obs[g].obs)))
             actions, reps = self._act(obs)
-            tr = self.vec.step(actions)
+            tr = self.training_env.vec().step(actions)
             rows: dict[str, Any] = {}
             for g, grp in self.groups.items():
                 t = tr.groups[g]
@@ -637,7 +640,7 @@ class MADDPG:
             for grp in self.groups.values():
                 grp.critic.normalizer.update(x)
             self.buffer.add(rows)
-            self._obs = {g: tr.groups[g].next for g in self.groups}
+            self.training_env.obs = {g: tr.groups[g].next for g in self.groups}
             self.steps_done += self.num_envs
             self._since_update += self.num_envs
             episodes.add(tr)
@@ -846,7 +849,7 @@ class MADDPG:
         ]
 
     def close(self) -> None:
-        self.vec.close()
+        self.training_env.close()
 
 
 def _rows(per_agent: Tensor | None) -> Tensor | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -38,9 +38,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 import agentkit
-from agentkit.algorithm import BuildContext, PolicyArtifact, Progress
+from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingEnv
 from agentkit.config import AlgorithmConfig
-from agentkit.environment import GroupSpec, Observation
+from agentkit.environment import GroupSpec, MultiAgentEnvSource, MultiAgentVecEnv, Observation
 from agentkit.errors import ConfigError
 from agentkit.policy import Actor, Critic, build_actor
 from agentkit.runlog import EndedEpisodes
@@ -127,11 +127,14 @@ class MAPPO:
         torch.manual_seed(run.seed)
         np.random.seed(run.seed % 2**32)
         self.generator = torch.Generator().manual_seed(run.seed)
-        self.env = env.make_vec(self.num_envs, run.seed)
-        self.source = env
+        source = cast(MultiAgentEnvSource, env)  # multi_agent: checked above
+        # opened at the first iterate: eval and export build no env copies and start no worker processes
+        self.training_env: TrainingEnv[MultiAgentVecEnv, dict[str, Observation]] = TrainingEnv(
+            lambda: source.make_vec(self.num_envs, run.seed), reset_seed=run.seed)
+        self.source = source
         self.turn_based = bool(getattr(env, "turn_based", False))
-        self.all_agents = list(getattr(env, "agents", []))
-        self.state_dim = self.env.state_dim
+        self.all_agents = list(source.agents)
+        self.state_dim = source.state_dim
         policy = run.policy
         critic_sees_obs = not config.centralised
         if policy.shared_trunk and not critic_sees_obs:
@@ -140,7 +143,7 @@ class MAPPO:
                 "the trunk cannot be shared; set policy.shared_trunk: false or algorithm.centralised: false."
             )
         self.units: list[PolicyUnit] = []
-        for group in self.env.groups.values():
+        for group in source.groups.values():
             if config.share_parameters:
                 parts = [(group.name, list(range(len(group.agents))))]
             else:
@@ -151,7 +154,6 @@ class MAPPO:
         self.steps_done = 0
         self.iteration = 0
         self.progress = Progress(config.total_steps)
-        self.next_obs: dict[str, Observation] = self.env.reset(seed=run.seed)
 
     def _evaluate_selfplay(self) -> dict[str, float]:
         """The learner (deterministic) against the fixed opponents of ``self_play.eval_opponents``."""
@@ -248,9 +250,10 @@ class MAPPO:
                 pg["lr"] = lr
             unit.actor.head.set_progress(progress)
         episodes = EndedEpisodes()
-        obs = self.next_obs
+        obs = self.training_env.observation()
+        vec = self.training_env.vec()
         for t in range(cfg.num_steps):
-            env_outputs: dict[str, list[tuple[PolicyUnit, dict[str, Tensor]]]] = {g: [] for g in self.env.groups}
+            env_outputs: dict[str, list[tuple[PolicyUnit, dict[str, Tensor]]]] = {g: [] for g in self.source.groups}
             with torch.no_grad():
                 for unit in self.units:
                     o = obs[unit.group.name]
@@ -274,7 +277,7 @@ class MAPPO:
                     st.logprobs[t] = dist.log_prob(action).reshape(st.logprobs.shape[1:])
                     st.values[t] = self._value(unit, critic_in)
                     env_outputs[unit.group.name].append((unit, outputs))
-            tr = self.env.step(self._env_actions(env_outputs))
+            tr = vec.step(self._env_actions(env_outputs))
             with torch.no_grad():
                 for unit in self.units:
                     gt = tr.groups[unit.group.name]
@@ -291,7 +294,7 @@ class MAPPO:
             if self.selfplay is not None:
                 self.selfplay.observe(tr)
             obs = {g: gt.next for g, gt in tr.groups.items()}
-        self.next_obs = obs
+        self.training_env.obs = obs
         self.steps_done += cfg.num_steps * self.num_envs
         self.iteration += 1
 
@@ -412,7 +415,7 @@ class MAPPO:
         if self.selfplay is not None:
             self.selfplay.load_state_dict(state["selfplay"])
         # Env episodes are not checkpointed: a resumed run starts fresh episodes, seeded from the step count.
-        self.next_obs = self.env.reset(seed=self.steps_done)
+        self.training_env.restart(self.steps_done)
 
     def policies(self) -> list[PolicyArtifact]:
         return [
@@ -438,7 +441,7 @@ class MAPPO:
                 "self_play": self.selfplay is not None}
 
     def close(self) -> None:
-        self.env.close()
+        self.training_env.close()
 
 
 @agentkit.hookimpl

@@ -28,8 +28,9 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 import agentkit
-from agentkit.algorithm import BuildContext, PolicyArtifact, Progress
+from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingEnv
 from agentkit.config import AlgorithmConfig
+from agentkit.environment import Observation, VecEnv
 from agentkit.errors import ConfigError
 from agentkit.policy import Critic, build_actor
 from agentkit.runlog import EndedEpisodes
@@ -407,9 +408,11 @@ class PPO:
                 f"(algorithm.num_steps {cfg.num_steps} x env.num_envs {self.num_envs} = {batch}); set "
                 f"algorithm.minibatch_size to at most {batch}, or raise num_steps or num_envs."
             )
-        self.envs = context.env.make_vec(self.num_envs, seed=run.seed)
-        self.observation_space = self.envs.observation_space
-        self.action_space = self.envs.action_space
+        # opened at the first collect: eval and export build no env copies
+        self.training_env: TrainingEnv[VecEnv, Observation] = TrainingEnv(
+            lambda: context.env.make_vec(self.num_envs, seed=run.seed))
+        self.observation_space = context.env.observation_space
+        self.action_space = context.env.action_space
         obs_dim = int(math.prod(self.observation_space.shape))
 
         policy = run.policy
@@ -458,7 +461,6 @@ class PPO:
         self.iterations = 0
         self.kl_beta = cfg.kl_beta
         self.progress = Progress(cfg.total_steps)
-        self._next = self.envs.reset()
 
     # -- acting -------------------------------------------------------------------------------------------
 
@@ -503,7 +505,8 @@ class PPO:
         """Fill the storage with one rollout and compute advantages; returns the episodes that ended."""
         st, cfg = self.storage, self.config
         episodes = EndedEpisodes()
-        observation = self._next
+        observation = self.training_env.observation()
+        envs = self.training_env.vec()
         st.bootstrap.zero_()
         with torch.inference_mode():
             for t in range(cfg.num_steps):
@@ -517,7 +520,7 @@ class PPO:
                 st.logprobs[t] = logprob
                 st.values[t] = value
 
-                tr = self.envs.step(self.head.to_env({k: v.numpy() for k, v in outputs.items()}))
+                tr = envs.step(self.head.to_env({k: v.numpy() for k, v in outputs.items()}))
                 done = tr.terminated | tr.truncated
                 reward = tr.reward if self.reward_scaler is None else self.reward_scaler(tr.reward, done)
                 st.rewards[t] = torch.from_numpy(reward)
@@ -528,7 +531,7 @@ class PPO:
                     st.bootstrap[t, idx] = self._value(torch.from_numpy(tr.final_obs)[idx])
                 episodes.add(tr)
                 observation = tr.next
-            self._next = observation
+            self.training_env.obs = observation
             last_value = self._value(torch.from_numpy(observation.obs))
             st.compute_gae(last_value, cfg.gamma, cfg.gae_lambda)
         self.steps_done += cfg.num_steps * self.num_envs
@@ -616,7 +619,7 @@ class PPO:
         self.iterations = int(counters["iterations"])
         self.kl_beta = float(counters["kl_beta"])
         self.progress.load_state_dict(state.get("progress"), self.steps_done)
-        self._next = self.envs.reset(seed=(self.seed + 1_000_003 * self.iterations) % 2**31)
+        self.training_env.restart((self.seed + 1_000_003 * self.iterations) % 2**31)
 
     def policies(self) -> list[PolicyArtifact]:
         return [
@@ -628,7 +631,7 @@ class PPO:
         ]
 
     def close(self) -> None:
-        self.envs.close()
+        self.training_env.close()
 
 
 def make_ppo(config: PPOConfig, context: BuildContext) -> PPO:

@@ -265,7 +265,7 @@ def test_resume_from_state_dict_continues_identically(host):
         torch.save(first.state_dict(), saved)  # as the trainer's checkpoints do
         saved.seek(0)
         second.load_state_dict(torch.load(saved, weights_only=True))
-        second._obs = first._obs  # the env copies' state is not part of a checkpoint
+        second.training_env.obs = first.training_env.obs  # the env copies' state is not part of a checkpoint
         torch.manual_seed(7)
         a = first.update()
         torch.manual_seed(7)

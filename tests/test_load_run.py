@@ -1,0 +1,109 @@
+"""Loading a run for eval or export builds its policies only: no training env copies, no worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing.process
+
+import numpy as np
+import pytest
+
+from agentkit.config import load_config
+from agentkit.evaluation import evaluate_onnx, evaluate_run, play_episodes, torch_act
+from agentkit.exporting import export_run
+from agentkit.host import PluginHost
+from agentkit.trainer import build_algorithm, build_env, load_run, train
+
+ARENA_ASYNC = {
+    "seed": 0,
+    "env": {"plugin": "pettingzoo", "module": "agentkit_envs.games.team_arena",
+            "kwargs": {"team_size": 2, "opponent": "scripted"}, "num_envs": 3, "vectorization": "async",
+            "workers": 2},
+    "algorithm": {"plugin": "mappo", "total_steps": 120, "num_steps": 40, "update_epochs": 1},
+    "policy": {"hidden_sizes": [16]},
+    "run": {"progress": "none", "tensorboard": False},
+}
+
+
+@pytest.fixture(scope="module")
+def host() -> PluginHost:
+    return PluginHost()
+
+
+@pytest.fixture(scope="module")
+def async_run(tmp_path_factory, host):
+    run_dir = tmp_path_factory.mktemp("load") / "arena"
+    train(load_config(ARENA_ASYNC, host.registry), host, run_dir=run_dir)
+    return run_dir
+
+
+def _watch(monkeypatch):
+    """Record every vector env made (its ``num_envs``) and refuse any process start."""
+    from agentkit_envs.pettingzoo_env import PettingZooSource
+
+    made: list[int] = []
+    real = PettingZooSource.make_vec
+
+    def make_vec(self, num_envs, *args, **kwargs):
+        made.append(num_envs)
+        return real(self, num_envs, *args, **kwargs)
+
+    def start(self):
+        raise AssertionError(f"a process was started: {self!r}")
+
+    monkeypatch.setattr(PettingZooSource, "make_vec", make_vec)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    return made
+
+
+def test_eval_and_export_of_an_async_run_start_no_worker_and_play_as_with_training_envs(
+        async_run, monkeypatch, tmp_path):
+    # The old way: the training env open (3 copies, one worker process), then the same episodes played.
+    loaded = load_run(async_run)
+    try:
+        loaded.algorithm.training_env.observation()
+        assert len(multiprocessing.active_children()) >= 1  # the async env did start its worker
+        act = {a.name: torch_act(a, True, np.random.default_rng(3)) for a in loaded.algorithm.policies()}
+        want = play_episodes(loaded.env, act, episodes=2, seed=3)
+    finally:
+        loaded.algorithm.close()
+    before = multiprocessing.active_children()
+
+    made = _watch(monkeypatch)
+    got = evaluate_run(async_run, episodes=2, seed=3)
+    assert made == [1]  # eval's own one-copy env; no training vector env
+    assert got.returns == want.returns and got.lengths == want.lengths and got.groups == want.groups
+
+    made.clear()
+    paths = export_run(async_run, out=tmp_path / "arena.onnx")
+    assert made == []  # export makes no vector env at all
+    assert multiprocessing.active_children() == before
+    monkeypatch.undo()
+    onnx = evaluate_onnx(paths[0], episodes=2, seed=3)
+    assert onnx.lengths == want.lengths
+    np.testing.assert_allclose(onnx.returns, want.returns, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("section", [
+    {"env": {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 4},
+     "algorithm": {"plugin": "ppo", "total_steps": 64, "num_steps": 8, "minibatch_size": 16}},
+    {"env": {"plugin": "pettingzoo", "module": "mpe2.simple_spread_v3", "kwargs": {"N": 2, "max_cycles": 10},
+             "num_envs": 4},
+     "algorithm": {"plugin": "maddpg", "total_steps": 80, "iteration_steps": 40, "batch_size": 16,
+                   "learning_starts": 20, "buffer_size": 200, "train_every": 20}},
+], ids=["ppo", "maddpg"])
+def test_building_an_algorithm_opens_no_env_until_it_collects(section, host):
+    if section["env"]["plugin"] == "pettingzoo":
+        pytest.importorskip("mpe2")
+    config = load_config({"seed": 0, **section}, host.registry)
+    env = build_env(config, host.registry)
+    made: list[int] = []
+    real = env.make_vec
+    env.make_vec = lambda n, *a, **k: (made.append(n), real(n, *a, **k))[1]  # type: ignore[method-assign]
+    algorithm = build_algorithm(config, host.registry, env, None)
+    try:
+        algorithm.load_state_dict(algorithm.state_dict())
+        assert algorithm.policies() and made == []
+        algorithm.iterate()
+        assert made == [4]
+    finally:
+        algorithm.close()
