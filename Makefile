@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs PyTorch's CPU-only build first.
 TORCH_INDEX ?=
 
-.PHONY: setup demo test lint bench clean engines torch-info
+.PHONY: setup demo test lint typecheck bench clean engines torch-info
 
 setup: $(STAMP)
 
@@ -31,8 +31,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
-lint: setup
+lint: setup typecheck
 	$(VENV)/bin/ruff check .
+
+# mypy over agentkit/ (settings in pyproject.toml's [tool.mypy]); CI runs it too (.ci/run)
+typecheck: setup
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PIP) install --quiet -c constraints.txt -e ".[test,benchmark]"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, create_model
@@ -140,7 +140,9 @@ _REST = ("seed", "run", "plugins")
 _RestOfConfig = create_model(
     "_RestOfConfig",
     __base__=StrictModel,
-    **{name: (field.annotation, field) for name, field in RunConfig.model_fields.items() if name in _REST},
+    # field definitions built at run time: typed as create_model's loose ``Any``
+    **cast(dict[str, Any], {name: (field.annotation, field) for name, field in RunConfig.model_fields.items()
+                            if name in _REST}),
 )
 
 
@@ -413,7 +415,8 @@ def json_schema(registry: Registry) -> dict[str, Any]:
                     create_model(
                         f"{reg.config_model.__name__}_{reg.name.replace('-', '_').replace('.', '_')}",
                         __base__=reg.config_model,
-                        plugin=(Literal[reg.name], Field(description=reg.description)),
+                        # a Literal of a run-time name: a valid model field, not a static type
+                        plugin=cast(Any, (Literal[reg.name], Field(description=reg.description))),
                     )
                 )
         if not members:

@@ -12,11 +12,23 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentkit.errors import ConfigError, UserError
 
+if TYPE_CHECKING:
+    from agentkit.algorithm import PolicyArtifact
+    from agentkit.config import RunConfig
+
 EXPORTER = "onnx"
+
+
+class Exporter(Protocol):
+    """What an exporter plugin's factory returns (``factory(config)`` with its validated config model)."""
+
+    def export(self, artifact: PolicyArtifact, out_path: Path, run_config: RunConfig | None = None) -> Path:
+        """Write ``artifact`` to ``out_path`` (checked against the torch actor first) and return the path."""
+        ...
 
 
 def output_paths(names: Sequence[str], run_dir: Path, out: Path | None) -> list[Path]:
@@ -116,7 +128,7 @@ def export_run(
             if isinstance(exc, ValidationError):
                 raise ConfigError(f"export: invalid option: {exc.errors()[0]['msg']} (--opset {opset})") from None
             raise
-        exporter = reg.factory(config)
+        exporter: Exporter = reg.factory(config)
         artifacts = loaded.algorithm.policies()
         if stochastic and any(a.deterministic_only for a in artifacts):
             raise UserError(

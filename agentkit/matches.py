@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
+from agentkit.environment import MultiAgentEnvSource
 from agentkit.errors import InvalidInputError, UserError
 from agentkit.opponents import Opponent, PolicyOpponent, game_over, make_opponent
 
@@ -147,7 +148,7 @@ def load_policy(target: Path, deterministic: bool, seed: int, env: str | None = 
         policy = runtime.load(target)
         source = evaluation._onnx_env(policy.metadata, target, env, extra_plugins, allow_imports)
         rng = np.random.default_rng(seed)
-        files = evaluation._group_files(target, policy, list(source.groups))
+        files = evaluation._group_files(target, policy, list(cast(MultiAgentEnvSource, source).groups))
         acts = {g: evaluation.onnx_act(policy if f == target else runtime.load(f), deterministic, rng)
                 for g, f in files.items()}
         return source, group_seat_policy(source, acts), lambda: None

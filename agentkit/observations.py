@@ -40,10 +40,14 @@ class ObservationLayout:
         """``owner`` names the env (or agent) in error messages, e.g. ``"env.id 'CartPole-v1'"``."""
         self.raw_space = space
         self.mask_key = isinstance(space, spaces.Dict) and MASK_KEY in space.spaces
-        self.mask_dim = int(spaces.flatdim(space.spaces[MASK_KEY])) if self.mask_key else 0
-        obs_space = spaces.Dict({k: v for k, v in space.spaces.items() if k != MASK_KEY}) if self.mask_key else space
-        if self.mask_key and not obs_space.spaces:
-            raise ConfigError(f"{owner}: the Dict observation {space} has an 'action_mask' and nothing else.")
+        obs_space: gym.Space = space
+        self.mask_dim = 0
+        if isinstance(space, spaces.Dict) and self.mask_key:
+            self.mask_dim = int(spaces.flatdim(space.spaces[MASK_KEY]))
+            rest = {k: v for k, v in space.spaces.items() if k != MASK_KEY}
+            if not rest:
+                raise ConfigError(f"{owner}: the Dict observation {space} has an 'action_mask' and nothing else.")
+            obs_space = spaces.Dict(rest)
         if isinstance(obs_space, spaces.Box):
             self.fields: list[dict[str, Any]] | None = None
             self._box_shape = tuple(obs_space.shape)
@@ -82,7 +86,7 @@ class ObservationLayout:
 def _entries(space: gym.Space) -> dict[str | int | None, gym.Space]:
     """The entries a space flattens from: a Dict's by name, a Tuple's by position, else the space itself."""
     if isinstance(space, spaces.Dict):
-        return dict(space.spaces)
+        return {key: value for key, value in space.spaces.items()}
     if isinstance(space, spaces.Tuple):
         return dict(enumerate(space.spaces))
     return {None: space}

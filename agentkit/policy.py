@@ -40,6 +40,10 @@ class ObsNormalizer(nn.Module):
     algorithm on collected observations; ``forward`` only reads the stats. Disabled, it is the identity.
     """
 
+    mean: Tensor  # buffers (register_buffer)
+    var: Tensor
+    count: Tensor
+
     def __init__(self, shape: tuple[int, ...], clip: float = 10.0, enabled: bool = True, eps: float = 1e-8):
         super().__init__()
         self.enabled = enabled

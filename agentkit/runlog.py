@@ -54,8 +54,8 @@ class EndedEpisodes:
         if isinstance(transition, MultiAgentTransition):
             for group, returns in transition.group_returns.items():
                 self.group_returns.setdefault(group, []).extend(returns)
-            for returns in transition.agent_returns:
-                for agent, value in returns.items():
+            for per_agent in transition.agent_returns:
+                for agent, value in per_agent.items():
                     self.agent_returns.setdefault(agent, []).append(value)
 
     def metrics(self) -> dict[str, float]:

@@ -38,10 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from agentkit.config import StrictModel
 from agentkit.environment import MultiAgentTransition
+from agentkit.policy import Actor
 
 
 class SelfPlayConfig(StrictModel):
@@ -86,7 +87,7 @@ class SelfPlay:
     learner's outputs on them; ``observe`` reads each step's ended games; ``maybe_snapshot`` grows the pool.
     """
 
-    def __init__(self, config: SelfPlayConfig, actor: nn.Module, agents: list[str], num_envs: int, seed: int):
+    def __init__(self, config: SelfPlayConfig, actor: Actor, agents: list[str], num_envs: int, seed: int):
         self.config = config
         self.actor = actor
         self.agents = list(agents)
@@ -94,7 +95,7 @@ class SelfPlay:
         self.generator = torch.Generator().manual_seed(seed + 7919)
         self.elo = float(config.initial_elo)
         self.pool: list[dict[str, Any]] = []  # {"step", "elo", "actor"}: oldest first
-        self._actors: list[nn.Module] = []
+        self._actors: list[Actor] = []
         self.last_snapshot_step = 0
         self.steps = 0
         self.opponent = np.full(num_envs, LATEST, dtype=np.int64)  # pool index, or LATEST

@@ -80,10 +80,10 @@ class HybridSpace(spaces.Tuple):
         self.param_mask = np.zeros((len(self.type_names), len(self.param_names)), dtype=np.float32)
         for k, owned in enumerate(self.type_params):
             self.param_mask[k, owned] = 1.0
-        super().__init__(
-            (spaces.Discrete(len(self.type_names)), spaces.Box(low, high, (len(self.param_names),), np.float32)),
-            seed=seed,
-        )
+        #: the two entries of the Tuple, typed: the action type and the parameters
+        self.types_space = spaces.Discrete(len(self.type_names))
+        self.params_space = spaces.Box(low, high, (len(self.param_names),), np.float32)
+        super().__init__((self.types_space, self.params_space), seed=seed)
 
     @property
     def num_types(self) -> int:
@@ -95,11 +95,11 @@ class HybridSpace(spaces.Tuple):
 
     @property
     def low(self) -> np.ndarray:
-        return self.spaces[1].low
+        return self.params_space.low
 
     @property
     def high(self) -> np.ndarray:
-        return self.spaces[1].high
+        return self.params_space.high
 
     def sample(self, mask: Any = None, probability: Any = None) -> tuple[int, np.ndarray]:
         """A random type (honouring a type mask given as ``mask``) and its parameters; others are 0."""
@@ -164,29 +164,27 @@ def hybrid_view(
     if not isinstance(kinds, spaces.Discrete) or int(kinds.start) != 0:
         return None
     k = int(kinds.n)
-    flat = isinstance(params, spaces.Box) and len(params.shape) == 1
-    per_type = isinstance(params, spaces.Tuple) and len(params.spaces) == k and all(
-        isinstance(box, spaces.Box) for box in params.spaces
-    )
-    if not (flat or per_type):
+    flat = params if isinstance(params, spaces.Box) and len(params.shape) == 1 else None
+    boxes = [b for b in params.spaces if isinstance(b, spaces.Box)] if isinstance(params, spaces.Tuple) else []
+    per_type = isinstance(params, spaces.Tuple) and len(params.spaces) == k == len(boxes)
+    if flat is None and not per_type:
         return None
     if action_types is not None and len(action_types) != k:
         raise ValueError(f"the action space {space} has {k} types, but {len(action_types)} are given: "
                          f"{list(action_types)}")
-    if flat:
+    if flat is not None:
         if action_types is None:
             raise ValueError(
-                f"the action space {space} is a discrete type plus {params.shape[0]} parameters, but not which "
+                f"the action space {space} is a discrete type plus {flat.shape[0]} parameters, but not which "
                 "type uses which; give the types' names and parameter indices, e.g. "
                 "{accelerate: [0], turn: [1], brake: []}"
             )
-        names = [f"param_{i}" for i in range(params.shape[0])]
-        low, high = params.low, params.high
+        names = [f"param_{i}" for i in range(flat.shape[0])]
+        low, high = flat.low, flat.high
 
         def native(action: tuple[int, np.ndarray]) -> Any:
             return action
     else:
-        boxes = params.spaces
         type_names = list(action_types) if action_types is not None else [f"type_{i}" for i in range(k)]
         sizes = [int(np.prod(box.shape, dtype=np.int64)) for box in boxes]
         ends = np.cumsum(sizes).tolist()

@@ -12,7 +12,7 @@ limit is not a real end: the return continues past it), 0 on terminated ones.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -39,7 +39,11 @@ class Batch:
         return self.obs.shape[0]
 
     def index(self, idx: Tensor) -> Batch:
-        return Batch(**{f.name: (None if (v := getattr(self, f.name)) is None else v[idx]) for f in fields(self)})
+        return Batch(
+            obs=self.obs[idx], critic_obs=self.critic_obs[idx], actions=self.actions[idx],
+            logprobs=self.logprobs[idx], values=self.values[idx], advantages=self.advantages[idx],
+            returns=self.returns[idx], masks=None if self.masks is None else self.masks[idx],
+        )
 
     def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Shuffled minibatches of ``minibatch_size`` entries (the last one may be smaller); a batch that
@@ -140,8 +144,8 @@ class RolloutStorage:
         (views when every entry is kept)."""
         lead = self.num_steps * int(torch.Size(self.batch_shape).numel())
 
-        def flat(x: Tensor | None) -> Tensor | None:
-            return None if x is None else x.reshape(lead, *x.shape[1 + len(self.batch_shape) :])
+        def flat(x: Tensor) -> Tensor:
+            return x.reshape(lead, *x.shape[1 + len(self.batch_shape) :])
 
         b = Batch(
             obs=flat(self.obs),
@@ -151,7 +155,7 @@ class RolloutStorage:
             values=flat(self.values),
             advantages=flat(self.advantages),
             returns=flat(self.returns),
-            masks=flat(self.masks),
+            masks=None if self.masks is None else flat(self.masks),
         )
         keep = self.valid & self.resolved
         if bool(keep.all()):

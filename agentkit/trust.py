@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agentkit.errors import UserError
 
 if TYPE_CHECKING:
+    from agentkit.config import EnvConfig
     from agentkit.host import PluginHost
 
 #: ``package.module:attribute``, how Python tools (entry points, gymnasium ids, pettingzoo modules) name code.
@@ -130,7 +131,7 @@ def env_imports(host: PluginHost, section: Any) -> dict[str, str]:
         config = host.registry.get("env", plugin).validate_config(dict(section))
     except Exception:  # pydantic's ValidationError: reported by the caller's own validation
         return code_refs({k: v for k, v in section.items() if k != "plugin"}, "")
-    return dict(config.imports())
+    return dict(cast("EnvConfig", config).imports())  # the env registry holds EnvConfig models
 
 
 def foreign_host(

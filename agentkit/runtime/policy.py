@@ -157,11 +157,12 @@ class Policy:
 
     def _stack_tuples(self, tuples: Sequence[tuple]) -> tuple[np.ndarray, ...]:
         """A list of the env's Tuple observations → one tuple whose entries have a batch axis."""
+        n_fields = len(self.observation_fields or [])
         for i, t in enumerate(tuples):
-            if len(t) != len(self.observation_fields):
+            if len(t) != n_fields:
                 raise InvalidInputError(
                     f"observation {i}: a tuple of {len(t)} entries; the policy's Tuple observation has "
-                    f"{len(self.observation_fields)}."
+                    f"{n_fields}."
                 )
         try:
             return tuple(np.stack([np.asarray(t[i]) for t in tuples]) for i in range(len(tuples[0])))

@@ -92,7 +92,7 @@ def _check_hybrid_space(space: HybridSpace, who: str) -> None:
     assert space.param_mask.shape == (k, p), f"{who}: HybridSpace.param_mask has shape {space.param_mask.shape}, expected ({k}, {p})"
     owned = sorted(i for ps in space.type_params for i in ps)
     assert owned == sorted(set(owned)), f"{who}: a HybridSpace parameter is owned by two types"
-    assert len(space.type_names) == k == space.spaces[0].n, f"{who}: HybridSpace type names do not match Discrete({k})"
+    assert len(space.type_names) == k == space.types_space.n, f"{who}: HybridSpace type names do not match Discrete({k})"
     assert np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)), (
         f"{who}: HybridSpace parameter bounds must be finite (the hybrid head scales its Gaussians to them)"
     )
@@ -198,7 +198,7 @@ def _gym_rollout(env: gym.Env, seed: int, steps: int, who: str, perturb: bool = 
         if mask is not None:
             _check_mask(mask, env.action_space, who, t)
         action = random_action(env.action_space, mask, rng)
-        if perturb:
+        if perturb and isinstance(env.action_space, HybridSpace):
             action = _perturbed(env.action_space, action, noise)
         obs, reward, terminated, truncated, _ = env.step(action)
         trace += [obs, reward, terminated, truncated]
