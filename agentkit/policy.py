@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from agentkit.config import PolicyConfig
 from agentkit.heads import ActionDistribution, ActionHead
+from agentkit.moments import merge_moments
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -58,12 +59,11 @@ class ObsNormalizer(nn.Module):
         if not self.enabled:
             return
         batch = batch.reshape(-1, *self.mean.shape).double()
-        b_mean, b_var, b_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
-        delta = b_mean - self.mean
-        total = self.count + b_count
-        self.mean += delta * b_count / total
-        self.var.copy_((self.var * self.count + b_var * b_count + delta.square() * self.count * b_count / total) / total)
-        self.count.copy_(total)
+        mean, var, count = merge_moments(self.mean, self.var, self.count, batch.mean(0),
+                                         batch.var(0, unbiased=False), batch.shape[0])
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.count.copy_(count)
 
     def forward(self, obs: Tensor) -> Tensor:
         if not self.enabled:

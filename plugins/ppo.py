@@ -32,6 +32,7 @@ from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingE
 from agentkit.config import AlgorithmConfig
 from agentkit.environment import Observation, VecEnv
 from agentkit.errors import ConfigError
+from agentkit.moments import merge_moments
 from agentkit.policy import Critic, build_actor
 from agentkit.runlog import EndedEpisodes
 from agentkit.storage import Batch, RolloutStorage
@@ -111,12 +112,10 @@ class ValueNormalizer(nn.Module):
     def update(self, x: Tensor) -> None:
         old_mean, old_std = self.mean.clone(), self.std()
         x = x.double().reshape(-1)
-        b_mean, b_var, n = x.mean(), x.var(unbiased=False), x.numel()
-        delta = b_mean - self.mean
-        total = self.count + n
-        self.mean += delta * n / total
-        self.var.copy_((self.var * self.count + b_var * n + delta.square() * self.count * n / total) / total)
-        self.count.copy_(total)
+        mean, var, count = merge_moments(self.mean, self.var, self.count, x.mean(), x.var(unbiased=False), x.numel())
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.count.copy_(count)
         if self.popart_layer is not None:
             new_std = self.std()
             w, b = self.popart_layer.weight, self.popart_layer.bias
@@ -140,11 +139,8 @@ class RewardScaler:
 
     def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         self.ret = self.ret * self.gamma + reward
-        b_mean, b_var, n = float(self.ret.mean()), float(self.ret.var()), self.ret.size
-        delta, total = b_mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.var = (self.var * self.count + b_var * n + delta * delta * self.count * n / total) / total
-        self.count = total
+        self.mean, self.var, self.count = merge_moments(
+            self.mean, self.var, self.count, float(self.ret.mean()), float(self.ret.var()), self.ret.size)
         self.ret[done] = 0.0
         return np.clip(reward / math.sqrt(self.var + self.eps), -self.clip, self.clip).astype(np.float32)
 
