@@ -107,3 +107,24 @@ def test_building_an_algorithm_opens_no_env_until_it_collects(section, host):
         assert made == [4]
     finally:
         algorithm.close()
+
+
+def test_check_algorithm_fails_an_algorithm_that_opens_its_env_when_built():
+    from agentkit_plugins.ppo import PPOConfig, make_ppo
+
+    from agentkit.testing import check_algorithm
+    from agentkit.testing.algorithms import AlgorithmCheckError
+
+    def eager(config, context):  # PPO as it was: the env copies opened and reset in the constructor
+        algorithm = make_ppo(config, context)
+        algorithm.training_env.observation()
+        return algorithm
+
+    host = PluginHost()
+    host.registry.registrar("algorithm", "test", "agentkit_register_algorithms")(
+        "eager_ppo", eager, PPOConfig, "PPO that opens its env when built")
+    config = {"env": {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2},
+              "algorithm": {"plugin": "eager_ppo", "total_steps": 64, "num_steps": 8, "minibatch_size": 16}}
+    with pytest.raises(AlgorithmCheckError, match="made a vector env"):
+        check_algorithm(config, host, iterations=1)
+    check_algorithm({**config, "algorithm": {**config["algorithm"], "plugin": "ppo"}}, host, iterations=1)

@@ -30,8 +30,23 @@ def _fail(message: str) -> None:
     raise AlgorithmCheckError(message)
 
 
+class _CountingSource:
+    """The env source as built, counting the vector envs made from it (building an algorithm makes none)."""
+
+    def __init__(self, source: Any):
+        self._source = source
+        self.made = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    def make_vec(self, *args: Any, **kwargs: Any) -> Any:
+        self.made += 1
+        return self._source.make_vec(*args, **kwargs)
+
+
 def _build(config: RunConfig, host: PluginHost):
-    env = host.registry.get("env", config.env.plugin).factory(config.env)
+    env = _CountingSource(host.registry.get("env", config.env.plugin).factory(config.env))
     reg = host.registry.get("algorithm", config.algorithm.plugin)
     algo = reg.factory(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
     return env, algo
@@ -117,7 +132,8 @@ def check_algorithm(config: RunConfig | dict[str, Any], host: PluginHost | None 
     Checks: ``iterate`` returns namespaced float metrics and advances ``steps_done``; ``state_dict`` survives
     ``torch.load(weights_only=True)`` and a fresh instance that loads it has the same policies and counters;
     ``policies()`` gives ``PolicyArtifact``s whose actors return distributions whose actions, through
-    ``head.env_outputs`` and ``head.to_env``, lie in the action space. Keep the config small (a few hundred
+    ``head.env_outputs`` and ``head.to_env``, lie in the action space; building the algorithm, loading its
+    state and reading its policies make no vector env (eval and export do only that). Keep the config small (a few hundred
     steps): this trains for ``iterations`` iterations.
 
     Without ``host`` it builds one as ``agentkit train`` and ``check_env_plugin`` do: the built-ins, the
@@ -146,7 +162,7 @@ def check_algorithm(config: RunConfig | dict[str, Any], host: PluginHost | None 
     finally:
         algo.close()
 
-    _, fresh = _build(config, host)
+    source, fresh = _build(config, host)
     try:
         fresh.load_state_dict(state)
         if int(fresh.steps_done) != last:
@@ -157,6 +173,10 @@ def check_algorithm(config: RunConfig | dict[str, Any], host: PluginHost | None 
             if not torch.allclose(a, b, atol=1e-6):
                 _fail(f"{name}: a fresh instance that loaded state_dict() acts differently: weights or "
                       "normaliser statistics are missing from the state dict.")
+        if source.made:
+            _fail(f"{name}: building it, load_state_dict or policies() made a vector env; eval and export build "
+                  "the algorithm only to read its policies, so they would start env copies (and worker "
+                  "processes) for nothing. Open the env on the first iterate (agentkit.algorithm.TrainingEnv).")
         _check_metrics(name, fresh.iterate())
     finally:
         fresh.close()
