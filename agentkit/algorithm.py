@@ -36,8 +36,10 @@ class BuildContext:
 class PolicyArtifact:
     """One deployable policy: what eval plays and exporters write (one per multi-agent policy group).
 
-    ``actor(obs, mask=None)`` returns an ``ActionDistribution``; obs normalisation is inside ``actor``.
-    ``agent_id_dim`` > 0 means the actor expects a one-hot agent id appended to each observation.
+    ``actor(obs, mask=None, agent_id=None)`` returns an ``ActionDistribution``; ``obs`` is ``[B,
+    *observation_space.shape]`` in ``observation_space.dtype`` (uint8 images stay uint8) and its scaling and
+    normalisation are inside ``actor``. ``agent_id_dim`` > 0 means the actor expects a one-hot agent id
+    ``[B, agent_id_dim]`` as ``agent_id``.
     ``uses_mask`` says whether the actor is given action masks (the env supplies them and the head takes them).
     ``observation_fields``: how the env's raw observation is flattened into ``observation_space``
     (``agentkit.observations``; None for a Box observation); exports carry it for the engine.

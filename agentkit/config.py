@@ -1,7 +1,7 @@
 """Run configuration: pydantic models, YAML loading, ``--set`` overrides and readable errors.
 
 A run config has the sections ``seed``, ``env``, ``algorithm``, ``policy``, ``run`` and ``plugins``.
-The pluggable sections (``env``, ``algorithm``, ``policy.head``) name their plugin with ``plugin: NAME``
+The pluggable sections (``env``, ``algorithm``, ``policy.head``, ``policy.encoder``) name their plugin with ``plugin: NAME``
 and are validated by the model that plugin registered, a subclass of the base models below.
 Validation is two-stage on purpose: each plugin section is validated by its own model, so an error's
 dotted path reads like the YAML (``algorithm.clip_range``) rather than naming pydantic's union members.
@@ -90,6 +90,14 @@ class ExporterConfig(PluginConfig):
     """Base of every exporter plugin's config model."""
 
 
+class EncoderConfig(PluginConfig):
+    """Base of every encoder plugin's config model (``policy.encoder``).
+
+    An encoder that wants to be chosen by ``policy.encoder: auto`` gives its model a classmethod
+    ``supports(spec: agentkit.encoders.EncoderSpec) -> bool``; the first registered one that says yes wins.
+    """
+
+
 class PolicyConfig(StrictModel):
     """The network: observation normaliser, trunk(s), value output and action head."""
 
@@ -103,6 +111,11 @@ class PolicyConfig(StrictModel):
     obs_clip: float = Field(10.0, gt=0, description="Normalised observations are clipped to ±obs_clip.")
     head: Literal["auto"] | SerializeAsAny[HeadConfig] = Field(
         "auto", description="'auto' picks the head from the action space, or {plugin: NAME, ...options}."
+    )
+    encoder: Literal["auto"] | SerializeAsAny[EncoderConfig] = Field(
+        "auto",
+        description="'auto': a CNN for image observations (uint8 Box, HWC or CHW), the multi-input encoder for a "
+        "Dict holding images, the MLP otherwise; or {plugin: NAME, ...options} (mlp, cnn, impala, multi).",
     )
 
 
@@ -270,6 +283,9 @@ def _field_annotation(data: dict[str, Any], parts: list[str], registry: Registry
     elif head == "policy" and rest[:1] == ["head"] and len(rest) > 1:
         annotation = plugin_model((data.get("policy") or {}).get("head"), "action_head")
         rest = rest[1:]
+    elif head == "policy" and rest[:1] == ["encoder"] and len(rest) > 1:
+        annotation = plugin_model((data.get("policy") or {}).get("encoder"), "encoder")
+        rest = rest[1:]
     elif head in RunConfig.model_fields and head not in ("env", "algorithm"):
         annotation = RunConfig.model_fields[head].annotation
     else:
@@ -395,11 +411,18 @@ def load_config(data: dict[str, Any], registry: Registry) -> RunConfig:
         if isinstance(head_raw, str):
             head_raw = {"plugin": head_raw}
         head = _plugin_section({"head": head_raw}, "head", "policy.head", "action_head", registry, errors)
+    encoder_raw = policy_raw.pop("encoder", "auto")
+    encoder: Any = "auto"
+    if encoder_raw != "auto":
+        if isinstance(encoder_raw, str):
+            encoder_raw = {"plugin": encoder_raw}
+        encoder = _plugin_section({"encoder": encoder_raw}, "encoder", "policy.encoder", "encoder", registry, errors)
     policy = _validate_section(PolicyConfig, policy_raw, "policy", errors)
     rest = _validate_section(_RestOfConfig, {k: v for k, v in data.items() if k in _REST}, "", errors)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
     policy.head = head
+    policy.encoder = encoder
     return RunConfig(env=env, algorithm=algorithm, policy=policy, **dict(rest))
 
 
@@ -428,8 +451,11 @@ def json_schema(registry: Registry) -> dict[str, Any]:
     head_union = union("action_head")
     # `head: NAME` is shorthand for `head: {plugin: NAME}`, so the names are valid strings too.
     head_names = Literal[("auto", *registry.names("action_head"))]  # type: ignore[valid-type]
+    encoder_union = union("encoder")
+    encoder_names = Literal[("auto", *registry.names("encoder"))]  # type: ignore[valid-type]
     policy_model = create_model(
-        "PolicyConfigSchema", __base__=PolicyConfig, head=(head_names | head_union, "auto")
+        "PolicyConfigSchema", __base__=PolicyConfig, head=(head_names | head_union, "auto"),
+        encoder=(encoder_names | encoder_union, "auto"),
     )
     model = create_model(
         "RunConfigSchema",

@@ -6,7 +6,7 @@ a run dir and its deterministic export. It plays on one env copy and resets epis
 ``seed + i``.
 
 It acts through an ``Act``: ``act(obs, mask) -> env action``, called with a batch of raw observations
-``obs`` float32 ``[B, *obs_shape]`` and the matching mask ``[B, mask_dim]`` (bool, True = allowed) or None,
+``obs`` ``[B, *obs_shape]`` (the env's dtype: uint8 images, float32 otherwise) and the matching mask ``[B, mask_dim]`` (bool, True = allowed) or None,
 returning what the vector env's ``step`` takes for those B rows (what ``head.to_env`` returns). Single-agent
 envs call it with B = 1. Multi-agent envs (see docs/multi-agent.md) take one ``Act`` per policy group, a
 mapping ``{group: act}``, each called with the group's agents flattened env-major (B = A_g); an act that
@@ -222,7 +222,7 @@ def _play_single(venv: Any, act: Act, episodes: int, seed: int, gif: Path | str 
             frames.append(_frame(venv))
         total, length = 0.0, 0
         while True:
-            tr = venv.step(act(np.asarray(o.obs, dtype=np.float32), o.mask))
+            tr = venv.step(act(np.asarray(o.obs), o.mask))
             total += float(tr.reward[0])
             length += 1
             if bool(tr.terminated[0]) or bool(tr.truncated[0]):
@@ -255,7 +255,7 @@ def _play_multi(venv: Any, acts: dict[str, Act], episodes: int, seed: int, gif: 
             for g, act in acts.items():
                 o = obs[g]
                 n, a = o.obs.shape[:2]
-                x = np.asarray(o.obs, dtype=np.float32).reshape(n * a, *o.obs.shape[2:])
+                x = np.asarray(o.obs).reshape(n * a, *o.obs.shape[2:])
                 mask = None if o.mask is None else o.mask.reshape(n * a, -1)
                 actions[g] = act(x, mask)
             tr = venv.step(actions)
@@ -294,11 +294,10 @@ def torch_act(artifact: PolicyArtifact, deterministic: bool = True, rng: np.rand
 
     @torch.no_grad()
     def act(obs: np.ndarray, mask: np.ndarray | None) -> Any:
-        x = torch.as_tensor(obs, dtype=torch.float32).reshape(obs.shape[0], -1)
-        if id_dim:
-            x = torch.cat([x, torch.eye(id_dim).repeat(x.shape[0] // id_dim, 1)], dim=1)
+        x = torch.as_tensor(obs)
+        ids = torch.eye(id_dim).repeat(x.shape[0] // id_dim, 1) if id_dim else None
         m = torch.as_tensor(mask) if mask is not None and head.mask_dim else None
-        dist = actor(x, m)
+        dist = actor(x, m, ids)
         noise = None if use_mode else torch.from_numpy(rng.random((x.shape[0], head.noise_dim), dtype=np.float32))
         _, outputs = head.choose(dist, deterministic=use_mode, noise=noise)
         outs = {k: v.cpu().numpy() for k, v in outputs.items()}

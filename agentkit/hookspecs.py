@@ -60,6 +60,20 @@ def agentkit_register_action_heads(register: Register) -> None:
 
 
 @hookspec
+def agentkit_register_encoders(register: Register) -> None:
+    """Register observation encoders (``policy.encoder``): the part of a policy from the raw observation to
+    the latent its head (or value output) reads.
+
+    factory(config: EncoderConfig-subclass, spec: agentkit.encoders.EncoderSpec, policy: PolicyConfig)
+    -> agentkit.encoders.Encoder (an ``nn.Module`` taking the observation in its own shape and dtype, plus
+    optional extra features such as a one-hot agent id, and returning ``[B, out_dim]``; scaling and layout
+    happen inside it, so they are traced into exports). An encoder may offer itself for
+    ``policy.encoder: auto`` by giving its config model a classmethod ``supports(spec) -> bool``.
+    Called once per host, not firstresult; the return value is ignored.
+    """
+
+
+@hookspec
 def agentkit_register_envs(register: Register) -> None:
     """Register environment plugins.
 

@@ -46,6 +46,7 @@ BUILTIN = "built-in"
 
 #: Built-in plugin modules, loaded first and exactly like third-party ones.
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "agentkit_plugins.encoders",
     "agentkit_plugins.heads.discrete",
     "agentkit_plugins.heads.gaussian",
     "agentkit_plugins.heads.multi_discrete",
@@ -62,6 +63,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 _REGISTRATION_HOOKS = {
     "algorithm": "agentkit_register_algorithms",
     "action_head": "agentkit_register_action_heads",
+    "encoder": "agentkit_register_encoders",
     "env": "agentkit_register_envs",
     "exporter": "agentkit_register_exporters",
 }

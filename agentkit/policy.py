@@ -1,17 +1,21 @@
-"""Policy assembly: observation normaliser, MLP trunks, actor (trunk + any action head) and critic.
+"""Policy assembly: observation normaliser, MLP layers, actor (encoder + any action head) and critic.
 
-The actor never branches on the head it holds: it normalises, encodes, and hands the latent (and mask) to
-the head. Observation normalisation lives in the actor as buffers, so checkpoints and exports carry it.
+The actor never branches on the head or the encoder it holds: it encodes and hands the latent (and mask)
+to the head. Observation normalisation lives in the encoder as buffers, so checkpoints and exports carry it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
+from gymnasium import spaces
 from torch import Tensor, nn
 
 from agentkit.config import PolicyConfig
+from agentkit.encoders import Encoder, EncoderSpec, build_encoder
 from agentkit.heads import ActionDistribution, ActionHead
 from agentkit.moments import merge_moments
 
@@ -73,40 +77,61 @@ class ObsNormalizer(nn.Module):
 
 
 class Actor(nn.Module):
-    """obs (raw) → normaliser → trunk → head → ActionDistribution."""
+    """obs (raw, the env's shape and dtype) [⊕ agent id] → encoder → head → ActionDistribution.
 
-    def __init__(self, obs_dim: int, head_factory, config: PolicyConfig, normalizer: ObsNormalizer | None = None):
+    The encoder (``agentkit.encoders``, chosen by ``policy.encoder``) holds the observation normaliser and
+    does any pixel scaling and layout change, so checkpoints and exports carry them.
+    """
+
+    def __init__(self, encoder: Encoder, head_factory):
         super().__init__()
-        self.normalizer = normalizer or ObsNormalizer((obs_dim,), config.obs_clip, config.normalize_obs)
-        self.trunk = mlp(obs_dim, config.hidden_sizes, config.activation)
-        latent_dim = config.hidden_sizes[-1] if config.hidden_sizes else obs_dim
-        self.head: ActionHead = head_factory(latent_dim)
+        self.encoder = encoder
+        self.head: ActionHead = head_factory(encoder.out_dim)
 
-    def latent(self, obs: Tensor) -> Tensor:
-        return self.trunk(self.normalizer(obs))
+    @property
+    def trunk(self) -> Encoder:
+        """The encoder (the name PPO's optimiser groups and shared trunks use)."""
+        return self.encoder
 
-    def forward(self, obs: Tensor, mask: Tensor | None = None) -> ActionDistribution:
-        return self.head(self.latent(obs), mask)
+    @property
+    def normalizer(self) -> nn.Module:
+        return self.encoder.normalizer
+
+    def latent(self, obs: Tensor, agent_id: Tensor | None = None) -> Tensor:
+        return self.encoder(obs, agent_id)
+
+    def forward(self, obs: Tensor, mask: Tensor | None = None, agent_id: Tensor | None = None) -> ActionDistribution:
+        return self.head(self.latent(obs, agent_id), mask)
+
+    def update_normalizer(self, obs: Tensor, agent_id: Tensor | None = None) -> None:
+        """Feed collected raw observations (any leading axes) to the encoder's running normaliser."""
+        self.encoder.update_stats(obs, agent_id)
 
 
 class Critic(nn.Module):
-    """input (raw obs or global state) → normaliser → trunk → scalar value ``[B]``.
+    """input (raw obs or global state) [⊕ agent id] → encoder → scalar value ``[B]``.
 
-    With ``shared_trunk`` it reuses an actor's normaliser and trunk instead of owning its own.
+    With ``share_with`` it reuses an actor's encoder (and so its normaliser) instead of owning its own.
     """
 
-    def __init__(self, in_dim: int, config: PolicyConfig, share_with: Actor | None = None):
+    def __init__(self, encoder: Encoder | None, share_with: Actor | None = None):
         super().__init__()
-        if share_with is not None:
-            self.normalizer, self.trunk = share_with.normalizer, share_with.trunk
-        else:
-            self.normalizer = ObsNormalizer((in_dim,), config.obs_clip, config.normalize_obs)
-            self.trunk = mlp(in_dim, config.hidden_sizes, config.activation)
-        latent_dim = config.hidden_sizes[-1] if config.hidden_sizes else in_dim
-        self.value_out = layer_init(nn.Linear(latent_dim, 1), gain=1.0)
+        self.encoder = share_with.encoder if share_with is not None else encoder
+        self.value_out = layer_init(nn.Linear(self.encoder.out_dim, 1), gain=1.0)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.value_out(self.trunk(self.normalizer(x))).squeeze(-1)
+    @property
+    def trunk(self) -> Encoder:
+        return self.encoder
+
+    @property
+    def normalizer(self) -> nn.Module:
+        return self.encoder.normalizer
+
+    def forward(self, x: Tensor, agent_id: Tensor | None = None) -> Tensor:
+        return self.value_out(self.encoder(x, agent_id)).squeeze(-1)
+
+    def update_normalizer(self, x: Tensor, agent_id: Tensor | None = None) -> None:
+        self.encoder.update_stats(x, agent_id)
 
 
 def resolve_head(policy_config: PolicyConfig, registry, action_space):
@@ -117,8 +142,35 @@ def resolve_head(policy_config: PolicyConfig, registry, action_space):
     return registry.get("action_head", policy_config.head.plugin, where="policy.head.plugin"), policy_config.head
 
 
-def build_actor(policy_config: PolicyConfig, registry, observation_space, action_space, extra_obs_dim: int = 0) -> Actor:
-    """The actor for a flat Box observation space (plus ``extra_obs_dim`` inputs, e.g. a one-hot agent id)."""
+def vector_space(dim: int) -> spaces.Box:
+    """An unbounded float32 vector of ``dim`` (a global state, a concatenation of inputs)."""
+    return spaces.Box(-np.inf, np.inf, (int(dim),), np.float32)
+
+
+def encoder_for(policy_config: PolicyConfig, registry, observation_space, extra_dim: int = 0,
+                fields: list[dict[str, Any]] | None = None) -> Encoder:
+    """The encoder ``policy.encoder`` names (or ``auto`` picks) for one observation space (a Box in the env's
+    shape; ``fields`` when it is a flattened Dict or Tuple) plus ``extra_dim`` appended features."""
+    return build_encoder(policy_config, registry, EncoderSpec(observation_space, fields, int(extra_dim)))
+
+
+def build_actor(policy_config: PolicyConfig, registry, observation_space, action_space, extra_obs_dim: int = 0,
+                fields: list[dict[str, Any]] | None = None) -> Actor:
+    """The actor for an observation space (plus ``extra_obs_dim`` inputs, e.g. a one-hot agent id, given to
+    ``forward`` as ``agent_id``)."""
     reg, head_config = resolve_head(policy_config, registry, action_space)
-    obs_dim = int(math.prod(observation_space.shape)) + extra_obs_dim
-    return Actor(obs_dim, lambda latent_dim: reg.factory(head_config, action_space, latent_dim), policy_config)
+    encoder = encoder_for(policy_config, registry, observation_space, extra_obs_dim, fields)
+    return Actor(encoder, lambda latent_dim: reg.factory(head_config, action_space, latent_dim))
+
+
+def build_critic(policy_config: PolicyConfig, registry, input_space, extra_dim: int = 0,
+                 fields: list[dict[str, Any]] | None = None, share_with: Actor | None = None,
+                 observation: bool = True) -> Critic:
+    """A critic reading ``input_space``, or sharing an actor's encoder. ``observation`` False: the input is a
+    global state (``vector_space(state_dim)``) rather than the observation, so ``policy.encoder`` (named for
+    the observation) does not apply and ``auto`` picks the state's encoder."""
+    if share_with is not None:
+        return Critic(None, share_with=share_with)
+    if not observation:
+        policy_config = policy_config.model_copy(update={"encoder": "auto"})
+    return Critic(encoder_for(policy_config, registry, input_space, extra_dim, fields))

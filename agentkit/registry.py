@@ -1,4 +1,4 @@
-"""The registry: every algorithm, action head, env and exporter a plugin registered, in one place.
+"""The registry: every algorithm, action head, encoder, env and exporter a plugin registered, in one place.
 
 Registration goes through ``Registry.registrar(kind, provider)``, which hands the plugin a ``register``
 callback. All checks on a registration (name syntax, callable factory, config model of the right base,
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from agentkit.config import (
     AlgorithmConfig,
+    EncoderConfig,
     EnvConfig,
     ExporterConfig,
     HeadConfig,
@@ -26,6 +27,7 @@ from agentkit.errors import ConfigError, PluginError
 KINDS: dict[str, type[PluginConfig]] = {
     "algorithm": AlgorithmConfig,
     "action_head": HeadConfig,
+    "encoder": EncoderConfig,
     "env": EnvConfig,
     "exporter": ExporterConfig,
 }
@@ -138,4 +140,16 @@ class Registry:
         raise ConfigError(
             f"policy.head: auto found no action head for the action space {action_space}. Name one with "
             f"policy.head.plugin (registered: {', '.join(self.names('action_head')) or 'none'})."
+        )
+
+    def auto_encoder(self, spec: Any) -> Registration:
+        """The first registered encoder whose config model declares it ``supports`` this observation
+        (``agentkit.encoders.EncoderSpec``); built-ins register first, the MLP last as the catch-all."""
+        for reg in self._by_kind["encoder"].values():
+            supports = getattr(reg.config_model, "supports", None)
+            if supports is not None and supports(spec):
+                return reg
+        raise ConfigError(
+            f"policy.encoder: auto found no encoder for the observation {spec.space}. Name one with "
+            f"policy.encoder.plugin (registered: {', '.join(self.names('encoder')) or 'none'})."
         )

@@ -146,9 +146,11 @@ class SelfPlay:
         return (self.opponent[:, None] != LATEST) & (seats != self.learner_seat[:, None])
 
     @torch.no_grad()
-    def act(self, actor_in: Tensor, mask: Tensor | None, action: Tensor, outputs: dict[str, Tensor]) -> None:
+    def act(self, actor_in: Tensor, mask: Tensor | None, action: Tensor, outputs: dict[str, Tensor],
+            agent_id: Tensor | None = None) -> None:
         """Overwrite ``action`` and ``outputs`` (rows ``[N * A]``, env-major) on the frozen seats with each
-        seat's snapshot's choice (sampled, as the learner's are)."""
+        seat's snapshot's choice (sampled, as the learner's are). ``actor_in`` and ``agent_id`` are what the
+        learner's actor took (observations in their own shape, one-hot ids or None)."""
         frozen = torch.as_tensor(self.frozen.reshape(-1))
         if not bool(frozen.any()):
             return
@@ -156,7 +158,8 @@ class SelfPlay:
         for k in np.unique(per_row[frozen.numpy()]):
             rows = torch.as_tensor((per_row == k) & frozen.numpy())
             snapshot = self._actors[int(k)]
-            dist = snapshot(actor_in[rows], None if mask is None else mask[rows])
+            dist = snapshot(actor_in[rows], None if mask is None else mask[rows],
+                            None if agent_id is None else agent_id[rows])
             chosen, outs = snapshot.head.choose(dist)
             action[rows] = chosen
             for key, value in outs.items():

@@ -11,19 +11,27 @@ limit is not a real end: the return continues past it), 0 on terminated ones.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from agentkit.errors import ConfigError
+
+#: The share of the memory available at start (``MemAvailable``) a run's storage may take.
+MEMORY_FRACTION = 0.8
 
 
 @dataclass
 class Batch:
     """Flattened rollout entries (``b_`` tensors; a minibatch is the same type, ``mb_``).
 
-    ``critic_obs`` is the critic's input (the obs itself unless a centralised critic has its own);
-    ``masks`` is None when the env gives no action masks.
+    ``obs`` keeps the observation's own shape and dtype (uint8 images stay uint8); ``critic_obs`` is the
+    critic's input (the obs itself unless a centralised critic has its own); ``masks`` is None when the env
+    gives no action masks; ``extras`` the features given beside the obs (one-hot agent ids), or None.
     """
 
     obs: Tensor
@@ -34,6 +42,7 @@ class Batch:
     advantages: Tensor
     returns: Tensor
     masks: Tensor | None
+    extras: Tensor | None = None
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -63,29 +72,35 @@ class RolloutStorage:
     Args:
         num_steps: T, vector steps per rollout.
         batch_shape: ``(N,)`` or ``(N, A)``.
-        obs_dim: width of a (flat) observation.
+        obs_shape: one observation's shape (an int: a flat vector of that width).
+        obs_dtype: its dtype (``torch.uint8`` for images: they are stored as the env gives them).
         action_shape, action_dtype: one raw action (``head.action_shape``, ``head.action_dtype``).
         mask_dim: width of the action mask (0: no masks stored).
         critic_dim: width of a separate critic input (0: the critic reads ``obs``).
+        extra_dim: width of features stored beside the obs (one-hot agent ids; 0: none).
     """
 
     def __init__(
         self,
         num_steps: int,
         batch_shape: tuple[int, ...],
-        obs_dim: int,
+        obs_shape: int | tuple[int, ...],
         action_shape: tuple[int, ...] = (),
         action_dtype: torch.dtype = torch.int64,
         mask_dim: int = 0,
         critic_dim: int = 0,
         device: torch.device | str = "cpu",
+        obs_dtype: torch.dtype = torch.float32,
+        extra_dim: int = 0,
     ):
         self.num_steps = num_steps
         self.batch_shape = tuple(batch_shape)
         shape = (num_steps, *self.batch_shape)
+        obs_shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
         zeros = lambda *extra, dtype=torch.float32: torch.zeros(*shape, *extra, dtype=dtype, device=device)  # noqa: E731
-        self.obs = zeros(obs_dim)
+        self.obs = zeros(*obs_shape, dtype=obs_dtype)
         self.critic_obs = zeros(critic_dim) if critic_dim else None
+        self.extras = zeros(extra_dim) if extra_dim else None
         self.actions = zeros(*action_shape, dtype=action_dtype)
         self.logprobs = zeros()
         self.rewards = zeros()
@@ -156,8 +171,68 @@ class RolloutStorage:
             advantages=flat(self.advantages),
             returns=flat(self.returns),
             masks=None if self.masks is None else flat(self.masks),
+            extras=None if self.extras is None else flat(self.extras),
         )
         keep = self.valid & self.resolved
         if bool(keep.all()):
             return b
         return b.index(torch.nonzero(keep.reshape(-1)).squeeze(-1))
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """The torch dtype of a numpy dtype (``np.uint8`` → ``torch.uint8``)."""
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+
+def nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """Bytes of a tensor of ``shape`` and ``dtype``."""
+    return int(math.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+
+
+def rollout_bytes(
+    num_steps: int, batch_shape: tuple[int, ...], obs_shape: int | tuple[int, ...], obs_dtype: torch.dtype,
+    action_shape: tuple[int, ...] = (), action_dtype: torch.dtype = torch.int64, mask_dim: int = 0,
+    critic_dim: int = 0, extra_dim: int = 0,
+) -> int:
+    """Bytes a ``RolloutStorage`` with these arguments allocates (the same buffers, counted before any is)."""
+    lead = (num_steps, *batch_shape)
+    obs_shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
+    total = nbytes((*lead, *obs_shape), obs_dtype) + nbytes((*lead, *action_shape), action_dtype)
+    total += nbytes((*lead, critic_dim + extra_dim), torch.float32) + nbytes((*lead, mask_dim), torch.bool)
+    total += 7 * nbytes(lead, torch.float32) + 2 * nbytes(lead, torch.bool)  # logprobs ... returns; valid, resolved
+    return total
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can get (``MemAvailable`` in /proc/meminfo), or None where
+    there is no such file (not Linux)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def ensure_fits(needed: int, what: str, knobs: str, available: int | None = None) -> None:
+    """Raise a ConfigError (exit 2) before allocating when ``needed`` bytes of storage exceed
+    ``MEMORY_FRACTION`` of the available memory. ``what`` says what would be allocated (shapes), ``knobs``
+    the config keys that shrink it. ``available`` overrides the reading of /proc/meminfo."""
+    available = available_memory() if available is None else available
+    if available is None or needed <= MEMORY_FRACTION * available:
+        return
+    raise ConfigError(
+        f"this run's storage needs {_size(needed)} ({needed:,} bytes: {what}) but only {_size(available)} of "
+        f"memory is available ({MEMORY_FRACTION:.0%} of it may be used). Lower {knobs}, or use smaller "
+        "observations (a resize or grey-scale wrapper in env.wrappers)."
+    )

@@ -7,8 +7,11 @@ Vector envs are gymnasium's own (``SyncVectorEnv`` by default, ``AsyncVectorEnv`
 observation of the next episode and the last observation of the ended one travels in
 ``Transition.final_obs`` so that a truncated episode can be bootstrapped from it.
 
-Observations reach the policy as flat float32 vectors (``agentkit.observations``: a Box reshaped; a
-Discrete, MultiDiscrete or MultiBinary value, or a Dict or Tuple of such entries and Boxes, flattened by the rule
+``env.wrappers`` (``agentkit.wrappers``) wraps each env copy in order right after ``gymnasium.make``.
+
+Observations reach the policy as the env gives them (``agentkit.observations``: a Box in its own shape, uint8
+images kept uint8; a
+Discrete, MultiDiscrete or MultiBinary value, or a Dict or Tuple of such entries and Boxes, flattened to float32 by the rule
 exports describe in ``metadata.observation.fields``). A ``Dict`` observation may carry an ``action_mask``
 entry; otherwise an ``info["action_mask"]`` is used when the env provides one at reset. Hybrid action
 spaces (``agentkit.spaces.HybridSpace``, a ``Tuple``) pass through: the vector env takes a tuple of
@@ -36,6 +39,7 @@ from agentkit.environment import Observation, Transition, is_info_metric
 from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
+from agentkit.wrappers import WRAPPERS_HELP, WrapperSpec, apply_wrappers
 
 
 class GymnasiumEnvConfig(EnvConfig):
@@ -48,6 +52,7 @@ class GymnasiumEnvConfig(EnvConfig):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for gymnasium.make.")
     max_episode_steps: int | None = Field(None, ge=1, description="Override the env's time limit.")
     frame_stack: int = Field(1, ge=1, description="Stack the last k observations (Box observations only).")
+    wrappers: list[WrapperSpec] = Field(default_factory=list, description=WRAPPERS_HELP)
     action_types: dict[str, list[int]] | None = Field(None, description=ACTION_TYPES_HELP)
 
     def imports(self) -> dict[str, str]:
@@ -244,6 +249,7 @@ class GymnasiumSource:
                 f"env.id {cfg.id!r}: cannot import module {exc.name or cfg.id.partition(':')[0]!r} "
                 f"({type(exc).__name__}: {exc}). Install it or put it on PYTHONPATH, or use a registered id."
             ) from exc
+        env = apply_wrappers(env, cfg.wrappers, repr(cfg.id))
         try:
             views = hybrid_views({"": env.action_space}, cfg.action_types, repr(cfg.id))
         except ConfigError:

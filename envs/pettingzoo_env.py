@@ -46,6 +46,7 @@ from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
 from agentkit.trust import is_allowed
+from agentkit.wrappers import WRAPPERS_HELP, WrapperSpec, apply_wrappers
 
 
 class PettingZooEnvConfig(EnvConfig):
@@ -86,6 +87,11 @@ class PettingZooEnvConfig(EnvConfig):
         description="Step an AEC env natively, one move at a time (only the agent to move acts); auto: for AEC "
         "envs whose metadata does not declare is_parallelizable (pettingzoo.classic's board games); false: "
         "convert every AEC env to a parallel env.",
+    )
+    wrappers: list[WrapperSpec] = Field(
+        default_factory=list,
+        description=WRAPPERS_HELP + " Each is called with the ParallelEnv (the AECEnv of a turn-based game), e.g. "
+        "supersuit's color_reduction_v0.",
     )
 
     def imports(self) -> dict[str, str]:
@@ -274,9 +280,12 @@ class PettingZooSource:
                     f"env.action_types: {self.config.module!r} is a turn-based AEC env, whose actions are read as "
                     "they are; remove env.action_types."
                 )
-            return env if self.config.api_checks else _without_aec_checking_wrappers(env)
+            env = env if self.config.api_checks else _without_aec_checking_wrappers(env)
+            return apply_wrappers(env, self.config.wrappers, repr(self.config.module))
         env = _as_parallel(env, self.config.module)
         env = env if self.config.api_checks else _without_checking_wrappers(env)
+        if self.config.wrappers:
+            env = _as_parallel(apply_wrappers(env, self.config.wrappers, repr(self.config.module)), self.config.module)
         try:
             views = hybrid_views({a: env.action_space(a) for a in env.possible_agents}, self.config.action_types,
                                  repr(self.config.module))
@@ -379,10 +388,10 @@ class PettingZooVecEnv:
         n = self.num_envs
         out = {}
         for g in self.groups.values():
-            a, d = len(g.agents), g.observation_space.shape[0]
+            a, space = len(g.agents), g.observation_space
             mask = np.ones((n, a, g.mask_dim), dtype=bool) if g.mask_dim else None
             out[g.name] = Observation(
-                obs=np.zeros((n, a, d), np.float32), mask=mask, state=None, alive=np.zeros((n, a), bool)
+                obs=np.zeros((n, a, *space.shape), space.dtype), mask=mask, state=None, alive=np.zeros((n, a), bool)
             )
         return out
 
@@ -415,8 +424,9 @@ class PettingZooVecEnv:
         parts = []
         for agent in self.source.agents:
             gname, i = self._slot[agent]
-            parts.append(out[gname].obs[n, i] if alive.get(agent) else np.zeros_like(out[gname].obs[n, i]))
-        return np.concatenate(parts)
+            obs = out[gname].obs[n, i].reshape(-1)
+            parts.append(obs if alive.get(agent) else np.zeros_like(obs))
+        return np.concatenate(parts).astype(np.float32, copy=False)
 
     # -- protocol -------------------------------------------------------------------------------------------
 
@@ -468,7 +478,7 @@ class PettingZooVecEnv:
                 reward=np.zeros((n_envs, a), np.float32),
                 terminated=np.zeros((n_envs, a), bool),
                 truncated=np.zeros((n_envs, a), bool),
-                final_obs=np.zeros((n_envs, a, g.observation_space.shape[0]), np.float32),
+                final_obs=np.zeros((n_envs, a, *g.observation_space.shape), g.observation_space.dtype),
             )
         final = self._blank()  # obs after the step, before any reset (for final_obs / final_state)
         state = np.zeros((n_envs, self.state_dim), np.float32)
@@ -582,7 +592,7 @@ class TurnBasedVecEnv(PettingZooVecEnv):
                 reward=np.zeros((n_envs, len(g.agents)), np.float32),
                 terminated=np.zeros((n_envs, len(g.agents)), bool),
                 truncated=np.zeros((n_envs, len(g.agents)), bool),
-                final_obs=np.zeros((n_envs, len(g.agents), g.observation_space.shape[0]), np.float32),
+                final_obs=np.zeros((n_envs, len(g.agents), *g.observation_space.shape), g.observation_space.dtype),
             )
             for g in self.groups.values()
         }

@@ -4,7 +4,8 @@ The graph is the actor itself (observation normaliser, trunk, head) followed by 
 ``choose`` — the very function the trainer's rollout and ``agentkit eval`` act through — so the file acts
 exactly as the trainer does. The written contract for engine developers is ``exports/CONTRACT.md``; in short:
 
-* inputs: ``obs`` float32 ``[batch, *obs_shape]`` (raw: normalisation is in the graph); ``action_mask``
+* inputs: ``obs`` ``[batch, *obs_shape]`` in the env's own shape and dtype (uint8 for images, float32
+  otherwise; raw: scaling, channel order and normalisation are in the graph); ``action_mask``
   float32 ``[batch, mask_dim]`` (1 = allowed) when the head takes masks and the env supplies them
   (``PolicyArtifact.uses_mask``); ``agent_id`` float32
   ``[batch, n_agents]`` (one-hot) for a policy shared by several agents; ``noise`` float32
@@ -41,11 +42,13 @@ from torch import Tensor, nn
 import agentkit
 from agentkit.algorithm import PolicyArtifact
 from agentkit.config import ExporterConfig, RunConfig
+from agentkit.encoders import image_layout
 from agentkit.errors import UserError
 from agentkit.spaces import discrete_branches
+from agentkit.storage import torch_dtype
 
 #: Version of the file contract (inputs, outputs, metadata keys). Bumped on any breaking change.
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2  # 2: ``obs`` keeps the env's shape and dtype (uint8 images), metadata.observation.layout
 #: Opset 15: the newest opset that Unity Sentis 1.x/2.0–2.5 (opsets 7–15), Unreal NNE's onnxruntime,
 #: onnxruntime-web and Godot's onnxruntime builds all import. Every op the policies need exists there.
 DEFAULT_OPSET = 15
@@ -91,6 +94,7 @@ class PolicyGraph(nn.Module):
         if stochastic and head.noise_dim <= 0:
             raise ValueError(f"head {type(head).__name__} declares noise_dim={head.noise_dim}; cannot sample")
         self.obs_shape = tuple(int(d) for d in artifact.observation_space.shape)
+        self.obs_dtype = torch_dtype(artifact.observation_space.dtype)
         # a head that could take masks gets none when the env never supplies them (``uses_mask`` False)
         self.mask_dim = int(head.mask_dim) if artifact.uses_mask else 0
         self.agent_id_dim = int(artifact.agent_id_dim)
@@ -111,12 +115,7 @@ class PolicyGraph(nn.Module):
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         feeds = dict(zip(self.input_names, inputs, strict=True))
-        x = feeds["obs"]
-        if len(self.obs_shape) != 1:
-            x = x.flatten(1)
-        if self.agent_id_dim:
-            x = torch.cat([x, feeds["agent_id"]], dim=-1)
-        dist = self.actor(x, feeds.get("action_mask"))
+        dist = self.actor(feeds["obs"], feeds.get("action_mask"), feeds.get("agent_id"))
         head = self.actor.head
         _, deterministic = head.choose(dist, deterministic=True)
         outs = []
@@ -132,7 +131,7 @@ class PolicyGraph(nn.Module):
                   "noise": (self.noise_dim,)}
         out = []
         for name in self.input_names:
-            t = torch.zeros(batch, *shapes[name]) if name == "obs" else torch.ones(batch, *shapes[name])
+            t = torch.zeros(batch, *shapes[name], dtype=self.obs_dtype) if name == "obs" else torch.ones(batch, *shapes[name])
             if name == "agent_id":
                 t = torch.zeros(batch, self.agent_id_dim)
                 t[:, 0] = 1.0
@@ -151,7 +150,8 @@ def _json_floats(values: np.ndarray) -> list[float | None]:
 
 
 def _observation_spec(space: spaces.Space, fields: list[dict[str, Any]] | None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"shape": [int(d) for d in space.shape], "dtype": "float32"}
+    spec: dict[str, Any] = {"shape": [int(d) for d in space.shape], "dtype": str(np.dtype(space.dtype)),
+                            "layout": image_layout(space) if fields is None else None}
     if isinstance(space, spaces.Box) and int(np.prod(space.shape)) <= 4096:
         spec["low"], spec["high"] = _json_floats(space.low), _json_floats(space.high)
     spec["fields"] = fields
@@ -176,7 +176,9 @@ def build_metadata(
     head = artifact.actor.head
     dims = {"obs": list(graph.obs_shape), "action_mask": [graph.mask_dim], "agent_id": [graph.agent_id_dim],
             "noise": [graph.noise_dim]}
-    inputs = [{"name": n, "dtype": "float32", "shape": ["batch", *dims[n]]} for n in graph.input_names]
+    obs_dtype = str(np.dtype(artifact.observation_space.dtype))
+    inputs = [{"name": n, "dtype": obs_dtype if n == "obs" else "float32", "shape": ["batch", *dims[n]]}
+              for n in graph.input_names]
     outputs = [{"name": n, **output_specs[n]} for n in graph.output_names]
     env: dict[str, Any] | None = None
     algorithm = None
@@ -401,7 +403,9 @@ def parity_inputs(artifact: PolicyArtifact, graph: PolicyGraph, n: int, seed: in
         obs = np.where(has_low & has_high, low + u * (high - low), wide)
         obs = np.where(has_low & ~has_high, low + np.abs(wide), obs)
         obs = np.where(~has_low & has_high, high - np.abs(wide), obs)
-    feeds = {"obs": obs.astype(np.float32)}
+    if np.dtype(space.dtype) == np.uint8:  # pixels: every value 0..255 (the graph scales them)
+        obs = rng.integers(0, 256, (n, *graph.obs_shape))
+    feeds = {"obs": obs.astype(np.dtype(space.dtype))}
     if graph.mask_dim:
         mask = (rng.random((n, graph.mask_dim)) < 0.5).astype(np.float32)
         start = 0

@@ -56,12 +56,14 @@ from torch import Tensor, nn
 import agentkit
 from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingEnv
 from agentkit.config import AlgorithmConfig, PolicyConfig
+from agentkit.encoders import image_layout
 from agentkit.environment import MultiAgentEnvSource, MultiAgentVecEnv, Observation
 from agentkit.errors import ConfigError
 from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
-from agentkit.policy import Actor, ObsNormalizer, layer_init, mlp, resolve_head
+from agentkit.policy import Actor, ObsNormalizer, encoder_for, layer_init, mlp, resolve_head
 from agentkit.runlog import EndedEpisodes
 from agentkit.spaces import HybridSpace, discrete_branches
+from agentkit.storage import ensure_fits, torch_dtype
 
 # --------------------------------------------------------------------------------------------------------
 # Config
@@ -367,17 +369,19 @@ class DeterministicHead(ActionHead):
 
 def build_deterministic_actor(
     policy_config: PolicyConfig, registry, observation_space: gym.spaces.Box, action_space: gym.Space,
-    extra_obs_dim: int = 0, normalizer: ObsNormalizer | None = None,
+    extra_obs_dim: int = 0, normalizer: ObsNormalizer | None = None, fields: list[dict[str, Any]] | None = None,
 ) -> Actor:
-    """An ``agentkit.policy.Actor`` whose head is a ``DeterministicHead`` around the resolved ``policy.head``
-    (sharing ``normalizer`` when one is given)."""
+    """An ``agentkit.policy.Actor`` (its encoder from ``policy.encoder``) whose head is a ``DeterministicHead``
+    around the resolved ``policy.head`` (sharing ``normalizer`` when one is given)."""
     reg, head_config = resolve_head(policy_config, registry, action_space)
-    obs_dim = int(math.prod(observation_space.shape)) + extra_obs_dim
+    encoder = encoder_for(policy_config, registry, observation_space, extra_obs_dim, fields)
+    if normalizer is not None:
+        encoder.normalizer = normalizer
 
     def head_factory(latent_dim: int) -> ActionHead:
         return DeterministicHead(reg.factory(head_config, action_space, latent_dim), action_space, latent_dim)
 
-    return Actor(obs_dim, head_factory, policy_config, normalizer)
+    return Actor(encoder, head_factory)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -386,17 +390,35 @@ def build_deterministic_actor(
 
 
 class CentralCritic(nn.Module):
-    """Q_i(x, a_1..a_n, id_i): ``x`` (all observations or the global state, normalised) and every agent's
-    action vector, plus agent i's one-hot id in its group → ``[B]``."""
+    """Q_i(x, a_1..a_n, id_i): ``x`` (the vector observations of all agents, or the global state,
+    normalised), the image observations of all agents (each through ``image_encoders[group]``, the encoder
+    ``policy.encoder`` gives that group's images; none for vector observations, which enter raw as in the
+    paper) and every agent's action vector, plus agent i's one-hot id in its group → ``[B]``.
 
-    def __init__(self, x_dim: int, act_dim: int, id_dim: int, hidden: list[int], activation: str, normalize: bool):
+    ``embed`` turns the observation part into one row per sample, ``forward`` takes those rows.
+    """
+
+    def __init__(self, x_dim: int, act_dim: int, id_dim: int, hidden: list[int], activation: str, normalize: bool,
+                 image_encoders: dict[str, tuple[nn.Module, int]] | None = None):
         super().__init__()
-        self.normalizer = ObsNormalizer((x_dim,), enabled=normalize)
-        self.trunk = mlp(x_dim + act_dim + id_dim, hidden, activation)
-        self.q_out = layer_init(nn.Linear(hidden[-1] if hidden else x_dim + act_dim + id_dim, 1), gain=1.0)
+        image_encoders = image_encoders or {}
+        self.normalizer = ObsNormalizer((max(x_dim, 1),), enabled=normalize and x_dim > 0)
+        self.x_dim = x_dim
+        self.image_encoders = nn.ModuleDict({g: enc for g, (enc, _) in image_encoders.items()})
+        feat_dim = x_dim + sum(enc.out_dim * n for enc, n in image_encoders.values())
+        self.trunk = mlp(feat_dim + act_dim + id_dim, hidden, activation)
+        self.q_out = layer_init(nn.Linear(hidden[-1] if hidden else feat_dim + act_dim + id_dim, 1), gain=1.0)
 
-    def forward(self, x: Tensor, actions: Tensor, agent_id: Tensor | None = None) -> Tensor:
-        parts = [self.normalizer(x), actions] + ([agent_id] if agent_id is not None else [])
+    def embed(self, x: Tensor, images: dict[str, Tensor] | None = None) -> Tensor:
+        """``x [B, x_dim]`` and ``images {group: [B, A_g, *image_shape]}`` → ``[B, features]``."""
+        parts = [self.normalizer(x)] if self.x_dim else []
+        for g, enc in self.image_encoders.items():
+            img = images[g]  # type: ignore[index]
+            parts.append(enc(img.reshape(-1, *img.shape[2:])).reshape(img.shape[0], -1))
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, h: Tensor, actions: Tensor, agent_id: Tensor | None = None) -> Tensor:
+        parts = [h, actions] + ([agent_id] if agent_id is not None else [])
         return self.q_out(self.trunk(torch.cat(parts, dim=-1))).squeeze(-1)
 
 
@@ -414,6 +436,9 @@ class _Group:
         self.name: str = spec.name
         self.n_agents = len(spec.agents)
         self.obs_dim = int(math.prod(spec.observation_space.shape))
+        self.obs_shape = tuple(int(d) for d in spec.observation_space.shape)
+        self.obs_dtype = torch_dtype(spec.observation_space.dtype)
+        self.image = image_layout(spec.observation_space) is not None
         self.actors = actors
         self.critic = critic
         # One deepcopy of the list, so the targets share one normaliser as the actors do.
@@ -434,28 +459,31 @@ class _Group:
         """The env boundary (``env_outputs``, ``to_env``): the same for every sub-policy."""
         return self.actor.head  # type: ignore[return-value]
 
-    def actor_input(self, obs: Tensor) -> Tensor:
-        """``[B, A, D]`` → ``[B * A, D (+ A)]`` with the one-hot agent id appended."""
+    def actor_input(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``[B, A, *obs_shape]`` → (``[B * A, *obs_shape]``, the one-hot agent ids ``[B * A, A]`` or None)."""
         b = obs.shape[0]
-        if self.id_dim:
-            obs = torch.cat([obs, self.eye.to(obs.dtype).expand(b, -1, -1)], dim=-1)
-        return obs.reshape(b * self.n_agents, -1)
+        ids = self.eye.expand(b, -1, -1).reshape(b * self.n_agents, -1) if self.id_dim else None
+        return obs.reshape(b * self.n_agents, *self.obs_shape), ids
 
 
 def ensemble_act(
-    actors: list[Actor], x: Tensor, mask: Tensor | None, sub_policy: Tensor | None, **options: Any
+    actors: list[Actor], inputs: tuple[Tensor, Tensor | None], mask: Tensor | None, sub_policy: Tensor | None,
+    **options: Any,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``DeterministicHead.act`` of each row ``x [B, D]`` through the actor ``sub_policy [B]`` names (one
-    actor: all rows, ``sub_policy`` unused). Returns ``(rep, raw, preact)`` in row order, differentiable
-    with respect to each actor through its own rows only."""
+    """``DeterministicHead.act`` of each row of ``inputs`` (observations ``[B, *obs_shape]``, agent ids
+    ``[B, A]`` or None) through the actor ``sub_policy [B]`` names (one actor: all rows, ``sub_policy``
+    unused). Returns ``(rep, raw, preact)`` in row order, differentiable with respect to each actor through
+    its own rows only."""
+    x, ids = inputs
     if len(actors) == 1:
-        return actors[0].head.act(actors[0].latent(x), mask, **options)
+        return actors[0].head.act(actors[0].latent(x, ids), mask, **options)
     assert sub_policy is not None
     parts, rows = [], []
     for k, actor in enumerate(actors):
         idx = (sub_policy == k).nonzero().squeeze(1)
         if idx.numel():
-            parts.append(actor.head.act(actor.latent(x[idx]), None if mask is None else mask[idx], **options))
+            latent = actor.latent(x[idx], None if ids is None else ids[idx])
+            parts.append(actor.head.act(latent, None if mask is None else mask[idx], **options))
             rows.append(idx)
     order = torch.cat(rows).argsort()
     rep, raw, preact = (torch.cat(outputs)[order] for outputs in zip(*parts, strict=True))
@@ -499,32 +527,50 @@ class MADDPG:
             n = len(spec.agents)
             extra = n if (config.agent_id and n > 1) else 0
             first = build_deterministic_actor(
-                run_config.policy, context.registry, spec.observation_space, spec.action_space, extra
+                run_config.policy, context.registry, spec.observation_space, spec.action_space, extra,
+                fields=spec.observation_fields,
             )
             actors[name] = [first] + [
                 build_deterministic_actor(
                     run_config.policy, context.registry, spec.observation_space, spec.action_space, extra,
-                    normalizer=first.normalizer,
+                    normalizer=first.normalizer, fields=spec.observation_fields,
                 )
                 for _ in range(config.ensemble_size - 1)
             ]
+        # groups whose observations are images: their critic input goes through an encoder (see CentralCritic)
+        self.image_groups = [] if config.critic_input == "state" else [
+            g for g, s in specs.items() if image_layout(s.observation_space) is not None
+        ]
         x_dim = (
             self.state_dim
             if config.critic_input == "state"
-            else sum(len(s.agents) * int(math.prod(s.observation_space.shape)) for s in specs.values())
+            else sum(len(s.agents) * int(math.prod(s.observation_space.shape))
+                     for g, s in specs.items() if g not in self.image_groups)
         )
         act_dim = sum(len(s.agents) * actors[g][0].head.layout.rep_dim for g, s in specs.items())
         for name, spec in specs.items():
             n = len(spec.agents)
             id_dim = n if n > 1 else 0
+            image_encoders = {
+                g: (encoder_for(run_config.policy, context.registry, specs[g].observation_space), len(specs[g].agents))
+                for g in self.image_groups
+            }
             critic = CentralCritic(
                 x_dim, act_dim, id_dim, config.critic_hidden_sizes, run_config.policy.activation,
-                run_config.policy.normalize_obs,
+                run_config.policy.normalize_obs, image_encoders,
             )
             self.groups[name] = _Group(spec, actors[name], critic, config)
         self.critic_id_dim = {g: (grp.n_agents if grp.n_agents > 1 else 0) for g, grp in self.groups.items()}
 
         self._buffer: ReplayBuffer | None = None  # allocated on first use: eval and export never need it
+        fields = self._buffer_fields()
+        ensure_fits(
+            ReplayBuffer.bytes_for(config.buffer_size, fields),
+            f"a replay buffer of algorithm.buffer_size={config.buffer_size} rows of "
+            + ", ".join(f"{k} {list(shape)} {str(dtype).replace('torch.', '')}" for k, (shape, dtype) in fields.items()
+                        if k.endswith("/obs")) + " (and their next_obs)",
+            "algorithm.buffer_size",
+        )
         self.steps_done = 0
         self.progress = Progress(config.total_steps)  # continued smoothly when a run is extended
         self.updates_done = 0
@@ -550,8 +596,8 @@ class MADDPG:
         fields: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for g, grp in self.groups.items():
             a = grp.n_agents
-            fields[f"{g}/obs"] = ((a, grp.obs_dim), torch.float32)
-            fields[f"{g}/next_obs"] = ((a, grp.obs_dim), torch.float32)
+            fields[f"{g}/obs"] = ((a, *grp.obs_shape), grp.obs_dtype)
+            fields[f"{g}/next_obs"] = ((a, *grp.obs_shape), grp.obs_dtype)
             fields[f"{g}/action"] = ((a, grp.head.layout.rep_dim), torch.float32)
             fields[f"{g}/reward"] = ((a,), torch.float32)
             fields[f"{g}/terminated"] = ((a,), torch.bool)
@@ -579,7 +625,7 @@ class MADDPG:
         noise_std = self.noise_std()
         for g, grp in self.groups.items():
             o = obs[g]
-            x = torch.as_tensor(o.obs, dtype=torch.float32).reshape(self.num_envs, grp.n_agents, -1)
+            x = torch.as_tensor(o.obs).reshape(self.num_envs, grp.n_agents, *grp.obs_shape)
             mask = None
             if grp.spec.mask_dim and o.mask is not None:
                 mask = torch.as_tensor(o.mask).reshape(self.num_envs * grp.n_agents, -1)
@@ -597,16 +643,16 @@ class MADDPG:
         for _ in range(n_vector_steps):
             obs = self.training_env.observation()
             for g, grp in self.groups.items():
-                grp.actor.normalizer.update(torch.as_tensor(self._with_ids(grp, obs[g].obs)))
+                grp.actor.update_normalizer(*grp.actor_input(torch.as_tensor(obs[g].obs)))
             actions, reps = self._act(obs)
             tr = self.training_env.vec().step(actions)
             rows: dict[str, Any] = {}
             for g, grp in self.groups.items():
                 t = tr.groups[g]
                 o = obs[g]
-                rows[f"{g}/obs"] = _f32(o.obs)
+                rows[f"{g}/obs"] = torch.as_tensor(o.obs)
                 ended = np.asarray(t.terminated, dtype=bool) | np.asarray(t.truncated, dtype=bool)
-                rows[f"{g}/next_obs"] = _f32(_final(t.final_obs, t.next.obs, ended))
+                rows[f"{g}/next_obs"] = torch.as_tensor(_final(t.final_obs, t.next.obs, ended))
                 alive = torch.as_tensor(
                     np.asarray(o.alive if o.alive is not None else np.ones(t.reward.shape), dtype=bool)
                 )
@@ -634,11 +680,10 @@ class MADDPG:
                 t0 = tr.groups[first]
                 rows["state"] = _f32(obs[first].state)
                 rows["next_state"] = _f32(t0.final_state if t0.final_state is not None else t0.next.state)
-            x = rows["state"] if self.cfg.critic_input == "state" else torch.cat(
-                [rows[f"{g}/obs"].flatten(1) for g in self.groups], dim=-1
-            )
+            x, _ = self._critic_x(rows, False)
             for grp in self.groups.values():
-                grp.critic.normalizer.update(x)
+                if grp.critic.x_dim:
+                    grp.critic.normalizer.update(x)
             self.buffer.add(rows)
             self.training_env.obs = {g: tr.groups[g].next for g in self.groups}
             self.steps_done += self.num_envs
@@ -652,22 +697,23 @@ class MADDPG:
                         self._losses.append(self.update())
         return episodes
 
-    def _with_ids(self, grp: _Group, obs: np.ndarray) -> Tensor:
-        x = torch.as_tensor(obs, dtype=torch.float32).reshape(-1, grp.n_agents, grp.obs_dim)
-        return grp.actor_input(x)
-
     # -- learning ---------------------------------------------------------------------------------------
 
-    def _critic_x(self, b: dict[str, Tensor], nxt: bool) -> Tensor:
+    def _critic_x(self, b: dict[str, Tensor], nxt: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """The critics' observation part: (the state or the vector observations of all agents, flattened, as
+        float32 ``[B, x_dim]``; the image observations ``{group: [B, A_g, *shape]}``)."""
         if self.cfg.critic_input == "state":
-            return b["next_state" if nxt else "state"]
+            return b["next_state" if nxt else "state"], {}
         key = "next_obs" if nxt else "obs"
-        return torch.cat([b[f"{g}/{key}"].flatten(1) for g in self.groups], dim=-1)
+        vectors = [b[f"{g}/{key}"].flatten(1).to(torch.float32) for g in self.groups if g not in self.image_groups]
+        x = torch.cat(vectors, dim=-1) if vectors else torch.zeros(len(b[f"{next(iter(self.groups))}/{key}"]), 0)
+        return x, {g: b[f"{g}/{key}"] for g in self.image_groups}
 
-    def _q_all(self, critic: CentralCritic, grp: _Group, x: Tensor, joint: Tensor) -> Tensor:
+    def _q_all(self, critic: CentralCritic, grp: _Group, x: tuple[Tensor, dict[str, Tensor]], joint: Tensor) -> Tensor:
         """Q of every agent of ``grp``: ``joint [B, A_g, act_dim]`` (per-agent joint actions) → ``[B, A_g]``."""
         bsz, a = joint.shape[0], grp.n_agents
-        xs = x.unsqueeze(1).expand(bsz, a, x.shape[-1]).reshape(bsz * a, -1)
+        h = critic.embed(*x)
+        xs = h.unsqueeze(1).expand(bsz, a, h.shape[-1]).reshape(bsz * a, -1)
         ids = grp.eye.expand(bsz, a, a).reshape(bsz * a, a) if self.critic_id_dim[grp.name] else None
         return critic(xs, joint.reshape(bsz * a, -1), ids).reshape(bsz, a)
 
@@ -868,11 +914,11 @@ def _mask(mask: np.ndarray | None, shape: tuple[int, ...], width: int) -> Tensor
 
 
 def _final(final: np.ndarray | None, nxt: np.ndarray, ended: np.ndarray) -> np.ndarray:
-    """The true next observation ``[N, A, D]``: ``final`` where an agent's episode ended (its env copy may
-    already be reset), else ``nxt``."""
+    """The true next observation ``[N, A, *obs_shape]``: ``final`` where an agent's episode ended (its env
+    copy may already be reset), else ``nxt``."""
     if final is None:
         return nxt
-    return np.where(ended[..., None], final, nxt)
+    return np.where(ended.reshape(*ended.shape, *([1] * (nxt.ndim - ended.ndim))), final, nxt)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -42,10 +42,10 @@ from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingE
 from agentkit.config import AlgorithmConfig
 from agentkit.environment import GroupSpec, MultiAgentEnvSource, MultiAgentVecEnv, Observation
 from agentkit.errors import ConfigError
-from agentkit.policy import Actor, Critic, build_actor
+from agentkit.policy import Actor, Critic, build_actor, build_critic, vector_space
 from agentkit.runlog import EndedEpisodes
 from agentkit.selfplay import SelfPlay, SelfPlayConfig
-from agentkit.storage import Batch, RolloutStorage
+from agentkit.storage import Batch, RolloutStorage, ensure_fits, rollout_bytes, torch_dtype
 
 
 class MAPPOConfig(AlgorithmConfig):
@@ -143,6 +143,7 @@ class MAPPO:
                 "the trunk cannot be shared; set policy.shared_trunk: false or algorithm.centralised: false."
             )
         self.units: list[PolicyUnit] = []
+        self._storage_bytes, self._storage_what = 0, []
         for group in source.groups.values():
             if config.share_parameters:
                 parts = [(group.name, list(range(len(group.agents))))]
@@ -177,17 +178,19 @@ class MAPPO:
     # -- building -------------------------------------------------------------------------------------------
 
     def _build_unit(self, name: str, group: GroupSpec, slots: list[int], context: BuildContext) -> PolicyUnit:
-        cfg, policy = self.config, context.config.policy
+        cfg, policy, registry = self.config, context.config.policy, context.registry
         id_dim = len(slots) if (cfg.agent_id and len(slots) > 1) else 0
-        obs_dim = int(math.prod(group.observation_space.shape))
-        actor = build_actor(policy, context.registry, group.observation_space, group.action_space, id_dim)
-        if not cfg.centralised:
-            critic_dim = obs_dim + id_dim
-        elif cfg.critic_input == "state":
-            critic_dim = self.state_dim + id_dim
+        space = group.observation_space
+        obs_dim = int(math.prod(space.shape))
+        actor = build_actor(policy, registry, space, group.action_space, id_dim, fields=group.observation_fields)
+        if policy.shared_trunk:
+            critic_dim, critic = 0, build_critic(policy, registry, space, share_with=actor)
+        elif not cfg.centralised:  # IPPO: the critic reads the actor's input (an image through its own CNN)
+            critic_dim = 0
+            critic = build_critic(policy, registry, space, id_dim, fields=group.observation_fields)
         else:
-            critic_dim = self.state_dim + obs_dim + id_dim
-        critic = Critic(critic_dim, policy, share_with=actor if policy.shared_trunk else None)
+            critic_dim = self.state_dim + (obs_dim if cfg.critic_input == "agent_specific" else 0)
+            critic = build_critic(policy, registry, vector_space(critic_dim), id_dim, observation=False)
         actor.to(self.device)
         critic.to(self.device)
         head = actor.head
@@ -197,16 +200,28 @@ class MAPPO:
                 f"env group {group.name!r} gives action masks of width {group.mask_dim} but its head takes "
                 f"{head.mask_dim}; check the env's action_mask or policy.head."
             )
-        storage = RolloutStorage(
-            cfg.num_steps,
-            (self.num_envs, len(slots)),
-            obs_dim + id_dim,
+        storage_args = dict(
+            num_steps=cfg.num_steps,
+            batch_shape=(self.num_envs, len(slots)),
+            obs_shape=tuple(space.shape),
+            obs_dtype=torch_dtype(space.dtype),
             action_shape=tuple(head.action_shape),
             action_dtype=head.action_dtype,
             mask_dim=head.mask_dim if use_mask else 0,
             critic_dim=critic_dim,
-            device=self.device,
+            extra_dim=id_dim,
         )
+        self._storage_bytes += rollout_bytes(**storage_args)
+        self._storage_what.append(f"{name}: {len(slots)} agents x {tuple(space.shape)} {space.dtype}"
+                                  + (f" + critic input {critic_dim}" if critic_dim else ""))
+        ensure_fits(
+            self._storage_bytes,
+            f"rollouts of algorithm.num_steps={cfg.num_steps} x env.num_envs={self.num_envs} x ("
+            + "; ".join(self._storage_what) + ")",
+            "env.num_envs or algorithm.num_steps (a centralised critic's global state counts too: "
+            "algorithm.centralised: false reads each agent's own observation instead)",
+        )
+        storage = RolloutStorage(**storage_args, device=self.device)
         unit = PolicyUnit(
             name, group, slots, [group.agents[i] for i in slots], id_dim, actor, critic,
             ValueNormalizer().to(self.device) if cfg.value_norm else None, None, storage, use_mask,  # type: ignore[arg-type]
@@ -216,26 +231,31 @@ class MAPPO:
 
     # -- inputs ---------------------------------------------------------------------------------------------
 
-    def _ids(self, unit: PolicyUnit) -> Tensor:
-        """One-hot agent ids ``[N, A_u, id_dim]`` (empty when ids are off)."""
+    def _ids(self, unit: PolicyUnit) -> Tensor | None:
+        """One-hot agent ids ``[N, A_u, id_dim]`` (None when ids are off)."""
+        if not unit.id_dim:
+            return None
         eye = torch.eye(len(unit.slots), device=self.device)[:, : unit.id_dim]
         return eye.expand(self.num_envs, len(unit.slots), unit.id_dim)
 
-    def _inputs(self, unit: PolicyUnit, obs: np.ndarray, state: np.ndarray) -> tuple[Tensor, Tensor]:
-        """(actor input ``[N, A_u, D + id]``, critic input ``[N, A_u, C]``) for one unit."""
-        o = torch.as_tensor(obs[:, unit.slots], dtype=torch.float32, device=self.device)
+    def _inputs(self, unit: PolicyUnit, obs: np.ndarray, state: np.ndarray) -> tuple[Tensor, Tensor | None, Tensor]:
+        """(observations ``[N, A_u, *obs_shape]`` in their own dtype, agent ids ``[N, A_u, id]`` or None, critic
+        input ``[N, A_u, ...]``: the observations themselves unless the critic is centralised) for one unit."""
+        o = torch.as_tensor(obs[:, unit.slots], device=self.device)
         ids = self._ids(unit)
-        actor_in = torch.cat([o, ids], dim=-1)
-        if not self.config.centralised:
-            return actor_in, actor_in
+        if not self.config.centralised or unit.storage.critic_obs is None:
+            return o, ids, o
         s = torch.as_tensor(state, dtype=torch.float32, device=self.device)
         s = s.unsqueeze(1).expand(-1, len(unit.slots), -1)
-        parts = [s, ids] if self.config.critic_input == "state" else [s, o, ids]
-        return actor_in, torch.cat(parts, dim=-1)
+        if self.config.critic_input == "state":
+            return o, ids, s
+        return o, ids, torch.cat([s, o.reshape(*o.shape[:2], -1).to(torch.float32)], dim=-1)
 
-    def _value(self, unit: PolicyUnit, critic_in: Tensor) -> Tensor:
+    def _value(self, unit: PolicyUnit, critic_in: Tensor, ids: Tensor | None) -> Tensor:
         """De-normalised values ``[N, A_u]``."""
-        value = unit.critic(critic_in.reshape(-1, critic_in.shape[-1])).reshape(critic_in.shape[:-1])
+        lead = critic_in.shape[:2]
+        flat_ids = None if ids is None else ids.reshape(-1, ids.shape[-1])
+        value = unit.critic(critic_in.reshape(-1, *critic_in.shape[2:]), flat_ids).reshape(lead)
         return unit.value_norm.denormalize(value) if unit.value_norm is not None else value
 
     # -- collection -----------------------------------------------------------------------------------------
@@ -257,10 +277,13 @@ class MAPPO:
             with torch.no_grad():
                 for unit in self.units:
                     o = obs[unit.group.name]
-                    actor_in, critic_in = self._inputs(unit, o.obs, o.state)
+                    actor_in, ids, critic_in = self._inputs(unit, o.obs, o.state)
                     st = unit.storage
                     st.obs[t] = actor_in
-                    st.critic_obs[t] = critic_in
+                    if st.extras is not None:
+                        st.extras[t] = ids
+                    if st.critic_obs is not None:
+                        st.critic_obs[t] = critic_in
                     st.valid[t] = torch.as_tensor(o.alive[:, unit.slots], device=self.device)
                     if self.selfplay is not None:  # a frozen snapshot's seat acts but does not learn
                         st.valid[t] &= ~torch.as_tensor(self.selfplay.frozen, device=self.device)
@@ -269,13 +292,14 @@ class MAPPO:
                         mask = torch.as_tensor(o.mask[:, unit.slots], device=self.device)
                         st.masks[t] = mask
                         mask = mask.reshape(-1, mask.shape[-1])
-                    dist = unit.actor(actor_in.reshape(-1, actor_in.shape[-1]), mask)
+                    flat_ids = None if ids is None else ids.reshape(-1, ids.shape[-1])
+                    dist = unit.actor(actor_in.reshape(-1, *actor_in.shape[2:]), mask, flat_ids)
                     action, outputs = unit.actor.head.choose(dist)
                     if self.selfplay is not None:
-                        self.selfplay.act(actor_in.reshape(-1, actor_in.shape[-1]), mask, action, outputs)
+                        self.selfplay.act(actor_in.reshape(-1, *actor_in.shape[2:]), mask, action, outputs, flat_ids)
                     st.actions[t] = action.reshape(st.actions.shape[1:])
                     st.logprobs[t] = dist.log_prob(action).reshape(st.logprobs.shape[1:])
-                    st.values[t] = self._value(unit, critic_in)
+                    st.values[t] = self._value(unit, critic_in, ids)
                     env_outputs[unit.group.name].append((unit, outputs))
             tr = vec.step(self._env_actions(env_outputs))
             with torch.no_grad():
@@ -288,8 +312,8 @@ class MAPPO:
                     st.dones[t] = (term | trunc).float()  # a step it did not act on: see compute_gae
                     st.bootstrap[t] = 0.0
                     if bool(trunc.any()):
-                        _, final_in = self._inputs(unit, gt.final_obs, gt.final_state)
-                        st.bootstrap[t] = torch.where(trunc & ~term, self._value(unit, final_in), 0.0)
+                        _, ids, final_in = self._inputs(unit, gt.final_obs, gt.final_state)
+                        st.bootstrap[t] = torch.where(trunc & ~term, self._value(unit, final_in, ids), 0.0)
             episodes.add(tr)
             if self.selfplay is not None:
                 self.selfplay.observe(tr)
@@ -339,11 +363,11 @@ class MAPPO:
         cfg, st = self.config, unit.storage
         o = next_obs[unit.group.name]
         with torch.no_grad():
-            _, critic_in = self._inputs(unit, o.obs, o.state)
+            _, ids, critic_in = self._inputs(unit, o.obs, o.state)
             alive = torch.as_tensor(o.alive[:, unit.slots], device=self.device)
             if self.selfplay is not None:
                 alive &= ~torch.as_tensor(self.selfplay.frozen, device=self.device)
-            st.compute_gae(self._value(unit, critic_in), cfg.gamma, cfg.gae_lambda, last_valid=alive)
+            st.compute_gae(self._value(unit, critic_in, ids), cfg.gamma, cfg.gae_lambda, last_valid=alive)
         batch = st.batch()
         if len(batch) == 0:  # every agent of this unit was dead for the whole rollout
             return {}
@@ -361,15 +385,15 @@ class MAPPO:
         )
 
         def evaluate(mb: Batch) -> tuple[Tensor, Tensor, Tensor]:
-            dist = unit.actor(mb.obs, mb.masks)
-            return dist.log_prob(mb.actions), dist.entropy(), unit.critic(mb.critic_obs)
+            dist = unit.actor(mb.obs, mb.masks, mb.extras)
+            return dist.log_prob(mb.actions), dist.entropy(), unit.critic(mb.critic_obs, mb.extras)
 
         metrics = ppo_update(batch, evaluate, unit.optimizer, unit.parameters(), hp, self.generator, unit.value_norm)
         metrics["losses/explained_variance"] = explained_variance(batch.values, batch.returns)
         # Normalisers move after the update, so a rollout's log-probs and its update see the same stats.
-        unit.actor.normalizer.update(batch.obs)
-        if unit.critic.normalizer is not unit.actor.normalizer:
-            unit.critic.normalizer.update(batch.critic_obs)
+        unit.actor.update_normalizer(batch.obs, batch.extras)
+        if unit.critic.encoder is not unit.actor.encoder:
+            unit.critic.update_normalizer(batch.critic_obs, batch.extras)
         return metrics
 
     # -- Algorithm protocol ---------------------------------------------------------------------------------

@@ -33,9 +33,9 @@ from agentkit.config import AlgorithmConfig
 from agentkit.environment import Observation, VecEnv
 from agentkit.errors import ConfigError
 from agentkit.moments import merge_moments
-from agentkit.policy import Critic, build_actor
+from agentkit.policy import build_actor, build_critic
 from agentkit.runlog import EndedEpisodes
-from agentkit.storage import Batch, RolloutStorage
+from agentkit.storage import Batch, RolloutStorage, ensure_fits, rollout_bytes, torch_dtype
 
 
 class PPOConfig(AlgorithmConfig):
@@ -409,12 +409,14 @@ class PPO:
             lambda: context.env.make_vec(self.num_envs, seed=run.seed))
         self.observation_space = context.env.observation_space
         self.action_space = context.env.action_space
-        obs_dim = int(math.prod(self.observation_space.shape))
+        self.observation_fields = getattr(context.env, "observation_fields", None)  # optional in EnvSource
 
         policy = run.policy
         self.shared = policy.shared_trunk
-        self.actor = build_actor(policy, context.registry, self.observation_space, self.action_space)
-        self.critic = Critic(obs_dim, policy, share_with=self.actor if self.shared else None)
+        self.actor = build_actor(policy, context.registry, self.observation_space, self.action_space,
+                                 fields=self.observation_fields)
+        self.critic = build_critic(policy, context.registry, self.observation_space, fields=self.observation_fields,
+                                   share_with=self.actor if self.shared else None)
         self.head = self.actor.head
         if context.env.has_mask and not self.head.mask_dim:
             raise ConfigError(
@@ -422,7 +424,6 @@ class PPO:
                 f"{type(self.head).__name__} takes none; pick a head that takes masks in policy.head."
             )
         self.has_mask = bool(context.env.has_mask)
-        self.observation_fields = getattr(context.env, "observation_fields", None)  # optional in EnvSource
 
         lr = lambda x: x if x is not None else cfg.learning_rate  # noqa: E731
         eps = lambda x: x if x is not None else cfg.adam_eps  # noqa: E731
@@ -449,10 +450,18 @@ class PPO:
         self.reward_scaler = (
             RewardScaler(self.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
         )
-        self.storage = RolloutStorage(
-            cfg.num_steps, (self.num_envs,), obs_dim, tuple(self.head.action_shape), self.head.action_dtype,
-            mask_dim=self.head.mask_dim if self.has_mask else 0,
+        storage_args = dict(
+            num_steps=cfg.num_steps, batch_shape=(self.num_envs,), obs_shape=tuple(self.observation_space.shape),
+            obs_dtype=torch_dtype(self.observation_space.dtype), action_shape=tuple(self.head.action_shape),
+            action_dtype=self.head.action_dtype, mask_dim=self.head.mask_dim if self.has_mask else 0,
         )
+        ensure_fits(
+            rollout_bytes(**storage_args),
+            f"a rollout of algorithm.num_steps={cfg.num_steps} x env.num_envs={self.num_envs} observations of "
+            f"{tuple(self.observation_space.shape)} {self.observation_space.dtype}",
+            "env.num_envs or algorithm.num_steps",
+        )
+        self.storage = RolloutStorage(**storage_args)
         self.steps_done = 0
         self.iterations = 0
         self.kl_beta = cfg.kl_beta
@@ -568,9 +577,9 @@ class PPO:
             metrics["charts/kl_beta"] = self.kl_beta
 
         # New normalisation stats serve the next rollout; this one was collected and learned with the old ones.
-        self.actor.normalizer.update(self.storage.obs)
-        if self.critic.normalizer is not self.actor.normalizer:
-            self.critic.normalizer.update(self.storage.obs)
+        self.actor.update_normalizer(self.storage.obs)
+        if self.critic.encoder is not self.actor.encoder:
+            self.critic.update_normalizer(self.storage.obs)
         self.iterations += 1
 
         metrics["losses/explained_variance"] = explained_variance(batch.values, batch.returns)

@@ -46,6 +46,15 @@ class ReplayBuffer:
     def nbytes(self) -> int:
         return sum(t.element_size() * t.nelement() for t in self.data.values())
 
+    @staticmethod
+    def bytes_for(capacity: int, fields: Mapping[str, FieldSpec]) -> int:
+        """Bytes a buffer of ``capacity`` rows of ``fields`` allocates, counted before allocating it (images
+        are stored in their own dtype: a uint8 frame takes one byte a pixel)."""
+        return sum(
+            int(capacity) * int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+            for shape, dtype in fields.values()
+        )
+
     def add(self, rows: Mapping[str, Tensor | np.ndarray]) -> None:
         """Append a batch of rows (every field, same leading size ``n``), wrapping around at capacity."""
         if set(rows) != set(self.data):

@@ -301,10 +301,10 @@ def test_async_vectorization():
     venv.close()
 
 
-def test_frame_stack_flattens():
+def test_frame_stack_keeps_the_stacked_shape():
     src = source("CartPole-v1", frame_stack=3)
-    assert src.observation_space.shape == (12,)
-    assert src.make_vec(2, seed=0).reset().obs.shape == (2, 12)
+    assert src.observation_space.shape == (3, 4)  # a Box keeps its shape; the MLP encoder flattens it
+    assert src.make_vec(2, seed=0).reset().obs.shape == (2, 3, 4)
 
 
 def test_bad_id_names_the_id_and_the_fix():

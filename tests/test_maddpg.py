@@ -292,7 +292,7 @@ def test_ensemble_act_sends_each_row_through_its_own_sub_policy(host):
     gen = torch.Generator().manual_seed(1)
     x, mask = torch.randn(40, 6, generator=gen), random_masks(gen, 40, 4)
     sub = torch.randint(0, 2, (40,), generator=gen)  # sub-policy 2 plays no row
-    rep, raw, preact = ensemble_act(actors, x, mask, sub)
+    rep, raw, preact = ensemble_act(actors, (x, None), mask, sub)
     for k in (0, 1):
         rows = sub == k
         expected = actors[k].head.act(actors[k].latent(x[rows]), mask[rows])

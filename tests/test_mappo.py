@@ -94,12 +94,12 @@ def test_policies_per_group_with_agent_ids(host):
     algo = build(host, config(host, SPREAD))
     [art] = algo.policies()
     assert art.name == "agent" and art.agents == ["agent_0", "agent_1", "agent_2"] and art.agent_id_dim == 3
-    assert art.actor.trunk[0].in_features == 18 + 3
+    assert art.actor.encoder.net[0].in_features == 18 + 3
     algo.close()
 
     algo = build(host, config(host, SPEAKER))
     arts = algo.policies()
-    assert [(a.name, a.agent_id_dim, a.actor.trunk[0].in_features) for a in arts] == [
+    assert [(a.name, a.agent_id_dim, a.actor.encoder.net[0].in_features) for a in arts] == [
         ("speaker", 0, 3), ("listener", 0, 11)
     ]
     algo.close()

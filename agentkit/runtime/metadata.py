@@ -90,8 +90,11 @@ def check(meta: dict[str, Any], graph_inputs: dict[str, list[Any]], graph_output
     for i, spec in enumerate(inputs):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("shape"), list):
             raise MetadataError(f"'inputs[{i}]' must be an object with a 'name' and a 'shape'")
-        if spec.get("dtype") != "float32":
-            raise MetadataError(f"'inputs[{i}].dtype' must be \"float32\", got {spec.get('dtype')!r}")
+        allowed = ("float32", "uint8") if spec.get("name") == "obs" else ("float32",)  # uint8: image frames
+        if spec.get("dtype") not in allowed:
+            raise MetadataError(
+                f"'inputs[{i}].dtype' must be {' or '.join(f'{d!r}' for d in allowed)}, got {spec.get('dtype')!r}"
+            )
         declared[spec["name"]] = spec["shape"]
     graph = {name: list(dims[1:]) for name, dims in graph_inputs.items()}
     if sorted(declared) != sorted(graph) or any(list(declared[n][1:]) != graph[n] for n in graph):
@@ -109,6 +112,9 @@ def check(meta: dict[str, Any], graph_inputs: dict[str, list[Any]], graph_output
         raise MetadataError(
             f"'observation.shape' {_dims(shape)} differs from the graph's obs input {_dims(['batch', *graph['obs']])}"
         )
+    obs_dtype = next(spec.get("dtype") for spec in inputs if spec["name"] == "obs")
+    if observation.get("dtype", "float32") != obs_dtype:
+        raise MetadataError(f"'observation.dtype' {observation.get('dtype')!r} differs from the obs input's {obs_dtype!r}")
     fields = observation.get("fields")
     if fields is not None:
         _list(fields, "observation.fields")

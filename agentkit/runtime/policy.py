@@ -14,7 +14,7 @@ from agentkit.runtime.observation import flatten
 
 METADATA_KEY = "agentkit"
 #: Contract versions this runtime reads.
-SUPPORTED_CONTRACTS = (1,)
+SUPPORTED_CONTRACTS = (1, 2)
 
 
 class PolicyFileError(UserError):
@@ -77,6 +77,8 @@ class Policy:
         self.output_names = [o["name"] for o in meta["outputs"]]
         self.action_outputs: list[str] = list(meta["action_outputs"])
         self.observation_shape = tuple(meta["observation"]["shape"])
+        #: the ``obs`` input's dtype: uint8 for images (sent as the camera gives them), else float32
+        self.observation_dtype = np.dtype(meta["observation"].get("dtype") or "float32")
         self.observation_fields: list[dict[str, Any]] | None = meta["observation"].get("fields")
         #: the env observes a Tuple: its entries are positions, and act() takes the env's tuple
         self._positional = bool(self.observation_fields) and all(
@@ -120,7 +122,7 @@ class Policy:
     # -- inputs ---------------------------------------------------------------------------------------------
 
     def _observations(self, obs: Any) -> tuple[np.ndarray, bool]:
-        """``obs`` as float32 ``[B, *obs_shape]`` and whether it was a single observation. A structured
+        """``obs`` as ``[B, *obs_shape]`` in the input's dtype and whether it was a single observation. A structured
         observation (a dict of entries, a category index) is flattened by ``metadata.observation.fields``."""
         if self.observation_fields is not None and (
             isinstance(obs, Mapping) or self._is_raw_value(obs) or (self._positional and isinstance(obs, tuple))
@@ -134,13 +136,29 @@ class Policy:
         arr = numbers(obs, "observation")
         shape = self.observation_shape
         if arr.shape == shape:
-            return _float32(arr)[None], True
+            return self._as_input_dtype(arr)[None], True
         if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
-            return _float32(arr), False
+            return self._as_input_dtype(arr), False
         if arr.shape == (0,):  # an empty list: a batch of 0
-            return np.zeros((0, *shape), np.float32), False
+            return np.zeros((0, *shape), self.observation_dtype), False
         hint = " The env's Tuple observation goes in as a tuple (a list of tuples for a batch)." if self._positional else ""
         raise InvalidInputError(f"observation: {_expected_shape(shape, arr.shape)}.{hint}")
+
+    def _as_input_dtype(self, arr: np.ndarray) -> np.ndarray:
+        """``arr`` in the ``obs`` input's dtype. Pixels (uint8) must be whole numbers 0..255, as the env gives
+        them: a frame already scaled to 0..1 would be scaled twice by the graph, so it is refused."""
+        if self.observation_dtype != np.uint8:
+            return _float32(arr)
+        if arr.dtype == np.uint8:
+            return arr
+        if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 255
+                         or not np.all(np.equal(np.mod(arr, 1), 0))):
+            raise InvalidInputError(
+                f"observation: this policy takes uint8 pixels 0..255 of shape {self.observation_shape} (the env's "
+                f"own image; scaling is inside the graph); got {arr.dtype} values from {arr.min()!r} to "
+                f"{arr.max()!r}. Send the frame unscaled as uint8."
+            )
+        return arr.astype(np.uint8)
 
     @staticmethod
     def _stack_dicts(dicts: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:

@@ -77,14 +77,16 @@ def _round_trip(name: str, state: dict[str, Any]) -> dict[str, Any]:
         ) from exc
 
 
-def _probe_obs(artifact: PolicyArtifact, rng: np.random.Generator, n: int = 5) -> torch.Tensor:
+def _probe_obs(artifact: PolicyArtifact, rng: np.random.Generator, n: int = 5) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Observations in the space's shape and dtype, and the first agent's one-hot id (None without ids)."""
     space = artifact.observation_space
     low = np.where(np.isfinite(space.low), space.low, -1.0)
     high = np.where(np.isfinite(space.high), space.high, 1.0)
-    obs = rng.uniform(low, high, size=(n, *space.shape)).astype(np.float32)
+    obs = rng.uniform(low, high, size=(n, *space.shape)).astype(space.dtype)
+    ids = None
     if artifact.agent_id_dim:
-        obs = np.concatenate([obs, np.eye(artifact.agent_id_dim, dtype=np.float32)[np.zeros(n, int)]], axis=1)
-    return torch.from_numpy(obs)
+        ids = torch.from_numpy(np.eye(artifact.agent_id_dim, dtype=np.float32)[np.zeros(n, int)])
+    return torch.from_numpy(obs), ids
 
 
 def _check_policies(name: str, algo: Any) -> list[PolicyArtifact]:
@@ -93,11 +95,11 @@ def _check_policies(name: str, algo: Any) -> list[PolicyArtifact]:
         _fail(f"{name}.policies() must return a non-empty list of agentkit.algorithm.PolicyArtifact.")
     rng = np.random.default_rng(0)
     for art in arts:
-        obs = _probe_obs(art, rng)
+        obs, ids = _probe_obs(art, rng)
         head = art.actor.head
         mask = torch.ones(obs.shape[0], head.mask_dim, dtype=torch.bool) if head.mask_dim and art.uses_mask else None
         with torch.no_grad():
-            dist = art.actor(obs, mask)
+            dist = art.actor(obs, mask, ids)
         if not isinstance(dist, ActionDistribution):
             _fail(f"policy {art.name!r}: actor(obs, mask) returned {type(dist).__name__}, not an ActionDistribution.")
         action = dist.sample() if art.deterministic_only else dist.mode()
@@ -117,10 +119,10 @@ def _outputs(arts: list[PolicyArtifact]) -> list[torch.Tensor]:
     outs = []
     for art in arts:
         head = art.actor.head
-        obs = _probe_obs(art, rng)
+        obs, ids = _probe_obs(art, rng)
         mask = torch.ones(obs.shape[0], head.mask_dim, dtype=torch.bool) if head.mask_dim and art.uses_mask else None
         with torch.no_grad():
-            dist = art.actor(obs, mask)
+            dist = art.actor(obs, mask, ids)
             # a deterministic-only policy (MADDPG) has no log-prob: compare its actions instead
             outs.append(dist.mode().float() if art.deterministic_only else dist.log_prob(dist.mode()))
     return outs

@@ -13,7 +13,7 @@
 // The file contract (inputs, outputs, metadata) is agentkit's exports/CONTRACT.md.
 
 export const METADATA_KEY = "agentkit";
-export const SUPPORTED_CONTRACTS = [1];
+export const SUPPORTED_CONTRACTS = [1, 2];
 
 // -- metadata: ModelProto.metadata_props (field 14), read straight from the protobuf bytes --------------------
 // onnxruntime's JavaScript API exposes no custom metadata, so the few bytes needed are parsed here.
@@ -151,7 +151,10 @@ export function checkMetadata(meta, graphInputs, graphOutputs) {
     if (!isObject(spec) || typeof spec.name !== "string" || !Array.isArray(spec.shape)) {
       throw new MetadataError(`'inputs[${i}]' must be an object with a 'name' and a 'shape'`);
     }
-    if (spec.dtype !== "float32") throw new MetadataError(`'inputs[${i}].dtype' must be "float32", got ${describe(spec.dtype)}`);
+    const allowed = spec.name === "obs" ? ["float32", "uint8"] : ["float32"]; // uint8: image frames
+    if (!allowed.includes(spec.dtype)) {
+      throw new MetadataError(`'inputs[${i}].dtype' must be ${allowed.map((d) => `"${d}"`).join(" or ")}, got ${describe(spec.dtype)}`);
+    }
     declared[spec.name] = spec.shape;
   });
   const graph = Object.fromEntries(Object.entries(graphInputs).map(([n, d]) => [n, d === null ? null : d.slice(1)]));
@@ -170,6 +173,10 @@ export function checkMetadata(meta, graphInputs, graphOutputs) {
   shape.forEach((d, i) => intAtLeast(d, `observation.shape[${i}]`));
   if (!sameDims(shape, dimsOf("obs"))) {
     throw new MetadataError(`'observation.shape' ${dimsText(shape)} differs from the graph's obs input ${dimsText(["batch", ...dimsOf("obs")])}`);
+  }
+  const obsDtype = meta.inputs.find((spec) => spec.name === "obs").dtype;
+  if ((observation.dtype ?? "float32") !== obsDtype) {
+    throw new MetadataError(`'observation.dtype' ${describe(observation.dtype)} differs from the obs input's "${obsDtype}"`);
   }
   if (observation.fields !== null && observation.fields !== undefined) listAt(observation.fields, "observation.fields");
 
@@ -362,6 +369,32 @@ function isTupleObservation(fields, width, v) {
     && fields.length !== width && fields.every((f, i) => flatten(v[i]).length === prod(f.shape));
 }
 
+/**
+ * Observation rows as the graph's obs input takes them: rows() of the observation shape, or a typed array
+ * holding several whole observations row-major (a batch of camera frames). uint8 inputs (images) take the
+ * env's own pixels: whole numbers 0..255, unscaled (the graph scales them).
+ */
+function observationRows(value, rowShape, dtype) {
+  const width = prod(rowShape);
+  let o;
+  if (ArrayBuffer.isView(value) && !(value instanceof DataView) && rowShape.length > 1 && value.length !== width) {
+    if (value.length === 0 || value.length % width !== 0) {
+      throw new Error(`observation: expected shape [${rowShape.join(", ")}] (${width} numbers) or a batch of them, got a typed array of ${value.length}`);
+    }
+    o = { data: Float32Array.from(value), n: value.length / width, single: false };
+  } else {
+    o = rows("observation", value, rowShape);
+  }
+  checkFinite("observation", o.data, width);
+  if (dtype !== "uint8") return o;
+  for (const x of o.data) {
+    if (!(Number.isInteger(x) && x >= 0 && x <= 255)) {
+      throw new Error(`observation: this policy takes uint8 pixels 0..255 of shape [${rowShape.join(", ")}] (the env's own image; scaling is inside the graph), got ${x}. Send the frame unscaled.`);
+    }
+  }
+  return { ...o, data: Uint8Array.from(o.data) };
+}
+
 function broadcastRows(data, n, batch) {
   if (n === batch) return data;
   const out = new Float32Array(data.length * batch);
@@ -393,6 +426,8 @@ export class Policy {
     this.ort = ort;
     this.observationShape = metadata.observation.shape;
     this.obsSize = prod(this.observationShape);
+    // the obs input's dtype: "uint8" for images (the env's pixels as they are), else "float32"
+    this.observationDtype = metadata.observation.dtype || "float32";
     this.maskDim = metadata.mask ? metadata.mask.dim : 0;
     this.maskSegments = metadata.mask ? metadata.mask.segments : [];
     this.noiseDim = metadata.stochastic ? metadata.stochastic.dim : 0;
@@ -412,7 +447,9 @@ export class Policy {
   /**
    * Actions for one observation or a batch.
    * obs: number[] (one observation) or number[][] (a batch, [] for none: empty outputs); nested arrays must have
-   * exactly the observation's shape (or a batch axis before it); a typed array is one observation. A policy
+   * exactly the observation's shape (or a batch axis before it); a typed array is one observation (for an
+   * image policy also several frames, row-major in metadata.observation.shape: a Uint8Array of H*W*C
+   * camera pixels per frame). A policy
    * whose env observes a Dict (metadata.observation.fields) also takes the env's object of entries, or an
    * array of them; their action_mask entry is the mask unless options.mask is given. For a Discrete observation
    * a number is its category (flattenObservation(fields, value) encodes other category values).
@@ -455,14 +492,13 @@ export class Policy {
     } else if (fields && fields.length === 1 && fields[0].key === null && typeof obs === "number") {
       obs = Array.from(flattenObservation(fields, obs)); // a Discrete observation's category
     }
-    const o = rows("observation", obs, this.observationShape);
-    checkFinite("observation", o.data, this.obsSize);
+    const o = observationRows(obs, this.observationShape, this.observationDtype);
     const batch = o.n;
     if (batch === 0) { // nothing to act on: empty outputs, without onnxruntime
       return Object.fromEntries(this.actionOutputs.map((name) => [name, { values: [], batch: 0, single: false }]));
     }
     const T = this.ort.Tensor;
-    const feeds = { obs: new T("float32", o.data, [batch, ...this.observationShape]) };
+    const feeds = { obs: new T(this.observationDtype, o.data, [batch, ...this.observationShape]) };
     if (this.maskDim) {
       let m;
       if (mask === undefined || mask === null) m = new Float32Array(batch * this.maskDim).fill(1);

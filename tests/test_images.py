@@ -1,0 +1,173 @@
+"""Image observations end to end: uint8 frames train (PPO, MAPPO, MADDPG with the CNN encoder), stay uint8
+in storage and in the export's ``obs`` input, and the Python and JS runtimes act identically on the env's raw
+frames; env wrappers from the config apply at train and eval; a run whose storage cannot fit stops with
+exit 2 before allocating."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from conftest import JS_DIR, NODE
+from image_test_envs import BrightSide
+
+from agentkit import runtime
+from agentkit.evaluation import evaluate_onnx
+from agentkit.exporting import export_run
+from agentkit.host import load_run_config
+from agentkit.trainer import build_algorithm, build_env, train
+
+IMAGE = {"plugin": "gymnasium", "id": "image_test_envs:BrightSide-v0", "num_envs": 2}
+QUIET = {"tensorboard": False, "progress": "none", "checkpoint_every_steps": 0}
+
+
+def _train(tmp_path, env, algorithm, policy=None, name="run"):
+    data = {"env": env, "algorithm": algorithm, "run": QUIET, "seed": 0}
+    if policy is not None:
+        data["policy"] = policy
+    config, host = load_run_config(data)
+    run_dir = tmp_path / name
+    train(config, host, run_dir=run_dir)
+    return config, host, run_dir
+
+
+def _frames(n: int, seed: int = 0) -> np.ndarray:
+    env = BrightSide()
+    obs = [env.reset(seed=seed + i)[0] for i in range(n)]
+    return np.stack(obs)
+
+
+def test_ppo_cnn_trains_on_uint8_frames_and_exports_them_as_uint8(tmp_path):
+    config, host, run_dir = _train(tmp_path, IMAGE, {"plugin": "ppo", "total_steps": 256, "num_steps": 64,
+                                                      "minibatch_size": 64, "update_epochs": 2})
+    algo = build_algorithm(config, host.registry, build_env(config, host.registry), None)
+    assert algo.storage.obs.dtype == torch.uint8 and tuple(algo.storage.obs.shape) == (64, 2, 16, 16, 3)
+    assert type(algo.actor.encoder).__name__ == "CNNEncoder"  # policy.encoder: auto on an image
+    [path] = export_run(run_dir)
+    policy = runtime.load(path)
+    obs_input = policy.session.get_inputs()[0]
+    assert obs_input.type == "tensor(uint8)" and obs_input.shape[1:] == [16, 16, 3]
+    meta = policy.metadata["observation"]
+    assert meta["dtype"] == "uint8" and meta["shape"] == [16, 16, 3] and meta["layout"] == "HWC"
+    # the runtime takes the env's own frame (one or a batch) and acts as the torch policy does
+    frames = _frames(16)
+    from agentkit.trainer import load_run
+
+    actor = load_run(run_dir).algorithm.policies()[0].actor
+    with torch.no_grad():
+        want = actor(torch.from_numpy(frames)).mode().numpy()
+    np.testing.assert_array_equal(policy.act(frames), want)
+    assert int(policy.act(frames[0])) == int(want[0])
+    # a frame scaled to 0..1 would be scaled twice: refused, naming the fix
+    with pytest.raises(Exception, match="uint8 pixels 0..255"):
+        policy.act(frames[0] / 255.0)
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript runtime check needs it")
+def test_js_runtime_acts_as_python_on_raw_frames(tmp_path, js_ready):
+    _, _, run_dir = _train(tmp_path, IMAGE, {"plugin": "ppo", "total_steps": 128, "num_steps": 64,
+                                              "update_epochs": 1})
+    [path] = export_run(run_dir)
+    frames = _frames(8, seed=3)
+    want = runtime.load(path).act(frames)
+    jobs = [{"model": str(path), "obs": frames.tolist()}, {"model": str(path), "obs": frames[0].tolist()},
+            {"model": str(path), "obs": (frames[0] / 255.0).tolist()}]
+    job_file = tmp_path / "jobs.json"
+    job_file.write_text(json.dumps(jobs))
+    proc = subprocess.run([NODE, str(JS_DIR / "act.mjs"), "--jobs", str(job_file)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert results[0] == {"action": want.tolist()}
+    assert results[1] == {"action": int(want[0])}
+    assert "uint8 pixels 0..255" in results[2]["error"]
+
+
+@pytest.mark.parametrize("algorithm", [
+    {"plugin": "mappo", "total_steps": 256, "num_steps": 32, "update_epochs": 2},
+    {"plugin": "mappo", "total_steps": 256, "num_steps": 32, "update_epochs": 2, "centralised": False},
+    {"plugin": "maddpg", "total_steps": 256, "batch_size": 32, "learning_starts": 64, "buffer_size": 1000,
+     "iteration_steps": 64},
+], ids=["mappo", "ippo", "maddpg"])
+def test_multi_agent_algorithms_train_on_frames_with_the_cnn(tmp_path, algorithm):
+    env = {"plugin": "pettingzoo", "module": "image_test_envs", "num_envs": 2}
+    config, host, run_dir = _train(tmp_path, env, algorithm, policy={"encoder": "cnn"})
+    [path] = export_run(run_dir)
+    policy = runtime.load(path)
+    assert policy.session.get_inputs()[0].type == "tensor(uint8)"
+    assert policy.metadata["inputs"][0]["shape"] == ["batch", 16, 16, 3]
+    frames = _frames(4)
+    assert policy.act(frames, agent=[0, 1, 0, 1]).shape == (4,)
+    result = evaluate_onnx(path, episodes=2)
+    assert len(result.returns) == 2
+
+
+def test_frame_stack_wrapper_from_the_config_applies_at_train_and_eval(tmp_path):
+    env = dict(IMAGE, wrappers=[{"wrapper": "gymnasium.wrappers:FrameStackObservation", "kwargs": {"stack_size": 2}}])
+    _, _, run_dir = _train(tmp_path, env, {"plugin": "ppo", "total_steps": 128, "num_steps": 64, "update_epochs": 1})
+    [path] = export_run(run_dir)
+    policy = runtime.load(path)
+    assert policy.metadata["observation"]["shape"] == [2, 16, 16, 3]
+    assert policy.metadata["observation"]["layout"] == "SHWC"
+    assert policy.metadata["env"]["config"]["wrappers"] == env["wrappers"]
+    result = evaluate_onnx(path, episodes=2)  # eval rebuilds the env with the recorded wrappers
+    assert result.lengths == [8, 8]
+
+
+def _config_file(tmp_path, env: dict, algorithm: dict):
+    path = tmp_path / "run.yaml"
+    path.write_text(json.dumps({"env": env, "algorithm": algorithm, "run": QUIET}))  # JSON is YAML
+    return path
+
+
+def test_a_wrapper_that_cannot_be_imported_is_a_config_error(run_cli, tmp_path):
+    env = {"plugin": "gymnasium", "id": "CartPole-v1", "wrappers": [{"wrapper": "no_such_pkg.wrappers:Thing"}]}
+    proc = run_cli("train", _config_file(tmp_path, env, {"plugin": "ppo", "total_steps": 64}), "--run-dir",
+                   tmp_path / "r")
+    assert proc.returncode == 2, proc.stderr
+    assert "env.wrappers[0].wrapper: cannot import 'no_such_pkg.wrappers'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_storage_that_cannot_fit_stops_with_exit_2_naming_bytes_and_knobs(run_cli, tmp_path):
+    """256x256x3 frames x 2 envs x 400k steps = 157 GB of uint8: refused before anything is allocated."""
+    env = {"plugin": "gymnasium", "id": "image_test_envs:BigFrames-v0", "num_envs": 2}
+    config = _config_file(tmp_path, env, {"plugin": "ppo", "total_steps": 800_000, "num_steps": 400_000})
+    proc = run_cli("train", config, "--run-dir", tmp_path / "r", env={"PYTHONPATH": str(JS_DIR.parents[1] / "tests")})
+    assert proc.returncode == 2, proc.stderr
+    needed = re.search(r"storage needs [\d.,]+ GiB \(([\d,]+) bytes", proc.stderr)
+    assert needed and int(needed.group(1).replace(",", "")) >= 400_000 * 2 * 256 * 256 * 3  # the frames alone
+    assert "env.num_envs" in proc.stderr and "algorithm.num_steps" in proc.stderr
+    assert "Traceback" not in proc.stderr and "DefaultCPUAllocator" not in proc.stderr
+
+
+def test_replay_that_cannot_fit_names_the_buffer_size(tmp_path):
+    from agentkit.errors import ConfigError
+
+    config, host = load_run_config({"env": {"plugin": "pettingzoo", "module": "image_test_envs"},
+                                    "algorithm": {"plugin": "maddpg", "total_steps": 1000, "buffer_size": 10**9},
+                                    "run": QUIET})
+    with pytest.raises(ConfigError, match=r"replay buffer of algorithm.buffer_size=1000000000 .*uint8.*Lower algorithm.buffer_size"):
+        build_algorithm(config, host.registry, build_env(config, host.registry), None)
+
+
+def test_hint_for_an_unsupported_entry_suggests_a_wrapper_that_works_on_it():
+    """MiniGrid's observation has a Text mission: FlattenObservation fails on it, so the hint keeps the
+    entries agentkit takes instead."""
+    from gymnasium import spaces
+
+    from agentkit.errors import ConfigError
+    from agentkit.observations import ObservationLayout
+
+    minigrid_like = spaces.Dict({"image": spaces.Box(0, 255, (7, 7, 3), np.uint8), "direction": spaces.Discrete(4),
+                                 "mission": spaces.Text(20)})
+    with pytest.raises(ConfigError) as err:
+        ObservationLayout(minigrid_like, "env.id 'MiniGrid-DoorKey-5x5-v0'")
+    assert "FilterObservation" in str(err.value) and "['direction', 'image']" in str(err.value)
+    assert "FlattenObservation" not in str(err.value)
+    with pytest.raises(ConfigError, match="FlattenObservation"):  # where flattening does work, it is offered
+        ObservationLayout(spaces.Tuple((spaces.Discrete(2), spaces.Tuple((spaces.Discrete(2),)))), "env")
