@@ -5,14 +5,15 @@
         - {wrapper: "minigrid.wrappers:ImgObsWrapper"}
         - {wrapper: "gymnasium.wrappers:FrameStackObservation", kwargs: {stack_size: 4}}
 
-Each entry names a callable as ``module:attribute`` (``module.attribute`` also works) and is applied in
+Each entry names a callable as ``module:attribute`` and is applied in
 order as ``wrapper(env, **kwargs)`` around the env the plugin built, at training and at eval alike (the
 config, and so an export's ``metadata.env.config``, records the list). A gymnasium wrapper receives the
 ``gymnasium.Env``; a pettingzoo one the ``ParallelEnv`` (e.g. supersuit's ``color_reduction_v0``).
 
-Naming a wrapper imports its module: that is the user's own config asking for code. Every such import goes
-through ``import_wrapper``, the one place a consent check for configs read from files made elsewhere (a
-run dir, an ``.onnx``'s metadata) belongs.
+Naming a wrapper imports its module: that is the user's own config asking for code. A config read from a
+file made elsewhere (a run dir, an ``.onnx``'s metadata) is checked before anything is built
+(``agentkit.trust``: ``EnvConfig.imports()`` lists each ``wrappers[i].wrapper``, and ``agentkit eval`` asks for
+``--allow-import`` unless it lies in ``KNOWN_WRAPPER_PACKAGES``, gymnasium's own wrappers).
 """
 
 from __future__ import annotations
@@ -26,12 +27,27 @@ from pydantic import Field
 from agentkit.config import StrictModel
 from agentkit.errors import ConfigError
 
+#: Wrappers a file made elsewhere may name without --allow-import: gymnasium's (a dependency; they only wrap).
+KNOWN_WRAPPER_PACKAGES = ("gymnasium.wrappers",)
+
 
 class WrapperSpec(StrictModel):
     """One entry of ``env.wrappers``."""
 
-    wrapper: str = Field(description="The wrapper as 'module:attribute', e.g. gymnasium.wrappers:FrameStackObservation.")
+    wrapper: str = Field(
+        pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_][\w.]*$",
+        description="The wrapper as 'module:attribute', e.g. gymnasium.wrappers:FrameStackObservation.",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the wrapper.")
+
+
+def known_wrapper_keys(imports: dict[str, str]) -> dict[str, str]:
+    """``imports`` (an ``EnvConfig.imports()`` result) without the ``wrappers[i].wrapper`` entries that name
+    gymnasium's own wrappers."""
+    from agentkit.trust import is_allowed
+
+    return {k: v for k, v in imports.items()
+            if not (k.startswith("wrappers[") and is_allowed(v, KNOWN_WRAPPER_PACKAGES))}
 
 
 WRAPPERS_HELP = (
@@ -40,11 +56,9 @@ WRAPPERS_HELP = (
 
 
 def import_wrapper(path: str, where: str) -> Callable[..., Any]:
-    """The callable ``path`` names (``module:attribute`` or ``module.attribute``), or a ConfigError naming
-    ``where`` (``env.wrappers[0]``) and the fix."""
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
+    """The callable ``path`` names (``module:attribute``), or a ConfigError naming ``where``
+    (``env.wrappers[0]``) and the fix."""
+    module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{where}.wrapper: {path!r} is not 'module:attribute' (e.g. gymnasium.wrappers:FrameStackObservation).")
     try:

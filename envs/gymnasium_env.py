@@ -39,7 +39,7 @@ from agentkit.environment import Observation, Transition, is_info_metric
 from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
-from agentkit.wrappers import WRAPPERS_HELP, WrapperSpec, apply_wrappers
+from agentkit.wrappers import WRAPPERS_HELP, WrapperSpec, apply_wrappers, known_wrapper_keys
 
 
 class GymnasiumEnvConfig(EnvConfig):
@@ -57,7 +57,7 @@ class GymnasiumEnvConfig(EnvConfig):
 
     def imports(self) -> dict[str, str]:
         """An id ``module:Env-v0`` imports ``module`` (gymnasium's own rule); a registered id imports nothing new."""
-        found = super().imports()
+        found = known_wrapper_keys(super().imports())
         if ":" in self.id:
             found["id"] = self.id.partition(":")[0]
         return found

@@ -46,7 +46,7 @@ from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
 from agentkit.trust import is_allowed
-from agentkit.wrappers import WRAPPERS_HELP, WrapperSpec, apply_wrappers
+from agentkit.wrappers import WRAPPERS_HELP, WrapperSpec, apply_wrappers, known_wrapper_keys
 
 
 class PettingZooEnvConfig(EnvConfig):
@@ -95,8 +95,9 @@ class PettingZooEnvConfig(EnvConfig):
     )
 
     def imports(self) -> dict[str, str]:
-        """``module`` unless it is a plain module path (no ``:callable``) inside ``KNOWN_ENV_PACKAGES``."""
-        found = super().imports()
+        """``module`` unless it is a plain module path (no ``:callable``) inside ``KNOWN_ENV_PACKAGES``, and each
+        wrapper outside gymnasium's."""
+        found = known_wrapper_keys(super().imports())
         if ":" in self.module or not is_allowed(self.module, KNOWN_ENV_PACKAGES):
             found["module"] = self.module
         return found

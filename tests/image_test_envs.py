@@ -58,6 +58,13 @@ class BrightSide(gym.Env):
         return self.img.copy()
 
 
+class Invert(gym.ObservationWrapper):
+    """255 - frame: a wrapper from a module that is not gymnasium's (for the trust check of env.wrappers)."""
+
+    def observation(self, observation):
+        return 255 - observation
+
+
 gym.register("BrightSide-v0", entry_point=BrightSide)
 gym.register("BigFrames-v0", entry_point=BrightSide, kwargs={"size": 256})
 

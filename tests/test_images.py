@@ -22,6 +22,8 @@ from agentkit.host import load_run_config
 from agentkit.trainer import build_algorithm, build_env, train
 
 IMAGE = {"plugin": "gymnasium", "id": "image_test_envs:BrightSide-v0", "num_envs": 2}
+#: the test envs' module: a run dir's config naming it is a file whose imports need consent (agentkit.trust)
+ALLOW = ["image_test_envs"]
 QUIET = {"tensorboard": False, "progress": "none", "checkpoint_every_steps": 0}
 
 
@@ -47,7 +49,7 @@ def test_ppo_cnn_trains_on_uint8_frames_and_exports_them_as_uint8(tmp_path):
     algo = build_algorithm(config, host.registry, build_env(config, host.registry), None)
     assert algo.storage.obs.dtype == torch.uint8 and tuple(algo.storage.obs.shape) == (64, 2, 16, 16, 3)
     assert type(algo.actor.encoder).__name__ == "CNNEncoder"  # policy.encoder: auto on an image
-    [path] = export_run(run_dir)
+    [path] = export_run(run_dir, allow_imports=ALLOW)
     policy = runtime.load(path)
     obs_input = policy.session.get_inputs()[0]
     assert obs_input.type == "tensor(uint8)" and obs_input.shape[1:] == [16, 16, 3]
@@ -57,7 +59,7 @@ def test_ppo_cnn_trains_on_uint8_frames_and_exports_them_as_uint8(tmp_path):
     frames = _frames(16)
     from agentkit.trainer import load_run
 
-    actor = load_run(run_dir).algorithm.policies()[0].actor
+    actor = load_run(run_dir, allow_imports=ALLOW).algorithm.policies()[0].actor
     with torch.no_grad():
         want = actor(torch.from_numpy(frames)).mode().numpy()
     np.testing.assert_array_equal(policy.act(frames), want)
@@ -71,7 +73,7 @@ def test_ppo_cnn_trains_on_uint8_frames_and_exports_them_as_uint8(tmp_path):
 def test_js_runtime_acts_as_python_on_raw_frames(tmp_path, js_ready):
     _, _, run_dir = _train(tmp_path, IMAGE, {"plugin": "ppo", "total_steps": 128, "num_steps": 64,
                                               "update_epochs": 1})
-    [path] = export_run(run_dir)
+    [path] = export_run(run_dir, allow_imports=ALLOW)
     frames = _frames(8, seed=3)
     want = runtime.load(path).act(frames)
     jobs = [{"model": str(path), "obs": frames.tolist()}, {"model": str(path), "obs": frames[0].tolist()},
@@ -96,25 +98,37 @@ def test_js_runtime_acts_as_python_on_raw_frames(tmp_path, js_ready):
 def test_multi_agent_algorithms_train_on_frames_with_the_cnn(tmp_path, algorithm):
     env = {"plugin": "pettingzoo", "module": "image_test_envs", "num_envs": 2}
     config, host, run_dir = _train(tmp_path, env, algorithm, policy={"encoder": "cnn"})
-    [path] = export_run(run_dir)
+    [path] = export_run(run_dir, allow_imports=ALLOW)
     policy = runtime.load(path)
     assert policy.session.get_inputs()[0].type == "tensor(uint8)"
     assert policy.metadata["inputs"][0]["shape"] == ["batch", 16, 16, 3]
     frames = _frames(4)
     assert policy.act(frames, agent=[0, 1, 0, 1]).shape == (4,)
-    result = evaluate_onnx(path, episodes=2)
+    result = evaluate_onnx(path, episodes=2, allow_imports=["image_test_envs"])
     assert len(result.returns) == 2
 
 
-def test_frame_stack_wrapper_from_the_config_applies_at_train_and_eval(tmp_path):
-    env = dict(IMAGE, wrappers=[{"wrapper": "gymnasium.wrappers:FrameStackObservation", "kwargs": {"stack_size": 2}}])
-    _, _, run_dir = _train(tmp_path, env, {"plugin": "ppo", "total_steps": 128, "num_steps": 64, "update_epochs": 1})
-    [path] = export_run(run_dir)
+def test_wrappers_from_the_config_apply_in_order_at_train_and_eval(tmp_path):
+    from agentkit.trust import UntrustedImportError
+
+    env = dict(IMAGE, wrappers=[{"wrapper": "image_test_envs:Invert"},
+                                {"wrapper": "gymnasium.wrappers:FrameStackObservation", "kwargs": {"stack_size": 2}}])
+    config, host, run_dir = _train(tmp_path, env, {"plugin": "ppo", "total_steps": 128, "num_steps": 64,
+                                                   "update_epochs": 1})
+    venv = build_env(config, host.registry).make_vec(1, seed=5)
+    stacked = venv.reset().obs[0]
+    first, _ = BrightSide().reset(seed=5)
+    np.testing.assert_array_equal(stacked[-1], 255 - first)  # inverted, then stacked (latest frame last)
+    [path] = export_run(run_dir, allow_imports=ALLOW)
     policy = runtime.load(path)
     assert policy.metadata["observation"]["shape"] == [2, 16, 16, 3]
     assert policy.metadata["observation"]["layout"] == "SHWC"
-    assert policy.metadata["env"]["config"]["wrappers"] == env["wrappers"]
-    result = evaluate_onnx(path, episodes=2)  # eval rebuilds the env with the recorded wrappers
+    assert policy.metadata["env"]["config"]["wrappers"] == [{"kwargs": {}, **w} for w in env["wrappers"]]
+    # a file made elsewhere names the wrapper module: not imported without consent (gymnasium's own need none)
+    with pytest.raises(UntrustedImportError) as refused:
+        evaluate_onnx(path, episodes=1)
+    assert [where for where, _ in refused.value.refused] == ["env.id", "env.wrappers[0].wrapper"]
+    result = evaluate_onnx(path, episodes=2, allow_imports=["image_test_envs"])  # rebuilt with the wrappers
     assert result.lengths == [8, 8]
 
 
