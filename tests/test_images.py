@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import JS_DIR, NODE
+from conftest import NODE
 from image_test_envs import BrightSide
 
 from agentkit import runtime
@@ -22,6 +23,7 @@ from agentkit.host import load_run_config
 from agentkit.trainer import build_algorithm, build_env, train
 
 IMAGE = {"plugin": "gymnasium", "id": "image_test_envs:BrightSide-v0", "num_envs": 2}
+TESTS = Path(__file__).resolve().parent
 #: the test envs' module: a run dir's config naming it is a file whose imports need consent (agentkit.trust)
 ALLOW = ["image_test_envs"]
 QUIET = {"tensorboard": False, "progress": "none", "checkpoint_every_steps": 0}
@@ -80,7 +82,7 @@ def test_js_runtime_acts_as_python_on_raw_frames(tmp_path, js_ready):
             {"model": str(path), "obs": (frames[0] / 255.0).tolist()}]
     job_file = tmp_path / "jobs.json"
     job_file.write_text(json.dumps(jobs))
-    proc = subprocess.run([NODE, str(JS_DIR / "act.mjs"), "--jobs", str(job_file)], capture_output=True, text=True,
+    proc = subprocess.run([NODE, str(js_ready / "act.mjs"), "--jobs", str(job_file)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
@@ -151,7 +153,7 @@ def test_storage_that_cannot_fit_stops_with_exit_2_naming_bytes_and_knobs(run_cl
     """256x256x3 frames x 2 envs x 400k steps = 157 GB of uint8: refused before anything is allocated."""
     env = {"plugin": "gymnasium", "id": "image_test_envs:BigFrames-v0", "num_envs": 2}
     config = _config_file(tmp_path, env, {"plugin": "ppo", "total_steps": 800_000, "num_steps": 400_000})
-    proc = run_cli("train", config, "--run-dir", tmp_path / "r", env={"PYTHONPATH": str(JS_DIR.parents[1] / "tests")})
+    proc = run_cli("train", config, "--run-dir", tmp_path / "r", env={"PYTHONPATH": str(TESTS)})
     assert proc.returncode == 2, proc.stderr
     needed = re.search(r"storage needs [\d.,]+ GiB \(([\d,]+) bytes", proc.stderr)
     assert needed and int(needed.group(1).replace(",", "")) >= 400_000 * 2 * 256 * 256 * 3  # the frames alone

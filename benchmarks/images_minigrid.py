@@ -1,0 +1,74 @@
+"""MiniGrid DoorKey-5x5 from pixels: PPO with the CNN encoder on RGBImgPartialObsWrapper frames, the wrappers
+named in the config (``env.wrappers``), then the success rate of the greedy and the sampled policy on 100
+new layouts, played from the run dir and from the exported ``.onnx`` (which replays the recorded wrappers).
+
+    pip install -c constraints.txt -e ".[benchmark]"     # minigrid is in the benchmark extra
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/images_minigrid.py --steps 250000 --seed 0
+
+A success is an episode that reaches the goal (return > 0: MiniGrid pays 1 - 0.9 * steps / max_steps). Target
+(issue #26): success >= 0.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from agentkit.evaluation import evaluate_onnx, evaluate_run
+from agentkit.exporting import export_run
+from agentkit.host import load_run_config
+from agentkit.trainer import train
+
+RUNS = Path(__file__).with_name("runs") / "images_minigrid"
+#: the run dir's config names minigrid (its id and wrappers): evaluating and exporting it allow that import
+ALLOW = ["minigrid"]
+
+CONFIG = {
+    "env": {
+        "plugin": "gymnasium",
+        "id": "minigrid:MiniGrid-DoorKey-5x5-v0",  # importing minigrid registers its ids
+        "num_envs": 8,
+        "wrappers": [
+            # 28x28x3 pixels of the agent's 7x7 view (4 px a tile: the CNN's small-image kernels, 3-3-3)
+            {"wrapper": "minigrid.wrappers:RGBImgPartialObsWrapper", "kwargs": {"tile_size": 4}},
+            {"wrapper": "minigrid.wrappers:ImgObsWrapper"},  # drop the mission string and direction
+        ],
+    },
+    "algorithm": {
+        "plugin": "ppo", "total_steps": 250_000, "num_steps": 128, "minibatch_size": 256, "update_epochs": 4,
+        "learning_rate": 2.5e-4, "ent_coef": 0.01, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2,
+        "max_grad_norm": 0.5,
+    },
+    "policy": {"encoder": "auto", "shared_trunk": True},  # auto: the CNN (uint8 HWC frames)
+    "run": {"tensorboard": False, "progress": "plain", "checkpoint_every_steps": 100_000},
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=250_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=100)
+    args = parser.parse_args(argv)
+    data = {**CONFIG, "seed": args.seed, "algorithm": {**CONFIG["algorithm"], "total_steps": args.steps}}
+    config, host = load_run_config(data)
+    run_dir = RUNS / f"seed{args.seed}"
+    start = time.perf_counter()
+    result = train(config, host, run_dir=run_dir)
+    wall = time.perf_counter() - start
+    print(f"trained {int(result['step'])} steps in {wall / 60:.1f} min ({result['step'] / wall:.0f} steps/s)")
+    for deterministic in (True, False):
+        ev = evaluate_run(run_dir, episodes=args.episodes, seed=10_000, deterministic=deterministic,
+                          allow_imports=ALLOW)
+        success = sum(r > 0 for r in ev.returns) / len(ev.returns)
+        print(f"{'greedy' if deterministic else 'sampled'}: success {success:.2f}, mean return {ev.mean_return:.3f}")
+    [path] = export_run(run_dir, allow_imports=ALLOW)
+    ev = evaluate_onnx(path, episodes=args.episodes, seed=10_000, allow_imports=ALLOW)
+    print(f"from {path.name} (greedy): success {sum(r > 0 for r in ev.returns) / len(ev.returns):.2f}, "
+          f"mean return {ev.mean_return:.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
