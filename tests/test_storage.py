@@ -13,7 +13,7 @@ GAMMA, LAM = 0.9, 0.8
 def _three_cases() -> RolloutStorage:
     """T=3, three env copies with the same rewards/values: column 0 never ends, column 1 terminates at
     t=1, column 2 is truncated at t=1 with V(final obs) = 4."""
-    st = RolloutStorage(3, (3,), obs_dim=2)
+    st = RolloutStorage(3, (3,), obs_shape=2)
     st.rewards[:] = torch.tensor([1.0, 2.0, 3.0]).unsqueeze(1)
     st.values[:] = torch.tensor([0.5, 1.0, 1.5]).unsqueeze(1)
     st.dones[1, 1] = 1.0
@@ -43,7 +43,7 @@ def test_gae_matches_hand_computation():
 
 
 def test_last_value_is_ignored_after_an_episode_end():
-    st = RolloutStorage(1, (2,), obs_dim=1)
+    st = RolloutStorage(1, (2,), obs_shape=1)
     st.rewards[0] = 1.0
     st.dones[0, 1] = 1.0
     st.compute_gae(torch.tensor([10.0, 10.0]), GAMMA, LAM)
@@ -52,7 +52,7 @@ def test_last_value_is_ignored_after_an_episode_end():
 
 @pytest.mark.parametrize("batch_shape", [(4,), (4, 3)])
 def test_shapes_single_and_multi_agent(batch_shape):
-    st = RolloutStorage(5, batch_shape, obs_dim=7, action_shape=(2,), action_dtype=torch.float32, mask_dim=6,
+    st = RolloutStorage(5, batch_shape, obs_shape=7, action_shape=(2,), action_dtype=torch.float32, mask_dim=6,
                         critic_dim=9)
     assert st.obs.shape == (5, *batch_shape, 7)
     assert st.critic_obs.shape == (5, *batch_shape, 9)
@@ -68,7 +68,7 @@ def test_shapes_single_and_multi_agent(batch_shape):
 
 
 def test_batch_keeps_only_valid_entries_and_minibatches_cover_them_once():
-    st = RolloutStorage(4, (2, 3), obs_dim=1)
+    st = RolloutStorage(4, (2, 3), obs_shape=1)
     st.obs[..., 0] = torch.arange(24, dtype=torch.float32).reshape(4, 2, 3)
     st.valid[2:, 1, 2] = False  # agent 2 of env copy 1 died at t=2
     st.valid[0, 0, 0] = False
@@ -86,9 +86,29 @@ def test_batch_keeps_only_valid_entries_and_minibatches_cover_them_once():
 
 
 def test_multi_agent_gae_treats_agents_independently():
-    st = RolloutStorage(2, (1, 2), obs_dim=1)
+    st = RolloutStorage(2, (1, 2), obs_shape=1)
     st.rewards[:] = 1.0
     st.dones[0, 0, 1] = 1.0  # agent 1 dies at t=0; agent 0 goes on
     st.compute_gae(torch.zeros(1, 2), 1.0, 1.0)
     torch.testing.assert_close(st.advantages[:, 0, 0], torch.tensor([2.0, 1.0]))
     torch.testing.assert_close(st.advantages[:, 0, 1], torch.tensor([1.0, 1.0]))
+
+
+def test_images_are_stored_as_uint8_and_the_estimate_is_what_is_allocated():
+    from agentkit.storage import rollout_bytes
+
+    args = dict(num_steps=4, batch_shape=(2, 3), obs_shape=(16, 16, 3), obs_dtype=torch.uint8, action_shape=(2,),
+                action_dtype=torch.float32, mask_dim=5, critic_dim=7, extra_dim=3)
+    st = RolloutStorage(**args)
+    assert st.obs.dtype == torch.uint8 and st.obs.shape == (4, 2, 3, 16, 16, 3)
+    allocated = sum(t.element_size() * t.nelement() for t in vars(st).values() if isinstance(t, torch.Tensor))
+    assert rollout_bytes(**args) == allocated
+
+
+def test_storage_that_does_not_fit_is_refused_naming_the_knobs():
+    from agentkit.errors import ConfigError
+    from agentkit.storage import ensure_fits
+
+    ensure_fits(799, "obs", "env.num_envs", available=1000)  # 80% of what is available may be used
+    with pytest.raises(ConfigError, match=r"storage needs 801 bytes \(801 bytes: obs\) but only 1,000 bytes .*Lower env.num_envs"):
+        ensure_fits(801, "obs", "env.num_envs", available=1000)

@@ -65,7 +65,7 @@ def test_only_the_mover_acts_and_the_loss_reaches_the_loser_on_the_winners_turn(
 
 def test_turn_based_gae_credits_rewards_and_ends_to_the_agents_previous_move():
     # one copy, two agents moving in turn: agent 0 at t = 0, 2; agent 1 at t = 1, 3; agent 1 wins at t = 3
-    st = RolloutStorage(5, (1, 2), obs_dim=1)
+    st = RolloutStorage(5, (1, 2), obs_shape=1)
     st.valid[:, 0, 0] = torch.tensor([True, False, True, False, True])
     st.valid[:, 0, 1] = torch.tensor([False, True, False, True, False])
     st.values[:] = 0.5
@@ -82,7 +82,7 @@ def test_turn_based_gae_credits_rewards_and_ends_to_the_agents_previous_move():
 
 
 def test_a_move_whose_outcome_lies_past_the_rollout_is_left_out():
-    st = RolloutStorage(3, (1, 2), obs_dim=1)
+    st = RolloutStorage(3, (1, 2), obs_shape=1)
     st.obs[:, 0, :, 0] = torch.arange(6, dtype=torch.float32).reshape(3, 2)
     st.valid[:, 0, 0] = torch.tensor([True, False, True])
     st.valid[:, 0, 1] = torch.tensor([False, True, False])
