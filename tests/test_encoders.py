@@ -141,7 +141,7 @@ def test_a_third_party_encoder_registers_through_the_hook_and_trains(tmp_path, m
     module.agentkit_register_encoders = agentkit_register_encoders
     monkeypatch.setitem(sys.modules, "mean_pixels_plugin", module)
     data = {"env": {"plugin": "gymnasium", "id": "image_test_envs:BrightSide-v0"},
-            "algorithm": {"plugin": "ppo", "total_steps": 64, "num_steps": 32, "update_epochs": 1},
+            "algorithm": {"plugin": "ppo", "total_steps": 64, "num_steps": 32, "minibatch_size": 32, "update_epochs": 1},
             "policy": {"encoder": "mean_pixels"}, "plugins": ["mean_pixels_plugin"],
             "run": {"tensorboard": False, "progress": "none"}}
     config, host = load_run_config(data, autoload=False)

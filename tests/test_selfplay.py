@@ -67,7 +67,7 @@ def test_self_play_pool_frozen_seats_and_elo_survive_resume(tmp_path):
     resumed = ckpt.load_checkpoint(run_dir / "checkpoints" / "latest.pt")["algorithm"]["selfplay"]
     assert [p["step"] for p in resumed["pool"]] == [1024, 1280, 1536]
     assert resumed["last_eval_step"] == 1536 and resumed["fixed_elo"] != state["fixed_elo"]
-    assert torch.equal(resumed["pool"][0]["actor"]["trunk.0.weight"], state["pool"][2]["actor"]["trunk.0.weight"])
+    assert torch.equal(resumed["pool"][0]["actor"]["encoder.net.0.weight"], state["pool"][2]["actor"]["encoder.net.0.weight"])
     _, rows = read_metrics(run_dir / "metrics.csv")
     first_resumed = next(r for r in rows if int(r["step"]) > 1024)
     # the rating continues from the checkpoint (one iteration's games move it at most K per game)
