@@ -21,8 +21,9 @@ from torch import Tensor
 
 from agentkit.errors import ConfigError
 
-#: The share of the memory available at start (``MemAvailable``) a run's storage may take.
-MEMORY_FRACTION = 0.8
+#: The share of the memory available at start (``MemAvailable``) a run's storage may take: the rest is left for
+#: the networks, the update's activations (a minibatch of frames through a CNN) and the other processes.
+MEMORY_FRACTION = 0.5
 
 
 @dataclass

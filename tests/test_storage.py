@@ -109,6 +109,6 @@ def test_storage_that_does_not_fit_is_refused_naming_the_knobs():
     from agentkit.errors import ConfigError
     from agentkit.storage import ensure_fits
 
-    ensure_fits(799, "obs", "env.num_envs", available=1000)  # 80% of what is available may be used
-    with pytest.raises(ConfigError, match=r"storage needs 801 bytes \(801 bytes: obs\) but only 1,000 bytes .*Lower env.num_envs"):
-        ensure_fits(801, "obs", "env.num_envs", available=1000)
+    ensure_fits(500, "obs", "env.num_envs", available=1000)  # half of what is available may be used
+    with pytest.raises(ConfigError, match=r"storage needs 501 bytes \(501 bytes: obs\) but only 1,000 bytes .*Lower env.num_envs"):
+        ensure_fits(501, "obs", "env.num_envs", available=1000)
