@@ -54,7 +54,7 @@ class ObservationLayout:
         if isinstance(obs_space, spaces.Box):
             self.fields: list[dict[str, Any]] | None = None
             self._box_shape = tuple(obs_space.shape)
-            dtype = np.uint8 if obs_space.dtype == np.uint8 else np.float32
+            dtype: Any = np.uint8 if obs_space.dtype == np.uint8 else np.float32
             self.space = spaces.Box(obs_space.low.astype(dtype), obs_space.high.astype(dtype), dtype=dtype)
         else:
             self.fields = _fields(obs_space, owner)

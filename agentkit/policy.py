@@ -116,7 +116,10 @@ class Critic(nn.Module):
 
     def __init__(self, encoder: Encoder | None, share_with: Actor | None = None):
         super().__init__()
-        self.encoder = share_with.encoder if share_with is not None else encoder
+        chosen = share_with.encoder if share_with is not None else encoder
+        if chosen is None:
+            raise ValueError("Critic needs an encoder or an actor to share one with")
+        self.encoder: Encoder = chosen
         self.value_out = layer_init(nn.Linear(self.encoder.out_dim, 1), gain=1.0)
 
     @property

@@ -68,7 +68,7 @@ def import_wrapper(path: str, where: str) -> Callable[..., Any]:
             f"{where}.wrapper: cannot import {module_name!r} ({type(exc).__name__}: {exc}). Install the package "
             "that provides it, or fix the module path."
         ) from exc
-    fn = module
+    fn: Any = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)
         if fn is None:
