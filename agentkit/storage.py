@@ -53,6 +53,7 @@ class Batch:
             obs=self.obs[idx], critic_obs=self.critic_obs[idx], actions=self.actions[idx],
             logprobs=self.logprobs[idx], values=self.values[idx], advantages=self.advantages[idx],
             returns=self.returns[idx], masks=None if self.masks is None else self.masks[idx],
+            extras=None if self.extras is None else self.extras[idx],
         )
 
     def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
