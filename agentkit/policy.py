@@ -76,6 +76,20 @@ class ObsNormalizer(nn.Module):
         return torch.clamp((obs - mean) / std, -self.clip, self.clip)
 
 
+def _read_round1_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: rename a checkpoint's keys from before encoders were plugins.
+
+    Actors and critics then held ``normalizer.*`` and ``trunk.*`` (the MLP) themselves; both now sit in the
+    MLP encoder as ``encoder.normalizer.*`` and ``encoder.net.*``. Renaming keeps runs trained before the
+    change loadable for resume, eval and export; a checkpoint that already has ``encoder.*`` keys is untouched.
+    """
+    if any(key.startswith(prefix + "encoder.") for key in state_dict):
+        return
+    for old, new in (("normalizer.", "encoder.normalizer."), ("trunk.", "encoder.net.")):
+        for key in [k for k in state_dict if k.startswith(prefix + old)]:
+            state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+
+
 class Actor(nn.Module):
     """obs (raw, the env's shape and dtype) [⊕ agent id] → encoder → head → ActionDistribution.
 
@@ -87,6 +101,7 @@ class Actor(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.head: ActionHead = head_factory(encoder.out_dim)
+        self.register_load_state_dict_pre_hook(_read_round1_keys)
 
     @property
     def trunk(self) -> Encoder:
@@ -121,6 +136,7 @@ class Critic(nn.Module):
             raise ValueError("Critic needs an encoder or an actor to share one with")
         self.encoder: Encoder = chosen
         self.value_out = layer_init(nn.Linear(self.encoder.out_dim, 1), gain=1.0)
+        self.register_load_state_dict_pre_hook(_read_round1_keys)
 
     @property
     def trunk(self) -> Encoder:

@@ -64,6 +64,7 @@ from agentkit.envcheck import CheckedSource
 from agentkit.environment import EnvSource
 from agentkit.errors import (
     CheckpointError,
+    ConfigError,
     InvalidInputError,
     NonFiniteError,
     PluginError,
@@ -306,7 +307,7 @@ def check_fingerprint(state: Mapping[str, Any], expected: Mapping[str, Any], pat
         )
 
 
-def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
+def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool, registry: Registry) -> None:
     if not resume:
         if _has_run(run_dir):
             raise RunDirError(
@@ -320,6 +321,10 @@ def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
             "new run there, or give the run dir with --run-dir DIR."
         )
     saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    try:  # resolved by today's models: a key a newer agentkit added, at its default, is no change
+        saved = load_config(saved, registry).model_dump(mode="json")
+    except ConfigError:
+        pass  # compare as written: the diff names what no longer validates
     diff = _config_diff(saved, config.model_dump(mode="json"))
     if diff:
         raise RunDirError(
@@ -668,7 +673,7 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
             raise
         lock = _RunDirLock(run_dir)
     try:
-        _check_run_dir(run_dir, config, resume)
+        _check_run_dir(run_dir, config, resume, host.registry)
         with _writes_into(run_dir):
             return _train_locked(config, host, env, run_dir, resume)
     except BaseException:
