@@ -90,17 +90,16 @@ def _read_round1_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str
             state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
 
 
-class Actor(nn.Module):
-    """obs (raw, the env's shape and dtype) [⊕ agent id] → encoder → head → ActionDistribution.
+class _Encoded(nn.Module):
+    """What an actor and a critic share: an encoder (``agentkit.encoders``) in front of their own layers.
 
-    The encoder (``agentkit.encoders``, chosen by ``policy.encoder``) holds the observation normaliser and
-    does any pixel scaling and layout change, so checkpoints and exports carry them.
+    The encoder holds the observation normaliser and does any pixel scaling and layout change, so
+    checkpoints and exports carry them.
     """
 
-    def __init__(self, encoder: Encoder, head_factory):
+    def __init__(self, encoder: Encoder):
         super().__init__()
         self.encoder = encoder
-        self.head: ActionHead = head_factory(encoder.out_dim)
         self.register_load_state_dict_pre_hook(_read_round1_keys)
 
     @property
@@ -112,45 +111,40 @@ class Actor(nn.Module):
     def normalizer(self) -> nn.Module:
         return self.encoder.normalizer
 
+    def update_normalizer(self, x: Tensor, agent_id: Tensor | None = None) -> None:
+        """Feed collected raw inputs (any leading axes) to the encoder's running normaliser."""
+        self.encoder.update_stats(x, agent_id)
+
+
+class Actor(_Encoded):
+    """obs (raw, the env's shape and dtype) [⊕ agent id] → encoder → head → ActionDistribution."""
+
+    def __init__(self, encoder: Encoder, head_factory):
+        super().__init__(encoder)
+        self.head: ActionHead = head_factory(encoder.out_dim)
+
     def latent(self, obs: Tensor, agent_id: Tensor | None = None) -> Tensor:
         return self.encoder(obs, agent_id)
 
     def forward(self, obs: Tensor, mask: Tensor | None = None, agent_id: Tensor | None = None) -> ActionDistribution:
         return self.head(self.latent(obs, agent_id), mask)
 
-    def update_normalizer(self, obs: Tensor, agent_id: Tensor | None = None) -> None:
-        """Feed collected raw observations (any leading axes) to the encoder's running normaliser."""
-        self.encoder.update_stats(obs, agent_id)
 
-
-class Critic(nn.Module):
+class Critic(_Encoded):
     """input (raw obs or global state) [⊕ agent id] → encoder → scalar value ``[B]``.
 
     With ``share_with`` it reuses an actor's encoder (and so its normaliser) instead of owning its own.
     """
 
     def __init__(self, encoder: Encoder | None, share_with: Actor | None = None):
-        super().__init__()
         chosen = share_with.encoder if share_with is not None else encoder
         if chosen is None:
             raise ValueError("Critic needs an encoder or an actor to share one with")
-        self.encoder: Encoder = chosen
+        super().__init__(chosen)
         self.value_out = layer_init(nn.Linear(self.encoder.out_dim, 1), gain=1.0)
-        self.register_load_state_dict_pre_hook(_read_round1_keys)
-
-    @property
-    def trunk(self) -> Encoder:
-        return self.encoder
-
-    @property
-    def normalizer(self) -> nn.Module:
-        return self.encoder.normalizer
 
     def forward(self, x: Tensor, agent_id: Tensor | None = None) -> Tensor:
         return self.value_out(self.encoder(x, agent_id)).squeeze(-1)
-
-    def update_normalizer(self, x: Tensor, agent_id: Tensor | None = None) -> None:
-        self.encoder.update_stats(x, agent_id)
 
 
 def resolve_head(policy_config: PolicyConfig, registry, action_space):
