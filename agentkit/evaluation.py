@@ -20,10 +20,9 @@ VecEnv's ``episode_returns``), and ``groups[g]`` holds each group's mean and std
 
 from __future__ import annotations
 
-import contextlib
+import io
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from agentkit.algorithm import PolicyArtifact
+from agentkit.checkpoint import write_atomic
 from agentkit.environment import EnvSource, mean_episode_infos
 from agentkit.errors import InvalidInputError, UserError
 
@@ -130,24 +130,13 @@ def write_gif(frames: Sequence[np.ndarray], path: Path, fps: int = GIF_FPS) -> P
     )
     images = [Image.fromarray(a).quantize(palette=palette, dither=Image.Dither.NONE) for a in arrays]
     path = check_gif_path(path)
-    tmp = None
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:],
+                   duration=max(20, round(1000 / fps)), loop=0)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)
-        with os.fdopen(fd, "wb") as fh:
-            images[0].save(fh, format="GIF", save_all=True, append_images=images[1:],
-                           duration=max(20, round(1000 / fps)), loop=0)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise UserError(f"--gif: cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
-        raise
+        write_atomic(path, buffer.getvalue())
+    except OSError as exc:
+        raise UserError(f"--gif: cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
     return path
 
 

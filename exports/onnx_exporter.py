@@ -27,8 +27,6 @@ import contextlib
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from torch import Tensor, nn
 
 import agentkit
 from agentkit.algorithm import PolicyArtifact
+from agentkit.checkpoint import write_atomic
 from agentkit.config import ExporterConfig, RunConfig
 from agentkit.encoders import image_layout
 from agentkit.errors import UserError
@@ -508,7 +507,7 @@ class OnnxExporter:
             check_parity(data, graph, {k: v[:1] for k, v in feeds.items()}, cfg.atol)
         self.last_report = {"path": str(out_path), "max_errors": errors, "samples": cfg.parity_samples,
                             "metadata": meta}
-        _atomic_write(out_path, data)
+        _write(out_path, data)
         return out_path
 
 
@@ -529,33 +528,13 @@ def check_finite_weights(artifact: PolicyArtifact) -> None:
             )
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename. The file gets the mode a
-    plain ``open()`` would give it (0666 less the umask; mkstemp's own 0600 would hide it from other users)."""
+def _write(path: Path, data: bytes) -> None:
+    """``agentkit.checkpoint.write_atomic`` (a crash leaves the old file or the new one; the mode follows the
+    umask), with a failure told as one message naming the file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        write_atomic(path, data)
     except OSError as exc:
         raise UserError(f"export: cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise UserError(f"export: cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
-        raise
 
 
 @agentkit.hookimpl

@@ -193,13 +193,12 @@ def test_gif_without_the_gif_extension_exits_2_before_any_work(tmp_path, capsys,
 
 
 def test_a_failed_gif_write_leaves_no_file(tmp_path, monkeypatch):
-    from PIL import Image as PILImage
+    import os
 
-    def full_disk(self, fp, *args, **kwargs):
-        fp.write(b"GIF89a half a file")
+    def full_disk(fd):  # the bytes went to the temporary file; the disk fills before they are durable
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(PILImage.Image, "save", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     frames = [np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 255, np.uint8)]
     with pytest.raises(UserError, match="cannot write .*No space left on device"):
         evaluation.write_gif(frames, tmp_path / "play.gif")
