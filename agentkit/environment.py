@@ -15,11 +15,14 @@ The adapter splits it off into ``Observation.mask`` (bool, True = allowed).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+
+from agentkit.errors import ConfigError
 
 
 @dataclass
@@ -117,6 +120,59 @@ class GroupSpec:
     mask_dim: int = 0  # width of Observation.mask (0: the env gives no action mask)
     # how one agent's raw observation is flattened (agentkit.observations); None: a Box, reshaped
     observation_fields: list[dict[str, Any]] | None = None
+
+
+def _group_name(agents: list[str]) -> str:
+    """`agent_0, agent_1` → `agent`; `speaker_0` → `speaker`; no common prefix (`blue_0, red_0`) → `agents`."""
+    base = os.path.commonprefix(agents).rstrip("_-0123456789")
+    return base or (agents[0] if len(agents) == 1 else "agents")
+
+
+def group_agents(agents: list[str], signature: dict[str, Any], named: dict[str, list[str]] | None = None,
+                 what: str = "the env") -> dict[str, list[str]]:
+    """The policy groups of a multi-agent env: ``{group name: its agents}``, the one rule every env plugin uses.
+
+    ``signature[agent]`` is what agents must share to share a policy (their observation layout, action space,
+    mask width), compared with ``==``. ``named`` (the user's ``env.groups``) is checked: every agent in
+    exactly one group, no empty group, members of a group with equal signatures; ``ConfigError`` names the
+    culprit. ``None``: agents with equal signatures are grouped in ``agents`` order, each group named after
+    its agents' common prefix (``agent_0, agent_1`` → ``agent``).
+    """
+    if named is None:
+        buckets: list[list[str]] = []
+        for agent in agents:
+            for bucket in buckets:
+                if signature[bucket[0]] == signature[agent]:
+                    bucket.append(agent)
+                    break
+            else:
+                buckets.append([agent])
+        groups: dict[str, list[str]] = {}
+        for bucket in buckets:
+            name = _group_name(bucket)
+            while name in groups:
+                name += "_"
+            groups[name] = bucket
+        return groups
+    seen: dict[str, str] = {}
+    for gname, members in named.items():
+        if not members:
+            raise ConfigError(f"env.groups.{gname}: a group needs at least one agent.")
+        for agent in members:
+            if agent not in signature:
+                raise ConfigError(f"env.groups.{gname}: unknown agent {agent!r}; {what}'s agents are {agents}.")
+            if agent in seen:
+                raise ConfigError(f"env.groups: agent {agent!r} is in both {seen[agent]!r} and {gname!r}; put it in one.")
+            seen[agent] = gname
+            if signature[agent] != signature[members[0]]:
+                raise ConfigError(
+                    f"env.groups.{gname}: agents {members[0]!r} and {agent!r} have different observation or action "
+                    "spaces or masks, so they cannot share a policy; put them in different groups."
+                )
+    missing = [a for a in agents if a not in seen]
+    if missing:
+        raise ConfigError(f"env.groups: agents {missing} are in no group; every agent needs one.")
+    return {name: list(members) for name, members in named.items()}
 
 
 @dataclass

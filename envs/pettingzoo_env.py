@@ -40,6 +40,7 @@ from agentkit.environment import (
     MultiAgentVecEnv,
     Observation,
     Transition,
+    group_agents,
     is_info_metric,
 )
 from agentkit.errors import ConfigError, InvalidInputError
@@ -197,31 +198,6 @@ def _as_parallel(env: Any, module_path: str) -> ParallelEnv:
     )
 
 
-def _common_prefix_name(agents: list[str]) -> str:
-    """`agent_0, agent_1` → `agent`; `speaker_0` → `speaker`; no common prefix (`blue_0, red_0`) → `agents`."""
-    base = os.path.commonprefix(agents).rstrip("_-0123456789")
-    return base or (agents[0] if len(agents) == 1 else "agents")
-
-
-def _default_groups(agents: list[str], keys: dict[str, Any], actions: dict[str, gym.Space]) -> dict[str, list[str]]:
-    buckets: list[list[str]] = []
-    for agent in agents:
-        for bucket in buckets:
-            first = bucket[0]
-            if keys[first] == keys[agent] and actions[first] == actions[agent]:
-                bucket.append(agent)
-                break
-        else:
-            buckets.append([agent])
-    groups: dict[str, list[str]] = {}
-    for bucket in buckets:
-        name = _common_prefix_name(bucket)
-        while name in groups:
-            name += "_"
-        groups[name] = bucket
-    return groups
-
-
 # -- the env source ---------------------------------------------------------------------------------------
 
 
@@ -296,33 +272,8 @@ class PettingZooSource:
         return HybridActions(env, views) if views else env
 
     def _make_groups(self, named: dict[str, list[str]] | None) -> dict[str, GroupSpec]:
-        keys = {a: self.layouts[a].key for a in self.agents}
-        if named is None:
-            named = _default_groups(self.agents, keys, self.action_spaces)
-        else:
-            seen: dict[str, str] = {}
-            for gname, members in named.items():
-                if not members:
-                    raise ConfigError(f"env.groups.{gname}: a group needs at least one agent.")
-                for agent in members:
-                    if agent not in self.layouts:
-                        raise ConfigError(
-                            f"env.groups.{gname}: unknown agent {agent!r}; the env's agents are {self.agents}."
-                        )
-                    if agent in seen:
-                        raise ConfigError(
-                            f"env.groups: agent {agent!r} is in both {seen[agent]!r} and {gname!r}; put it in one."
-                        )
-                    seen[agent] = gname
-                    first = members[0]
-                    if keys[agent] != keys[first] or self.action_spaces[agent] != self.action_spaces[first]:
-                        raise ConfigError(
-                            f"env.groups.{gname}: agents {first!r} and {agent!r} have different observation or "
-                            "action spaces, so they cannot share a policy; put them in different groups."
-                        )
-            missing = [a for a in self.agents if a not in seen]
-            if missing:
-                raise ConfigError(f"env.groups: agents {missing} are in no group; every agent needs one.")
+        signature = {a: (self.layouts[a].key, self.action_spaces[a]) for a in self.agents}
+        named = group_agents(self.agents, signature, named)
         return {
             name: GroupSpec(
                 name=name,

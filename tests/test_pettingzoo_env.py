@@ -66,6 +66,20 @@ def test_default_group_without_a_common_prefix_is_named_agents():
     assert src.groups["agents"].mask_dim == 3 and src.has_mask
 
 
+@pytest.mark.parametrize(("named", "message"), [
+    ({"a": [], "b": ["agent_0", "agent_1", "agent_2"]}, r"env.groups.a: a group needs at least one agent"),
+    ({"a": ["agent_0", "agent_9"]}, r"env.groups.a: unknown agent 'agent_9'; the env's agents are"),
+    ({"a": ["agent_0", "agent_1"], "b": ["agent_1", "agent_2"]}, r"agent 'agent_1' is in both 'a' and 'b'"),
+    ({"a": ["agent_0", "agent_1"]}, r"agents \['agent_2'\] are in no group"),
+])
+def test_named_groups_that_break_a_rule_name_it(named, message):
+    """One helper (agentkit.environment.group_agents) checks env.groups for every multi-agent env plugin."""
+    with pytest.raises(ConfigError, match=message):
+        source(**SPREAD, groups=named)
+    with pytest.raises(ConfigError, match="cannot share a policy"):
+        source(**SPEAKER, groups={"both": ["speaker_0", "listener_0"]})
+
+
 def test_named_groups_set_the_agent_axis():
     src = source(**SPREAD, groups={"solo": ["agent_2"], "pair": ["agent_1", "agent_0"]})
     assert {g: s.agents for g, s in src.groups.items()} == {"solo": ["agent_2"], "pair": ["agent_1", "agent_0"]}

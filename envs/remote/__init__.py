@@ -21,8 +21,7 @@ from pydantic import Field
 
 import agentkit
 from agentkit.config import EnvConfig
-from agentkit.environment import GroupSpec
-from agentkit.errors import ConfigError
+from agentkit.environment import GroupSpec, group_agents
 from agentkit.observations import ObservationLayout
 
 from .protocol import DEFAULT_MAX_FRAME_BYTES, BridgeError
@@ -103,32 +102,9 @@ class RemoteSource:
         self.has_mask = any(g.mask_dim > 0 for g in self.groups.values())
 
     def _make_groups(self, named: dict[str, list[str]] | None) -> dict[str, GroupSpec]:
-        # the pettingzoo plugin's grouping rules, on the declared agents
-        from agentkit_envs.pettingzoo_env import _default_groups
-
         specs = {a.name: a for a in self.agent_specs}
-        keys = {a: (self.layouts[a].key, specs[a].mask_dim) for a in self.agents}
-        actions = {a: specs[a].action for a in self.agents}
-        if named is None:
-            named = _default_groups(self.agents, keys, actions)
-        seen: dict[str, str] = {}
-        for gname, members in named.items():
-            if not members:
-                raise ConfigError(f"env.groups.{gname}: a group needs at least one agent.")
-            for agent in members:
-                if agent not in specs:
-                    raise ConfigError(f"env.groups.{gname}: unknown agent {agent!r}; the game's agents are {self.agents}.")
-                if agent in seen:
-                    raise ConfigError(f"env.groups: agent {agent!r} is in both {seen[agent]!r} and {gname!r}; put it in one.")
-                seen[agent] = gname
-                if keys[agent] != keys[members[0]] or actions[agent] != actions[members[0]]:
-                    raise ConfigError(
-                        f"env.groups.{gname}: agents {members[0]!r} and {agent!r} have different observation or action "
-                        "spaces or masks, so they cannot share a policy; put them in different groups."
-                    )
-        missing = [a for a in self.agents if a not in seen]
-        if missing:
-            raise ConfigError(f"env.groups: agents {missing} are in no group; every agent needs one.")
+        signature = {a: (self.layouts[a].key, specs[a].mask_dim, specs[a].action) for a in self.agents}
+        named = group_agents(self.agents, signature, named, what="the game")
         return {
             name: GroupSpec(
                 name=name, agents=list(members), observation_space=self.layouts[members[0]].space,
