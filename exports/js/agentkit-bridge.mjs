@@ -165,8 +165,12 @@ async function connectTcp(host, port, timeoutMs) {
     send(payload) {
       const prefix = new Uint8Array(4);
       new DataView(prefix.buffer).setUint32(0, payload.length, true);
+      // corked: the prefix and the payload leave in one writev, one segment (two writes were two packets,
+      // the first 4 bytes long)
+      socket.cork();
       socket.write(prefix);
       socket.write(payload);
+      socket.uncork();
     },
     recv: () => inbox.next(),
     close() { socket.destroy(); },
