@@ -459,4 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # `python -m agentkit.cli` puts the working directory first on sys.path: a received run folder used as the
+    # working directory could then shadow a module imported later (a file next to its config.yaml would run,
+    # against agentkit.trust). The `agentkit` console script puts no such entry there; neither does this.
+    if not sys.flags.safe_path and sys.path and os.path.abspath(sys.path[0] or ".") == os.getcwd():
+        del sys.path[0]
     sys.exit(main())

@@ -181,6 +181,20 @@ def test_issue_exploit_in_a_subprocess(tmp_path, marker):
     assert not marker.path.exists()
 
 
+def test_python_dash_m_does_not_import_from_the_working_directory(tmp_path):
+    """`python -m agentkit.cli`, run inside a received folder, imports nothing lying in that folder: here a
+    module that gymnasium imports, shadowed by a file beside the policy."""
+    folder = tmp_path / "received"
+    folder.mkdir()
+    flag = tmp_path / "MARKER"
+    (folder / "farama_notifications.py").write_text(f"import pathlib\npathlib.Path({str(flag)!r}).touch()\n")
+    path = _export(folder)
+    proc = subprocess.run([sys.executable, "-m", "agentkit.cli", "eval", path.name, "--episodes", "1", "--json"],
+                          capture_output=True, text=True, env=cli_env(), cwd=folder, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not flag.exists()
+
+
 # -- run dirs -------------------------------------------------------------------------------------------------
 
 
