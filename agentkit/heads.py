@@ -9,8 +9,18 @@ Discrete int64 ``[B]``; MultiDiscrete int64 ``[B, branches]``; Box float32 ``[B,
 hybrid float32 ``[B, 1 + P]`` = (type, parameters with inactive ones 0). Only ``env_outputs`` maps a raw
 action to env units (clipping, squashing, splitting) — it is the env boundary. ``head.choose(dist)`` picks
 actions and maps them in one call; the PPO and MAPPO rollouts, ``agentkit eval`` and the ONNX graph all
-act through it, so the trainer and the exported file act identically. (MADDPG explores in its own relaxed
-action form and maps the raw action it derives with ``env_outputs``.)
+act through it, so the trainer and the exported file act identically.
+
+Deterministic policy gradients (MADDPG) need two more things of a head, and every built-in head offers them:
+
+* ``head.encode(raw)`` — the action as a centralised critic reads it, a float vector ``[B, encoding_dim]``:
+  one one-hot block per categorical choice, continuous dims in ``[-1, 1]`` of their bounds (as they are where
+  unbounded), a hybrid's inactive parameters 0;
+* ``head.relax(dist, ...)`` — a ``RelaxedAction``: the same encoding, *differentiable* with respect to the
+  distribution's parameters (a straight-through Gumbel-softmax for categorical choices, ``gumbel_softmax_st``;
+  the bounded continuous value for continuous ones), with the raw action it stands for and the parameters it
+  came from. Greedy (``explore=False``, no noise) it is the mode: ``env_outputs(relax(dist).raw)`` equals
+  ``env_outputs(dist.mode())``, so eval and the exported graph act as the trained deterministic actor.
 
 Masks: bool or 0/1 floats, True/1 = allowed. A masked logit becomes ``MASKED_LOGIT`` (large, negative,
 finite: gradients stay finite). A row with nothing allowed raises ``EmptyMaskError``.
@@ -19,6 +29,7 @@ finite: gradients stay finite). A row with nothing allowed raises ``EmptyMaskErr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,6 +75,49 @@ def masked_logits(logits: Tensor, mask: Tensor | None, what: str = "action mask"
     return torch.where(mask, logits, torch.full_like(logits, MASKED_LOGIT))
 
 
+def gumbel_softmax_st(
+    logits: Tensor,
+    mask: Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    noise: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Straight-through Gumbel-softmax over the last axis, respecting ``mask`` (True/1 = allowed; logits that are
+    already masked need none).
+
+    Returns ``(one_hot, index)``: ``one_hot`` has the value of the hard one-hot of ``argmax(masked_logits + g)``
+    and the gradient of ``softmax((masked_logits + g) / temperature)``. Masked entries are never chosen and
+    their logits get exactly zero gradient. ``noise=False`` drops the Gumbel noise (the greedy choice, the
+    mode, with the same gradient path).
+    """
+    logits = masked_logits(logits, mask)
+    if noise:
+        u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+        logits = logits - torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+    y_soft = torch.softmax(logits / temperature, dim=-1)
+    index = logits.argmax(dim=-1)
+    y_hard = torch.nn.functional.one_hot(index, logits.shape[-1]).to(y_soft.dtype)
+    return y_hard - y_soft.detach() + y_soft, index
+
+
+@dataclass
+class RelaxedAction:
+    """What ``ActionHead.relax`` returns for a batch.
+
+    Attributes:
+        encoding: ``[B, encoding_dim]``, the value of ``head.encode(raw)``, differentiable with respect to the
+            distribution's parameters (what a deterministic policy gradient flows through).
+        raw: the raw action ``[B, *action_shape]`` it stands for (no gradient): ``env_outputs(raw)`` is what
+            the env gets.
+        params: ``[B, k]``, the distribution parameters the action came from (logits of allowed choices, means;
+            masked logits 0), for an action regulariser such as MADDPG's ``action_reg``.
+    """
+
+    encoding: Tensor
+    raw: Tensor
+    params: Tensor
+
+
 class ActionDistribution(ABC):
     """What a head returns: a batch of action distributions.
 
@@ -104,6 +158,7 @@ class ActionHead(nn.Module, ABC):
         noise_dim: number of uniform(0, 1) numbers ``sample_from_noise`` consumes per row.
         action_shape: per-step shape of the raw action tensor; ``action_dtype`` its dtype.
         output_names: the names ``env_outputs`` returns (and the ONNX outputs).
+        encoding_dim: width of ``encode(raw)`` (0: the head offers no encoding, and no ``relax``).
     """
 
     action_space: Any
@@ -112,6 +167,7 @@ class ActionHead(nn.Module, ABC):
     action_shape: tuple[int, ...] = ()
     action_dtype: torch.dtype = torch.int64
     output_names: tuple[str, ...] = ("action",)
+    encoding_dim: int = 0
 
     @abstractmethod
     def forward(self, latent: Tensor, mask: Tensor | None = None) -> ActionDistribution:
@@ -140,6 +196,33 @@ class ActionHead(nn.Module, ABC):
         else:
             raw = dist.sample()
         return raw, self.env_outputs(raw)
+
+    def encode(self, action: Tensor) -> Tensor:
+        """Raw actions → the float encoding ``[B, encoding_dim]`` a centralised critic reads (no gradient):
+        a one-hot block per categorical choice, continuous dims in ``[-1, 1]`` of their bounds."""
+        raise NotImplementedError(self._no_relaxation())
+
+    def relax(
+        self,
+        dist: ActionDistribution,
+        *,
+        explore: bool = False,
+        temperature: float = 1.0,
+        noise_std: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> RelaxedAction:
+        """A differentiable action of ``dist`` for deterministic policy gradients (see the module docstring).
+
+        ``explore`` samples the categorical choices (straight-through Gumbel-softmax at ``temperature``; else
+        greedy); ``noise_std`` adds Gaussian noise to the continuous dims in encoding units (then bounds them).
+        ``relax(dist).encoding`` equals ``encode(relax(dist).raw)``; greedy and without noise its env outputs
+        are those of ``dist.mode()``. ``agentkit.testing.check_action_head`` verifies both.
+        """
+        raise NotImplementedError(self._no_relaxation())
+
+    def _no_relaxation(self) -> str:
+        return (f"the action head {type(self).__name__} offers no relaxed action (encoding_dim 0): deterministic "
+                "policy gradients (maddpg) need head.encode and head.relax; see docs/heads.md")
 
     @abstractmethod
     def to_env(self, outputs: dict[str, np.ndarray]) -> Any:

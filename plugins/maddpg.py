@@ -4,22 +4,21 @@ Read top to bottom like the paper:
 
 * **Actors** are deterministic and decentralised: one per policy group (agents of a group share it, with a
   one-hot agent id appended to the observation when the group has several agents). An actor is the SDK's
-  ``agentkit.policy.Actor`` (normaliser + trunk) with a ``DeterministicHead``: its own output layers, and
-  the registered head of the action space (``policy.head``) for the env boundary (``env_outputs``,
-  ``to_env``, ``action_spec``), so eval and the ONNX exporter treat it like any other actor.
-* **Action representation.** The critic sees each agent's action as a vector: one-hot per categorical
-  branch (discrete, multi-discrete, the hybrid type) followed by the continuous part in normalised units
-  ``[-1, 1]`` (Box dims; hybrid parameters, the inactive ones 0).
-* **Discrete and hybrid types** are chosen by a straight-through Gumbel-softmax on masked logits
-  (``agentkit.heads.masked_logits``): the forward value is the hard one-hot of ``argmax(logits + g)``, the
-  gradient that of the soft sample. A masked logit is a large negative constant, so a masked action is never
-  chosen and its logit gets exactly zero gradient.
-* **Hybrid parameters** are deterministic per type; only the chosen type's parameters are active: they are
-  multiplied by the (constant) hard ownership mask of the chosen type, so inactive ones are 0 and get no
-  gradient.
-* **Continuous actions** are ``tanh`` outputs scaled to the Box; exploration adds Gaussian noise in
-  normalised units whose std decays linearly (``noise_std`` → ``noise_std_final``), and the result is
-  bounded to the Box before it reaches the env (and the replay buffer).
+  ``agentkit.policy.Actor`` with the registered head of the action space (``policy.head``), as PPO builds
+  it; MADDPG reads it through the head contract only (``agentkit.heads``), so any head that offers
+  ``relax`` and ``encode`` trains, a third-party head on a new space included. The deterministic action is
+  the head's relaxed action: greedy, it is the distribution's mode, which is what eval and the ONNX export
+  play.
+* **Action representation.** The critic sees each agent's action as ``head.encode(raw)``: one-hot per
+  categorical choice (discrete, multi-discrete, the hybrid type), continuous dims in units of their bounds
+  (``[-1, 1]``), a hybrid's inactive parameters 0.
+* **Exploration and the policy gradient** go through ``head.relax``: categorical choices by a
+  straight-through Gumbel-softmax on the masked logits (the forward value is the hard one-hot of
+  ``argmax(logits + g)``, the gradient that of the soft sample; a masked action is never chosen and its logit
+  gets exactly zero gradient); continuous dims are the bounded mean (``tanh`` when the head squashes, clipping
+  with a straight-through gradient otherwise) plus Gaussian noise in those units whose std decays linearly
+  (``noise_std`` → ``noise_std_final``), bounded again before it reaches the env and the replay buffer; a
+  hybrid's parameters are gated by the chosen type's ownership row, so inactive ones are 0 with no gradient.
 * **Critics** are centralised: one Q network per group (agent id one-hot appended) on all agents'
   observations (or the env's global state, ``critic_input: state``) and all agents' actions.
   ``y = r_i + gamma * (1 - terminated_i) * Q'_i(s', a'_1..a'_n)`` with target actors and target critics
@@ -42,27 +41,23 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from agentkit_plugins.replay import ReplayBuffer
 from pydantic import Field, PositiveInt, model_validator
 from torch import Tensor, nn
 
 import agentkit
 from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingEnv
-from agentkit.config import AlgorithmConfig, PolicyConfig
+from agentkit.config import AlgorithmConfig
 from agentkit.encoders import image_layout
 from agentkit.environment import MultiAgentEnvSource, MultiAgentVecEnv, Observation
 from agentkit.errors import ConfigError
-from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
-from agentkit.policy import Actor, ObsNormalizer, encoder_for, layer_init, mlp, resolve_head
+from agentkit.heads import ActionHead, RelaxedAction
+from agentkit.policy import Actor, ObsNormalizer, build_actor, encoder_for, layer_init, mlp
 from agentkit.runlog import EndedEpisodes
-from agentkit.spaces import HybridSpace, discrete_branches
 from agentkit.storage import ensure_fits, torch_dtype
 
 # --------------------------------------------------------------------------------------------------------
@@ -113,33 +108,8 @@ class MADDPGConfig(AlgorithmConfig):
 
 
 # --------------------------------------------------------------------------------------------------------
-# The math: straight-through Gumbel-softmax with masks, soft updates
+# Soft target updates
 # --------------------------------------------------------------------------------------------------------
-
-
-def gumbel_softmax_st(
-    logits: Tensor,
-    mask: Tensor | None = None,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    noise: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """Straight-through Gumbel-softmax over the last axis, respecting ``mask`` (True/1 = allowed).
-
-    Returns ``(one_hot, index)``: ``one_hot`` has the value of the hard one-hot of
-    ``argmax(masked_logits + g)`` and the gradient of ``softmax((masked_logits + g) / temperature)``.
-    Masked entries are never chosen and their logits get exactly zero gradient. ``noise=False`` drops the
-    Gumbel noise (the deterministic, greedy choice with the same gradient path).
-    """
-    logits = masked_logits(logits, mask)
-    if noise:
-        u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-        gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
-        logits = logits + gumbel
-    y_soft = torch.softmax(logits / temperature, dim=-1)
-    index = logits.argmax(dim=-1)
-    y_hard = F.one_hot(index, logits.shape[-1]).to(y_soft.dtype)
-    return y_hard - y_soft.detach() + y_soft, index
 
 
 @torch.no_grad()
@@ -149,239 +119,6 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(t_params, s_params, tau)
     for t_buf, s_buf in zip(target.buffers(), source.buffers(), strict=True):
         t_buf.copy_(s_buf)
-
-
-# --------------------------------------------------------------------------------------------------------
-# The deterministic head: output layers + the registered head's env boundary
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ActionLayout:
-    """How one agent's action is laid out: categorical branches, then continuous dims.
-
-    ``kind`` is ``discrete``, ``multi_discrete``, ``box`` or ``hybrid``; ``branches`` the sizes of the
-    categorical branches; ``cont_dim`` the continuous dims (Box dims or hybrid parameters), whose env-unit
-    bounds are ``low``/``high``. ``rep_dim`` is the width of the vector the critic sees.
-    """
-
-    kind: str
-    branches: tuple[int, ...]
-    cont_dim: int
-    low: tuple[float, ...] = ()
-    high: tuple[float, ...] = ()
-
-    @property
-    def rep_dim(self) -> int:
-        return sum(self.branches) + self.cont_dim
-
-    @property
-    def logit_dim(self) -> int:
-        return sum(self.branches)
-
-    @staticmethod
-    def of(space: gym.Space) -> ActionLayout:
-        if isinstance(space, HybridSpace):
-            return ActionLayout("hybrid", (space.num_types,), space.num_params, _bounds(space.low, space),
-                                _bounds(space.high, space))
-        if isinstance(space, gym.spaces.Discrete):
-            return ActionLayout("discrete", (int(space.n),), 0)
-        if (branches := discrete_branches(space)) is not None:
-            return ActionLayout("multi_discrete", tuple(branches[0]), 0)
-        if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-            return ActionLayout("box", (), int(space.shape[0]), _bounds(space.low, space), _bounds(space.high, space))
-        raise ConfigError(
-            f"maddpg cannot act in the action space {space}: it supports Discrete, MultiDiscrete, MultiBinary, a flat Box "
-            "and agentkit.spaces.HybridSpace."
-        )
-
-
-def _bounds(values: np.ndarray, space: gym.Space) -> tuple[float, ...]:
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(values)):
-        raise ConfigError(
-            f"maddpg needs finite bounds on continuous actions (its actors are tanh-scaled to them); {space} has "
-            "infinite ones. Give the env's Box finite low/high."
-        )
-    return tuple(float(v) for v in values)
-
-
-class DeterministicDistribution(ActionDistribution):
-    """The deterministic action of a MADDPG actor, in the registered head's raw action format.
-
-    ``mode()`` and ``sample()`` both return it; MADDPG actors have no log-prob or entropy.
-    """
-
-    def __init__(self, action: Tensor):
-        self.action = action
-
-    def sample(self) -> Tensor:
-        return self.action
-
-    def mode(self) -> Tensor:
-        return self.action
-
-    def sample_from_noise(self, noise: Tensor) -> Tensor:
-        return self.action
-
-    def log_prob(self, action: Tensor) -> Tensor:
-        raise NotImplementedError("a MADDPG actor is deterministic: it has no log-prob (export it deterministic)")
-
-    def entropy(self) -> Tensor:
-        raise NotImplementedError("a MADDPG actor is deterministic: it has no entropy")
-
-
-class DeterministicHead(ActionHead):
-    """MADDPG's actor output: logits for the categorical branches, tanh for the continuous dims.
-
-    ``base`` is the registered head of the action space; this head takes its raw action format, mask width
-    and env boundary (``env_outputs``, ``to_env``, ``action_spec``) so eval and export need nothing new.
-    Its own output layers are unused.
-    """
-
-    def __init__(self, base: ActionHead, action_space: gym.Space, latent_dim: int):
-        super().__init__()
-        self.base = base
-        self.action_space = action_space
-        self.layout = ActionLayout.of(action_space)
-        self.mask_dim = base.mask_dim
-        self.noise_dim = 0
-        self.action_shape = base.action_shape
-        self.action_dtype = base.action_dtype
-        self.output_names = base.output_names
-        self.out = layer_init(nn.Linear(latent_dim, self.layout.logit_dim + self.layout.cont_dim), gain=0.01)
-        lay = self.layout
-        self.base_squashes = bool(getattr(getattr(base, "config", None), "squash", False))
-        self.register_buffer("low", torch.tensor(lay.low, dtype=torch.float32).reshape(lay.cont_dim))
-        self.register_buffer("high", torch.tensor(lay.high, dtype=torch.float32).reshape(lay.cont_dim))
-        if lay.kind == "hybrid":
-            self.register_buffer("param_mask", torch.as_tensor(action_space.param_mask, dtype=torch.float32))
-
-    # -- training-side: the action vector the critic sees, differentiable --------------------------------
-
-    def act(
-        self,
-        latent: Tensor,
-        mask: Tensor | None = None,
-        *,
-        gumbel: bool = False,
-        temperature: float = 1.0,
-        noise_std: float = 0.0,
-        generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns ``(rep, raw, preact)``.
-
-        ``rep [B, rep_dim]``: one-hots (straight-through) then continuous dims in ``[-1, 1]`` — what the
-        critic sees, differentiable. ``raw``: the same action in the registered head's raw format (env
-        units), not differentiable. ``preact``: the pre-activations, for the action regulariser.
-        ``gumbel`` samples the categorical branches (else greedy); ``noise_std`` adds Gaussian exploration
-        noise to the continuous dims, then bounds them.
-        """
-        lay = self.layout
-        preact = self.out(latent)
-        parts, indices = [], []
-        offset = 0
-        masks = self._branch_masks(mask)
-        for size, branch_mask in zip(lay.branches, masks, strict=True):
-            one_hot, index = gumbel_softmax_st(
-                preact[:, offset : offset + size], branch_mask, temperature, generator, noise=gumbel
-            )
-            parts.append(one_hot)
-            indices.append(index)
-            offset += size
-        cont = None
-        if lay.cont_dim:
-            cont = torch.tanh(preact[:, offset:])
-            if noise_std > 0:
-                eps = torch.randn(cont.shape, generator=generator, device=cont.device, dtype=cont.dtype)
-                cont = (cont + noise_std * eps).clamp(-1.0, 1.0)
-            if lay.kind == "hybrid":
-                # Only the chosen type's parameters are active: a constant 0/1 gate, so inactive ones are 0
-                # and get no gradient.
-                cont = cont * self.param_mask[indices[0]]
-            parts.append(cont)
-        rep = torch.cat(parts, dim=-1)
-        return rep, self._raw(indices, cont), preact
-
-    def _branch_masks(self, mask: Tensor | None) -> list[Tensor | None]:
-        lay = self.layout
-        if mask is None or self.mask_dim == 0:
-            return [None] * len(lay.branches)
-        mask = as_bool_mask(mask)
-        if lay.kind == "multi_discrete":
-            return list(torch.split(mask, list(lay.branches), dim=-1))
-        return [mask]
-
-    def _raw(self, indices: list[Tensor], cont: Tensor | None) -> Tensor:
-        lay = self.layout
-        if lay.kind == "discrete":
-            return indices[0]
-        if lay.kind == "multi_discrete":
-            return torch.stack(indices, dim=-1)
-        assert cont is not None
-        cont = cont.detach()
-        if self.base_squashes:
-            # The registered head tanh-squashes its raw action into the bounds: hand it atanh(cont), so that
-            # its env_outputs lands on the same env-unit action.
-            env_units = torch.atanh(cont.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
-        else:
-            env_units = self.low + (cont + 1.0) * 0.5 * (self.high - self.low)
-        if lay.kind == "box":
-            return env_units
-        active = self.param_mask[indices[0]]
-        return torch.cat([indices[0].to(env_units.dtype).unsqueeze(-1), env_units * active], dim=-1)
-
-    def rep_from_raw(self, raw: Tensor) -> Tensor:
-        """The critic's action vector for raw actions (e.g. ones sent to the env), not differentiable."""
-        lay = self.layout
-        if lay.kind == "discrete":
-            return F.one_hot(raw.long(), lay.branches[0]).float()
-        if lay.kind == "multi_discrete":
-            return torch.cat([F.one_hot(raw[:, i].long(), n).float() for i, n in enumerate(lay.branches)], -1)
-        if lay.kind == "box":
-            return self._normalise(raw)
-        index = raw[:, 0].long()
-        params = self._normalise(raw[:, 1:])
-        return torch.cat([F.one_hot(index, lay.branches[0]).float(), params * self.param_mask[index]], -1)
-
-    def _normalise(self, raw_cont: Tensor) -> Tensor:
-        if self.base_squashes:
-            return torch.tanh(raw_cont)
-        return ((raw_cont - self.low) / (self.high - self.low) * 2.0 - 1.0).clamp(-1, 1)
-
-    # -- the ActionHead contract (eval and export) ------------------------------------------------------
-
-    def forward(self, latent: Tensor, mask: Tensor | None = None) -> ActionDistribution:
-        _, raw, _ = self.act(latent, mask)
-        return DeterministicDistribution(raw)
-
-    def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
-        return self.base.env_outputs(action)
-
-    def to_env(self, outputs: dict[str, np.ndarray]) -> Any:
-        return self.base.to_env(outputs)
-
-    def action_spec(self) -> dict[str, Any]:
-        spec = dict(self.base.action_spec())
-        spec["deterministic_only"] = True
-        return spec
-
-
-def build_deterministic_actor(
-    policy_config: PolicyConfig, registry, observation_space: gym.spaces.Box, action_space: gym.Space,
-    extra_obs_dim: int = 0, normalizer: ObsNormalizer | None = None, fields: list[dict[str, Any]] | None = None,
-) -> Actor:
-    """An ``agentkit.policy.Actor`` (its encoder from ``policy.encoder``) whose head is a ``DeterministicHead``
-    around the resolved ``policy.head`` (sharing ``normalizer`` when one is given)."""
-    reg, head_config = resolve_head(policy_config, registry, action_space)
-    encoder = encoder_for(policy_config, registry, observation_space, extra_obs_dim, fields)
-    if normalizer is not None:
-        encoder.normalizer = normalizer
-
-    def head_factory(latent_dim: int) -> ActionHead:
-        return DeterministicHead(reg.factory(head_config, action_space, latent_dim), action_space, latent_dim)
-
-    return Actor(encoder, head_factory)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -455,9 +192,9 @@ class _Group:
         return self.actors[0]
 
     @property
-    def head(self) -> DeterministicHead:
-        """The env boundary (``env_outputs``, ``to_env``): the same for every sub-policy."""
-        return self.actor.head  # type: ignore[return-value]
+    def head(self) -> ActionHead:
+        """The env boundary (``env_outputs``, ``to_env``) and the encoding: the same for every sub-policy."""
+        return self.actor.head
 
     def actor_input(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
         """``[B, A, *obs_shape]`` → (``[B * A, *obs_shape]``, the one-hot agent ids ``[B * A, A]`` or None)."""
@@ -469,25 +206,29 @@ class _Group:
 def ensemble_act(
     actors: list[Actor], inputs: tuple[Tensor, Tensor | None], mask: Tensor | None, sub_policy: Tensor | None,
     **options: Any,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``DeterministicHead.act`` of each row of ``inputs`` (observations ``[B, *obs_shape]``, agent ids
-    ``[B, A]`` or None) through the actor ``sub_policy [B]`` names (one actor: all rows, ``sub_policy``
-    unused). Returns ``(rep, raw, preact)`` in row order, differentiable with respect to each actor through
-    its own rows only."""
+) -> RelaxedAction:
+    """``head.relax`` of each row of ``inputs`` (observations ``[B, *obs_shape]``, agent ids ``[B, A]`` or
+    None) through the actor ``sub_policy [B]`` names (one actor: all rows, ``sub_policy`` unused), with
+    ``options`` (``explore``, ``temperature``, ``noise_std``, ``generator``). Returns the ``RelaxedAction`` in
+    row order, differentiable with respect to each actor through its own rows only."""
     x, ids = inputs
     if len(actors) == 1:
-        return actors[0].head.act(actors[0].latent(x, ids), mask, **options)
+        return _relax(actors[0], x, ids, mask, options)
     assert sub_policy is not None
     parts, rows = [], []
     for k, actor in enumerate(actors):
         idx = (sub_policy == k).nonzero().squeeze(1)
         if idx.numel():
-            latent = actor.latent(x[idx], None if ids is None else ids[idx])
-            parts.append(actor.head.act(latent, None if mask is None else mask[idx], **options))
+            parts.append(_relax(actor, x[idx], None if ids is None else ids[idx], None if mask is None else mask[idx],
+                                options))
             rows.append(idx)
     order = torch.cat(rows).argsort()
-    rep, raw, preact = (torch.cat(outputs)[order] for outputs in zip(*parts, strict=True))
-    return rep, raw, preact
+    return RelaxedAction(*(torch.cat(part)[order] for part in zip(
+        *((p.encoding, p.raw, p.params) for p in parts), strict=True)))
+
+
+def _relax(actor: Actor, x: Tensor, ids: Tensor | None, mask: Tensor | None, options: dict[str, Any]) -> RelaxedAction:
+    return actor.head.relax(actor(x, mask if actor.head.mask_dim else None, ids), **options)
 
 
 class MADDPG:
@@ -499,7 +240,7 @@ class MADDPG:
         run_config = context.config
         self.device = torch.device("cpu")
         env = context.env
-        if not getattr(env, "multi_agent", False):
+        if not env.multi_agent:
             raise ConfigError(
                 f"algorithm.plugin: maddpg trains multi-agent envs, but env {env.env_id!r} is single-agent. "
                 "Use the pettingzoo env plugin (or algorithm.plugin: ppo for single-agent envs)."
@@ -526,17 +267,20 @@ class MADDPG:
         for name, spec in specs.items():
             n = len(spec.agents)
             extra = n if (config.agent_id and n > 1) else 0
-            first = build_deterministic_actor(
-                run_config.policy, context.registry, spec.observation_space, spec.action_space, extra,
-                fields=spec.observation_fields,
-            )
-            actors[name] = [first] + [
-                build_deterministic_actor(
-                    run_config.policy, context.registry, spec.observation_space, spec.action_space, extra,
-                    normalizer=first.normalizer, fields=spec.observation_fields,
-                )
-                for _ in range(config.ensemble_size - 1)
+            actors[name] = [
+                build_actor(run_config.policy, context.registry, spec.observation_space, spec.action_space, extra,
+                            fields=spec.observation_fields)
+                for _ in range(config.ensemble_size)
             ]
+            for actor in actors[name][1:]:
+                actor.encoder.normalizer = actors[name][0].normalizer  # one observation normaliser per group
+            head = actors[name][0].head
+            if head.encoding_dim <= 0:
+                raise ConfigError(
+                    f"policy.head: maddpg trains through head.relax and head.encode, and the {type(head).__name__} "
+                    f"of group {name!r} ({spec.action_space}) offers neither (encoding_dim 0). Use a head that "
+                    "does (every built-in head does), or implement them (docs/heads.md)."
+                )
         # groups whose observations are images: their critic input goes through an encoder (see CentralCritic)
         self.image_groups = [] if config.critic_input == "state" else [
             g for g, s in specs.items() if image_layout(s.observation_space) is not None
@@ -547,7 +291,7 @@ class MADDPG:
             else sum(len(s.agents) * int(math.prod(s.observation_space.shape))
                      for g, s in specs.items() if g not in self.image_groups)
         )
-        act_dim = sum(len(s.agents) * actors[g][0].head.layout.rep_dim for g, s in specs.items())
+        act_dim = sum(len(s.agents) * actors[g][0].head.encoding_dim for g, s in specs.items())
         for name, spec in specs.items():
             n = len(spec.agents)
             id_dim = n if n > 1 else 0
@@ -598,7 +342,7 @@ class MADDPG:
             a = grp.n_agents
             fields[f"{g}/obs"] = ((a, *grp.obs_shape), grp.obs_dtype)
             fields[f"{g}/next_obs"] = ((a, *grp.obs_shape), grp.obs_dtype)
-            fields[f"{g}/action"] = ((a, grp.head.layout.rep_dim), torch.float32)
+            fields[f"{g}/action"] = ((a, grp.head.encoding_dim), torch.float32)
             fields[f"{g}/reward"] = ((a,), torch.float32)
             fields[f"{g}/terminated"] = ((a,), torch.bool)
             fields[f"{g}/alive"] = ((a,), torch.bool)
@@ -629,13 +373,13 @@ class MADDPG:
             mask = None
             if grp.spec.mask_dim and o.mask is not None:
                 mask = torch.as_tensor(o.mask).reshape(self.num_envs * grp.n_agents, -1)
-            rep, raw, _ = ensemble_act(
-                grp.actors, grp.actor_input(x), mask, self._sub_policy[g].reshape(-1), gumbel=True,
+            act = ensemble_act(
+                grp.actors, grp.actor_input(x), mask, self._sub_policy[g].reshape(-1), explore=True,
                 temperature=self.cfg.gumbel_temperature, noise_std=noise_std, generator=self.generator,
             )
-            outputs = {k: v.cpu().numpy() for k, v in grp.head.env_outputs(raw).items()}
+            outputs = {k: v.cpu().numpy() for k, v in grp.head.env_outputs(act.raw).items()}
             env_actions[g] = grp.head.to_env(outputs)
-            reps[g] = rep.reshape(self.num_envs, grp.n_agents, -1)
+            reps[g] = act.encoding.reshape(self.num_envs, grp.n_agents, -1)
         return env_actions, reps
 
     def _collect(self, n_vector_steps: int) -> EndedEpisodes:
@@ -729,11 +473,11 @@ class MADDPG:
             next_reps = []
             for g, grp in self.groups.items():
                 mask = b.get(f"{g}/next_mask")
-                rep, _, _ = ensemble_act(
+                rep = ensemble_act(
                     grp.target_actors, grp.actor_input(b[f"{g}/next_obs"]),
                     None if mask is None else mask.reshape(bsz * grp.n_agents, -1), _rows(b.get(f"{g}/sub_policy")),
-                    gumbel=True, temperature=cfg.gumbel_temperature, generator=self.generator,
-                )
+                    explore=True, temperature=cfg.gumbel_temperature, generator=self.generator,
+                ).encoding
                 next_alive = b[f"{g}/alive"] & ~b[f"{g}/terminated"]
                 next_reps.append((rep.reshape(bsz, grp.n_agents, -1) * next_alive.unsqueeze(-1)).flatten(1))
             next_joint = torch.cat(next_reps, dim=-1)
@@ -758,20 +502,20 @@ class MADDPG:
         # (straight-through) action; the others stay as sampled from the buffer.
         offsets, start = {}, 0
         for g, grp in self.groups.items():
-            width = grp.n_agents * grp.head.layout.rep_dim
+            width = grp.n_agents * grp.head.encoding_dim
             offsets[g] = (start, start + width)
             start += width
         for g, grp in self.groups.items():
-            a, d = grp.n_agents, grp.head.layout.rep_dim
+            a, d = grp.n_agents, grp.head.encoding_dim
             obs = b[f"{g}/obs"]
             alive = b[f"{g}/alive"].float()
             mask = b.get(f"{g}/mask")
-            rep, _, preact = ensemble_act(
+            act = ensemble_act(
                 grp.actors, grp.actor_input(obs), None if mask is None else mask.reshape(bsz * a, -1),
-                _rows(b.get(f"{g}/sub_policy")), gumbel=True, temperature=cfg.gumbel_temperature,
+                _rows(b.get(f"{g}/sub_policy")), explore=True, temperature=cfg.gumbel_temperature,
                 generator=self.generator,
             )
-            rep = rep.reshape(bsz, a, d)
+            rep = act.encoding.reshape(bsz, a, d)
             lo, hi = offsets[g]
             own = buf_joint[:, lo:hi].reshape(bsz, 1, a, d).expand(bsz, a, a, d)
             replaced = torch.where(grp.eye.bool().reshape(1, a, a, 1), rep.unsqueeze(1), own).reshape(bsz, a, a * d)
@@ -784,7 +528,7 @@ class MADDPG:
             grp.critic.requires_grad_(True)
             n_alive = alive.sum().clamp_min(1.0)
             pg_loss = -(q * alive).sum() / n_alive
-            reg = (preact.reshape(bsz, a, -1).square().mean(-1) * alive).sum() / n_alive
+            reg = (act.params.reshape(bsz, a, -1).square().mean(-1) * alive).sum() / n_alive
             actor_loss = pg_loss + cfg.action_reg * reg
             for opt in grp.actor_opts:
                 opt.zero_grad(set_to_none=True)
@@ -855,6 +599,12 @@ class MADDPG:
             if "actor" in s:  # a checkpoint from before policy ensembles: one actor, singular keys
                 s = {**s, "actors": [s["actor"]], "target_actors": [s["target_actor"]],
                      "actor_opts": [s["actor_opt"]]}
+            if any(key.startswith("head.out.") for key in s["actors"][0]):
+                raise ValueError(
+                    f"group {g!r} was trained by a maddpg from before it used the registered action head as it is "
+                    "(its actors have their own head.out layer), and this version cannot play that layout: retrain "
+                    "the run, or export it with the agentkit version that trained it"
+                )
             if len(s["actors"]) != len(grp.actors):
                 raise ValueError(
                     f"group {g!r} has {len(s['actors'])} sub-policies in the checkpoint and "

@@ -1,5 +1,6 @@
-"""MADDPG: the straight-through Gumbel-softmax with masks, hybrid gating, soft updates, the replay buffer,
-short smoke trainings (discrete, continuous, hybrid with masks), resume and export."""
+"""MADDPG: the relaxed actions of the registered heads it trains through (the straight-through Gumbel-softmax
+with masks, hybrid gating, bounded continuous actions), soft updates, the replay buffer, short smoke trainings
+(discrete, continuous, hybrid with masks), resume and export."""
 
 from __future__ import annotations
 
@@ -9,20 +10,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from agentkit_plugins.maddpg import (
-    DeterministicHead,
-    build_deterministic_actor,
-    ensemble_act,
-    gumbel_softmax_st,
-    soft_update,
-)
+from agentkit_plugins.maddpg import ensemble_act, soft_update
 from agentkit_plugins.replay import ReplayBuffer
 from gymnasium import spaces
 
 from agentkit.algorithm import BuildContext
 from agentkit.config import PolicyConfig, load_config
 from agentkit.errors import ConfigError, EmptyMaskError
+from agentkit.heads import ActionHead, gumbel_softmax_st
 from agentkit.host import PluginHost
+from agentkit.policy import build_actor
 from agentkit.spaces import HybridSpace
 
 EXTRA = ["agentkit_plugins.heads.hybrid", "agentkit_envs.pettingzoo_env"]  # no-ops once built in
@@ -74,14 +71,14 @@ def test_gumbel_st_empty_mask_row_raises():
         gumbel_softmax_st(torch.zeros(2, 3), torch.tensor([[True, False, False], [False, False, False]]))
 
 
-# -- the deterministic head ------------------------------------------------------------------------------------
+# -- the relaxed actions of the registered heads (what MADDPG trains through) --------------------------------
 
 
-def head_for(host: PluginHost, space, latent_dim: int = 8, **head_options) -> DeterministicHead:
+def head_for(host: PluginHost, space, latent_dim: int = 8, **head_options) -> ActionHead:
+    """The registered head of ``space`` as MADDPG's actors hold it: built by the head plugin, unwrapped."""
     name = {HybridSpace: "hybrid", spaces.Discrete: "discrete", spaces.Box: "gaussian"}[type(space)]
     reg = host.registry.get("action_head", name)
-    base = reg.factory(reg.validate_config({"plugin": name, **head_options}), space, latent_dim)
-    return DeterministicHead(base, space, latent_dim)
+    return reg.factory(reg.validate_config({"plugin": name, **head_options}), space, latent_dim)
 
 
 HYBRID = HybridSpace(
@@ -90,60 +87,75 @@ HYBRID = HybridSpace(
 )
 
 
-def test_hybrid_inactive_params_are_zero_with_zero_grad_and_masks_hold(host):
+@pytest.mark.parametrize("squash", [False, True])
+def test_hybrid_inactive_params_are_zero_with_zero_grad_and_masks_hold(host, squash):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    head = head_for(host, HYBRID)
+    head = head_for(host, HYBRID, squash=squash)
     latent = torch.randn(2048, 8) * 3
     mask = random_masks(gen, 2048, 3)
-    rep, raw, preact = head.act(latent, mask, gumbel=True, generator=gen)
-    preact.retain_grad()
+    dist = head(latent, mask)
+    dist.type_logits.retain_grad()
+    dist.mean.retain_grad()
+    act = head.relax(dist, explore=True, noise_std=0.3, generator=gen)
+    rep, raw = act.encoding, act.raw
     k = raw[:, 0].long()
     assert mask[torch.arange(2048), k].all()
     owned = torch.as_tensor(HYBRID.param_mask)[k].bool()  # [B, P]
     params_rep, params_raw = rep[:, 3:], raw[:, 1:]
     assert torch.all(params_rep[~owned] == 0) and torch.all(params_raw[~owned] == 0)
     (rep * torch.randn(rep.shape[1], generator=gen)).sum().backward()
-    grad_params = preact.grad[:, 3:]
+    grad_params = dist.mean.grad
     assert torch.all(grad_params[~owned] == 0)
-    assert grad_params[owned].abs().min() > 0
-    assert torch.all(preact.grad[:, :3][~mask] == 0)
+    assert (grad_params[owned] != 0).float().mean() > 0.5  # where the noise did not push it onto a bound
+    assert torch.all(dist.type_logits.grad[~mask] == 0)
     outs = head.env_outputs(raw)
     assert torch.all(outs["action_params"][~owned] == 0)
     low, high = torch.as_tensor(HYBRID.low), torch.as_tensor(HYBRID.high)
     assert torch.all(outs["action_params"] >= low) and torch.all(outs["action_params"] <= high)
-    assert torch.allclose(head.rep_from_raw(raw), rep.detach(), atol=1e-5)
+    assert torch.allclose(head.encode(raw), rep.detach(), atol=1e-5)
 
 
 @pytest.mark.parametrize("squash", [False, True])
 def test_box_actions_bounded_and_env_boundary_matches_the_registered_head(host, squash):
     space = spaces.Box(np.array([0.0, -2.0], np.float32), np.array([1.0, 2.0], np.float32))
     head = head_for(host, space, squash=squash)
-    latent = torch.randn(512, 8) * 50  # saturates tanh
+    latent = torch.randn(512, 8) * 50  # saturates the bounds
     gen = torch.Generator().manual_seed(0)
-    rep, raw, _ = head.act(latent, noise_std=0.5, generator=gen)
-    action = head.env_outputs(raw)["action"]
+    dist = head(latent)
+    act = head.relax(dist, noise_std=0.5, generator=gen)
+    action = head.env_outputs(act.raw)["action"]
     assert torch.all(action >= torch.as_tensor(space.low)) and torch.all(action <= torch.as_tensor(space.high))
-    expected = torch.as_tensor(space.low) + (rep.detach() + 1) / 2 * torch.as_tensor(space.high - space.low)
+    expected = torch.as_tensor(space.low) + (act.encoding.detach() + 1) / 2 * torch.as_tensor(space.high - space.low)
     assert torch.allclose(action, expected, atol=1e-4)
-    assert torch.allclose(head.rep_from_raw(raw), rep.detach(), atol=1e-4)
+    assert torch.allclose(head.encode(act.raw), act.encoding.detach(), atol=1e-4)
+    # greedy, the relaxed action is the mode: what eval and the exported graph play
+    greedy = head.relax(dist)
+    assert torch.equal(head.env_outputs(greedy.raw)["action"], head.env_outputs(dist.mode())["action"])
+    # clipping passes the gradient straight through, so a mean beyond a bound can still be brought back
+    dist.mean.retain_grad()
+    head.relax(dist).encoding.sum().backward()
+    assert torch.all(dist.mean.grad != 0)
 
 
-def test_discrete_mode_is_deterministic_and_respects_masks(host):
+def test_discrete_greedy_relaxed_action_is_the_masked_mode(host):
     head = head_for(host, spaces.Discrete(5))
     latent = torch.randn(256, 8)
     mask = random_masks(torch.Generator().manual_seed(2), 256, 5)
-    first, second = head(latent, mask).mode(), head(latent, mask).mode()
-    assert torch.equal(first, second)
-    assert mask[torch.arange(256), first].all()
-    assert head.action_spec()["deterministic_only"] is True
-    with pytest.raises(NotImplementedError):
-        head(latent, mask).log_prob(first)
+    dist = head(latent, mask)
+    greedy = head.relax(dist)
+    assert torch.equal(greedy.raw, dist.mode())
+    assert mask[torch.arange(256), greedy.raw].all()
+    assert torch.equal(greedy.encoding.detach(), torch.nn.functional.one_hot(dist.mode(), 5).float())
+    assert torch.all(greedy.params[~mask] == 0)  # the regulariser never sees a masked logit
 
 
-def test_infinite_box_bounds_are_a_config_error(host):
-    with pytest.raises(ConfigError, match="finite bounds"):
-        head_for(host, spaces.Box(-np.inf, np.inf, (2,), np.float32))
+def test_unbounded_box_dims_are_encoded_as_they_are(host):
+    head = head_for(host, spaces.Box(np.array([-1.0, -np.inf], np.float32), np.array([1.0, np.inf], np.float32)))
+    raw = torch.tensor([[0.5, 7.0], [3.0, -40.0]])
+    assert torch.equal(head.encode(raw), torch.tensor([[0.5, 7.0], [1.0, -40.0]]))
+    act = head.relax(head(torch.randn(64, 8) * 30), noise_std=0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(act.encoding).all() and torch.allclose(head.encode(act.raw), act.encoding.detach())
 
 
 # -- soft update and replay buffer -------------------------------------------------------------------------
@@ -284,25 +296,20 @@ def test_ensemble_act_sends_each_row_through_its_own_sub_policy(host):
     obs_space, space = spaces.Box(-1.0, 1.0, (6,), np.float32), spaces.Discrete(4)
     config = PolicyConfig(hidden_sizes=[16])
     torch.manual_seed(0)
-    first = build_deterministic_actor(config, host.registry, obs_space, space)
-    actors = [first] + [
-        build_deterministic_actor(config, host.registry, obs_space, space, normalizer=first.normalizer)
-        for _ in range(2)
-    ]
+    actors = [build_actor(config, host.registry, obs_space, space) for _ in range(3)]
     gen = torch.Generator().manual_seed(1)
     x, mask = torch.randn(40, 6, generator=gen), random_masks(gen, 40, 4)
     sub = torch.randint(0, 2, (40,), generator=gen)  # sub-policy 2 plays no row
-    rep, raw, preact = ensemble_act(actors, (x, None), mask, sub)
+    act = ensemble_act(actors, (x, None), mask, sub)
     for k in (0, 1):
         rows = sub == k
-        expected = actors[k].head.act(actors[k].latent(x[rows]), mask[rows])
-        for got, want in zip((rep, raw, preact), expected, strict=True):
-            assert torch.equal(got[rows], want)
-    preact.square().sum().backward()
+        want = actors[k].head.relax(actors[k](x[rows], mask[rows]))
+        for got, expected in ((act.encoding, want.encoding), (act.raw, want.raw), (act.params, want.params)):
+            assert torch.equal(got[rows], expected)
+    act.params.square().sum().backward()
     for k in (0, 1):
-        assert actors[k].head.out.weight.grad.abs().sum() > 0
-    assert actors[2].head.out.weight.grad is None
-    assert all(a.normalizer is first.normalizer for a in actors)
+        assert actors[k].head.logits.weight.grad.abs().sum() > 0
+    assert actors[2].head.logits.weight.grad is None
 
 
 def test_ensemble_draws_a_sub_policy_per_agent_episode_trains_each_and_checkpoints(host):
@@ -371,6 +378,22 @@ def test_crossplay_benchmark_plays_every_sub_policy_or_the_first(host):
         assert not np.array_equal(every[0], every[1]) and not np.array_equal(every[0], every[2])
         # An algorithm without an ensemble (MAPPO has no ``groups`` of actors) has one sub-policy.
         assert len(sub_policy_acts(object(), artifact, "all")) == 1
+    finally:
+        algo.close()
+
+
+def test_checkpoints_from_before_heads_were_used_as_they_are_are_refused_by_name(host):
+    """Actors trained before MADDPG used the registered head as it is had their own ``head.out`` layer; this
+    version cannot play them, and says so (the trainer turns the ValueError into an exit-2 CheckpointError)."""
+    env_section = {**SPREAD, "kwargs": {"N": 2, "max_cycles": 10, "continuous_actions": False}}
+    _, algo = build(host, env_section)
+    try:
+        state = algo.state_dict()
+        for s in state["groups"].values():
+            s["actors"] = [{**a, "head.out.weight": torch.zeros(5, 32), "head.out.bias": torch.zeros(5)}
+                           for a in s["actors"]]
+        with pytest.raises(ValueError, match="trained by a maddpg from before it used the registered action head"):
+            algo.load_state_dict(state)
     finally:
         algo.close()
 

@@ -602,6 +602,50 @@ def check_choose(head: ActionHead, action_space: Any, latent_dim: int, gen: torc
             _fail("choose", f"choose({how}) outputs differ from env_outputs(raw) of the same raw action")
 
 
+def _same_outputs(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
+    return tuple(a) == tuple(b) and all(
+        a[k].dtype == b[k].dtype and (torch.equal(a[k], b[k]) if not a[k].is_floating_point()
+                                      else torch.allclose(a[k], b[k], atol=1e-5)) for k in b)
+
+
+def check_relax(head: ActionHead, action_space: Any, latent_dim: int, gen: torch.Generator) -> None:
+    """``relax`` and ``encode``, the relaxed action deterministic policy gradients (MADDPG) train through, when
+    the head offers them (``encoding_dim`` > 0): greedy, its env outputs are those of ``mode()``; exploring, it
+    picks allowed choices only, ``encode(raw)`` equals its encoding, and the encoding carries finite gradient
+    to the head's layers."""
+    if head.encoding_dim <= 0:
+        return
+    batch = 64
+    latent = _latent(batch, latent_dim, gen, scale=3.0)
+    mask = random_masks(head, action_space, batch, gen)
+    with torch.no_grad():
+        dist = head(latent, mask)
+        greedy = head.relax(dist)
+        if not _same_outputs(head.env_outputs(greedy.raw), head.env_outputs(dist.mode())):
+            _fail("relax", "env_outputs(relax(dist).raw) differs from env_outputs(dist.mode()): greedy and without "
+                  "noise, the relaxed action must be the mode (eval and export play the mode)")
+    head.zero_grad(set_to_none=True)
+    act = head.relax(head(latent, mask), explore=True, temperature=0.7, noise_std=0.5, generator=gen)
+    if act.encoding.shape != (batch, head.encoding_dim) or not act.encoding.is_floating_point():
+        _fail("relax", f"relax(...).encoding has shape {tuple(act.encoding.shape)} {act.encoding.dtype}, expected "
+              f"float [{batch}, encoding_dim={head.encoding_dim}]")
+    if act.params.ndim != 2 or act.params.shape[0] != batch:
+        _fail("relax", f"relax(...).params has shape {tuple(act.params.shape)}, expected [{batch}, k]")
+    if not bool(_allowed(act.raw, mask, head, action_space).all()):
+        _fail("relax", "relax(dist, explore=True) picked a masked choice")
+    encoded = head.encode(act.raw)
+    if encoded.shape != act.encoding.shape or not torch.allclose(encoded, act.encoding.detach(), atol=1e-4):
+        _fail("relax", "encode(relax(dist).raw) differs from relax(dist).encoding: the critic must see the same "
+              "action in the replay buffer as in the policy gradient")
+    if not act.encoding.requires_grad:
+        _fail("relax", "relax(...).encoding carries no gradient to the head's layers: it must be differentiable")
+    (act.encoding * torch.randn(act.encoding.shape, generator=gen)).sum().backward()
+    grads = [p.grad for p in head.parameters() if p.grad is not None]
+    if not all(bool(torch.isfinite(g).all()) for g in grads):
+        _fail("relax", "relax(...).encoding gives non-finite gradients (a masked logit of -inf?)")
+    head.zero_grad(set_to_none=True)
+
+
 def check_action_spec(head: ActionHead, action_space: Any) -> None:
     """action_spec() is strict JSON with the documented kind, mask_dim and noise_dim."""
     spec = head.action_spec()
@@ -703,6 +747,7 @@ ALL_CHECKS: tuple[Callable[..., None], ...] = (
     check_inactive_param_gradient,
     check_env_outputs,
     check_choose,
+    check_relax,
 )
 
 

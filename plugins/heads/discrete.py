@@ -2,6 +2,8 @@
 
 Raw action: int64 ``[B]``, the index 0..n-1. Env output ``action`` = index + ``start`` (int64 ``[B]``).
 Mask: ``[B, n]``, True/1 = allowed (optional: None allows everything). ``noise_dim`` = 1 (inverse CDF).
+Encoding (``encode``/``relax``, for MADDPG's critic): the one-hot ``[B, n]``; relaxed, a straight-through
+Gumbel-softmax over the masked logits.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from torch import Tensor, nn
 
 import agentkit
 from agentkit.config import HeadConfig
-from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
+from agentkit.heads import (
+    ActionDistribution,
+    ActionHead,
+    RelaxedAction,
+    as_bool_mask,
+    gumbel_softmax_st,
+    masked_logits,
+)
 from agentkit.policy import layer_init
 
 from ._categorical import MaskedCategorical
@@ -67,6 +76,7 @@ class DiscreteHead(ActionHead):
         self.action_shape = ()
         self.action_dtype = torch.int64
         self.output_names = ("action",)
+        self.encoding_dim = self.n
         self.logits = layer_init(nn.Linear(latent_dim, self.n), gain=0.01)
         self.register_buffer(
             "start", torch.tensor(int(action_space.start), dtype=torch.int64), persistent=False
@@ -81,6 +91,15 @@ class DiscreteHead(ActionHead):
 
     def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
         return {"action": action.to(torch.int64) + self.start}
+
+    def encode(self, action: Tensor) -> Tensor:
+        return nn.functional.one_hot(action.long(), self.n).float()
+
+    def relax(self, dist: DiscreteDistribution, *, explore: bool = False, temperature: float = 1.0,
+              noise_std: float = 0.0, generator: torch.Generator | None = None) -> RelaxedAction:
+        one_hot, index = gumbel_softmax_st(dist.logits, None, temperature, generator, noise=explore)
+        allowed = dist.logits if dist.mask is None else torch.where(dist.mask, dist.logits, 0.0)
+        return RelaxedAction(one_hot, index, allowed)
 
     def to_env(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(outputs["action"], dtype=np.int64)

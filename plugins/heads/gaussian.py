@@ -4,6 +4,12 @@ hybrid head reuses (options model, mean/log-std layers, log-prob, entropy, Box�
 Raw action: float32 ``[B, D]`` (D = the Box's flattened size), the unclipped sample. Training stores and
 learns from it; only ``env_outputs`` bounds it — clipped to the Box, or with ``squash: true``
 tanh-squashed and rescaled into it. Log-prob and entropy are summed over the D dims. No mask.
+
+Encoding (for MADDPG's critic): the bounded action in units of its bounds, ``[-1, 1]`` (a dim with an
+infinite bound: its clipped value as it is). Relaxed, the deterministic action is the mean through the same
+bounding: ``tanh`` with ``squash: true`` (the usual DDPG actor); with clipping the value is clipped and the
+gradient passes the clip straight through (a clipped dim would otherwise get no gradient at all, and the
+actor could never bring it back inside).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from torch import Tensor, nn
 import agentkit
 from agentkit.config import HeadConfig
 from agentkit.errors import ConfigError, InvalidInputError
-from agentkit.heads import ActionDistribution, ActionHead
+from agentkit.heads import ActionDistribution, ActionHead, RelaxedAction
 from agentkit.policy import layer_init
 
 from ._common import require_space
@@ -151,13 +157,44 @@ class BoundedOutput(nn.Module):
             )
         self.register_buffer("low", torch.as_tensor(low), persistent=False)
         self.register_buffer("high", torch.as_tensor(high), persistent=False)
-        half = np.where(np.isfinite(high - low), (high - low) / 2, 1.0).astype(np.float32)
+        bounded = np.isfinite(high - low)
+        half = np.where(bounded, (high - low) / 2, 1.0).astype(np.float32)
         self.register_buffer("half_range", torch.as_tensor(half), persistent=False)
+        self.register_buffer("bounded", torch.as_tensor(bounded), persistent=False)
+        centre = np.where(bounded, (np.where(bounded, high, 0) + np.where(bounded, low, 0)) / 2, 0.0)
+        self.register_buffer("centre", torch.as_tensor(centre.astype(np.float32)), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.squash:
             return self.low + (torch.tanh(x) + 1.0) * self.half_range
         return torch.clamp(x, self.low, self.high)
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        """Raw → the bounded action in units of the bounds, ``[-1, 1]`` (infinite bounds: as it is, clipped).
+        Clipping is straight-through here: the value is clipped, the gradient is that of ``x``."""
+        if self.squash:
+            return torch.tanh(x)
+        clipped = x + (torch.clamp(x, self.low, self.high) - x).detach()
+        return torch.where(self.bounded, (clipped - self.centre) / self.half_range, clipped)
+
+    def from_unit(self, unit: Tensor) -> Tensor:
+        """Bounded action in units of the bounds → a raw action that ``forward`` maps to it (no gradient)."""
+        unit = unit.detach()
+        if self.squash:
+            return torch.atanh(torch.clamp(unit, -1.0 + 1e-6, 1.0 - 1e-6))
+        return torch.where(self.bounded, self.centre + unit * self.half_range, unit)
+
+    def relax(self, x: Tensor, noise_std: float = 0.0, generator: torch.Generator | None = None
+              ) -> tuple[Tensor, Tensor]:
+        """``(unit, raw)``: ``to_unit(x)``, with Gaussian ``noise_std`` (in those units) added and bounded
+        again, and the raw action it stands for. Without noise the raw action is ``x`` itself."""
+        unit = self.to_unit(x)
+        if noise_std <= 0:
+            return unit, x.detach()
+        eps = torch.randn(unit.shape, generator=generator, device=unit.device, dtype=unit.dtype)
+        noisy = unit + noise_std * eps
+        unit = torch.where(self.bounded, torch.clamp(noisy, -1.0, 1.0), torch.clamp(noisy, self.low, self.high))
+        return unit, self.from_unit(unit)
 
     def log_det(self, x: Tensor) -> Tensor:
         """Elementwise log-det of the squashing (0 when clipping: the raw sample is the learned action)."""
@@ -218,6 +255,7 @@ class GaussianHead(ActionHead):
         self.action_shape = (self.dims,)
         self.action_dtype = torch.float32
         self.output_names = ("action",)
+        self.encoding_dim = self.dims
         self.params = GaussianParams(config, self.dims, latent_dim)
         self.output = BoundedOutput(
             action_space.low, action_space.high, config.squash, f"the Box {action_space}"
@@ -234,6 +272,14 @@ class GaussianHead(ActionHead):
 
     def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
         return {"action": self.output(action.to(torch.float32))}
+
+    def encode(self, action: Tensor) -> Tensor:
+        return self.output.to_unit(action.to(torch.float32)).detach()
+
+    def relax(self, dist: GaussianDistribution, *, explore: bool = False, temperature: float = 1.0,
+              noise_std: float = 0.0, generator: torch.Generator | None = None) -> RelaxedAction:
+        unit, raw = self.output.relax(dist.mean, noise_std, generator)
+        return RelaxedAction(unit, raw, dist.mean)
 
     def to_env(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         action = np.asarray(outputs["action"])

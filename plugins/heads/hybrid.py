@@ -6,6 +6,10 @@ pieces) gives the P continuous parameters, of which only k's own are active.
 Raw action: float32 ``[B, 1 + P]`` = (k as a float, the raw parameter sample with inactive ones 0).
 Env outputs: ``action_type`` int64 ``[B]`` and ``action_params`` float32 ``[B, P]``, clipped (or
 tanh-squashed) into the bounds, inactive exactly 0. Mask: the type mask ``[B, K]``.
+Encoding (for MADDPG's critic): the type's one-hot ``[B, K]``, then the P parameters as the ``gaussian`` head
+encodes them (units of their bounds), inactive ones 0. Relaxed: a straight-through Gumbel-softmax picks the
+type, the parameters are the bounded means, multiplied by the chosen type's (constant, 0/1) ownership row,
+so inactive ones are 0 and get no gradient.
 
 ``choose`` (the rollout, eval and the ONNX graph) maps the parts an action is made of — the int64 type and
 the parameter sample — straight to the env outputs; ``env_outputs`` parses a stored raw action back into
@@ -30,7 +34,14 @@ from torch import Tensor, nn
 
 import agentkit
 from agentkit.errors import ConfigError
-from agentkit.heads import ActionDistribution, ActionHead, as_bool_mask, masked_logits
+from agentkit.heads import (
+    ActionDistribution,
+    ActionHead,
+    RelaxedAction,
+    as_bool_mask,
+    gumbel_softmax_st,
+    masked_logits,
+)
 from agentkit.policy import layer_init
 from agentkit.spaces import HybridSpace
 
@@ -118,6 +129,7 @@ class HybridHead(ActionHead):
         self.action_shape = (1 + self.num_params,)
         self.action_dtype = torch.float32
         self.output_names = ("action_type", "action_params")
+        self.encoding_dim = self.num_types + self.num_params
         self.type_logits = layer_init(nn.Linear(latent_dim, self.num_types), gain=0.01)
         self.params = GaussianParams(config, self.num_params, latent_dim)
         self.output = BoundedOutput(action_space.low, action_space.high, config.squash, f"the {action_space}")
@@ -152,6 +164,20 @@ class HybridHead(ActionHead):
     def _outputs(self, k: Tensor, params: Tensor) -> dict[str, Tensor]:
         # inactive parameters: exactly 0 whatever the bounds (clipping or squashing 0 need not give 0)
         return {"action_type": k, "action_params": torch.where(self.active(k), self.output(params), 0.0)}
+
+    def encode(self, action: Tensor) -> Tensor:
+        k = self.split_type(action)
+        units = self.output.to_unit(action[:, 1:].to(torch.float32)).detach()
+        return torch.cat([nn.functional.one_hot(k, self.num_types).float(), units * self.param_mask[k]], dim=-1)
+
+    def relax(self, dist: HybridDistribution, *, explore: bool = False, temperature: float = 1.0,
+              noise_std: float = 0.0, generator: torch.Generator | None = None) -> RelaxedAction:
+        one_hot, k = gumbel_softmax_st(dist.type_logits, None, temperature, generator, noise=explore)
+        unit, raw_params = self.output.relax(dist.mean, noise_std, generator)
+        gate = self.param_mask[k]  # a constant 0/1 row: inactive parameters are 0 with no gradient
+        allowed = dist.type_logits if dist.mask is None else torch.where(dist.mask, dist.type_logits, 0.0)
+        return RelaxedAction(torch.cat([one_hot, unit * gate], dim=-1), dist.join(k, raw_params),
+                             torch.cat([allowed, dist.mean], dim=-1))
 
     def to_env(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         return (

@@ -5,7 +5,9 @@ button a branch of two values, 0 = released, 1 = pressed; the env gets the value
 
 Raw action: int64 ``[B, branches]`` (indices). Env output ``action`` = indices + ``start`` (int64).
 Mask: the branch masks concatenated, ``[B, sum(nvec)]``, True/1 = allowed; every branch of every row needs
-an allowed value. Log-prob and entropy are summed over branches. ``noise_dim`` = branches.
+an allowed value. Log-prob and entropy are summed over branches. ``noise_dim`` = branches. Encoding (for
+MADDPG's critic): the branch one-hots concatenated, ``[B, sum(nvec)]``; relaxed, one straight-through
+Gumbel-softmax per branch, batched over the padded branches (the padding is never chosen).
 
 The branches are padded to a ``[B, branches, max(nvec)]`` tensor (padding = a disallowed action) so every
 operation is one batched op, with no Python loop over branches in training or in the exported graph. The
@@ -26,7 +28,15 @@ from torch import Tensor, nn
 import agentkit
 from agentkit.config import HeadConfig
 from agentkit.errors import ConfigError, EmptyMaskError
-from agentkit.heads import MASKED_LOGIT, ActionDistribution, ActionHead, _exporting, as_bool_mask
+from agentkit.heads import (
+    MASKED_LOGIT,
+    ActionDistribution,
+    ActionHead,
+    RelaxedAction,
+    _exporting,
+    as_bool_mask,
+    gumbel_softmax_st,
+)
 from agentkit.policy import layer_init
 from agentkit.spaces import discrete_branches
 
@@ -94,6 +104,7 @@ class MultiDiscreteHead(ActionHead):
         self.action_shape = (self.branches,)
         self.action_dtype = torch.int64
         self.output_names = ("action",)
+        self.encoding_dim = total
         self.width = width
         self.logits = layer_init(nn.Linear(latent_dim, total), gain=0.01)
         # the padded layout [branches, width]: the flat slot each entry reads (padding reads slot 0, unused)
@@ -106,6 +117,8 @@ class MultiDiscreteHead(ActionHead):
             offset += n
         self.register_buffer("pad_index", index.reshape(-1), persistent=False)
         self.register_buffer("pad_valid", valid, persistent=False)
+        # the flat slots of the padded layout that hold a real value, in branch order: padded → [B, sum(nvec)]
+        self.register_buffer("flat_index", torch.nonzero(valid.reshape(-1)).flatten(), persistent=False)
         self.register_buffer("start", torch.as_tensor(start, dtype=torch.int64), persistent=False)
         self.has_start = any(start)
 
@@ -160,6 +173,19 @@ class MultiDiscreteHead(ActionHead):
         if not self.has_start:  # adding zeros is exact: skip it (one kernel less per exported call)
             return {"action": action.to(torch.int64)}
         return {"action": action.to(torch.int64) + self.start}
+
+    def _unpadded(self, padded: Tensor) -> Tensor:
+        """``[B, branches, max_n]`` → ``[B, sum(nvec)]`` (the padding dropped)."""
+        return padded.reshape(padded.shape[0], -1).index_select(-1, self.flat_index)
+
+    def encode(self, action: Tensor) -> Tensor:
+        return self._unpadded(nn.functional.one_hot(action.long(), self.width).float())
+
+    def relax(self, dist: MultiDiscreteDistribution, *, explore: bool = False, temperature: float = 1.0,
+              noise_std: float = 0.0, generator: torch.Generator | None = None) -> RelaxedAction:
+        one_hot, index = gumbel_softmax_st(dist.logits, None, temperature, generator, noise=explore)
+        allowed = torch.where(dist.mask, dist.logits, 0.0)
+        return RelaxedAction(self._unpadded(one_hot), index, self._unpadded(allowed))
 
     def to_env(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(outputs["action"]).astype(self.action_space.dtype)
