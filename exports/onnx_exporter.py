@@ -41,13 +41,14 @@ import agentkit
 from agentkit.algorithm import PolicyArtifact
 from agentkit.checkpoint import write_atomic
 from agentkit.config import ExporterConfig, RunConfig
-from agentkit.encoders import image_layout
+from agentkit.encoders import EncoderSpec, image_fields, image_layout
 from agentkit.errors import UserError
 from agentkit.spaces import discrete_branches
 from agentkit.storage import torch_dtype
 
 #: Version of the file contract (inputs, outputs, metadata keys). Bumped on any breaking change.
-CONTRACT_VERSION = 2  # 2: ``obs`` keeps the env's shape and dtype (uint8 images), metadata.observation.layout
+CONTRACT_VERSION = 3  # 2: ``obs`` keeps the env's shape and dtype (uint8 images), metadata.observation.layout;
+#                      3: a Dict/Tuple observation holding an image: one input per entry (observation.fields[i].input)
 #: Opset 15: the newest opset that Unity Sentis 1.x/2.0–2.5 (opsets 7–15), Unreal NNE's onnxruntime,
 #: onnxruntime-web and Godot's onnxruntime builds all import. Every op the policies need exists there.
 DEFAULT_OPSET = 15
@@ -80,6 +81,52 @@ class OnnxExporterConfig(ExporterConfig):
 # -- the graph ------------------------------------------------------------------------------------------------
 
 
+def entry_fields(artifact: PolicyArtifact) -> list[dict[str, Any]] | None:
+    """For a Dict or Tuple observation holding an image entry (the ``multi`` encoder's rule,
+    ``agentkit.encoders.image_fields``): its fields, each with the graph ``input`` that takes the entry in its
+    own shape and the input's ``dtype`` (uint8 pixels, int64 categories, float32 otherwise) and ``layout``.
+    None for any other observation, which goes into the one ``obs`` input."""
+    fields = artifact.observation_fields
+    if not fields:
+        return None
+    images = {id(f) for f in image_fields(EncoderSpec(artifact.observation_space, fields))}
+    if not images:
+        return None
+    out = []
+    for field in fields:
+        shape = tuple(field["shape"])
+        if id(field) in images:
+            dtype, layout = "uint8", image_layout(spaces.Box(0, 255, shape, np.uint8))
+        else:
+            dtype, layout = ("int64" if field["encoding"] == "one_hot" else "float32"), None
+        out.append({**field, "input": f"obs.{field['key']}", "dtype": dtype, "layout": layout})
+    return out
+
+
+class EntryInputs(nn.Module):
+    """One input per observation entry → the flat float32 vector the trainer's policy takes, by the same rule as
+    ``agentkit.runtime.observation.flatten``: values in row-major order, a category one-hot in its block."""
+
+    def __init__(self, fields: list[dict[str, Any]]):
+        super().__init__()
+        self.fields = fields
+        for i, field in enumerate(fields):
+            if field["encoding"] == "one_hot":
+                self.register_buffer(f"first_{i}", torch.tensor(field["first"], dtype=torch.int64))
+
+    def forward(self, *entries: Tensor) -> Tensor:
+        parts = []
+        for i, (field, x) in enumerate(zip(self.fields, entries, strict=True)):
+            rows = x.flatten(1) if x.ndim > 1 else x.unsqueeze(1)
+            if field["encoding"] == "box":
+                parts.append(rows.to(torch.float32))
+                continue
+            index = rows - getattr(self, f"first_{i}")
+            for j, n in enumerate(field["n"]):
+                parts.append((index[:, j:j + 1] == torch.arange(int(n))).to(torch.float32))
+        return torch.cat(parts, dim=1)
+
+
 class PolicyGraph(nn.Module):
     """What is traced: raw inputs → actor → distribution → ``head.choose`` of the mode (and of a sample).
 
@@ -94,13 +141,16 @@ class PolicyGraph(nn.Module):
             raise ValueError(f"head {type(head).__name__} declares noise_dim={head.noise_dim}; cannot sample")
         self.obs_shape = tuple(int(d) for d in artifact.observation_space.shape)
         self.obs_dtype = torch_dtype(artifact.observation_space.dtype)
+        self.entries = entry_fields(artifact)
+        self.entry_inputs = EntryInputs(self.entries) if self.entries else None
         # a head that could take masks gets none when the env never supplies them (``uses_mask`` False)
         self.mask_dim = int(head.mask_dim) if artifact.uses_mask else 0
         self.agent_id_dim = int(artifact.agent_id_dim)
         self.noise_dim = int(head.noise_dim) if stochastic else 0
         self.stochastic = stochastic
         self.head_outputs = tuple(head.output_names)
-        self.input_names = ["obs"]
+        self.obs_inputs = [f["input"] for f in self.entries] if self.entries else ["obs"]
+        self.input_names = list(self.obs_inputs)
         if self.mask_dim:
             self.input_names.append("action_mask")
         if self.agent_id_dim:
@@ -114,7 +164,9 @@ class PolicyGraph(nn.Module):
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         feeds = dict(zip(self.input_names, inputs, strict=True))
-        dist = self.actor(feeds["obs"], feeds.get("action_mask"), feeds.get("agent_id"))
+        obs = (self.entry_inputs(*(feeds[n] for n in self.obs_inputs)) if self.entry_inputs is not None
+               else feeds["obs"])
+        dist = self.actor(obs, feeds.get("action_mask"), feeds.get("agent_id"))
         head = self.actor.head
         _, deterministic = head.choose(dist, deterministic=True)
         outs = []
@@ -129,7 +181,13 @@ class PolicyGraph(nn.Module):
         shapes = {"obs": self.obs_shape, "action_mask": (self.mask_dim,), "agent_id": (self.agent_id_dim,),
                   "noise": (self.noise_dim,)}
         out = []
-        for name in self.input_names:
+        for field in self.entries or []:
+            dtype = {"uint8": torch.uint8, "int64": torch.int64, "float32": torch.float32}[field["dtype"]]
+            t = torch.zeros(batch, *field["shape"], dtype=dtype)
+            if field["encoding"] == "one_hot":
+                t = t + torch.tensor(field["first"], dtype=torch.int64).reshape(field["shape"])
+            out.append(t)
+        for name in self.input_names[len(out):]:
             t = torch.zeros(batch, *shapes[name], dtype=self.obs_dtype) if name == "obs" else torch.ones(batch, *shapes[name])
             if name == "agent_id":
                 t = torch.zeros(batch, self.agent_id_dim)
@@ -151,7 +209,8 @@ def _json_floats(values: np.ndarray) -> list[float | None]:
 def _observation_spec(space: spaces.Space, fields: list[dict[str, Any]] | None) -> dict[str, Any]:
     spec: dict[str, Any] = {"shape": [int(d) for d in space.shape], "dtype": str(np.dtype(space.dtype)),
                             "layout": image_layout(space) if fields is None else None}
-    if isinstance(space, spaces.Box) and int(np.prod(space.shape)) <= 4096:
+    entries = bool(fields) and all("input" in f for f in fields or [])  # bounds of the flat vector mean nothing then
+    if isinstance(space, spaces.Box) and int(np.prod(space.shape)) <= 4096 and not entries:
         spec["low"], spec["high"] = _json_floats(space.low), _json_floats(space.high)
     spec["fields"] = fields
     return spec
@@ -175,8 +234,10 @@ def build_metadata(
     head = artifact.actor.head
     dims = {"obs": list(graph.obs_shape), "action_mask": [graph.mask_dim], "agent_id": [graph.agent_id_dim],
             "noise": [graph.noise_dim]}
-    obs_dtype = str(np.dtype(artifact.observation_space.dtype))
-    inputs = [{"name": n, "dtype": obs_dtype if n == "obs" else "float32", "shape": ["batch", *dims[n]]}
+    dtypes = {"obs": str(np.dtype(artifact.observation_space.dtype))}
+    for field in graph.entries or []:
+        dims[field["input"]], dtypes[field["input"]] = list(field["shape"]), field["dtype"]
+    inputs = [{"name": n, "dtype": dtypes.get(n, "float32"), "shape": ["batch", *dims[n]]}
               for n in graph.input_names]
     outputs = [{"name": n, **output_specs[n]} for n in graph.output_names]
     env: dict[str, Any] | None = None
@@ -197,7 +258,7 @@ def build_metadata(
         "env": env,
         "plugins": list(run_config.plugins) if run_config is not None else [],
         "seed": run_config.seed if run_config is not None else None,
-        "observation": _observation_spec(artifact.observation_space, artifact.observation_fields),
+        "observation": _observation_spec(artifact.observation_space, graph.entries or artifact.observation_fields),
         "game": getattr(artifact, "game", None),
         "action": head.action_spec(),
         "action_outputs": list(graph.head_outputs),
@@ -405,6 +466,17 @@ def parity_inputs(artifact: PolicyArtifact, graph: PolicyGraph, n: int, seed: in
     if np.dtype(space.dtype) == np.uint8:  # pixels: every value 0..255 (the graph scales them)
         obs = rng.integers(0, 256, (n, *graph.obs_shape))
     feeds = {"obs": obs.astype(np.dtype(space.dtype))}
+    if graph.entries:  # one input per entry: the entry's columns of the flat draw, pixels and categories drawn
+        flat = feeds.pop("obs")
+        for field in graph.entries:
+            start, size, shape = int(field["start"]), int(field["size"]), tuple(field["shape"])
+            if field["dtype"] == "uint8":
+                feeds[field["input"]] = rng.integers(0, 256, (n, *shape)).astype(np.uint8)
+            elif field["dtype"] == "int64":
+                first, count = np.asarray(field["first"]), np.asarray(field["n"])
+                feeds[field["input"]] = (first + rng.integers(0, count, (n, len(count)))).reshape(n, *shape)
+            else:
+                feeds[field["input"]] = flat[:, start:start + size].reshape(n, *shape).astype(np.float32)
     if graph.mask_dim:
         mask = (rng.random((n, graph.mask_dim)) < 0.5).astype(np.float32)
         start = 0

@@ -93,7 +93,7 @@ class _ImageInput(nn.Module):
     def forward(self, obs: Tensor) -> Tensor:
         x = obs.to(torch.float32)
         if x.ndim == 2:  # an image entry sliced out of a flattened Dict observation
-            x = x.unflatten(1, self.shape)
+            x = x.reshape(-1, *self.shape)  # (unflatten traces the example's batch size into the export)
         if self.scale != 1.0:
             x = x * self.scale
         return to_chw(x, self.layout)

@@ -7,6 +7,8 @@ chance (return 4) by looking at the pixels.
 
 ``BrightSideParallel``: the same game for two PettingZoo agents, each with its own frame and patch.
 
+``BrightSideDict``: BrightSide's frame in a Dict beside a vector and a category (a camera and a HUD).
+
 ``BigFrames``: a 256×256 RGB env (for the memory check: its storage, not its game, matters).
 """
 
@@ -65,7 +67,31 @@ class Invert(gym.ObservationWrapper):
         return 255 - observation
 
 
+class BrightSideDict(BrightSide):
+    """BrightSide observed as a Dict: the frame beside a vector (the step as a fraction) and a category (the
+    step), as a game with a camera and a HUD would observe."""
+
+    def __init__(self, size: int = SIZE, render_mode: str | None = None):
+        super().__init__(size, render_mode)
+        self.observation_space = spaces.Dict({
+            "frame": spaces.Box(0, 255, (size, size, 3), np.uint8),
+            "progress": spaces.Box(0.0, 1.0, (1,), np.float32), "step": spaces.Discrete(EPISODE + 1),
+        })
+
+    def _dict(self, img):
+        return {"frame": img, "progress": np.array([self.t / EPISODE], np.float32), "step": self.t}
+
+    def reset(self, seed=None, options=None):
+        img, info = super().reset(seed=seed, options=options)
+        return self._dict(img), info
+
+    def step(self, action):
+        img, reward, terminated, truncated, info = super().step(action)
+        return self._dict(img), reward, terminated, truncated, info
+
+
 gym.register("BrightSide-v0", entry_point=BrightSide)
+gym.register("BrightSideDict-v0", entry_point=BrightSideDict)
 gym.register("BigFrames-v0", entry_point=BrightSide, kwargs={"size": 256})
 
 

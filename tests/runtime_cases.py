@@ -14,9 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
+import torch
 from agentkit_exports.onnx_exporter import OnnxExporter, OnnxExporterConfig
-from onnx_cases import CASES, make_artifact
+from gymnasium import spaces
+from onnx_cases import CASES, host, make_artifact
+
+from agentkit.algorithm import PolicyArtifact
+from agentkit.config import PolicyConfig
+from agentkit.observations import ObservationLayout
+from agentkit.policy import build_actor
 
 NAN, INF, NINF = {"$": "NaN"}, {"$": "inf"}, {"$": "-inf"}
 ROW = [0.5, -1.0, 2.0, 0.0, 1.5, -0.25]  # one observation of the 6-wide test policies
@@ -25,7 +33,8 @@ ROW = [0.5, -1.0, 2.0, 0.0, 1.5, -0.25]  # one observation of the 6-wide test po
 @dataclass
 class InputCase:
     id: str
-    model: str  # "discrete" (masked Discrete(5), obs [6], --stochastic) or "hybrid" (masked hybrid, obs [6])
+    model: str  # "discrete" (masked Discrete(5), obs [6], --stochastic), "hybrid" (masked hybrid, obs [6]) or
+    # "dict-image" (masked Discrete(5) on DICT_IMAGE: one input per entry, contract 3)
     obs: Any
     mask: Any = None
     noise: Any = None
@@ -33,6 +42,19 @@ class InputCase:
     error: str | None = None
     js_only: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+
+
+#: A camera frame beside vectors: the "dict-image" policy's env observation (exports/CONTRACT.md, "Camera images")
+DICT_IMAGE = spaces.Dict({"image": spaces.Box(0, 255, (12, 12, 3), np.uint8),
+                          "speed": spaces.Box(-1.0, 1.0, (2,), np.float32), "gear": spaces.Discrete(3, start=1)})
+_FRAMES = np.random.default_rng(7).integers(0, 256, (2, 12, 12, 3))
+_FRAMES[1, :, 6:] = 255 - _FRAMES[1, :, 6:]
+
+
+def _dict(i: int = 0, **change: Any) -> dict[str, Any]:
+    obs = {"image": _FRAMES[i].tolist(), "speed": [0.5, -0.5] if i == 0 else [-0.9, 0.3], "gear": 1 + i}
+    obs.update(change)
+    return {k: v for k, v in obs.items() if v is not None}
 
 
 def _row(i: int, value: Any) -> list[Any]:
@@ -66,6 +88,16 @@ INPUT_CASES = [
               error="noise: row 0 holds NaN at position 0"),
     InputCase("noise-shape", "discrete", [ROW, ROW], noise=[[0.5]], deterministic=False,
               error="noise: expected uniform(0, 1) floats of shape [2, 1], got [1, 1]"),
+    InputCase("dict-image-one", "dict-image", _dict(0)),
+    InputCase("dict-image-batch", "dict-image", [_dict(0), _dict(1)], mask=[[1, 1, 0, 1, 1], [0, 1, 1, 0, 1]]),
+    InputCase("dict-image-batch-of-0", "dict-image", []),
+    InputCase("dict-image-sampled", "dict-image", [_dict(1), _dict(0)], noise=[[0.2], [0.8]], deterministic=False),
+    InputCase("dict-image-scaled", "dict-image", _dict(0, image=(_FRAMES[0] / 255.0).tolist()),
+              error="this policy takes uint8 pixels 0..255 of shape"),
+    InputCase("dict-image-missing", "dict-image", _dict(0, gear=None), error="is missing"),
+    InputCase("dict-image-category", "dict-image", _dict(0, gear=7), error="values must lie in [1] .. [3]"),
+    InputCase("dict-image-nan", "dict-image", _dict(0, speed=[0.0, NAN]), error="row 0 holds NaN at position 1"),
+    InputCase("dict-image-shape", "dict-image", _dict(0, image=_FRAMES[0, :11].tolist()), error="expected shape"),
     InputCase("bigint-observation", "discrete", _row(0, {"$bigint": "5"}), js_only=True,
               error="observation: expected numbers, got bigint (5n)"),
     InputCase("bigint-in-batch", "discrete", [ROW, _row(3, {"$bigint": "7"})], js_only=True,
@@ -79,6 +111,8 @@ def decode(value: Any) -> Any:
         return {"NaN": math.nan, "inf": math.inf, "-inf": -math.inf}[value["$"]]
     if isinstance(value, list):
         return [decode(v) for v in value]
+    if isinstance(value, dict):  # a Dict observation's entries
+        return {k: decode(v) for k, v in value.items()}
     return value
 
 
@@ -128,12 +162,28 @@ METADATA_CASES = [
 ]
 
 
+def dict_image_artifact(seed: int = 0) -> PolicyArtifact:
+    """An untrained masked Discrete(5) actor on DICT_IMAGE (the ``multi`` encoder), outputs scaled so that
+    actions vary with the input."""
+    layout = ObservationLayout(DICT_IMAGE, "test")
+    torch.manual_seed(seed)
+    action_space = spaces.Discrete(5)
+    actor = build_actor(PolicyConfig(), host().registry, layout.space, action_space, fields=layout.fields)
+    with torch.no_grad():
+        for module in actor.head.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.mul_(100.0)
+    return PolicyArtifact("policy", actor, layout.space, action_space, ["agent"], observation_fields=layout.fields)
+
+
 def build_models(folder: Path) -> dict[str, Path]:
-    """The two test policies of INPUT_CASES, exported --stochastic into ``folder``."""
+    """The test policies of INPUT_CASES, exported --stochastic into ``folder``."""
     exporter = OnnxExporter(OnnxExporterConfig(plugin="onnx", stochastic=True))
     by_id = {c.id: c for c in CASES}
-    return {name: exporter.export(make_artifact(by_id[case]), folder / f"{name}.onnx")
-            for name, case in (("discrete", "discrete"), ("hybrid", "hybrid"))}
+    models = {name: exporter.export(make_artifact(by_id[case]), folder / f"{name}.onnx")
+              for name, case in (("discrete", "discrete"), ("hybrid", "hybrid"))}
+    models["dict-image"] = exporter.export(dict_image_artifact(), folder / "dict-image.onnx")
+    return models
 
 
 def build_metadata_files(folder: Path, model: Path) -> dict[str, Path]:

@@ -188,6 +188,7 @@ const decode = (v) => {
   if (Array.isArray(v)) return v.map(decode);
   if (v !== null && typeof v === "object" && "$" in v) return { NaN: NaN, inf: Infinity, "-inf": -Infinity }[v.$];
   if (v !== null && typeof v === "object" && "$bigint" in v) return BigInt(v.$bigint);
+  if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, decode(x)]));
   return v;
 };
 const jobs = JSON.parse(await readFile(process.argv[2], "utf8"));

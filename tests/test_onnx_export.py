@@ -58,7 +58,7 @@ def test_every_head_exports_with_contract_and_parity(case, stochastic, tmp_path)
         assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
     meta = json.loads({p.key: p.value for p in model.metadata_props}["agentkit"])
-    assert meta["contract_version"] == 2
+    assert meta["contract_version"] == 3
     assert meta["action"] == json.loads(json.dumps(head.action_spec()))
     assert [i["name"] for i in meta["inputs"]] == expected_inputs
     assert [o["name"] for o in meta["outputs"]] == outputs

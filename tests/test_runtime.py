@@ -195,11 +195,10 @@ def test_the_shared_input_cases(case_models, case):
         assert case.error in got.get("error", ""), got
         return
     assert "error" not in got, got
-    obs = np.asarray(decode(case.obs), np.float32)
-    if obs.size == 0:  # a batch of 0: empty outputs of each output's row shape, without onnxruntime
+    if decode(case.obs) == []:  # a batch of 0: empty outputs of each output's row shape, without onnxruntime
         for name in policy.action_outputs:
             spec = next(o for o in policy.metadata["outputs"] if o["name"] == name)
-            value = policy.outputs(np.zeros((0, 6)))[0][name]
+            value = policy.outputs(np.zeros((0, *policy.observation_shape)))[0][name]
             assert value.shape == (0, *spec["shape"][1:]) and value.dtype == spec["dtype"]
         assert all(v == [] for v in got.values())
 

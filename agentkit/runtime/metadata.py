@@ -3,7 +3,8 @@
 A file from elsewhere may carry anything in its metadata, so a runtime checks what it relies on before acting
 (exports/CONTRACT.md, "What a runtime checks"): the JSON is an object of the supported contract version, the
 keys the runtime reads are there with the right types, and every size it reads agrees with the graph: the
-``inputs`` are the graph's inputs (names and dims), ``observation.shape`` is the ``obs`` input's,
+``inputs`` are the graph's inputs (names and dims), ``observation.shape`` is the ``obs`` input's (or, for a
+per-entry export, each of ``observation.fields`` names an input of its own shape and dtype),
 ``mask.dim``, ``stochastic.dim`` and ``agent_id.dim`` are the widths of their inputs, and the outputs it
 names are graph outputs. The JavaScript runtime (exports/js/agentkit-runtime.mjs, ``checkMetadata``) applies
 the same rule with the same messages.
@@ -19,6 +20,8 @@ from typing import Any
 #: dtypes an ``env_action`` entry may give the env, and an output may have
 ENV_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "float32", "float64")
 OUTPUT_DTYPES = ("int64", "float32")
+#: dtypes of a per-entry observation input (contract 3): pixels, categories, values
+ENTRY_DTYPES = ("uint8", "int64", "float32")
 
 
 class MetadataError(ValueError):
@@ -76,6 +79,25 @@ def parse(text: str) -> dict[str, Any]:
     return meta
 
 
+def _check_entries(entries: list[dict[str, Any]], graph: dict[str, list[Any]], dtypes: dict[str, Any]) -> None:
+    """Each per-entry field names a graph input of the entry's own shape, declared with the field's dtype."""
+    for i, field in enumerate(entries):
+        name = field.get("input")
+        if not isinstance(name, str) or name not in graph:
+            raise MetadataError(f"'observation.fields[{i}].input' {name!r} is not a graph input")
+        shape = _list(field.get("shape"), f"observation.fields[{i}].shape")
+        if list(shape) != graph[name]:
+            raise MetadataError(
+                f"'observation.fields[{i}].shape' {_dims(shape)} differs from the graph's {name} input "
+                f"{_dims(['batch', *graph[name]])}"
+            )
+        if field.get("dtype") not in ENTRY_DTYPES or field.get("dtype") != dtypes.get(name):
+            raise MetadataError(
+                f"'observation.fields[{i}].dtype' {field.get('dtype')!r} differs from the {name} input's "
+                f"{dtypes.get(name)!r} (one of {', '.join(ENTRY_DTYPES)})"
+            )
+
+
 def check(meta: dict[str, Any], graph_inputs: dict[str, list[Any]], graph_outputs: Sequence[str]) -> None:
     """Raise MetadataError naming the first key that is missing, mistyped or disagrees with the graph.
 
@@ -86,11 +108,22 @@ def check(meta: dict[str, Any], graph_inputs: dict[str, list[Any]], graph_output
         if key not in meta:
             raise MetadataError(f"no '{key}' key")
     inputs = _list(meta["inputs"], "inputs")
+    observation = _obj(meta, "observation")
+    fields = observation.get("fields")
+    if fields is not None:
+        _list(fields, "observation.fields")
+    # contract 3: a Dict/Tuple holding an image has one input per entry, named by its field's "input"
+    entries = [f for f in fields or [] if isinstance(f, dict) and "input" in f]
+    if entries and len(entries) != len(fields or []):
+        raise MetadataError("'observation.fields' give an 'input' for some entries but not all")
+    entry_names = {f["input"] for f in entries if isinstance(f["input"], str)}
     declared: dict[str, list[Any]] = {}
     for i, spec in enumerate(inputs):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("shape"), list):
             raise MetadataError(f"'inputs[{i}]' must be an object with a 'name' and a 'shape'")
-        allowed = ("float32", "uint8") if spec.get("name") == "obs" else ("float32",)  # uint8: image frames
+        name = spec.get("name")
+        # uint8: image frames; int64: the category of a Dict entry
+        allowed = ("float32", "uint8") if name == "obs" else ENTRY_DTYPES if name in entry_names else ("float32",)
         if spec.get("dtype") not in allowed:
             raise MetadataError(
                 f"'inputs[{i}].dtype' must be {' or '.join(f'{d!r}' for d in allowed)}, got {spec.get('dtype')!r}"
@@ -101,23 +134,21 @@ def check(meta: dict[str, Any], graph_inputs: dict[str, list[Any]], graph_output
         have = ", ".join(f"{n} {_dims(['batch', *graph[n]])}" for n in graph)
         said = ", ".join(f"{n} {_dims(s)}" for n, s in declared.items())
         raise MetadataError(f"the graph's inputs ({have}) differ from the metadata's 'inputs' ({said})")
-    if "obs" not in graph:
-        raise MetadataError("the graph has no 'obs' input")
-
-    observation = _obj(meta, "observation")
     shape = _list(observation.get("shape"), "observation.shape")
     for i, d in enumerate(shape):
         _int(d, f"observation.shape[{i}]")
-    if shape != graph["obs"]:
-        raise MetadataError(
-            f"'observation.shape' {_dims(shape)} differs from the graph's obs input {_dims(['batch', *graph['obs']])}"
-        )
-    obs_dtype = next(spec.get("dtype") for spec in inputs if spec["name"] == "obs")
-    if observation.get("dtype", "float32") != obs_dtype:
-        raise MetadataError(f"'observation.dtype' {observation.get('dtype')!r} differs from the obs input's {obs_dtype!r}")
-    fields = observation.get("fields")
-    if fields is not None:
-        _list(fields, "observation.fields")
+    if entries:
+        _check_entries(entries, graph, {spec["name"]: spec.get("dtype") for spec in inputs})
+    else:
+        if "obs" not in graph:
+            raise MetadataError("the graph has no 'obs' input")
+        if shape != graph["obs"]:
+            raise MetadataError(
+                f"'observation.shape' {_dims(shape)} differs from the graph's obs input {_dims(['batch', *graph['obs']])}"
+            )
+        obs_dtype = next(spec.get("dtype") for spec in inputs if spec["name"] == "obs")
+        if observation.get("dtype", "float32") != obs_dtype:
+            raise MetadataError(f"'observation.dtype' {observation.get('dtype')!r} differs from the obs input's {obs_dtype!r}")
 
     for key, input_name in (("mask", "action_mask"), ("stochastic", "noise"), ("agent_id", "agent_id")):
         if meta.get(key) is None:

@@ -49,20 +49,99 @@ def flatten(fields: list[dict[str, Any]], raw: Any) -> tuple[np.ndarray, bool]:
         if field["encoding"] == "box":
             out[:, start:start + rows.shape[1]] = rows
             continue
-        if value.dtype.kind not in "iub":
-            raise InvalidInputError(
-                f"observation {_name(field)}: expected integer category values, got dtype {value.dtype}."
-            )
-        n, first = np.asarray(field["n"]), np.asarray(field["first"])
-        index = rows - first
-        if ((index < 0) | (index >= n)).any():
-            raise InvalidInputError(
-                f"observation {_name(field)}: values must lie in {first.tolist()} .. {(first + n - 1).tolist()}, "
-                f"got {rows.tolist() if rows.size <= 16 else 'values outside it'}."
-            )
+        index = _categories(field, value, rows) - np.asarray(field["first"])
+        n = np.asarray(field["n"])
         offsets = start + np.concatenate([[0], np.cumsum(n)[:-1]])
         out[np.arange(batch)[:, None], offsets + index] = 1.0
     return out, single
+
+
+def entry_inputs(fields: list[dict[str, Any]]) -> bool:
+    """Whether an export takes the observation as one graph input per entry (``field["input"]``; contract
+    version 3, a Dict or Tuple holding an image) rather than as the flat ``obs`` vector."""
+    return bool(fields) and all("input" in f for f in fields)
+
+
+def split_entries(fields: list[dict[str, Any]], raw: Any) -> tuple[dict[str, np.ndarray], bool]:
+    """``raw`` (the env's Dict or Tuple observation, one or a batch) → one array ``[B, *shape]`` per field's
+    ``input`` in the field's ``dtype`` (uint8 pixels, int64 categories, float32 values), and whether it was
+    one. Checked as ``flatten`` checks (shape, categories) and pixels are whole numbers 0..255, each error
+    naming the entry."""
+    values = [_entry(raw, f) for f in fields]
+    single = values[0].ndim == len(fields[0]["shape"])
+    batch = 1 if single else values[0].shape[0]
+    feeds = {}
+    for field, value in zip(fields, values, strict=True):
+        shape = tuple(field["shape"])
+        expected = shape if single else (batch, *shape)
+        if value.shape != expected:
+            got = "one observation" if single else f"a batch of {batch}"
+            raise InvalidInputError(
+                f"observation {_name(field)}: expected shape {expected} ({got}, as the other entries), got "
+                f"{value.shape}."
+            )
+        value = value.reshape(batch, *shape)
+        if field["dtype"] == "int64":
+            _categories(field, value, value.reshape(batch, int(np.prod(shape, dtype=np.int64))))
+            feeds[field["input"]] = value.astype(np.int64, copy=False)
+        elif field["dtype"] == "uint8":
+            feeds[field["input"]] = pixels(value, f"observation {_name(field)}", shape)
+        else:
+            with np.errstate(over="ignore"):
+                feeds[field["input"]] = value.astype(np.float32, copy=False)
+    return feeds, single
+
+
+def unflatten(fields: list[dict[str, Any]], flat: np.ndarray) -> dict[str, Any]:
+    """The flat vector ``[B, D]`` that ``flatten`` makes → the env's entries (a batch axis on each), so that a
+    per-entry export also takes what the trainer's policy takes. A one-hot block gives its largest column."""
+    out: dict[Any, Any] = {}
+    batch = flat.shape[0]
+    for field in fields:
+        start, size = int(field["start"]), int(field["size"])
+        block = flat[:, start:start + size]
+        if field["encoding"] == "box":
+            out[field["key"]] = block.reshape(batch, *field["shape"])
+            continue
+        values, offset = [], 0
+        for n, first in zip(field["n"], field["first"], strict=True):
+            values.append(np.argmax(block[:, offset:offset + n], axis=1) + first)
+            offset += n
+        out[field["key"]] = np.stack(values, axis=1).reshape(batch, *field["shape"])
+    if fields and isinstance(fields[0]["key"], int):
+        return tuple(out[i] for i in range(len(fields)))  # type: ignore[return-value]
+    return out
+
+
+def pixels(arr: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``arr`` as uint8 pixels. They must be whole numbers 0..255, as the env gives them: a frame already
+    scaled to 0..1 would be scaled twice by the graph, so it is refused."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 255
+                     or not np.all(np.equal(np.mod(arr, 1), 0))):
+        raise InvalidInputError(
+            f"{name}: this policy takes uint8 pixels 0..255 of shape {shape} (the env's own image; scaling is "
+            f"inside the graph); got {arr.dtype} values from {arr.min()!r} to {arr.max()!r}. Send the frame "
+            "unscaled as uint8."
+        )
+    return arr.astype(np.uint8)
+
+
+def _categories(field: dict[str, Any], value: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``rows`` (``[B, elements]``) checked to be integer categories of ``field``; InvalidInputError otherwise."""
+    if value.dtype.kind not in "iub":
+        raise InvalidInputError(
+            f"observation {_name(field)}: expected integer category values, got dtype {value.dtype}."
+        )
+    n, first = np.asarray(field["n"]), np.asarray(field["first"])
+    index = rows - first
+    if ((index < 0) | (index >= n)).any():
+        raise InvalidInputError(
+            f"observation {_name(field)}: values must lie in {first.tolist()} .. {(first + n - 1).tolist()}, "
+            f"got {rows.tolist() if rows.size <= 16 else 'values outside it'}."
+        )
+    return rows
 
 
 def _entry(raw: Any, field: dict[str, Any]) -> np.ndarray:

@@ -10,11 +10,11 @@ import numpy as np
 
 from agentkit.errors import EmptyMaskError, InvalidInputError, UserError
 from agentkit.runtime import metadata as _metadata
-from agentkit.runtime.observation import flatten
+from agentkit.runtime.observation import entry_inputs, flatten, pixels, split_entries, unflatten
 
 METADATA_KEY = "agentkit"
 #: Contract versions this runtime reads.
-SUPPORTED_CONTRACTS = (1, 2)
+SUPPORTED_CONTRACTS = (1, 2, 3)
 
 
 class PolicyFileError(UserError):
@@ -84,6 +84,8 @@ class Policy:
         self._positional = bool(self.observation_fields) and all(
             isinstance(f["key"], int) for f in self.observation_fields
         )
+        #: contract 3: a Dict/Tuple observation holding an image is one graph input per entry (``field["input"]``)
+        self._entries = entry_inputs(self.observation_fields or [])
         self.mask_dim = int(meta["mask"]["dim"]) if meta.get("mask") else 0
         self.mask_segments = list(meta["mask"]["segments"]) if meta.get("mask") else []
         self.noise_dim = int(meta["stochastic"]["dim"]) if meta.get("stochastic") else 0
@@ -145,20 +147,44 @@ class Policy:
         raise InvalidInputError(f"observation: {_expected_shape(shape, arr.shape)}.{hint}")
 
     def _as_input_dtype(self, arr: np.ndarray) -> np.ndarray:
-        """``arr`` in the ``obs`` input's dtype. Pixels (uint8) must be whole numbers 0..255, as the env gives
-        them: a frame already scaled to 0..1 would be scaled twice by the graph, so it is refused."""
+        """``arr`` in the ``obs`` input's dtype (uint8 pixels: whole numbers 0..255, ``pixels``)."""
         if self.observation_dtype != np.uint8:
             return _float32(arr)
-        if arr.dtype == np.uint8:
-            return arr
-        if arr.size and (not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 255
-                         or not np.all(np.equal(np.mod(arr, 1), 0))):
-            raise InvalidInputError(
-                f"observation: this policy takes uint8 pixels 0..255 of shape {self.observation_shape} (the env's "
-                f"own image; scaling is inside the graph); got {arr.dtype} values from {arr.min()!r} to "
-                f"{arr.max()!r}. Send the frame unscaled as uint8."
-            )
-        return arr.astype(np.uint8)
+        return pixels(arr, "observation", self.observation_shape)
+
+    def _observation_feeds(self, obs: Any) -> tuple[dict[str, np.ndarray], int, bool]:
+        """The graph's observation input(s) for ``obs``, the batch size and whether it was one observation:
+        ``obs`` for a flat or Box observation, one input per entry for a per-entry export (contract 3),
+        which takes the env's dict or tuple, or the flat vector ``fields`` describe (what the trainer's
+        policy takes: ``agentkit eval`` acts on it)."""
+        fields = self.observation_fields or []
+        if not self._entries:
+            x, single = self._observations(obs)
+            finite(x, "observation")
+            return {"obs": x}, x.shape[0], single
+        if isinstance(obs, Mapping) or (self._positional and isinstance(obs, tuple)):
+            feeds, single = split_entries(fields, obs)
+        else:
+            arr = numbers(obs, "observation")
+            shape = self.observation_shape
+            if arr.shape == (0,):
+                return {}, 0, False
+            if arr.shape != shape and arr.shape[1:] != shape:
+                raise InvalidInputError(
+                    f"observation: this policy takes the env's {'tuple' if self._positional else 'dict'} of "
+                    f"entries {[f['key'] for f in fields]} (or the flat vector they make: "
+                    f"{_expected_shape(shape, arr.shape)})."
+                )
+            single = arr.shape == shape
+            flat = _float32(arr.reshape(-1, *shape))
+            if flat.shape[0] == 0:
+                return {}, 0, False
+            finite(flat, "observation")
+            feeds, _ = split_entries(fields, unflatten(fields, flat))
+        for field in fields:
+            if field["dtype"] == "float32":
+                finite(feeds[field["input"]], f"observation {field['key']!r}")
+        return feeds, next(iter(feeds.values())).shape[0], single
 
     @staticmethod
     def _stack_dicts(dicts: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -295,13 +321,10 @@ class Policy:
             obs = self._stack_tuples(obs)
         if isinstance(obs, Mapping) and self.mask_dim and mask is None:
             mask = obs.get("action_mask")
-        x, single = self._observations(obs)
-        finite(x, "observation")
-        batch = x.shape[0]
+        feeds, batch, single = self._observation_feeds(obs)
         if batch == 0:  # nothing to act on: empty outputs of the right shape, without onnxruntime
             return {name: np.zeros((0, *self._specs[name]["shape"][1:]), self._specs[name]["dtype"])
                     for name in self.action_outputs}, False
-        feeds = {"obs": x}
         if self.mask_dim:
             feeds["action_mask"] = self._mask(mask, batch)
         elif mask is not None:

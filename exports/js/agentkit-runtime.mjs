@@ -13,7 +13,7 @@
 // The file contract (inputs, outputs, metadata) is agentkit's exports/CONTRACT.md.
 
 export const METADATA_KEY = "agentkit";
-export const SUPPORTED_CONTRACTS = [1, 2];
+export const SUPPORTED_CONTRACTS = [1, 2, 3];
 
 // -- metadata: ModelProto.metadata_props (field 14), read straight from the protobuf bytes --------------------
 // onnxruntime's JavaScript API exposes no custom metadata, so the few bytes needed are parsed here.
@@ -81,6 +81,8 @@ export function readMetadataProps(bytes) {
 
 const ENV_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "float32", "float64"];
 const OUTPUT_DTYPES = ["int64", "float32"];
+// dtypes of a per-entry observation input (contract 3): pixels, categories, values
+const ENTRY_DTYPES = ["uint8", "int64", "float32"];
 
 class MetadataError extends Error {}
 
@@ -146,12 +148,24 @@ export function checkMetadata(meta, graphInputs, graphOutputs) {
   for (const key of ["observation", "action", "inputs", "outputs", "action_outputs"]) {
     if (!(key in meta)) throw new MetadataError(`no '${key}' key`);
   }
+  const observation = objectAt(meta.observation, "observation");
+  const fields = observation.fields;
+  if (fields !== null && fields !== undefined) listAt(fields, "observation.fields");
+  // contract 3: a Dict/Tuple holding an image has one input per entry, named by its field's "input"
+  const entries = (fields ?? []).filter((f) => isObject(f) && "input" in f);
+  if (entries.length && entries.length !== fields.length) {
+    throw new MetadataError("'observation.fields' give an 'input' for some entries but not all");
+  }
+  const entryNames = new Set(entries.map((f) => f.input));
   const declared = {};
+  const declaredDtypes = {};
   listAt(meta.inputs, "inputs").forEach((spec, i) => {
     if (!isObject(spec) || typeof spec.name !== "string" || !Array.isArray(spec.shape)) {
       throw new MetadataError(`'inputs[${i}]' must be an object with a 'name' and a 'shape'`);
     }
-    const allowed = spec.name === "obs" ? ["float32", "uint8"] : ["float32"]; // uint8: image frames
+    // uint8: image frames; int64: the category of a Dict entry
+    const allowed = spec.name === "obs" ? ["float32", "uint8"] : entryNames.has(spec.name) ? ENTRY_DTYPES : ["float32"];
+    declaredDtypes[spec.name] = spec.dtype;
     if (!allowed.includes(spec.dtype)) {
       throw new MetadataError(`'inputs[${i}].dtype' must be ${allowed.map((d) => `"${d}"`).join(" or ")}, got ${describe(spec.dtype)}`);
     }
@@ -165,20 +179,33 @@ export function checkMetadata(meta, graphInputs, graphOutputs) {
     const said = Object.entries(declared).map(([n, s]) => `${n} ${dimsText(s)}`).join(", ");
     throw new MetadataError(`the graph's inputs (${have}) differ from the metadata's 'inputs' (${said})`);
   }
-  if (!("obs" in graph)) throw new MetadataError("the graph has no 'obs' input");
   const dimsOf = (name) => graph[name] ?? declared[name].slice(1);
 
-  const observation = objectAt(meta.observation, "observation");
   const shape = listAt(observation.shape, "observation.shape");
   shape.forEach((d, i) => intAtLeast(d, `observation.shape[${i}]`));
-  if (!sameDims(shape, dimsOf("obs"))) {
-    throw new MetadataError(`'observation.shape' ${dimsText(shape)} differs from the graph's obs input ${dimsText(["batch", ...dimsOf("obs")])}`);
+  if (entries.length) {
+    entries.forEach((f, i) => {
+      if (typeof f.input !== "string" || !(f.input in graph)) {
+        throw new MetadataError(`'observation.fields[${i}].input' ${describe(f.input)} is not a graph input`);
+      }
+      const entryShape = listAt(f.shape, `observation.fields[${i}].shape`);
+      if (!sameDims(entryShape, dimsOf(f.input))) {
+        throw new MetadataError(`'observation.fields[${i}].shape' ${dimsText(entryShape)} differs from the graph's ${f.input} input ${dimsText(["batch", ...dimsOf(f.input)])}`);
+      }
+      if (!ENTRY_DTYPES.includes(f.dtype) || f.dtype !== declaredDtypes[f.input]) {
+        throw new MetadataError(`'observation.fields[${i}].dtype' ${describe(f.dtype)} differs from the ${f.input} input's ${describe(declaredDtypes[f.input])} (one of ${ENTRY_DTYPES.join(", ")})`);
+      }
+    });
+  } else {
+    if (!("obs" in graph)) throw new MetadataError("the graph has no 'obs' input");
+    if (!sameDims(shape, dimsOf("obs"))) {
+      throw new MetadataError(`'observation.shape' ${dimsText(shape)} differs from the graph's obs input ${dimsText(["batch", ...dimsOf("obs")])}`);
+    }
+    const obsDtype = meta.inputs.find((spec) => spec.name === "obs").dtype;
+    if ((observation.dtype ?? "float32") !== obsDtype) {
+      throw new MetadataError(`'observation.dtype' ${describe(observation.dtype)} differs from the obs input's "${obsDtype}"`);
+    }
   }
-  const obsDtype = meta.inputs.find((spec) => spec.name === "obs").dtype;
-  if ((observation.dtype ?? "float32") !== obsDtype) {
-    throw new MetadataError(`'observation.dtype' ${describe(observation.dtype)} differs from the obs input's "${obsDtype}"`);
-  }
-  if (observation.fields !== null && observation.fields !== undefined) listAt(observation.fields, "observation.fields");
 
   for (const [key, input] of [["mask", "action_mask"], ["stochastic", "noise"], ["agent_id", "agent_id"]]) {
     if (meta[key] === null || meta[key] === undefined) {
@@ -395,6 +422,52 @@ function observationRows(value, rowShape, dtype) {
   return { ...o, data: Uint8Array.from(o.data) };
 }
 
+/**
+ * The env's observations (objects of entries, or arrays for a Tuple) -> one tensor per entry, for a per-entry
+ * export (contract 3; exports/CONTRACT.md, "Camera images"): each entry in its own shape and its field's dtype
+ * (uint8 pixels: whole numbers 0..255, unscaled; int64 categories; float32 values, finite).
+ */
+function entryFeeds(fields, raws, T) {
+  const n = raws.length;
+  const feeds = {};
+  for (const f of fields) {
+    const name = f.key === null ? "observation" : `observation entry "${f.key}"`;
+    const size = prod(f.shape);
+    const data = f.dtype === "uint8" ? new Uint8Array(n * size)
+      : f.dtype === "int64" ? new BigInt64Array(n * size) : new Float32Array(n * size);
+    raws.forEach((raw, r) => {
+      const value = raw[f.key];
+      if (value === undefined) throw new Error(`${name} is missing (got the entries ${Object.keys(raw).sort().join(", ")})`);
+      const values = flatten(value).map(Number);
+      if (values.length !== size) {
+        throw new Error(`${name}: expected shape [${f.shape.join(", ")}] (${size} numbers), got ${values.length}`);
+      }
+      values.forEach((v, i) => {
+        if (f.dtype === "int64") {
+          if (!Number.isInteger(v) || v - f.first[i] < 0 || v - f.first[i] >= f.n[i]) {
+            const last = f.first.map((first, j) => first + f.n[j] - 1);
+            throw new Error(`${name}: values must lie in ${dimsText(f.first)} .. ${dimsText(last)}, got ${v}`);
+          }
+          data[r * size + i] = BigInt(v);
+        } else if (f.dtype === "uint8") {
+          if (!(Number.isInteger(v) && v >= 0 && v <= 255)) {
+            throw new Error(`${name}: this policy takes uint8 pixels 0..255 of shape [${f.shape.join(", ")}] (the env's own image; scaling is inside the graph), got ${v}. Send the frame unscaled.`);
+          }
+          data[r * size + i] = v;
+        } else {
+          if (v - v !== 0) {
+            const word = Number.isNaN(v) ? "NaN" : v > 0 ? "inf" : "-inf";
+            throw new Error(`${name}: row ${r} holds ${word} at position ${i}; a policy acts on finite numbers only (check what produced it)`);
+          }
+          data[r * size + i] = v;
+        }
+      });
+    });
+    feeds[f.input] = new T(f.dtype, data, [n, ...f.shape]);
+  }
+  return feeds;
+}
+
 function broadcastRows(data, n, batch) {
   if (n === batch) return data;
   const out = new Float32Array(data.length * batch);
@@ -428,6 +501,9 @@ export class Policy {
     this.obsSize = prod(this.observationShape);
     // the obs input's dtype: "uint8" for images (the env's pixels as they are), else "float32"
     this.observationDtype = metadata.observation.dtype || "float32";
+    // contract 3: a Dict/Tuple observation holding an image is one graph input per entry (field.input)
+    const fields = metadata.observation.fields;
+    this.entryFields = fields && fields.length && fields.every((f) => "input" in f) ? fields : null;
     this.maskDim = metadata.mask ? metadata.mask.dim : 0;
     this.maskSegments = metadata.mask ? metadata.mask.segments : [];
     this.noiseDim = metadata.stochastic ? metadata.stochastic.dim : 0;
@@ -477,7 +553,23 @@ export class Policy {
   /** The action outputs as flat number arrays: { name: { values, batch, single } }. */
   async outputs(obs, { mask, deterministic = true, noise, agent } = {}) {
     const fields = this.metadata.observation.fields;
-    if (fields && (isEntries(obs) || (Array.isArray(obs) && obs.length > 0 && obs.every(isEntries)))) {
+    const T = this.ort.Tensor;
+    let o;
+    let obsFeeds;
+    if (this.entryFields) {
+      const isOne = (v) => isEntries(v) || isTupleObservation(fields, this.obsSize, v);
+      const one = isOne(obs);
+      const raws = one ? [obs] : obs;
+      if (!Array.isArray(raws) || !raws.every(isOne)) {
+        const keys = fields.map((f) => f.key).join(", ");
+        throw new Error(`observation: this policy takes the env's ${fields.every((f) => Number.isInteger(f.key)) ? "array" : "object"} of entries (${keys}), one or an array of them for a batch`);
+      }
+      if ((mask === undefined || mask === null) && this.maskDim && raws.length && raws[0].action_mask !== undefined) {
+        mask = one ? obs.action_mask : raws.map((r) => r.action_mask);
+      }
+      o = { n: raws.length, single: one };
+      if (raws.length) obsFeeds = entryFeeds(this.entryFields, raws, T);
+    } else if (fields && (isEntries(obs) || (Array.isArray(obs) && obs.length > 0 && obs.every(isEntries)))) {
       // the env's own observation object (or a batch of them): flattened here, its action_mask used
       const raws = isEntries(obs) ? [obs] : obs;
       if ((mask === undefined || mask === null) && this.maskDim && raws[0].action_mask !== undefined) {
@@ -492,13 +584,12 @@ export class Policy {
     } else if (fields && fields.length === 1 && fields[0].key === null && typeof obs === "number") {
       obs = Array.from(flattenObservation(fields, obs)); // a Discrete observation's category
     }
-    const o = observationRows(obs, this.observationShape, this.observationDtype);
+    if (!o) o = observationRows(obs, this.observationShape, this.observationDtype);
     const batch = o.n;
     if (batch === 0) { // nothing to act on: empty outputs, without onnxruntime
       return Object.fromEntries(this.actionOutputs.map((name) => [name, { values: [], batch: 0, single: false }]));
     }
-    const T = this.ort.Tensor;
-    const feeds = { obs: new T(this.observationDtype, o.data, [batch, ...this.observationShape]) };
+    const feeds = obsFeeds ?? { obs: new T(this.observationDtype, o.data, [batch, ...this.observationShape]) };
     if (this.maskDim) {
       let m;
       if (mask === undefined || mask === null) m = new Float32Array(batch * this.maskDim).fill(1);
