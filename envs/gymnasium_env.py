@@ -78,6 +78,33 @@ class HybridActions(gym.ActionWrapper):
 
 # -- the vector env ---------------------------------------------------------------------------------------
 
+#: info key through which an async worker reports an observation that does not fit the space (``_ReportMisfit``)
+MISFIT_KEY = "agentkit_observation_misfit"
+
+
+class _ReportMisfit(gym.Wrapper):
+    """Wraps each copy of an ``AsyncVectorEnv`` in its worker: an observation that does not fit the space is
+    replaced by a placeholder that does and described in ``info[MISFIT_KEY]``, so that the parent names it
+    (as it does for a sync vector env) instead of gymnasium's shared-memory traceback from the worker."""
+
+    def _check(self, obs: Any, info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        problem = describe_mismatch(self.observation_space, obs)
+        if problem is None:
+            return obs, info
+        return self.observation_space.sample(), {**info, MISFIT_KEY: problem}
+
+    def reset(self, **kwargs):
+        return self._check(*self.env.reset(**kwargs))
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs, info = self._check(obs, info)
+        return obs, reward, terminated, truncated, info
+
+
+def _reporting(fn):
+    return lambda: _ReportMisfit(fn())
+
 
 class GymnasiumVecEnv:
     """A gymnasium vector env behind agentkit's ``VecEnv`` protocol (same-step autoreset).
@@ -95,6 +122,8 @@ class GymnasiumVecEnv:
         cfg = source.config
         fns = [source.env_fn(render_mode) for _ in range(num_envs)]
         vec_cls = gym.vector.SyncVectorEnv if cfg.vectorization == "sync" else gym.vector.AsyncVectorEnv
+        if cfg.vectorization == "async":
+            fns = [_reporting(fn) for fn in fns]
         self.envs = vec_cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
         self._layout = source.layout
         self._info_mask = source.has_mask and not self._layout.mask_key
@@ -103,6 +132,10 @@ class GymnasiumVecEnv:
         self._seed: int | None = seed
 
     def _observation(self, raw: Any, infos: dict[str, Any]) -> Observation:
+        for where in (infos, infos.get("final_info")):  # an async copy's misfit (_ReportMisfit)
+            if isinstance(where, dict) and MISFIT_KEY in where:
+                i = int(np.flatnonzero(where[f"_{MISFIT_KEY}"])[0])
+                raise self._misfit_error(i, where[MISFIT_KEY][i])
         obs, mask = self._layout.split(raw)
         if self._info_mask:
             if MASK_KEY not in infos:
@@ -118,11 +151,14 @@ class GymnasiumVecEnv:
         for i, raw in enumerate(getattr(self.envs, "_env_obs", None) or []):  # SyncVectorEnv's per-copy values
             problem = describe_mismatch(self.envs.single_observation_space, raw)
             if problem is not None:
-                return InvalidInputError(
-                    f"env {self.source.env_id!r} (env copy {i}): {problem}. An env must return observations that "
-                    "fit its observation_space; fix the env or its declared space."
-                )
+                return self._misfit_error(i, problem)
         return None
+
+    def _misfit_error(self, i: int, problem: str) -> InvalidInputError:
+        return InvalidInputError(
+            f"env {self.source.env_id!r} (env copy {i}): {problem}. An env must return observations that fit its "
+            "observation_space; fix the env or its declared space."
+        )
 
     def reset(self, seed: int | None = None) -> Observation:
         """Reset every copy; env i gets ``seed + i`` (the ``make_vec`` seed on the first reset if None)."""

@@ -254,6 +254,15 @@ def test_bad_env_values_stop_the_run_naming_them(tmp_path, capsys, bad, expected
     assert all(torch.isfinite(t).all() for t in _actor_tensors(run))
 
 
+def test_a_wrong_shape_under_async_vectorization_is_named_as_under_sync(tmp_path, capsys):
+    """gymnasium's AsyncVectorEnv fails in its worker's shared-memory write; each copy reports the misfit
+    instead, and the parent names it with the sync message (no worker traceback)."""
+    config = _write_config(tmp_path, env__kwargs={"bad": "shape"}, env__vectorization="async")
+    code, err = _main(capsys, "train", config, "--run-dir", tmp_path / "run")
+    assert code == 2 and "(env copy 0): the observation has shape (4,), expected (3,)" in _one_message(err), err
+    assert "Traceback" not in err and "Worker" not in err
+
+
 def test_a_mask_of_the_wrong_length_names_the_entry_and_shapes(tmp_path, capsys):
     config = _write_config(tmp_path, env__kwargs={"bad": "mask_len", "masked": True})
     code, err = _main(capsys, "train", config, "--run-dir", tmp_path / "run")
