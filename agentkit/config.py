@@ -106,7 +106,11 @@ class PolicyConfig(StrictModel):
         description="Trunk layer widths, each at least 1 ([] : no hidden layer, a linear policy).",
     )
     activation: Literal["tanh", "relu", "elu"] = "tanh"
-    shared_trunk: bool = Field(False, description="Actor and critic share one trunk.")
+    shared_trunk: Literal["auto"] | bool = Field(
+        "auto",
+        description="Actor and critic share one encoder (and trunk). 'auto': shared for image observations (one "
+        "CNN instead of two, as SB3's CnnPolicy), separate otherwise and wherever the critic reads a global state.",
+    )
     normalize_obs: bool = Field(True, description="Running mean/std observation normalisation (exported).")
     obs_clip: float = Field(10.0, gt=0, description="Normalised observations are clipped to ±obs_clip.")
     head: Literal["auto"] | SerializeAsAny[HeadConfig] = Field(

@@ -15,7 +15,7 @@ from gymnasium import spaces
 from torch import Tensor, nn
 
 from agentkit.config import PolicyConfig
-from agentkit.encoders import Encoder, EncoderSpec, build_encoder
+from agentkit.encoders import Encoder, EncoderSpec, build_encoder, image_fields, image_layout
 from agentkit.heads import ActionDistribution, ActionHead
 from agentkit.moments import merge_moments
 
@@ -158,6 +158,35 @@ def resolve_head(policy_config: PolicyConfig, registry, action_space):
 def vector_space(dim: int) -> spaces.Box:
     """An unbounded float32 vector of ``dim`` (a global state, a concatenation of inputs)."""
     return spaces.Box(-np.inf, np.inf, (int(dim),), np.float32)
+
+
+def shares_encoder(policy_config: PolicyConfig, observation_space, fields: list[dict[str, Any]] | None = None) -> bool:
+    """Whether the critic shares the actor's encoder: ``policy.shared_trunk``, or for ``auto`` whether the
+    observation is an image or a Dict/Tuple holding one (a second CNN would double the cost of every step and
+    update for little gain). Only for a critic that reads the actor's input; a global-state critic never shares."""
+    if policy_config.shared_trunk != "auto":
+        return bool(policy_config.shared_trunk)
+    return image_layout(observation_space) is not None or bool(image_fields(EncoderSpec(observation_space, fields)))
+
+
+def resolve_shared_trunk(config: Any, env: Any) -> Any:
+    """``config`` (a RunConfig) with ``policy.shared_trunk: auto`` made the bool it means for ``env``'s
+    observations (``shares_encoder``; False where the critic reads a global state, ``algorithm.centralised``),
+    so that the run dir records what was built and a ``--resume`` of a run saved before this default compares
+    like with like. Left ``auto`` when the policy groups of a multi-agent env would differ."""
+    if config.policy.shared_trunk != "auto":
+        return config
+    if getattr(config.algorithm, "centralised", False):
+        shared = {False}
+    elif getattr(env, "multi_agent", False):
+        shared = {shares_encoder(config.policy, g.observation_space, g.observation_fields)
+                  for g in env.groups.values()}
+    else:
+        shared = {shares_encoder(config.policy, env.observation_space, getattr(env, "observation_fields", None))}
+    if len(shared) != 1:
+        return config
+    policy = config.policy.model_copy(update={"shared_trunk": shared.pop()})
+    return config.model_copy(update={"policy": policy})
 
 
 def encoder_for(policy_config: PolicyConfig, registry, observation_space, extra_dim: int = 0,

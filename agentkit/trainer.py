@@ -73,6 +73,7 @@ from agentkit.errors import (
 )
 from agentkit.finite import all_finite, first_non_finite
 from agentkit.host import PluginHost
+from agentkit.policy import resolve_shared_trunk
 from agentkit.progress import ProgressReporter
 from agentkit.registry import Registry
 from agentkit.runlog import (
@@ -658,6 +659,7 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
     """
     seed_everything(config.seed, config.run.torch_threads)
     env = build_env(config, host.registry)
+    config = resolve_shared_trunk(config, env)
     if run_dir is None:
         run_dir = Path(config.run.dir) if config.run.dir else default_run_dir(config, env)
     run_dir = Path(run_dir)
@@ -825,6 +827,7 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
     state = ckpt.load_checkpoint(latest)
     seed_everything(config.seed, config.run.torch_threads)
     env = build_env(config, host.registry)
+    config = resolve_shared_trunk(config, env)
     check_fingerprint(state, run_fingerprint(config, env), latest, f"the run's {CONFIG_FILE}")
     algorithm = build_algorithm(config, host.registry, env, run_dir)
     try:

@@ -42,7 +42,7 @@ from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingE
 from agentkit.config import AlgorithmConfig
 from agentkit.environment import GroupSpec, MultiAgentEnvSource, MultiAgentVecEnv, Observation
 from agentkit.errors import ConfigError
-from agentkit.policy import Actor, Critic, build_actor, build_critic, vector_space
+from agentkit.policy import Actor, Critic, build_actor, build_critic, shares_encoder, vector_space
 from agentkit.runlog import EndedEpisodes
 from agentkit.selfplay import SelfPlay, SelfPlayConfig
 from agentkit.storage import Batch, RolloutStorage, ensure_fits, rollout_bytes, torch_dtype
@@ -137,7 +137,7 @@ class MAPPO:
         self.state_dim = source.state_dim
         policy = run.policy
         critic_sees_obs = not config.centralised
-        if policy.shared_trunk and not critic_sees_obs:
+        if policy.shared_trunk is True and not critic_sees_obs:
             raise ConfigError(
                 "policy.shared_trunk: a centralised critic reads the global state, not the actor's input, so "
                 "the trunk cannot be shared; set policy.shared_trunk: false or algorithm.centralised: false."
@@ -183,7 +183,7 @@ class MAPPO:
         space = group.observation_space
         obs_dim = int(math.prod(space.shape))
         actor = build_actor(policy, registry, space, group.action_space, id_dim, fields=group.observation_fields)
-        if policy.shared_trunk:
+        if not cfg.centralised and shares_encoder(policy, space, group.observation_fields):
             critic_dim, critic = 0, build_critic(policy, registry, space, share_with=actor)
         elif not cfg.centralised:  # IPPO: the critic reads the actor's input (an image through its own CNN)
             critic_dim = 0

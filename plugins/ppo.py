@@ -33,7 +33,7 @@ from agentkit.config import AlgorithmConfig
 from agentkit.environment import Observation, VecEnv
 from agentkit.errors import ConfigError
 from agentkit.moments import merge_moments
-from agentkit.policy import build_actor, build_critic
+from agentkit.policy import build_actor, build_critic, shares_encoder
 from agentkit.runlog import EndedEpisodes
 from agentkit.storage import Batch, RolloutStorage, ensure_fits, rollout_bytes, torch_dtype
 
@@ -412,7 +412,7 @@ class PPO:
         self.observation_fields = getattr(context.env, "observation_fields", None)  # optional in EnvSource
 
         policy = run.policy
-        self.shared = policy.shared_trunk
+        self.shared = shares_encoder(policy, self.observation_space, self.observation_fields)
         self.actor = build_actor(policy, context.registry, self.observation_space, self.action_space,
                                  fields=self.observation_fields)
         self.critic = build_critic(policy, context.registry, self.observation_space, fields=self.observation_fields,

@@ -20,7 +20,7 @@ from agentkit import runtime
 from agentkit.evaluation import evaluate_onnx
 from agentkit.exporting import export_run
 from agentkit.host import load_run_config
-from agentkit.trainer import build_algorithm, build_env, train
+from agentkit.trainer import build_algorithm, build_env, load_run, train
 
 IMAGE = {"plugin": "gymnasium", "id": "image_test_envs:BrightSide-v0", "num_envs": 2}
 TESTS = Path(__file__).resolve().parent
@@ -89,6 +89,71 @@ def test_js_runtime_acts_as_python_on_raw_frames(tmp_path, js_ready):
     assert results[0] == {"action": want.tolist()}
     assert results[1] == {"action": int(want[0])}
     assert "uint8 pixels 0..255" in results[2]["error"]
+
+
+def test_ppo_and_ippo_share_one_cnn_between_actor_and_critic_on_images_by_default(tmp_path):
+    """``policy.shared_trunk: auto``: one CNN for images, whose run dir records ``true``; vector observations
+    and a centralised critic keep their own networks (``false`` recorded)."""
+    import yaml
+
+    ppo = {"plugin": "ppo", "total_steps": 64, "num_steps": 32, "minibatch_size": 32, "update_epochs": 1}
+    _, _, run_dir = _train(tmp_path, IMAGE, ppo)
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["policy"]["shared_trunk"] is True
+    algo = load_run(run_dir, allow_imports=ALLOW).algorithm
+    assert algo.critic.encoder is algo.actor.encoder
+    _, _, run_dir = _train(tmp_path, {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2}, ppo, name="vector")
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["policy"]["shared_trunk"] is False
+    env = {"plugin": "pettingzoo", "module": "image_test_envs", "num_envs": 2}
+    for centralised in (False, True):
+        config, host = load_run_config({"env": env, "algorithm": {"plugin": "mappo", "total_steps": 64,
+                                                                  "centralised": centralised}, "run": QUIET})
+        [unit] = build_algorithm(config, host.registry, build_env(config, host.registry), None).units
+        assert (unit.critic.encoder is unit.actor.encoder) is not centralised
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript runtime check needs it")
+def test_a_dict_of_frame_and_vectors_exports_one_input_per_entry_in_its_own_shape_and_dtype(tmp_path, js_ready):
+    """A Dict observation holding an image trains with the multi encoder and exports one input per entry
+    (contract 3): the frame uint8 [batch, 16, 16, 3] with its layout, the vector float32, the category int64;
+    the Python runtime takes the env's dict (and the flat vector eval hands it) and acts as the torch policy
+    does; the JS runtime acts identically on the same dicts."""
+    from image_test_envs import BrightSideDict
+
+    from agentkit.observations import ObservationLayout
+
+    env = {"plugin": "gymnasium", "id": "image_test_envs:BrightSideDict-v0", "num_envs": 2}
+    _, _, run_dir = _train(tmp_path, env, {"plugin": "ppo", "total_steps": 128, "num_steps": 64, "update_epochs": 1})
+    [path] = export_run(run_dir, allow_imports=ALLOW)
+    policy = runtime.load(path)
+    inputs = {i.name: (i.type, i.shape[1:]) for i in policy.session.get_inputs()}
+    assert inputs == {"obs.frame": ("tensor(uint8)", [16, 16, 3]), "obs.progress": ("tensor(float)", [1]),
+                      "obs.step": ("tensor(int64)", [])}
+    fields = {f["key"]: f for f in policy.metadata["observation"]["fields"]}
+    assert fields["frame"]["layout"] == "HWC" and fields["frame"]["shape"] == [16, 16, 3]
+    assert policy.metadata["contract_version"] == 3
+    game = BrightSideDict()
+    raws = []
+    for i in range(12):
+        raw, _ = game.reset(seed=i)
+        for _ in range(i % 5):
+            raw, *_ = game.step(0)
+        raws.append(raw)
+    layout = ObservationLayout(game.observation_space, "test")
+    flat = np.concatenate([layout.split(r)[0] for r in raws])
+    actor = load_run(run_dir, allow_imports=ALLOW).algorithm.policies()[0].actor
+    with torch.no_grad():
+        want = actor(torch.from_numpy(flat)).mode().numpy()
+    np.testing.assert_array_equal(policy.act(raws), want)
+    np.testing.assert_array_equal(policy.act(flat), want)
+    assert [int(policy.act(r)) for r in raws[:3]] == want[:3].tolist()
+    assert len(evaluate_onnx(path, episodes=2, allow_imports=ALLOW).returns) == 2
+    jobs = [{"model": str(path), "obs": [{k: np.asarray(v).tolist() for k, v in r.items()} for r in raws]}]
+    job_file = tmp_path / "jobs.json"
+    job_file.write_text(json.dumps(jobs))
+    proc = subprocess.run([NODE, str(js_ready / "act.mjs"), "--jobs", str(job_file)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [{"action": want.tolist()}]
 
 
 @pytest.mark.parametrize("algorithm", [
