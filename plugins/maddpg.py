@@ -599,10 +599,10 @@ class MADDPG:
             if "actor" in s:  # a checkpoint from before policy ensembles: one actor, singular keys
                 s = {**s, "actors": [s["actor"]], "target_actors": [s["target_actor"]],
                      "actor_opts": [s["actor_opt"]]}
-            if any(key.startswith("head.out.") for key in s["actors"][0]):
+            if "head.out.weight" in s["actors"][0] and any(k.startswith("head.base.") for k in s["actors"][0]):
                 raise ValueError(
                     f"group {g!r} was trained by a maddpg from before it used the registered action head as it is "
-                    "(its actors have their own head.out layer), and this version cannot play that layout: retrain "
+                    "(its actors wrap the head: head.out and head.base.* weights), and this version cannot play that layout: retrain "
                     "the run, or export it with the agentkit version that trained it"
                 )
             if len(s["actors"]) != len(grp.actors):

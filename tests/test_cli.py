@@ -141,6 +141,8 @@ def test_example_plugin_package_is_installed_listed_and_trains(run_cli, example_
     rows = json.loads(run_cli("plugins", "--json").stdout)
     corridor = next(row for row in rows if (row["kind"], row["name"]) == ("env", "corridor"))
     assert corridor["provider"] == "agentkit-example-corridor 0.1.0"
+    head = next(row for row in rows if (row["kind"], row["name"]) == ("action_head", "epsilon_discrete"))
+    assert head["provider"] == "agentkit-example-corridor 0.1.0"
     hooks = next(row for row in rows if row["kind"] == "hooks" and row["name"] == "corridor")
     assert hooks == {"kind": "hooks", "name": "corridor", "description": "lifecycle hooks: iteration_end",
                      "provider": "agentkit-example-corridor 0.1.0"}
@@ -174,6 +176,40 @@ def test_example_plugin_package_is_installed_listed_and_trains(run_cli, example_
     assert json.loads(result.stdout)["returns"] == pytest.approx(from_run["returns"])
 
 
+@pytest.mark.parametrize("algorithm", [
+    {"plugin": "mappo", "total_steps": 160, "num_steps": 10},
+    {"plugin": "maddpg", "total_steps": 400, "iteration_steps": 100, "learning_starts": 100, "batch_size": 32,
+     "train_every": 20, "buffer_size": 2000},
+], ids=["mappo", "maddpg"])
+def test_example_plugin_head_trains_with_the_multi_agent_algorithms_and_exports(run_cli, example_plugin_package,
+                                                                                tmp_path, algorithm):
+    """The head defined in the example package (outside the repo, installed through pip) trains with mappo and
+    maddpg as it is (ppo: the test above, from corridor.yaml), and its export plays exactly as the run dir."""
+    config = {
+        "seed": 0,
+        "env": {"plugin": "pettingzoo", "module": "mpe2.simple_spread_v3", "num_envs": 2,
+                "kwargs": {"N": 2, "max_cycles": 10, "continuous_actions": False}},
+        "algorithm": algorithm,
+        "policy": {"hidden_sizes": [16], "head": {"plugin": "epsilon_discrete", "epsilon": 0.1}},
+        "run": {"progress": "none", "tensorboard": False},
+    }
+    run_dir = tmp_path / "run"
+    proc = run_cli("train", write_config(tmp_path / "spread.yaml", config), "--run-dir", run_dir)
+    assert proc.returncode == 0, proc.stderr
+    with open(run_dir / "metrics.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert int(float(last["step"])) >= algorithm["total_steps"]
+    onnx_path = tmp_path / "spread.onnx"
+    proc = run_cli("export", run_dir, "--out", onnx_path)
+    assert proc.returncode == 0 and onnx_path.is_file(), proc.stderr
+    results = []
+    for source in (run_dir, onnx_path):
+        proc = run_cli("eval", source, "--episodes", "3", "--seed", "2", "--json")
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads(proc.stdout)["returns"])
+    assert results[1] == pytest.approx(results[0], abs=1e-4)
+
+
 def test_example_plugin_package_own_tests_pass(example_plugin_package):
     """The example's tests (gymnasium's checker, agentkit.testing.check_env_plugin, the hook) run as its author
     would run them, against the installed package."""
@@ -187,7 +223,7 @@ def test_example_plugin_package_own_tests_pass(example_plugin_package):
         capture_output=True, text=True, env=cli_env(), cwd=example_plugin_package, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "3 passed" in proc.stdout
+    assert "4 passed" in proc.stdout
 
 
 def test_a_multi_agent_export_is_evaluated_by_the_name_given_to_export(run_cli, tmp_path):

@@ -390,7 +390,9 @@ def test_checkpoints_from_before_heads_were_used_as_they_are_are_refused_by_name
     try:
         state = algo.state_dict()
         for s in state["groups"].values():
-            s["actors"] = [{**a, "head.out.weight": torch.zeros(5, 32), "head.out.bias": torch.zeros(5)}
+            # the old layout: the wrapper's own output layer, the registered head under head.base
+            s["actors"] = [{**{k.replace("head.", "head.base.", 1): v for k, v in a.items()},
+                            "head.out.weight": torch.zeros(5, 32), "head.out.bias": torch.zeros(5)}
                            for a in s["actors"]]
         with pytest.raises(ValueError, match="trained by a maddpg from before it used the registered action head"):
             algo.load_state_dict(state)
