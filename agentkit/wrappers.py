@@ -27,8 +27,9 @@ from pydantic import Field
 from agentkit.config import StrictModel
 from agentkit.errors import ConfigError
 
-#: Wrappers a file made elsewhere may name without --allow-import: gymnasium's (a dependency; they only wrap).
-KNOWN_WRAPPER_PACKAGES = ("gymnasium.wrappers",)
+#: Wrappers a file made elsewhere may name without --allow-import: gymnasium's (a dependency; they only wrap) and
+#: agentkit's own (``agentkit_envs.pixels``).
+KNOWN_WRAPPER_PACKAGES = ("gymnasium.wrappers", "agentkit_envs.pixels")
 
 
 class WrapperSpec(StrictModel):

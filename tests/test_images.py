@@ -91,6 +91,33 @@ def test_js_runtime_acts_as_python_on_raw_frames(tmp_path, js_ready):
     assert "uint8 pixels 0..255" in results[2]["error"]
 
 
+def test_a_shipped_game_trains_from_its_rendered_frames_through_env_wrappers(tmp_path):
+    """agentkit_envs.pixels:RenderedPixels shows Dungeon as its own rgb_array frame shrunk to 32x32 uint8, keeping
+    the action mask; the run trains a CNN on it and exports the frame as a uint8 input; eval of the file needs
+    no --allow-import (agentkit's own wrapper)."""
+    env = {"plugin": "gymnasium", "id": "agentkit/Dungeon-v0", "num_envs": 2, "kwargs": {"render_mode": "rgb_array"},
+           "wrappers": [{"wrapper": "agentkit_envs.pixels:RenderedPixels", "kwargs": {"size": 32}}]}
+    _, _, run_dir = _train(tmp_path, env, {"plugin": "ppo", "total_steps": 64, "num_steps": 32, "minibatch_size": 32,
+                                           "update_epochs": 1})
+    [path] = export_run(run_dir)
+    policy = runtime.load(path)
+    assert {i.name: (i.type, i.shape[1:]) for i in policy.session.get_inputs()} == {
+        "obs.pixels": ("tensor(uint8)", [32, 32, 3]), "action_mask": ("tensor(float)", [6])}
+    assert len(evaluate_onnx(path, episodes=1).returns) == 1
+
+
+def test_rendered_pixels_names_what_it_needs():
+    import gymnasium as gym
+    from agentkit_envs.pixels import RenderedPixels
+
+    from agentkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"render_mode 'rgb_array'.*env.kwargs: \{render_mode: rgb_array\}"):
+        RenderedPixels(gym.make("agentkit/Dungeon-v0"))
+    with pytest.raises(ConfigError, match="size 30 does not divide the env's 256x256 frame"):
+        RenderedPixels(gym.make("agentkit/Dungeon-v0", render_mode="rgb_array"), size=30)
+
+
 def test_ppo_and_ippo_share_one_cnn_between_actor_and_critic_on_images_by_default(tmp_path):
     """``policy.shared_trunk: auto``: one CNN for images, whose run dir records ``true``; vector observations
     and a centralised critic keep their own networks (``false`` recorded)."""

@@ -1,0 +1,78 @@
+"""agentkit/Dungeon-v0 from its own rendered frames (CNN) against the vector observation (MLP), PPO masked.
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/images_dungeon_pixels.py --steps 100000 --seed 0
+
+The vector run is examples/dungeon-masked-ppo.yaml for ``--steps``; the pixel run the same file for
+``4 x --steps`` with the env seen through ``agentkit_envs.pixels:RenderedPixels`` (the 256x256 ``rgb_array``
+frame area-averaged to ``--size`` px a side, uint8, 4 px per cell at 32; the action mask kept) named in
+``env.wrappers``, and ``policy.encoder: auto`` (the multi encoder: a CNN on the frame, small-image kernels
+3-3-3 / strides 2-1-1 below 36 px). Both policies then play ``--episodes`` fresh dungeons from their
+exported ``.onnx`` (sampling, as the Dungeon rows of RESULTS.md do); the figure is the mean return and the
+share of dungeons cleared (return > 0: only the exit pays). Target (issue 26): pixels reach >= 90% of the
+vector run's figure within 4x its steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "dungeon-masked-ppo.yaml"
+RUNS = Path(__file__).with_name("runs") / "images_dungeon_pixels"
+
+
+def config(steps: int, seed: int, pixels: int | None) -> dict:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["seed"] = seed
+    data["algorithm"]["total_steps"] = steps
+    data["run"] = {"tensorboard": False, "progress": "plain", "checkpoint_every_steps": 0}
+    if pixels:
+        data["env"]["kwargs"]["render_mode"] = "rgb_array"
+        data["env"]["wrappers"] = [{"wrapper": "agentkit_envs.pixels:RenderedPixels", "kwargs": {"size": pixels}}]
+        data["env"]["num_envs"] = 8
+    return data
+
+
+def run(name: str, data: dict, episodes: int, seed: int) -> tuple[float, float, float]:
+    """(mean return, share cleared, training steps/s) of a fresh run."""
+    from agentkit.evaluation import evaluate_onnx
+    from agentkit.exporting import export_run
+    from agentkit.host import load_run_config
+    from agentkit.trainer import train
+
+    cfg, host = load_run_config(data)
+    run_dir = RUNS / f"{name}-seed{seed}"
+    start = time.perf_counter()
+    train(cfg, host, run_dir=run_dir)
+    sps = cfg.algorithm.total_steps / (time.perf_counter() - start)
+    [path] = export_run(run_dir)
+    ev = evaluate_onnx(path, episodes=episodes, seed=10_000, deterministic=False)
+    returns = np.asarray(ev.returns)
+    return float(returns.mean()), float((returns > 0).mean()), sps
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100_000, help="the vector run's steps (pixels get 4x)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--episodes", type=int, default=200)
+    args = parser.parse_args(argv)
+    vec = run("vector", config(args.steps, args.seed, None), args.episodes, args.seed)
+    print(f"vector, {args.steps} steps: mean return {vec[0]:.3f}, cleared {vec[1]:.0%} ({vec[2]:.0f} steps/s)",
+          flush=True)
+    pix = run(f"pixels{args.size}", config(4 * args.steps, args.seed, args.size), args.episodes, args.seed)
+    print(f"pixels {args.size}x{args.size}, {4 * args.steps} steps: mean return {pix[0]:.3f}, cleared {pix[1]:.0%} "
+          f"({pix[2]:.0f} steps/s)")
+    print(f"pixels / vector: return {pix[0] / vec[0]:.2f}x, cleared {pix[1] / max(vec[1], 1e-9):.2f}x "
+          "(target >= 0.9x)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
