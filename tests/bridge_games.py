@@ -5,12 +5,14 @@ observation is [t / 10, params.bonus], action Discrete(2) with a mask, reward = 
 (truncated). Modes make it misbehave the way real games do:
 
     good            plays correctly
-    protocol2       says hello with protocol 2
+    protocol9       says hello with protocol 9 (a version this trainer does not speak)
     other-spaces    instance >= 1 declares an observation of 3 numbers instead of 2
     bad-blob        its step_result carries an 'obs' blob of the wrong size
     oversized       announces a 64 MiB frame at the first step
     disconnect      closes the connection at the 3rd step (the process stays alive)
     two-agents      two agents; agent b leaves (terminated) at step 2, a plays on
+    mixed           protocol 2: a Dict observation {pos: float32 [2] = (0.5, -t), grid: uint8 [2, 2] = 250 + t,
+                    count: int32 [1] = t}
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Counter:
         self.total_steps = 0
 
     def _obs(self, n: int = 1):
+        if self.mode == "mixed":
+            return [{"pos": [0.5, -self.t], "grid": np.full((2, 2), 250 + self.t), "count": [self.t]}]
         return [np.array([self.t / 10, self.bonus], np.float32)] * n
 
     def reset(self, seed, params):
@@ -72,6 +76,10 @@ def main() -> None:
     obs_size = 3 if mode == "other-spaces" and (args.instance or 0) >= 1 else 2
     agents = [bridge.agent(name, [obs_size], bridge.discrete(2), mask=True)
               for name in (["a", "b"] if mode == "two-agents" else ["agent"])]
+    if mode == "mixed":
+        obs = bridge.dict_obs({"pos": bridge.obs_box([2]), "grid": bridge.obs_box([2, 2], "uint8"),
+                               "count": bridge.obs_box([1], "int32")})
+        agents = [bridge.agent("agent", obs, bridge.discrete(2), mask=True)]
     holder: dict = {}
     original = bridge._Tcp.__init__
 
@@ -79,30 +87,39 @@ def main() -> None:
         original(self, *a, **k)
         holder["sock"] = self.sock
         if mode == "oversized":
-            real_send = self.send
+            real_write = self._write
             state = {"n": 0}
 
-            def send(payload):
+            def write(data):
                 state["n"] += 1
                 if state["n"] == 3:  # hello, reset_result, then the first step_result
                     self.sock.sendall(struct.pack("<I", 64 << 20) + b"\0" * 64)
                     time.sleep(3600)
-                real_send(payload)
+                real_write(data)
 
-            self.send = send
+            self._write = write
 
     bridge._Tcp.__init__ = keep
-    if mode == "protocol2":
-        bridge.PROTOCOL_VERSION = 2
+    if mode == "protocol9":
+        bridge.PROTOCOL_VERSION = 9
+        real_layout = bridge._Layout.__init__
+
+        def layout(self, *a, **k):
+            real_layout(self, *a, **k)
+            self.protocol = 9
+
+        bridge._Layout.__init__ = layout
     if mode == "bad-blob":
-        real_encode = bridge.encode
+        real_send = bridge._Tcp.send_frame
 
-        def encode(header, blobs=None):
-            if header.get("type") == "step_result":
-                blobs = dict(blobs, obs=("float32", np.zeros(1, np.float32)))
-            return real_encode(header, blobs)
+        def send_frame(self, frame):
+            if frame.header["type"] == "step_result":  # an 'obs' blob of 1 value instead of 2
+                blobs = {name: (frame.dtypes[name], view) for name, view in frame.views.items()}
+                self.send(bridge.encode(frame.header, dict(blobs, obs=("float32", np.zeros(1, np.float32)))))
+            else:
+                real_send(self, frame)
 
-        bridge.encode = encode
+        bridge._Tcp.send_frame = send_frame
     try:
         bridge.serve(Counter(mode, holder), name="counter", agents=agents, host=args.host, port=args.port,
                      transport=args.transport, instance=args.instance, token=args.token)

@@ -99,8 +99,8 @@ def test_hello_refusals_give_both_sides():
     with pytest.raises(BridgeError) as info:
         parse_hello({"type": "hello", "protocol": 7, "game": "g", "agents": [agent]})
     assert info.value.code == "protocol_mismatch"
-    assert info.value.details == {"trainer": PROTOCOL_VERSION, "game": 7}
-    assert "protocol 7" in str(info.value) and f"speaks {PROTOCOL_VERSION}" in str(info.value)
+    assert info.value.details == {"trainer": [1, PROTOCOL_VERSION], "game": 7}
+    assert "protocol 7" in str(info.value) and f"speaks 1 and {PROTOCOL_VERSION}" in str(info.value)
     bad = dict(agent, action={"kind": "wheel"})
     with pytest.raises(BridgeError, match=r"agents\[0\]\.action\.kind"):
         parse_hello({"type": "hello", "protocol": 1, "game": "g", "agents": [bad]})
@@ -285,7 +285,7 @@ def test_a_disconnect_in_listen_mode_stops_after_the_wait():
     ("bad-blob", r"bad_frame: instance 0's step_result blob 'obs' has 1 values; the declared agents and spaces need 2"),
     ("oversized", r"frame_too_large: the game sent a 67108864-byte payload; the limit is 16777216 bytes "
                   r"\(env.max_frame_bytes\)"),
-    ("protocol2", r"protocol_mismatch: the game speaks bridge protocol 2, this trainer speaks 1"),
+    ("protocol9", r"protocol_mismatch: the game speaks bridge protocol 9, this trainer speaks 1 and 2"),
     ("other-spaces", r"space_mismatch: .* declares agents\[0\].observation.shape = \[3\], but the run's first "
                      r"instance declared \[2\]"),
 ])

@@ -98,7 +98,7 @@ class RemoteSource:
         first = next(iter(self.groups.values()))
         self.observation_space = first.observation_space
         self.action_space = first.action_space
-        self.observation_fields = None
+        self.observation_fields = first.observation_fields
         self.has_mask = any(g.mask_dim > 0 for g in self.groups.values())
 
     def _make_groups(self, named: dict[str, list[str]] | None) -> dict[str, GroupSpec]:
@@ -109,6 +109,7 @@ class RemoteSource:
             name: GroupSpec(
                 name=name, agents=list(members), observation_space=self.layouts[members[0]].space,
                 action_space=specs[members[0]].action, mask_dim=specs[members[0]].mask_dim,
+                observation_fields=self.layouts[members[0]].fields,
             )
             for name, members in named.items()
         }

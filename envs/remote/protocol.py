@@ -1,5 +1,5 @@
-"""The bridge protocol, version 1 (docs/bridge.md): payload encoding, the ``hello`` a game declares itself
-with, and the per-agent wire layout of observations, masks and actions.
+"""The bridge protocol, version 2 (docs/bridge.md; version 1 games are still accepted): payload encoding, the
+``hello`` a game declares itself with, and the per-agent wire layout of observations, masks and actions.
 
 A payload is ``u32 LE header length | JSON header | blobs``; ``header["blobs"]`` lists each blob's ``name``,
 ``dtype`` (float32, int32, uint8) and ``count`` (elements), in the order they follow, without padding. TCP
@@ -25,12 +25,17 @@ from gymnasium import spaces
 from agentkit.errors import InvalidInputError
 from agentkit.spaces import HybridSpace
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: the versions a game may speak: 1 (float32 observations only) and 2 (per-entry dtype, Box of any rank, Dict)
+SUPPORTED_VERSIONS = (1, 2)
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4"), "uint8": np.dtype("u1")}
 _WIRE = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32", np.dtype(np.uint8): "uint8",
          np.dtype(np.bool_): "uint8"}
 _U32 = struct.Struct("<I")
+#: the blob that carries the observation values of each wire dtype (agents in order, entries in declared order)
+OBS_BLOBS = {"float32": "obs", "uint8": "obs_uint8", "int32": "obs_int32"}
+_OBS_DTYPES = {"float32": np.float32, "uint8": np.uint8, "int32": np.int32}
 
 
 class BridgeError(InvalidInputError):
@@ -79,6 +84,15 @@ def encode(header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -
     return b"".join([text, *parts])
 
 
+def encode_rows(kind: str, blobs: dict[str, np.ndarray]) -> list[bytes]:
+    """One payload per row of the ``[N, count]`` arrays of ``blobs`` (each already in its wire dtype), all with
+    the plain header ``{"type": kind}``: the N ``step`` messages of a vector step, built in one go."""
+    arrays = list(blobs.values())
+    listed = tuple((name, _WIRE[a.dtype], int(a.shape[1])) for name, a in blobs.items())
+    head = _plain_header(kind, listed)
+    return [b"".join([head, *(a[i].tobytes() for a in arrays)]) for i in range(arrays[0].shape[0])]
+
+
 def _header_text(header: dict[str, Any], listed: list[tuple[str, str, int]] | tuple) -> bytes:
     blobs = [{"name": n, "dtype": d, "count": c} for n, d, c in listed]
     text = json.dumps({**header, "blobs": blobs}, separators=(",", ":"), allow_nan=False).encode()
@@ -90,9 +104,20 @@ def _plain_header(kind: str, listed: tuple[tuple[str, str, int], ...]) -> bytes:
     return _header_text({"type": kind}, listed)
 
 
+Layout = tuple[tuple[str, np.dtype, int, int], ...]  # per blob: name, dtype, count, byte offset in the body
+
+
 def decode(payload: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The header (shared between equal headers: read it, do not change it) and the blobs (flat numpy arrays,
     read-only views of ``payload``) of one payload."""
+    header, layout, body = split(payload)
+    return header, {name: np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+                    for name, dtype, count, offset in layout}
+
+
+def split(payload: bytes | bytearray | memoryview) -> tuple[dict[str, Any], Layout, memoryview]:
+    """A payload's header (shared between equal header texts: read it, do not change it), its blobs' layout
+    (shared too) and the bytes of its blobs (the body), the sizes checked."""
     view = memoryview(payload)
     if len(view) < 4:
         raise BridgeError(f"bad_frame: a payload of {len(view)} bytes has no header length.", field="header")
@@ -104,19 +129,18 @@ def decode(payload: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dic
         )
     header, layout, body = _header(bytes(view[4 : 4 + hlen]))
     start = 4 + hlen
+    if start + body == len(view):
+        return header, layout, view[start:]
     for name, dtype, count, offset in layout:
         if start + offset + count * dtype.itemsize > len(view):
             raise BridgeError(
                 f"bad_frame: blob {name!r} ({count} x {dtype.name} = {count * dtype.itemsize} bytes) runs past the "
                 f"end of the payload ({len(view) - start - offset} bytes left).", field=name,
             )
-    if start + body != len(view):
-        raise BridgeError(
-            f"bad_frame: {len(view) - start - body} bytes follow the last blob; header.blobs must list every array.",
-            field="header.blobs",
-        )
-    return header, {name: np.frombuffer(view, dtype=dtype, count=count, offset=start + offset)
-                    for name, dtype, count, offset in layout}
+    raise BridgeError(
+        f"bad_frame: {len(view) - start - body} bytes follow the last blob; header.blobs must list every array.",
+        field="header.blobs",
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -158,21 +182,42 @@ def _header(text: bytes) -> tuple[dict[str, Any], tuple[tuple[str, np.dtype, int
 # -- what the game declares -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ObsEntry:
+    """One Box of an agent's observation on the wire: ``key`` its Dict entry name (None: the observation is this
+    Box), ``dtype`` its wire dtype, ``offset`` where its values start among the agent's values of that dtype."""
+
+    key: str | None
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return int(math.prod(self.shape))
+
+
 @dataclass
 class AgentSpec:
     """One declared agent: its spaces (gymnasium's, as the trainer sees them) and its wire layout."""
 
     name: str
-    observation: spaces.Box  # float32, the declared shape
+    observation: spaces.Box | spaces.Dict  # the declared Box (its dtype and shape), or a Dict of Boxes
     action: spaces.Space
     mask_dim: int  # 0: no mask
     n_int: int  # integers of one action on the wire
     n_float: int  # floats of one action on the wire
     declared: dict[str, Any] = field(repr=False, default_factory=dict)  # the agent's hello entry
+    entries: tuple[ObsEntry, ...] = ()  # the observation's Boxes in declared (wire) order
 
     @property
     def obs_size(self) -> int:
-        return int(math.prod(self.observation.shape))
+        """All observation values of the agent, every dtype."""
+        return sum(e.size for e in self.entries)
+
+    def obs_count(self, dtype: str) -> int:
+        """The agent's observation values of wire dtype ``dtype``."""
+        return sum(e.size for e in self.entries if e.dtype == dtype)
 
 
 @dataclass
@@ -185,6 +230,7 @@ class Hello:
     agents: list[AgentSpec]
     state_dim: int
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    protocol: int = PROTOCOL_VERSION
 
     def signature(self) -> dict[str, Any]:
         """What every instance of a run must declare alike (compared field by field)."""
@@ -195,16 +241,78 @@ def _bad(field_: str, message: str) -> BridgeError:
     return BridgeError(f"bad_hello: {field_}: {message}", code="bad_hello", field=field_)
 
 
-def _bounds(value: Any, size: int, where: str, default: float) -> np.ndarray:
+def _bounds(value: Any, size: int, where: str, default: float, dtype: Any = np.float32) -> np.ndarray:
     if value is None:
-        return np.full(size, default, np.float32)
+        return np.full(size, default, dtype)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return np.full(size, float(value), np.float32)
+        return np.full(size, value, dtype)
     if isinstance(value, list) and len(value) == size and all(
         v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value
     ):
-        return np.array([default if v is None else v for v in value], np.float32)
+        return np.array([default if v is None else v for v in value], np.float64).astype(dtype)
     raise _bad(where, f"give a number, a list of {size} numbers or null; got {value!r}.")
+
+
+def _obs_box(spec: Any, where: str, version: int) -> tuple[spaces.Box, str, tuple[int, ...]]:
+    """One observation Box ``{shape, dtype, low, high}``: its gymnasium space, wire dtype and shape."""
+    if not isinstance(spec, dict):
+        raise _bad(where, "give {shape, dtype, low, high}.")
+    dtype = spec.get("dtype", "float32")
+    if version < 2 and dtype != "float32":
+        raise _bad(f"{where}.dtype", f"protocol 1 carries float32 observations; got {dtype!r}. Say protocol 2 in "
+                   "the hello (docs/bridge.md) to send uint8 or int32 observations.")
+    if dtype not in OBS_BLOBS:
+        raise _bad(f"{where}.dtype", f"give one of {', '.join(OBS_BLOBS)}; got {dtype!r}.")
+    shape = _shape(spec.get("shape"), f"{where}.shape")
+    size = int(math.prod(shape))
+    np_dtype = _OBS_DTYPES[dtype]
+    if dtype == "float32":
+        lo, hi = -np.inf, np.inf
+    else:
+        info = np.iinfo(np_dtype)
+        lo, hi = int(info.min), int(info.max)
+    low = _bounds(spec.get("low"), size, f"{where}.low", lo, np.float64)
+    high = _bounds(spec.get("high"), size, f"{where}.high", hi, np.float64)
+    if dtype != "float32" and not (np.all(low >= lo) and np.all(high <= hi)):
+        raise _bad(where, f"{dtype} bounds must lie within [{lo}, {hi}].")
+    box = spaces.Box(low.astype(np_dtype).reshape(shape), high.astype(np_dtype).reshape(shape), shape, np_dtype)
+    return box, dtype, shape
+
+
+def parse_observation(spec: Any, where: str, version: int) -> tuple[spaces.Box | spaces.Dict, tuple[ObsEntry, ...]]:
+    """An agent's ``observation``: one Box, or (protocol 2) ``{"kind": "dict", "entries": [{name, ...Box}]}``;
+    its gymnasium space and its Boxes in wire order."""
+    if not isinstance(spec, dict):
+        raise _bad(where, "give {shape, dtype, low, high}, or {kind: dict, entries: [...]}.")
+    kind = spec.get("kind", "box")
+    if kind == "box":
+        box, dtype, shape = _obs_box(spec, where, version)
+        return box, (ObsEntry(None, dtype, shape, 0),)
+    if kind != "dict":
+        raise _bad(f"{where}.kind", f"give box (the default) or dict; got {kind!r}.")
+    if version < 2:
+        raise _bad(f"{where}.kind", "protocol 1 carries one float32 Box per agent. Say protocol 2 in the hello "
+                   "(docs/bridge.md) to send a Dict observation.")
+    listed = spec.get("entries")
+    if not isinstance(listed, list) or not listed:
+        raise _bad(f"{where}.entries", "give a non-empty list of {name, shape, dtype, low, high}.")
+    boxes: dict[str, spaces.Box] = {}
+    entries: list[ObsEntry] = []
+    offsets = dict.fromkeys(OBS_BLOBS, 0)
+    for i, entry in enumerate(listed):
+        at = f"{where}.entries[{i}]"
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{at}.name", f"give a non-empty string; got {name!r}.")
+        if name in boxes:
+            raise _bad(f"{at}.name", f"entry {name!r} is declared twice.")
+        if name == "action_mask":
+            raise _bad(f"{at}.name", "the mask is not an observation entry: declare mask: true on the agent.")
+        box, dtype, shape = _obs_box(entry, at, version)
+        boxes[name] = box
+        entries.append(ObsEntry(name, dtype, shape, offsets[dtype]))
+        offsets[dtype] += int(math.prod(shape))
+    return spaces.Dict(boxes), tuple(entries)
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
@@ -285,11 +393,11 @@ def parse_hello(header: dict[str, Any]) -> Hello:
             code="unexpected_message",
         )
     version = header.get("protocol")
-    if version != PROTOCOL_VERSION:
+    if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
         raise BridgeError(
             f"protocol_mismatch: the game speaks bridge protocol {version!r}, this trainer speaks "
-            f"{PROTOCOL_VERSION}; update the game's client (docs/bridge.md) or agentkit.",
-            code="protocol_mismatch", trainer=PROTOCOL_VERSION, game=version,
+            f"{' and '.join(map(str, SUPPORTED_VERSIONS))}; update the game's client (docs/bridge.md) or agentkit.",
+            code="protocol_mismatch", trainer=list(SUPPORTED_VERSIONS), game=version,
         )
     game = header.get("game")
     if not isinstance(game, str) or not game:
@@ -316,15 +424,7 @@ def parse_hello(header: dict[str, Any]) -> Hello:
             raise _bad(f"{where}.name", f"give a non-empty string; got {name!r}.")
         if any(a.name == name for a in agents):
             raise _bad(f"{where}.name", f"agent name {name!r} is declared twice; names must be unique.")
-        obs = entry.get("observation")
-        if not isinstance(obs, dict):
-            raise _bad(f"{where}.observation", "give {shape, low, high}.")
-        if obs.get("dtype", "float32") != "float32":
-            raise _bad(f"{where}.observation.dtype", f"protocol 1 carries float32 observations; got {obs['dtype']!r}.")
-        shape = _shape(obs.get("shape"), f"{where}.observation.shape")
-        size = int(math.prod(shape))
-        low = _bounds(obs.get("low"), size, f"{where}.observation.low", -np.inf)
-        high = _bounds(obs.get("high"), size, f"{where}.observation.high", np.inf)
+        observation, entries = parse_observation(entry.get("observation"), f"{where}.observation", version)
         action, mask_dim, n_int, n_float = parse_action(entry.get("action"), f"{where}.action")
         masked = entry.get("mask", False)
         if not isinstance(masked, bool):
@@ -333,22 +433,33 @@ def parse_hello(header: dict[str, Any]) -> Hello:
             raise _bad(f"{where}.mask", "a box action takes no mask; set mask: false.")
         agents.append(AgentSpec(
             name=name,
-            observation=spaces.Box(low.reshape(shape), high.reshape(shape), shape, np.float32),
+            observation=observation,
             action=action,
             mask_dim=mask_dim if masked else 0,
             n_int=n_int,
             n_float=n_float,
             declared=_canonical(entry),
+            entries=entries,
         ))
-    return Hello(game=game, instance=instance, token=token, agents=agents, state_dim=state_dim, raw=header)
+    return Hello(game=game, instance=instance, token=token, agents=agents, state_dim=state_dim, raw=header,
+                 protocol=version)
 
 
 def _canonical(entry: dict[str, Any]) -> dict[str, Any]:
     """An agent entry with defaults filled in, so that equal declarations compare equal."""
-    obs = dict(entry["observation"])
-    obs.setdefault("dtype", "float32")
-    obs.setdefault("low", None)
-    obs.setdefault("high", None)
+    def box(spec: dict[str, Any]) -> dict[str, Any]:
+        spec = dict(spec)
+        spec.setdefault("dtype", "float32")
+        spec.setdefault("low", None)
+        spec.setdefault("high", None)
+        spec.pop("kind", None)
+        return spec
+
+    obs = entry["observation"]
+    if obs.get("kind") == "dict":
+        obs = {"kind": "dict", "entries": [box(e) for e in obs["entries"]]}
+    else:
+        obs = box(obs)
     action = dict(entry["action"])
     if action.get("kind") == "discrete":
         action.setdefault("start", 0)

@@ -20,15 +20,16 @@ from agentkit import __version__
 
 from .launcher import GameProcess, command_argv
 from .protocol import (
-    PROTOCOL_VERSION,
     BridgeDisconnected,
     BridgeError,
     BridgeTimeout,
     Hello,
+    Layout,
     decode,
     encode,
     first_difference,
     parse_hello,
+    split,
 )
 from .transport import Connection, listen
 
@@ -52,16 +53,31 @@ class Instance:
         self.game = game
         self.step_timeout = step_timeout
         self.counts: dict[str, int] = {}  # requests sent, by type
-        self.last: str = "welcome"  # the last request, e.g. "step #41" (the 41st step since it connected)
+        self._last_kind: str | None = None
 
     def request(self, header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -> None:
-        kind = header["type"]
+        self.send_encoded(header["type"], encode(header, blobs))
+
+    def send_encoded(self, kind: str, payload: bytes) -> None:
+        """Send a request of type ``kind`` already encoded (``protocol.encode_rows``)."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
-        self.last = f"{kind} #{self.counts[kind]}"
-        self.conn.send(encode(header, blobs))
+        self._last_kind = kind
+        self.conn.send(payload)
+
+    @property
+    def last(self) -> str:
+        """The last request, e.g. ``"step #41"`` (the 41st step since the instance connected)."""
+        kind = self._last_kind
+        return "welcome" if kind is None else f"{kind} #{self.counts[kind]}"
 
     def answer(self, expect: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The game's answer to the last request, which must be of type ``expect``."""
+        """The game's answer to the last request, which must be of type ``expect``: header and blobs."""
+        header, layout, body = self.answer_split(expect)
+        return header, {name: np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+                        for name, dtype, count, offset in layout}
+
+    def answer_split(self, expect: str) -> tuple[dict[str, Any], Layout, memoryview]:
+        """The game's answer as ``protocol.split`` gives it (header, blob layout, body bytes)."""
         try:
             payload = self.conn.recv(self.step_timeout)
         except BridgeTimeout as exc:
@@ -69,7 +85,7 @@ class Instance:
                 f"instance {self.number} did not answer {self.last} within {self.step_timeout:g} s "
                 f"(env.step_timeout); the game hangs or is paused.{self._tail()}"
             ) from exc
-        header, blobs = decode(payload)
+        header, layout, body = split(payload)
         if header["type"] == "error":
             raise BridgeError(
                 f"instance {self.number} reported an error after {self.last}: "
@@ -80,7 +96,7 @@ class Instance:
                 f"unexpected_message: instance {self.number} answered {self.last} with {header['type']!r}; "
                 f"expected {expect!r}.", code="unexpected_message",
             )
-        return header, blobs
+        return header, layout, body
 
     def _tail(self) -> str:
         tail = self.game.output_tail() if self.game is not None else ""
@@ -261,7 +277,7 @@ class BridgeServer:
 
     def _welcome(self, number: int, conn: Connection, hello: Hello, game: GameProcess | None) -> Instance:
         conn.send(encode({
-            "type": "welcome", "protocol": PROTOCOL_VERSION, "instance": number,
+            "type": "welcome", "protocol": hello.protocol, "instance": number,
             "max_frame_bytes": self.config.max_frame_bytes, "trainer": f"agentkit {__version__}",
         }))
         return Instance(number, conn, hello, game, self.config.step_timeout)

@@ -10,6 +10,7 @@ connection, and ``BridgeError(frame_too_large)`` for a payload above the size li
 from __future__ import annotations
 
 import queue
+import select
 import socket
 import struct
 import threading
@@ -39,12 +40,22 @@ def _too_large(size: int, limit: int) -> BridgeError:
 
 
 class TcpConnection:
-    """Length-prefixed frames over a TCP socket."""
+    """Length-prefixed frames over a TCP socket.
+
+    The socket is non-blocking: a frame that has arrived is read with one ``recv`` (into a buffer that keeps
+    what follows it), and ``poll`` waits only when nothing is there yet, so an answer that is already in costs
+    one system call rather than a timeout set and a poll per read.
+    """
 
     def __init__(self, sock: socket.socket, max_frame_bytes: int):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
         self.sock = sock
         self.max_frame_bytes = max_frame_bytes
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+        self._buf = bytearray(1 << 16)
+        self._start = self._end = 0  # the bytes received and not yet handed out
         try:
             host, port = sock.getpeername()[:2]
             self.peer = f"{host}:{port}"
@@ -52,40 +63,52 @@ class TcpConnection:
             self.peer = "?"
 
     def send(self, payload: bytes) -> None:
+        data = memoryview(_U32.pack(len(payload)) + payload)
         try:
-            self.sock.sendall(_U32.pack(len(payload)) + payload)
+            while data:
+                try:
+                    data = data[self.sock.send(data):]
+                except BlockingIOError:  # the game does not read: wait until its buffer has room
+                    select.select([], [self.sock], [], 1.0)
         except OSError as exc:
             raise BridgeDisconnected(f"the connection from {self.peer} broke while sending ({exc})") from exc
 
-    def _read(self, n: int, deadline: float | None) -> bytearray:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BridgeTimeout("timed out")
-                self.sock.settimeout(left)
-            else:
-                self.sock.settimeout(None)
+    def _fill(self, need: int, deadline: float | None) -> None:
+        """Receive until ``need`` bytes past ``_start`` are buffered."""
+        if self._start + need > len(self._buf):  # move what is left to the front, in a larger buffer if needed
+            kept = self._buf[self._start:self._end]
+            if need > len(self._buf):
+                self._buf = bytearray(max(need, 2 * len(self._buf)))
+            self._buf[: len(kept)] = kept
+            self._start, self._end = 0, len(kept)
+        view = memoryview(self._buf)
+        while self._end - self._start < need:
             try:
-                k = self.sock.recv_into(view[got:])
-            except TimeoutError as exc:
-                raise BridgeTimeout("timed out") from exc
+                k = self.sock.recv_into(view[self._end:])
+            except BlockingIOError:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise BridgeTimeout("timed out") from None
+                self._poll.poll(None if left is None else max(1, int(left * 1000)))
+                continue
             except OSError as exc:
                 raise BridgeDisconnected(f"the connection from {self.peer} broke ({exc})") from exc
             if k == 0:
                 raise BridgeDisconnected(f"the game at {self.peer} closed the connection")
-            got += k
-        return buf
+            self._end += k
 
     def recv(self, timeout: float | None) -> bytes:
         deadline = None if timeout is None else time.monotonic() + timeout
-        (size,) = _U32.unpack(self._read(4, deadline))
+        self._fill(4, deadline)
+        (size,) = _U32.unpack_from(self._buf, self._start)
         if size > self.max_frame_bytes:
             raise _too_large(size, self.max_frame_bytes)
-        return bytes(self._read(size, deadline))
+        self._fill(4 + size, deadline)
+        payload = bytes(self._buf[self._start + 4 : self._start + 4 + size])
+        self._start += 4 + size
+        if self._start == self._end:
+            self._start = self._end = 0
+        return payload
 
     def close(self) -> None:
         try:

@@ -24,18 +24,25 @@ from gymnasium import spaces
 
 from agentkit.environment import GroupSpec, MultiAgentTransition, Observation, Transition
 from agentkit.errors import InvalidInputError
+from agentkit.observations import ObservationLayout
 from agentkit.spaces import HybridSpace
 
-from .protocol import AgentSpec, BridgeDisconnected, BridgeError
+from .protocol import DTYPES, OBS_BLOBS, AgentSpec, BridgeDisconnected, BridgeError, Layout, encode_rows
 from .server import Instance
 
 _RESTART_SEED_STRIDE = 100_003
 
 
 class WireLayout:
-    """Where every agent's values sit in the flat arrays of a message, and each group's gather indices."""
+    """Where every agent's values sit in the flat arrays of a message, and each group's gather indices.
 
-    def __init__(self, agents: list[AgentSpec], groups: dict[str, GroupSpec], state_dim: int):
+    Observations travel in one blob per wire dtype (``protocol.OBS_BLOBS``); ``obs_sizes`` gives each blob's
+    values per instance. A group's policy observation is gathered from them: a Box observation keeps its shape
+    (and uint8), a Dict one is the flat float32 vector of its ``ObservationLayout.fields``.
+    """
+
+    def __init__(self, agents: list[AgentSpec], groups: dict[str, GroupSpec], state_dim: int,
+                 layouts: dict[str, ObservationLayout]):
         self.agents = agents
         self.n_agents = len(agents)
         self.state_dim = state_dim
@@ -44,32 +51,49 @@ class WireLayout:
         def offsets(sizes: list[int]) -> np.ndarray:
             return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
-        obs_off = offsets([a.obs_size for a in agents])
+        obs_off = {d: offsets([a.obs_count(d) for a in agents]) for d in OBS_BLOBS}
+        self.obs_sizes = {d: int(off[-1]) for d, off in obs_off.items() if off[-1] > 0}
         mask_off = offsets([a.mask_dim for a in agents])
         int_off = offsets([a.n_int for a in agents])
         float_off = offsets([a.n_float for a in agents])
-        self.obs_size, self.mask_size = int(obs_off[-1]), int(mask_off[-1])
+        self.mask_size = int(mask_off[-1])
         self.int_size, self.float_size = int(int_off[-1]), int(float_off[-1])
-        self.agent_of_obs = np.repeat(np.arange(self.n_agents), [a.obs_size for a in agents])
-        self.agent_of_mask = np.repeat(np.arange(self.n_agents), [a.mask_dim for a in agents])
-        # per group: agent indices [A_g] and gather indices [A_g, width] into the flat arrays
+        self.agent_of_obs = {d: np.repeat(np.arange(self.n_agents), [a.obs_count(d) for a in agents])
+                             for d in self.obs_sizes}
+        # per group: agent indices [A_g]; its observation as (dtype, gather indices [A_g, size], destination
+        # columns of the flat vector, or None for a Box kept in its shape) per entry; mask/action indices
         self.members: dict[str, np.ndarray] = {}
-        self.obs_idx: dict[str, np.ndarray] = {}
+        self.obs_parts: dict[str, list[tuple[str, np.ndarray | slice, slice | None]]] = {}
+        self.obs_space: dict[str, spaces.Box] = {}
         self.mask_idx: dict[str, np.ndarray] = {}
         self.int_idx: dict[str, np.ndarray] = {}
         self.float_idx: dict[str, np.ndarray] = {}
         for name, g in groups.items():
             ids = np.array([index[a] for a in g.agents])
             first = agents[ids[0]]
+            layout = layouts[first.name]
             self.members[name] = ids
-            self.obs_idx[name] = obs_off[ids][:, None] + np.arange(first.obs_size)
+            self.obs_space[name] = layout.space
+            by_key = {e.key: e for e in first.entries}
+            if layout.fields is None:  # one Box
+                (entry,) = first.entries
+                idx = obs_off[entry.dtype][ids][:, None] + entry.offset + np.arange(entry.size)
+                parts = [(entry.dtype, _as_slice(idx), None)]
+            else:
+                parts = []
+                for f in layout.fields:
+                    entry = by_key[f["key"]]
+                    idx = obs_off[entry.dtype][ids][:, None] + entry.offset + np.arange(entry.size)
+                    parts.append((entry.dtype, idx, slice(f["start"], f["start"] + f["size"])))
+            self.obs_parts[name] = parts
             self.mask_idx[name] = mask_off[ids][:, None] + np.arange(first.mask_dim)
             self.int_idx[name] = int_off[ids][:, None] + np.arange(first.n_int)
             self.float_idx[name] = float_off[ids][:, None] + np.arange(first.n_float)
 
     def expected(self, kind: str, info_keys: int) -> dict[str, int]:
         """The blobs a ``reset_result``/``step_result`` must carry, with their counts."""
-        out = {"obs": self.obs_size, "alive": self.n_agents}
+        out = {OBS_BLOBS[d]: size for d, size in self.obs_sizes.items()}
+        out["alive"] = self.n_agents
         if kind == "step_result":
             out.update(reward=self.n_agents, terminated=self.n_agents, truncated=self.n_agents)
         if self.mask_size:
@@ -79,6 +103,33 @@ class WireLayout:
         if info_keys:
             out["info"] = self.n_agents * info_keys
         return out
+
+    def gather(self, name: str, obs: dict[str, np.ndarray], present: np.ndarray) -> np.ndarray:
+        """Group ``name``'s policy observations ``[N, A_g, *space.shape]`` from the per-dtype arrays ``obs``
+        (``[N, size]`` each); zeros for the agents not ``present`` (``[N, A]``)."""
+        space = self.obs_space[name]
+        parts = self.obs_parts[name]
+        n, ids = present.shape[0], self.members[name]
+        if parts[0][2] is None:
+            dtype, idx, _ = parts[0]
+            out = obs[dtype][:, idx].astype(space.dtype).reshape(n, len(ids), *space.shape)
+        else:
+            out = np.empty((n, len(ids), *space.shape), np.float32)
+            for dtype, idx, columns in parts:
+                out[:, :, columns] = obs[dtype][:, idx]
+        absent = ~present[:, ids]
+        if absent.any():
+            out[absent] = 0
+        return out
+
+
+def _as_slice(idx: np.ndarray) -> np.ndarray | slice:
+    """Gather indices ``[A_g, size]`` as a slice when they are one run of columns (a group whose agents sit
+    side by side, e.g. one agent): a view instead of a fancy-index copy."""
+    flat = idx.reshape(-1)
+    if flat.size and np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size)):
+        return slice(int(flat[0]), int(flat[0]) + flat.size)
+    return idx
 
 
 def action_to_wire(space: spaces.Space, action: Any, rows: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -95,11 +146,11 @@ def action_to_wire(space: spaces.Space, action: Any, rows: int) -> tuple[np.ndar
 
 
 class _Results:
-    """The N instances' answers stacked: flat arrays ``[N, width]``."""
+    """The N instances' answers stacked: flat arrays ``[N, width]``; ``obs`` one per wire dtype."""
 
     def __init__(self, layout: WireLayout, n: int, step: bool):
         a = layout.n_agents
-        self.obs = np.zeros((n, layout.obs_size), np.float32)
+        self.obs = {d: np.zeros((n, size), DTYPES[d]) for d, size in layout.obs_sizes.items()}
         self.alive = np.zeros((n, a), bool)
         self.mask = np.ones((n, layout.mask_size), bool)
         self.state = np.zeros((n, layout.state_dim), np.float32)
@@ -107,20 +158,26 @@ class _Results:
             self.reward = np.zeros((n, a), np.float32)
             self.terminated = np.zeros((n, a), bool)
             self.truncated = np.zeros((n, a), bool)
-        self.info: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
+        self.info: list[tuple[list[int], tuple[str, ...], np.ndarray]] = []  # (rows, info_keys, values [m, A, K])
+
+    def observed(self) -> list[np.ndarray]:
+        """The arrays that describe what the agents see after a reset or step (copied row by row)."""
+        return [*self.obs.values(), self.alive, self.mask, self.state]
 
 
 class RemoteMultiAgentVecEnv:
     """``num_envs`` bridged game instances behind ``agentkit.environment.MultiAgentVecEnv``."""
 
-    def __init__(self, source: Any, num_envs: int, seed: int | None):
+    def __init__(self, source: Any, num_envs: int, seed: int | None, with_state: bool = True):
+        """``with_state``: build the global state (False for a single-agent game, whose policy has no use for it)."""
         self.source = source
+        self.with_state = with_state
         self.num_envs = num_envs
         self.groups: dict[str, GroupSpec] = source.groups
         self.state_dim = source.state_dim
         self.observation_space = source.observation_space
         self.action_space = source.action_space
-        self.layout = WireLayout(source.agent_specs, self.groups, source.declared_state_dim)
+        self.layout = WireLayout(source.agent_specs, self.groups, source.declared_state_dim, source.layouts)
         self.instances: list[Instance] = []
         self._seed = seed
         self._base_seed = 0 if seed is None else seed
@@ -129,8 +186,13 @@ class RemoteMultiAgentVecEnv:
         self._last = _Results(self.layout, n, step=False)
         self._ep_return = np.zeros((n, a), np.float64)
         self._ep_length = np.zeros(n, np.int64)
-        self._ep_infos: list[dict[int, dict[str, float]]] = [{} for _ in range(n)]
+        # each row's info values so far in its episode: the last finite value per agent, NaN for none, in a
+        # matrix [A, K] for the keys the game sent last (``_info_keys``) and by key for keys it sent before
+        self._info_keys: tuple[str, ...] = ()
+        self._info_vals = np.zeros((n, a, 0))
+        self._info_rest: list[dict[str, np.ndarray]] = [{} for _ in range(n)]
         self._lost: dict[int, BridgeError] = {}
+        self._checked: dict[int, tuple[dict[str, Any], str]] = {}  # headers whose blobs were checked, by id
 
     # -- talking to the instances ---------------------------------------------------------------------------
 
@@ -146,50 +208,102 @@ class RemoteMultiAgentVecEnv:
         except BridgeDisconnected as exc:
             self._lost[i] = exc
 
-    def _answer(self, i: int, kind: str, into: _Results) -> bool:
-        """Read instance i's answer into row i of ``into``; False if the instance was lost."""
-        if i in self._lost:
-            return False
-        inst = self.instances[i]
-        try:
-            header, blobs = inst.answer(kind)
-        except BridgeDisconnected as exc:
-            self._lost[i] = exc
-            return False
+    def _answers(self, rows: list[int], kind: str, into: _Results) -> np.ndarray:
+        """Read the answers of instances ``rows`` into ``into``; returns which rows answered (a lost instance
+        does not). The instances' blob bytes are stacked and each blob copied once for all of them (games
+        send the same header at every step, so one check and one layout serve the whole vector step)."""
+        answered = np.zeros(self.num_envs, bool)
+        groups: dict[int, tuple[dict[str, Any], Layout, list[int], list[memoryview]]] = {}
+        for i in rows:
+            if i in self._lost:
+                continue
+            inst = self.instances[i]
+            try:
+                header, layout, body = inst.answer_split(kind)
+            except BridgeDisconnected as exc:
+                self._lost[i] = exc
+                continue
+            group = groups.get(id(header))
+            if group is None:
+                seen = self._checked.get(id(header))
+                if seen is None or seen[0] is not header or seen[1] != kind:
+                    self._check_blobs(inst, kind, header, layout)
+                group = groups[id(header)] = (header, layout, [], [])
+            group[2].append(i)
+            group[3].append(body)
+        for header, layout, members, bodies in groups.values():
+            stacked = np.frombuffer(b"".join(bodies), np.uint8).reshape(len(members), -1)
+            blobs = {name: stacked[:, offset:offset + count * dtype.itemsize].view(dtype)
+                     for name, dtype, count, offset in layout}
+            at: Any = members if len(members) < self.num_envs else slice(None)
+            for d, array in into.obs.items():
+                array[at] = blobs[OBS_BLOBS[d]]
+            into.alive[at] = blobs["alive"]  # uint8 into bool: any non-zero byte is True
+            if "mask" in blobs:
+                into.mask[at] = blobs["mask"]
+            if "state" in blobs:
+                into.state[at] = blobs["state"]
+            if kind == "step_result":
+                into.reward[at] = blobs["reward"]
+                into.terminated[at] = blobs["terminated"]
+                into.truncated[at] = blobs["truncated"]
+            keys = header.get("info_keys")
+            if keys:
+                into.info.append((members, tuple(keys), blobs["info"].reshape(len(members), self.layout.n_agents,
+                                                                               len(keys))))
+            answered[members] = True
+        return answered
+
+    def _check_blobs(self, inst: Instance, kind: str, header: dict[str, Any], layout: Layout) -> None:
+        """The blobs of a header not seen before must be those the declared agents need. ``split`` hands out one
+        shared header per header text and checked the sizes against it, so every later frame with the same
+        header has the same blobs: each header is checked once (remembered by id, the header kept alive)."""
         keys = header.get("info_keys", [])
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise BridgeError(f"bad_frame: instance {inst.number}'s {kind}: info_keys must be a list of strings.",
                               field="info_keys")
         expected = self.layout.expected(kind, len(keys))
+        blobs = {name: (dtype, count) for name, dtype, count, _ in layout}
         for name, count in expected.items():
-            blob = blobs.get(name)
-            if blob is None:
+            if name not in blobs:
                 raise BridgeError(f"bad_frame: instance {inst.number}'s {kind} (answering {inst.last}) has no "
                                   f"blob {name!r}; it must carry {', '.join(expected)}.", field=name)
-            if blob.size != count:
+            dtype, size = blobs[name]
+            if size != count:
                 raise BridgeError(
-                    f"bad_frame: instance {inst.number}'s {kind} blob {name!r} has {blob.size} values; the declared "
+                    f"bad_frame: instance {inst.number}'s {kind} blob {name!r} has {size} values; the declared "
                     f"agents and spaces need {count}.", field=name,
+                )
+            if dtype != DTYPES[self._dtype_of(name)]:
+                raise BridgeError(
+                    f"bad_frame: instance {inst.number}'s {kind} blob {name!r} is {dtype.name}; the protocol "
+                    f"sends it as {self._dtype_of(name)}.", field=name,
                 )
         extra = sorted(set(blobs) - set(expected))
         if extra:
             raise BridgeError(f"bad_frame: instance {inst.number}'s {kind} has unknown blobs {extra}.", field=extra[0])
-        into.obs[i] = blobs["obs"]
-        into.alive[i] = blobs["alive"] != 0
-        if "mask" in blobs:
-            into.mask[i] = blobs["mask"] != 0
-        if "state" in blobs:
-            into.state[i] = blobs["state"]
-        if kind == "step_result":
-            into.reward[i] = blobs["reward"]
-            into.terminated[i] = blobs["terminated"] != 0
-            into.truncated[i] = blobs["truncated"] != 0
-        if keys:
-            into.info[i] = dict(zip(keys, blobs["info"].reshape(self.layout.n_agents, len(keys)).T, strict=True))
-        if not np.isfinite(into.obs[i]).all():
-            raise BridgeError(f"bad_result: instance {inst.number}'s {kind} has a non-finite observation.", field="obs",
-                              code="bad_result")
-        return True
+        if len(self._checked) > 256:
+            self._checked.clear()
+        self._checked[id(header)] = (header, kind)
+
+    @staticmethod
+    def _dtype_of(blob: str) -> str:
+        for d, name in OBS_BLOBS.items():
+            if name == blob:
+                return d
+        return {"alive": "uint8", "terminated": "uint8", "truncated": "uint8", "mask": "uint8"}.get(blob, "float32")
+
+    def _check_finite(self, into: _Results, kind: str, rows: np.ndarray | None = None) -> None:
+        obs = into.obs.get("float32")
+        if obs is None:
+            return
+        bad = ~np.isfinite(obs).all(axis=1)
+        if rows is not None:
+            bad &= rows
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise BridgeError(f"bad_result: instance {self.instances[i].number}'s {kind} has a non-finite observation.",
+                              field="obs", code="bad_result")
 
     def _replace_lost(self) -> list[int]:
         """Restart every lost instance (or stop if none may be restarted); returns their rows."""
@@ -216,12 +330,14 @@ class RemoteMultiAgentVecEnv:
         while pending:
             for i, seed in pending:
                 self._send(i, {"type": "reset", "seed": seed, "params": self.source.params})
-            for i, _ in pending:
-                if self._answer(i, "reset_result", into) and not into.alive[i].any():
-                    raise BridgeError(
-                        f"bad_result: instance {self.instances[i].number}'s reset_result has no agent alive; at least "
-                        "one must be.", code="bad_result", field="alive",
-                    )
+            answered = self._answers([i for i, _ in pending], "reset_result", into)
+            empty = answered & ~into.alive.any(axis=1)
+            if empty.any():
+                raise BridgeError(
+                    f"bad_result: instance {self.instances[int(np.flatnonzero(empty)[0])].number}'s reset_result has "
+                    "no agent alive; at least one must be.", code="bad_result", field="alive",
+                )
+            self._check_finite(into, "reset_result", answered)
             lost = self._replace_lost()
             pending = [(i, self._base_seed + i + _RESTART_SEED_STRIDE * self.source.server.restarts) for i in lost]
 
@@ -238,7 +354,8 @@ class RemoteMultiAgentVecEnv:
         self._reset_rows(list(range(n)), [None if seed is None else seed + i for i in range(n)], res)
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
-        self._ep_infos = [{} for _ in range(n)]
+        for i in range(n):
+            self._clear(i)
         self._acted = res.alive.copy()
         self._last = res
         return self._observations(res, res.alive)
@@ -258,16 +375,22 @@ class RemoteMultiAgentVecEnv:
                 ints[:, self.layout.int_idx[name]] = a_int.reshape(n, len(g.agents), -1)
             if a_float is not None:
                 floats[:, self.layout.float_idx[name]] = a_float.reshape(n, len(g.agents), -1)
-        for i in range(n):
-            self._send(i, {"type": "step"}, {"action_int": ints[i], "action_float": floats[i]})
+        for i, payload in enumerate(encode_rows("step", {"action_int": ints, "action_float": floats})):
+            if i not in self._lost:
+                try:
+                    self.instances[i].send_encoded("step", payload)
+                except BridgeDisconnected as exc:
+                    self._lost[i] = exc
         res = _Results(self.layout, n, step=True)
-        answered = np.array([self._answer(i, "step_result", res) for i in range(n)])
+        answered = self._answers(list(range(n)), "step_result", res)
+        self._check_finite(res, "step_result", answered)
         crashed = ~answered
         acted = self._acted
         for i in np.flatnonzero(crashed):
             # the episode in flight is dropped: its last stored step is cut as truncated, bootstrapped from the
             # last observation the game sent
-            res.obs[i], res.mask[i], res.state[i] = self._last.obs[i], self._last.mask[i], self._last.state[i]
+            for now, before in zip(res.observed(), self._last.observed(), strict=True):
+                now[i] = before[i]
             res.truncated[i] = acted[i]
             self.source.stats["dropped_episodes"] += 1
         self._check_leaving(res, acted)
@@ -278,10 +401,8 @@ class RemoteMultiAgentVecEnv:
         present = acted | res.alive  # the agents the step's obs describes
         self._ep_return += res.reward
         self._ep_length += 1
-        for i in np.flatnonzero(answered):
-            for key, values in res.info[i].items():
-                for agent in np.flatnonzero(acted[i] & np.isfinite(values)):
-                    self._ep_infos[i].setdefault(int(agent), {})[key] = float(values[agent])
+        for rows, keys, values in res.info:
+            self._note_info(rows, keys, values, acted[rows])
         final_obs = self._gather_obs(res.obs, present)
         final_state = self._state(res, present)
         ended = ~res.alive.any(axis=1)
@@ -299,9 +420,9 @@ class RemoteMultiAgentVecEnv:
             self._reset_rows(ended_rows, [None] * len(ended_rows), fresh)
             nxt = _Results(self.layout, n, step=False)
             keep = ~ended
-            for attr in ("obs", "alive", "mask", "state"):
-                getattr(nxt, attr)[keep] = getattr(res, attr)[keep]
-                getattr(nxt, attr)[ended] = getattr(fresh, attr)[ended]
+            for merged, old, new in zip(nxt.observed(), res.observed(), fresh.observed(), strict=True):
+                merged[keep] = old[keep]
+                merged[ended] = new[ended]
         self._acted = nxt.alive.copy()
         self._last = nxt
         observations = self._observations(nxt, nxt.alive)
@@ -330,17 +451,18 @@ class RemoteMultiAgentVecEnv:
 
     # -- assembling what the algorithms see ----------------------------------------------------------------
 
-    def _gather_obs(self, flat: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        for name in self.groups:
-            ids = self.layout.members[name]
-            out[name] = flat[:, self.layout.obs_idx[name]] * present[:, ids, None]
-        return out
+    def _gather_obs(self, obs: dict[str, np.ndarray], present: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: self.layout.gather(name, obs, present) for name in self.groups}
 
-    def _state(self, res: _Results, present: np.ndarray) -> np.ndarray:
+    def _state(self, res: _Results, present: np.ndarray) -> np.ndarray | None:
+        """The declared global state, or every agent's observation values (float32; each wire dtype's blob in
+        turn, float32 first) with zeros for the agents not ``present``; None without ``with_state``."""
+        if not self.with_state:
+            return None
         if self.layout.state_dim:
             return res.state.copy()
-        return res.obs * present[:, self.layout.agent_of_obs]
+        parts = [res.obs[d] * present[:, self.layout.agent_of_obs[d]] for d in self.layout.obs_sizes]
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)).astype(np.float32, copy=False)
 
     def _observations(self, res: _Results, alive: np.ndarray) -> dict[str, Observation]:
         obs = self._gather_obs(res.obs, alive)
@@ -367,11 +489,14 @@ class RemoteMultiAgentVecEnv:
         result.episode_returns.append(float(returns.mean()))
         result.episode_lengths.append(int(self._ep_length[i]))
         result.episode_envs.append(int(i))
-        per_key: dict[str, list[float]] = {}
-        for scalars in self._ep_infos[i].values():
-            for key, value in scalars.items():
-                per_key.setdefault(key, []).append(value)
-        result.episode_infos.append({key: float(np.mean(v)) for key, v in per_key.items()})
+        infos = {}
+        last_values = dict(self._info_rest[i])
+        last_values.update({key: self._info_vals[i, :, k] for k, key in enumerate(self._info_keys)})
+        for key, last in last_values.items():  # the mean over the agents that reported the key
+            reported = last[np.isfinite(last)]
+            if reported.size:
+                infos[key] = float(reported.mean())
+        result.episode_infos.append(infos)
         for name in self.groups:
             result.group_returns[name].append(float(returns[self.layout.members[name]].mean()))
         self._clear(i)
@@ -379,7 +504,31 @@ class RemoteMultiAgentVecEnv:
     def _clear(self, i: int) -> None:
         self._ep_return[i] = 0.0
         self._ep_length[i] = 0
-        self._ep_infos[i] = {}
+        self._info_vals[i] = np.nan
+        self._info_rest[i] = {}
+
+    def _note_info(self, rows: list[int], keys: tuple[str, ...], values: np.ndarray, acted: np.ndarray) -> None:
+        """Keep the latest finite info values ``[m, A, K]`` of the agents that acted, for ``rows``. The values
+        sit in one array ``[N, A, K]`` for the keys the games sent last (usually the same at every step), and
+        by key per row for keys sent before."""
+        if keys != self._info_keys:
+            self._fold_info(keys)
+        take = acted[:, :, None] & np.isfinite(values)
+        self._info_vals[rows] = np.where(take, values, self._info_vals[rows])
+
+    def _fold_info(self, keys: tuple[str, ...]) -> None:
+        """Move every row's values into its by-key store, and lay out the array for ``keys``."""
+        n, a = self.num_envs, self.layout.n_agents
+        for i in range(n):
+            for k, key in enumerate(self._info_keys):
+                if np.isfinite(self._info_vals[i, :, k]).any():
+                    self._info_rest[i][key] = self._info_vals[i, :, k].copy()
+        self._info_keys = keys
+        self._info_vals = np.full((n, a, len(keys)), np.nan)
+        for i in range(n):
+            for k, key in enumerate(keys):
+                if key in self._info_rest[i]:
+                    self._info_vals[i, :, k] = self._info_rest[i].pop(key)
 
     def render(self) -> np.ndarray | None:
         return None  # protocol 1 carries no frames
@@ -398,7 +547,7 @@ class RemoteVecEnv:
     """A single-agent bridged game (one declared agent) behind ``agentkit.environment.VecEnv``."""
 
     def __init__(self, source: Any, num_envs: int, seed: int | None):
-        self.multi = RemoteMultiAgentVecEnv(source, num_envs, seed)
+        self.multi = RemoteMultiAgentVecEnv(source, num_envs, seed, with_state=False)
         self.num_envs = num_envs
         self.observation_space = source.observation_space
         self.action_space = source.action_space

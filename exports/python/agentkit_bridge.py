@@ -1,4 +1,4 @@
-"""agentkit bridge client for games written in Python (protocol version 1, docs/bridge.md).
+"""agentkit bridge client for games written in Python (protocol version 2, docs/bridge.md).
 
 One file, numpy only (plus the ``websockets`` package for ``transport="websocket"``). Copy it into your
 game. The game describes its agents, then hands the client an object with two methods and lets it serve:
@@ -16,6 +16,11 @@ game. The game describes its agents, then hands the client an object with two me
 
     agents = [bridge.agent("hero", obs_shape=[9], action=bridge.discrete(6), mask=True)]
     bridge.serve(MyGame(), name="my-game", agents=agents, port=11008)
+
+An observation is float32 values of any shape by default; ``dtype="uint8"`` (a camera image ``[H, W, 3]``) or
+``"int32"`` sends it in that type, and ``bridge.dict_obs({"image": bridge.obs_box([64, 64, 3], "uint8"),
+"speed": bridge.obs_box([1])})`` declares a Dict observation, whose value is then a dict of arrays. The hello
+says protocol 1 when every observation is one float32 Box (so older trainers take the game), else 2.
 
 ``serve`` connects to the trainer (``agentkit train`` with ``env.plugin: remote``), says hello, answers
 every reset and step, and returns when the trainer sends ``close`` (or raises ``BridgeError`` when the
@@ -41,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 _U32 = struct.Struct("<I")
 _DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4"), "uint8": np.dtype("u1")}
 
@@ -74,10 +79,25 @@ def hybrid(types: dict[str, list[str]], params: dict[str, tuple[float, float]]) 
     }
 
 
-def agent(name: str, obs_shape: list[int], action: dict[str, Any], mask: bool = False,
-          low: float | list[float] | None = None, high: float | list[float] | None = None) -> dict[str, Any]:
-    """One agent's declaration for ``hello`` (observation bounds optional)."""
-    obs = {"shape": list(obs_shape), "low": _json_numbers(low), "high": _json_numbers(high)}
+def obs_box(shape: list[int], dtype: str = "float32", low: float | list[float] | None = None,
+            high: float | list[float] | None = None) -> dict[str, Any]:
+    """An observation Box of any shape: ``dtype`` float32, uint8 (pixels) or int32; bounds optional."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"observation dtype {dtype!r}: give one of {', '.join(_DTYPES)}")
+    return {"shape": [int(d) for d in shape], "dtype": dtype, "low": _json_numbers(low), "high": _json_numbers(high)}
+
+
+def dict_obs(entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A Dict observation of named Boxes (``obs_box``), sent in this order; its value is a dict of arrays."""
+    return {"kind": "dict", "entries": [{"name": k, **v} for k, v in entries.items()]}
+
+
+def agent(name: str, obs_shape: list[int] | dict[str, Any], action: dict[str, Any], mask: bool = False,
+          low: float | list[float] | None = None, high: float | list[float] | None = None,
+          dtype: str = "float32") -> dict[str, Any]:
+    """One agent's declaration for ``hello``: the observation as a shape (a Box of ``dtype``, bounds optional)
+    or as what ``obs_box``/``dict_obs`` return."""
+    obs = dict(obs_shape) if isinstance(obs_shape, dict) else obs_box(obs_shape, dtype, low, high)
     return {"name": name, "observation": obs, "action": action, "mask": bool(mask)}
 
 
@@ -85,6 +105,8 @@ def _json_numbers(v: Any) -> Any:
     if v is None:
         return None
     arr = np.asarray(v, dtype=np.float64)
+    if arr.size and (arr == arr.flat[0]).all():  # one number for every element (an image's 0..255)
+        arr = arr.reshape(-1)[0]
     if arr.ndim == 0:
         return float(arr) if math.isfinite(float(arr)) else None
     return [float(x) if math.isfinite(x) else None for x in arr.reshape(-1)]
@@ -113,31 +135,47 @@ class Step:
 # -- frames -----------------------------------------------------------------------------------------------
 
 
-def encode(header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -> bytes:
+def encode(header: dict[str, Any], blobs: dict[str, tuple[str, Any]] | None = None) -> bytes:
     """One payload from a header and blobs ``{name: (dtype, values)}`` (dtype: float32, int32 or uint8)."""
     listed, parts = [], []
     for name, (dtype, array) in (blobs or {}).items():
         data = np.ascontiguousarray(array, dtype=_DTYPES[dtype]).reshape(-1)
-        listed.append((name, dtype, int(data.size)))
+        listed.append({"name": name, "dtype": dtype, "count": int(data.size)})
         parts.append(data.tobytes())
-    key = (json.dumps(header, sort_keys=True), tuple(listed))
-    text = _HEADERS.get(key)
-    if text is None:  # the same header comes back at every step: build its bytes once
-        body = json.dumps({**header, "blobs": [{"name": n, "dtype": d, "count": c} for n, d, c in listed]},
+    body = json.dumps({**header, "blobs": listed}, separators=(",", ":")).encode()
+    return b"".join([_U32.pack(len(body)), body, *parts])
+
+
+class Frame:
+    """An outgoing message whose header and blob sizes are fixed (a game's ``step_result``), built once: one
+    buffer holds the TCP length prefix, the payload's header and the blobs, and ``views[name]`` is a numpy array
+    over each blob's bytes. A step writes its values into the views and sends the buffer as it is."""
+
+    def __init__(self, header: dict[str, Any], blobs: list[tuple[str, str, int]]):
+        self.header = header
+        self.dtypes = {name: dtype for name, dtype, _ in blobs}
+        text = json.dumps({**header, "blobs": [{"name": n, "dtype": d, "count": c} for n, d, c in blobs]},
                           separators=(",", ":")).encode()
-        text = _U32.pack(len(body)) + body
-        if len(_HEADERS) < 256:
-            _HEADERS[key] = text
-    return b"".join([text, *parts])
+        size = 4 + len(text) + sum(c * _DTYPES[d].itemsize for _, d, c in blobs)
+        self.buf = bytearray(4 + size)
+        _U32.pack_into(self.buf, 0, size)
+        _U32.pack_into(self.buf, 4, len(text))
+        self.buf[8 : 8 + len(text)] = text
+        offset = 8 + len(text)
+        self.views: dict[str, np.ndarray] = {}
+        for name, dtype, count in blobs:
+            self.views[name] = np.frombuffer(self.buf, _DTYPES[dtype], count, offset)
+            offset += count * _DTYPES[dtype].itemsize
 
-
-_HEADERS: dict[tuple, bytes] = {}
+    @property
+    def payload(self) -> memoryview:
+        return memoryview(self.buf)[4:]
 
 
 def decode(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The header and blobs (numpy arrays) of one payload from the trainer."""
     (hlen,) = _U32.unpack_from(payload, 0)
-    text = payload[4 : 4 + hlen]
+    text = bytes(payload[4 : 4 + hlen])
     parsed = _PARSED.get(text)
     if parsed is None:  # the trainer repeats its step header: parse it once
         header = json.loads(text.decode())
@@ -163,30 +201,51 @@ _PARSED: dict[bytes, tuple] = {}
 
 
 class _Tcp:
+    """Length-prefixed frames. A message from the trainer usually arrives whole: one ``recv`` reads it (into a
+    buffer that keeps whatever follows), and a ``Frame`` goes out in one ``send``."""
+
     def __init__(self, host: str, port: int, timeout: float):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.max_frame_bytes = 1 << 30
+        self._buf = bytearray(1 << 16)
+        self._start = self._end = 0
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sock.sendall(data)
 
     def send(self, payload: bytes) -> None:
-        self.sock.sendall(_U32.pack(len(payload)) + payload)
+        self._write(_U32.pack(len(payload)) + payload)
 
-    def _read(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view, got = memoryview(buf), 0
-        while got < n:
-            k = self.sock.recv_into(view[got:])
+    def send_frame(self, frame: Frame) -> None:
+        self._write(frame.buf)
+
+    def _fill(self, need: int) -> None:
+        if self._start + need > len(self._buf):
+            kept = self._buf[self._start : self._end]
+            if need > len(self._buf):
+                self._buf = bytearray(max(need, 2 * len(self._buf)))
+            self._buf[: len(kept)] = kept
+            self._start, self._end = 0, len(kept)
+        view = memoryview(self._buf)
+        while self._end - self._start < need:
+            k = self.sock.recv_into(view[self._end :])
             if k == 0:
                 raise BridgeError("the trainer closed the connection")
-            got += k
-        return bytes(buf)
+            self._end += k
 
     def recv(self) -> bytes:
-        (size,) = _U32.unpack(self._read(4))
+        self._fill(4)
+        (size,) = _U32.unpack_from(self._buf, self._start)
         if size > self.max_frame_bytes:
             raise BridgeError(f"frame_too_large: the trainer sent {size} bytes")
-        return self._read(size)
+        self._fill(4 + size)
+        payload = bytes(self._buf[self._start + 4 : self._start + 4 + size])
+        self._start += 4 + size
+        if self._start == self._end:
+            self._start = self._end = 0
+        return payload
 
     def close(self) -> None:
         self.sock.close()
@@ -201,6 +260,9 @@ class _WebSocket:
 
     def send(self, payload: bytes) -> None:
         self.ws.send(payload)
+
+    def send_frame(self, frame: Frame) -> None:
+        self.ws.send(bytes(frame.payload))
 
     def recv(self) -> bytes:
         from websockets.exceptions import ConnectionClosed
@@ -221,11 +283,12 @@ class _WebSocket:
 
 
 class _Layout:
-    """Each agent's slice of the flat arrays, from its declaration."""
+    """Each agent's slice of the flat arrays, from its declaration, and the frames of its answers."""
 
-    def __init__(self, agents: list[dict[str, Any]]):
+    def __init__(self, agents: list[dict[str, Any]], state_dim: int):
         self.agents = agents
-        self.obs_shape = [tuple(a["observation"]["shape"]) for a in agents]
+        self.n = len(agents)
+        self.state_dim = state_dim
         self.kinds = [a["action"]["kind"] for a in agents]
         self.n_int, self.n_float, self.mask_dim = [], [], []
         for a in agents:
@@ -237,6 +300,41 @@ class _Layout:
                 else len(act.get("types", []))
             self.mask_dim.append(width if a.get("mask") else 0)
         self.masked = any(self.mask_dim)
+        # every observation Box: (agent, Dict key or None, wire dtype, start, stop) in wire order
+        self.obs_counts = dict.fromkeys(_DTYPES, 0)
+        self.entries: list[tuple[int, str | None, str, int, int]] = []
+        self.simple = True  # one float32 Box per agent: the hello can say protocol 1
+        for i, a in enumerate(agents):
+            obs = a["observation"]
+            boxes = [(e["name"], e) for e in obs["entries"]] if obs.get("kind") == "dict" else [(None, obs)]
+            self.simple &= len(boxes) == 1 and boxes[0][0] is None and boxes[0][1].get("dtype", "float32") == "float32"
+            for key, box in boxes:
+                dtype, size = box.get("dtype", "float32"), math.prod(box["shape"])
+                start = self.obs_counts[dtype]
+                self.entries.append((i, key, dtype, start, start + size))
+                self.obs_counts[dtype] += size
+        self.protocol = 1 if self.simple else PROTOCOL_VERSION
+        self._frames: dict[tuple, Frame] = {}
+
+    def frame(self, kind: str, info_keys: tuple[str, ...] = ()) -> Frame:
+        key = (kind, info_keys)
+        frame = self._frames.get(key)
+        if frame is None:
+            n = self.n
+            blobs = [(_OBS_BLOB[d], d, c) for d, c in self.obs_counts.items() if c]
+            blobs.append(("alive", "uint8", n))
+            if kind == "step_result":
+                blobs += [("reward", "float32", n), ("terminated", "uint8", n), ("truncated", "uint8", n)]
+            if self.masked:
+                blobs.append(("mask", "uint8", sum(self.mask_dim)))
+            if self.state_dim:
+                blobs.append(("state", "float32", self.state_dim))
+            header: dict[str, Any] = {"type": kind}
+            if info_keys:
+                header["info_keys"] = list(info_keys)
+                blobs.append(("info", "float32", n * len(info_keys)))
+            frame = self._frames[key] = Frame(header, blobs)
+        return frame
 
     def actions(self, ints: np.ndarray, floats: np.ndarray) -> list[Any]:
         out, i, f = [], 0, 0
@@ -253,26 +351,44 @@ class _Layout:
             i, f = i + ni, f + nf
         return out
 
-    def obs(self, obs: Any) -> np.ndarray:
-        if isinstance(obs, np.ndarray) and obs.dtype != object:
-            flat = obs.astype(np.float32, copy=False).reshape(-1)
+    def write_obs(self, views: dict[str, np.ndarray], obs: Any) -> None:
+        """Write every agent's observation (a list, one per agent, or one array ``[A, ...]``; a Dict agent's is a
+        dict of arrays) into the frame's observation blobs."""
+        if isinstance(obs, list | tuple) and len(obs) == self.n:
+            pass
+        elif isinstance(obs, np.ndarray) and obs.ndim > 0 and obs.shape[0] == self.n and (
+                self.n > 1 or obs.size == self.entries[0][4] - self.entries[0][3]):
+            pass
+        elif self.n == 1:  # a single agent's observation, given on its own
+            obs = [obs]
         else:
-            flat = np.concatenate([np.asarray(o, np.float32).reshape(-1) for o in obs])
-        want = sum(math.prod(s) for s in self.obs_shape)
-        if flat.size != want:
-            raise BridgeError(f"the game's observations have {flat.size} numbers; the declared agents need {want}")
-        return flat
+            raise BridgeError(f"the game gave {type(obs).__name__} observations; give one per agent ({self.n})")
+        for agent, key, dtype, start, stop in self.entries:
+            value = obs[agent] if key is None else obs[agent][key]
+            try:
+                views[_OBS_BLOB[dtype]][start:stop] = np.asarray(value).reshape(-1)
+            except ValueError as exc:
+                name = self.agents[agent]["name"] + ("" if key is None else f"[{key!r}]")
+                raise BridgeError(f"the observation of agent {name} has {np.size(value)} values; it declared "
+                                  f"{stop - start}") from exc
 
-    def mask(self, mask: Any) -> np.ndarray:
-        if not self.masked:
-            return np.zeros(0, np.uint8)
+    def write_mask(self, view: np.ndarray, mask: Any) -> None:
+        """Write the masks (one per masked agent, in agent order, or one array) as 0/1 into the frame's blob."""
         if mask is None:
-            return np.ones(sum(self.mask_dim), np.uint8)
-        if isinstance(mask, np.ndarray) and mask.dtype != object:
-            flat = mask.reshape(-1)
+            view[:] = 1
+        elif isinstance(mask, np.ndarray) and mask.dtype != object:
+            np.not_equal(mask.reshape(-1), 0, out=view, casting="unsafe")
         else:
-            flat = np.concatenate([np.asarray(m).reshape(-1) for m in mask])
-        return (flat != 0).astype(np.uint8)
+            start = 0
+            for m in mask:
+                m = np.asarray(m).reshape(-1)
+                np.not_equal(m, 0, out=view[start : start + m.size], casting="unsafe")
+                start += m.size
+            if start != view.size:
+                raise BridgeError(f"the game's masks have {start} values; the masked agents need {view.size}")
+
+
+_OBS_BLOB = {"float32": "obs", "uint8": "obs_uint8", "int32": "obs_int32"}
 
 
 def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "127.0.0.1",
@@ -280,11 +396,11 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
           state_dim: int = 0, connect_timeout: float = 30.0) -> dict[str, Any]:
     """Connect, say hello as ``name`` with ``agents``, and serve ``game``'s ``reset``/``step`` until the trainer
     sends ``close``. Returns the ``welcome`` header."""
+    layout = _Layout(agents, state_dim)
     conn = (_Tcp if transport == "tcp" else _WebSocket)(host, port, connect_timeout)
-    layout = _Layout(agents)
     n = len(agents)
     try:
-        conn.send(encode({"type": "hello", "protocol": PROTOCOL_VERSION, "game": name, "instance": instance,
+        conn.send(encode({"type": "hello", "protocol": layout.protocol, "game": name, "instance": instance,
                           "token": token, "agents": agents, "state_dim": state_dim}))
         welcome, _ = decode(conn.recv())
         if welcome["type"] == "error":
@@ -298,34 +414,36 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
             kind = header["type"]
             if kind == "reset":
                 r = game.reset(header.get("seed"), header.get("params") or {})
-                alive = np.ones(n, bool) if r.alive is None else np.asarray(r.alive, bool)
-                out = {"obs": ("float32", layout.obs(r.obs)), "alive": ("uint8", alive)}
+                frame = layout.frame("reset_result")
+                v = frame.views
+                layout.write_obs(v, r.obs)
+                v["alive"][:] = 1 if r.alive is None else np.asarray(r.alive, bool)
                 if layout.masked:
-                    out["mask"] = ("uint8", layout.mask(r.mask))
+                    layout.write_mask(v["mask"], r.mask)
                 if state_dim:
-                    out["state"] = ("float32", r.state)
-                conn.send(encode({"type": "reset_result"}, out))
+                    v["state"][:] = r.state
+                conn.send_frame(frame)
             elif kind == "step":
                 s = game.step(layout.actions(blobs["action_int"], blobs["action_float"]))
-                term = np.asarray(s.terminated, bool).reshape(n)
-                trunc = np.asarray(s.truncated, bool).reshape(n)
-                alive = ~(term | trunc) if s.alive is None else np.asarray(s.alive, bool)
-                out = {
-                    "obs": ("float32", layout.obs(s.obs)), "reward": ("float32", np.asarray(s.reward, np.float32)),
-                    "terminated": ("uint8", term), "truncated": ("uint8", trunc), "alive": ("uint8", alive),
-                }
+                frame = layout.frame("step_result", tuple(s.info) if s.info else ())
+                v = frame.views
+                layout.write_obs(v, s.obs)
+                v["reward"][:] = s.reward
+                v["terminated"][:] = s.terminated
+                v["truncated"][:] = s.truncated
+                if s.alive is None:  # the agents that neither terminated nor were truncated
+                    np.logical_not(np.logical_or(v["terminated"], v["truncated"]), out=v["alive"], casting="unsafe")
+                else:
+                    v["alive"][:] = np.asarray(s.alive, bool)
                 if layout.masked:
-                    out["mask"] = ("uint8", layout.mask(s.mask))
+                    layout.write_mask(v["mask"], s.mask)
                 if state_dim:
-                    out["state"] = ("float32", s.state)
-                head: dict[str, Any] = {"type": "step_result"}
+                    v["state"][:] = s.state
                 if s.info:
-                    head["info_keys"] = list(s.info)
-                    values = np.empty((n, len(s.info)), np.float32)
-                    for k, v in enumerate(s.info.values()):
-                        values[:, k] = v  # one number per agent, or one for all
-                    out["info"] = ("float32", values)
-                conn.send(encode(head, out))
+                    values = v["info"].reshape(n, len(s.info))
+                    for k, value in enumerate(s.info.values()):
+                        values[:, k] = value  # one number per agent, or one for all
+                conn.send_frame(frame)
             elif kind == "close":
                 return welcome
             elif kind == "error":

@@ -4,8 +4,9 @@ what the tests and benchmarks run as "a game outside the trainer").
     python exports/python/serve_gymnasium.py agentkit/Dungeon-v0 --port 11008
     # in a run config: command: "python exports/python/serve_gymnasium.py agentkit/Moving-v0 --port {port} --instance {instance}"
 
-One agent named ``agent``. The observation must be a Box, or a Dict of a Box ``observation`` and an
-``action_mask`` (PettingZoo's convention, Dungeon's); actions Discrete, MultiDiscrete, Box or agentkit's
+One agent named ``agent``. The observation is a Box of any shape (uint8 frames travel as uint8, other
+integer Boxes as int32, the rest as float32) or a Dict of Boxes, whose ``action_mask`` entry (PettingZoo's
+convention, Dungeon's) travels as the action mask; actions Discrete, MultiDiscrete, Box or agentkit's
 HybridSpace. ``info`` numbers at each step travel as info scalars. Test knobs: ``--crash-at N`` exits
 the process at the N-th step (a game that crashes), ``--hang-at N`` stops answering there.
 """
@@ -26,12 +27,31 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agentkit_bridge as bridge  # noqa: E402
 
 
-def describe(env: gym.Env) -> dict:
-    obs_space = env.observation_space
-    masked = isinstance(obs_space, spaces.Dict) and "action_mask" in obs_space.spaces
-    box = obs_space["observation"] if masked else obs_space
+def _wire_dtype(box: spaces.Box) -> str:
+    if box.dtype == np.uint8:
+        return "uint8"
+    return "int32" if np.issubdtype(box.dtype, np.integer) else "float32"
+
+
+def _obs_box(box: spaces.Space, what: str) -> dict:
     if not isinstance(box, spaces.Box):
-        raise SystemExit(f"serve_gymnasium: needs a Box observation, got {obs_space}")
+        raise SystemExit(f"serve_gymnasium: {what} must be a Box, got {box}")
+    return bridge.obs_box(list(box.shape), _wire_dtype(box), box.low, box.high)
+
+
+def observation_of(obs_space: spaces.Space) -> tuple[dict, bool]:
+    """The observation declaration and whether a Dict's ``action_mask`` entry is the mask."""
+    if not isinstance(obs_space, spaces.Dict):
+        return _obs_box(obs_space, "the observation"), False
+    masked = "action_mask" in obs_space.spaces
+    rest = {k: v for k, v in obs_space.spaces.items() if k != "action_mask"}
+    if list(rest) == ["observation"]:  # PettingZoo's {"observation": Box, "action_mask": ...}
+        return _obs_box(rest["observation"], "entry 'observation'"), masked
+    return bridge.dict_obs({k: _obs_box(v, f"entry {k!r}") for k, v in rest.items()}), masked
+
+
+def describe(env: gym.Env) -> dict:
+    obs, masked = observation_of(env.observation_space)
     act = env.action_space
     if hasattr(act, "type_names"):  # agentkit.spaces.HybridSpace
         owned = {t: [act.param_names[i] for i in ps] for t, ps in zip(act.type_names, act.type_params, strict=True)}
@@ -45,20 +65,28 @@ def describe(env: gym.Env) -> dict:
         action = bridge.box(list(act.shape), act.low, act.high)
     else:
         raise SystemExit(f"serve_gymnasium: cannot serve the action space {act}")
-    return bridge.agent("agent", list(box.shape), action, mask=masked, low=box.low, high=box.high)
+    return bridge.agent("agent", obs, action, mask=masked)
+
+
+_NUMBERS = (bool, int, float, np.bool_, np.number)
 
 
 class GymGame:
     def __init__(self, env: gym.Env, crash_at: int | None, hang_at: int | None):
         self.env = env
-        self.masked = isinstance(env.observation_space, spaces.Dict)
+        space = env.observation_space
+        self.masked = isinstance(space, spaces.Dict) and "action_mask" in space.spaces
+        self.only = isinstance(space, spaces.Dict) and [k for k in space.spaces if k != "action_mask"] == ["observation"]
         self.steps = 0
         self.crash_at, self.hang_at = crash_at, hang_at
 
     def _split(self, obs):
-        if self.masked:
-            return [obs["observation"]], [obs["action_mask"]]
-        return [obs], None
+        mask = [obs["action_mask"]] if self.masked else None
+        if self.only:
+            return [obs["observation"]], mask
+        if isinstance(obs, dict):
+            return [{k: v for k, v in obs.items() if k != "action_mask"}], mask
+        return [obs], mask
 
     def reset(self, seed, params):
         obs, _ = self.env.reset(seed=seed)
@@ -73,8 +101,7 @@ class GymGame:
             time.sleep(3600)
         obs, reward, term, trunc, info = self.env.step(actions[0])
         o, m = self._split(obs)
-        scalars = {k: [float(v)] for k, v in info.items()
-                   if isinstance(v, bool | int | float | np.bool_ | np.number) and math.isfinite(float(v))}
+        scalars = {k: [float(v)] for k, v in info.items() if isinstance(v, _NUMBERS) and math.isfinite(float(v))}
         return bridge.Step(obs=o, reward=[reward], terminated=[term], truncated=[trunc], mask=m, info=scalars)
 
 

@@ -1,0 +1,86 @@
+"""Bridge protocol 2 observations (docs/bridge.md, "Spaces"): uint8 images, int32 and Dict observations travel
+as their own dtype, a game's images train the CNN and export as uint8, and protocol 1 games are told what to
+change when they declare what only protocol 2 carries."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from agentkit_envs.remote.protocol import BridgeError, parse_hello
+from conftest import REPO
+
+from agentkit import runtime
+from agentkit.config import load_config
+from agentkit.exporting import export_run
+from agentkit.host import PluginHost
+from agentkit.trainer import build_algorithm, build_env, train
+
+PY = sys.executable
+SERVE_GYM = REPO / "exports" / "python" / "serve_gymnasium.py"
+GAMES = REPO / "tests" / "bridge_games.py"
+
+
+def test_protocol_1_takes_float32_only_and_protocol_2_takes_images_and_dicts():
+    image = {"name": "cam", "observation": {"shape": [4, 4, 3], "dtype": "uint8"}, "action": {"kind": "discrete", "n": 2}}
+    with pytest.raises(BridgeError, match=r"agents\[0\]\.observation\.dtype.*protocol 1 carries float32.*protocol 2"):
+        parse_hello({"type": "hello", "protocol": 1, "game": "g", "agents": [image]})
+    hello = parse_hello({"type": "hello", "protocol": 2, "game": "g", "agents": [image]})
+    space = hello.agents[0].observation
+    assert space.dtype == np.uint8 and space.shape == (4, 4, 3) and int(space.high.max()) == 255
+    mixed = dict(image, observation={"kind": "dict", "entries": [
+        {"name": "pos", "shape": [2]}, {"name": "grid", "shape": [2, 2], "dtype": "uint8"},
+        {"name": "action_mask", "shape": [2]}]})
+    with pytest.raises(BridgeError, match=r"entries\[2\]\.name.*mask: true"):
+        parse_hello({"type": "hello", "protocol": 2, "game": "g", "agents": [mixed]})
+    with pytest.raises(BridgeError, match=r"observation\.kind.*protocol 1"):
+        parse_hello({"type": "hello", "protocol": 1, "game": "g", "agents": [dict(mixed, observation={
+            "kind": "dict", "entries": [{"name": "pos", "shape": [2]}]})]})
+
+
+def test_a_dict_observation_of_three_dtypes_reaches_the_policy_flat_in_name_order():
+    host = PluginHost()
+    env = {"plugin": "remote", "command": f"{PY} {GAMES} mixed --port {{port}} --instance {{instance}}",
+           "num_envs": 2, "connect_timeout": 20}
+    config = load_config({"env": env, "algorithm": {"plugin": "ppo", "total_steps": 1}}, host.registry)
+    source = build_env(config, host.registry)
+    try:
+        assert [f["key"] for f in source.observation_fields] == ["count", "grid", "pos"]
+        venv = source.make_vec(2, seed=0)
+        o = venv.reset()
+        # count int32 [1] = t, grid uint8 [2, 2] = 250 + t, pos float32 [2] = (0.5, -t)
+        np.testing.assert_array_equal(o.obs[0], [0, 250, 250, 250, 250, 0.5, 0.0])
+        tr = venv.step(np.array([1, 0]))
+        np.testing.assert_array_equal(tr.next.obs[1], [1, 251, 251, 251, 251, 0.5, -1.0])
+        assert o.obs.dtype == np.float32
+        venv.close()
+    finally:
+        source.close()
+
+
+def test_a_game_of_uint8_images_trains_the_cnn_over_the_bridge_and_exports_uint8(tmp_path):
+    tests = REPO / "tests"
+    env = {"plugin": "remote", "num_envs": 2, "connect_timeout": 30,
+           "command": f"env PYTHONPATH={tests} {PY} {SERVE_GYM} image_test_envs:BrightSide-v0 --port {{port}} "
+                      "--instance {instance}"}
+    host = PluginHost()
+    data = {"seed": 0, "env": env, "policy": {"encoder": "auto"},
+            "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 64, "minibatch_size": 64,
+                          "update_epochs": 2},
+            "run": {"progress": "none", "tensorboard": False}}
+    config = load_config(data, host.registry)
+    result = train(config, host, tmp_path / "run")
+    assert result["step"] == 256 and result["charts/episodes"] >= 1
+    source = build_env(config, host.registry)
+    try:
+        algo = build_algorithm(config, host.registry, source, None)
+        assert algo.storage.obs.dtype.is_floating_point is False and tuple(algo.storage.obs.shape[2:]) == (16, 16, 3)
+        assert type(algo.actor.encoder).__name__ == "CNNEncoder"
+    finally:
+        source.wrapped.close()
+    [path] = export_run(tmp_path / "run", allow_imports=[env["command"]])
+    policy = runtime.load(path)
+    obs_input = policy.session.get_inputs()[0]
+    assert obs_input.type == "tensor(uint8)" and obs_input.shape[1:] == [16, 16, 3]
+    assert policy.metadata["observation"]["dtype"] == "uint8"
