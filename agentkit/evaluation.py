@@ -35,6 +35,7 @@ from agentkit.algorithm import PolicyArtifact
 from agentkit.checkpoint import write_atomic
 from agentkit.environment import EnvSource, mean_episode_infos
 from agentkit.errors import InvalidInputError, UserError
+from agentkit.policy import agent_ids
 
 Act = Callable[[np.ndarray, "np.ndarray | None"], Any]
 
@@ -284,7 +285,7 @@ def torch_act(artifact: PolicyArtifact, deterministic: bool = True, rng: np.rand
     @torch.no_grad()
     def act(obs: np.ndarray, mask: np.ndarray | None) -> Any:
         x = torch.as_tensor(obs)
-        ids = torch.eye(id_dim).repeat(x.shape[0] // id_dim, 1) if id_dim else None
+        ids = agent_ids(id_dim, x.shape[0] // id_dim).reshape(-1, id_dim) if id_dim else None
         m = torch.as_tensor(mask) if mask is not None and head.mask_dim else None
         dist = actor(x, m, ids)
         noise = None if use_mode else torch.from_numpy(rng.random((x.shape[0], head.noise_dim), dtype=np.float32))

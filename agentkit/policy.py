@@ -147,6 +147,21 @@ class Critic(_Encoded):
         return self.value_out(self.encoder(x, agent_id)).squeeze(-1)
 
 
+def agent_id_dim(n_agents: int, enabled: bool = True) -> int:
+    """The one rule for the width of the one-hot agent id a group's shared networks read: the group's size when
+    ids are on (an algorithm's ``agent_id`` option) and it has several agents, else 0 (one agent needs no id).
+    ``PolicyArtifact.agent_id_dim`` and the ONNX ``agent_id`` input carry it to eval, export and the runtimes."""
+    return int(n_agents) if enabled and n_agents > 1 else 0
+
+
+def agent_ids(width: int, batch: int, device: torch.device | str | None = None) -> Tensor:
+    """One-hot agent ids ``[batch, width, width]``: ``[b, a]`` is agent ``a``'s id (an expanded view, no copy).
+
+    The one place ids are built for training, eval and export; flattened env-major (``reshape(-1, width)``)
+    row ``n * width + a`` is agent ``a`` of env copy ``n``, the row order of a multi-agent vector env."""
+    return torch.eye(width, device=device).expand(batch, width, width)
+
+
 def resolve_head(policy_config: PolicyConfig, registry, action_space):
     """The head registration and config for ``policy.head`` (``auto`` asks the registry)."""
     if policy_config.head == "auto":
@@ -198,8 +213,8 @@ def encoder_for(policy_config: PolicyConfig, registry, observation_space, extra_
 
 def build_actor(policy_config: PolicyConfig, registry, observation_space, action_space, extra_obs_dim: int = 0,
                 fields: list[dict[str, Any]] | None = None) -> Actor:
-    """The actor for an observation space (plus ``extra_obs_dim`` inputs, e.g. a one-hot agent id, given to
-    ``forward`` as ``agent_id``)."""
+    """The actor for an observation space (plus ``extra_obs_dim`` inputs, e.g. a one-hot agent id of
+    ``agent_id_dim`` built by ``agent_ids``, given to ``forward`` as ``agent_id``)."""
     reg, head_config = resolve_head(policy_config, registry, action_space)
     encoder = encoder_for(policy_config, registry, observation_space, extra_obs_dim, fields)
     return Actor(encoder, lambda latent_dim: reg.factory(head_config, action_space, latent_dim))

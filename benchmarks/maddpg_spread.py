@@ -24,6 +24,7 @@ import torch
 from agentkit.algorithm import BuildContext
 from agentkit.config import apply_overrides, load_config, read_yaml
 from agentkit.host import PluginHost
+from agentkit.policy import agent_ids
 from agentkit.spaces import HybridSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,11 +77,10 @@ def play(venv, policies, episodes: int, seed: int) -> tuple[list[float], dict[st
                 continue
             art = policies[g]
             x = torch.as_tensor(o.obs.reshape(n * a, -1), dtype=torch.float32)
-            if art.agent_id_dim:
-                x = torch.cat([x, torch.eye(a).repeat(n, 1)], dim=1)
+            ids = agent_ids(a, n).reshape(n * a, a) if art.agent_id_dim else None
             mask = None if o.mask is None else torch.as_tensor(o.mask.reshape(n * a, -1))
             with torch.no_grad():
-                act = art.actor(x, mask).mode()
+                act = art.actor(x, mask, ids).mode()
                 outs = {k: v.numpy() for k, v in art.actor.head.env_outputs(act).items()}
             actions[g] = art.actor.head.to_env(outs)
         tr = venv.step(actions)

@@ -56,7 +56,16 @@ from agentkit.encoders import image_layout
 from agentkit.environment import MultiAgentEnvSource, MultiAgentVecEnv, Observation
 from agentkit.errors import ConfigError
 from agentkit.heads import ActionHead, RelaxedAction
-from agentkit.policy import Actor, ObsNormalizer, build_actor, encoder_for, layer_init, mlp
+from agentkit.policy import (
+    Actor,
+    ObsNormalizer,
+    agent_id_dim,
+    agent_ids,
+    build_actor,
+    encoder_for,
+    layer_init,
+    mlp,
+)
 from agentkit.runlog import EndedEpisodes
 from agentkit.storage import ensure_fits, torch_dtype
 
@@ -183,8 +192,9 @@ class _Group:
         self.target_critic = copy.deepcopy(critic).requires_grad_(False)
         self.actor_opts = [torch.optim.Adam(a.parameters(), lr=cfg.actor_lr) for a in actors]
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
-        self.id_dim = self.n_agents if (cfg.agent_id and self.n_agents > 1) else 0
-        self.eye = torch.eye(self.n_agents)
+        self.id_dim = agent_id_dim(self.n_agents, cfg.agent_id)  # the actor's (agent_id); the critic's always
+        self.critic_id_dim = agent_id_dim(self.n_agents)
+        self.eye = torch.eye(self.n_agents)  # replaces agent i's own action in its row of the actor loss
 
     @property
     def actor(self) -> Actor:
@@ -199,7 +209,7 @@ class _Group:
     def actor_input(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
         """``[B, A, *obs_shape]`` → (``[B * A, *obs_shape]``, the one-hot agent ids ``[B * A, A]`` or None)."""
         b = obs.shape[0]
-        ids = self.eye.expand(b, -1, -1).reshape(b * self.n_agents, -1) if self.id_dim else None
+        ids = agent_ids(self.id_dim, b).reshape(b * self.n_agents, -1) if self.id_dim else None
         return obs.reshape(b * self.n_agents, *self.obs_shape), ids
 
 
@@ -266,7 +276,7 @@ class MADDPG:
         actors: dict[str, list[Actor]] = {}
         for name, spec in specs.items():
             n = len(spec.agents)
-            extra = n if (config.agent_id and n > 1) else 0
+            extra = agent_id_dim(n, config.agent_id)
             actors[name] = [
                 build_actor(run_config.policy, context.registry, spec.observation_space, spec.action_space, extra,
                             fields=spec.observation_fields)
@@ -293,8 +303,7 @@ class MADDPG:
         )
         act_dim = sum(len(s.agents) * actors[g][0].head.encoding_dim for g, s in specs.items())
         for name, spec in specs.items():
-            n = len(spec.agents)
-            id_dim = n if n > 1 else 0
+            id_dim = agent_id_dim(len(spec.agents))
             image_encoders = {
                 g: (encoder_for(run_config.policy, context.registry, specs[g].observation_space), len(specs[g].agents))
                 for g in self.image_groups
@@ -304,7 +313,6 @@ class MADDPG:
                 run_config.policy.normalize_obs, image_encoders,
             )
             self.groups[name] = _Group(spec, actors[name], critic, config)
-        self.critic_id_dim = {g: (grp.n_agents if grp.n_agents > 1 else 0) for g, grp in self.groups.items()}
 
         self._buffer: ReplayBuffer | None = None  # allocated on first use: eval and export never need it
         fields = self._buffer_fields()
@@ -458,7 +466,7 @@ class MADDPG:
         bsz, a = joint.shape[0], grp.n_agents
         h = critic.embed(*x)
         xs = h.unsqueeze(1).expand(bsz, a, h.shape[-1]).reshape(bsz * a, -1)
-        ids = grp.eye.expand(bsz, a, a).reshape(bsz * a, a) if self.critic_id_dim[grp.name] else None
+        ids = agent_ids(grp.critic_id_dim, bsz).reshape(bsz * a, a) if grp.critic_id_dim else None
         return critic(xs, joint.reshape(bsz * a, -1), ids).reshape(bsz, a)
 
     def update(self) -> dict[str, float]:

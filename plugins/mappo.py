@@ -42,7 +42,16 @@ from agentkit.algorithm import BuildContext, PolicyArtifact, Progress, TrainingE
 from agentkit.config import AlgorithmConfig
 from agentkit.environment import GroupSpec, MultiAgentEnvSource, MultiAgentVecEnv, Observation
 from agentkit.errors import ConfigError
-from agentkit.policy import Actor, Critic, build_actor, build_critic, shares_encoder, vector_space
+from agentkit.policy import (
+    Actor,
+    Critic,
+    agent_id_dim,
+    agent_ids,
+    build_actor,
+    build_critic,
+    shares_encoder,
+    vector_space,
+)
 from agentkit.runlog import EndedEpisodes
 from agentkit.selfplay import SelfPlay, SelfPlayConfig
 from agentkit.storage import Batch, RolloutStorage, ensure_fits, rollout_bytes, torch_dtype
@@ -179,7 +188,7 @@ class MAPPO:
 
     def _build_unit(self, name: str, group: GroupSpec, slots: list[int], context: BuildContext) -> PolicyUnit:
         cfg, policy, registry = self.config, context.config.policy, context.registry
-        id_dim = len(slots) if (cfg.agent_id and len(slots) > 1) else 0
+        id_dim = agent_id_dim(len(slots), cfg.agent_id)
         space = group.observation_space
         obs_dim = int(math.prod(space.shape))
         actor = build_actor(policy, registry, space, group.action_space, id_dim, fields=group.observation_fields)
@@ -235,8 +244,7 @@ class MAPPO:
         """One-hot agent ids ``[N, A_u, id_dim]`` (None when ids are off)."""
         if not unit.id_dim:
             return None
-        eye = torch.eye(len(unit.slots), device=self.device)[:, : unit.id_dim]
-        return eye.expand(self.num_envs, len(unit.slots), unit.id_dim)
+        return agent_ids(unit.id_dim, self.num_envs, self.device)
 
     def _inputs(self, unit: PolicyUnit, obs: np.ndarray, state: np.ndarray) -> tuple[Tensor, Tensor | None, Tensor]:
         """(observations ``[N, A_u, *obs_shape]`` in their own dtype, agent ids ``[N, A_u, id]`` or None, critic

@@ -20,6 +20,7 @@ from agentkit.algorithm import BuildContext, PolicyArtifact
 from agentkit.config import RunConfig, load_config
 from agentkit.heads import ActionDistribution
 from agentkit.host import PluginHost
+from agentkit.policy import agent_ids
 
 
 class AlgorithmCheckError(AssertionError):
@@ -85,7 +86,7 @@ def _probe_obs(artifact: PolicyArtifact, rng: np.random.Generator, n: int = 5) -
     obs = rng.uniform(low, high, size=(n, *space.shape)).astype(space.dtype)
     ids = None
     if artifact.agent_id_dim:
-        ids = torch.from_numpy(np.eye(artifact.agent_id_dim, dtype=np.float32)[np.zeros(n, int)])
+        ids = agent_ids(artifact.agent_id_dim, n)[:, 0]  # the first agent's id on every row
     return torch.from_numpy(obs), ids
 
 
