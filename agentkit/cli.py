@@ -8,6 +8,7 @@
     agentkit eval (RUN_DIR | FILE.onnx) [--episodes N] [--seed S] [--json] [--stochastic] [--gif FILE] [--env ID]
                   [--opponent random|minimax[:D]|FILE.onnx|RUN_DIR] [--seat first|second|both]
     agentkit export RUN_DIR [--out FILE] [--stochastic] [--opset N]
+    agentkit engine-folder (web|godot|csharp) [DEST]   (copy an engine folder and its example config out)
 
 Every subcommand takes ``-p MODULE`` (repeatable; before or after the subcommand) to load an extra plugin module, and ``-p no:NAME`` to block
 one. A file made elsewhere (an .onnx, a run dir's config.yaml) imports no code that the command line does not
@@ -252,6 +253,18 @@ def _eval_against(args: argparse.Namespace, target: Path, deterministic: bool) -
     return EXIT_OK
 
 
+def cmd_engine_folder(args: argparse.Namespace) -> int:
+    from agentkit_exports.engine_folders import ENGINES, copy_engine_folder
+
+    dest = Path(args.dest)
+    written = copy_engine_folder(args.engine, dest)
+    folders, config = ENGINES[args.engine]
+    print(f"wrote {len(written)} files into {dest}: " + ", ".join(f"exports/{f}/" for f in folders)
+          + f", examples/{config}")
+    print(f"run exports/{folders[0]}/README.md's commands from {dest} (as from the repository root)")
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -432,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic", action="store_true", help="export a sampling policy (adds a `noise` input)")
     p.add_argument("--opset", type=_positive_int, metavar="N", help="ONNX opset (default: the exporter's)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "engine-folder", help="copy an engine folder (web page, Godot project, C# game) and its example config out"
+    )
+    p.add_argument("engine", choices=["web", "godot", "csharp"], metavar="ENGINE", help="web, godot or csharp")
+    p.add_argument("dest", nargs="?", default=".", metavar="DEST",
+                   help="where exports/ENGINE and examples/ go (default: the current folder); no file is overwritten")
+    p.set_defaults(func=cmd_engine_folder)
     return parser
 
 

@@ -57,6 +57,28 @@ def test_install_has_no_generic_top_level_package(tmp_path):
     entry_points = next(target.glob("agentkit-*.dist-info")) / "entry_points.txt"
     assert "agentkit = agentkit.cli:main" in entry_points.read_text()
 
+    # The engine folders ship, and `agentkit engine-folder` copies one out of the install, with its example
+    # config, in the repository's layout: every file the checkout tracks there, byte for byte.
+    import os
+
+    tracked = subprocess.run(["git", "ls-files", "exports/godot", "examples/bridge-godot-maze.yaml"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    dest = tmp_path / "my-game"
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-m", "agentkit.cli", "engine-folder", "godot", str(dest)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert copied == sorted(f for f in tracked if f != "exports/godot/.gitignore")
+    assert all((dest / f).read_bytes() == (REPO / f).read_bytes() for f in copied)
+    for engine, needs in [("web", "exports/js/agentkit-bridge.mjs"), ("csharp", "exports/csharp/Thruster/Thruster.cs")]:
+        proc = subprocess.run([sys.executable, "-m", "agentkit.cli", "engine-folder", engine, str(tmp_path / engine)],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and (tmp_path / engine / needs).is_file(), proc.stderr
+    again = subprocess.run([sys.executable, "-m", "agentkit.cli", "engine-folder", "godot", str(dest)], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
+
 
 # -- make test leaves the user's setup alone (conftest's session check, tests/user_setup.py) ------------------
 def test_setup_check_sees_a_file_left_in_the_checkout_and_a_package_in_the_venv():
