@@ -39,13 +39,13 @@ def test_browser_page_trains_then_plays_the_export_like_python(run_cli, tmp_path
     run_dir = tmp_path / "web"
     proc = run_cli(
         "train", REPO / "examples" / "bridge-browser-moving.yaml", "--run-dir", run_dir,
-        "--set", "algorithm.total_steps=1024", "--set", "algorithm.num_steps=256",
+        "--set", "env.num_envs=2", "--set", "algorithm.total_steps=512", "--set", "algorithm.num_steps=256",
         "--set", "algorithm.minibatch_size=256", cwd=REPO, env=web_env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert int(rows[-1]["step"]) == 1024
+    assert int(rows[-1]["step"]) == 512
 
     policy_file = tmp_path / "moving.onnx"
     proc = run_cli("export", run_dir, "--out", policy_file, "--allow-import", COMMAND, cwd=REPO, env=web_env)

@@ -7,7 +7,8 @@
 //
 // The status line says what the page does (connecting / training / closed / playing / done / error), the
 // steps and the returns. `window.agentkit` holds the same facts for scripts (exports/web/browser.mjs, the
-// tests), and in play mode `record`: every observation with the action the policy chose for it.
+// tests), and in play mode `record` (every observation with the action the policy chose for it), `returns`
+// (each episode's) and `successes` (episodes that stopped in the target).
 import { serve } from "/js/agentkit-bridge.mjs";
 import { loadPolicy } from "/js/agentkit-runtime.mjs";
 import { Moving, bridged } from "/js/games/moving.mjs";
@@ -18,7 +19,9 @@ const statusLine = document.getElementById("status");
 const game = new Moving();
 const TYPES = ["accelerate", "turn", "brake"];
 const state = (window.agentkit = { status: "loading", steps: 0, episodes: 0, episodeReturn: 0, lastReturn: null,
-  action: null, record: [], error: null });
+  action: null, record: [], returns: [], successes: 0, error: null });
+let dirty = true;        // the canvas and the status line are behind the game (redraw() catches up)
+let statusExtra = "";    // the status line's detail after the status word
 
 function describe(action) {
   if (!action) return "-";
@@ -26,10 +29,17 @@ function describe(action) {
   return action.type === 0 ? `accelerate(${magnitude.toFixed(2)})` : action.type === 1 ? `turn(${angle.toFixed(2)})` : "brake()";
 }
 
+/** Set the page's status; the status line shows it at the next redraw (at once for a final status). */
 function show(status, extra = "") {
   state.status = status;
+  statusExtra = extra;
+  dirty = true;
+  if (!["training", "playing"].includes(status)) redraw();
+}
+
+function statusText() {
   const ret = state.lastReturn === null ? "-" : state.lastReturn.toFixed(3);
-  statusLine.textContent = `${status}${extra ? ` · ${extra}` : ""}\nsteps ${state.steps} · episodes ${state.episodes}` +
+  return `${state.status}${statusExtra ? ` · ${statusExtra}` : ""}\nsteps ${state.steps} · episodes ${state.episodes}` +
     ` · return ${state.episodeReturn.toFixed(3)} (last ${ret})\naction ${describe(state.action)}`;
 }
 
@@ -68,8 +78,17 @@ function draw() {
   g.fillText(describe(state.action), 8, 18);
 }
 
-function frame() { draw(); requestAnimationFrame(frame); }
-requestAnimationFrame(frame);
+// Rendering is decoupled from stepping: the game steps as fast as the trainer's messages (or the policy)
+// arrive, and the canvas and status line are redrawn at most every REDRAW_MS, only when something changed.
+// Drawing each step (or at 60 fps on requestAnimationFrame) would spend on pixels the CPU the steps need.
+const REDRAW_MS = 100;
+function redraw() {
+  if (!dirty) return;
+  dirty = false;
+  draw();
+  statusLine.textContent = statusText();
+}
+setInterval(redraw, REDRAW_MS);
 
 // -- train: the trainer steps the game over the bridge ------------------------------------------------------
 
@@ -88,7 +107,7 @@ async function train() {
       state.steps += 1;
       state.episodeReturn += r.reward[0];
       if (r.terminated[0] || r.truncated[0]) { state.episodes += 1; state.lastReturn = state.episodeReturn; }
-      if (state.steps % 50 === 0) show("training");
+      show("training");
       return r;
     },
   };
@@ -123,18 +142,23 @@ async function play() {
       const action = { type: Number(out.action_type), params: Float32Array.from(out.action_params) };
       state.action = { type: action.type, params: Array.from(action.params) };
       state.record.push({ obs: Array.from(obs), action_type: action.type, action_params: state.action.params });
-      const [next, reward, terminated, truncated] = game.step(action);
+      const [next, reward, terminated, truncated, info] = game.step(action);
+      state.successes += info.success;
       state.steps += 1;
       state.episodeReturn += reward;
       obs = next;
       show("playing", `episode ${e + 1}/${episodes}`);
+      if (fps > 0) redraw();   // watching speed: every step is drawn
       await new Promise((ok) => setTimeout(ok, fps > 0 ? 1000 / fps : 0));
       if (terminated || truncated) break;
     }
     state.episodes += 1;
     state.lastReturn = state.episodeReturn;
+    state.returns.push(state.episodeReturn);
   }
-  show("done", `${episodes} episodes played by the policy`);
+  const mean = state.returns.reduce((a, b) => a + b, 0) / episodes;
+  show("done", `${episodes} episodes played by the policy: mean return ${mean.toFixed(3)}, ` +
+    `${state.successes} stopped in the target`);
 }
 
 const run = query.has("bridge") ? train : query.has("policy") ? play : async () => show("idle", "add ?bridge=PORT (train) or ?policy=FILE (play)");

@@ -74,9 +74,13 @@ async function main() {
     return 2;
   }
   const profile = mkdtempSync(join(tmpdir(), "agentkit-chromium-"));
-  // pipe: the DevTools connection is a pipe, so Chromium exits when this process dies, however it dies
+  // pipe: the DevTools connection is a pipe, so Chromium exits when this process dies, however it dies.
+  // networkEnabled false: puppeteer would otherwise follow the Network domain, and Chromium would send it an
+  // event (with the payload) for every WebSocket message the page sends or receives, two per training step:
+  // that cost this process and Chromium's browser process more CPU per step than the game (benchmarks/RESULTS.md).
+  // (puppeteer's defaults already keep background pages from being throttled: no timer or renderer backgrounding.)
   const browser = await puppeteer.launch({ executablePath, headless: true, pipe: true, userDataDir: profile,
-    args: CHROMIUM_ARGS });
+    networkEnabled: false, issuesEnabled: false, args: CHROMIUM_ARGS });
   const stop = async (code) => {
     await browser.close().catch(() => {});
     served.server.close();
@@ -87,7 +91,7 @@ async function main() {
   process.on("SIGINT", () => stop(130));
   try {
     const page = await browser.newPage();
-    await page.setViewport({ width: 440, height: 400 });
+    await page.setViewport({ width: 440, height: 460 });
     page.on("console", (m) => { if (m.type() === "error") console.error(`page: ${m.text()}`); });
     page.on("pageerror", (e) => { console.error(`page: ${e.message}`); stop(1); });  // an uncaught error is fatal
     await page.goto(`${served.url}?${query}`);
