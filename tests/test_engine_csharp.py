@@ -21,10 +21,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def csharp_cache(tmp_path) -> dict[str, str]:
-    """exports/csharp/thruster.sh compiles into this throwaway cache (each test compiles the game anew)."""
-    return {"AGENTKIT_CSHARP_CACHE": str(tmp_path / "csharp-build")}
+@pytest.fixture(scope="module")
+def csharp_cache(tmp_path_factory) -> dict[str, str]:
+    """exports/csharp/thruster.sh compiles into this throwaway cache: the module's first run compiles the
+    game with the real mcs, the other tests reuse the build."""
+    return {"AGENTKIT_CSHARP_CACHE": str(tmp_path_factory.mktemp("csharp-build"))}
 
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -36,13 +37,13 @@ def test_csharp_thruster_trains_and_exports(run_cli, tmp_path, csharp_cache):
     run_dir = tmp_path / "thruster"
     proc = run_cli(
         "train", REPO / "examples" / "bridge-csharp-thruster.yaml", "--run-dir", run_dir,
-        "--set", "algorithm.total_steps=2048", "--set", "env.num_envs=2", "--set", "algorithm.num_steps=256",
+        "--set", "algorithm.total_steps=1024", "--set", "env.num_envs=2", "--set", "algorithm.num_steps=256",
         cwd=REPO, env=csharp_cache,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = metrics(run_dir)
-    assert int(rows[-1]["step"]) == 2048
-    assert any(r.get("charts/episode_return") for r in rows), "no Thruster episode ended in 2048 steps"
+    assert int(rows[-1]["step"]) == 1024
+    assert any(r.get("charts/episode_return") for r in rows), "no Thruster episode ended in 1024 steps"
     assert os.listdir(csharp_cache["AGENTKIT_CSHARP_CACHE"]), "thruster.sh did not compile the game"
 
     out = tmp_path / "thruster.onnx"

@@ -29,14 +29,14 @@ def test_godot_maze_trains_evaluates_and_exports(run_cli, tmp_path):
     run_dir = tmp_path / "maze"
     proc = run_cli(
         "train", REPO / "examples" / "bridge-godot-maze.yaml", "--run-dir", run_dir,
-        "--set", "algorithm.total_steps=2048", "--set", "env.num_envs=2", "--set", "algorithm.num_steps=256",
+        "--set", "algorithm.total_steps=1024", "--set", "env.num_envs=2", "--set", "algorithm.num_steps=256",
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = metrics(run_dir)
-    assert int(rows[-1]["step"]) == 2048
+    assert int(rows[-1]["step"]) == 1024
     ended = [r for r in rows if r.get("infos/illegal_moves")]
-    assert ended, "no episode of the Godot game ended in 2048 steps"
+    assert ended, "no episode of the Godot game ended in 1024 steps"
     # The game counts moves into walls; the mask it sends stops the policy from ever choosing one.
     assert all(float(r["infos/illegal_moves"]) == 0.0 for r in ended)
     assert all(float(r["bridge/restarts"]) == 0.0 for r in rows)
