@@ -15,6 +15,7 @@ vector run's figure within 4x its steps.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -48,10 +49,11 @@ def run(name: str, data: dict, episodes: int, seed: int) -> tuple[float, float, 
 
     cfg, host = load_run_config(data)
     run_dir = RUNS / f"{name}-seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time
     start = time.perf_counter()
     train(cfg, host, run_dir=run_dir)
     sps = cfg.algorithm.total_steps / (time.perf_counter() - start)
-    [path] = export_run(run_dir)
+    [path] = export_run(run_dir, stochastic=True)
     ev = evaluate_onnx(path, episodes=episodes, seed=10_000, deterministic=False)
     returns = np.asarray(ev.returns)
     return float(returns.mean()), float((returns > 0).mean()), sps
