@@ -128,7 +128,7 @@ def test_js_work_dirs_and_their_node_modules_live_outside_the_repo(js_ready, js_
     assert work != js_ready and (work / "act.mjs").is_file()
     proc = run_node(work / "hello.mjs")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == [[1, 2], "function"]
+    assert json.loads(proc.stdout) == [[1, 2, 3], "function"]
 
 
 # -- torch: which build, and how to get the CPU-only one (Makefile, README) ----------------------------------
