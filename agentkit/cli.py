@@ -433,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--opponent", metavar="SPEC",
-        help="turn-based games: play against random, minimax[:DEPTH] (alpha-beta search), FILE.onnx or RUN_DIR "
-        "and report win/draw/loss rates (--episodes games per seat)",
+        help="turn-based games: play against a registered opponent (random, minimax[:DEPTH], a plugin's NAME[:ARG]), "
+        "FILE.onnx or RUN_DIR and report win/draw/loss rates (--episodes games per seat)",
     )
     p.add_argument("--seat", choices=["first", "second", "both"], help="with --opponent: the seat to play (default both)")
     p.set_defaults(func=cmd_eval)

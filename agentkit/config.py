@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, create_model
@@ -88,6 +88,17 @@ class HeadConfig(PluginConfig):
 
 class ExporterConfig(PluginConfig):
     """Base of every exporter plugin's config model."""
+
+
+class OpponentConfig(PluginConfig):
+    """Base of every opponent plugin's config model (``agentkit eval --opponent NAME[:ARG]``,
+    ``algorithm.self_play.eval_opponents``).
+
+    ``argument`` names the field that a spec's ``:ARG`` sets (``minimax:4`` sets ``depth``); None: the
+    opponent takes no argument.
+    """
+
+    argument: ClassVar[str | None] = None
 
 
 class EncoderConfig(PluginConfig):

@@ -95,6 +95,19 @@ def agentkit_register_exporters(register: Register) -> None:
     """
 
 
+@hookspec
+def agentkit_register_opponents(register: Register) -> None:
+    """Register fixed opponents for turn-based games (``agentkit eval --opponent NAME[:ARG]`` and
+    ``algorithm.self_play.eval_opponents``; the built-ins are ``random`` and ``minimax``).
+
+    factory(config: OpponentConfig-subclass, seed: int | None) -> agentkit.opponents.Opponent, an object with
+    ``name``, ``reset(seed)`` (before each game) and ``act(env, agent) -> action`` (the move of ``agent``, the
+    agent to move in the PettingZoo AEC env ``env``). The config model's ``argument`` names the field a
+    spec's ``:ARG`` sets.
+    Called once per host, not firstresult; the return value is ignored.
+    """
+
+
 # --------------------------------------------------------------------------------------------------------
 # Lifecycle: called by the trainer (``agentkit.trainer.train``, i.e. ``agentkit train``), in this order:
 # train_start, then per iteration iteration_end (and checkpoint_saved whenever a checkpoint is written),

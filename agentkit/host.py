@@ -58,6 +58,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "agentkit_plugins.mappo",
     "agentkit_exports.onnx_exporter",
     "agentkit_plugins.maddpg",
+    "agentkit_plugins.opponents",
 )
 
 _REGISTRATION_HOOKS = {
@@ -66,6 +67,7 @@ _REGISTRATION_HOOKS = {
     "encoder": "agentkit_register_encoders",
     "env": "agentkit_register_envs",
     "exporter": "agentkit_register_exporters",
+    "opponent": "agentkit_register_opponents",
 }
 assert set(_REGISTRATION_HOOKS) == set(KINDS)
 

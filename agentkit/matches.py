@@ -163,8 +163,8 @@ def evaluate_against(target: Path | str, opponent: str, seat: str = "both", epis
                      deterministic: bool = True, env: str | None = None, extra_plugins: Sequence[str] = (),
                      allow_imports: Sequence[str] = (), checkpoint: str | None = None) -> MatchResult:
     """``agentkit eval TARGET --opponent SPEC --seat SEAT``: a run dir (or one of its ``checkpoint``s) or an
-    ``.onnx`` against ``random``, ``minimax[:depth]``, another ``.onnx`` or run dir, in the first seat, the
-    second, or ``both``."""
+    ``.onnx`` against a registered opponent (``random``, ``minimax[:depth]``, one of a plugin's, loaded with
+    ``extra_plugins``), another ``.onnx`` or run dir, in the first seat, the second, or ``both``."""
     if seat not in (*SEATS, "both"):
         raise UserError(f"--seat {seat!r}: choose first, second or both.")
     seats = SEATS if seat == "both" else (seat,)
@@ -179,7 +179,10 @@ def evaluate_against(target: Path | str, opponent: str, seat: str = "both", epis
             closers.append(close_other)
             return PolicyOpponent(path.name, other, lambda agent, raw: source.layouts[agent].split(raw))
 
-        foe = make_opponent(opponent, seed, policy_opponent)
+        from agentkit.host import PluginHost
+
+        # opponents are plugins: the built-ins, installed ones and the command line's -p modules
+        foe = make_opponent(opponent, seed, PluginHost(modules=extra_plugins).registry, policy_opponent)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return play_matches(source, policy, foe, seats, episodes, seed)

@@ -1,4 +1,4 @@
-"""The registry: every algorithm, action head, encoder, env and exporter a plugin registered, in one place.
+"""The registry: every algorithm, action head, encoder, env, exporter and opponent a plugin registered, in one place.
 
 Registration goes through ``Registry.registrar(kind, provider)``, which hands the plugin a ``register``
 callback. All checks on a registration (name syntax, callable factory, config model of the right base,
@@ -19,6 +19,7 @@ from agentkit.config import (
     EnvConfig,
     ExporterConfig,
     HeadConfig,
+    OpponentConfig,
     PluginConfig,
 )
 from agentkit.errors import ConfigError, PluginError
@@ -30,6 +31,7 @@ KINDS: dict[str, type[PluginConfig]] = {
     "encoder": EncoderConfig,
     "env": EnvConfig,
     "exporter": ExporterConfig,
+    "opponent": OpponentConfig,
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_.\-]*$")

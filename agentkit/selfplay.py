@@ -33,7 +33,7 @@ Asymmetric games (two learning groups, ``team_change``) are not covered yet.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from torch import Tensor
 from agentkit.config import StrictModel
 from agentkit.environment import MultiAgentTransition
 from agentkit.policy import Actor
+
+if TYPE_CHECKING:
+    from agentkit.registry import Registry
 
 
 class SelfPlayConfig(StrictModel):
@@ -87,7 +90,8 @@ class SelfPlay:
     learner's outputs on them; ``observe`` reads each step's ended games; ``maybe_snapshot`` grows the pool.
     """
 
-    def __init__(self, config: SelfPlayConfig, actor: Actor, agents: list[str], num_envs: int, seed: int):
+    def __init__(self, config: SelfPlayConfig, actor: Actor, agents: list[str], num_envs: int, seed: int,
+                 registry: Registry | None = None):
         self.config = config
         self.actor = actor
         self.agents = list(agents)
@@ -103,6 +107,9 @@ class SelfPlay:
         self.drawn_at = np.zeros(num_envs, dtype=np.int64)
         self._results: list[tuple[int, int, float]] = []  # (opponent, learner seat, score) this iteration
         self.fixed_elo = {spec: float(config.initial_elo) for spec in config.eval_opponents}
+        self.registry = registry
+        for spec in config.eval_opponents:  # a misspelt opponent fails now, not at the first evaluation
+            self._opponent(spec, 0)
         self.last_eval_step = 0
         self._snapshot(0)
         for n in range(num_envs):
@@ -210,12 +217,11 @@ class SelfPlay:
         """Play every ``eval_opponents`` entry with ``policy`` (an ``agentkit.matches.SeatPolicy``) in each
         seat; move the ratings game by game; return the ``eval/...`` metrics."""
         from agentkit.matches import play_matches
-        from agentkit.opponents import make_opponent
 
         self.last_eval_step = int(steps_done)
         out: dict[str, float] = {}
         for spec in self.config.eval_opponents:
-            opponent = make_opponent(spec, steps_done, _no_policy_opponents)
+            opponent = self._opponent(spec, steps_done)
             result = play_matches(source, policy, opponent, episodes=self.config.eval_games, seed=steps_done)
             for seat in result.seats.values():
                 for score, count in ((1.0, seat.wins), (0.5, seat.draws), (0.0, seat.losses)):
@@ -230,6 +236,19 @@ class SelfPlay:
                         f"eval/{spec}/loss_rate": result.loss_rate, f"eval/{spec}/elo": self.fixed_elo[spec]})
         out["selfplay/elo"] = self.elo
         return out
+
+    def _opponent(self, spec: str, seed: int) -> Any:
+        from agentkit.errors import ConfigError, UserError
+        from agentkit.opponents import make_opponent
+
+        if self.registry is None:
+            raise ConfigError("algorithm.self_play.eval_opponents: this SelfPlay was built without a registry.")
+        try:
+            return make_opponent(spec, seed, self.registry, _no_policy_opponents)
+        except ConfigError:
+            raise
+        except UserError as exc:
+            raise ConfigError(f"algorithm.self_play.eval_opponents: {exc}") from None
 
     # -- checkpoint -----------------------------------------------------------------------------------------
 
@@ -270,7 +289,7 @@ def _no_policy_opponents(path: Any) -> Any:
 
     raise ConfigError(
         f"algorithm.self_play.eval_opponents: {str(path)!r}: during training the fixed opponents are the "
-        "shipped ones (random, minimax[:DEPTH]); play other policies with agentkit eval --opponent."
+        "registered ones (random, minimax[:DEPTH], a plugin's); play other policies with agentkit eval --opponent."
     )
 
 

@@ -160,6 +160,7 @@ class MAPPO:
                 parts = [(agent, [i]) for i, agent in enumerate(group.agents)]
             for name, slots in parts:
                 self.units.append(self._build_unit(name, group, slots, context))
+        self._registry = context.registry
         self.selfplay = self._build_selfplay(config.self_play, run.seed) if config.self_play else None
         self.steps_done = 0
         self.iteration = 0
@@ -183,7 +184,7 @@ class MAPPO:
                 f"policies: {[u.name for u in self.units]}). Put the seats in one group (env.groups) or remove "
                 "algorithm.self_play."
             )
-        return SelfPlay(sp, unit.actor, unit.agents, self.num_envs, seed)
+        return SelfPlay(sp, unit.actor, unit.agents, self.num_envs, seed, self._registry)
     # -- building -------------------------------------------------------------------------------------------
 
     def _build_unit(self, name: str, group: GroupSpec, slots: list[int], context: BuildContext) -> PolicyUnit:

@@ -106,8 +106,8 @@ def test_entry_point_plugin_is_listed_with_its_distribution_and_autoload_switch(
         "kind": "env", "name": "arena", "description": "A test arena from arena-dist.", "provider": "arena-dist 0.4"
     }
     assert rows[("env", "gymnasium")]["provider"] == "built-in"
-    assert {"algorithm", "action_head", "encoder", "env", "exporter"} <= {kind for kind, _ in rows} <= {
-        "algorithm", "action_head", "encoder", "env", "exporter", "hooks"}
+    assert {"algorithm", "action_head", "encoder", "env", "exporter", "opponent"} <= {kind for kind, _ in rows} <= {
+        "algorithm", "action_head", "encoder", "env", "exporter", "opponent", "hooks"}
 
     # With autoload off the entry point is not loaded (else the provider would still be the distribution),
     # and -p loads the same module by its path.
@@ -276,7 +276,7 @@ def test_hook_names_cover_every_spec():
     assert set(HOOK_NAMES) == {
         "agentkit_register_algorithms", "agentkit_register_action_heads", "agentkit_register_encoders",
         "agentkit_register_envs",
-        "agentkit_register_exporters", "agentkit_train_start", "agentkit_iteration_end",
+        "agentkit_register_exporters", "agentkit_register_opponents", "agentkit_train_start", "agentkit_iteration_end",
         "agentkit_checkpoint_saved", "agentkit_train_end",
     }
 

@@ -1,18 +1,24 @@
-"""Fixed opponents (random, minimax) and ``agentkit eval --opponent/--seat`` on turn-based games."""
+"""Fixed opponents (random, minimax, a plugin's) and ``agentkit eval --opponent/--seat`` on turn-based games."""
 
 from __future__ import annotations
 
 import json
+import sys
+import types
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from agentkit_envs.pettingzoo_env import PettingZooEnvConfig, PettingZooSource
+from agentkit_plugins.opponents import MinimaxOpponent, RandomOpponent
 from pettingzoo.classic import connect_four_v3, tictactoe_v3
 
 from agentkit.cli import main
+from agentkit.config import OpponentConfig
 from agentkit.errors import UserError
+from agentkit.host import PluginHost
 from agentkit.matches import play_matches
-from agentkit.opponents import MinimaxOpponent, RandomOpponent, clone_env, make_opponent
+from agentkit.opponents import clone_env, make_opponent
 
 TTT = "pettingzoo.classic.tictactoe_v3"
 
@@ -85,9 +91,73 @@ def test_random_plays_legal_moves_only():
 
 
 def test_bad_opponent_specs_are_user_errors():
-    for spec in ("minimax:x", "minimax:0", "nobody", "missing.onnx"):
-        with pytest.raises(UserError, match="--opponent"):
-            make_opponent(spec, 0, lambda path: None)
+    registry = PluginHost().registry
+    assert {"random", "minimax"} <= set(registry.names("opponent"))
+    for spec, message in (("minimax:x", "depth"), ("minimax:0", "depth"), ("random:3", "takes no argument"),
+                          ("nobody", "not a registered opponent"), ("missing.onnx", "not a registered opponent")):
+        with pytest.raises(UserError, match=message):
+            make_opponent(spec, 0, registry, lambda path: None)
+
+
+class CornerFirst:
+    """A third-party scripted player: the lowest free square of ``order`` (``corner-first:REVERSED``)."""
+
+    name = "corner-first"
+
+    def __init__(self, reverse: bool):
+        self.order = [0, 2, 6, 8, 4, 1, 3, 5, 7][:: -1 if reverse else 1]
+        self.resets = 0
+
+    def reset(self, seed):
+        self.resets += 1
+
+    def act(self, env, agent):
+        mask = env.observe(agent)["action_mask"]
+        return next(square for square in self.order if mask[square])
+
+
+class CornerFirstConfig(OpponentConfig):
+    argument: ClassVar[str | None] = "reverse"
+    reverse: bool = False
+
+
+def corner_first_plugin(made: list) -> types.ModuleType:
+    """A plugin module registering ``corner-first`` (each opponent it builds is appended to ``made``)."""
+    module = types.ModuleType("corner_first_plugin")
+
+    def make(config, seed):
+        made.append(CornerFirst(config.reverse))
+        return made[-1]
+
+    def agentkit_register_opponents(register):
+        register("corner-first", make, CornerFirstConfig, "Takes corners first (a test's scripted player).")
+
+    module.agentkit_register_opponents = agentkit_register_opponents
+    return module
+
+
+def test_an_opponent_plugin_plays_through_the_same_door(ttt_run, capsys, monkeypatch):
+    made: list[CornerFirst] = []
+    monkeypatch.setitem(sys.modules, "corner_first_plugin", corner_first_plugin(made))
+    host = PluginHost(modules=["corner_first_plugin"])
+    reg = host.registry.get("opponent", "corner-first")
+    assert reg.provider == "module corner_first_plugin"
+    # full-depth minimax (a built-in, the same door) never loses to it in either seat
+    src = ttt_source()
+    result = play_matches(src, opponent_as_policy(make_opponent("minimax", 0, host.registry, None), src),
+                          make_opponent("corner-first:true", 0, host.registry, None), episodes=3)
+    assert result.loss_rate == 0 and made[-1].order[0] == 7
+    assert made[-1].resets == 6  # reset before each game, 3 per seat
+    # the CLI finds it with -p, lists it, and plays a run against it
+    assert main(["eval", str(ttt_run), "-p", "corner_first_plugin", "--opponent", "corner-first",
+                 "--episodes", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["opponent"] == "corner-first" and out["episodes"] == 4
+    assert main(["plugins", "-p", "corner_first_plugin", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    kinds = {(r["kind"], r["name"]): r["provider"] for r in rows}
+    assert kinds[("opponent", "corner-first")] == "module corner_first_plugin"
+    assert kinds[("opponent", "minimax")] == "built-in"
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +200,8 @@ def test_eval_against_an_opponent_reports_rates_per_seat(ttt_run, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--seat", "first"], "--seat goes with --opponent"),
-    (["--opponent", "minimax:deep"], "whole number"),
-    (["--opponent", "champion"], "not a shipped opponent"),
+    (["--opponent", "minimax:deep"], "valid integer"),
+    (["--opponent", "champion"], "not a registered opponent"),
 ])
 def test_eval_against_bad_input_exits_2(ttt_run, capsys, argv, message):
     assert main(["eval", str(ttt_run), *argv]) == 2

@@ -117,3 +117,16 @@ def test_example_configs_validate(capsys):
     for example in ("examples/tictactoe-selfplay.yaml", "examples/connect4-selfplay.yaml"):
         assert main(["config", "show", example]) == 0
         assert "self_play" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec, message", [("minimx", "not a registered opponent"), ("minimax:0", "depth"),
+                                           ("runs", "during training the fixed opponents")])
+def test_eval_opponents_are_checked_before_training(spec, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # a run dir as an opponent is for agentkit eval only
+    host = PluginHost()
+    config = load_config(selfplay_config(64, eval_opponents=[spec]), host.registry)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    with pytest.raises(ConfigError, match=message) as err:
+        MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    assert "algorithm.self_play.eval_opponents" in str(err.value)
