@@ -21,6 +21,10 @@ ratings move by ``elo_k * (score - expected)`` in opposite directions (as ML-Age
 latest policy leave it unchanged (they are against itself). Everything here, pool weights included, is in
 ``state_dict`` (tensors and plain data), so a resumed run keeps its pool and its rating.
 
+**Metrics are per side.** The mean return over the seats (``charts/episode_return``), always 0 in a
+zero-sum game, is left out of a self-play run's metrics; each seat's own return
+(``charts/<agent>/episode_return``) and the win/draw/loss rates per seat are what the run logs and plots.
+
 **Fixed opponents.** With ``eval_opponents`` (``random``, ``minimax:2``, an ``.onnx``…), every
 ``eval_every_steps`` the learner (deterministic) plays ``eval_games`` games per seat against each, logged as
 ``eval/<opponent>/win_rate`` (and per seat, ``eval/<opponent>/<agent>/win_rate``); each fixed opponent holds
@@ -43,6 +47,7 @@ from torch import Tensor
 from agentkit.config import StrictModel
 from agentkit.environment import MultiAgentTransition
 from agentkit.policy import Actor
+from agentkit.runlog import RETURN_METRIC
 
 if TYPE_CHECKING:
     from agentkit.registry import Registry
@@ -192,6 +197,13 @@ class SelfPlay:
             self.learner_seat[n] = (seat + 1) % len(self.agents)
             if self.steps - self.drawn_at[n] >= self.config.swap_steps:
                 self._draw(n)
+
+    @staticmethod
+    def per_side(metrics: dict[str, float]) -> None:
+        """Drop the mean return over every seat from an iteration's ``metrics``: in a zero-sum game it is
+        always 0 (the seats' own returns, ``charts/<agent>/episode_return``, stay), so neither TensorBoard nor
+        curve.png shows it."""
+        metrics.pop(RETURN_METRIC, None)
 
     def metrics(self) -> dict[str, float]:
         """``selfplay/elo``, the pool's size, and the learner's win/draw/loss rates against snapshots this

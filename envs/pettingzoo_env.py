@@ -89,6 +89,13 @@ class PettingZooEnvConfig(EnvConfig):
         "envs whose metadata does not declare is_parallelizable (pettingzoo.classic's board games); false: "
         "convert every AEC env to a parallel env.",
     )
+    random_opening_moves: int = Field(
+        0,
+        ge=0,
+        description="Turn-based games: each training game starts after k uniformly random legal moves, k drawn "
+        "from 0..N at every reset (moves nobody learns from), so self-play also meets the openings it would not "
+        "choose itself; matches against fixed opponents (agentkit eval --opponent) start from the real start.",
+    )
     wrappers: list[WrapperSpec] = Field(
         default_factory=list,
         description=WRAPPERS_HELP + " Each is called with the ParallelEnv (the AECEnv of a turn-based game), e.g. "
@@ -515,14 +522,31 @@ class TurnBasedVecEnv(PettingZooVecEnv):
     dead step (``None``) within the same vector step. A copy ends when every agent is done (or none is left),
     and is reset in the same step. The algorithm credits each agent's rewards and end to its previous move
     (``agentkit.storage.RolloutStorage.compute_gae``).
+
+    With ``random_opening_moves: N`` a reset also plays k uniformly random legal moves (k drawn from 0..N,
+    seeded by the ``make_vec`` seed) before the first observation; they are no agent's steps.
     """
 
     def __init__(self, source: PettingZooSource, num_envs: int, seed: int | None, render_mode: str | None):
         super().__init__(source, num_envs, seed, render_mode)
         self._ended: list[set[str]] = [set() for _ in range(num_envs)]
+        self._opening = int(getattr(source.config, "random_opening_moves", 0))
+        self._opening_rng = np.random.default_rng(None if seed is None else seed + 104_729)
+
+    def _play_opening(self, env: AECEnv, seed: int | None) -> None:
+        """k random legal moves from the start (a game over in them starts again, with none)."""
+        from agentkit.opponents import game_over, legal_moves
+
+        for _ in range(int(self._opening_rng.integers(0, self._opening + 1))):
+            env.step(int(self._opening_rng.choice(legal_moves(env, env.agent_selection))))
+            if game_over(env) or self._live(env) is None or self._is_done(env, env.agent_selection):
+                env.reset(seed=seed)
+                return
 
     def _reset_one(self, n: int, env: AECEnv, seed: int | None, out: dict[str, Observation]) -> np.ndarray:
         env.reset(seed=seed)
+        if self._opening:
+            self._play_opening(env, seed)
         self._ended[n] = set()
         for group in out.values():
             group.alive[n] = False

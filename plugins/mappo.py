@@ -332,6 +332,8 @@ class MAPPO:
         self.iteration += 1
 
         metrics: dict[str, float] = {"charts/learning_rate": lr, "charts/ent_coef": ent_coef, **episodes.metrics()}
+        if self.selfplay is not None:
+            self.selfplay.per_side(metrics)
         per_unit = [self._learn(unit, obs, ent_coef) for unit in self.units]
         if self.selfplay is not None:
             self.selfplay.maybe_snapshot(self.steps_done)

@@ -60,6 +60,14 @@ def test_self_play_pool_frozen_seats_and_elo_survive_resume(tmp_path):
                    "selfplay/player_2/loss_rate", "charts/player_1/episode_return", "eval/random/win_rate",
                    "eval/minimax:2/player_2/loss_rate", "eval/minimax:2/elo"):
         assert column in header, column
+    # zero-sum: each seat's return, never their mean (always 0), in metrics.csv, TensorBoard and curve.png
+    assert "charts/episode_return" not in header and "charts/player_2/episode_return" in header
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "charts/episode_return" not in tags and "charts/player_1/episode_return" in tags
     last_elo = float(rows[-1]["selfplay/elo"])
     assert float(rows[-1]["selfplay/pool_size"]) == 3
 

@@ -100,3 +100,29 @@ def test_mappo_and_ippo_train_a_board_game(module, tmp_path):
         check_algorithm({"env": {"plugin": "pettingzoo", "module": module, "num_envs": 2},
                          "algorithm": {"plugin": "mappo", "total_steps": 64, "num_steps": 16,
                                        "centralised": centralised}})
+
+
+def test_random_opening_moves_start_games_from_spread_positions():
+    def first_positions(venv, games):
+        """(marks on the board, index of the agent to move) at the start of each of ``games`` games."""
+        obs = venv.reset(seed=0)["player"]
+        starts, new_game = [], True
+        while len(starts) < games:
+            mover = int(np.flatnonzero(obs.alive[0])[0])
+            marks = int(obs.obs[0, mover].sum())
+            if new_game:
+                starts.append((marks, mover))
+            move = int(np.flatnonzero(obs.mask[0, mover])[0])
+            actions = np.zeros(2, np.int64)
+            actions[mover] = move
+            tr = venv.step({"player": actions})
+            new_game = bool(tr.episode_envs)
+            obs = tr.groups["player"].next
+        return starts
+
+    plain = first_positions(source().make_vec(1, 0), 6)
+    assert plain == [(0, 0)] * 6  # the default: every game from the empty board, player_1 to move
+    spread = first_positions(source(random_opening_moves=2).make_vec(1, 0), 30)
+    assert {marks for marks, _ in spread} == {0, 1, 2}
+    assert all(mover == marks % 2 for marks, mover in spread)  # the agent to move follows the moves played
+    assert spread == first_positions(source(random_opening_moves=2).make_vec(1, 0), 30)  # seeded
