@@ -30,8 +30,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agentkit.environment import MultiAgentTransition, Observation, Transition
-from agentkit.errors import EnvTimeoutError, InvalidInputError, NonFiniteError
+from agentkit.environment import (
+    MULTI_AGENT_ATTRIBUTES,
+    SOURCE_ATTRIBUTES,
+    MultiAgentTransition,
+    Observation,
+    Transition,
+)
+from agentkit.errors import EnvTimeoutError, InvalidInputError, NonFiniteError, PluginError
 
 _NUMBER_KINDS = "biuf"
 
@@ -155,6 +161,20 @@ class _Armed:
 # -- checked vector envs ------------------------------------------------------------------------------------
 
 
+def require_declared(source: Any) -> None:
+    """``PluginError`` naming the attributes of ``agentkit.environment.EnvSource`` (and ``MultiAgentEnvSource``
+    for a ``multi_agent`` source) that an env plugin's source does not declare."""
+    missing = [a for a in SOURCE_ATTRIBUTES if not hasattr(source, a)]
+    if not missing and source.multi_agent:
+        missing = [a for a in MULTI_AGENT_ATTRIBUTES if not hasattr(source, a)]
+    if missing:
+        raise PluginError(
+            f"the env source {type(source).__name__} does not declare {', '.join(missing)}: an env plugin's source "
+            "declares every attribute of agentkit.environment.EnvSource (MultiAgentEnvSource when multi_agent), "
+            "e.g. observation_fields = None for a Box observation, enforces_step_timeout = False, turn_based = False."
+        )
+
+
 class CheckedSource:
     """An env source whose vector envs check what they return (the module docstring). Every other attribute is
     the wrapped source's.
@@ -165,10 +185,11 @@ class CheckedSource:
     """
 
     def __init__(self, source: Any, step_timeout: float | None = None):
+        require_declared(source)
         self._source = source
-        if getattr(source, "enforces_step_timeout", False):
+        if source.enforces_step_timeout:
             step_timeout = None
-        self.clock = StepClock(str(getattr(source, "env_id", "?")), step_timeout)
+        self.clock = StepClock(str(source.env_id), step_timeout)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)
@@ -180,7 +201,7 @@ class CheckedSource:
 
     def make_vec(self, num_envs: int, *args: Any, **kwargs: Any) -> Any:
         vec = self._source.make_vec(num_envs, *args, **kwargs)
-        if getattr(self._source, "multi_agent", False):
+        if self._source.multi_agent:
             return CheckedMultiAgentVecEnv(vec, self)
         return CheckedVecEnv(vec, self)
 
@@ -297,7 +318,7 @@ class CheckedVecEnv(_Checked):
         super().__init__(env, source)
         self._obs_shape = (env.num_envs, *env.observation_space.shape)
         self._reward_shape = (env.num_envs,)
-        self._fields = getattr(source, "observation_fields", None)
+        self._fields = source.observation_fields
         self._mask_shape: tuple[int, ...] | None = None
 
     def _observation(self, ob: Observation, what: str = "the observation") -> None:

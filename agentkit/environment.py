@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from agentkit.errors import ConfigError
+from agentkit.errors import ConfigError, InvalidInputError
 
 
 @dataclass
@@ -90,16 +90,23 @@ class VecEnv(Protocol):
 
 
 class EnvSource(Protocol):
-    """What an env plugin's factory returns: a description of the env and a way to make vector envs."""
+    """What an env plugin's factory returns: a description of the env and a way to make vector envs.
+
+    Every attribute is declared (``agentkit.envcheck.CheckedSource``, the door every source goes through,
+    names a missing one): algorithms, eval and export read them as they are, never probing.
+    """
 
     env_id: str
     multi_agent: bool
     observation_space: gym.spaces.Box
     action_space: gym.Space
     has_mask: bool
-    # Optional: how the raw observation is flattened into observation_space (agentkit.observations'
-    # ObservationLayout.fields); exports carry it. Absent or None: a Box observation, reshaped.
-    # observation_fields: list[dict[str, Any]] | None
+    # how the raw observation is flattened into observation_space (agentkit.observations'
+    # ObservationLayout.fields); exports carry it. None: a Box observation, reshaped.
+    observation_fields: list[dict[str, Any]] | None
+    # True when the source bounds env.step_timeout itself, with messages that know more (the remote plugin);
+    # the env boundary's clock then only times calls
+    enforces_step_timeout: bool
 
     def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> VecEnv: ...
 
@@ -175,6 +182,13 @@ def group_agents(agents: list[str], signature: dict[str, Any], named: dict[str, 
     return {name: list(members) for name, members in named.items()}
 
 
+def require_every_group(groups: dict[str, GroupSpec], actions: dict[str, Any]) -> None:
+    """``InvalidInputError`` naming the first group that ``actions`` (a multi-agent ``step`` argument) leaves out."""
+    for name in groups:
+        if name not in actions:
+            raise InvalidInputError(f"step: no actions for group {name!r}; pass one batch per group ({list(groups)}).")
+
+
 @dataclass
 class MultiAgentTransition:
     """One multi-agent vector step: a ``Transition`` per group plus whole-episode figures.
@@ -228,8 +242,17 @@ class MultiAgentEnvSource(Protocol):
     observation_space: gym.spaces.Box  # the first group's, for messages
     action_space: gym.Space
     has_mask: bool
+    observation_fields: list[dict[str, Any]] | None  # the first group's (GroupSpec.observation_fields)
+    enforces_step_timeout: bool
     groups: dict[str, GroupSpec]
     agents: list[str]  # every agent, in the env's order
     state_dim: int
+    turn_based: bool  # stepped turn by turn (a pettingzoo AEC game: only the mover acts); agentkit.matches
 
     def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> MultiAgentVecEnv: ...
+
+
+#: What every env source declares (``EnvSource``), and what a multi-agent one adds (``MultiAgentEnvSource``).
+SOURCE_ATTRIBUTES = ("env_id", "multi_agent", "observation_space", "action_space", "has_mask", "observation_fields",
+                     "enforces_step_timeout")
+MULTI_AGENT_ATTRIBUTES = ("groups", "agents", "state_dim", "turn_based")

@@ -26,14 +26,14 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from agentkit.algorithm import PolicyArtifact
 from agentkit.checkpoint import write_atomic
-from agentkit.environment import EnvSource, mean_episode_infos
+from agentkit.environment import EnvSource, MultiAgentEnvSource, mean_episode_infos
 from agentkit.errors import InvalidInputError, UserError
 from agentkit.policy import agent_ids
 
@@ -175,7 +175,7 @@ def play_episodes(
         offscreen_sdl()
     venv = env.make_vec(1, seed, render_mode="rgb_array" if gif else None)
     try:
-        if getattr(env, "multi_agent", False):
+        if env.multi_agent:
             return _play_multi(venv, _group_acts(env, act), episodes, seed, gif)
         if isinstance(act, Mapping):
             if len(act) != 1:
@@ -187,7 +187,7 @@ def play_episodes(
 
 
 def _group_acts(env: Any, act: Act | Mapping[str, Act]) -> dict[str, Act]:
-    groups = list(getattr(env, "groups", {}) or {})
+    groups = list(env.groups)
     if not isinstance(act, Mapping):
         if len(groups) != 1:
             raise InvalidInputError(
@@ -450,8 +450,8 @@ def evaluate_onnx(
         )
     source = _onnx_env(policy.metadata, path, env, extra_plugins, allow_imports)
     rng = np.random.default_rng(seed)
-    if getattr(source, "multi_agent", False):
-        groups = list(getattr(source, "groups", {}) or {})
+    if source.multi_agent:
+        groups = list(cast(MultiAgentEnvSource, source).groups)
         files = _group_files(path, policy, groups)
         act: Act | dict[str, Act] = {
             g: onnx_act(policy if f == path else runtime.load(f), deterministic, rng) for g, f in files.items()

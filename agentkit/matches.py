@@ -65,9 +65,9 @@ class MatchResult:
 
 def seat_agents(source: Any, seats: Sequence[str]) -> dict[str, str]:
     """``{seat: agent}``: ``first`` and ``second`` are the first two of the env's ``possible_agents``."""
-    if not getattr(source, "turn_based", False):
+    if not (source.multi_agent and source.turn_based):
         raise UserError(
-            f"--opponent: env {getattr(source, 'env_id', '?')!r} is not a turn-based game (a pettingzoo AEC env "
+            f"--opponent: env {source.env_id!r} is not a turn-based game (a pettingzoo AEC env "
             "whose agents take turns); fixed opponents play turn-based games."
         )
     agents = list(source.agents)

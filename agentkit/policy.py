@@ -193,11 +193,11 @@ def resolve_shared_trunk(config: Any, env: Any) -> Any:
         return config
     if getattr(config.algorithm, "centralised", False):
         shared = {False}
-    elif getattr(env, "multi_agent", False):
+    elif env.multi_agent:
         shared = {shares_encoder(config.policy, g.observation_space, g.observation_fields)
                   for g in env.groups.values()}
     else:
-        shared = {shares_encoder(config.policy, env.observation_space, getattr(env, "observation_fields", None))}
+        shared = {shares_encoder(config.policy, env.observation_space, env.observation_fields)}
     if len(shared) != 1:
         return config
     policy = config.policy.model_copy(update={"shared_trunk": shared.pop()})

@@ -55,7 +55,7 @@ def checks_alone(steps: int, repeats: int) -> dict[str, float]:
             pass
 
     class Source:
-        env_id, multi_agent, has_mask = "stand-in", False, False
+        env_id, multi_agent, has_mask, observation_fields, enforces_step_timeout = "stand-in", False, False, None, False
         observation_space, action_space = StandIn.observation_space, StandIn.action_space
 
         def make_vec(self, num_envs, seed=None, render_mode=None):

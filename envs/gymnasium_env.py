@@ -242,6 +242,7 @@ class GymnasiumSource:
     """Describes a gymnasium env (probed once at construction) and makes vector envs of it."""
 
     multi_agent = False
+    enforces_step_timeout = False  # the env boundary's clock bounds env.step_timeout
 
     def __init__(self, config: GymnasiumEnvConfig):
         self.config = config

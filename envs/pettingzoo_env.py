@@ -42,12 +42,15 @@ from agentkit.environment import (
     Transition,
     group_agents,
     is_info_metric,
+    require_every_group,
 )
 from agentkit.errors import ConfigError, InvalidInputError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.spaces import ACTION_TYPES_HELP, HybridSpace, hybrid_views
 from agentkit.trust import is_allowed
 from agentkit.wrappers import WRAPPERS_HELP, WrapperSpec, apply_wrappers, known_wrapper_keys
+
+from .pettingzoo_workers import SubprocessPettingZooVecEnv
 
 
 class PettingZooEnvConfig(EnvConfig):
@@ -217,6 +220,7 @@ class PettingZooSource:
     """
 
     multi_agent = True
+    enforces_step_timeout = False  # the env boundary's clock bounds env.step_timeout
 
     def __init__(self, config: PettingZooEnvConfig):
         self.config = config
@@ -245,6 +249,7 @@ class PettingZooSource:
         self.groups = self._make_groups(config.groups)
         first = next(iter(self.groups.values()))
         self.observation_space = first.observation_space
+        self.observation_fields = first.observation_fields
         self.action_space = first.action_space
         self.has_mask = any(g.mask_dim > 0 for g in self.groups.values())
 
@@ -296,9 +301,6 @@ class PettingZooSource:
     def make_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None) -> MultiAgentVecEnv:
         workers = min(self.config.workers or _usable_cores(), num_envs)
         if self.config.vectorization == "async" and workers > 1:
-            # imported here: that module imports this one
-            from .pettingzoo_workers import SubprocessPettingZooVecEnv
-
             return SubprocessPettingZooVecEnv(self, num_envs, seed, render_mode, workers)
         return self.make_local_vec(num_envs, seed, render_mode)
 
@@ -626,13 +628,6 @@ class TurnBasedVecEnv(PettingZooVecEnv):
             trans[gname].terminated[n, i] = term
             trans[gname].truncated[n, i] = not term
             self._write(final, n, agent, env.observe(agent), env.infos.get(agent))
-
-
-def require_every_group(groups: dict[str, GroupSpec], actions: dict[str, Any]) -> None:
-    """InvalidInputError naming the first group that ``actions`` (a ``step`` argument) leaves out."""
-    for name in groups:
-        if name not in actions:
-            raise InvalidInputError(f"step: no actions for group {name!r}; pass one batch per group ({list(groups)}).")
 
 
 def _usable_cores() -> int:

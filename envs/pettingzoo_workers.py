@@ -21,17 +21,38 @@ import signal
 import traceback
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
+import gymnasium as gym
 import numpy as np
 
-from agentkit.environment import MultiAgentTransition, Observation, Transition
+from agentkit.environment import (
+    GroupSpec,
+    MultiAgentTransition,
+    MultiAgentVecEnv,
+    Observation,
+    Transition,
+    require_every_group,
+)
 
-from .pettingzoo_env import PettingZooSource, require_every_group
+
+class LocalVecSource(Protocol):
+    """What the workers need of an env source (``PettingZooSource`` is one): its description, its ``config``,
+    and ``make_local_vec``, copies stepped in the calling process. A worker process rebuilds the source as
+    ``type(source)(source.config)``, so this module never imports the env plugin's (no import cycle)."""
+
+    config: Any
+    groups: dict[str, GroupSpec]
+    state_dim: int
+    observation_space: gym.Space
+    action_space: gym.Space
+
+    def make_local_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None) -> MultiAgentVecEnv: ...
 
 
-def _serve(conn: Connection, config: Any, count: int, seed: int | None, render_mode: str | None) -> None:
-    """A worker: a ``PettingZooVecEnv`` of ``count`` copies, answering ``(method, args)`` messages with
+def _serve(conn: Connection, source_type: Any, config: Any, count: int, seed: int | None,
+           render_mode: str | None) -> None:
+    """A worker: ``source_type(config).make_local_vec`` of ``count`` copies, answering ``(method, args)`` messages with
     ``("ok", result)`` or ``("error", exception)`` until ``("close", ())`` or until the trainer is gone."""
     # Ctrl-C reaches the whole process group, and the trainer's clean stop finishes its iteration first, with
     # these workers; it closes them after. A trainer killed outright ends them through the closed pipe.
@@ -40,7 +61,7 @@ def _serve(conn: Connection, config: Any, count: int, seed: int | None, render_m
     vec = None
     try:
         try:
-            vec = PettingZooSource(config).make_local_vec(count, seed, render_mode)
+            vec = source_type(config).make_local_vec(count, seed, render_mode)
             conn.send(("ok", None))
         except Exception as exc:
             conn.send(("error", _portable(exc)))
@@ -81,7 +102,7 @@ class SubprocessPettingZooVecEnv:
     ``render`` shows copy 0, which the trainer's own block holds.
     """
 
-    def __init__(self, source: PettingZooSource, num_envs: int, seed: int | None, render_mode: str | None, workers: int):
+    def __init__(self, source: LocalVecSource, num_envs: int, seed: int | None, render_mode: str | None, workers: int):
         self.num_envs = num_envs
         self.groups = source.groups
         self.state_dim = source.state_dim
@@ -101,7 +122,7 @@ class SubprocessPettingZooVecEnv:
         for start, size in zip(self._starts[1:], sizes[1:], strict=True):
             parent, child = context.Pipe()
             proc = context.Process(
-                target=_serve, args=(child, source.config, size, None if seed is None else seed + start, None),
+                target=_serve, args=(child, type(source), source.config, size, None if seed is None else seed + start, None),
                 daemon=True,
             )
             proc.start()

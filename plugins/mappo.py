@@ -122,7 +122,7 @@ class MAPPO:
 
     def __init__(self, config: MAPPOConfig, context: BuildContext):
         env = context.env
-        if not getattr(env, "multi_agent", False):
+        if not env.multi_agent:
             raise ConfigError(
                 f"algorithm.plugin: mappo trains multi-agent envs, but env {env.env_id!r} is single-agent; use "
                 "a multi-agent env plugin (env.plugin: pettingzoo) or algorithm.plugin: ppo."
@@ -141,7 +141,7 @@ class MAPPO:
         self.training_env: TrainingEnv[MultiAgentVecEnv, dict[str, Observation]] = TrainingEnv(
             lambda: source.make_vec(self.num_envs, run.seed), reset_seed=run.seed)
         self.source = source
-        self.turn_based = bool(getattr(env, "turn_based", False))
+        self.turn_based = bool(env.turn_based)
         self.all_agents = list(source.agents)
         self.state_dim = source.state_dim
         policy = run.policy

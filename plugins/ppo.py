@@ -409,7 +409,7 @@ class PPO:
             lambda: context.env.make_vec(self.num_envs, seed=run.seed))
         self.observation_space = context.env.observation_space
         self.action_space = context.env.action_space
-        self.observation_fields = getattr(context.env, "observation_fields", None)  # optional in EnvSource
+        self.observation_fields = context.env.observation_fields
 
         policy = run.policy
         self.shared = shares_encoder(policy, self.observation_space, self.observation_fields)

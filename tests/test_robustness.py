@@ -684,3 +684,24 @@ def test_identical_maddpg_runs_agree_except_the_wall_clock_columns(tmp_path, hos
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_an_env_source_that_leaves_a_protocol_attribute_out_is_refused_by_name():
+    """The env boundary (agentkit.envcheck.CheckedSource) is the one place a source's declarations are checked;
+    algorithms, eval and export then read them without probing."""
+    from agentkit.envcheck import CheckedSource
+    from agentkit.errors import PluginError
+
+    class Partial:  # an EnvSource from before observation_fields and enforces_step_timeout were declared
+        env_id, multi_agent, has_mask = "partial", False, False
+        observation_space, action_space = spaces.Box(-1, 1, (2,)), spaces.Discrete(2)
+
+    with pytest.raises(PluginError, match="Partial does not declare observation_fields, enforces_step_timeout"):
+        CheckedSource(Partial())
+
+    class PartialTeam(Partial):
+        multi_agent, observation_fields, enforces_step_timeout = True, None, False
+        groups, agents, state_dim = {}, [], 0
+
+    with pytest.raises(PluginError, match="PartialTeam does not declare turn_based"):
+        CheckedSource(PartialTeam())

@@ -29,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from agentkit.environment import MULTI_AGENT_ATTRIBUTES, SOURCE_ATTRIBUTES
 from agentkit.errors import ConfigError
 from agentkit.observations import MASK_KEY, ObservationLayout
 from agentkit.runtime.observation import flat_width
@@ -286,12 +287,14 @@ def check_env_plugin(
     cfg = reg.validate_config({"plugin": name, **dict(config or {}), "num_envs": num_envs})
     source = reg.factory(cfg)
     who = f"env plugin {name!r}"
-    for attr in ("env_id", "multi_agent", "observation_space", "action_space", "has_mask"):
+    for attr in SOURCE_ATTRIBUTES:
         assert hasattr(source, attr), f"{who}: its EnvSource lacks the attribute {attr!r}"
+    for attr in MULTI_AGENT_ATTRIBUTES if source.multi_agent else ():
+        assert hasattr(source, attr), f"{who}: its MultiAgentEnvSource lacks the attribute {attr!r}"
     assert isinstance(source.observation_space, spaces.Box) and len(source.observation_space.shape) == 1, (
         f"{who}: EnvSource.observation_space must be a flat Box (mask removed); got {source.observation_space}"
     )
-    fields = getattr(source, "observation_fields", None)
+    fields = source.observation_fields
     if fields is not None:
         width = flat_width(fields)
         assert width == source.observation_space.shape[0], (

@@ -73,6 +73,7 @@ class RemoteSource:
 
     #: env.step_timeout is enforced per instance and request here (agentkit.envcheck.CheckedSource)
     enforces_step_timeout = True
+    turn_based = False  # every agent of a bridged game acts each step
 
     def __init__(self, config: RemoteEnvConfig):
         self.config = config
