@@ -51,6 +51,11 @@ def test_csharp_thruster_trains_and_exports(run_cli, tmp_path, csharp_cache):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     meta = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["agentkit"])
     assert meta["action"]["kind"] == "box" and meta["action"]["shape"] == [2]
+    # The exported file flies the ships of the real Mono game (onnxruntime in Python, the game over the bridge).
+    proc = run_cli("eval", out, "--episodes", "2", "--json", "--allow-import", COMMAND, cwd=REPO, env=csharp_cache)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    played = json.loads(proc.stdout)
+    assert played["episodes"] == 2 and all(0 < n <= 100 for n in played["lengths"])
 
 
 def test_csharp_ships_train_as_agents_of_one_instance(run_cli, tmp_path, csharp_cache):

@@ -54,3 +54,11 @@ def test_godot_maze_trains_evaluates_and_exports(run_cli, tmp_path):
     assert meta["env"]["plugin"] == "remote"
     assert meta["action"]["kind"] == "discrete" and meta["action"]["n"] == 4
     assert [i.name for i in model.graph.input] == ["obs", "action_mask"] and meta["mask"]["dim"] == 4
+
+    # The exported file drives the real Godot game (onnxruntime in Python, the game over the bridge), and
+    # plays the same episodes as the run's policy did.
+    proc = run_cli("eval", out, "--episodes", "3", "--json", "--allow-import", COMMAND, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    played = json.loads(proc.stdout)
+    assert played["infos"]["illegal_moves"] == 0.0
+    assert played["mean_return"] == pytest.approx(report["mean_return"], abs=1e-5)
