@@ -17,8 +17,29 @@ import torch
 
 from agentkit.config import RunConfig
 from agentkit.environment import EnvSource
+from agentkit.errors import ConfigError
 from agentkit.policy import Actor
 from agentkit.registry import Registry
+
+
+def resolve_device(setting: str) -> torch.device:
+    """The torch device ``run.device`` names: the one rule every algorithm's networks and storage follow.
+
+    ``cpu``; ``cuda`` (a ConfigError, exit 2, when torch finds no CUDA device); ``auto``: cuda when torch
+    finds one, else cpu.
+    """
+    if setting == "cpu":
+        return torch.device("cpu")
+    if setting == "cuda" or setting == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if setting == "auto":
+            return torch.device("cpu")
+        raise ConfigError(
+            f"run.device: cuda, but this torch ({torch.__version__}) finds no CUDA device "
+            "(torch.cuda.is_available() is False); set run.device: cpu, or auto to use a GPU only where there is one."
+        )
+    raise ConfigError(f"run.device: {setting!r} is not a device; use cpu, cuda or auto.")
 
 
 @dataclass
@@ -29,7 +50,7 @@ class BuildContext:
     registry: Registry
     env: EnvSource
     run_dir: Path | None
-    device: torch.device
+    device: torch.device  # resolve_device(config.run.device): networks, storage and optimiser state live here
 
 
 @dataclass

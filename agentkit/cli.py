@@ -125,7 +125,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     file, file_run_dir = _config_file(args.file)
     if file_run_dir is not None:
         _check_saved_config(file, args, env=False)  # showing builds no env
-    config, _ = load_run_config(file, overrides=args.set, plugins=args.plugin)
+    config, _ = load_run_config(file, overrides=args.set, plugins=args.plugin, saved_run=file_run_dir is not None)
     sys.stdout.write(config.to_yaml())
     return EXIT_OK
 
@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     file, file_run_dir = _config_file(args.file)
     if file_run_dir is not None:
         _check_saved_config(file, args)
-    config, host = load_run_config(file, overrides=args.set, plugins=args.plugin)
+    config, host = load_run_config(file, overrides=args.set, plugins=args.plugin, saved_run=file_run_dir is not None)
     from agentkit.trainer import train
 
     run_dir = Path(args.run_dir) if args.run_dir else file_run_dir

@@ -39,9 +39,21 @@ class StrictModel(BaseModel):
 
 
 class PluginConfig(StrictModel):
-    """A config section that names the plugin validating it."""
+    """A config section that names the plugin validating it.
+
+    ``renamed`` maps an option's former name to its name today. A config that spells an option the old way
+    is refused (naming the new spelling); a run dir saved before the rename still loads, through
+    ``upgrade_saved``, which a plugin overrides where a value's meaning changed with its name.
+    """
+
+    renamed: ClassVar[dict[str, str]] = {}
 
     plugin: str = Field(description="Name of the registered plugin that handles this section.")
+
+    @classmethod
+    def upgrade_saved(cls, section: dict[str, Any]) -> dict[str, Any]:
+        """A section saved with former option names, with today's (values kept as they are)."""
+        return {cls.renamed.get(k, k): v for k, v in section.items()}
 
 
 class AlgorithmConfig(PluginConfig):
@@ -146,6 +158,11 @@ class RunSettings(StrictModel):
     )
     torch_threads: int | None = Field(
         1, ge=1, description="torch intra-op threads (1 is fastest for the small networks of game agents)."
+    )
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="Where networks and rollouts live: cpu (fastest for the small networks of game agents), cuda "
+        "(an error when torch finds no CUDA device), or auto (cuda when there is one, else cpu).",
     )
 
 
@@ -377,7 +394,8 @@ def _validate_section(reg_model: type[BaseModel], section: Any, where: str, erro
         return None
 
 
-def _plugin_section(data: dict, key: str, where: str, kind: str, registry: Registry, errors: list[str]):
+def _plugin_section(data: dict, key: str, where: str, kind: str, registry: Registry, errors: list[str],
+                    saved_run: bool = False):
     section = data.get(key)
     available = ", ".join(registry.names(kind)) or "none registered"
     if not isinstance(section, dict):
@@ -392,14 +410,26 @@ def _plugin_section(data: dict, key: str, where: str, kind: str, registry: Regis
     except ConfigError as exc:
         errors.append(str(exc))
         return None
-    return _validate_section(reg.config_model, section, where, errors)
+    model = reg.config_model
+    renamed = [k for k in section if k in getattr(model, "renamed", {})]
+    if renamed and saved_run:
+        section = model.upgrade_saved(section)
+    elif renamed:
+        errors.extend(
+            f"{where}.{old}: renamed {where}.{model.renamed[old]} (docs/ppo.md, \"Renamed options\"); spell it the new "
+            "way (run dirs saved with the old name still load)"
+            for old in renamed
+        )
+        return None
+    return _validate_section(model, section, where, errors)
 
 
-def load_config(data: dict[str, Any], registry: Registry) -> RunConfig:
+def load_config(data: dict[str, Any], registry: Registry, saved_run: bool = False) -> RunConfig:
     """Validate a raw config dict against the registered plugins' models.
 
     Raises ConfigError listing every problem at once, each with its dotted path, the bad value and what
-    was expected.
+    was expected. ``saved_run``: ``data`` is a run dir's own config.yaml, which may spell options the way the
+    agentkit that wrote it did (``PluginConfig.renamed``).
     """
     if not isinstance(data, dict):
         raise ConfigError("a config must be a mapping of sections (seed, env, algorithm, policy, run, plugins)")
@@ -411,7 +441,7 @@ def load_config(data: dict[str, Any], registry: Registry) -> RunConfig:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             errors.append(f"{key}: unknown section.{hint} Sections: {', '.join(known)}.")
     env = _plugin_section(data, "env", "env", "env", registry, errors)
-    algorithm = _plugin_section(data, "algorithm", "algorithm", "algorithm", registry, errors)
+    algorithm = _plugin_section(data, "algorithm", "algorithm", "algorithm", registry, errors, saved_run)
 
     policy_raw = data.get("policy")
     if policy_raw is None:

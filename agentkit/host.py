@@ -273,6 +273,7 @@ def load_run_config(
     overrides: Sequence[str] = (),
     plugins: Sequence[str] = (),
     autoload: bool | None = None,
+    saved_run: bool = False,
 ) -> tuple[RunConfig, PluginHost]:
     """Read (a YAML file) or take (a dict) a raw config, apply ``--set`` overrides, load the plugins it and
     ``plugins`` name, and validate it. Returns the validated config and the host that validated it.
@@ -280,6 +281,8 @@ def load_run_config(
     ``plugins`` (``-p`` on the CLI) are added to the config's ``plugins:`` list, so a run dir's saved config
     names every plugin module the run needs; ``agentkit eval``/``export`` of the run dir load them when the
     command line names them again (``-p``: the run dir may come from someone else, see ``agentkit.trust``).
+    ``saved_run``: the config is a run dir's own config.yaml (former option names still load; see
+    ``agentkit.config.load_config``).
     Raises ``ConfigError``/``PluginError`` (both ``UserError``) with the culprit named.
     """
     from agentkit.config import apply_overrides, load_config, read_yaml
@@ -293,4 +296,4 @@ def load_run_config(
     data = apply_overrides(data, list(overrides), host.registry)  # again, now typed by the plugins' models
     if modules:
         data["plugins"] = modules
-    return load_config(data, host.registry), host
+    return load_config(data, host.registry, saved_run), host

@@ -131,6 +131,9 @@ class RolloutStorage:
         step; where it is not and the agent's last valid entry has no end after it, that entry's outcome lies
         beyond the rollout, and ``batch`` leaves it out.
         """
+        if last_valid is None and bool(self.valid.all()):
+            self._plain_gae(last_value, gamma, gae_lambda)
+            return
         zeros = torch.zeros_like(last_value)
         next_value, next_gae = last_value, zeros
         known = torch.ones_like(last_value, dtype=torch.bool) if last_valid is None else last_valid.bool()
@@ -154,6 +157,18 @@ class RolloutStorage:
             carry_reward = torch.where(valid, 0.0, reward)
             carry_bootstrap = torch.where(valid, 0.0, bootstrap)
             carry_done = torch.where(valid, 0.0, done)
+        torch.add(self.advantages, self.values, out=self.returns)
+
+    def _plain_gae(self, last_value: Tensor, gamma: float, gae_lambda: float) -> None:
+        """``compute_gae`` where every entry is valid: the same sums without the carries (which are all 0)."""
+        next_value, next_gae = last_value, torch.zeros_like(last_value)
+        not_done = 1.0 - self.dones
+        for t in reversed(range(self.num_steps)):
+            delta = self.rewards[t] + gamma * (next_value * not_done[t] + self.bootstrap[t]) - self.values[t]
+            next_gae = delta + gamma * gae_lambda * not_done[t] * next_gae
+            self.advantages[t] = next_gae
+            next_value = self.values[t]
+        self.resolved.fill_(True)
         torch.add(self.advantages, self.values, out=self.returns)
 
     def batch(self) -> Batch:

@@ -40,7 +40,6 @@ import contextlib
 import errno
 import math
 import os
-import random
 import re
 import shutil
 import signal
@@ -51,14 +50,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
 from agentkit import checkpoint as ckpt
-from agentkit.algorithm import Algorithm, BuildContext
+from agentkit.algorithm import Algorithm, BuildContext, resolve_device
 from agentkit.config import RunConfig, load_config, read_yaml
 from agentkit.envcheck import CheckedSource
 from agentkit.environment import EnvSource
@@ -85,6 +83,7 @@ from agentkit.runlog import (
     read_metrics,
     write_curve,
 )
+from agentkit.seeding import rng_state, seed_everything, set_rng_state
 from agentkit.trust import foreign_host
 
 CONFIG_FILE = "config.yaml"
@@ -178,48 +177,20 @@ def build_env(config: RunConfig, registry: Registry) -> EnvSource:
     return CheckedSource(reg.factory(config.env), config.env.step_timeout)  # type: ignore[return-value]
 
 
-def build_algorithm(config: RunConfig, registry: Registry, env: EnvSource, run_dir: Path | None) -> Algorithm:
-    """The algorithm of ``config.algorithm`` from its registered plugin (CPU)."""
+def build_algorithm(config: RunConfig, registry: Registry, env: EnvSource, run_dir: Path | None,
+                    device: torch.device | None = None) -> Algorithm:
+    """The algorithm of ``config.algorithm`` from its registered plugin, on ``device`` (default: the one
+    ``run.device`` names; loading a run for eval or export uses the CPU, wherever it was trained)."""
     reg = registry.get("algorithm", config.algorithm.plugin, where="algorithm.plugin")
-    context = BuildContext(config=config, registry=registry, env=env, run_dir=run_dir, device=torch.device("cpu"))
+    context = BuildContext(config=config, registry=registry, env=env, run_dir=run_dir,
+                           device=resolve_device(config.run.device) if device is None else device)
     return reg.factory(config.algorithm, context)
-
-
-def seed_everything(seed: int, torch_threads: int | None = None) -> None:
-    """Seed python, numpy and torch's global RNGs; set torch's intra-op thread count."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
 
 
 def default_run_dir(config: RunConfig, env: EnvSource) -> Path:
     """``runs/<env-id>-<algorithm>-seed<seed>``, with characters unsafe in a file name replaced by '_'."""
     name = f"{getattr(env, 'env_id', config.env.plugin)}-{config.algorithm.plugin}-seed{config.seed}"
     return Path("runs") / (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run")
-
-
-# -- RNG state (plain data, so it fits a weights_only checkpoint) -------------------------------------------
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
-    return {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
 
 
 # -- the run dir ---------------------------------------------------------------------------------------------
@@ -323,7 +294,7 @@ def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool, registry: Reg
         )
     saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
     try:  # resolved by today's models: a key a newer agentkit added, at its default, is no change
-        saved = load_config(saved, registry).model_dump(mode="json")
+        saved = load_config(saved, registry, saved_run=True).model_dump(mode="json")
     except ConfigError:
         pass  # compare as written: the diff names what no longer validates
     diff = _config_diff(saved, config.model_dump(mode="json"))
@@ -579,7 +550,7 @@ class _Session:
                 "config": ctx.config.model_dump(mode="json"),
                 "fingerprint": self.fingerprint,
                 "algorithm": state,
-                "trainer": {"rng": _rng_state(), "elapsed": self.elapsed()},
+                "trainer": {"rng": rng_state(), "elapsed": self.elapsed()},
             })
         except TypeError as exc:
             raise PluginError(f"algorithm plugin {ctx.config.algorithm.plugin!r}: state_dict(): {exc}") from exc
@@ -714,7 +685,7 @@ def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir:
     if state is not None:
         try:
             algorithm.load_state_dict(state["algorithm"])
-            _set_rng_state(state["trainer"]["rng"])
+            set_rng_state(state["trainer"]["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             algorithm.close()
             raise CheckpointError(
@@ -812,7 +783,7 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
         )
     data = read_yaml(run_dir / CONFIG_FILE)
     host = foreign_host(data, str(run_dir / CONFIG_FILE), extra_plugins, allow_imports)
-    config = load_config(data, host.registry)
+    config = load_config(data, host.registry, saved_run=True)
     latest = run_dir / CHECKPOINT_DIR / (checkpoint or LATEST)
     if checkpoint is not None and (Path(checkpoint).name != checkpoint or not latest.is_file()):
         kept = sorted(p.name for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
@@ -829,7 +800,7 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
     env = build_env(config, host.registry)
     config = resolve_shared_trunk(config, env)
     check_fingerprint(state, run_fingerprint(config, env), latest, f"the run's {CONFIG_FILE}")
-    algorithm = build_algorithm(config, host.registry, env, run_dir)
+    algorithm = build_algorithm(config, host.registry, env, run_dir, device=torch.device("cpu"))
     try:
         algorithm.load_state_dict(state["algorithm"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -248,7 +248,12 @@ class MADDPG:
         self.cfg = config
         self.context = context
         run_config = context.config
-        self.device = torch.device("cpu")
+        if context.device.type != "cpu":  # run.device, resolved by agentkit.algorithm.resolve_device
+            raise ConfigError(
+                f"run.device: maddpg trains on the CPU only for now (this run resolved to {context.device}); set "
+                "run.device: cpu."
+            )
+        self.device = context.device
         env = context.env
         if not env.multi_agent:
             raise ConfigError(
@@ -257,7 +262,6 @@ class MADDPG:
             )
         self.num_envs = run_config.env.num_envs
         self.seed = run_config.seed
-        torch.manual_seed(self.seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         source = cast(MultiAgentEnvSource, env)  # multi_agent: checked above
         # opened at the first collect: eval and export build no env copies and start no worker processes
@@ -595,7 +599,6 @@ class MADDPG:
             "since_update": self._since_update,
             "progress": self.progress.state_dict(),
             "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
         }
         if self.cfg.checkpoint_buffer:
             state["buffer"] = self.buffer.state_dict()
@@ -632,7 +635,6 @@ class MADDPG:
         self._since_update = int(state["since_update"])
         self.progress.load_state_dict(state.get("progress"), self.steps_done)
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
 

@@ -44,6 +44,9 @@ def config(host, env, total_steps=1024, seed=0, policy=None, **algo):
 
 
 def build(host, cfg):
+    from agentkit.seeding import seed_everything
+
+    seed_everything(cfg.seed)  # as the trainer does before it builds anything: algorithms seed nothing global
     reg = host.registry
     env = reg.get("env", cfg.env.plugin).factory(cfg.env)
     return reg.get("algorithm", "mappo").factory(cfg.algorithm, BuildContext(cfg, reg, env, None, torch.device("cpu")))
@@ -132,12 +135,13 @@ def test_dead_agents_steps_are_out_of_the_loss_and_masks_are_obeyed(host):
     "options",
     [
         {"critic_input": "agent_specific"},
-        {"value_norm": False, "value_loss": "mse", "clip_vloss": False},
-        {"agent_id": False, "anneal_lr": True},
+        {"normalize_value": False, "value_loss": "mse", "value_clip_range": None},
+        {"agent_id": False, "lr_schedule": "linear"},
+        {"objective": "kl_penalty", "normalize_reward": True, "target_kl": 0.02, "actor_lr": 3e-4},
         {"centralised": False, "policy": {"shared_trunk": True}},
         {"share_parameters": False},
     ],
-    ids=["agent-specific", "mse-no-valuenorm", "no-id", "ippo-shared-trunk", "no-sharing"],
+    ids=["agent-specific", "mse-no-valuenorm", "no-id", "kl-penalty-reward-scaling", "ippo-shared-trunk", "no-sharing"],
 )
 def test_options_iterate(host, options):
     options = dict(options)

@@ -8,11 +8,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from agentkit_plugins.ppo import PPO, ValueNormalizer
+from agentkit_plugins.ppo import PPO
 
 from agentkit.algorithm import BuildContext
 from agentkit.config import load_config
 from agentkit.host import PluginHost
+from agentkit.onpolicy import ValueNormalizer
 from agentkit.testing import check_algorithm
 
 HOST = PluginHost(autoload=False)
@@ -118,13 +119,19 @@ def test_truncation_bootstraps_from_the_final_observation():
 
 
 def test_state_dict_round_trip_gives_an_identical_next_iteration():
+    from agentkit.seeding import rng_state, set_rng_state
+
     a = cartpole(normalize_reward=True, normalize_value=True)
     a.iterate()
     state = roundtrip(a.state_dict())
+    assert "rng" not in state  # the global RNGs are the trainer's to save (agentkit.seeding)
+    rng = rng_state()
     b = cartpole(normalize_reward=True, normalize_value=True)
-    # torch's and numpy's RNGs are global: each instance restores them right before it iterates
+    # torch's and numpy's RNGs are global: restored right before each instance iterates, as the trainer does
+    set_rng_state(rng)
     a.load_state_dict(state)
     ma = a.iterate()
+    set_rng_state(rng)
     b.load_state_dict(state)
     assert b.steps_done == 128
     mb = b.iterate()
@@ -135,7 +142,10 @@ def test_state_dict_round_trip_gives_an_identical_next_iteration():
 
 
 def test_same_seed_same_metrics():
+    from agentkit.seeding import seed_everything
+
     def run():
+        seed_everything(0)  # what the trainer does before it builds anything; the algorithm seeds nothing global
         algo = cartpole()
         out = [algo.iterate() for _ in range(2)]
         algo.close()
@@ -215,7 +225,7 @@ def test_multi_agent_env_is_refused():
 
 
 def test_fused_adam_matches_torch_adam_and_round_trips():
-    from agentkit_plugins.ppo import FusedAdam
+    from agentkit.optim import FusedAdam
 
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)) for _ in range(3)]
@@ -245,7 +255,7 @@ def test_fused_adam_matches_torch_adam_and_round_trips():
 
 
 def test_clip_grad_norm_matches_torch():
-    from agentkit_plugins.ppo import clip_grad_norm
+    from agentkit.optim import clip_grad_norm
 
     torch.manual_seed(0)
     a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
