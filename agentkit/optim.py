@@ -7,7 +7,7 @@ spend more time in torch's Python dispatch than in arithmetic (benchmarks/RESULT
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +65,7 @@ class FusedAdam:
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
             torch._fused_adam_(
-                params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                cast(list[Tensor], params), [cast(Tensor, p.grad) for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                 [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
             )
 
