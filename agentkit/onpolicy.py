@@ -235,8 +235,10 @@ def ppo_update(
     if whole and hp.normalize_advantages and len(batch) > 1:  # so their normalised advantages too
         adv = batch.advantages
         batch = replace(batch, advantages=(adv - adv.mean()) / (adv.std() + hp.adv_eps))
-    totals = torch.zeros(6, device=batch.obs.device)  # policy, value, entropy, approx_kl, clip_fraction, minibatches
-    one = torch.ones((), device=batch.obs.device)
+    # per minibatch run, detached: (policy, value, entropy) losses and the log-ratios, reduced once at the end
+    # (the KL and clip-fraction figures cost no ops per minibatch unless target_kl needs them)
+    losses: list[Tensor] = []
+    logratios: list[Tensor] = []
     epochs_done = 0
     stop = False
     for _ in range(hp.update_epochs):
@@ -244,19 +246,19 @@ def ppo_update(
             new_logprob, entropy, new_value = evaluate(mb)
             logratio = new_logprob - mb.logprobs
             ratio = logratio.exp()
-            with torch.no_grad():
-                approx_kl = ((ratio - 1) - logratio).mean()  # k3 estimator of KL(old || new)
-                clip_fraction = ((ratio - 1.0).abs() > hp.clip_range).float().mean()
-            if hp.target_kl is not None and float(approx_kl) > 1.5 * hp.target_kl:
-                stop = True
-                break
+            if hp.target_kl is not None:
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()  # k3 estimator of KL(old || new)
+                if float(approx_kl) > 1.5 * hp.target_kl:
+                    stop = True
+                    break
 
             adv = mb.advantages
             if hp.normalize_advantages and adv.numel() > 1 and not whole:
                 adv = (adv - adv.mean()) / (adv.std() + hp.adv_eps)
 
-            if hp.objective == "clip":
-                pg_loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - hp.clip_range, 1 + hp.clip_range)).mean()
+            if hp.objective == "clip":  # max(-A r, -A clip(r)) = -min(A r, A clip(r))
+                pg_loss = -torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - hp.clip_range, 1 + hp.clip_range)).mean()
             else:  # KL-penalised surrogate (PPO paper, section 4), with a differentiable k3 KL estimate
                 pg_loss = -(adv * ratio).mean() + hp.kl_beta * ((ratio - 1) - logratio).mean()
 
@@ -267,7 +269,10 @@ def ppo_update(
                 v_loss = torch.max(value_error(new_value - mb.returns, hp), value_error(v_clipped - mb.returns, hp)).mean()
 
             entropy_loss = entropy.mean()
-            loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
+            if hp.ent_coef:
+                loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
+            else:  # a zero bonus adds nothing: its backward pass is skipped
+                loss = pg_loss + hp.vf_coef * v_loss
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -275,16 +280,28 @@ def ppo_update(
                 clip_grad_norm(params, hp.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
-                totals += torch.stack([pg_loss, v_loss, entropy_loss, approx_kl, clip_fraction, one])
+                losses.append(torch.stack([pg_loss, v_loss, entropy_loss]))
+                logratios.append(logratio.detach())
         if stop:
             break
         epochs_done += 1
-    n = max(float(totals[5]), 1.0)
-    policy, value, entropy, kl, clipfrac = (totals[:5] / n).tolist()
+    policy = value = entropy_mean = kl = clipfrac = 0.0
+    if losses:
+        with torch.no_grad():
+            policy, value, entropy_mean = torch.stack(losses).mean(0).tolist()
+            sizes = [len(r) for r in logratios]
+            r = torch.cat(logratios)
+            # each minibatch's mean, averaged over the minibatches: a weight of 1 / (its size * their number)
+            weight = (1.0 / (sizes[0] * len(sizes)) if len(set(sizes)) == 1 else
+                      torch.repeat_interleave(torch.tensor([1.0 / (n * len(sizes)) for n in sizes]), torch.tensor(sizes))
+                      .to(r.device))
+            ratio = r.exp()
+            kl = float((((ratio - 1) - r) * weight).sum())
+            clipfrac = float((((ratio - 1.0).abs() > hp.clip_range).float() * weight).sum())
     return {
         "losses/policy": policy,
         "losses/value": value,
-        "losses/entropy": entropy,
+        "losses/entropy": entropy_mean,
         "losses/approx_kl": kl,
         "losses/clip_fraction": clipfrac,
         "charts/update_epochs": float(epochs_done),

@@ -49,7 +49,8 @@ def test_ppo_cnn_trains_on_uint8_frames_and_exports_them_as_uint8(tmp_path):
     config, host, run_dir = _train(tmp_path, IMAGE, {"plugin": "ppo", "total_steps": 256, "num_steps": 64,
                                                       "minibatch_size": 64, "update_epochs": 2})
     algo = build_algorithm(config, host.registry, build_env(config, host.registry), None)
-    assert algo.storage.obs.dtype == torch.uint8 and tuple(algo.storage.obs.shape) == (64, 2, 16, 16, 3)
+    # [T, N env copies, 1 agent (a single-agent env is one policy group of one), H, W, C]
+    assert algo.storage.obs.dtype == torch.uint8 and tuple(algo.storage.obs.shape) == (64, 2, 1, 16, 16, 3)
     assert type(algo.actor.encoder).__name__ == "CNNEncoder"  # policy.encoder: auto on an image
     [path] = export_run(run_dir, allow_imports=ALLOW)
     policy = runtime.load(path)

@@ -193,3 +193,33 @@ def test_a_resumed_run_continues_identically_each_time(tmp_path):
     train(longer, HOST, run_dir=tmp_path / "b", resume=True)
     a, b = _returns(tmp_path / "a"), _returns(tmp_path / "b")
     assert len(a) == 4 and a == b  # 64 env steps per iteration
+
+
+def test_ppo_update_reports_the_mean_over_minibatches_of_each_minibatchs_kl_and_clip_fraction():
+    """The KL and clip-fraction figures are reduced once after the epochs; with minibatches of different sizes
+    (10 entries in 4 + 4 + 2) they are still the mean of each minibatch's own mean."""
+    from agentkit.onpolicy import UpdateSettings, ppo_update
+    from agentkit.storage import Batch
+
+    n = 10
+    x = torch.linspace(-1, 1, n)
+    batch = Batch(obs=x[:, None], critic_obs=x[:, None], actions=torch.zeros(n), logprobs=torch.zeros(n),
+                  values=torch.zeros(n), advantages=torch.ones(n), returns=torch.zeros(n), masks=None)
+    w = torch.nn.Parameter(torch.tensor(0.5))
+    frozen = FusedAdam([{"params": [w], "lr": 0.0, "eps": 1e-5}])  # lr 0: every minibatch sees the same w
+
+    def evaluate(mb):
+        return mb.logprobs + w * mb.obs[:, 0], torch.zeros(len(mb)) + 0 * w, w * mb.obs[:, 0]
+
+    hp = UpdateSettings(clip_range=0.2, update_epochs=1, minibatch_size=4, vf_coef=0.5, ent_coef=0.0)
+    generator = torch.Generator().manual_seed(0)
+    metrics = ppo_update(batch, evaluate, frozen, [w], hp, generator)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    kls, clips = [], []
+    for part in perm.split(4):
+        r = 0.5 * x[part]
+        kls.append(float(((r.exp() - 1) - r).mean()))
+        clips.append(float(((r.exp() - 1).abs() > 0.2).float().mean()))
+    assert metrics["losses/approx_kl"] == pytest.approx(np.mean(kls), rel=1e-6)
+    assert metrics["losses/clip_fraction"] == pytest.approx(np.mean(clips), rel=1e-6)
+    assert 0 < metrics["losses/clip_fraction"] < 1 and metrics["charts/update_epochs"] == 1
