@@ -1,7 +1,7 @@
 """Running moments: the one mean/variance update every normaliser uses.
 
 The observation normaliser (``agentkit.policy.ObsNormalizer``), the value normaliser and the reward scaler
-(``agentkit_plugins.ppo``) each keep a running ``(mean, var, count)`` and fold in one batch at a time with
+(``agentkit.onpolicy``) each keep a running ``(mean, var, count)`` and fold in one batch at a time with
 the parallel-variance formula of Chan et al. (the one SB3's ``RunningMeanStd`` uses).
 """
 
