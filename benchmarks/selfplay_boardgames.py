@@ -3,7 +3,9 @@
 Trains each seed from the example config (examples/tictactoe-selfplay.yaml, examples/connect4-selfplay.yaml)
 with the real trainer, then plays the deterministic policy in each seat against the game's fixed opponents
 (``agentkit.matches.evaluate_against``: tic-tac-toe against perfect ``minimax`` and ``random``; connect four
-against ``random``, ``minimax:2`` and ``minimax:4``), ``--episodes`` games per seat, eval seeds from 10000.
+against ``random``, ``minimax:2`` and ``minimax:4``), ``--episodes`` games per seat, eval seeds from 10000;
+for tic-tac-toe also the exact expected rates against ``minimax`` (``minimax_exact``: every line minimax may
+play, weighted by the chance its random tie-breaking plays it).
 Prints one JSON line per seed (steps, wall clock, win/draw/loss per opponent and seat) and copies the run's
 curve.png (returns per seat and the Elo panel) to benchmarks/selfplay_<game>_seed<seed>.png.
 
@@ -21,6 +23,8 @@ import json
 import shutil
 import time
 from pathlib import Path
+
+import numpy as np
 
 import agentkit
 from agentkit.config import apply_overrides, load_config, read_yaml
@@ -52,8 +56,57 @@ class TimeBudget:
         return None
 
 
+def exact_against_minimax(run_dir: Path) -> dict:
+    """Tic-tac-toe: the deterministic policy's expected win/draw/loss rates per seat against full-depth
+    ``minimax``, whose ties are broken uniformly at random: every line that minimax may play is walked, each
+    weighted by its probability (what ``--episodes`` games estimate, without their sampling noise)."""
+    from agentkit_plugins.opponents import MinimaxOpponent
+
+    from agentkit.matches import load_policy
+    from agentkit.opponents import clone_env, game_over
+
+    source, policy, close = load_policy(run_dir, deterministic=True, seed=0)
+    search = MinimaxOpponent()
+    out = {}
+    try:
+        for seat, me in zip(("first", "second"), source.agents, strict=False):
+            memo: dict[tuple, np.ndarray] = {}
+
+            def expected(env, me=me, memo=memo) -> np.ndarray:
+                mover = env.agent_selection
+                raw = env.observe(mover)
+                key = (mover, np.asarray(raw["observation"]).tobytes())
+                if key not in memo:
+                    if mover == me:
+                        moves = [policy(mover, *source.layouts[mover].split(raw))]
+                    else:
+                        moves = [int(m) for m in search.best_moves(env, mover)]
+                    total = np.zeros(3)
+                    for move in moves:
+                        child = clone_env(env)
+                        child.step(move)
+                        if game_over(child):
+                            r = float(child.rewards.get(me, 0.0))
+                            total += np.array([r > 0, r == 0, r < 0], float)
+                        else:
+                            total += expected(child)
+                    memo[key] = total / len(moves)
+                return memo[key]
+
+            env = source.make_env(None)
+            env.reset(seed=0)
+            win, draw, loss = (round(float(x), 4) for x in expected(env))
+            out[seat] = {"win": win, "draw": draw, "loss": loss}
+            env.close()
+    finally:
+        close()
+    return out
+
+
 def evaluate(game: str, run_dir: Path, episodes: int) -> dict:
     out = {}
+    if game == "tictactoe":
+        out["minimax_exact"] = exact_against_minimax(run_dir)
     for opponent in GAMES[game][1]:
         t0 = time.perf_counter()
         result = evaluate_against(run_dir, opponent, "both", episodes=episodes, seed=10_000)

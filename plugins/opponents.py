@@ -62,13 +62,16 @@ class MinimaxOpponent:
     def reset(self, seed: int | None) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def act(self, env: Any, agent: str) -> Any:
+    def best_moves(self, env: Any, agent: str) -> np.ndarray:
+        """Every legal move of ``agent`` that the search values highest; ``act`` plays one of them at random."""
         # one table per game, shared by every searcher of it: a position's value does not depend on who asks
         self._table = _TABLES.setdefault(type(env.unwrapped), {})
         moves = legal_moves(env, agent)
         values = np.array([self._child(env, agent, move, self.depth - 1, -np.inf, np.inf) for move in moves])
-        best = np.flatnonzero(values >= values.max() - 1e-9)
-        return int(moves[self.rng.choice(best)])
+        return moves[values >= values.max() - 1e-9]
+
+    def act(self, env: Any, agent: str) -> Any:
+        return int(self.rng.choice(self.best_moves(env, agent)))
 
     # -- the search ------------------------------------------------------------------------------------------
 

@@ -138,3 +138,36 @@ def test_eval_opponents_are_checked_before_training(spec, message, tmp_path, cap
     with pytest.raises(ConfigError, match=message) as err:
         MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
     assert "algorithm.self_play.eval_opponents" in str(err.value)
+
+
+@pytest.mark.parametrize("latest_ratio", [1.0, 0.25])
+def test_every_learned_move_is_credited_with_its_seats_game_result(latest_ratio):
+    # gamma = lambda = 1: a move's return is its seat's result at the game's end (tic-tac-toe pays only then),
+    # whoever moved last, for both seats, against itself and against snapshots (whose moves are not learned)
+    host = PluginHost()
+    section = selfplay_config(64, play_against_latest_ratio=latest_ratio, eval_opponents=[])
+    section["algorithm"].update(gamma=1.0, gae_lambda=1.0, num_steps=40)
+    config = load_config(section, host.registry)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    algo = MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    try:
+        algo.iterate()
+        st = algo.units[0].storage
+        checked = {0: 0, 1: 0}
+        for n in range(st.valid.shape[1]):
+            for seat in range(2):
+                ends = torch.nonzero(st.dones[:, n, seat]).flatten().tolist()
+                for t in torch.nonzero(st.valid[:, n, seat]).flatten().tolist():
+                    end = next((u for u in ends if u >= t), None)
+                    if end is None:
+                        continue  # the game goes on past the rollout: a bootstrapped return
+                    assert st.returns[t, n, seat].item() == pytest.approx(st.rewards[end, n, seat].item(), abs=1e-5)
+                    checked[seat] += 1
+        assert min(checked.values()) > 20
+        # the seat that did not make the last move of a game still gets its result (a loss on the winner's turn)
+        lost_on_the_winners_move = [(n, seat) for n in range(st.valid.shape[1]) for seat in range(2)
+                       for u in torch.nonzero(st.dones[:, n, seat]).flatten().tolist()
+                       if not st.valid[u, n, seat] and st.rewards[u, n, seat] < 0]
+        assert lost_on_the_winners_move
+    finally:
+        algo.close()
