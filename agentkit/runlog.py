@@ -188,19 +188,30 @@ class TensorBoardLog:
         self.writer.close()
 
 
+def curve_columns(header: list[str]) -> list[str]:
+    """The return columns of a metrics.csv header that ``write_curve`` plots: ``charts/episode_return`` and
+    the per-side ``charts/<name>/episode_return``, except the mean in a self-play run (one with
+    ``selfplay/elo``, e.g. written before self-play left it out), whose seats' mean in a zero-sum game is 0."""
+    columns = [c for c in header if c == RETURN_METRIC or (c.startswith("charts/") and c.endswith("/episode_return"))]
+    if ELO_METRIC in header and RETURN_METRIC in columns and len(columns) > 1:
+        columns.remove(RETURN_METRIC)
+    return columns
+
+
 def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     """Plot episode return against env steps from ``metrics_csv`` into ``out`` (PNG, written atomically).
 
     Plots ``charts/episode_return`` and any per-group ``charts/<group>/episode_return`` columns; an
     iteration where no episode ended (empty or nan cell) is skipped. Points get markers while there are few
     of them (a run with a single return point shows a dot, not an empty frame). A self-play run's
-    ``selfplay/elo`` gets a panel of its own below.
+    ``selfplay/elo`` gets a panel of its own below, and its returns are drawn per side only (the mean over
+    the seats of a zero-sum game is 0).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     header, rows = read_metrics(metrics_csv)
-    columns = [c for c in header if c == RETURN_METRIC or (c.startswith("charts/") and c.endswith("/episode_return"))]
+    columns = curve_columns(header)
     elo = [(_as_int(r["step"]), _as_float(r.get(ELO_METRIC, ""))) for r in rows] if ELO_METRIC in header else []
     elo = [(s, v) for s, v in elo if v is not None]
     fig = Figure(figsize=(7, 6.5 if elo else 4), dpi=100)

@@ -68,6 +68,13 @@ def test_self_play_pool_frozen_seats_and_elo_survive_resume(tmp_path):
     events.Reload()
     tags = events.Tags()["scalars"]
     assert "charts/episode_return" not in tags and "charts/player_1/episode_return" in tags
+    from agentkit.runlog import curve_columns
+
+    assert curve_columns(header) == ["charts/player_1/episode_return", "charts/player_2/episode_return"]
+    # a self-play run written while the mean was still logged is drawn per side too; other runs keep the mean
+    old_header = ["step", "charts/episode_return", *curve_columns(header), "selfplay/elo"]
+    assert curve_columns(old_header) == curve_columns(header)
+    assert curve_columns(old_header[:-1]) == old_header[1:-1]
     last_elo = float(rows[-1]["selfplay/elo"])
     assert float(rows[-1]["selfplay/pool_size"]) == 3
 
