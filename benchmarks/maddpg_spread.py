@@ -25,6 +25,7 @@ from agentkit.algorithm import BuildContext
 from agentkit.config import apply_overrides, load_config, read_yaml
 from agentkit.host import PluginHost
 from agentkit.policy import agent_ids
+from agentkit.seeding import seed_everything
 from agentkit.spaces import HybridSpace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +111,7 @@ def main() -> None:
     overrides = [*overrides, f"algorithm.total_steps={args.steps}", f"seed={args.seed}", *args.set]
     host = PluginHost(modules=["agentkit_envs.pettingzoo_env", "agentkit_plugins.heads.hybrid"])  # a no-op once it is a built-in
     config = load_config(apply_overrides(read_yaml(ROOT / path), overrides), host.registry)
+    seed_everything(config.seed, 1)  # what the trainer does before it builds an algorithm (the initial weights)
     env = host.registry.get("env", config.env.plugin).factory(config.env)
     algo = host.registry.get("algorithm", config.algorithm.plugin).factory(
         config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu"))
