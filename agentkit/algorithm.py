@@ -80,6 +80,9 @@ class PolicyArtifact:
     # turn-based games: {"turn_based": True, "seats": [...every agent...], "observation": "own", "self_play":
     # bool}: the policy plays any seat it is given, on that seat's own observation (env.observe(seat)).
     game: dict[str, Any] | None = None
+    # the env's name as its source gives it (``env_id``; a bridged game's declared name): exporters record it as
+    # the env id when the env config names none (agentkit.exporting fills it in)
+    env_id: str | None = None
 
 
 class Algorithm(Protocol):

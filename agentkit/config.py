@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+)
 
 from agentkit.errors import ConfigError
 
@@ -77,6 +86,10 @@ class EnvConfig(PluginConfig):
         description="Seconds a reset or vector step may take before the run stops with an error naming the env "
         "(null: no limit).",
     )
+    #: the run dir the env is rebuilt for, set by ``agentkit.trainer.load_run`` (eval, export) and None
+    #: elsewhere; not part of the config. A plugin may read back there what it kept at train start (the
+    #: ``remote`` plugin: the game's hello, so that a run exports without a game).
+    _run_dir: Path | None = PrivateAttr(default=None)
 
     def imports(self) -> dict[str, str]:
         """The code building this env would import beyond installed plugins and registered envs, by config key:

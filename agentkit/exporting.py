@@ -138,6 +138,8 @@ def export_run(
         paths = output_paths([a.name for a in artifacts], run_dir, Path(out) if out is not None else None)
         written = []
         for artifact, path in zip(artifacts, paths, strict=True):
+            if artifact.env_id is None:
+                artifact.env_id = getattr(loaded.env, "env_id", None)
             written.append(Path(exporter.export(artifact, path, loaded.config)))
         return written
     finally:

@@ -657,6 +657,9 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
         raise
     finally:
         lock.release()
+        close = getattr(env, "close", None)  # the source's own resources, e.g. a bridged game's listening port
+        if callable(close):
+            close()
 
 
 def _train_locked(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: Path, resume: bool) -> TrainResult:
@@ -797,6 +800,7 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
         )
     state = ckpt.load_checkpoint(latest)
     seed_everything(config.seed, config.run.torch_threads)
+    config.env._run_dir = run_dir
     env = build_env(config, host.registry)
     config = resolve_shared_trunk(config, env)
     check_fingerprint(state, run_fingerprint(config, env), latest, f"the run's {CONFIG_FILE}")

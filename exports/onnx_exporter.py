@@ -244,8 +244,8 @@ def build_metadata(
     algorithm = None
     if run_config is not None:
         env_section = run_config.env.model_dump(mode="json")
-        env = {"plugin": run_config.env.plugin, "id": env_section.get("id") or env_section.get("module"),
-               "config": env_section}
+        env = {"plugin": run_config.env.plugin,
+               "id": env_section.get("id") or env_section.get("module") or artifact.env_id, "config": env_section}
         algorithm = run_config.algorithm.plugin
     meta: dict[str, Any] = {
         "format": "agentkit-policy",

@@ -84,3 +84,44 @@ def test_a_game_of_uint8_images_trains_the_cnn_over_the_bridge_and_exports_uint8
     obs_input = policy.session.get_inputs()[0]
     assert obs_input.type == "tensor(uint8)" and obs_input.shape[1:] == [16, 16, 3]
     assert policy.metadata["observation"]["dtype"] == "uint8"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_listen_mode_run_exports_without_a_game_and_eval_says_it_waits_for_one(tmp_path):
+    """The run keeps its game's hello (game.json): export needs no game and records the game's name as env.id;
+    eval with no game running waits the configured time, saying so, and stops with exit 2."""
+    import json
+    import subprocess
+
+    from conftest import AGENTKIT, cli_env
+
+    port = _free_port()
+    # the game starts first and keeps trying to connect until the trainer listens
+    game = subprocess.Popen([PY, str(SERVE_GYM), "agentkit/Dungeon-v0", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        host = PluginHost()
+        env = {"plugin": "remote", "mode": "listen", "port": port, "num_envs": 1, "connect_timeout": 8}
+        config = load_config({"seed": 0, "env": env, "run": {"progress": "none", "tensorboard": False},
+                              "algorithm": {"plugin": "ppo", "total_steps": 128, "num_steps": 64}}, host.registry)
+        train(config, host, tmp_path / "run")
+        assert game.wait(timeout=30) == 0  # the trainer's close ended it
+    finally:
+        game.kill()
+    kept = json.loads((tmp_path / "run" / "game.json").read_text())
+    assert kept["game"] == "agentkit/Dungeon-v0" and "token" not in kept
+    [path] = export_run(tmp_path / "run")  # no game anywhere
+    policy = runtime.load(path)
+    assert policy.metadata["env"]["id"] == "agentkit/Dungeon-v0" and policy.metadata["mask"]["dim"] == 6
+    ev = subprocess.run([*AGENTKIT, "eval", str(tmp_path / "run"), "--episodes", "1"], capture_output=True,
+                        text=True, env=cli_env(), timeout=120)
+    assert ev.returncode == 2, ev.stderr
+    assert f"waiting up to 8 s for a game to connect to tcp://127.0.0.1:{port}" in ev.stderr
+    assert "no game connected" in ev.stderr and "Traceback" not in ev.stderr

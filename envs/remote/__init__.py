@@ -8,6 +8,11 @@ gymnasium plugin's); with several, a multi-agent env with policy groups (like th
 source reads the spaces from the first instance when it is built and keeps that instance for the first
 vector env; further instances connect when a vector env is first reset.
 
+At train start the plugin keeps the game's hello (without its token) in the run dir, ``game.json``: a run
+rebuilt by ``agentkit.trainer.load_run`` (eval, export) reads its spaces from there, so ``agentkit export``
+needs no game, and eval connects (or launches) games only when it plays; every game that connects must then
+declare what the run's game did.
+
 ``params`` (``env.params``, changed by lifecycle hooks through ``run.env.params``) go with every reset.
 The plugin's ``agentkit_iteration_end`` adds ``bridge/restarts`` and ``bridge/dropped_episodes`` (counts so
 far in this session) to the metrics of runs on a remote env.
@@ -15,16 +20,19 @@ far in this session) to the metrics of runs on a remote env.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 import agentkit
+from agentkit.checkpoint import write_atomic
 from agentkit.config import EnvConfig
 from agentkit.environment import GroupSpec, group_agents
 from agentkit.observations import ObservationLayout
 
-from .protocol import DEFAULT_MAX_FRAME_BYTES, BridgeError
+from .protocol import DEFAULT_MAX_FRAME_BYTES, BridgeError, Hello, parse_hello
 from .server import BridgeServer, Instance
 from .vec import RemoteMultiAgentVecEnv, RemoteVecEnv
 
@@ -79,14 +87,18 @@ class RemoteSource:
         self.config = config
         self.params: dict[str, Any] = dict(config.params)
         self.stats = {"restarts": 0, "dropped_episodes": 0}
-        self.server = BridgeServer(config)
-        try:
-            (probe,) = self.server.open(self.server.new_numbers(1), [0])
-        except BaseException:
-            self.server.close()
-            raise
-        self._spare: list[Instance] = [probe]
-        hello = probe.hello
+        self._server: BridgeServer | None = None
+        self._spare: list[Instance] = []
+        hello = read_hello(config._run_dir)
+        if hello is None:  # ask the game: its first instance says hello and stays for the first vector env
+            try:
+                (probe,) = self.server.open(self.server.new_numbers(1), [0])
+            except BaseException:
+                self.server.close()
+                raise
+            self._spare = [probe]
+            hello = probe.hello
+        self.hello = hello
         self.env_id = hello.game
         self.agent_specs = hello.agents
         self.agents = [a.name for a in hello.agents]
@@ -115,6 +127,16 @@ class RemoteSource:
             for name, members in named.items()
         }
 
+    @property
+    def server(self) -> BridgeServer:
+        """The listener (and launcher), opened when first needed: a run whose game's hello was kept (``game.json``)
+        opens it only when an env plays, and every game must then declare what that hello did."""
+        if self._server is None:
+            self._server = BridgeServer(self.config)
+            if getattr(self, "hello", None) is not None:
+                self._server.expect(self.hello, "the run's game (game.json in the run dir)")
+        return self._server
+
     def claim(self, count: int, seed: int) -> list[Instance]:
         """``count`` connected instances for a vector env: the spare one first, then new ones."""
         spare, self._spare = self._spare[:count], self._spare[count:]
@@ -132,7 +154,28 @@ class RemoteSource:
             if inst.game is not None:
                 inst.game.stop()
         self._spare = []
-        self.server.close()
+        if self._server is not None:
+            self._server.close()
+
+
+GAME_FILE = "game.json"
+
+
+def read_hello(run_dir: Path | None) -> Hello | None:
+    """The game's hello kept in ``run_dir`` (``GAME_FILE``), or None where there is none."""
+    path = None if run_dir is None else Path(run_dir) / GAME_FILE
+    if path is None or not path.is_file():
+        return None
+    try:
+        return parse_hello(json.loads(path.read_text()))
+    except (ValueError, BridgeError) as exc:
+        raise BridgeError(f"{path}: not a game's hello ({exc}); delete it to ask the game again.", code="config") from exc
+
+
+def write_hello(run_dir: Path, hello: Hello) -> None:
+    """Keep ``hello`` (without its token) in ``run_dir``."""
+    raw = {k: v for k, v in hello.raw.items() if k not in ("token", "blobs")}
+    write_atomic(Path(run_dir) / GAME_FILE, (json.dumps(raw, indent=1) + "\n").encode())
 
 
 def make_source(config: RemoteEnvConfig) -> RemoteSource:
@@ -145,6 +188,14 @@ def agentkit_register_envs(register):
         "remote", make_source, RemoteEnvConfig,
         "A game in any engine (Godot, Unity, a browser, Node, ...) over the bridge protocol, TCP or WebSocket.",
     )
+
+
+@agentkit.hookimpl
+def agentkit_train_start(run):
+    env = getattr(run, "env", None)
+    env = getattr(env, "wrapped", env)
+    if isinstance(env, RemoteSource):
+        write_hello(run.run_dir, env.hello)
 
 
 @agentkit.hookimpl

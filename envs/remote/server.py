@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import sys
 import time
 from typing import Any
 
@@ -145,6 +146,12 @@ class BridgeServer:
         self._parked: dict[int, tuple[Connection, Hello]] = {}  # launched instances that connected early
         self._next = 0
         self.restarts = 0
+        self._expected = "the run's first instance"
+
+    def expect(self, hello: Hello, what: str) -> None:
+        """Games must declare what ``hello`` did (``what`` names it in the refusal)."""
+        self.signature, self.first = hello.signature(), hello
+        self._expected = what
 
     @property
     def address(self) -> str:
@@ -222,6 +229,9 @@ class BridgeServer:
 
     def _await_any(self, number: int) -> Instance:
         deadline = time.monotonic() + self.config.connect_timeout
+        print(f"agentkit: waiting up to {self.config.connect_timeout:g} s for a game to connect to "
+              f"{self.config.transport}://{self.address} (env.mode: listen; instance {number})", file=sys.stderr,
+              flush=True)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -260,8 +270,8 @@ class BridgeServer:
             if diff is not None:
                 where, expected, got = diff
                 raise self._refuse(conn, BridgeError(
-                    f"space_mismatch: the game at {conn.peer} declares {where} = {got!r}, but the run's first "
-                    f"instance declared {expected!r}; every instance must declare the same agents and spaces.",
+                    f"space_mismatch: the game at {conn.peer} declares {where} = {got!r}, but {self._expected} "
+                    f"declared {expected!r}; every instance must declare the same agents and spaces.",
                     code="space_mismatch", field=where, trainer=expected, game=got))
         return hello
 

@@ -41,6 +41,7 @@ import math
 import os
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,7 +206,15 @@ class _Tcp:
     buffer that keeps whatever follows), and a ``Frame`` goes out in one ``send``."""
 
     def __init__(self, host: str, port: int, timeout: float):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:  # the trainer may not listen yet (a game started before `agentkit train`): try again
+            try:
+                self.sock = socket.create_connection((host, port), timeout=timeout)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.max_frame_bytes = 1 << 30
