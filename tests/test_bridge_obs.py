@@ -125,3 +125,31 @@ def test_a_listen_mode_run_exports_without_a_game_and_eval_says_it_waits_for_one
     assert ev.returncode == 2, ev.stderr
     assert f"waiting up to 8 s for a game to connect to tcp://127.0.0.1:{port}" in ev.stderr
     assert "no game connected" in ev.stderr and "Traceback" not in ev.stderr
+
+
+def test_eval_gif_gets_the_games_frames_over_the_bridge(tmp_path):
+    """`agentkit eval --gif` on a bridged run: the trainer asks for frames, the game sends its rgb_array render."""
+    import subprocess
+
+    from conftest import AGENTKIT, cli_env
+    from PIL import Image
+
+    command = f"{PY} {SERVE_GYM} agentkit/Moving-v0 --port {{port}} --instance {{instance}}"
+    host = PluginHost()
+    config = load_config({"seed": 0, "run": {"progress": "none", "tensorboard": False},
+                          "env": {"plugin": "remote", "command": command, "num_envs": 1, "connect_timeout": 30},
+                          "algorithm": {"plugin": "ppo", "total_steps": 64, "num_steps": 64}}, host.registry)
+    train(config, host, tmp_path / "run")
+    gif = tmp_path / "moving.gif"
+    ev = subprocess.run([*AGENTKIT, "eval", str(tmp_path / "run"), "--episodes", "1", "--gif", str(gif),
+                         "--allow-import", command], capture_output=True, text=True, env=cli_env(), timeout=180)
+    assert ev.returncode == 0, ev.stderr
+    with Image.open(gif) as image:
+        assert image.n_frames >= 2 and image.size[0] > 16  # PIL merges identical frames
+        first = np.asarray(image.convert("RGB"))
+    import agentkit_envs.games  # noqa: F401  (registers agentkit/Moving-v0)
+    import gymnasium as gym
+
+    local = gym.make("agentkit/Moving-v0", render_mode="rgb_array")
+    local.reset(seed=0)
+    assert first.shape == local.render().shape  # the game's own frames

@@ -144,9 +144,11 @@ class RemoteSource:
         return spare + self.server.open(numbers, [seed + n for n in numbers])
 
     def make_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None):
+        """``render_mode="rgb_array"``: every request asks the games for a frame (protocol 2; ``render()``)."""
+        render = render_mode == "rgb_array"
         if self.multi_agent:
-            return RemoteMultiAgentVecEnv(self, num_envs, seed)
-        return RemoteVecEnv(self, num_envs, seed)
+            return RemoteMultiAgentVecEnv(self, num_envs, seed, render=render)
+        return RemoteVecEnv(self, num_envs, seed, render=render)
 
     def close(self) -> None:
         for inst in self._spare:

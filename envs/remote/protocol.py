@@ -84,12 +84,13 @@ def encode(header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -
     return b"".join([text, *parts])
 
 
-def encode_rows(kind: str, blobs: dict[str, np.ndarray]) -> list[bytes]:
+def encode_rows(kind: str, blobs: dict[str, np.ndarray], render: bool = False) -> list[bytes]:
     """One payload per row of the ``[N, count]`` arrays of ``blobs`` (each already in its wire dtype), all with
-    the plain header ``{"type": kind}``: the N ``step`` messages of a vector step, built in one go."""
+    the header ``{"type": kind}`` (and ``"render": true`` with ``render``): the N ``step`` messages of a vector
+    step, built in one go."""
     arrays = list(blobs.values())
     listed = tuple((name, _WIRE[a.dtype], int(a.shape[1])) for name, a in blobs.items())
-    head = _plain_header(kind, listed)
+    head = _plain_header(kind, listed, render)
     return [b"".join([head, *(a[i].tobytes() for a in arrays)]) for i in range(arrays[0].shape[0])]
 
 
@@ -100,8 +101,8 @@ def _header_text(header: dict[str, Any], listed: list[tuple[str, str, int]] | tu
 
 
 @functools.lru_cache(maxsize=64)
-def _plain_header(kind: str, listed: tuple[tuple[str, str, int], ...]) -> bytes:
-    return _header_text({"type": kind}, listed)
+def _plain_header(kind: str, listed: tuple[tuple[str, str, int], ...], render: bool = False) -> bytes:
+    return _header_text({"type": kind, "render": True} if render else {"type": kind}, listed)
 
 
 Layout = tuple[tuple[str, np.dtype, int, int], ...]  # per blob: name, dtype, count, byte offset in the body

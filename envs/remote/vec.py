@@ -168,10 +168,13 @@ class _Results:
 class RemoteMultiAgentVecEnv:
     """``num_envs`` bridged game instances behind ``agentkit.environment.MultiAgentVecEnv``."""
 
-    def __init__(self, source: Any, num_envs: int, seed: int | None, with_state: bool = True):
-        """``with_state``: build the global state (False for a single-agent game, whose policy has no use for it)."""
+    def __init__(self, source: Any, num_envs: int, seed: int | None, with_state: bool = True, render: bool = False):
+        """``with_state``: build the global state (False for a single-agent game, whose policy has no use for it);
+        ``render``: ask protocol 2 games for a frame with every request (``render()`` gives instance 0's last)."""
         self.source = source
         self.with_state = with_state
+        self.render_frames = render and source.hello.protocol >= 2
+        self._frames: dict[int, np.ndarray] = {}
         self.num_envs = num_envs
         self.groups: dict[str, GroupSpec] = source.groups
         self.state_dim = source.state_dim
@@ -247,6 +250,10 @@ class RemoteMultiAgentVecEnv:
                 into.reward[at] = blobs["reward"]
                 into.terminated[at] = blobs["terminated"]
                 into.truncated[at] = blobs["truncated"]
+            if "frame" in blobs:
+                shape = tuple(header["frame_shape"])
+                for j, row in enumerate(members):
+                    self._frames[row] = blobs["frame"][j].reshape(shape).copy()
             keys = header.get("info_keys")
             if keys:
                 into.info.append((members, tuple(keys), blobs["info"].reshape(len(members), self.layout.n_agents,
@@ -279,6 +286,17 @@ class RemoteMultiAgentVecEnv:
                     f"bad_frame: instance {inst.number}'s {kind} blob {name!r} is {dtype.name}; the protocol "
                     f"sends it as {self._dtype_of(name)}.", field=name,
                 )
+        if "frame" in blobs and self.render_frames:
+            shape = header.get("frame_shape")
+            if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)
+                    and shape[2] in (3, 4) and int(np.prod(shape)) == blobs["frame"][1]
+                    and blobs["frame"][0] == np.uint8):
+                raise BridgeError(
+                    f"bad_frame: instance {inst.number}'s {kind} has a 'frame' blob of {blobs['frame'][1]} "
+                    f"{blobs['frame'][0].name} values with frame_shape {shape!r}; send uint8 [H, W, 3] (or 4) values "
+                    "and their frame_shape.", field="frame_shape",
+                )
+            expected = {**expected, "frame": blobs["frame"][1]}
         extra = sorted(set(blobs) - set(expected))
         if extra:
             raise BridgeError(f"bad_frame: instance {inst.number}'s {kind} has unknown blobs {extra}.", field=extra[0])
@@ -329,7 +347,8 @@ class RemoteMultiAgentVecEnv:
         pending = list(zip(rows, seeds, strict=True))
         while pending:
             for i, seed in pending:
-                self._send(i, {"type": "reset", "seed": seed, "params": self.source.params})
+                header = {"type": "reset", "seed": seed, "params": self.source.params}
+                self._send(i, {**header, "render": True} if self.render_frames else header)
             answered = self._answers([i for i, _ in pending], "reset_result", into)
             empty = answered & ~into.alive.any(axis=1)
             if empty.any():
@@ -375,7 +394,8 @@ class RemoteMultiAgentVecEnv:
                 ints[:, self.layout.int_idx[name]] = a_int.reshape(n, len(g.agents), -1)
             if a_float is not None:
                 floats[:, self.layout.float_idx[name]] = a_float.reshape(n, len(g.agents), -1)
-        for i, payload in enumerate(encode_rows("step", {"action_int": ints, "action_float": floats})):
+        steps = encode_rows("step", {"action_int": ints, "action_float": floats}, render=self.render_frames)
+        for i, payload in enumerate(steps):
             if i not in self._lost:
                 try:
                     self.instances[i].send_encoded("step", payload)
@@ -531,7 +551,8 @@ class RemoteMultiAgentVecEnv:
                     self._info_vals[i, :, k] = self._info_rest[i].pop(key)
 
     def render(self) -> np.ndarray | None:
-        return None  # protocol 1 carries no frames
+        """Instance 0's last frame (uint8 ``[H, W, 3]``), when frames were asked for and the game sends them."""
+        return self._frames.get(0)
 
     def close(self) -> None:
         instances, self.instances = self.instances, []
@@ -546,8 +567,8 @@ class RemoteMultiAgentVecEnv:
 class RemoteVecEnv:
     """A single-agent bridged game (one declared agent) behind ``agentkit.environment.VecEnv``."""
 
-    def __init__(self, source: Any, num_envs: int, seed: int | None):
-        self.multi = RemoteMultiAgentVecEnv(source, num_envs, seed, with_state=False)
+    def __init__(self, source: Any, num_envs: int, seed: int | None, render: bool = False):
+        self.multi = RemoteMultiAgentVecEnv(source, num_envs, seed, with_state=False, render=render)
         self.num_envs = num_envs
         self.observation_space = source.observation_space
         self.action_space = source.action_space
@@ -574,7 +595,7 @@ class RemoteVecEnv:
         return out
 
     def render(self) -> np.ndarray | None:
-        return None
+        return self.multi.render()
 
     def close(self) -> None:
         self.multi.close()

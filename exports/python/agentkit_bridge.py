@@ -19,8 +19,8 @@ game. The game describes its agents, then hands the client an object with two me
 
 An observation is float32 values of any shape by default; ``dtype="uint8"`` (a camera image ``[H, W, 3]``) or
 ``"int32"`` sends it in that type, and ``bridge.dict_obs({"image": bridge.obs_box([64, 64, 3], "uint8"),
-"speed": bridge.obs_box([1])})`` declares a Dict observation, whose value is then a dict of arrays. The hello
-says protocol 1 when every observation is one float32 Box (so older trainers take the game), else 2.
+"speed": bridge.obs_box([1])})`` declares a Dict observation, whose value is then a dict of arrays. A game with
+a ``render()`` method returning an ``[H, W, 3]`` uint8 picture sends it when the trainer asks (``eval --gif``).
 
 ``serve`` connects to the trainer (``agentkit train`` with ``env.plugin: remote``), says hello, answers
 every reset and step, and returns when the trainer sends ``close`` (or raises ``BridgeError`` when the
@@ -312,7 +312,7 @@ class _Layout:
         # every observation Box: (agent, Dict key or None, wire dtype, start, stop) in wire order
         self.obs_counts = dict.fromkeys(_DTYPES, 0)
         self.entries: list[tuple[int, str | None, str, int, int]] = []
-        self.simple = True  # one float32 Box per agent: the hello can say protocol 1
+        self.simple = True  # one float32 Box per agent
         for i, a in enumerate(agents):
             obs = a["observation"]
             boxes = [(e["name"], e) for e in obs["entries"]] if obs.get("kind") == "dict" else [(None, obs)]
@@ -322,11 +322,12 @@ class _Layout:
                 start = self.obs_counts[dtype]
                 self.entries.append((i, key, dtype, start, start + size))
                 self.obs_counts[dtype] += size
-        self.protocol = 1 if self.simple else PROTOCOL_VERSION
+        self.protocol = PROTOCOL_VERSION
         self._frames: dict[tuple, Frame] = {}
 
-    def frame(self, kind: str, info_keys: tuple[str, ...] = ()) -> Frame:
-        key = (kind, info_keys)
+    def frame(self, kind: str, info_keys: tuple[str, ...] = (), image: tuple[int, ...] | None = None) -> Frame:
+        """The answer of ``kind`` with these info keys (and a rendered ``image`` of this shape)."""
+        key = (kind, info_keys, image)
         frame = self._frames.get(key)
         if frame is None:
             n = self.n
@@ -342,6 +343,9 @@ class _Layout:
             if info_keys:
                 header["info_keys"] = list(info_keys)
                 blobs.append(("info", "float32", n * len(info_keys)))
+            if image is not None:
+                header["frame_shape"] = list(image)
+                blobs.append(("frame", "uint8", math.prod(image)))
             frame = self._frames[key] = Frame(header, blobs)
         return frame
 
@@ -397,6 +401,19 @@ class _Layout:
                 raise BridgeError(f"the game's masks have {start} values; the masked agents need {view.size}")
 
 
+def _render(game: Any) -> np.ndarray | None:
+    """The game's picture after a reset or step, when the trainer asks (``agentkit eval --gif``) and the game has
+    ``render()`` returning ``[H, W, 3]`` (or 4) uint8; else None (the trainer then has no frame)."""
+    render = getattr(game, "render", None)
+    image = render() if render is not None else None
+    if image is None:
+        return None
+    image = np.asarray(image, np.uint8)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise BridgeError(f"render() gave an image of shape {image.shape}; give [H, W, 3] uint8")
+    return image
+
+
 _OBS_BLOB = {"float32": "obs", "uint8": "obs_uint8", "int32": "obs_int32"}
 
 
@@ -423,7 +440,8 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
             kind = header["type"]
             if kind == "reset":
                 r = game.reset(header.get("seed"), header.get("params") or {})
-                frame = layout.frame("reset_result")
+                image = _render(game) if header.get("render") else None
+                frame = layout.frame("reset_result", (), None if image is None else image.shape)
                 v = frame.views
                 layout.write_obs(v, r.obs)
                 v["alive"][:] = 1 if r.alive is None else np.asarray(r.alive, bool)
@@ -431,10 +449,13 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
                     layout.write_mask(v["mask"], r.mask)
                 if state_dim:
                     v["state"][:] = r.state
+                if image is not None:
+                    v["frame"][:] = image.reshape(-1)
                 conn.send_frame(frame)
             elif kind == "step":
                 s = game.step(layout.actions(blobs["action_int"], blobs["action_float"]))
-                frame = layout.frame("step_result", tuple(s.info) if s.info else ())
+                image = _render(game) if header.get("render") else None
+                frame = layout.frame("step_result", tuple(s.info) if s.info else (), None if image is None else image.shape)
                 v = frame.views
                 layout.write_obs(v, s.obs)
                 v["reward"][:] = s.reward
@@ -452,6 +473,8 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
                     values = v["info"].reshape(n, len(s.info))
                     for k, value in enumerate(s.info.values()):
                         values[:, k] = value  # one number per agent, or one for all
+                if image is not None:
+                    v["frame"][:] = image.reshape(-1)
                 conn.send_frame(frame)
             elif kind == "close":
                 return welcome

@@ -93,6 +93,9 @@ class GymGame:
         o, m = self._split(obs)
         return bridge.Reset(obs=o, mask=m)
 
+    def render(self):
+        return self.env.render() if self.env.render_mode == "rgb_array" else None
+
     def step(self, actions):
         self.steps += 1
         if self.crash_at is not None and self.steps >= self.crash_at:
@@ -113,7 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     args = bridge.parse_args(argv, p)
     if args.env_id.startswith("agentkit/"):
         import agentkit_envs.games  # noqa: F401  (registers the ids)
-    env = gym.make(args.env_id)
+    try:  # frames for `agentkit eval --gif`: rgb_array envs draw only when render() is called
+        env = gym.make(args.env_id, render_mode="rgb_array")
+    except (TypeError, ValueError, gym.error.Error):
+        env = gym.make(args.env_id)
     game = GymGame(env, args.crash_at, args.hang_at)
     bridge.serve(game, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
                  transport=args.transport, instance=args.instance, token=args.token)
