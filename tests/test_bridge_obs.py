@@ -75,7 +75,7 @@ def test_a_game_of_uint8_images_trains_the_cnn_over_the_bridge_and_exports_uint8
     source = build_env(config, host.registry)
     try:
         algo = build_algorithm(config, host.registry, source, None)
-        assert algo.storage.obs.dtype.is_floating_point is False and tuple(algo.storage.obs.shape[2:]) == (16, 16, 3)
+        assert algo.storage.obs.dtype.is_floating_point is False and tuple(algo.storage.obs.shape[-3:]) == (16, 16, 3)
         assert type(algo.actor.encoder).__name__ == "CNNEncoder"
     finally:
         source.wrapped.close()
