@@ -705,10 +705,13 @@ class Collector:
                     st.rewards[t] = torch.as_tensor(reward, device=group.device)
                     st.dones[t] = torch.as_tensor(done, device=group.device)  # a step it did not act on: compute_gae
                     boot = trunc & ~term  # a time limit is not a real end: the return goes on past it
-                    if boot.any():
+                    if boot.any():  # V(final obs) of the truncated agents only
                         _, ids, final_in = group.inputs(gt.final_obs, gt.final_state)
-                        st.bootstrap[t] = torch.where(torch.as_tensor(boot, device=group.device),
-                                                      group.value(final_in, ids), 0.0)
+                        rows = torch.as_tensor(boot, device=group.device)
+                        value = group.critic(final_in[rows], None if ids is None else ids[rows])
+                        if group.value_norm is not None:
+                            value = group.value_norm.denormalize(value)
+                        st.bootstrap[t][rows] = value
                 episodes.add(tr)
                 if self.seats is not None:
                     self.seats.observe(tr)

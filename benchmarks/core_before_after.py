@@ -8,8 +8,8 @@ The earlier commit's code is extracted (``git archive``) into a temporary folder
 import names (agentkit, agentkit_plugins, agentkit_envs, agentkit_exports) and put first on PYTHONPATH; its own
 copy of the example config is used (option spellings may have changed since). Each run is a whole
 ``agentkit train`` process (one torch thread); the two sides alternate. Reported per config: how many
-iterations have identical figures in every column both sides log (wall-clock columns left out; approx_kl and
-clip_fraction, summed in another order since the core, by their largest relative difference), the last
+iterations have identical figures in every column both sides log (wall-clock columns left out; the update's
+loss means, reduced in another order since the core, by their largest relative difference), the last
 row's episode return on each side, and each side's wall and CPU seconds (median over ``--repeats``).
 Nothing is written to RESULTS.md: copy the lines into it with the command.
 """
@@ -34,8 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 LAYOUT = {"agentkit": "agentkit", "agentkit_plugins": "plugins", "agentkit_envs": "envs", "agentkit_exports": "exports"}
 CLOCK = ("time", "time/", "charts/steps_per_second", "charts/lr_", "charts/learning_rate")
-# figures reduced in another order since the core (ppo_update sums them once): compared by relative difference
-REDUCED = ("losses/approx_kl", "losses/clip_fraction")
+# the update's reported means, reduced in another order since the core (ppo_update sums them once per update):
+# compared by their largest relative difference; every other column (episode returns, explained variance, ...)
+# must be identical
+REDUCED = ("losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clip_fraction")
 
 
 def extract(commit: str, into: Path) -> Path:
@@ -56,7 +58,8 @@ def train(config: Path, run_dir: Path, steps: int, pythonpath: str | None) -> tu
            f"algorithm.total_steps={steps}", "--set", "run.progress=none", "--set", "run.tensorboard=false"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    # run from the tree whose code it is: ``python -m`` puts the working directory first on sys.path
+    proc = subprocess.run(cmd, env=env, cwd=pythonpath or ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -101,7 +104,7 @@ def main() -> None:
             ret = "charts/episode_return"
             med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
             print(f"{name} ({args.steps} steps): {identical}/{max(len(a), len(b))} iterations identical in "
-                  f"{len(shared)} columns (approx_kl, clip_fraction within {rel:.1e} relative); last episode_return before {a[-1].get(ret)} after {b[-1].get(ret)}; "
+                  f"{len(shared)} columns (the loss means within {rel:.1e} relative); last episode_return before {a[-1].get(ret)} after {b[-1].get(ret)}; "
                   f"before {med['before'][0]:.1f} s wall {med['before'][1]:.1f} s CPU, "
                   f"after {med['after'][0]:.1f} s wall {med['after'][1]:.1f} s CPU", flush=True)
 
