@@ -344,7 +344,8 @@ def evaluate_run(
 
 def _onnx_env(meta: dict[str, Any], path: Path, env: str | None, extra_plugins: Sequence[str],
               allow_imports: Sequence[str] = ()) -> EnvSource:
-    """The env recorded in an export's metadata (``env`` replaces its id, or names a gymnasium id).
+    """The env recorded in an export's metadata (``env`` replaces its id or module, or names a gymnasium id
+    where the recorded env has neither: none recorded, or a game played over the bridge).
 
     The metadata is a file made elsewhere: its plugins and the code its env names are imported only when
     allowed (``agentkit.trust``); ``env`` is the user's own.
@@ -357,7 +358,7 @@ def _onnx_env(meta: dict[str, Any], path: Path, env: str | None, extra_plugins: 
     section = dict(recorded.get("config") or {})
     user_keys: tuple[str, ...] = ()
     if env is not None:
-        if not section:
+        if "id" not in section and "module" not in section:
             section = {"plugin": "gymnasium", "id": env}
         elif "module" in section and "id" not in section:  # e.g. pettingzoo's env module path
             section["module"] = env

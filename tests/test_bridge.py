@@ -174,6 +174,11 @@ def test_ppo_trains_masked_dungeon_over_the_bridge_then_eval_and_export(tmp_path
 
     policy = runtime.load(tmp_path / "p.onnx")
     assert policy.metadata["mask"]["dim"] == 6 and policy.metadata["env"]["plugin"] == "remote"
+    # the game trained over the bridge is also a Python env here: --env plays the file in it, no game started
+    from agentkit.evaluation import evaluate_onnx
+
+    played = evaluate_onnx(tmp_path / "p.onnx", episodes=2, env="agentkit/Dungeon-v0")
+    assert played.episodes == 2
 
 
 def test_params_reach_the_game_at_every_reset_and_hooks_may_change_them():
