@@ -15,6 +15,7 @@ from agentkit.algorithm import BuildContext
 from agentkit.config import load_config
 from agentkit.errors import ConfigError, UserError
 from agentkit.host import PluginHost
+from agentkit.seeding import seed_everything
 from agentkit.spaces import HybridSpace
 from agentkit.testing import check_algorithm
 
@@ -247,6 +248,7 @@ def test_a_plain_tuple_trains_exactly_as_the_hybrid_space_it_stands_for():
     def metrics(env):
         config = load_config({"seed": 3, "env": {"plugin": "gymnasium", "num_envs": 2, **env},
                               "algorithm": {"plugin": "ppo", "total_steps": 256, "num_steps": 32}}, HOST.registry)
+        seed_everything(config.seed)  # as the trainer does before it builds an algorithm (the initial weights)
         algo = HOST.registry.get("algorithm", "ppo").factory(
             config.algorithm, BuildContext(config, HOST.registry, HOST.registry.get("env", "gymnasium").factory(
                 config.env), None, torch.device("cpu")))
