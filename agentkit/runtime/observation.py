@@ -31,19 +31,9 @@ def flatten(fields: list[dict[str, Any]], raw: Any) -> tuple[np.ndarray, bool]:
     A batch is each entry with a leading batch axis (a gymnasium vector env's Dict observation). Raises
     InvalidInputError naming the entry for a missing entry, a wrong shape or a value out of range.
     """
-    values = [_entry(raw, f) for f in fields]
-    single = values[0].ndim == len(fields[0]["shape"])
-    batch = 1 if single else values[0].shape[0]
+    values, single, batch = _entries(fields, raw)
     out = np.zeros((batch, flat_width(fields)), np.float32)
     for field, value in zip(fields, values, strict=True):
-        shape = tuple(field["shape"])
-        expected = shape if single else (batch, *shape)
-        if value.shape != expected:
-            got = "one observation" if single else f"a batch of {batch}"
-            raise InvalidInputError(
-                f"observation {_name(field)}: expected shape {expected} ({got}, as the other entries), got "
-                f"{value.shape}."
-            )
         rows = value.reshape(batch, -1)
         start = int(field["start"])
         if field["encoding"] == "box":
@@ -67,19 +57,10 @@ def split_entries(fields: list[dict[str, Any]], raw: Any) -> tuple[dict[str, np.
     ``input`` in the field's ``dtype`` (uint8 pixels, int64 categories, float32 values), and whether it was
     one. Checked as ``flatten`` checks (shape, categories) and pixels are whole numbers 0..255, each error
     naming the entry."""
-    values = [_entry(raw, f) for f in fields]
-    single = values[0].ndim == len(fields[0]["shape"])
-    batch = 1 if single else values[0].shape[0]
+    values, single, batch = _entries(fields, raw)
     feeds = {}
     for field, value in zip(fields, values, strict=True):
         shape = tuple(field["shape"])
-        expected = shape if single else (batch, *shape)
-        if value.shape != expected:
-            got = "one observation" if single else f"a batch of {batch}"
-            raise InvalidInputError(
-                f"observation {_name(field)}: expected shape {expected} ({got}, as the other entries), got "
-                f"{value.shape}."
-            )
         value = value.reshape(batch, *shape)
         if field["dtype"] == "int64":
             _categories(field, value, value.reshape(batch, int(np.prod(shape, dtype=np.int64))))
@@ -90,6 +71,24 @@ def split_entries(fields: list[dict[str, Any]], raw: Any) -> tuple[dict[str, np.
             with np.errstate(over="ignore"):
                 feeds[field["input"]] = value.astype(np.float32, copy=False)
     return feeds, single
+
+
+def _entries(fields: list[dict[str, Any]], raw: Any) -> tuple[list[np.ndarray], bool, int]:
+    """Each field's entry of ``raw``, whether ``raw`` is one observation (the first entry without a batch
+    axis) and the batch size; every entry checked to have its field's shape, with that batch axis or none."""
+    values = [_entry(raw, f) for f in fields]
+    single = values[0].ndim == len(fields[0]["shape"])
+    batch = 1 if single else values[0].shape[0]
+    for field, value in zip(fields, values, strict=True):
+        shape = tuple(field["shape"])
+        expected = shape if single else (batch, *shape)
+        if value.shape != expected:
+            got = "one observation" if single else f"a batch of {batch}"
+            raise InvalidInputError(
+                f"observation {_name(field)}: expected shape {expected} ({got}, as the other entries), got "
+                f"{value.shape}."
+            )
+    return values, single, batch
 
 
 def unflatten(fields: list[dict[str, Any]], flat: np.ndarray) -> dict[str, Any]:
