@@ -463,18 +463,15 @@ def load_config(data: dict[str, Any], registry: Registry, saved_run: bool = Fals
         errors.append(f"policy: expected a mapping (got {policy_raw!r})")
         policy_raw = {}
     policy_raw = dict(policy_raw)
-    head_raw = policy_raw.pop("head", "auto")
-    head: Any = "auto"
-    if head_raw != "auto":
-        if isinstance(head_raw, str):
-            head_raw = {"plugin": head_raw}
-        head = _plugin_section({"head": head_raw}, "head", "policy.head", "action_head", registry, errors)
-    encoder_raw = policy_raw.pop("encoder", "auto")
-    encoder: Any = "auto"
-    if encoder_raw != "auto":
-        if isinstance(encoder_raw, str):
-            encoder_raw = {"plugin": encoder_raw}
-        encoder = _plugin_section({"encoder": encoder_raw}, "encoder", "policy.encoder", "encoder", registry, errors)
+    chosen: dict[str, Any] = {}
+    for key, kind in (("head", "action_head"), ("encoder", "encoder")):
+        raw = policy_raw.pop(key, "auto")
+        if raw != "auto":
+            if isinstance(raw, str):
+                raw = {"plugin": raw}
+            raw = _plugin_section({key: raw}, key, f"policy.{key}", kind, registry, errors)
+        chosen[key] = raw
+    head, encoder = chosen["head"], chosen["encoder"]
     policy = _validate_section(PolicyConfig, policy_raw, "policy", errors)
     rest = _validate_section(_RestOfConfig, {k: v for k, v in data.items() if k in _REST}, "", errors)
     if errors:

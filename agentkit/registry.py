@@ -135,23 +135,20 @@ class Registry:
 
     def auto_head(self, action_space: Any) -> Registration:
         """The first registered head whose config model declares it ``supports`` this action space."""
-        for reg in self._by_kind["action_head"].values():
-            supports = getattr(reg.config_model, "supports", None)
-            if supports is not None and supports(action_space):
-                return reg
-        raise ConfigError(
-            f"policy.head: auto found no action head for the action space {action_space}. Name one with "
-            f"policy.head.plugin (registered: {', '.join(self.names('action_head')) or 'none'})."
-        )
+        return self._first_supporting("action_head", action_space, "policy.head", f"the action space {action_space}")
 
     def auto_encoder(self, spec: Any) -> Registration:
         """The first registered encoder whose config model declares it ``supports`` this observation
         (``agentkit.encoders.EncoderSpec``); built-ins register first, the MLP last as the catch-all."""
-        for reg in self._by_kind["encoder"].values():
+        return self._first_supporting("encoder", spec, "policy.encoder", f"the observation {spec.space}")
+
+    def _first_supporting(self, kind: str, subject: Any, key: str, described: str) -> Registration:
+        for reg in self._by_kind[kind].values():
             supports = getattr(reg.config_model, "supports", None)
-            if supports is not None and supports(spec):
+            if supports is not None and supports(subject):
                 return reg
+        what = "action head" if kind == "action_head" else kind
         raise ConfigError(
-            f"policy.encoder: auto found no encoder for the observation {spec.space}. Name one with "
-            f"policy.encoder.plugin (registered: {', '.join(self.names('encoder')) or 'none'})."
+            f"{key}: auto found no {what} for {described}. Name one with "
+            f"{key}.plugin (registered: {', '.join(self.names(kind)) or 'none'})."
         )
