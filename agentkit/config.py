@@ -86,7 +86,7 @@ class EnvConfig(PluginConfig):
         description="Seconds a reset or vector step may take before the run stops with an error naming the env "
         "(null: no limit).",
     )
-    #: the run dir the env is rebuilt for, set by ``agentkit.trainer.load_run`` (eval, export) and None
+    #: the run dir the env is rebuilt for, set by ``agentkit.rundir.load_run`` (eval, export) and None
     #: elsewhere; not part of the config. A plugin may read back there what it kept at train start (the
     #: ``remote`` plugin: the game's hello, so that a run exports without a game).
     _run_dir: Path | None = PrivateAttr(default=None)

@@ -1,6 +1,6 @@
 """The env boundary: what an env returns is checked before any algorithm sees it.
 
-``agentkit.trainer.build_env`` wraps every env plugin's source in ``CheckedSource``, so every algorithm
+``agentkit.build.build_env`` wraps every env plugin's source in ``CheckedSource``, so every algorithm
 (ppo, mappo, maddpg, a plugin's) gets vector envs that check each reset and step:
 
 - observations (and global states) are arrays of numbers of the declared shape, ``[N, *obs_shape]`` or

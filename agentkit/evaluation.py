@@ -315,7 +315,7 @@ def evaluate_run(
     The run dir's config.yaml is foreign: its plugins load only when named in ``extra_plugins`` (``-p``) or
     ``allow_imports``, the code its env names only when ``allow_imports`` allows it (``agentkit.trust``).
     """
-    from agentkit.trainer import load_run
+    from agentkit.rundir import load_run
 
     if episodes < 1:
         raise InvalidInputError(f"--episodes must be at least 1 (got {episodes}).")

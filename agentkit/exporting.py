@@ -108,7 +108,7 @@ def export_run(
     ``stochastic`` adds the ``noise`` input and sampled outputs; a run whose policies are deterministic only
     (MADDPG's) refuses it (UserError: there is nothing to sample). ``opset`` overrides the exporter's default.
     """
-    from agentkit.trainer import load_run
+    from agentkit.rundir import load_run
 
     run_dir = Path(run_dir)
     if out is not None and Path(out).suffix.lower() == ".onnx" and Path(out).is_dir():

@@ -152,7 +152,7 @@ def load_policy(target: Path, deterministic: bool, seed: int, env: str | None = 
         acts = {g: evaluation.onnx_act(policy if f == target else runtime.load(f), deterministic, rng)
                 for g, f in files.items()}
         return source, group_seat_policy(source, acts), lambda: None
-    from agentkit.trainer import load_run
+    from agentkit.rundir import load_run
 
     loaded = load_run(target, extra_plugins, checkpoint, allow_imports)
     acts = {a.name: evaluation.torch_act(a, deterministic) for a in loaded.algorithm.policies()}

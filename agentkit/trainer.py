@@ -1,18 +1,10 @@
-"""The run: what ``agentkit train`` does around an algorithm, and how a finished run is loaded back.
+"""The training loop: what ``agentkit train`` does around an algorithm.
 
-``train(config, host, run_dir, resume)`` builds the env source and the algorithm from the registry, then
-calls ``algorithm.iterate()`` until ``algorithm.steps_done`` reaches ``algorithm.total_steps``. Around each
-iteration it calls the lifecycle hooks, logs the metrics, shows progress and saves checkpoints.
-
-The run dir (default ``runs/<env-id>-<algorithm>-seed<seed>``, or ``run.dir``, or the ``run_dir`` argument)::
-
-    config.yaml                resolved config (every default filled in)
-    metrics.csv                one row per iteration: step, iteration, time, then the metrics
-    events.out.tfevents.*      TensorBoard scalars (run.tensorboard)
-    checkpoints/latest.pt      the newest checkpoint, rewritten atomically
-    checkpoints/step_<n>.pt    every run.checkpoint_every_steps env steps; the newest run.keep_checkpoints kept
-    curve.png                  episode return against env steps, written at the end (and on Ctrl-C)
-    .lock                      held (flock) by the training process: one training per run dir at a time
+``train(config, host, run_dir, resume)`` builds the env source and the algorithm from the registry
+(``agentkit.build``), then calls ``algorithm.iterate()`` until ``algorithm.steps_done`` reaches
+``algorithm.total_steps``. Around each iteration it calls the lifecycle hooks, logs the metrics, shows
+progress and saves checkpoints. The run dir it writes into, and loading a finished run back, are
+``agentkit.rundir``'s (its docstring has the layout and the contracts the loop relies on).
 
 Checkpoints: ``latest.pt`` is written at step 0, with every periodic checkpoint, at least every
 ``LATEST_EVERY_S`` seconds, and when the run ends; see ``agentkit.checkpoint`` for the format.
@@ -37,75 +29,67 @@ and torch uses ``run.torch_threads`` threads.
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
-import os
-import re
-import shutil
 import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import torch
-import yaml
-
 from agentkit import checkpoint as ckpt
-from agentkit.algorithm import Algorithm, BuildContext, resolve_device
-from agentkit.config import RunConfig, load_config, read_yaml
-from agentkit.envcheck import CheckedSource
+from agentkit.algorithm import Algorithm
+from agentkit.build import build_algorithm, build_env
+from agentkit.config import RunConfig
 from agentkit.environment import EnvSource
 from agentkit.errors import (
     CheckpointError,
-    ConfigError,
     InvalidInputError,
     NonFiniteError,
     PluginError,
     RunAborted,
-    UserError,
 )
 from agentkit.finite import all_finite, first_non_finite
 from agentkit.host import PluginHost
 from agentkit.policy import resolve_shared_trunk
 from agentkit.progress import ProgressReporter
-from agentkit.registry import Registry
+from agentkit.rundir import (
+    CHECKPOINT_DIR,
+    CURVE_FILE,
+    LATEST,
+    METRICS_FILE,
+    LoadedRun,
+    RunDirError,
+    check_fingerprint,
+    default_run_dir,
+    load_run,
+    run_fingerprint,
+    training_dir,
+    write_checkpoint,
+    write_config,
+)
 from agentkit.runlog import (
     RETURN_METRIC,
     MetricsCSV,
     TensorBoardLog,
     episode_returns,
     group_returns,
-    read_metrics,
     write_curve,
 )
 from agentkit.seeding import rng_state, seed_everything, set_rng_state
-from agentkit.trust import foreign_host
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.csv"
-CURVE_FILE = "curve.png"
-CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest.pt"
-LOCK_FILE = ".lock"
+#: ``load_run``, ``LoadedRun`` and ``RunDirError`` are ``agentkit.rundir``'s; importable from here too, where
+#: they were documented before the run-dir layer had its own module.
+__all__ = ["LoadedRun", "RunContext", "RunDirError", "TrainResult", "build_algorithm", "build_env", "load_run",
+           "train"]
+
 LATEST_EVERY_S = 60.0
-#: Config keys that may differ between a run dir and a ``--resume`` of it.
-RESUMABLE_CHANGES = frozenset({"algorithm.total_steps", "run.dir", "run.progress", "env.step_timeout"})
-#: Config sections a checkpoint's fingerprint covers (all but ``RESUMABLE_CHANGES``; ``run`` and ``plugins``
-#: only say where and how the run records itself).
-FINGERPRINT_SECTIONS = ("seed", "env", "algorithm", "policy")
 #: ``losses/*`` metrics that are NaN by definition when undefined (explained variance of returns that do not
 #: vary), the only ones a run may log as non-finite.
 MAY_BE_UNDEFINED = frozenset({"losses/explained_variance"})
-
-
-class RunDirError(UserError):
-    """A run dir that cannot be used as asked (exists without --resume, nothing to resume, other config,
-    not writable, disk full)."""
 
 
 @dataclass
@@ -154,190 +138,7 @@ class TrainResult(dict):
     last_returns: tuple[int, dict[str, float]] | None = None
 
 
-@dataclass
-class LoadedRun:
-    """A run dir rebuilt: its config, plugin host, env source, and algorithm with the latest weights."""
-
-    config: RunConfig
-    host: PluginHost
-    env: EnvSource
-    algorithm: Algorithm
-    run_dir: Path
-    step: int
-    iteration: int
-
-
-# -- building ----------------------------------------------------------------------------------------------
-
-
-def build_env(config: RunConfig, registry: Registry) -> EnvSource:
-    """The env source of ``config.env`` from its registered plugin, behind the env boundary's checks
-    (``agentkit.envcheck.CheckedSource``: finite, well-shaped values within ``env.step_timeout``)."""
-    reg = registry.get("env", config.env.plugin, where="env.plugin")
-    return CheckedSource(reg.factory(config.env), config.env.step_timeout)  # type: ignore[return-value]
-
-
-def build_algorithm(config: RunConfig, registry: Registry, env: EnvSource, run_dir: Path | None,
-                    device: torch.device | None = None) -> Algorithm:
-    """The algorithm of ``config.algorithm`` from its registered plugin, on ``device`` (default: the one
-    ``run.device`` names; loading a run for eval or export uses the CPU, wherever it was trained)."""
-    reg = registry.get("algorithm", config.algorithm.plugin, where="algorithm.plugin")
-    context = BuildContext(config=config, registry=registry, env=env, run_dir=run_dir,
-                           device=resolve_device(config.run.device) if device is None else device)
-    return reg.factory(config.algorithm, context)
-
-
-def default_run_dir(config: RunConfig, env: EnvSource) -> Path:
-    """``runs/<env-id>-<algorithm>-seed<seed>``, with characters unsafe in a file name replaced by '_'."""
-    name = f"{getattr(env, 'env_id', config.env.plugin)}-{config.algorithm.plugin}-seed{config.seed}"
-    return Path("runs") / (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run")
-
-
-# -- the run dir ---------------------------------------------------------------------------------------------
-
-
-def _config_diff(old: Any, new: Any, path: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in list(old) + [k for k in new if k not in old]:
-            sub = f"{path}.{key}" if path else str(key)
-            if sub in RESUMABLE_CHANGES:
-                continue
-            if key not in old:
-                out.append(f"{sub}: not in the run dir's config, {new[key]!r} now")
-            elif key not in new:
-                out.append(f"{sub}: {old[key]!r} in the run dir's config, absent now")
-            else:
-                out += _config_diff(old[key], new[key], sub)
-        return out
-    return [] if old == new else [f"{path}: {old!r} in the run dir's config, {new!r} now"]
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    folder = run_dir / CHECKPOINT_DIR
-    return folder.is_dir() and any(folder.glob("*.pt"))
-
-
-def _has_run(run_dir: Path) -> bool:
-    """A run dir holds a run once it has a checkpoint or a logged iteration. The files a session writes before
-    its first checkpoint (config.yaml, an empty metrics.csv: a run stopped during start-up) hold nothing to lose,
-    so a new run may train there."""
-    return _has_checkpoint(run_dir) or bool(read_metrics(run_dir / METRICS_FILE)[1])
-
-
-def run_fingerprint(config: RunConfig | Mapping[str, Any], env: EnvSource | None = None) -> dict[str, Any]:
-    """What a checkpoint must match to be loaded into a run, as dotted keys → plain values: the config's
-    ``seed``, ``env``, ``algorithm`` and ``policy`` sections (but ``RESUMABLE_CHANGES``, so a bigger
-    ``algorithm.total_steps`` still resumes) and, given the env source, its observation and action spaces
-    (per policy group for multi-agent envs)."""
-    data = config.model_dump(mode="json") if isinstance(config, RunConfig) else config
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, Mapping) and node:
-            for key, value in node.items():
-                walk(value, f"{path}.{key}")
-        elif path not in RESUMABLE_CHANGES:
-            flat[path] = node
-
-    for section in FINGERPRINT_SECTIONS:
-        if section in data:
-            walk(data[section], section)
-    if env is not None:
-        groups = getattr(env, "groups", None)
-        if getattr(env, "multi_agent", False) and isinstance(groups, Mapping):
-            for name, spec in groups.items():
-                flat[f"spaces.{name}.agents"] = list(spec.agents)
-                flat[f"spaces.{name}.observation"] = str(spec.observation_space)
-                flat[f"spaces.{name}.action"] = str(spec.action_space)
-        else:
-            flat["spaces.observation"] = str(env.observation_space)
-            flat["spaces.action"] = str(env.action_space)
-    return flat
-
-
-def check_fingerprint(state: Mapping[str, Any], expected: Mapping[str, Any], path: Path, against: str) -> None:
-    """Refuse (``CheckpointError``) a checkpoint whose fingerprint differs from ``expected`` in a key both have.
-
-    A checkpoint written before fingerprints existed is checked on the config it stores (its spaces cannot be
-    checked). Keys only one side has (a config field added by a newer agentkit) are not compared.
-    """
-    saved = state.get("fingerprint")
-    if not isinstance(saved, Mapping):
-        saved = run_fingerprint(state["config"]) if isinstance(state.get("config"), Mapping) else {}
-    diff = [
-        f"{key}: {saved[key]!r} in the checkpoint, {expected[key]!r} in {against}"
-        for key in saved
-        if key in expected and saved[key] != expected[key]
-    ]
-    if diff:
-        more = f"\n  ... and {len(diff) - 10} more" if len(diff) > 10 else ""
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} belongs to another run: it differs from {against} in\n  "
-            + "\n  ".join(diff[:10]) + more + "\nUse this run's own checkpoints, or train that config in its own "
-            "run dir (a bigger algorithm.total_steps is the one change --resume accepts)."
-        )
-
-
-def _check_run_dir(run_dir: Path, config: RunConfig, resume: bool, registry: Registry) -> None:
-    if not resume:
-        if _has_run(run_dir):
-            raise RunDirError(
-                f"run dir {str(run_dir)!r} already holds a run. Continue it with --resume, or train into a new "
-                "directory with --run-dir DIR."
-            )
-        return
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunDirError(
-            f"--resume: {str(run_dir)!r} holds no run to resume (no {CONFIG_FILE}). Drop --resume to start a "
-            "new run there, or give the run dir with --run-dir DIR."
-        )
-    saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
-    try:  # resolved by today's models: a key a newer agentkit added, at its default, is no change
-        saved = load_config(saved, registry, saved_run=True).model_dump(mode="json")
-    except ConfigError:
-        pass  # compare as written: the diff names what no longer validates
-    diff = _config_diff(saved, config.model_dump(mode="json"))
-    if diff:
-        raise RunDirError(
-            f"--resume: the config differs from the one {str(run_dir)!r} was trained with, in more than "
-            "algorithm.total_steps:\n  " + "\n  ".join(diff) + "\nUse the run's own config (its config.yaml), "
-            "or train the changed config into a new --run-dir."
-        )
-
-
-def _write_config(run_dir: Path, config: RunConfig) -> None:
-    ckpt.write_atomic(run_dir / CONFIG_FILE, config.to_yaml().encode())
-
-
 # -- the loop ------------------------------------------------------------------------------------------------
-
-
-class _RunDirLock:
-    """An exclusive lock on a run dir for the length of a training session (POSIX ``flock``; the kernel
-    releases it if the process dies, so a kill -9 never leaves a stale lock)."""
-
-    def __init__(self, run_dir: Path):
-        self._fd: int | None = None
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            return
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RunDirError(
-                f"run dir {str(run_dir)!r} is in use by another agentkit training process. Wait for it to end, "
-                "or train into another --run-dir."
-            ) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor releases the lock
-            self._fd = None
 
 
 class _StopOnSignal:
@@ -440,39 +241,6 @@ def _located(found: tuple[str, float] | None, policy: str, kind: str) -> str | N
     return None if found is None else f"policy {policy!r} {kind} {found[0]} is {found[1]}"
 
 
-def _write_error(exc: OSError, run_dir: Path) -> UserError | None:
-    """A ``RunDirError`` for a failed write inside ``run_dir`` the user can fix (full disk, read-only dir)."""
-    name = exc.filename
-    if name is None:
-        return None
-    try:
-        inside = Path(os.path.abspath(name)).is_relative_to(os.path.abspath(run_dir))
-    except (TypeError, ValueError):
-        return None
-    if not inside:
-        return None
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        fix = (f"Free some space (or train into a --run-dir on another disk), then continue with `agentkit train "
-               f"{run_dir} --resume`; checkpoints/{LATEST} keeps the last state saved.")
-    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        fix = f"The run dir {str(run_dir)!r} is not writable: make it writable, or train into another --run-dir."
-    else:
-        return None
-    return RunDirError(f"cannot write {str(name)!r}: {exc.strerror or exc}. {fix}")
-
-
-@contextlib.contextmanager
-def _writes_into(run_dir: Path):
-    """Turn a failed write into ``run_dir`` that the user can fix into a ``RunDirError`` (exit code 2)."""
-    try:
-        yield
-    except OSError as exc:
-        error = _write_error(exc, run_dir)
-        if error is None:
-            raise
-        raise error from None
-
-
 class _Session:
     """One call of ``train``: the loop and everything it writes."""
 
@@ -554,15 +322,7 @@ class _Session:
             })
         except TypeError as exc:
             raise PluginError(f"algorithm plugin {ctx.config.algorithm.plugin!r}: state_dict(): {exc}") from exc
-        written = []
-        if periodic:
-            path = ctx.checkpoint_dir / f"step_{ctx.step}.pt"
-            ckpt.write_atomic(path, data)
-            written.append(path)
-            ckpt.prune(ctx.checkpoint_dir, ctx.config.run.keep_checkpoints, protect=[path])
-        latest = ctx.checkpoint_dir / LATEST
-        ckpt.write_atomic(latest, data)
-        written.append(latest)
+        written = write_checkpoint(ctx.run_dir, data, ctx.step, periodic, ctx.config.run.keep_checkpoints)
         self.saved_step = ctx.step
         self.last_latest_t = time.perf_counter()
         for path in written:
@@ -633,30 +393,10 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
     config = resolve_shared_trunk(config, env)
     if run_dir is None:
         run_dir = Path(config.run.dir) if config.run.dir else default_run_dir(config, env)
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"run dir {str(run_dir)!r} is a file, not a directory; give another --run-dir.")
-    created = not run_dir.exists()
-    with _writes_into(run_dir):
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if exc.filename is None:
-                exc.filename = str(run_dir)
-            raise
-        lock = _RunDirLock(run_dir)
     try:
-        _check_run_dir(run_dir, config, resume, host.registry)
-        with _writes_into(run_dir):
-            return _train_locked(config, host, env, run_dir, resume)
-    except BaseException:
-        # A session that fails before its first checkpoint leaves nothing worth keeping in a dir it created.
-        if created and not _has_checkpoint(run_dir):
-            lock.release()
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        with training_dir(Path(run_dir), config, resume, host.registry) as held:
+            return _train_locked(config, host, env, held, resume)
     finally:
-        lock.release()
         close = getattr(env, "close", None)  # the source's own resources, e.g. a bridged game's listening port
         if callable(close):
             close()
@@ -674,11 +414,6 @@ def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir:
     if resume and latest.exists():
         state = ckpt.load_checkpoint(latest)
         check_fingerprint(state, run_fingerprint(config, env), latest, "this run's config and env")
-    ckpt.remove_stale_temp_files(run_dir)
-    ckpt.remove_stale_temp_files(run_dir / CHECKPOINT_DIR)
-    if not resume:  # events of an earlier session that stopped before its first iteration
-        for stale in run_dir.glob("events.out.tfevents.*"):
-            stale.unlink(missing_ok=True)
 
     algorithm = build_algorithm(config, host.registry, env, run_dir)
     # hooks see the env plugin's own source (its class, its attributes to change), not the checking wrapper
@@ -697,7 +432,7 @@ def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir:
         ctx.iteration = int(state["iteration"])
         elapsed = float(state["trainer"]["elapsed"])
     ctx.start_step = ctx.step
-    _write_config(run_dir, config)
+    write_config(run_dir, config)
 
     result = TrainResult()
     result.run_dir = run_dir
@@ -762,57 +497,3 @@ def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir:
     result.update(step=float(ctx.step), iteration=float(ctx.iteration))
     result.reason = reason
     return result
-
-
-# -- loading a run back --------------------------------------------------------------------------------------
-
-
-def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str | None = None,
-             allow_imports: Sequence[str] = ()) -> LoadedRun:
-    """Rebuild a run dir: plugin host (with its config's ``plugins:`` and ``extra_plugins``), config, env
-    source and algorithm, with the weights of ``checkpoints/latest.pt`` (or of ``checkpoints/<checkpoint>``,
-    a periodic one such as ``step_100000.pt``).
-
-    The run dir's config.yaml is a file made elsewhere (``agentkit.trust``): the plugins it lists are loaded
-    only when named in ``extra_plugins`` (``-p``) or ``allow_imports``, the code its env section names only
-    when ``allow_imports`` allows it; otherwise UntrustedImportError (exit 2) before anything is imported.
-    Raises RunDirError when ``run_dir`` holds no run, CheckpointError for a missing or damaged checkpoint.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunDirError(
-            f"{str(run_dir)!r} is not a run dir (no {CONFIG_FILE}); train one with "
-            f"`agentkit train CONFIG --run-dir {run_dir}`."
-        )
-    data = read_yaml(run_dir / CONFIG_FILE)
-    host = foreign_host(data, str(run_dir / CONFIG_FILE), extra_plugins, allow_imports)
-    config = load_config(data, host.registry, saved_run=True)
-    latest = run_dir / CHECKPOINT_DIR / (checkpoint or LATEST)
-    if checkpoint is not None and (Path(checkpoint).name != checkpoint or not latest.is_file()):
-        kept = sorted(p.name for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))
-        raise CheckpointError(
-            f"{str(run_dir)!r} has no checkpoint {checkpoint!r} in {CHECKPOINT_DIR}/; it keeps: "
-            f"{', '.join(kept) or 'none'}."
-        )
-    if not latest.exists():
-        raise CheckpointError(
-            f"{str(run_dir)!r} has no checkpoint ({CHECKPOINT_DIR}/{LATEST}): the run never saved one."
-        )
-    state = ckpt.load_checkpoint(latest)
-    seed_everything(config.seed, config.run.torch_threads)
-    config.env._run_dir = run_dir
-    env = build_env(config, host.registry)
-    config = resolve_shared_trunk(config, env)
-    check_fingerprint(state, run_fingerprint(config, env), latest, f"the run's {CONFIG_FILE}")
-    algorithm = build_algorithm(config, host.registry, env, run_dir, device=torch.device("cpu"))
-    try:
-        algorithm.load_state_dict(state["algorithm"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        algorithm.close()
-        raise CheckpointError(
-            f"checkpoint {str(latest)!r} does not fit the algorithm of {run_dir / CONFIG_FILE} "
-            f"({type(exc).__name__}: {exc})."
-        ) from exc
-    return LoadedRun(config=config, host=host, env=env, algorithm=algorithm, run_dir=run_dir,
-                     step=int(state["step"]), iteration=int(state["iteration"]))
-

@@ -27,9 +27,9 @@ GAME = ROOT / "exports" / "js" / "games" / "team.mjs"
 
 
 def measure(agents: int, instances: int, steps: int) -> tuple[float, float]:
+    from agentkit.build import build_env
     from agentkit.config import load_config
     from agentkit.host import PluginHost
-    from agentkit.trainer import build_env
 
     node = shutil.which("node")
     command = (f"{node} {GAME} --port {{port}} --instance {{instance}} --agents {agents} --size 24 --food {agents} "

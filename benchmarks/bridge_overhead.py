@@ -73,9 +73,9 @@ def _cpu_seconds(pid: int | None = None) -> float:
 
 def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> tuple[float, float]:
     """(env steps/s, CPU milliseconds per 1000 env steps summed over the trainer and the game processes)."""
+    from agentkit.build import build_env
     from agentkit.config import load_config
     from agentkit.host import PluginHost
-    from agentkit.trainer import build_env
 
     host = PluginHost()
     config = load_config({"env": env_section(bridged, num_envs), "algorithm": {"plugin": "ppo", "total_steps": 1}},

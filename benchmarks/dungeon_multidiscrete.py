@@ -52,7 +52,7 @@ def play(run_dir: Path, episodes: int, seed: int, deterministic: bool) -> dict[s
     from agentkit_envs.games.dungeon import DungeonEnv
 
     from agentkit.evaluation import torch_act
-    from agentkit.trainer import load_run
+    from agentkit.rundir import load_run
 
     loaded = load_run(run_dir)
     torch.manual_seed(seed)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from agentkit.evaluation import play_episodes
-from agentkit.trainer import load_run
+from agentkit.rundir import load_run
 
 
 def main() -> None:

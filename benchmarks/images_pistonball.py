@@ -102,11 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=10)
     args = parser.parse_args(argv)
 
+    from agentkit.build import build_algorithm, build_env
     from agentkit.errors import UserError
     from agentkit.evaluation import evaluate_onnx
     from agentkit.exporting import export_run
     from agentkit.host import load_run_config
-    from agentkit.trainer import build_algorithm, build_env, train
+    from agentkit.trainer import train
 
     config, host = load_run_config(shipped_config())
     try:

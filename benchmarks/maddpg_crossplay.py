@@ -30,7 +30,7 @@ import numpy as np
 
 from agentkit.algorithm import PolicyArtifact
 from agentkit.evaluation import Act, play_episodes, torch_act
-from agentkit.trainer import load_run
+from agentkit.rundir import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

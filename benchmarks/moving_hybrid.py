@@ -36,7 +36,7 @@ def play(run_dir: Path, episodes: int, gif: Path | None) -> dict[str, float]:
     from agentkit_envs.games.moving import MovingEnv
 
     from agentkit.evaluation import torch_act, write_gif
-    from agentkit.trainer import load_run
+    from agentkit.rundir import load_run
 
     loaded = load_run(run_dir)
     act = torch_act(loaded.algorithm.policies()[0], deterministic=True)

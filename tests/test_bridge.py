@@ -18,9 +18,10 @@ import yaml
 from agentkit_envs.remote.protocol import PROTOCOL_VERSION, BridgeError, decode, encode, parse_hello
 from conftest import AGENTKIT, REPO, cli_env
 
+from agentkit.build import build_env
 from agentkit.config import load_config
 from agentkit.host import PluginHost
-from agentkit.trainer import build_env, train
+from agentkit.trainer import train
 
 PY = sys.executable
 SERVE_GYM = REPO / "exports" / "python" / "serve_gymnasium.py"
@@ -322,7 +323,7 @@ _TRAINER = """
 import sys, numpy as np
 from agentkit.config import load_config
 from agentkit.host import PluginHost
-from agentkit.trainer import build_env
+from agentkit.build import build_env
 host = PluginHost()
 env = {"plugin": "remote", "command": sys.argv[1], "num_envs": 2}
 source = build_env(load_config({"env": env, "algorithm": {"plugin": "ppo", "total_steps": 1}}, host.registry),

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from conftest import NODE, REPO
 
+from agentkit.build import build_env
 from agentkit.config import load_config
 from agentkit.host import PluginHost
-from agentkit.trainer import build_env, train
+from agentkit.trainer import train
 
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the JavaScript client cannot run")
 

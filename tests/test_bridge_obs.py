@@ -12,10 +12,11 @@ from agentkit_envs.remote.protocol import BridgeError, parse_hello
 from conftest import REPO
 
 from agentkit import runtime
+from agentkit.build import build_algorithm, build_env
 from agentkit.config import load_config
 from agentkit.exporting import export_run
 from agentkit.host import PluginHost
-from agentkit.trainer import build_algorithm, build_env, train
+from agentkit.trainer import train
 
 PY = sys.executable
 SERVE_GYM = REPO / "exports" / "python" / "serve_gymnasium.py"

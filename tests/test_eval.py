@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 
 from agentkit import cli, evaluation
+from agentkit.build import build_env
 from agentkit.config import load_config
 from agentkit.errors import InvalidInputError, UserError
 from agentkit.evaluation import EvalResult, evaluate_run, play_episodes
 from agentkit.host import PluginHost
-from agentkit.trainer import build_env, train
+from agentkit.trainer import train
 
 CARTPOLE = {
     "seed": 0,

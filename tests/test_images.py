@@ -17,10 +17,12 @@ from conftest import NODE
 from image_test_envs import BrightSide
 
 from agentkit import runtime
+from agentkit.build import build_algorithm, build_env
 from agentkit.evaluation import evaluate_onnx
 from agentkit.exporting import export_run
 from agentkit.host import load_run_config
-from agentkit.trainer import build_algorithm, build_env, load_run, train
+from agentkit.rundir import load_run
+from agentkit.trainer import train
 
 IMAGE = {"plugin": "gymnasium", "id": "image_test_envs:BrightSide-v0", "num_envs": 2}
 TESTS = Path(__file__).resolve().parent
@@ -60,7 +62,7 @@ def test_ppo_cnn_trains_on_uint8_frames_and_exports_them_as_uint8(tmp_path):
     assert meta["dtype"] == "uint8" and meta["shape"] == [16, 16, 3] and meta["layout"] == "HWC"
     # the runtime takes the env's own frame (one or a batch) and acts as the torch policy does
     frames = _frames(16)
-    from agentkit.trainer import load_run
+    from agentkit.rundir import load_run
 
     actor = load_run(run_dir, allow_imports=ALLOW).algorithm.policies()[0].actor
     with torch.no_grad():

@@ -7,11 +7,13 @@ import multiprocessing.process
 import numpy as np
 import pytest
 
+from agentkit.build import build_algorithm, build_env
 from agentkit.config import load_config
 from agentkit.evaluation import evaluate_onnx, evaluate_run, play_episodes, torch_act
 from agentkit.exporting import export_run
 from agentkit.host import PluginHost
-from agentkit.trainer import build_algorithm, build_env, load_run, train
+from agentkit.rundir import load_run
+from agentkit.trainer import train
 
 ARENA_ASYNC = {
     "seed": 0,

@@ -211,7 +211,7 @@ def test_auto_head_is_multi_discrete():
 def test_ppo_never_takes_a_masked_branch_value(trained):
     from agentkit_plugins.heads.multi_discrete import MultiDiscreteHead
 
-    from agentkit.trainer import load_run
+    from agentkit.rundir import load_run
 
     run_dir, metrics, audit = trained
     assert audit["steps"] >= 4096
@@ -244,7 +244,7 @@ def _observations(size: int, n_envs=16, steps=30, seed=0):
 def test_export_acts_with_the_mask_and_plays_like_the_run_dir(trained, tmp_path):
     from agentkit.evaluation import evaluate_onnx, evaluate_run
     from agentkit.exporting import export_run
-    from agentkit.trainer import load_run
+    from agentkit.rundir import load_run
 
     run_dir, _, _ = trained
     (path,) = export_run(run_dir, out=tmp_path / "md.onnx")

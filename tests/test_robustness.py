@@ -35,8 +35,9 @@ from agentkit.algorithm import Progress
 from agentkit.config import load_config
 from agentkit.errors import CheckpointError, NonFiniteError, PluginError
 from agentkit.host import PluginHost
+from agentkit.rundir import RunDirError, load_run
 from agentkit.runlog import read_metrics
-from agentkit.trainer import RunDirError, load_run, train
+from agentkit.trainer import train
 
 # -- tiny envs that go wrong on request -----------------------------------------------------------------------
 

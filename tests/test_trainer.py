@@ -25,8 +25,9 @@ from agentkit.config import load_config
 from agentkit.environment import MultiAgentTransition, Observation, Transition
 from agentkit.errors import CheckpointError, UserError
 from agentkit.host import PluginHost
+from agentkit.rundir import RunDirError, default_run_dir, load_run
 from agentkit.runlog import EndedEpisodes, read_metrics
-from agentkit.trainer import RunDirError, default_run_dir, load_run, train
+from agentkit.trainer import train
 
 SMALL = {
     "seed": 1,
@@ -160,11 +161,11 @@ def test_an_existing_run_dir_needs_resume(tmp_path, host):
 
 
 def test_a_run_dir_in_use_is_refused(tmp_path, host):
-    from agentkit.trainer import _RunDirLock
+    from agentkit.rundir import RunDirLock
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    other = _RunDirLock(run_dir)  # what a training process holds for its whole run
+    other = RunDirLock(run_dir)  # what a training process holds for its whole run
     try:
         with pytest.raises(RunDirError, match="in use by another agentkit training process"):
             train(_config(host, algorithm__total_steps=256), host, run_dir=run_dir)

@@ -9,7 +9,7 @@ source reads the spaces from the first instance when it is built and keeps that 
 vector env; further instances connect when a vector env is first reset.
 
 At train start the plugin keeps the game's hello (without its token) in the run dir, ``game.json``: a run
-rebuilt by ``agentkit.trainer.load_run`` (eval, export) reads its spaces from there, so ``agentkit export``
+rebuilt by ``agentkit.rundir.load_run`` (eval, export) reads its spaces from there, so ``agentkit export``
 needs no game, and eval connects (or launches) games only when it plays; every game that connects must then
 declare what the run's game did.
 

@@ -1,0 +1,37 @@
+"""A run's parts from its config, through the registry: the env source and the algorithm.
+
+Training (``agentkit.trainer.train``) and loading a run back (``agentkit.rundir.load_run``) build them the
+same way, so a loaded run has exactly the networks it was trained with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from agentkit.algorithm import Algorithm, BuildContext, resolve_device
+from agentkit.config import RunConfig
+from agentkit.envcheck import CheckedSource
+from agentkit.environment import EnvSource
+from agentkit.registry import Registry
+
+
+def build_env(config: RunConfig, registry: Registry) -> EnvSource:
+    """The env source of ``config.env`` from its registered plugin, behind the env boundary's checks
+    (``agentkit.envcheck.CheckedSource``: finite, well-shaped values within ``env.step_timeout``)."""
+    reg = registry.get("env", config.env.plugin, where="env.plugin")
+    return CheckedSource(reg.factory(config.env), config.env.step_timeout)  # type: ignore[return-value]
+
+
+def build_algorithm(config: RunConfig, registry: Registry, env: EnvSource, run_dir: Path | None,
+                    device: torch.device | None = None) -> Algorithm:
+    """The algorithm of ``config.algorithm`` from its registered plugin, on ``device`` (default: the one
+    ``run.device`` names; loading a run for eval or export uses the CPU, wherever it was trained).
+
+    Building opens no env (the ``Algorithm`` contract): its networks come from the source's description.
+    """
+    reg = registry.get("algorithm", config.algorithm.plugin, where="algorithm.plugin")
+    context = BuildContext(config=config, registry=registry, env=env, run_dir=run_dir,
+                           device=resolve_device(config.run.device) if device is None else device)
+    return reg.factory(config.algorithm, context)
