@@ -17,11 +17,12 @@ from agentkit.environment import EnvSource
 from agentkit.registry import Registry
 
 
-def build_env(config: RunConfig, registry: Registry) -> EnvSource:
+def build_env(config: RunConfig, registry: Registry) -> CheckedSource:
     """The env source of ``config.env`` from its registered plugin, behind the env boundary's checks
-    (``agentkit.envcheck.CheckedSource``: finite, well-shaped values within ``env.step_timeout``)."""
+    (``agentkit.envcheck.CheckedSource``: the source declares what ``EnvSource`` does; its vector envs return
+    finite, well-shaped values within ``env.step_timeout``)."""
     reg = registry.get("env", config.env.plugin, where="env.plugin")
-    return CheckedSource(reg.factory(config.env), config.env.step_timeout)  # type: ignore[return-value]
+    return CheckedSource(reg.factory(config.env), config.env.step_timeout)
 
 
 def build_algorithm(config: RunConfig, registry: Registry, env: EnvSource, run_dir: Path | None,

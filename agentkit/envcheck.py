@@ -171,7 +171,8 @@ def require_declared(source: Any) -> None:
         raise PluginError(
             f"the env source {type(source).__name__} does not declare {', '.join(missing)}: an env plugin's source "
             "declares every attribute of agentkit.environment.EnvSource (MultiAgentEnvSource when multi_agent), "
-            "e.g. observation_fields = None for a Box observation, enforces_step_timeout = False, turn_based = False."
+            "e.g. observation_fields = None for a Box observation, enforces_step_timeout = False, turn_based = False, "
+            "def close(self): pass for a source that holds nothing between its vector envs."
         )
 
 
@@ -198,6 +199,10 @@ class CheckedSource:
     def wrapped(self) -> Any:
         """The env plugin's own source."""
         return self._source
+
+    def close(self) -> None:
+        """Close the env plugin's source (``EnvSource.close``)."""
+        self._source.close()
 
     def make_vec(self, num_envs: int, *args: Any, **kwargs: Any) -> Any:
         vec = self._source.make_vec(num_envs, *args, **kwargs)

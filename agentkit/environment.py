@@ -110,6 +110,12 @@ class EnvSource(Protocol):
 
     def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> VecEnv: ...
 
+    def close(self) -> None:
+        """Release what the source itself holds (a bridged game's listening port and spare instances); called
+        once when the run, eval or export that built it ends. Each vector env is closed on its own; a source
+        that holds nothing between them writes ``def close(self): pass``."""
+        ...
+
 
 # -- multi-agent ---------------------------------------------------------------------------------------------
 # Agents are grouped into policy groups (one trained policy per group). Every array of a group carries the
@@ -251,8 +257,10 @@ class MultiAgentEnvSource(Protocol):
 
     def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> MultiAgentVecEnv: ...
 
+    def close(self) -> None: ...  # as EnvSource.close
+
 
 #: What every env source declares (``EnvSource``), and what a multi-agent one adds (``MultiAgentEnvSource``).
 SOURCE_ATTRIBUTES = ("env_id", "multi_agent", "observation_space", "action_space", "has_mask", "observation_fields",
-                     "enforces_step_timeout")
+                     "enforces_step_timeout", "make_vec", "close")
 MULTI_AGENT_ATTRIBUTES = ("groups", "agents", "state_dim", "turn_based")

@@ -336,7 +336,7 @@ def evaluate_run(
             torch.manual_seed(seed)
             return play_episodes(loaded.env, act, episodes=episodes, seed=seed, gif=gif)
     finally:
-        loaded.algorithm.close()
+        loaded.close()
 
 
 # -- exported policies (helper "onnx") -----------------------------------------------------------------------

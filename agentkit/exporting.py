@@ -139,10 +139,8 @@ def export_run(
         written = []
         for artifact, path in zip(artifacts, paths, strict=True):
             if artifact.env_id is None:
-                artifact.env_id = getattr(loaded.env, "env_id", None)
+                artifact.env_id = loaded.env.env_id
             written.append(Path(exporter.export(artifact, path, loaded.config)))
         return written
     finally:
-        close = getattr(loaded.algorithm, "close", None)
-        if close is not None:
-            close()
+        loaded.close()

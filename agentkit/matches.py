@@ -156,7 +156,7 @@ def load_policy(target: Path, deterministic: bool, seed: int, env: str | None = 
 
     loaded = load_run(target, extra_plugins, checkpoint, allow_imports)
     acts = {a.name: evaluation.torch_act(a, deterministic) for a in loaded.algorithm.policies()}
-    return loaded.env, group_seat_policy(loaded.env, acts), loaded.algorithm.close
+    return loaded.env, group_seat_policy(loaded.env, acts), loaded.close
 
 
 def evaluate_against(target: Path | str, opponent: str, seat: str = "both", episodes: int = 100, seed: int = 0,

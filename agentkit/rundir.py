@@ -33,7 +33,7 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
@@ -42,7 +42,7 @@ from agentkit import checkpoint as ckpt
 from agentkit.algorithm import Algorithm
 from agentkit.build import build_algorithm, build_env
 from agentkit.config import RunConfig, load_config, read_yaml
-from agentkit.environment import EnvSource
+from agentkit.environment import EnvSource, MultiAgentEnvSource
 from agentkit.errors import CheckpointError, ConfigError, UserError
 from agentkit.host import PluginHost
 from agentkit.policy import resolve_shared_trunk
@@ -71,7 +71,7 @@ class RunDirError(UserError):
 
 def default_run_dir(config: RunConfig, env: EnvSource) -> Path:
     """``runs/<env-id>-<algorithm>-seed<seed>``, with characters unsafe in a file name replaced by '_'."""
-    name = f"{getattr(env, 'env_id', config.env.plugin)}-{config.algorithm.plugin}-seed{config.seed}"
+    name = f"{env.env_id}-{config.algorithm.plugin}-seed{config.seed}"
     return Path("runs") / (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "run")
 
 
@@ -135,9 +135,8 @@ def run_fingerprint(config: RunConfig | Mapping[str, Any], env: EnvSource | None
         if section in data:
             walk(data[section], section)
     if env is not None:
-        groups = getattr(env, "groups", None)
-        if getattr(env, "multi_agent", False) and isinstance(groups, Mapping):
-            for name, spec in groups.items():
+        if env.multi_agent:
+            for name, spec in cast(MultiAgentEnvSource, env).groups.items():
                 flat[f"spaces.{name}.agents"] = list(spec.agents)
                 flat[f"spaces.{name}.observation"] = str(spec.observation_space)
                 flat[f"spaces.{name}.action"] = str(spec.action_space)
@@ -332,6 +331,13 @@ class LoadedRun:
     step: int
     iteration: int
 
+    def close(self) -> None:
+        """Close the algorithm, then the env source (what either holds: a bridged game's port, say)."""
+        try:
+            self.algorithm.close()
+        finally:
+            self.env.close()
+
 
 def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str | None = None,
              allow_imports: Sequence[str] = ()) -> LoadedRun:
@@ -341,7 +347,7 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
 
     Only the policies' networks are built: no env copy is opened and no worker process started (the
     ``Algorithm`` contract; ``tests/test_load_run.py`` checks it on an async pettingzoo run). The caller
-    closes ``algorithm`` when done.
+    closes it when done (``LoadedRun.close``).
 
     The run dir's config.yaml is a file made elsewhere (``agentkit.trust``): the plugins it lists are loaded
     only when named in ``extra_plugins`` (``-p``) or ``allow_imports``, the code its env section names only
@@ -372,13 +378,18 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
     seed_everything(config.seed, config.run.torch_threads)
     config.env._run_dir = run_dir
     env = build_env(config, host.registry)
-    config = resolve_shared_trunk(config, env)
-    check_fingerprint(state, run_fingerprint(config, env), latest, f"the run's {CONFIG_FILE}")
-    algorithm = build_algorithm(config, host.registry, env, run_dir, device=torch.device("cpu"))
+    try:
+        config = resolve_shared_trunk(config, env)
+        check_fingerprint(state, run_fingerprint(config, env), latest, f"the run's {CONFIG_FILE}")
+        algorithm = build_algorithm(config, host.registry, env, run_dir, device=torch.device("cpu"))
+    except BaseException:
+        env.close()
+        raise
     try:
         algorithm.load_state_dict(state["algorithm"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         algorithm.close()
+        env.close()
         raise CheckpointError(
             f"checkpoint {str(latest)!r} does not fit the algorithm of {run_dir / CONFIG_FILE} "
             f"({type(exc).__name__}: {exc})."

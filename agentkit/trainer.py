@@ -28,7 +28,6 @@ and torch uses ``run.torch_threads`` threads.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import sys
@@ -44,6 +43,7 @@ from agentkit import checkpoint as ckpt
 from agentkit.algorithm import Algorithm
 from agentkit.build import build_algorithm, build_env
 from agentkit.config import RunConfig
+from agentkit.envcheck import CheckedSource
 from agentkit.environment import EnvSource
 from agentkit.errors import (
     CheckpointError,
@@ -397,18 +397,15 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
         with training_dir(Path(run_dir), config, resume, host.registry) as held:
             return _train_locked(config, host, env, held, resume)
     finally:
-        close = getattr(env, "close", None)  # the source's own resources, e.g. a bridged game's listening port
-        if callable(close):
-            close()
+        env.close()  # the source's own resources, e.g. a bridged game's listening port
 
 
-def _train_locked(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: Path, resume: bool) -> TrainResult:
-    clock = getattr(env, "clock", None)
-    with clock.armed() if clock is not None else contextlib.nullcontext():
+def _train_locked(config: RunConfig, host: PluginHost, env: CheckedSource, run_dir: Path, resume: bool) -> TrainResult:
+    with env.clock.armed():
         return _train_session(config, host, env, run_dir, resume)
 
 
-def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir: Path, resume: bool) -> TrainResult:
+def _train_session(config: RunConfig, host: PluginHost, env: CheckedSource, run_dir: Path, resume: bool) -> TrainResult:
     state = None
     latest = run_dir / CHECKPOINT_DIR / LATEST
     if resume and latest.exists():
@@ -417,7 +414,7 @@ def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir:
 
     algorithm = build_algorithm(config, host.registry, env, run_dir)
     # hooks see the env plugin's own source (its class, its attributes to change), not the checking wrapper
-    ctx = RunContext(config=config, run_dir=run_dir, host=host, env=getattr(env, "wrapped", env), algorithm=algorithm,
+    ctx = RunContext(config=config, run_dir=run_dir, host=host, env=env.wrapped, algorithm=algorithm,
                      resumed=state is not None)
     elapsed = 0.0
     if state is not None:
@@ -437,7 +434,7 @@ def _train_session(config: RunConfig, host: PluginHost, env: EnvSource, run_dir:
     result = TrainResult()
     result.run_dir = run_dir
     session = _Session(ctx, elapsed)
-    what = f"{config.algorithm.plugin} on {getattr(env, 'env_id', config.env.plugin)}"
+    what = f"{config.algorithm.plugin} on {env.env_id}"
     if state is not None:
         session.progress.message(f"resuming {run_dir} ({what}) at step {ctx.step:,}, iteration {ctx.iteration}")
     elif resume:

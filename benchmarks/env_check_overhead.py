@@ -61,6 +61,9 @@ def checks_alone(steps: int, repeats: int) -> dict[str, float]:
         def make_vec(self, num_envs, seed=None, render_mode=None):
             return StandIn()
 
+        def close(self):
+            pass
+
     best = {"bare": float("inf"), "checked": float("inf")}
     for _ in range(repeats):
         for name, vec in (("bare", Source().make_vec(8)), ("checked", CheckedSource(Source(), 60.0).make_vec(8))):

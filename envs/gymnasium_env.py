@@ -307,6 +307,9 @@ class GymnasiumSource:
     def env_fn(self, render_mode: str | None):
         return lambda: self._make(render_mode)
 
+    def close(self) -> None:
+        """Nothing to release: the probe env was closed once read, and each vector env closes itself."""
+
     def make_vec(self, num_envs: int, seed: int, render_mode: str | None = None) -> GymnasiumVecEnv:
         """``num_envs`` copies; env i is seeded with ``seed + i`` at the first ``reset()``."""
         return GymnasiumVecEnv(self, num_envs, seed, render_mode)

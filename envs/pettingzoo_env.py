@@ -298,6 +298,9 @@ class PettingZooSource:
             for name, members in named.items()
         }
 
+    def close(self) -> None:
+        """Nothing to release: the probe env was closed once read, and each vector env closes itself."""
+
     def make_vec(self, num_envs: int, seed: int | None, render_mode: str | None = None) -> MultiAgentVecEnv:
         workers = min(self.config.workers or _usable_cores(), num_envs)
         if self.config.vectorization == "async" and workers > 1:

@@ -697,12 +697,25 @@ def test_an_env_source_that_leaves_a_protocol_attribute_out_is_refused_by_name()
         env_id, multi_agent, has_mask = "partial", False, False
         observation_space, action_space = spaces.Box(-1, 1, (2,)), spaces.Discrete(2)
 
-    with pytest.raises(PluginError, match="Partial does not declare observation_fields, enforces_step_timeout"):
+    with pytest.raises(PluginError, match="Partial does not declare observation_fields, enforces_step_timeout, "
+                                          "make_vec, close: "):
         CheckedSource(Partial())
 
-    class PartialTeam(Partial):
-        multi_agent, observation_fields, enforces_step_timeout = True, None, False
+    class Unclosable(Partial):  # everything but close(), which the trainer calls when the run ends
+        observation_fields, enforces_step_timeout = None, False
+
+        def make_vec(self, num_envs, seed, render_mode=None):
+            raise AssertionError("not called")
+
+    with pytest.raises(PluginError, match=r"Unclosable does not declare close: .*def close\(self\): pass"):
+        CheckedSource(Unclosable())
+
+    class PartialTeam(Unclosable):
+        multi_agent = True
         groups, agents, state_dim = {}, [], 0
+
+        def close(self):
+            pass
 
     with pytest.raises(PluginError, match="PartialTeam does not declare turn_based"):
         CheckedSource(PartialTeam())
