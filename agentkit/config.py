@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveInt,
-    PrivateAttr,
     SerializeAsAny,
     ValidationError,
     create_model,
@@ -86,10 +85,6 @@ class EnvConfig(PluginConfig):
         description="Seconds a reset or vector step may take before the run stops with an error naming the env "
         "(null: no limit).",
     )
-    #: the run dir the env is rebuilt for, set by ``agentkit.rundir.load_run`` (eval, export) and None
-    #: elsewhere; not part of the config. A plugin may read back there what it kept at train start (the
-    #: ``remote`` plugin: the game's hello, so that a run exports without a game).
-    _run_dir: Path | None = PrivateAttr(default=None)
 
     def imports(self) -> dict[str, str]:
         """The code building this env would import beyond installed plugins and registered envs, by config key:

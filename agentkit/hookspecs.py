@@ -77,9 +77,12 @@ def agentkit_register_encoders(register: Register) -> None:
 def agentkit_register_envs(register: Register) -> None:
     """Register environment plugins.
 
-    factory(config: EnvConfig-subclass) -> agentkit.environment.EnvSource (``MultiAgentEnvSource`` when
-    ``multi_agent``; see ``agentkit.environment`` for the protocols: spaces and groups, read without making a
-    vector env, and vector env construction).
+    factory(config: EnvConfig-subclass[, run_dir: Path | None]) -> agentkit.environment.EnvSource
+    (``MultiAgentEnvSource`` when ``multi_agent``; see ``agentkit.environment`` for the protocols: spaces and
+    groups, read without making a vector env, and vector env construction). A factory that declares the
+    optional ``run_dir`` parameter gets the saved run a source is rebuilt for (``agentkit eval RUN``,
+    ``agentkit export RUN``) and None otherwise (training, playing an export): there it may read back what
+    it kept at train start (the ``remote`` plugin: the game's hello, so a run exports without a game).
     Called once per host, not firstresult; the return value is ignored.
     """
 

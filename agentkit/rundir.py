@@ -376,8 +376,7 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
         )
     state = ckpt.load_checkpoint(latest)
     seed_everything(config.seed, config.run.torch_threads)
-    config.env._run_dir = run_dir
-    env = build_env(config, host.registry)
+    env = build_env(config, host.registry, run_dir=run_dir)
     try:
         config = resolve_shared_trunk(config, env)
         check_fingerprint(state, run_fingerprint(config, env), latest, f"the run's {CONFIG_FILE}")

@@ -130,3 +130,31 @@ def test_check_algorithm_fails_an_algorithm_that_opens_its_env_when_built():
     with pytest.raises(AlgorithmCheckError, match="made a vector env"):
         check_algorithm(config, host, iterations=1)
     check_algorithm({**config, "algorithm": {**config["algorithm"], "plugin": "ppo"}}, host, iterations=1)
+
+
+def test_the_saved_run_dir_reaches_an_env_factory_that_declares_run_dir(tmp_path):
+    """``build_env(..., run_dir=)``: a factory with a ``run_dir`` parameter gets it (None while training); a
+    factory of ``config`` alone is called as before."""
+    from agentkit_envs.gymnasium_env import GymnasiumEnvConfig, GymnasiumSource
+
+    seen: list = []
+
+    def reads_its_run(config, run_dir=None):
+        seen.append(run_dir)
+        return GymnasiumSource(GymnasiumEnvConfig(plugin="gymnasium", id="CartPole-v1"))
+
+    def config_only(config):
+        seen.append("config only")
+        return GymnasiumSource(GymnasiumEnvConfig(plugin="gymnasium", id="CartPole-v1"))
+
+    host = PluginHost()
+    register = host.registry.registrar("env", "test", "agentkit_register_envs")
+    register("reads-its-run", reads_its_run, GymnasiumEnvConfig, "records the run dir it is given")
+    register("config-only", config_only, GymnasiumEnvConfig, "takes its config alone")
+    base = {"algorithm": {"plugin": "ppo", "total_steps": 64}}
+    config = load_config({**base, "env": {"plugin": "reads-its-run", "id": "CartPole-v1"}}, host.registry)
+    build_env(config, host.registry, run_dir=tmp_path).close()
+    build_env(config, host.registry).close()
+    other = load_config({**base, "env": {"plugin": "config-only", "id": "CartPole-v1"}}, host.registry)
+    build_env(other, host.registry, run_dir=tmp_path).close()
+    assert seen == [tmp_path, None, "config only"]

@@ -83,13 +83,13 @@ class RemoteSource:
     enforces_step_timeout = True
     turn_based = False  # every agent of a bridged game acts each step
 
-    def __init__(self, config: RemoteEnvConfig):
+    def __init__(self, config: RemoteEnvConfig, run_dir: Path | None = None):
         self.config = config
         self.params: dict[str, Any] = dict(config.params)
         self.stats = {"restarts": 0, "dropped_episodes": 0}
         self._server: BridgeServer | None = None
         self._spare: list[Instance] = []
-        hello = read_hello(config._run_dir)
+        hello = read_hello(run_dir)  # a saved run (eval, export): its game's hello, kept at train start
         if hello is None:  # ask the game: its first instance says hello and stays for the first vector env
             try:
                 (probe,) = self.server.open(self.server.new_numbers(1), [0])
@@ -180,8 +180,9 @@ def write_hello(run_dir: Path, hello: Hello) -> None:
     write_atomic(Path(run_dir) / GAME_FILE, (json.dumps(raw, indent=1) + "\n").encode())
 
 
-def make_source(config: RemoteEnvConfig) -> RemoteSource:
-    return RemoteSource(config)
+def make_source(config: RemoteEnvConfig, run_dir: Path | None = None) -> RemoteSource:
+    """The source; ``run_dir`` (a saved run loaded back) holds the game's hello, so no game need connect."""
+    return RemoteSource(config, run_dir)
 
 
 @agentkit.hookimpl
