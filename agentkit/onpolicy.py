@@ -587,14 +587,17 @@ def _mask_rule(spec: GroupSpec, head: Any, env_masks: bool) -> bool:
 
 
 class Seats(Protocol):
-    """Who else plays some of a group's seats during collection (self-play's frozen snapshots,
-    ``agentkit.selfplay.SelfPlay``): their steps act but do not learn."""
+    """Who else plays some of the env groups' seats during collection (self-play's frozen snapshots and
+    sides that are not learning, ``agentkit.selfplay``): their steps act but do not learn."""
 
-    frozen: np.ndarray  # bool [N, A]: the seats the learner does not play this step
+    def frozen(self, group: str) -> np.ndarray:
+        """bool ``[N, A_g]``: the agents of env group ``group`` the learner does not play this step."""
+        ...
 
-    def act(self, obs: Tensor, mask: Tensor | None, action: Tensor, outputs: dict[str, Tensor],
+    def act(self, group: str, obs: Tensor, mask: Tensor | None, action: Tensor, outputs: dict[str, Tensor],
             agent_id: Tensor | None) -> None:
-        """Overwrite ``action`` and ``outputs`` rows (``[N*A, ...]``) of the frozen seats in place."""
+        """Overwrite ``action`` and ``outputs`` rows (``[N*A_g, ...]``) of ``group``'s frozen seats in place
+        where someone else chooses (a seat left as it is plays the group's own latest policy)."""
         ...
 
     def observe(self, transition: MultiAgentTransition) -> None: ...
@@ -656,7 +659,7 @@ class Collector:
         """Which of the group's agents' entries learn ``[N, A]`` (None: all of them)."""
         valid = None if alive is None else torch.as_tensor(group.rows(alive), device=group.device)
         if self.seats is not None:
-            frozen = torch.as_tensor(self.seats.frozen, device=group.device)
+            frozen = torch.as_tensor(group.rows(self.seats.frozen(group.spec.name)), device=group.device)
             valid = ~frozen if valid is None else valid & ~frozen
         return valid
 
@@ -678,7 +681,8 @@ class Collector:
                     if self.seats is not None:  # a frozen snapshot's seat acts but does not learn
                         flat_ids = None if ids is None else ids.reshape(-1, ids.shape[-1])
                         flat_mask = None if mask is None else mask.reshape(-1, mask.shape[-1])
-                        self.seats.act(obs.reshape(-1, *obs.shape[2:]), flat_mask, action, outputs, flat_ids)
+                        self.seats.act(group.spec.name, obs.reshape(-1, *obs.shape[2:]), flat_mask, action, outputs,
+                                       flat_ids)
                     st.obs[t] = obs
                     if st.extras is not None and ids is not None:
                         st.extras[t] = ids

@@ -188,12 +188,19 @@ class TensorBoardLog:
         self.writer.close()
 
 
+def elo_columns(header: list[str]) -> list[str]:
+    """The self-play ratings of a metrics.csv header: ``selfplay/elo`` (one policy for every seat) or one
+    ``selfplay/<side>/elo`` per side (asymmetric self-play)."""
+    return [c for c in header if c == ELO_METRIC or (c.startswith("selfplay/") and c.endswith("/elo")
+                                                     and c.count("/") == 2)]
+
+
 def curve_columns(header: list[str]) -> list[str]:
     """The return columns of a metrics.csv header that ``write_curve`` plots: ``charts/episode_return`` and
-    the per-side ``charts/<name>/episode_return``, except the mean in a self-play run (one with
-    ``selfplay/elo``, e.g. written before self-play left it out), whose seats' mean in a zero-sum game is 0."""
+    the per-side ``charts/<name>/episode_return``, except the mean in a self-play run (one with a rating,
+    ``elo_columns``, e.g. written before self-play left it out), whose sides' mean in a zero-sum game is 0."""
     columns = [c for c in header if c == RETURN_METRIC or (c.startswith("charts/") and c.endswith("/episode_return"))]
-    if ELO_METRIC in header and RETURN_METRIC in columns and len(columns) > 1:
+    if elo_columns(header) and RETURN_METRIC in columns and len(columns) > 1:
         columns.remove(RETURN_METRIC)
     return columns
 
@@ -203,24 +210,22 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
 
     Plots ``charts/episode_return`` and any per-group ``charts/<group>/episode_return`` columns; an
     iteration where no episode ended (empty or nan cell) is skipped. Points get markers while there are few
-    of them (a run with a single return point shows a dot, not an empty frame). A self-play run's
-    ``selfplay/elo`` gets a panel of its own below, and its returns are drawn per side only (the mean over
-    the seats of a zero-sum game is 0).
+    of them (a run with a single return point shows a dot, not an empty frame). A self-play run's ratings
+    (``selfplay/elo``, or one ``selfplay/<side>/elo`` per side) get a panel of their own below, and its
+    returns are drawn per side only (the mean over the sides of a zero-sum game is 0).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     header, rows = read_metrics(metrics_csv)
     columns = curve_columns(header)
-    elo = [(_as_int(r["step"]), _as_float(r.get(ELO_METRIC, ""))) for r in rows] if ELO_METRIC in header else []
-    elo = [(s, v) for s, v in elo if v is not None]
+    elo = {column: points for column in elo_columns(header) if (points := _series(rows, column))}
     fig = Figure(figsize=(7, 6.5 if elo else 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(2, 1, 1) if elo else fig.add_subplot()
     plotted = False
     for column in columns:
-        points = [(_as_int(r["step"]), _as_float(r.get(column, ""))) for r in rows]
-        points = [(s, v) for s, v in points if v is not None]
+        points = _series(rows, column)
         if points:
             xs, ys = zip(*points, strict=True)
             label = "all agents" if column == RETURN_METRIC else column.split("/")[1]
@@ -237,8 +242,13 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     if elo:
         ax2 = fig.add_subplot(2, 1, 2, sharex=ax)
-        xs, ys = zip(*elo, strict=True)
-        ax2.plot(xs, ys, color="tab:red", linewidth=1.5, marker="o" if len(xs) <= FEW_POINTS else None, markersize=4)
+        for column, points in elo.items():
+            xs, ys = zip(*points, strict=True)
+            side = column.split("/")[1] if column != ELO_METRIC else None
+            ax2.plot(xs, ys, color="tab:red" if side is None else None, label=side, linewidth=1.5,
+                     marker="o" if len(xs) <= FEW_POINTS else None, markersize=4)
+        if len(elo) > 1:
+            ax2.legend()
         ax2.set_xlabel("env steps")
         ax2.set_ylabel("Elo (self-play)")
         ax2.grid(alpha=0.3)
@@ -250,6 +260,12 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
 
     write_atomic(out, buffer.getvalue())
     return out
+
+
+def _series(rows: list[dict[str, str]], column: str) -> list[tuple[int, float]]:
+    """(step, value) of the rows whose ``column`` cell holds a finite number."""
+    points = ((_as_int(r["step"]), _as_float(r.get(column, ""))) for r in rows)
+    return [(step, value) for step, value in points if value is not None]
 
 
 def _as_float(text: str | None) -> float | None:

@@ -9,6 +9,14 @@ and reads the env's own `win` info at the end of each episode:
 
 The file name is the one `agentkit export` printed (one file per policy group). Prints the win rate and the
 same figure for a policy that picks uniformly among the allowed action types with random parameters.
+
+The opponent is always the env's scripted red team, whatever the export was trained against: a blue team
+trained by self-play (examples/arena-selfplay.yaml, both teams learning, `opponent` unset) is played here
+against a team it never met:
+
+    agentkit train examples/arena-selfplay.yaml --run-dir benchmarks/runs/arena-selfplay-seed0
+    agentkit export benchmarks/runs/arena-selfplay-seed0 --out benchmarks/runs/arena-selfplay-seed0/team.onnx
+    python benchmarks/arena_winrate.py benchmarks/runs/arena-selfplay-seed0/team-blue.onnx --episodes 200
 """
 
 from __future__ import annotations
@@ -55,7 +63,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=10_000)
     args = parser.parse_args()
     policy = agentkit.runtime.load(args.onnx)
-    kwargs = policy.metadata["env"]["config"]["kwargs"]
+    agents = policy.metadata["agents"]
+    if not all(agent.startswith("blue_") for agent in agents):
+        raise SystemExit(f"arena_winrate.py: {args.onnx} plays {agents}; pass the blue team's export "
+                         "(the scripted team is red).")
+    kwargs = {**policy.metadata["env"]["config"]["kwargs"], "opponent": "scripted"}
     trained = play(policy, args.episodes, args.seed, kwargs)
     random = play(None, args.episodes, args.seed, kwargs)
     print(f"team arena {kwargs}, {args.episodes} episodes from seed {args.seed}")

@@ -33,7 +33,7 @@ from agentkit.errors import ConfigError
 from agentkit.onpolicy import Collector, OnPolicyConfig, PolicyGroup, metrics_of, schedule
 from agentkit.policy import agent_id_dim, build_actor, build_critic, shares_encoder, vector_space
 from agentkit.seeding import resume_seed
-from agentkit.selfplay import SelfPlay, SelfPlayConfig
+from agentkit.selfplay import SelfPlay, SelfPlayConfig, TeamSelfPlay
 from agentkit.storage import ensure_fits, rollout_bytes
 
 
@@ -68,8 +68,9 @@ class MAPPOConfig(OnPolicyConfig):
     max_grad_norm: float | None = Field(10.0, gt=0, description="Clip the global gradient norm (null: off).")
     self_play: SelfPlayConfig | None = Field(
         None,
-        description="Self-play for a symmetric game: one shared policy plays every seat, against itself and a "
-        "pool of its frozen snapshots (agentkit/selfplay.py).",
+        description="Self-play: one shared policy plays every seat of a symmetric game, against itself and a "
+        "pool of its frozen snapshots; or each env group is a side of an asymmetric game, the sides taking turns "
+        "to learn against the others' pools (agentkit/selfplay.py).",
     )
 
     def minibatch_for(self, batch_size: int) -> int:
@@ -151,19 +152,38 @@ class MAPPO:
 
         group = self.groups[0]
         policy = group_seat_policy(self.source, {group.spec.name: torch_act(self.policies()[0], deterministic=True)})
-        assert self.selfplay is not None
+        assert isinstance(self.selfplay, SelfPlay)
         return self.selfplay.evaluate(self.source, policy, self.steps_done)
 
-    def _build_selfplay(self, sp: SelfPlayConfig, seed: int) -> SelfPlay:
+    def _build_selfplay(self, sp: SelfPlayConfig, seed: int) -> SelfPlay | TeamSelfPlay:
+        """One policy for every seat: symmetric self-play; one policy per env group (two or more): each group
+        is a side of an asymmetric game (``TeamSelfPlay``). Anything else is refused with the fix."""
         group = self.groups[0]
-        if len(self.groups) != 1 or len(group.slots) < 2:
-            raise ConfigError(
-                "algorithm.self_play: self-play needs one policy that plays every seat: an env with one group of "
-                f"two or more agents and algorithm.share_parameters: true (this run builds {len(self.groups)} "
-                f"policies: {[g.name for g in self.groups]}). Put the seats in one group (env.groups) or remove "
-                "algorithm.self_play."
-            )
-        return SelfPlay(sp, group.actor, group.agents, self.num_envs, seed, self._registry)
+        env_groups = list(self.source.groups)
+        if len(self.groups) == 1 and len(group.slots) >= 2:
+            if sp.team_change is not None:
+                raise ConfigError(
+                    "algorithm.self_play.team_change: this run has one policy for every seat (symmetric "
+                    "self-play), so no side takes turns learning; remove team_change, or name the sides as env "
+                    "groups (env.groups) for asymmetric self-play."
+                )
+            return SelfPlay(sp, group.actor, group.agents, self.num_envs, seed, self._registry, group.spec.name)
+        if len(env_groups) >= 2 and [g.name for g in self.groups] == env_groups:
+            if sp.eval_opponents:
+                raise ConfigError(
+                    "algorithm.self_play.eval_opponents: fixed opponents play turn-based games' seats; with "
+                    f"several sides ({env_groups}) evaluate the export instead (agentkit eval, or "
+                    "benchmarks/arena_winrate.py for Team Arena). Remove eval_opponents."
+                )
+            return TeamSelfPlay(sp, {g.name: g.actor for g in self.groups}, {g.name: g.agents for g in self.groups},
+                                self.num_envs, seed)
+        raise ConfigError(
+            "algorithm.self_play: self-play needs one policy that plays every seat (an env with one group of two "
+            "or more agents) or one policy per env group, each group a side (env.groups: {blue: [...], red: "
+            f"[...]}}), with algorithm.share_parameters: true; this run builds {len(self.groups)} policies: "
+            f"{[g.name for g in self.groups]} over the env groups {env_groups}. Put the seats in one group or the "
+            "sides in groups of their own (env.groups), or remove algorithm.self_play."
+        )
 
     # -- building -------------------------------------------------------------------------------------------
 
@@ -216,10 +236,9 @@ class MAPPO:
                                      **episodes.metrics()}
         if self.selfplay is not None:
             self.selfplay.per_side(metrics)
-        if self.selfplay is not None:
             self.selfplay.maybe_snapshot(self.steps_done)
             metrics.update(self.selfplay.metrics())
-            if self.selfplay.eval_due(self.steps_done):
+            if isinstance(self.selfplay, SelfPlay) and self.selfplay.eval_due(self.steps_done):
                 metrics.update(self._evaluate_selfplay())
         metrics.update(metrics_of(self.groups, per_group))
         return metrics

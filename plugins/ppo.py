@@ -54,7 +54,8 @@ class PPO:
         if context.env.multi_agent:
             raise ConfigError(
                 f"algorithm.plugin: ppo trains single-agent envs; {context.env.env_id!r} is multi-agent. "
-                "Use algorithm.plugin: mappo."
+                "Use algorithm.plugin: mappo (with algorithm.centralised: false it is PPO on each agent's own "
+                "observation; one group of seats shares one policy, e.g. both players of a board game)."
             )
         run = context.config
         self.config = cfg = config

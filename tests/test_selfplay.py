@@ -108,7 +108,7 @@ def test_frozen_seats_never_reach_the_batch():
     env = host.registry.get("env", "pettingzoo").factory(config.env)
     algo = MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
     try:
-        frozen = torch.as_tensor(algo.selfplay.frozen)
+        frozen = torch.as_tensor(algo.selfplay.frozen("player"))
         assert frozen.sum(1).tolist() == [1] * 8  # one seat of two is the snapshot's in every copy
         algo.iterate()
         valid = algo.units[0].storage.valid
@@ -118,18 +118,36 @@ def test_frozen_seats_never_reach_the_batch():
         algo.close()
 
 
-def test_self_play_needs_one_policy_for_every_seat():
+def test_self_play_needs_one_policy_for_every_seat_or_one_per_side():
     host = PluginHost()
+    section = selfplay_config(64)
+    section["algorithm"]["share_parameters"] = False  # a policy per seat, all in one env group: neither
+    config = load_config(section, host.registry)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    with pytest.raises(ConfigError, match="one policy that plays every seat .* or one policy per env group"):
+        MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    # each seat its own env group: two sides (asymmetric self-play), whose fixed opponents are refused
     section = selfplay_config(64)
     section["env"]["groups"] = {"x": ["player_1"], "o": ["player_2"]}
     config = load_config(section, host.registry)
-    with pytest.raises(ConfigError, match="one policy that plays every seat"):
-        env = host.registry.get("env", "pettingzoo").factory(config.env)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    with pytest.raises(ConfigError, match="evaluate the export instead"):
+        MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    section["algorithm"]["self_play"]["eval_opponents"] = []
+    config = load_config(section, host.registry)
+    algo = MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    assert algo.selfplay.sides == ["x", "o"]
+    # team_change means nothing when one policy plays every seat
+    section = selfplay_config(64, team_change=128)
+    config = load_config(section, host.registry)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    with pytest.raises(ConfigError, match="team_change"):
         MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
 
 
 def test_example_configs_validate(capsys):
-    for example in ("examples/tictactoe-selfplay.yaml", "examples/connect4-selfplay.yaml"):
+    for example in ("examples/tictactoe-selfplay.yaml", "examples/connect4-selfplay.yaml",
+                    "examples/arena-selfplay.yaml"):
         assert main(["config", "show", example]) == 0
         assert "self_play" in capsys.readouterr().out
 
@@ -176,5 +194,126 @@ def test_every_learned_move_is_credited_with_its_seats_game_result(latest_ratio)
                        for u in torch.nonzero(st.dones[:, n, seat]).flatten().tolist()
                        if not st.valid[u, n, seat] and st.rewards[u, n, seat] < 0]
         assert lost_on_the_winners_move
+    finally:
+        algo.close()
+
+
+# -- asymmetric self-play: each env group a side ------------------------------------------------------------------
+
+ARENA = "agentkit_envs.games.team_arena"
+
+
+def arena_config(total_steps: int) -> dict:
+    return {
+        "seed": 0,
+        "env": {"plugin": "pettingzoo", "module": ARENA, "kwargs": {"team_size": 1},
+                "groups": {"blue": ["blue_0"], "red": ["red_0"]}, "num_envs": 4},
+        "algorithm": {"plugin": "mappo", "total_steps": total_steps, "num_steps": 32, "update_epochs": 1,
+                      "self_play": {"team_change": 256, "save_steps": 128, "window": 3, "swap_steps": 64,
+                                    "play_against_latest_ratio": 0.5}},
+        "policy": {"hidden_sizes": [16]},
+        "run": {"progress": "none", "tensorboard": True, "torch_threads": 1, "checkpoint_every_steps": 512},
+    }
+
+
+def test_team_self_play_sides_take_turns_keep_pools_and_ratings_across_resume(tmp_path):
+    run_dir = tmp_path / "arena"
+    run_train(arena_config(1024), run_dir)
+    header, rows = read_metrics(run_dir / "metrics.csv")
+    # blue learns for team_change = 256 env steps (two iterations of 128), then red, then blue...
+    learned = ["blue" if float(r["selfplay/blue/learning"]) else "red" for r in rows]
+    assert learned == ["blue", "blue", "red", "red"] * 2
+    for row, side in zip(rows, learned, strict=True):  # only the learning side is updated
+        other = "red" if side == "blue" else "blue"
+        assert row[f"losses/{side}/policy"] != "" and row[f"losses/{other}/policy"] == ""
+        assert float(row[f"selfplay/{other}/learning"]) == 0.0
+    # per side, never the mean over the two teams, in metrics.csv, TensorBoard and curve.png
+    for column in ("charts/blue/episode_return", "charts/red/episode_return", "selfplay/blue/elo",
+                   "selfplay/red/elo", "selfplay/blue/win_rate", "selfplay/red/loss_rate", "selfplay/red/pool_size"):
+        assert column in header, column
+    assert "charts/episode_return" not in header
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agentkit.runlog import curve_columns, elo_columns
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "charts/episode_return" not in tags and {"selfplay/red/elo", "charts/blue/episode_return"} <= set(tags)
+    assert curve_columns(header) == ["charts/blue/episode_return", "charts/red/episode_return"]
+    assert elo_columns(header) == ["selfplay/blue/elo", "selfplay/red/elo"]
+    assert (run_dir / "curve.png").is_file()
+
+    saved = ckpt.load_checkpoint(run_dir / "checkpoints" / "latest.pt")["algorithm"]
+    state = saved["selfplay"]
+    # a side's snapshot after each of its save_steps while it learns; the window keeps the newest 3
+    assert [p["step"] for p in state["pools"]["blue"]] == [256, 640, 768]
+    assert [p["step"] for p in state["pools"]["red"]] == [512, 896, 1024]
+    assert state["learning"] == 0 and state["elo"]["blue"] != 1200.0
+    # the side that is not learning does not change: blue's weights are its snapshot taken at 768
+    blue = saved["units"]["blue"]["actor"]
+    assert all(torch.equal(blue[k], state["pools"]["blue"][-1]["actor"][k]) for k in blue)
+    assert not torch.equal(blue["encoder.net.0.weight"], state["pools"]["blue"][0]["actor"]["encoder.net.0.weight"])
+    last = rows[-1]
+
+    run_train(arena_config(1536), run_dir, resume=True)
+    resumed = ckpt.load_checkpoint(run_dir / "checkpoints" / "latest.pt")["algorithm"]["selfplay"]
+    assert [p["step"] for p in resumed["pools"]["blue"]] == [768, 1152, 1280]
+    assert [p["step"] for p in resumed["pools"]["red"]] == [1024, 1408, 1536]
+    assert torch.equal(resumed["pools"]["red"][0]["actor"]["encoder.net.0.weight"],
+                       state["pools"]["red"][2]["actor"]["encoder.net.0.weight"])
+    _, rows = read_metrics(run_dir / "metrics.csv")
+    first = next(r for r in rows if int(r["step"]) > 1024)
+    assert float(first["selfplay/blue/learning"]) == 1.0  # the turn order goes on where it stopped
+    games = float(first.get("selfplay/blue/games") or 0)
+    for side in ("blue", "red"):  # the ratings continue from the checkpoint (at most K per game)
+        assert abs(float(first[f"selfplay/{side}/elo"]) - float(last[f"selfplay/{side}/elo"])) <= 16 * games + 1e-6
+
+    # the blue export plays the scripted red team it never met (benchmarks/arena_winrate.py)
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "team.onnx")]) == 0
+    from test_benchmarks import BENCHMARKS, load_script
+
+    from agentkit import runtime
+
+    arena = load_script(BENCHMARKS / "arena_winrate.py")
+    win_rate, mean_return = arena.play(runtime.load(tmp_path / "team-blue.onnx"), 2, 0,
+                                       {"team_size": 1, "opponent": "scripted"})
+    assert 0.0 <= win_rate <= 1.0 and -3.0 < mean_return < 3.0
+
+
+def tag_algo(latest_ratio: float):
+    host = PluginHost()
+    section = {
+        "seed": 0,
+        "env": {"plugin": "pettingzoo", "module": "mpe2.simple_tag_v3", "num_envs": 4,
+                "kwargs": {"num_good": 1, "num_adversaries": 2, "num_obstacles": 1, "max_cycles": 25}},
+        "algorithm": {"plugin": "mappo", "total_steps": 256, "num_steps": 16, "update_epochs": 1,
+                      "self_play": {"team_change": 1000, "play_against_latest_ratio": latest_ratio}},
+        "policy": {"hidden_sizes": [16]},
+        "run": {"progress": "none"},
+    }
+    config = load_config(section, host.registry)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    return MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("latest_ratio", [1.0, 0.0])
+def test_the_side_that_is_not_learning_plays_its_latest_policy_or_a_snapshot_and_never_learns(latest_ratio):
+    # simple_tag: predators (adversary) learn first; the prey (agent) is played by its latest policy, biased
+    # here towards action 0 after the pool took its untrained snapshot, or by that snapshot
+    algo = tag_algo(latest_ratio)
+    try:
+        assert algo.selfplay.sides == ["adversary", "agent"]
+        prey = algo.units[1]
+        with torch.no_grad():
+            prey.actor.head.logits.bias.copy_(torch.tensor([20.0, 0, 0, 0, 0]))
+        before = {k: v.clone() for k, v in prey.actor.state_dict().items()}
+        algo.iterate()
+        st = prey.storage
+        assert not bool(st.valid.any())  # the prey's moves are never learned
+        assert all(torch.equal(before[k], v) for k, v in prey.actor.state_dict().items())
+        assert bool(algo.units[0].storage.valid.all())  # every predator move is
+        zeros = float((st.actions == 0).float().mean())
+        assert zeros == 1.0 if latest_ratio == 1.0 else zeros < 0.5
     finally:
         algo.close()
