@@ -285,3 +285,39 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 _SETUP_KEY = pytest.StashKey[dict]()
 _SETUP_CHANGES_KEY = pytest.StashKey[list]()
+
+
+# -- Plugin hosts and trained runs -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def host():
+    """A ``PluginHost`` with the built-in and installed plugins, one per test module (a module that needs
+    another host, say without entry points, defines its own ``host``; a test that registers plugins of its
+    own makes its own host)."""
+    from agentkit.host import PluginHost
+
+    return PluginHost()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, host):
+    """Train a run once per module: ``trained_run(config, name="run") -> Path`` (the run dir).
+
+    ``config`` is a run config as data, trained with the module's ``host``; the same config and name give the
+    same run dir, trained once.
+    """
+    import json
+
+    made: dict[tuple[str, str], Path] = {}
+
+    def train_once(config: dict, name: str = "run") -> Path:
+        from agentkit.config import load_config
+        from agentkit.trainer import train
+
+        key = (name, json.dumps(config, sort_keys=True))
+        if key not in made:
+            run_dir = tmp_path_factory.mktemp(name) / name
+            train(load_config(config, host.registry), host, run_dir=run_dir)
+            made[key] = run_dir
+        return made[key]
+
+    return train_once

@@ -13,7 +13,6 @@ from agentkit.build import build_env
 from agentkit.config import load_config
 from agentkit.errors import InvalidInputError, UserError
 from agentkit.evaluation import EvalResult, evaluate_run, play_episodes
-from agentkit.host import PluginHost
 from agentkit.trainer import train
 
 CARTPOLE = {
@@ -35,15 +34,8 @@ SPEAKER_LISTENER = {
 
 
 @pytest.fixture(scope="module")
-def host() -> PluginHost:
-    return PluginHost()
-
-
-@pytest.fixture(scope="module")
-def cartpole_run(tmp_path_factory, host):
-    run_dir = tmp_path_factory.mktemp("eval") / "cartpole"
-    train(load_config(CARTPOLE, host.registry), host, run_dir=run_dir)
-    return run_dir
+def cartpole_run(trained_run):
+    return trained_run(CARTPOLE, "cartpole")
 
 
 def test_same_seed_same_episodes(cartpole_run):

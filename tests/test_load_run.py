@@ -13,7 +13,6 @@ from agentkit.evaluation import evaluate_onnx, evaluate_run, play_episodes, torc
 from agentkit.exporting import export_run
 from agentkit.host import PluginHost
 from agentkit.rundir import load_run
-from agentkit.trainer import train
 
 ARENA_ASYNC = {
     "seed": 0,
@@ -27,15 +26,8 @@ ARENA_ASYNC = {
 
 
 @pytest.fixture(scope="module")
-def host() -> PluginHost:
-    return PluginHost()
-
-
-@pytest.fixture(scope="module")
-def async_run(tmp_path_factory, host):
-    run_dir = tmp_path_factory.mktemp("load") / "arena"
-    train(load_config(ARENA_ASYNC, host.registry), host, run_dir=run_dir)
-    return run_dir
+def async_run(trained_run):
+    return trained_run(ARENA_ASYNC, "arena")
 
 
 def _watch(monkeypatch):

@@ -161,21 +161,13 @@ def test_an_opponent_plugin_plays_through_the_same_door(ttt_run, capsys, monkeyp
 
 
 @pytest.fixture(scope="module")
-def ttt_run(tmp_path_factory):
-    from agentkit.config import load_config
-    from agentkit.host import PluginHost
-    from agentkit.trainer import train
-
-    run_dir = tmp_path_factory.mktemp("ttt") / "run"
-    host = PluginHost()
-    config = load_config({
+def ttt_run(trained_run):
+    return trained_run({
         "env": {"plugin": "pettingzoo", "module": TTT, "num_envs": 4},
         "algorithm": {"plugin": "mappo", "total_steps": 256, "num_steps": 16, "centralised": False,
                       "agent_id": False},
         "run": {"progress": "none", "tensorboard": False, "checkpoint_every_steps": 128},
-    }, host.registry)
-    train(config, host, run_dir=run_dir)
-    return run_dir
+    })
 
 
 def test_eval_against_an_opponent_reports_rates_per_seat(ttt_run, capsys):

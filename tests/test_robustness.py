@@ -34,7 +34,6 @@ from agentkit import cli
 from agentkit.algorithm import Progress
 from agentkit.config import load_config
 from agentkit.errors import CheckpointError, NonFiniteError, PluginError
-from agentkit.host import PluginHost
 from agentkit.rundir import RunDirError, load_run
 from agentkit.runlog import read_metrics
 from agentkit.trainer import train
@@ -159,11 +158,6 @@ def _main(capsys, *args: str) -> tuple[int, str]:
 def _one_message(err: str) -> str:
     assert err.startswith("agentkit: error: ") and "Traceback" not in err, err
     return err
-
-
-@pytest.fixture(scope="module")
-def host() -> PluginHost:
-    return PluginHost()
 
 
 # -- configs and command lines (item 4 and item 5) ------------------------------------------------------------

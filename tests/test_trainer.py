@@ -55,11 +55,6 @@ def _deterministic_columns(header: list[str]) -> list[str]:
     return [c for c in header if c not in WALL_CLOCK and not c.startswith("time/") and "per_second" not in c]
 
 
-@pytest.fixture(scope="module")
-def host() -> PluginHost:
-    return PluginHost()
-
-
 class Recorder:
     """A plugin object that records lifecycle hooks (and may stop the run or add a metric)."""
 

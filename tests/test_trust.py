@@ -21,10 +21,7 @@ from gymnasium import spaces
 from onnx_cases import Case, make_artifact
 
 from agentkit import cli
-from agentkit.config import load_config
 from agentkit.errors import UserError
-from agentkit.host import PluginHost
-from agentkit.trainer import train
 from agentkit.trust import check_imports, code_refs, is_allowed
 
 CARTPOLE_ENV = {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 1}
@@ -199,11 +196,8 @@ def test_python_dash_m_does_not_import_from_the_working_directory(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def cartpole_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("trust") / "run"
-    host = PluginHost()
-    train(load_config(CARTPOLE_RUN, host.registry), host, run_dir=run_dir)
-    return run_dir
+def cartpole_run(trained_run):
+    return trained_run(CARTPOLE_RUN)
 
 
 def _tampered(cartpole_run, tmp_path, **changes):
