@@ -177,7 +177,7 @@ class _Group:
     """A policy group's networks and optimisers (plain holder): ``actors`` are its sub-policies (one unless
     ``ensemble_size`` > 1), sharing one observation normaliser."""
 
-    def __init__(self, spec, actors: list[Actor], critic: CentralCritic, cfg: MADDPGConfig):
+    def __init__(self, spec, actors: list[Actor], critic: CentralCritic, cfg: MADDPGConfig, device: torch.device):
         self.spec = spec
         self.name: str = spec.name
         self.n_agents = len(spec.agents)
@@ -185,8 +185,8 @@ class _Group:
         self.obs_shape = tuple(int(d) for d in spec.observation_space.shape)
         self.obs_dtype = torch_dtype(spec.observation_space.dtype)
         self.image = image_layout(spec.observation_space) is not None
-        self.actors = actors
-        self.critic = critic
+        self.actors = [actor.to(device) for actor in actors]
+        self.critic = critic.to(device)
         # One deepcopy of the list, so the targets share one normaliser as the actors do.
         self.target_actors = [t.requires_grad_(False) for t in copy.deepcopy(actors)]
         self.target_critic = copy.deepcopy(critic).requires_grad_(False)
@@ -194,7 +194,7 @@ class _Group:
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
         self.id_dim = agent_id_dim(self.n_agents, cfg.agent_id)  # the actor's (agent_id); the critic's always
         self.critic_id_dim = agent_id_dim(self.n_agents)
-        self.eye = torch.eye(self.n_agents)  # replaces agent i's own action in its row of the actor loss
+        self.eye = torch.eye(self.n_agents, device=device)  # replaces agent i's own action in its row of the actor loss
 
     @property
     def actor(self) -> Actor:
@@ -209,7 +209,7 @@ class _Group:
     def actor_input(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
         """``[B, A, *obs_shape]`` → (``[B * A, *obs_shape]``, the one-hot agent ids ``[B * A, A]`` or None)."""
         b = obs.shape[0]
-        ids = agent_ids(self.id_dim, b).reshape(b * self.n_agents, -1) if self.id_dim else None
+        ids = agent_ids(self.id_dim, b, obs.device).reshape(b * self.n_agents, -1) if self.id_dim else None
         return obs.reshape(b * self.n_agents, *self.obs_shape), ids
 
 
@@ -248,11 +248,8 @@ class MADDPG:
         self.cfg = config
         self.context = context
         run_config = context.config
-        if context.device.type != "cpu":  # run.device, resolved by agentkit.algorithm.resolve_device
-            raise ConfigError(
-                f"run.device: maddpg trains on the CPU only for now (this run resolved to {context.device}); set "
-                "run.device: cpu."
-            )
+        # run.device (agentkit.algorithm.resolve_device): networks, optimiser state, the replay buffer and
+        # its samples live there; numpy meets torch only at the env boundary.
         self.device = context.device
         env = context.env
         if not env.multi_agent:
@@ -262,7 +259,11 @@ class MADDPG:
             )
         self.num_envs = run_config.env.num_envs
         self.seed = run_config.seed
+        # Replay sampling and sub-policy draws use a CPU generator, exploration noise one on the networks' device:
+        # on a CPU run they are one generator, the random stream CPU runs always had.
         self.generator = torch.Generator().manual_seed(self.seed)
+        self.noise_generator = self.generator if self.device.type == "cpu" else torch.Generator(
+            device=self.device).manual_seed(self.seed)
         source = cast(MultiAgentEnvSource, env)  # multi_agent: checked above
         # opened at the first collect: eval and export build no env copies and start no worker processes
         self.training_env: TrainingEnv[MultiAgentVecEnv, dict[str, Observation]] = TrainingEnv(
@@ -316,7 +317,7 @@ class MADDPG:
                 x_dim, act_dim, id_dim, config.critic_hidden_sizes, run_config.policy.activation,
                 run_config.policy.normalize_obs, image_encoders,
             )
-            self.groups[name] = _Group(spec, actors[name], critic, config)
+            self.groups[name] = _Group(spec, actors[name], critic, config, self.device)
 
         self._buffer: ReplayBuffer | None = None  # allocated on first use: eval and export never need it
         fields = self._buffer_fields()
@@ -381,13 +382,13 @@ class MADDPG:
         noise_std = self.noise_std()
         for g, grp in self.groups.items():
             o = obs[g]
-            x = torch.as_tensor(o.obs).reshape(self.num_envs, grp.n_agents, *grp.obs_shape)
+            x = torch.as_tensor(o.obs, device=self.device).reshape(self.num_envs, grp.n_agents, *grp.obs_shape)
             mask = None
             if grp.spec.mask_dim and o.mask is not None:
-                mask = torch.as_tensor(o.mask).reshape(self.num_envs * grp.n_agents, -1)
+                mask = torch.as_tensor(o.mask, device=self.device).reshape(self.num_envs * grp.n_agents, -1)
             act = ensemble_act(
-                grp.actors, grp.actor_input(x), mask, self._sub_policy[g].reshape(-1), explore=True,
-                temperature=self.cfg.gumbel_temperature, noise_std=noise_std, generator=self.generator,
+                grp.actors, grp.actor_input(x), mask, self._sub_policy[g].reshape(-1).to(self.device), explore=True,
+                temperature=self.cfg.gumbel_temperature, noise_std=noise_std, generator=self.noise_generator,
             )
             outputs = {k: v.cpu().numpy() for k, v in grp.head.env_outputs(act.raw).items()}
             env_actions[g] = grp.head.to_env(outputs)
@@ -399,23 +400,24 @@ class MADDPG:
         for _ in range(n_vector_steps):
             obs = self.training_env.observation()
             for g, grp in self.groups.items():
-                grp.actor.update_normalizer(*grp.actor_input(torch.as_tensor(obs[g].obs)))
+                grp.actor.update_normalizer(*grp.actor_input(torch.as_tensor(obs[g].obs, device=self.device)))
             actions, reps = self._act(obs)
             tr = self.training_env.vec().step(actions)
             rows: dict[str, Any] = {}
+            dev = self.device
             for g, grp in self.groups.items():
                 t = tr.groups[g]
                 o = obs[g]
-                rows[f"{g}/obs"] = torch.as_tensor(o.obs)
+                rows[f"{g}/obs"] = torch.as_tensor(o.obs, device=dev)
                 ended = np.asarray(t.terminated, dtype=bool) | np.asarray(t.truncated, dtype=bool)
-                rows[f"{g}/next_obs"] = torch.as_tensor(_final(t.final_obs, t.next.obs, ended))
+                rows[f"{g}/next_obs"] = torch.as_tensor(_final(t.final_obs, t.next.obs, ended), device=dev)
                 alive = torch.as_tensor(
-                    np.asarray(o.alive if o.alive is not None else np.ones(t.reward.shape), dtype=bool)
+                    np.asarray(o.alive if o.alive is not None else np.ones(t.reward.shape), dtype=bool), device=dev
                 )
                 # Dead agents' rows are placeholders: their action enters the others' critics as zeros.
                 rows[f"{g}/action"] = reps[g] * alive.unsqueeze(-1)
-                rows[f"{g}/reward"] = _f32(t.reward)
-                rows[f"{g}/terminated"] = torch.as_tensor(np.asarray(t.terminated, dtype=bool))
+                rows[f"{g}/reward"] = _f32(t.reward, dev)
+                rows[f"{g}/terminated"] = torch.as_tensor(np.asarray(t.terminated, dtype=bool), device=dev)
                 rows[f"{g}/alive"] = alive
                 if self.cfg.ensemble_size > 1:
                     rows[f"{g}/sub_policy"] = self._sub_policy[g].clone()
@@ -425,17 +427,17 @@ class MADDPG:
                         self.cfg.ensemble_size, (int(redraw.sum()),), generator=self.generator
                     )
                 if grp.spec.mask_dim:
-                    rows[f"{g}/mask"] = _mask(o.mask, t.reward.shape, grp.spec.mask_dim)
+                    rows[f"{g}/mask"] = _mask(o.mask, t.reward.shape, grp.spec.mask_dim, dev)
                     # Where an agent's episode ended, the adapter gives the reset mask, not the final one, so
                     # the target actor sees an all-allowed mask there.
-                    next_mask = _mask(t.next.mask, t.reward.shape, grp.spec.mask_dim)
-                    next_mask[torch.as_tensor(ended)] = True
+                    next_mask = _mask(t.next.mask, t.reward.shape, grp.spec.mask_dim, dev)
+                    next_mask[torch.as_tensor(ended, device=dev)] = True
                     rows[f"{g}/next_mask"] = next_mask
             if self.cfg.critic_input == "state":
                 first = next(iter(self.groups))
                 t0 = tr.groups[first]
-                rows["state"] = _f32(obs[first].state)
-                rows["next_state"] = _f32(t0.final_state if t0.final_state is not None else t0.next.state)
+                rows["state"] = _f32(obs[first].state, dev)
+                rows["next_state"] = _f32(t0.final_state if t0.final_state is not None else t0.next.state, dev)
             x, _ = self._critic_x(rows, False)
             for grp in self.groups.values():
                 if grp.critic.x_dim:
@@ -462,7 +464,8 @@ class MADDPG:
             return b["next_state" if nxt else "state"], {}
         key = "next_obs" if nxt else "obs"
         vectors = [b[f"{g}/{key}"].flatten(1).to(torch.float32) for g in self.groups if g not in self.image_groups]
-        x = torch.cat(vectors, dim=-1) if vectors else torch.zeros(len(b[f"{next(iter(self.groups))}/{key}"]), 0)
+        x = torch.cat(vectors, dim=-1) if vectors else torch.zeros(len(b[f"{next(iter(self.groups))}/{key}"]), 0,
+                                                                  device=self.device)
         return x, {g: b[f"{g}/{key}"] for g in self.image_groups}
 
     def _q_all(self, critic: CentralCritic, grp: _Group, x: tuple[Tensor, dict[str, Tensor]], joint: Tensor) -> Tensor:
@@ -470,7 +473,7 @@ class MADDPG:
         bsz, a = joint.shape[0], grp.n_agents
         h = critic.embed(*x)
         xs = h.unsqueeze(1).expand(bsz, a, h.shape[-1]).reshape(bsz * a, -1)
-        ids = agent_ids(grp.critic_id_dim, bsz).reshape(bsz * a, a) if grp.critic_id_dim else None
+        ids = agent_ids(grp.critic_id_dim, bsz, h.device).reshape(bsz * a, a) if grp.critic_id_dim else None
         return critic(xs, joint.reshape(bsz * a, -1), ids).reshape(bsz, a)
 
     def update(self) -> dict[str, float]:
@@ -488,7 +491,7 @@ class MADDPG:
                 rep = ensemble_act(
                     grp.target_actors, grp.actor_input(b[f"{g}/next_obs"]),
                     None if mask is None else mask.reshape(bsz * grp.n_agents, -1), _rows(b.get(f"{g}/sub_policy")),
-                    explore=True, temperature=cfg.gumbel_temperature, generator=self.generator,
+                    explore=True, temperature=cfg.gumbel_temperature, generator=self.noise_generator,
                 ).encoding
                 next_alive = b[f"{g}/alive"] & ~b[f"{g}/terminated"]
                 next_reps.append((rep.reshape(bsz, grp.n_agents, -1) * next_alive.unsqueeze(-1)).flatten(1))
@@ -525,7 +528,7 @@ class MADDPG:
             act = ensemble_act(
                 grp.actors, grp.actor_input(obs), None if mask is None else mask.reshape(bsz * a, -1),
                 _rows(b.get(f"{g}/sub_policy")), explore=True, temperature=cfg.gumbel_temperature,
-                generator=self.generator,
+                generator=self.noise_generator,
             )
             rep = act.encoding.reshape(bsz, a, d)
             lo, hi = offsets[g]
@@ -600,6 +603,8 @@ class MADDPG:
             "progress": self.progress.state_dict(),
             "generator": self.generator.get_state(),
         }
+        if self.noise_generator is not self.generator:
+            state["noise_generator"] = self.noise_generator.get_state()
         if self.cfg.checkpoint_buffer:
             state["buffer"] = self.buffer.state_dict()
         return state
@@ -635,6 +640,8 @@ class MADDPG:
         self._since_update = int(state["since_update"])
         self.progress.load_state_dict(state.get("progress"), self.steps_done)
         self.generator.set_state(state["generator"])
+        if self.noise_generator is not self.generator and "noise_generator" in state:
+            self.noise_generator.set_state(state["noise_generator"])
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
 
@@ -663,14 +670,14 @@ def _rows(per_agent: Tensor | None) -> Tensor | None:
     return None if per_agent is None else per_agent.reshape(-1)
 
 
-def _f32(x: Any) -> Tensor:
-    return torch.as_tensor(np.asarray(x, dtype=np.float32))
+def _f32(x: Any, device: torch.device) -> Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
 
 
-def _mask(mask: np.ndarray | None, shape: tuple[int, ...], width: int) -> Tensor:
+def _mask(mask: np.ndarray | None, shape: tuple[int, ...], width: int, device: torch.device) -> Tensor:
     if mask is None:
-        return torch.ones((*shape, width), dtype=torch.bool)
-    return torch.as_tensor(np.asarray(mask)).bool().reshape(*shape, width)
+        return torch.ones((*shape, width), dtype=torch.bool, device=device)
+    return torch.as_tensor(np.asarray(mask), device=device).bool().reshape(*shape, width)
 
 
 def _final(final: np.ndarray | None, nxt: np.ndarray, ended: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from agentkit_plugins.maddpg import ensemble_act, soft_update
 from agentkit_plugins.replay import ReplayBuffer
 from gymnasium import spaces
 
-from agentkit.algorithm import BuildContext
+from agentkit.algorithm import BuildContext, resolve_device
 from agentkit.config import PolicyConfig, load_config
 from agentkit.errors import ConfigError, EmptyMaskError
 from agentkit.heads import ActionHead, gumbel_softmax_st
@@ -202,7 +202,7 @@ ARENA = {
 FAST = {"learning_starts": 300, "batch_size": 64, "train_every": 40, "iteration_steps": 400, "buffer_size": 5000}
 
 
-def build(host, env_section, steps=1200, **algo):
+def build(host, env_section, steps=1200, device="cpu", **algo):
     data = {
         "seed": 3,
         "env": env_section,
@@ -212,7 +212,7 @@ def build(host, env_section, steps=1200, **algo):
     config = load_config(data, host.registry)
     env = host.registry.get("env", config.env.plugin).factory(config.env)
     algo_obj = host.registry.get("algorithm", "maddpg").factory(
-        config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu"))
+        config.algorithm, BuildContext(config, host.registry, env, None, torch.device(device))
     )
     return config, algo_obj
 
@@ -411,6 +411,38 @@ def test_single_agent_env_is_a_config_error(host):
         host.registry.get("algorithm", "maddpg").factory(
             config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu"))
         )
+
+
+def test_run_device_auto_holds_networks_optimisers_and_replay_samples(host):
+    """``run.device`` through ``resolve_device``, as ppo and mappo: ``auto`` is the CPU on a machine without CUDA
+    (the GPU where torch finds one, and then this test checks cuda placement); every network, optimiser state,
+    replay row and sampled batch lives there, and the run learns."""
+    device = resolve_device("auto")
+    _, algo = build(host, ARENA, steps=800, device=device, critic_input="state", ensemble_size=2)
+    try:
+        run_all(algo, 800)
+        assert algo.updates_done > 0
+        for grp in algo.groups.values():
+            modules = [*grp.actors, *grp.target_actors, grp.critic, grp.target_critic]
+            tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+            tensors += [v for opt in [*grp.actor_opts, grp.critic_opt] for st in opt.state.values()
+                        for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
+            assert tensors and {t.device.type for t in tensors} == {device.type}
+        assert {t.device.type for t in algo.buffer.data.values()} == {device.type}
+        assert {t.device.type for t in algo.buffer.sample(8, algo.generator).values()} == {device.type}
+    finally:
+        algo.close()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gives")
+def test_run_device_cuda_without_cuda_exits_2_before_building(host, tmp_path):
+    from agentkit.trainer import train
+
+    config = load_config({"env": SPREAD, "algorithm": {"plugin": "maddpg", "total_steps": 100},
+                          "run": {"device": "cuda", "progress": "none"}}, host.registry)
+    with pytest.raises(ConfigError, match=r"run.device: cuda.*finds no CUDA device") as info:
+        train(config, host, run_dir=tmp_path / "run")
+    assert info.value.exit_code == 2 and not (tmp_path / "run").exists()
 
 
 def test_train_export_each_group_and_eval_parity(host, tmp_path):
