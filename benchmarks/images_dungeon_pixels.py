@@ -1,20 +1,23 @@
 """agentkit/Dungeon-v0 from its own rendered frames (CNN) against the vector observation (MLP), PPO masked.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/images_dungeon_pixels.py --steps 100000 --seed 0
+    ... --side vector   (or --side pixels: one side per process; the ratio is printed once both have run)
 
 The vector run is examples/dungeon-masked-ppo.yaml for ``--steps``; the pixel run the same file for
-``4 x --steps`` with the env seen through ``agentkit_envs.pixels:RenderedPixels`` (the 256x256 ``rgb_array``
+``4 x --steps`` (the same ``num_envs``, 16, and every other setting) with the env seen through ``agentkit_envs.pixels:RenderedPixels`` (the 256x256 ``rgb_array``
 frame area-averaged to ``--size`` px a side, uint8, 4 px per cell at 32; the action mask kept) named in
 ``env.wrappers``, and ``policy.encoder: auto`` (the multi encoder: a CNN on the frame, small-image kernels
 3-3-3 / strides 2-1-1 below 36 px). Both policies then play ``--episodes`` fresh dungeons from their
 exported ``.onnx`` (sampling, as the Dungeon rows of RESULTS.md do); the figure is the mean return and the
 share of dungeons cleared (return > 0: only the exit pays). Target (issue 26): pixels reach >= 90% of the
-vector run's figure within 4x its steps.
+vector run's figure within 4x its steps. Each side's figures are written to
+``benchmarks/runs/images_dungeon_pixels/<side>-seed<seed>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -36,7 +39,6 @@ def config(steps: int, seed: int, pixels: int | None) -> dict:
     if pixels:
         data["env"]["kwargs"]["render_mode"] = "rgb_array"
         data["env"]["wrappers"] = [{"wrapper": "agentkit_envs.pixels:RenderedPixels", "kwargs": {"size": pixels}}]
-        data["env"]["num_envs"] = 8
     return data
 
 
@@ -65,15 +67,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--side", choices=["both", "vector", "pixels"], default="both")
     args = parser.parse_args(argv)
-    vec = run("vector", config(args.steps, args.seed, None), args.episodes, args.seed)
-    print(f"vector, {args.steps} steps: mean return {vec[0]:.3f}, cleared {vec[1]:.0%} ({vec[2]:.0f} steps/s)",
-          flush=True)
-    pix = run(f"pixels{args.size}", config(4 * args.steps, args.seed, args.size), args.episodes, args.seed)
-    print(f"pixels {args.size}x{args.size}, {4 * args.steps} steps: mean return {pix[0]:.3f}, cleared {pix[1]:.0%} "
-          f"({pix[2]:.0f} steps/s)")
-    print(f"pixels / vector: return {pix[0] / vec[0]:.2f}x, cleared {pix[1] / max(vec[1], 1e-9):.2f}x "
-          "(target >= 0.9x)")
+    sides = {"vector": (args.steps, None), "pixels": (4 * args.steps, args.size)}
+    figures = {}
+    for side, (steps, size) in sides.items():
+        name = "vector" if size is None else f"pixels{size}"
+        out = RUNS / f"{name}-seed{args.seed}.json"
+        if args.side in ("both", side):
+            ret, cleared, sps = run(name, config(steps, args.seed, size), args.episodes, args.seed)
+            out.write_text(json.dumps({"steps": steps, "mean_return": ret, "cleared": cleared, "steps_per_s": sps,
+                                       "episodes": args.episodes}))
+            print(f"{name}, {steps} steps: mean return {ret:.3f}, cleared {cleared:.0%} ({sps:.0f} steps/s)",
+                  flush=True)
+        if out.is_file():
+            figures[side] = json.loads(out.read_text())
+    if len(figures) == 2:
+        vec, pix = figures["vector"], figures["pixels"]
+        ratio = pix["cleared"] / max(vec["cleared"], 1e-9)
+        print(f"pixels ({pix['steps']} steps) / vector ({vec['steps']}), seed {args.seed}: cleared {ratio:.2f}x, "
+              f"mean return {pix['mean_return']:.3f} vs {vec['mean_return']:.3f} (target >= 0.9x)")
 
 
 if __name__ == "__main__":
