@@ -45,7 +45,7 @@ from agentkit.moments import merge_moments
 from agentkit.optim import FusedAdam, adam, clip_grad_norm, load_optimizer_state
 from agentkit.policy import Actor, Critic, agent_ids
 from agentkit.runlog import EndedEpisodes
-from agentkit.storage import Batch, RolloutStorage, torch_dtype
+from agentkit.storage import Batch, ObsPacking, RolloutStorage, torch_dtype, unpacked
 
 # -- the options PPO and MAPPO share (one spelling each) ---------------------------------------------------
 
@@ -416,6 +416,7 @@ class PolicyGroup:
             obs_dtype=torch_dtype(space.dtype), action_shape=tuple(self.head.action_shape),
             action_dtype=self.head.action_dtype, mask_dim=self.head.mask_dim if self.use_mask else 0,
             critic_dim=critic_dim if critic_input != "obs" else 0, extra_dim=id_dim,
+            packing=ObsPacking.of(space, spec.observation_fields),  # a Dict's images: uint8 in storage
         )
         if check_storage is not None:
             check_storage(self, self.storage_args)
@@ -487,13 +488,14 @@ class PolicyGroup:
 
     def evaluate(self, mb: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Log-prob of the stored actions under the stored masks, entropy and (normalised) value."""
+        obs = unpacked(mb.obs)  # a minibatch's already are
         if self.shared:
-            latent = self.actor.latent(mb.obs, mb.extras)
+            latent = self.actor.latent(obs, mb.extras)
             dist = self.head(latent, mb.masks)
             value = self.critic.value_out(latent).squeeze(-1)
         else:
-            dist = self.actor(mb.obs, mb.masks, mb.extras)
-            value = self.critic(mb.critic_obs, mb.extras)
+            dist = self.actor(obs, mb.masks, mb.extras)
+            value = self.critic(unpacked(mb.critic_obs), mb.extras)
         return dist.log_prob(mb.actions), dist.entropy(), value
 
     # -- learning ----------------------------------------------------------------------------------------------
@@ -525,9 +527,10 @@ class PolicyGroup:
         for g in self.optimizer.param_groups:
             metrics[f"charts/lr_{g['name']}"] = g["lr"]
         # New normalisation stats serve the next rollout; this one was collected and learned with the old ones.
-        self.actor.update_normalizer(batch.obs, batch.extras)
-        if not self.shared:
-            self.critic.update_normalizer(batch.critic_obs, batch.extras)
+        for part in batch.parts(hp.minibatch_size):  # the whole batch, unless its observations are packed
+            self.actor.update_normalizer(unpacked(part.obs), part.extras)
+            if not self.shared:
+                self.critic.update_normalizer(unpacked(part.critic_obs), part.extras)
         return metrics
 
     # -- checkpoints, deployment -------------------------------------------------------------------------------

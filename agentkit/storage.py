@@ -7,13 +7,19 @@ One storage serves single-agent and multi-agent runs: tensors are preallocated a
 Episode ends are kept apart: ``dones`` marks that an episode ended at step t (terminated OR truncated), so
 nothing flows across the boundary, and ``bootstrap`` holds ``V(final obs)`` on truncated steps only (a time
 limit is not a real end: the return continues past it), 0 on terminated ones.
+
+Observations are stored in their own dtype: a Box image as uint8. A Dict or Tuple observation reaches the
+policy as one flat float32 vector; when it holds images (``agentkit.encoders.image_fields``) its image columns
+are stored as uint8 too (``ObsPacking``, ``PackedObs``) and turned back into the flat float32 vector one
+minibatch at a time, so that its frames cost one byte a pixel in the rollout and the replay buffer.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,17 +32,125 @@ from agentkit.errors import ConfigError
 MEMORY_FRACTION = 0.5
 
 
+class ObsPacking:
+    """How a flat float32 observation that holds images is stored: its image columns as uint8 (one byte a
+    pixel), the other columns as float32.
+
+    The image columns are those of a Dict's or Tuple's image entries (``agentkit.encoders.image_fields``: Box
+    entries of 3 dims bounded 0..255, which the export takes as uint8 pixels), so their values are whole
+    numbers 0..255 and the round trip ``unpack(*pack(x)) == x`` is exact.
+    """
+
+    def __init__(self, width: int, pixel_columns: Sequence[int]):
+        pixels = sorted(set(int(i) for i in pixel_columns))
+        if not pixels or pixels[0] < 0 or pixels[-1] >= width:
+            raise ValueError(f"pixel columns must be a non-empty subset of 0..{width - 1}")
+        taken = set(pixels)
+        self.width = int(width)
+        self.pixel_index = torch.tensor(pixels, dtype=torch.int64)
+        self.value_index = torch.tensor([i for i in range(width) if i not in taken], dtype=torch.int64)
+
+    @classmethod
+    def of(cls, space: Any, fields: list[dict[str, Any]] | None) -> ObsPacking | None:
+        """The packing of a flat observation ``space`` (a Box) flattened by ``fields``, or None when it holds no
+        image entry (then it is stored as it is)."""
+        from agentkit.encoders import EncoderSpec, image_fields
+
+        if not fields or len(space.shape) != 1:
+            return None
+        images = image_fields(EncoderSpec(space, fields))
+        columns = [i for f in images for i in range(int(f["start"]), int(f["start"]) + int(f["size"]))]
+        return cls(int(space.shape[0]), columns) if columns else None
+
+    @property
+    def pixel_width(self) -> int:
+        return int(self.pixel_index.numel())
+
+    @property
+    def value_width(self) -> int:
+        return int(self.value_index.numel())
+
+    def parts(self, lead: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """The two tensors a store of ``lead`` observations holds: ``pixels`` and ``values`` (shape, dtype)."""
+        return {"pixels": ((*lead, self.pixel_width), torch.uint8), "values": ((*lead, self.value_width), torch.float32)}
+
+    def nbytes(self, lead: tuple[int, ...]) -> int:
+        """Bytes a store of ``lead`` observations takes."""
+        return sum(nbytes(shape, dtype) for shape, dtype in self.parts(lead).values())
+
+    def pack(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat observations ``[..., width]`` → (uint8 pixels ``[..., P]``, float32 values ``[..., V]``)."""
+        x = torch.as_tensor(x)
+        pixels = x.index_select(-1, self.pixel_index.to(x.device)).to(torch.uint8)
+        return pixels, x.index_select(-1, self.value_index.to(x.device)).to(torch.float32)
+
+    def unpack(self, pixels: Tensor, values: Tensor) -> Tensor:
+        """The flat float32 observations ``[..., width]`` that ``pack`` took apart."""
+        out = torch.empty((*pixels.shape[:-1], self.width), dtype=torch.float32, device=pixels.device)
+        out[..., self.pixel_index.to(out.device)] = pixels.to(torch.float32)
+        out[..., self.value_index.to(out.device)] = values
+        return out
+
+
+@dataclass
+class PackedObs:
+    """Flat observations ``[*lead, width]`` stored packed (``ObsPacking``). Indexing its leading axes gives a
+    ``PackedObs``; assigning flat float32 observations packs them; ``unpack`` gives the flat float32 tensor."""
+
+    pixels: Tensor
+    values: Tensor
+    packing: ObsPacking
+
+    @classmethod
+    def zeros(cls, lead: tuple[int, ...], packing: ObsPacking, device: torch.device | str = "cpu") -> PackedObs:
+        parts = {k: torch.zeros(shape, dtype=dtype, device=device) for k, (shape, dtype) in packing.parts(lead).items()}
+        return cls(parts["pixels"], parts["values"], packing)
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the unpacked observations."""
+        return torch.Size((*self.pixels.shape[:-1], self.packing.width))
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def __getitem__(self, idx: Any) -> PackedObs:
+        return PackedObs(self.pixels[idx], self.values[idx], self.packing)
+
+    def __setitem__(self, idx: Any, x: Tensor) -> None:
+        self.pixels[idx], self.values[idx] = self.packing.pack(x)
+
+    def reshape(self, *shape: int) -> PackedObs:
+        """The observations reshaped to ``shape`` (as a tensor's ``reshape``; its last axis stays ``width``)."""
+        if shape[-1] != self.packing.width:
+            raise ValueError(f"a PackedObs keeps its last axis ({self.packing.width} columns); got shape {shape}")
+        lead = shape[:-1]
+        return PackedObs(self.pixels.reshape(*lead, self.packing.pixel_width),
+                         self.values.reshape(*lead, self.packing.value_width), self.packing)
+
+    def unpack(self) -> Tensor:
+        return self.packing.unpack(self.pixels, self.values)
+
+
+def unpacked(obs: Tensor | PackedObs) -> Tensor:
+    """``obs`` as the flat tensor the policy takes (``PackedObs.unpack``; a tensor is returned as it is)."""
+    return obs.unpack() if isinstance(obs, PackedObs) else obs
+
+
 @dataclass
 class Batch:
     """Flattened rollout entries (``b_`` tensors; a minibatch is the same type, ``mb_``).
 
-    ``obs`` keeps the observation's own shape and dtype (uint8 images stay uint8); ``critic_obs`` is the
-    critic's input (the obs itself unless a centralised critic has its own); ``masks`` is None when the env
-    gives no action masks; ``extras`` the features given beside the obs (one-hot agent ids), or None.
+    ``obs`` keeps the observation's own shape and dtype (uint8 images stay uint8); a rollout's batch of a Dict
+    observation holding images keeps them packed (``PackedObs``), and every minibatch (``index``,
+    ``minibatches``, ``parts``) has them unpacked into the flat float32 tensor the policy takes.
+    ``critic_obs`` is the critic's input (the obs itself unless a centralised critic has its own); ``masks``
+    is None when the env gives no action masks; ``extras`` the features given beside the obs (one-hot agent
+    ids), or None.
     """
 
-    obs: Tensor
-    critic_obs: Tensor
+    obs: Tensor | PackedObs
+    critic_obs: Tensor | PackedObs
     actions: Tensor
     logprobs: Tensor
     values: Tensor
@@ -48,20 +162,44 @@ class Batch:
     def __len__(self) -> int:
         return self.obs.shape[0]
 
-    def index(self, idx: Tensor) -> Batch:
+    def select(self, idx: Tensor | slice) -> Batch:
+        """The entries ``idx``, packed observations kept packed."""
+        obs = self.obs[idx]
         return Batch(
-            obs=self.obs[idx], critic_obs=self.critic_obs[idx], actions=self.actions[idx],
-            logprobs=self.logprobs[idx], values=self.values[idx], advantages=self.advantages[idx],
-            returns=self.returns[idx], masks=None if self.masks is None else self.masks[idx],
+            obs=obs, critic_obs=obs if self.critic_obs is self.obs else self.critic_obs[idx],
+            actions=self.actions[idx], logprobs=self.logprobs[idx], values=self.values[idx],
+            advantages=self.advantages[idx], returns=self.returns[idx],
+            masks=None if self.masks is None else self.masks[idx],
             extras=None if self.extras is None else self.extras[idx],
         )
+
+    def index(self, idx: Tensor | slice) -> Batch:
+        """The entries ``idx``, observations unpacked (a minibatch)."""
+        b = self.select(idx)
+        if not b.packed:
+            return b
+        obs = unpacked(b.obs)
+        return replace(b, obs=obs, critic_obs=obs if b.critic_obs is b.obs else unpacked(b.critic_obs))
+
+    @property
+    def packed(self) -> bool:
+        return isinstance(self.obs, PackedObs) or isinstance(self.critic_obs, PackedObs)
+
+    def parts(self, size: int) -> Iterator[Batch]:
+        """The batch in order, observations unpacked: whole when they are not packed, else in parts of ``size``
+        entries (so that the flat float32 copy of a packed rollout is never made whole)."""
+        if not self.packed:
+            yield self
+            return
+        for start in range(0, len(self), size):
+            yield self.index(slice(start, start + size))
 
     def minibatches(self, minibatch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Shuffled minibatches of ``minibatch_size`` entries (the last one may be smaller); a batch that
         fits in one minibatch is yielded whole."""
         n = len(self)
         if minibatch_size >= n:  # one minibatch: the order of its entries does not change the update
-            yield self
+            yield self if not self.packed else self.index(slice(None))
             return
         perm = torch.randperm(n, generator=generator)
         for start in range(0, n, minibatch_size):
@@ -76,6 +214,8 @@ class RolloutStorage:
         batch_shape: ``(N,)`` or ``(N, A)``.
         obs_shape: one observation's shape (an int: a flat vector of that width).
         obs_dtype: its dtype (``torch.uint8`` for images: they are stored as the env gives them).
+        packing: for a flat observation holding images (``ObsPacking.of``), how it is stored; ``obs`` is then
+            a ``PackedObs``.
         action_shape, action_dtype: one raw action (``head.action_shape``, ``head.action_dtype``).
         mask_dim: width of the action mask (0: no masks stored).
         critic_dim: width of a separate critic input (0: the critic reads ``obs``).
@@ -94,13 +234,15 @@ class RolloutStorage:
         device: torch.device | str = "cpu",
         obs_dtype: torch.dtype = torch.float32,
         extra_dim: int = 0,
+        packing: ObsPacking | None = None,
     ):
         self.num_steps = num_steps
         self.batch_shape = tuple(batch_shape)
         shape = (num_steps, *self.batch_shape)
         obs_shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
         zeros = lambda *extra, dtype=torch.float32: torch.zeros(*shape, *extra, dtype=dtype, device=device)  # noqa: E731
-        self.obs = zeros(*obs_shape, dtype=obs_dtype)
+        self.obs: Tensor | PackedObs = (zeros(*obs_shape, dtype=obs_dtype) if packing is None
+                                        else PackedObs.zeros(shape, packing, device))
         self.critic_obs = zeros(critic_dim) if critic_dim else None
         self.extras = zeros(extra_dim) if extra_dim else None
         self.actions = zeros(*action_shape, dtype=action_dtype)
@@ -176,12 +318,13 @@ class RolloutStorage:
         (views when every entry is kept)."""
         lead = self.num_steps * int(torch.Size(self.batch_shape).numel())
 
-        def flat(x: Tensor) -> Tensor:
+        def flat(x: Any) -> Any:
             return x.reshape(lead, *x.shape[1 + len(self.batch_shape) :])
 
+        obs = flat(self.obs)
         b = Batch(
-            obs=flat(self.obs),
-            critic_obs=flat(self.critic_obs if self.critic_obs is not None else self.obs),
+            obs=obs,
+            critic_obs=flat(self.critic_obs) if self.critic_obs is not None else obs,
             actions=flat(self.actions),
             logprobs=flat(self.logprobs),
             values=flat(self.values),
@@ -193,7 +336,7 @@ class RolloutStorage:
         keep = self.valid & self.resolved
         if bool(keep.all()):
             return b
-        return b.index(torch.nonzero(keep.reshape(-1)).squeeze(-1))
+        return b.select(torch.nonzero(keep.reshape(-1)).squeeze(-1))
 
 
 def torch_dtype(dtype) -> torch.dtype:
@@ -209,15 +352,25 @@ def nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
 def rollout_bytes(
     num_steps: int, batch_shape: tuple[int, ...], obs_shape: int | tuple[int, ...], obs_dtype: torch.dtype,
     action_shape: tuple[int, ...] = (), action_dtype: torch.dtype = torch.int64, mask_dim: int = 0,
-    critic_dim: int = 0, extra_dim: int = 0,
+    critic_dim: int = 0, extra_dim: int = 0, packing: ObsPacking | None = None,
 ) -> int:
     """Bytes a ``RolloutStorage`` with these arguments allocates (the same buffers, counted before any is)."""
     lead = (num_steps, *batch_shape)
     obs_shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
-    total = nbytes((*lead, *obs_shape), obs_dtype) + nbytes((*lead, *action_shape), action_dtype)
+    obs_bytes = nbytes((*lead, *obs_shape), obs_dtype) if packing is None else packing.nbytes(lead)
+    total = obs_bytes + nbytes((*lead, *action_shape), action_dtype)
     total += nbytes((*lead, critic_dim + extra_dim), torch.float32) + nbytes((*lead, mask_dim), torch.bool)
     total += 7 * nbytes(lead, torch.float32) + 2 * nbytes(lead, torch.bool)  # logprobs ... returns; valid, resolved
     return total
+
+
+def stored_as(shape: tuple[int, ...], dtype: Any, packing: ObsPacking | None) -> str:
+    """How one observation is stored, for messages: ``(16, 16, 3) uint8``, or for a packed one ``(778,) float32
+    stored as 768 uint8 pixels + 10 float32``."""
+    text = f"{tuple(shape)} {np.dtype(dtype)}"
+    if packing is not None:
+        text += f" stored as {packing.pixel_width} uint8 pixels + {packing.value_width} float32"
+    return text
 
 
 def available_memory() -> int | None:

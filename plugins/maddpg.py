@@ -67,7 +67,7 @@ from agentkit.policy import (
     mlp,
 )
 from agentkit.runlog import EndedEpisodes
-from agentkit.storage import ensure_fits, torch_dtype
+from agentkit.storage import ObsPacking, ensure_fits, torch_dtype
 
 # --------------------------------------------------------------------------------------------------------
 # Config
@@ -185,6 +185,8 @@ class _Group:
         self.obs_shape = tuple(int(d) for d in spec.observation_space.shape)
         self.obs_dtype = torch_dtype(spec.observation_space.dtype)
         self.image = image_layout(spec.observation_space) is not None
+        # a Dict observation's image entries are kept as uint8 in the replay buffer (unpacked when sampled)
+        self.packing = ObsPacking.of(spec.observation_space, spec.observation_fields)
         self.actors = [actor.to(device) for actor in actors]
         self.critic = critic.to(device)
         # One deepcopy of the list, so the targets share one normaliser as the actors do.
@@ -325,7 +327,7 @@ class MADDPG:
             ReplayBuffer.bytes_for(config.buffer_size, fields),
             f"a replay buffer of algorithm.buffer_size={config.buffer_size} rows of "
             + ", ".join(f"{k} {list(shape)} {str(dtype).replace('torch.', '')}" for k, (shape, dtype) in fields.items()
-                        if k.endswith("/obs")) + " (and their next_obs)",
+                        if k.rsplit("/", 1)[-1].startswith("obs")) + " (and their next_obs)",
             "algorithm.buffer_size",
         )
         self.steps_done = 0
@@ -353,8 +355,11 @@ class MADDPG:
         fields: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for g, grp in self.groups.items():
             a = grp.n_agents
-            fields[f"{g}/obs"] = ((a, *grp.obs_shape), grp.obs_dtype)
-            fields[f"{g}/next_obs"] = ((a, *grp.obs_shape), grp.obs_dtype)
+            for key in ("obs", "next_obs"):
+                if grp.packing is None:
+                    fields[f"{g}/{key}"] = ((a, *grp.obs_shape), grp.obs_dtype)
+                else:  # "<group>/obs.pixels" uint8 and "<group>/obs.values" float32
+                    fields.update({f"{g}/{key}.{part}": spec for part, spec in grp.packing.parts((a,)).items()})
             fields[f"{g}/action"] = ((a, grp.head.encoding_dim), torch.float32)
             fields[f"{g}/reward"] = ((a,), torch.float32)
             fields[f"{g}/terminated"] = ((a,), torch.bool)
@@ -442,7 +447,7 @@ class MADDPG:
             for grp in self.groups.values():
                 if grp.critic.x_dim:
                     grp.critic.normalizer.update(x)
-            self.buffer.add(rows)
+            self.buffer.add(self._packed(rows))
             self.training_env.obs = {g: tr.groups[g].next for g in self.groups}
             self.steps_done += self.num_envs
             self._since_update += self.num_envs
@@ -454,6 +459,22 @@ class MADDPG:
                     for _ in range(self.cfg.gradient_steps):
                         self._losses.append(self.update())
         return episodes
+
+    def _packed(self, rows: dict[str, Any]) -> dict[str, Any]:
+        """Buffer rows with the observations of groups whose Dict holds images packed (``_buffer_fields``)."""
+        for g, grp in self.groups.items():
+            if grp.packing is not None:
+                for key in ("obs", "next_obs"):
+                    rows[f"{g}/{key}.pixels"], rows[f"{g}/{key}.values"] = grp.packing.pack(rows.pop(f"{g}/{key}"))
+        return rows
+
+    def _unpacked(self, b: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Sampled rows with packed observations back as the flat float32 ``<group>/obs`` the networks take."""
+        for g, grp in self.groups.items():
+            if grp.packing is not None:
+                for key in ("obs", "next_obs"):
+                    b[f"{g}/{key}"] = grp.packing.unpack(b.pop(f"{g}/{key}.pixels"), b.pop(f"{g}/{key}.values"))
+        return b
 
     # -- learning ---------------------------------------------------------------------------------------
 
@@ -479,7 +500,7 @@ class MADDPG:
     def update(self) -> dict[str, float]:
         """One gradient step of every group's critic, then every group's actor, then the soft updates."""
         cfg = self.cfg
-        b = self.buffer.sample(cfg.batch_size, self.generator)
+        b = self._unpacked(self.buffer.sample(cfg.batch_size, self.generator))
         x, next_x = self._critic_x(b, False), self._critic_x(b, True)
         bsz = cfg.batch_size
         out: dict[str, float] = {}

@@ -34,7 +34,7 @@ from agentkit.onpolicy import Collector, OnPolicyConfig, PolicyGroup, metrics_of
 from agentkit.policy import agent_id_dim, build_actor, build_critic, shares_encoder, vector_space
 from agentkit.seeding import resume_seed
 from agentkit.selfplay import SelfPlay, SelfPlayConfig, TeamSelfPlay
-from agentkit.storage import ensure_fits, rollout_bytes
+from agentkit.storage import ensure_fits, rollout_bytes, stored_as
 
 
 class MAPPOConfig(OnPolicyConfig):
@@ -214,7 +214,8 @@ class MAPPO:
         cfg, space = self.config, group.spec.observation_space
         self._storage_bytes += rollout_bytes(**storage_args)
         critic_dim = storage_args["critic_dim"]
-        self._storage_what.append(f"{group.name}: {len(group.slots)} agents x {tuple(space.shape)} {space.dtype}"
+        self._storage_what.append(f"{group.name}: {len(group.slots)} agents x "
+                                  f"{stored_as(space.shape, space.dtype, storage_args['packing'])}"
                                   + (f" + critic input {critic_dim}" if critic_dim else ""))
         ensure_fits(
             self._storage_bytes,

@@ -34,7 +34,7 @@ from agentkit.onpolicy import (
 from agentkit.policy import build_actor, build_critic, shares_encoder
 from agentkit.runlog import EndedEpisodes
 from agentkit.seeding import resume_seed
-from agentkit.storage import Batch, ensure_fits, rollout_bytes
+from agentkit.storage import Batch, ensure_fits, rollout_bytes, stored_as
 
 
 class PPOConfig(OnPolicyConfig):
@@ -94,7 +94,7 @@ class PPO:
         ensure_fits(
             rollout_bytes(**storage_args),
             f"a rollout of algorithm.num_steps={self.config.num_steps} x env.num_envs={self.num_envs} observations "
-            f"of {tuple(space.shape)} {space.dtype}",
+            f"of {stored_as(space.shape, space.dtype, storage_args['packing'])}",
             "env.num_envs or algorithm.num_steps",
         )
 

@@ -5,7 +5,8 @@
 says left, 1 right; reward 1 for the right answer. Episodes are 8 frames. A policy can only do better than
 chance (return 4) by looking at the pixels.
 
-``BrightSideParallel``: the same game for two PettingZoo agents, each with its own frame and patch.
+``BrightSideParallel``: the same game for two PettingZoo agents, each with its own frame and patch
+(``hud=True``: each frame in a Dict beside the step as a fraction, as BrightSideDict).
 
 ``BrightSideDict``: BrightSide's frame in a Dict beside a vector and a category (a camera and a HUD).
 
@@ -98,13 +99,17 @@ gym.register("BigFrames-v0", entry_point=BrightSide, kwargs={"size": 256})
 class BrightSideParallel(ParallelEnv):
     metadata = {"name": "bright_side_v0", "render_modes": []}
 
-    def __init__(self, n: int = 2, render_mode=None):
+    def __init__(self, n: int = 2, render_mode=None, hud: bool = False):
         self.possible_agents = [f"eye_{i}" for i in range(n)]
         self.render_mode = render_mode
+        self.hud = hud
 
     @functools.cache  # noqa: B019 - pettingzoo wants the same space object every call
     def observation_space(self, agent):
-        return spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
+        frame_space = spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
+        if self.hud:
+            return spaces.Dict({"frame": frame_space, "progress": spaces.Box(0.0, 1.0, (1,), np.float32)})
+        return frame_space
 
     @functools.cache  # noqa: B019
     def action_space(self, agent):
@@ -121,6 +126,8 @@ class BrightSideParallel(ParallelEnv):
         out = {}
         for a in self.agents:
             out[a], self.sides[a] = frame(self.rng)
+            if self.hud:
+                out[a] = {"frame": out[a], "progress": np.array([self.t / EPISODE], np.float32)}
         return out
 
     def step(self, actions):

@@ -186,6 +186,75 @@ def test_a_dict_of_frame_and_vectors_exports_one_input_per_entry_in_its_own_shap
     assert json.loads(proc.stdout) == [{"action": want.tolist()}]
 
 
+HUD = {"plugin": "pettingzoo", "module": "image_test_envs", "num_envs": 2, "kwargs": {"hud": True}}
+DICT_RUNS = {  # a Dict observation holding a 16x16x3 frame, for each kind of storage
+    "ppo": ({"plugin": "gymnasium", "id": "image_test_envs:BrightSideDict-v0", "num_envs": 2},
+            {"plugin": "ppo", "total_steps": 256, "num_steps": 64, "update_epochs": 2, "minibatch_size": 32}),
+    "mappo": (HUD, {"plugin": "mappo", "total_steps": 256, "num_steps": 32, "update_epochs": 2}),
+    "maddpg": (HUD, {"plugin": "maddpg", "total_steps": 256, "batch_size": 32, "learning_starts": 64,
+                     "buffer_size": 1000, "iteration_steps": 64}),
+}
+
+
+def _allocated(obj) -> int:
+    """Bytes of the tensors held by ``obj``'s attributes (a PackedObs's two parts included)."""
+    from agentkit.storage import PackedObs
+
+    total = 0
+    for value in vars(obj).values():
+        for t in (value.pixels, value.values) if isinstance(value, PackedObs) else (value,):
+            if isinstance(t, torch.Tensor):
+                total += t.element_size() * t.nelement()
+    return total
+
+
+@pytest.mark.parametrize("kind", list(DICT_RUNS))
+def test_a_dicts_image_entries_are_stored_as_uint8_in_rollouts_and_replay(tmp_path, kind):
+    """The frame of a Dict observation costs one byte a pixel in storage (the other entries float32), the
+    memory estimate counts exactly what is allocated, and the run trains and exports the frame as uint8."""
+    from agentkit.storage import rollout_bytes
+
+    env, algorithm = DICT_RUNS[kind]
+    config, host, run_dir = _train(tmp_path, env, algorithm)
+    algo = build_algorithm(config, host.registry, build_env(config, host.registry), None)
+    frame = 16 * 16 * 3
+    if kind == "maddpg":
+        data = algo.buffer.data
+        for key in ("obs", "next_obs"):
+            assert data[f"eye/{key}.pixels"].dtype == torch.uint8 and data[f"eye/{key}.pixels"].shape == (1000, 2, frame)
+            assert data[f"eye/{key}.values"].dtype == torch.float32 and data[f"eye/{key}.values"].shape == (1000, 2, 1)
+        assert type(algo.buffer).bytes_for(1000, algo.buffer.fields) == algo.buffer.nbytes()
+    else:
+        group = algo.group if kind == "ppo" else algo.groups[0]
+        obs, others = group.storage.obs, 1 + 9 if kind == "ppo" else 1  # progress (+ the step, one-hot)
+        agents = 1 if kind == "ppo" else 2
+        assert obs.pixels.dtype == torch.uint8 and obs.pixels.shape == (algorithm["num_steps"], 2, agents, frame)
+        assert obs.values.dtype == torch.float32 and obs.values.shape[-1] == others
+        assert rollout_bytes(**group.storage_args) == _allocated(group.storage)
+    algo.close()
+    paths = export_run(run_dir, allow_imports=ALLOW)
+    policy = runtime.load(paths[0])
+    assert {i.name: i.type for i in policy.session.get_inputs()}["obs.frame"] == "tensor(uint8)"
+    assert len(evaluate_onnx(paths[0], episodes=2, allow_imports=ALLOW).returns) == 2
+
+
+def test_packed_storage_trains_as_float32_storage_did(tmp_path, monkeypatch):
+    """Keeping a Dict's frame as uint8 loses nothing: the same run with the frame stored as float32 ends with
+    the same weights."""
+    from agentkit.storage import ObsPacking
+
+    env, algorithm = DICT_RUNS["ppo"]
+    weights = []
+    for packed in (True, False):
+        if not packed:
+            monkeypatch.setattr(ObsPacking, "of", classmethod(lambda cls, space, fields: None))
+        _, _, run_dir = _train(tmp_path, env, algorithm, name=f"packed-{packed}")
+        weights.append(load_run(run_dir, allow_imports=ALLOW).algorithm.policies()[0].actor.state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], msg=key)
+
+
 @pytest.mark.parametrize("algorithm", [
     {"plugin": "mappo", "total_steps": 256, "num_steps": 32, "update_epochs": 2},
     {"plugin": "mappo", "total_steps": 256, "num_steps": 32, "update_epochs": 2, "centralised": False},

@@ -112,3 +112,52 @@ def test_storage_that_does_not_fit_is_refused_naming_the_knobs():
     ensure_fits(500, "obs", "env.num_envs", available=1000)  # half of what is available may be used
     with pytest.raises(ConfigError, match=r"storage needs 501 bytes \(501 bytes: obs\) but only 1,000 bytes .*Lower env.num_envs"):
         ensure_fits(501, "obs", "env.num_envs", available=1000)
+
+
+def _packed_storage():
+    """T=4, (N=2, A=3) of a flat observation [progress, 2x2x3 frame, hp]: 14 columns, 12 of them pixels."""
+    from agentkit.storage import ObsPacking
+
+    packing = ObsPacking(14, range(1, 13))
+    st = RolloutStorage(4, (2, 3), obs_shape=14, packing=packing)
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.rand(4, 2, 3, 14, generator=gen)
+    flat[..., 1:13] = torch.randint(0, 256, (4, 2, 3, 12), generator=gen).float()
+    for t in range(4):
+        st.obs[t] = flat[t]
+    return st, flat
+
+
+def test_a_dicts_pixels_are_stored_as_uint8_and_come_back_exactly():
+    from agentkit.storage import PackedObs, rollout_bytes
+
+    st, flat = _packed_storage()
+    assert isinstance(st.obs, PackedObs) and st.obs.shape == (4, 2, 3, 14)
+    assert st.obs.pixels.dtype == torch.uint8 and st.obs.pixels.shape == (4, 2, 3, 12)
+    assert st.obs.values.dtype == torch.float32 and st.obs.values.shape == (4, 2, 3, 2)
+    assert torch.equal(st.obs.unpack(), flat)
+    allocated = sum(t.element_size() * t.nelement() for t in (*vars(st).values(), st.obs.pixels, st.obs.values)
+                    if isinstance(t, torch.Tensor))
+    assert rollout_bytes(4, (2, 3), 14, torch.float32, packing=st.obs.packing) == allocated
+    # 1 byte a pixel instead of 4: the frame's share of the estimate is a quarter of the float32 one
+    assert rollout_bytes(4, (2, 3), 14, torch.float32) - rollout_bytes(4, (2, 3), 14, torch.float32,
+                                                                       packing=st.obs.packing) == 24 * 12 * 3
+
+
+def test_minibatches_of_a_packed_rollout_are_the_flat_float32_observations():
+    st, flat = _packed_storage()
+    st.valid[3, 1, 2] = False  # a dead agent: its entry is left out, the rest stays packed
+    st.compute_gae(torch.zeros(2, 3), GAMMA, LAM)
+    b = st.batch()
+    assert b.packed and len(b) == 23 and b.critic_obs is b.obs
+    rows = {tuple(r.tolist()) for r in flat.reshape(24, 14)[torch.arange(24) != 23]}
+    seen = []
+    for mb in b.minibatches(5, torch.Generator().manual_seed(0)):
+        assert not mb.packed and mb.obs.dtype == torch.float32 and mb.critic_obs is mb.obs
+        seen += [tuple(r.tolist()) for r in mb.obs]
+    assert sorted(seen) == sorted(rows)
+    [whole] = b.minibatches(64)
+    assert not whole.packed and {tuple(r.tolist()) for r in whole.obs} == rows
+    parts = list(b.parts(10))
+    assert [len(p) for p in parts] == [10, 10, 3] and not any(p.packed for p in parts)
+    assert torch.equal(torch.cat([p.obs for p in parts]), whole.obs)
