@@ -57,7 +57,9 @@ def run(name: str, data: dict, episodes: int, seed: int) -> tuple[float, float, 
     run_dir = RUNS / f"{name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time
     start = time.perf_counter()
-    train(cfg, host, run_dir=run_dir)
+    result = train(cfg, host, run_dir=run_dir)
+    if result["step"] < cfg.algorithm.total_steps:  # interrupted (it saved a checkpoint): nothing to evaluate
+        sys.exit(f"{name}: interrupted at step {int(result['step'])}")
     sps = cfg.algorithm.total_steps / (time.perf_counter() - start)
     [path] = export_run(run_dir, stochastic=True)
     ev = evaluate_onnx(path, episodes=episodes, seed=10_000, deterministic=False)
