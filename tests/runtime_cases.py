@@ -57,6 +57,13 @@ def _dict(i: int = 0, **change: Any) -> dict[str, Any]:
     return {k: v for k, v in obs.items() if v is not None}
 
 
+def _batched(*rows: int, **change: Any) -> dict[str, Any]:
+    """The observations ``_dict(i)`` of ``rows`` as a vector env gives them: one dict, a batch axis on each entry."""
+    obs: dict[str, Any] = {k: [_dict(i)[k] for i in rows] for k in _dict(0)}
+    obs.update(change)
+    return {k: v for k, v in obs.items() if v is not None}
+
+
 def _row(i: int, value: Any) -> list[Any]:
     row = list(ROW)
     row[i] = value
@@ -98,6 +105,16 @@ INPUT_CASES = [
     InputCase("dict-image-category", "dict-image", _dict(0, gear=7), error="values must lie in [1] .. [3]"),
     InputCase("dict-image-nan", "dict-image", _dict(0, speed=[0.0, NAN]), error="row 0 holds NaN at position 1"),
     InputCase("dict-image-shape", "dict-image", _dict(0, image=_FRAMES[0, :11].tolist()), error="expected shape"),
+    # the same observations with a batch axis on each entry (a vector env's Dict): acted on as the list above
+    InputCase("dict-image-batch-axis", "dict-image", _batched(0, 1), mask=[[1, 1, 0, 1, 1], [0, 1, 1, 0, 1]]),
+    InputCase("dict-image-batch-axis-mask-entry", "dict-image",
+              _batched(0, 1, action_mask=[[1, 1, 0, 1, 1], [0, 1, 1, 0, 1]])),
+    InputCase("dict-image-batch-axis-sampled", "dict-image", _batched(1, 0), noise=[[0.2], [0.8]], deterministic=False),
+    InputCase("dict-image-batch-axis-one-row", "dict-image", _batched(1)),
+    InputCase("dict-image-batch-axis-uneven", "dict-image", _batched(0, 1, speed=[[0.5, -0.5], [0.1, 0.2], [-0.9, 0.3]]),
+              error="(a batch of 2, as the other entries)"),
+    InputCase("dict-image-batch-axis-scaled", "dict-image", _batched(0, 1, image=(_FRAMES / 255.0).tolist()),
+              error="this policy takes uint8 pixels 0..255 of shape"),
     InputCase("bigint-observation", "discrete", _row(0, {"$bigint": "5"}), js_only=True,
               error="observation: expected numbers, got bigint (5n)"),
     InputCase("bigint-in-batch", "discrete", [ROW, _row(3, {"$bigint": "7"})], js_only=True,

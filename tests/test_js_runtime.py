@@ -131,11 +131,15 @@ def test_js_runtime_takes_the_envs_dict_observation_as_python_does(js_ready, tmp
     flat, masks = zip(*(layout.split(r) for r in raws), strict=True)
     want = policy.act(np.concatenate(flat), mask=np.concatenate(masks))
     np.testing.assert_array_equal([policy.act(r) for r in raws], want)
+    batched = {k: [r[k] for r in raws] for k in raws[0]}  # a vector env's Dict: a batch axis on each entry
+    np.testing.assert_array_equal(policy.act(batched), want)
     results = _run_jobs([{"model": path, "obs": raws}] + [{"model": path, "obs": r} for r in raws[:4]]
-                        + [{"model": path, "obs": {"position": [0, 0, 0]}}], tmp_path, js_ready)
+                        + [{"model": path, "obs": {"position": [0, 0, 0]}}, {"model": path, "obs": batched}],
+                        tmp_path, js_ready)
     assert results[0] == {"action": want.tolist()}
     assert [r["action"] for r in results[1:5]] == want[:4].tolist()
     assert 'observation entry "cell" is missing' in results[5]["error"]
+    assert results[6] == {"action": want.tolist()}
 
 
 def test_js_runtime_takes_a_discrete_observations_category(js_ready, tmp_path):

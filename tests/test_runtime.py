@@ -10,7 +10,7 @@ import onnx
 import pytest
 from agentkit_exports.onnx_exporter import OnnxExporter, OnnxExporterConfig
 from onnx_cases import CASES, make_artifact
-from runtime_cases import INPUT_CASES, METADATA_CASES, build_metadata_files, build_models, decode
+from runtime_cases import INPUT_CASES, METADATA_CASES, InputCase, build_metadata_files, build_models, decode
 
 from agentkit import runtime
 from agentkit.errors import EmptyMaskError, InvalidInputError, UserError
@@ -201,6 +201,21 @@ def test_the_shared_input_cases(case_models, case):
             value = policy.outputs(np.zeros((0, *policy.observation_shape)))[0][name]
             assert value.shape == (0, *spec["shape"][1:]) and value.dtype == spec["dtype"]
         assert all(v == [] for v in got.values())
+
+
+def test_a_dict_with_a_batch_axis_acts_as_the_list_of_its_rows(case_models):
+    """The env's Dict as a vector env gives it (a batch axis on each entry) plays exactly as the list of its
+    rows; test_js_runtime compares JavaScript with these same cases."""
+    from runtime_cases import _dict
+
+    policy = runtime.load(case_models["dict-image"])
+    case = {c.id: c for c in INPUT_CASES}
+    same = {"dict-image-batch-axis": "dict-image-batch", "dict-image-batch-axis-mask-entry": "dict-image-batch",
+            "dict-image-batch-axis-sampled": "dict-image-sampled"}
+    for batched, listed in same.items():
+        assert python_result(policy, case[batched]) == python_result(policy, case[listed]), batched
+    one_row = python_result(policy, case["dict-image-batch-axis-one-row"])
+    assert one_row == {k: [v] for k, v in python_result(policy, InputCase("", "dict-image", _dict(1))).items()}
 
 
 def test_the_shared_metadata_cases(case_models, tmp_path):

@@ -284,6 +284,40 @@ function flatten(value) {
 const isEntries = (v) => v !== null && typeof v === "object" && !Array.isArray(v) && !ArrayBuffer.isView(v);
 const isRow = (v) => Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView));
 
+/** The dims of a nested array, read along its first elements ([] for a number; a typed array is one axis). */
+function nestedDims(value) {
+  const dims = [];
+  for (let v = value; isRow(v); v = v[0]) {
+    dims.push(v.length);
+    if (v.length === 0) break;
+  }
+  return dims;
+}
+
+/**
+ * The env's Dict observation given as a batch, a batch axis first on each entry (a gymnasium vector env's, as
+ * the Python runtime takes it) -> one object of entries per row; null when `raw` is one observation (its first
+ * field's entry has that field's own number of axes: the rule of agentkit.runtime.observation). Every entry
+ * must then have the same batch axis; an action_mask entry is left to the caller.
+ */
+function batchRows(fields, raw) {
+  const first = raw[fields[0].key];
+  if (first === undefined || nestedDims(first).length !== fields[0].shape.length + 1) return null;
+  const n = nestedDims(first)[0];
+  const out = Array.from({ length: n }, () => ({}));
+  for (const f of fields) {
+    const name = `observation entry "${f.key}"`;
+    const value = raw[f.key];
+    if (value === undefined) throw new Error(`${name} is missing (got the entries ${Object.keys(raw).sort().join(", ")})`);
+    const dims = nestedDims(value);
+    if (dims.length !== f.shape.length + 1 || dims[0] !== n) {
+      throw new Error(`${name}: expected shape ${dimsText([n, ...f.shape])} (a batch of ${n}, as the other entries), got ${dimsText(dims)}`);
+    }
+    for (let i = 0; i < n; i++) out[i][f.key] = value[i];
+  }
+  return out;
+}
+
 /**
  * A nested array of numbers (or of typed arrays) -> { dims, data: Float32Array } in C order. Throws naming
  * `name` for anything but numbers and booleans, and for ragged nesting.
@@ -292,11 +326,7 @@ function tensorOf(name, value) {
   const notNumber = (v) => new Error(`${name}: expected numbers, got ${typeof v} (${describe(v)})`);
   if (typeof value === "number" || typeof value === "boolean") return { dims: [], data: Float32Array.of(Number(value)) };
   if (!isRow(value)) throw notNumber(value);
-  const dims = [];
-  for (let v = value; isRow(v); v = v[0]) {
-    dims.push(v.length);
-    if (v.length === 0) break;
-  }
+  const dims = nestedDims(value);
   const data = new Float32Array(prod(dims));
   const last = dims.length - 1;
   let k = 0;
@@ -526,8 +556,9 @@ export class Policy {
    * exactly the observation's shape (or a batch axis before it); a typed array is one observation (for an
    * image policy also several frames, row-major in metadata.observation.shape: a Uint8Array of H*W*C
    * camera pixels per frame). A policy
-   * whose env observes a Dict (metadata.observation.fields) also takes the env's object of entries, or an
-   * array of them; their action_mask entry is the mask unless options.mask is given. For a Discrete observation
+   * whose env observes a Dict (metadata.observation.fields) also takes the env's object of entries, an array
+   * of them, or one object whose entries have a batch axis first (a vector env's, { image: [n, H, W, C], ... });
+   * their action_mask entry is the mask unless options.mask is given. For a Discrete observation
    * a number is its category (flattenObservation(fields, value) encodes other category values).
    * options.mask: 1 = allowed, one row or one per observation (default: everything allowed).
    * options.deterministic (default true); options.noise: uniform(0, 1) numbers [batch][noiseDim] for a
@@ -556,6 +587,11 @@ export class Policy {
     const T = this.ort.Tensor;
     let o;
     let obsFeeds;
+    const batched = fields && fields.every((f) => typeof f.key === "string") && isEntries(obs) ? batchRows(fields, obs) : null;
+    if (batched) { // the env's Dict with a batch axis on each entry: its rows, and its action_mask [batch, dim]
+      if ((mask === undefined || mask === null) && this.maskDim && obs.action_mask !== undefined) mask = obs.action_mask;
+      obs = batched;
+    }
     if (this.entryFields) {
       const isOne = (v) => isEntries(v) || isTupleObservation(fields, this.obsSize, v);
       const one = isOne(obs);
