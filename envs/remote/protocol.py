@@ -91,7 +91,15 @@ def encode_rows(kind: str, blobs: dict[str, np.ndarray], render: bool = False) -
     arrays = list(blobs.values())
     listed = tuple((name, _WIRE[a.dtype], int(a.shape[1])) for name, a in blobs.items())
     head = _plain_header(kind, listed, render)
-    return [b"".join([head, *(a[i].tobytes() for a in arrays)]) for i in range(arrays[0].shape[0])]
+    n = arrays[0].shape[0]
+    widths = [a.shape[1] * a.itemsize for a in arrays]
+    rows = np.empty((n, len(head) + sum(widths)), np.uint8)  # every payload side by side, written column-wise
+    rows[:, : len(head)] = np.frombuffer(head, np.uint8)
+    at = len(head)
+    for a, width in zip(arrays, widths, strict=True):
+        rows[:, at : at + width] = np.ascontiguousarray(a).view(np.uint8).reshape(n, width)
+        at += width
+    return [row.tobytes() for row in rows]
 
 
 def _header_text(header: dict[str, Any], listed: list[tuple[str, str, int]] | tuple) -> bytes:

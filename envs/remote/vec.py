@@ -65,7 +65,9 @@ class WireLayout:
         self.members: dict[str, np.ndarray] = {}
         self.obs_parts: dict[str, list[tuple[str, np.ndarray | slice, slice | None]]] = {}
         self.obs_space: dict[str, spaces.Box] = {}
+        self.member_sel: dict[str, np.ndarray | slice] = {}  # ``members`` as a slice where they are adjacent
         self.mask_idx: dict[str, np.ndarray] = {}
+        self.mask_sel: dict[str, np.ndarray | slice] = {}  # ``mask_idx`` as a slice where it is one run
         self.int_idx: dict[str, np.ndarray] = {}
         self.float_idx: dict[str, np.ndarray] = {}
         for name, g in groups.items():
@@ -86,7 +88,9 @@ class WireLayout:
                     idx = obs_off[entry.dtype][ids][:, None] + entry.offset + np.arange(entry.size)
                     parts.append((entry.dtype, idx, slice(f["start"], f["start"] + f["size"])))
             self.obs_parts[name] = parts
+            self.member_sel[name] = _as_slice(ids)
             self.mask_idx[name] = mask_off[ids][:, None] + np.arange(first.mask_dim)
+            self.mask_sel[name] = _as_slice(self.mask_idx[name])
             self.int_idx[name] = int_off[ids][:, None] + np.arange(first.n_int)
             self.float_idx[name] = float_off[ids][:, None] + np.arange(first.n_float)
 
@@ -124,7 +128,7 @@ class WireLayout:
 
 
 def _as_slice(idx: np.ndarray) -> np.ndarray | slice:
-    """Gather indices ``[A_g, size]`` as a slice when they are one run of columns (a group whose agents sit
+    """Gather indices (``[A_g]`` or ``[A_g, size]``) as a slice when they are one run of columns (a group whose agents sit
     side by side, e.g. one agent): a view instead of a fancy-index copy."""
     flat = idx.reshape(-1)
     if flat.size and np.array_equal(flat, np.arange(flat[0], flat[0] + flat.size)):
@@ -158,7 +162,8 @@ class _Results:
             self.reward = np.zeros((n, a), np.float32)
             self.terminated = np.zeros((n, a), bool)
             self.truncated = np.zeros((n, a), bool)
-        self.info: list[tuple[list[int], tuple[str, ...], np.ndarray]] = []  # (rows, info_keys, values [m, A, K])
+        # (rows: a list, or slice(None) for all, info_keys, values [m, A, K])
+        self.info: list[tuple[list[int] | slice, tuple[str, ...], np.ndarray]] = []
 
     def observed(self) -> list[np.ndarray]:
         """The arrays that describe what the agents see after a reset or step (copied row by row)."""
@@ -256,8 +261,8 @@ class RemoteMultiAgentVecEnv:
                     self._frames[row] = blobs["frame"][j].reshape(shape).copy()
             keys = header.get("info_keys")
             if keys:
-                into.info.append((members, tuple(keys), blobs["info"].reshape(len(members), self.layout.n_agents,
-                                                                               len(keys))))
+                into.info.append((at, tuple(keys), blobs["info"].reshape(len(members), self.layout.n_agents,
+                                                                          len(keys))))
             answered[members] = True
         return answered
 
@@ -405,8 +410,9 @@ class RemoteMultiAgentVecEnv:
         answered = self._answers(list(range(n)), "step_result", res)
         self._check_finite(res, "step_result", answered)
         crashed = ~answered
+        any_crashed = not answered.all()
         acted = self._acted
-        for i in np.flatnonzero(crashed):
+        for i in np.flatnonzero(crashed) if any_crashed else ():
             # the episode in flight is dropped: its last stored step is cut as truncated, bootstrapped from the
             # last observation the game sent
             for now, before in zip(res.observed(), self._last.observed(), strict=True):
@@ -423,38 +429,37 @@ class RemoteMultiAgentVecEnv:
         self._ep_length += 1
         for rows, keys, values in res.info:
             self._note_info(rows, keys, values, acted[rows])
-        final_obs = self._gather_obs(res.obs, present)
-        final_state = self._state(res, present)
         ended = ~res.alive.any(axis=1)
+        # what the step's observation was for the agents that just left; when none left (most steps) it is the
+        # next observation itself, taken below without a second gather
+        final_obs = final_state = None
+        if any_crashed or (res.terminated | res.truncated).any():
+            final_obs = self._gather_obs(res.obs, present)
+            final_state = self._state(res, present)
         result = MultiAgentTransition(groups={}, group_returns={g: [] for g in self.groups})
-        for i in np.flatnonzero(ended & answered):
-            self._record(i, result)
-        for i in np.flatnonzero(ended & crashed):
-            self._clear(i)
-        if crashed.any():
+        if ended.any():
+            for i in np.flatnonzero(ended & answered):
+                self._record(i, result)
+            for i in np.flatnonzero(ended & crashed) if any_crashed else ():
+                self._clear(i)
+        if any_crashed:
             self._replace_lost()
-        nxt = res
-        ended_rows = np.flatnonzero(ended).tolist()
-        if ended_rows:
-            fresh = _Results(self.layout, n, step=False)
-            self._reset_rows(ended_rows, [None] * len(ended_rows), fresh)
-            nxt = _Results(self.layout, n, step=False)
-            keep = ~ended
-            for merged, old, new in zip(nxt.observed(), res.observed(), fresh.observed(), strict=True):
-                merged[keep] = old[keep]
-                merged[ended] = new[ended]
-        self._acted = nxt.alive.copy()
-        self._last = nxt
-        observations = self._observations(nxt, nxt.alive)
+        if ended.any():  # their reset_results overwrite their rows of what the agents see (copied out above)
+            ended_rows = np.flatnonzero(ended).tolist()
+            self._reset_rows(ended_rows, [None] * len(ended_rows), res)
+        self._acted = res.alive.copy()
+        self._last = res
+        observations = self._observations(res, res.alive)
         for name in self.groups:
-            ids = self.layout.members[name]
+            sel = self.layout.member_sel[name]
+            seen = observations[name]
             result.groups[name] = Transition(
-                next=observations[name],
-                reward=res.reward[:, ids],
-                terminated=res.terminated[:, ids],
-                truncated=res.truncated[:, ids],
-                final_obs=final_obs[name],
-                final_state=final_state,
+                next=seen,
+                reward=res.reward[:, sel],
+                terminated=res.terminated[:, sel],
+                truncated=res.truncated[:, sel],
+                final_obs=seen.obs if final_obs is None else final_obs[name],
+                final_state=seen.state if final_obs is None else final_state,
             )
         return result
 
@@ -488,12 +493,18 @@ class RemoteMultiAgentVecEnv:
         obs = self._gather_obs(res.obs, alive)
         state = self._state(res, alive)
         out = {}
+        everyone = alive.all()
         for name, g in self.groups.items():
             ids = self.layout.members[name]
             mask = None
             if g.mask_dim:
-                mask = res.mask[:, self.layout.mask_idx[name]] | ~alive[:, ids, None]
-                empty = alive[:, ids] & ~mask.any(axis=2)
+                sel = self.layout.mask_sel[name]
+                mask = res.mask[:, sel]
+                if isinstance(sel, slice):
+                    mask = mask.reshape(len(alive), len(ids), g.mask_dim)
+                # absent agents' rows allow everything (the pettingzoo adapter's rule)
+                mask = mask.copy() if everyone else mask | ~alive[:, ids, None]
+                empty = ~mask.any(axis=2)
                 if empty.any():
                     i, a = (int(v) for v in np.argwhere(empty)[0])
                     raise BridgeError(
@@ -501,7 +512,7 @@ class RemoteMultiAgentVecEnv:
                         "that allows nothing; every alive agent needs an allowed action.", code="bad_result",
                         field="mask",
                     )
-            out[name] = Observation(obs=obs[name], mask=mask, state=state, alive=alive[:, ids].copy())
+            out[name] = Observation(obs=obs[name], mask=mask, state=state, alive=alive[:, self.layout.member_sel[name]].copy())
         return out
 
     def _record(self, i: int, result: MultiAgentTransition) -> None:
@@ -527,7 +538,7 @@ class RemoteMultiAgentVecEnv:
         self._info_vals[i] = np.nan
         self._info_rest[i] = {}
 
-    def _note_info(self, rows: list[int], keys: tuple[str, ...], values: np.ndarray, acted: np.ndarray) -> None:
+    def _note_info(self, rows: list[int] | slice, keys: tuple[str, ...], values: np.ndarray, acted: np.ndarray) -> None:
         """Keep the latest finite info values ``[m, A, K]`` of the agents that acted, for ``rows``. The values
         sit in one array ``[N, A, K]`` for the keys the games sent last (usually the same at every step), and
         by key per row for keys sent before."""

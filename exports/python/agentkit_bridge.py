@@ -164,41 +164,65 @@ class Frame:
         self.buf[8 : 8 + len(text)] = text
         offset = 8 + len(text)
         self.views: dict[str, np.ndarray] = {}
+        self.offsets: dict[str, int] = {}  # each blob's first byte in ``buf``
         for name, dtype, count in blobs:
             self.views[name] = np.frombuffer(self.buf, _DTYPES[dtype], count, offset)
+            self.offsets[name] = offset
             offset += count * _DTYPES[dtype].itemsize
+        # the per-agent numbers that follow the observations (alive, and for a step reward, terminated,
+        # truncated: adjacent blobs) and the info values, each written with one struct call (``_Layout.fill``)
+        n = self.views["alive"].size if "alive" in self.views else 0
+        self.flags = struct.Struct(f"<{n}?{n}f{n}?{n}?" if "reward" in self.views else f"<{n}?")
+        self.info = struct.Struct(f"<{self.views['info'].size}f") if "info" in self.views else None
 
     @property
     def payload(self) -> memoryview:
         return memoryview(self.buf)[4:]
 
 
-def decode(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The header and blobs (numpy arrays) of one payload from the trainer."""
+class _Parsed:
+    """A header text from the trainer, parsed once (the trainer repeats its step header): the header, each
+    blob's (name, dtype, count, offset in the body), the body's size, and, for the integers of a step's
+    actions, one struct that reads them as Python ints."""
+
+    def __init__(self, text: bytes):
+        self.header = json.loads(text.decode())
+        self.layout, offset = [], 0
+        for entry in self.header.get("blobs", []):
+            dtype = _DTYPES[entry["dtype"]]
+            self.layout.append((entry["name"], dtype, entry["count"], offset))
+            offset += entry["count"] * dtype.itemsize
+        self.size = offset
+        at = {name: (count, off) for name, _, count, off in self.layout}
+        n_int, self.int_at = at.get("action_int", (0, 0))
+        self.ints = struct.Struct(f"<{n_int}i")
+        self.n_float, self.float_at = at.get("action_float", (0, 0))
+
+
+def _parse(payload: bytes) -> tuple[_Parsed, int]:
+    """The parsed header of one payload and where its body starts (the sizes checked)."""
     (hlen,) = _U32.unpack_from(payload, 0)
     text = bytes(payload[4 : 4 + hlen])
     parsed = _PARSED.get(text)
-    if parsed is None:  # the trainer repeats its step header: parse it once
-        header = json.loads(text.decode())
-        layout, offset = [], 0
-        for entry in header.get("blobs", []):
-            dtype = _DTYPES[entry["dtype"]]
-            layout.append((entry["name"], dtype, entry["count"], offset))
-            offset += entry["count"] * dtype.itemsize
-        parsed = (header, layout, offset)
+    if parsed is None:
+        parsed = _Parsed(text)
         if len(_PARSED) < 256:
             _PARSED[text] = parsed
-    header, layout, size = parsed
-    if 4 + hlen + size != len(payload):
-        raise BridgeError(f"bad_frame: the trainer's {header.get('type')!r} message has {len(payload) - 4 - hlen} "
-                          f"bytes of blobs, its header lists {size}")
-    start = 4 + hlen
+    if 4 + hlen + parsed.size != len(payload):
+        raise BridgeError(f"bad_frame: the trainer's {parsed.header.get('type')!r} message has "
+                          f"{len(payload) - 4 - hlen} bytes of blobs, its header lists {parsed.size}")
+    return parsed, 4 + hlen
+
+
+def decode(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header and blobs (numpy arrays) of one payload from the trainer."""
+    parsed, start = _parse(payload)
     blobs = {name: np.frombuffer(payload, dtype=dtype, count=count, offset=start + off)
-             for name, dtype, count, off in layout}
-    return header, blobs
+             for name, dtype, count, off in parsed.layout}
+    return parsed.header, blobs
 
 
-_PARSED: dict[bytes, tuple] = {}
+_PARSED: dict[bytes, _Parsed] = {}
 
 
 class _Tcp:
@@ -309,6 +333,7 @@ class _Layout:
                 else len(act.get("types", []))
             self.mask_dim.append(width if a.get("mask") else 0)
         self.masked = any(self.mask_dim)
+        self.all_discrete = all(k == "discrete" for k in self.kinds)
         # every observation Box: (agent, Dict key or None, wire dtype, start, stop) in wire order
         self.obs_counts = dict.fromkeys(_DTYPES, 0)
         self.entries: list[tuple[int, str | None, str, int, int]] = []
@@ -349,20 +374,72 @@ class _Layout:
             frame = self._frames[key] = Frame(header, blobs)
         return frame
 
-    def actions(self, ints: np.ndarray, floats: np.ndarray) -> list[Any]:
+    def actions(self, ints: Any, floats: np.ndarray) -> list[Any]:
+        """Each agent's action from the step's integers (a sequence of ints) and floats (float32)."""
+        if self.all_discrete:
+            return [int(v) for v in ints]
         out, i, f = [], 0, 0
         for a, kind in enumerate(self.kinds):
             ni, nf = self.n_int[a], self.n_float[a]
             if kind == "discrete":
                 out.append(int(ints[i]))
             elif kind == "multi_discrete":
-                out.append(ints[i : i + ni].astype(np.int64))
+                out.append(np.array(ints[i : i + ni], np.int64))
             elif kind == "box":
                 out.append(floats[f : f + nf].reshape(self.agents[a]["action"]["shape"]).copy())
             else:
                 out.append((int(ints[i]), floats[f : f + nf].copy()))
             i, f = i + ni, f + nf
         return out
+
+    def fill(self, frame: Frame, r: Reset | Step, image: np.ndarray | None) -> None:
+        """Write a reset's or step's values into ``frame``. The per-agent flags, rewards and info numbers go in
+        with one struct call each when they are plain sequences of one number per agent (what a game usually
+        gives); anything else (a scalar for every agent, arrays of another shape) takes numpy's way, which
+        broadcasts and says what does not fit."""
+        v = frame.views
+        self.write_obs(v, r.obs)
+        step = isinstance(r, Step)
+        try:
+            alive = r.alive
+            if step:
+                if alive is None:  # the agents that neither terminated nor were truncated
+                    alive = [not (t or u) for t, u in zip(r.terminated, r.truncated, strict=True)]
+                frame.flags.pack_into(frame.buf, frame.offsets["alive"], *alive, *r.reward, *r.terminated,
+                                      *r.truncated)
+            elif alive is None:
+                v["alive"][:] = 1
+            else:
+                frame.flags.pack_into(frame.buf, frame.offsets["alive"], *alive)
+        except (struct.error, TypeError, ValueError, OverflowError):
+            self._write_flags(v, r, step)
+        if self.masked:
+            self.write_mask(v["mask"], r.mask)
+        if self.state_dim:
+            v["state"][:] = r.state
+        info = r.info if step else None
+        if info:
+            try:  # one number per key for every agent
+                frame.info.pack_into(frame.buf, frame.offsets["info"], *(list(info.values()) * self.n))
+            except (struct.error, TypeError, OverflowError):
+                values = v["info"].reshape(self.n, len(info))
+                for k, value in enumerate(info.values()):
+                    values[:, k] = value  # one number per agent, or one for all
+        if image is not None:
+            v["frame"][:] = image.reshape(-1)
+
+    @staticmethod
+    def _write_flags(v: dict[str, np.ndarray], r: Reset | Step, step: bool) -> None:
+        if step:
+            v["reward"][:] = r.reward
+            v["terminated"][:] = r.terminated
+            v["truncated"][:] = r.truncated
+        if r.alive is not None:
+            v["alive"][:] = np.asarray(r.alive, bool)
+        elif step:
+            np.logical_not(np.logical_or(v["terminated"], v["truncated"]), out=v["alive"], casting="unsafe")
+        else:
+            v["alive"][:] = 1
 
     def write_obs(self, views: dict[str, np.ndarray], obs: Any) -> None:
         """Write every agent's observation (a list, one per agent, or one array ``[A, ...]``; a Dict agent's is a
@@ -376,6 +453,14 @@ class _Layout:
             obs = [obs]
         else:
             raise BridgeError(f"the game gave {type(obs).__name__} observations; give one per agent ({self.n})")
+        if self.simple:  # one float32 Box per agent, given as flat arrays of its size: no reshaping
+            view = views["obs"]
+            try:
+                for (_, _, _, start, stop), value in zip(self.entries, obs, strict=True):
+                    view[start:stop] = value
+                return
+            except ValueError:
+                pass
         for agent, key, dtype, start, stop in self.entries:
             value = obs[agent] if key is None else obs[agent][key]
             try:
@@ -391,6 +476,8 @@ class _Layout:
             view[:] = 1
         elif isinstance(mask, np.ndarray) and mask.dtype != object:
             np.not_equal(mask.reshape(-1), 0, out=view, casting="unsafe")
+        elif len(mask) == 1 and isinstance(mask[0], np.ndarray) and mask[0].shape == view.shape:
+            np.not_equal(mask[0], 0, out=view, casting="unsafe")
         else:
             start = 0
             for m in mask:
@@ -424,7 +511,7 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
     sends ``close``. Returns the ``welcome`` header."""
     layout = _Layout(agents, state_dim)
     conn = (_Tcp if transport == "tcp" else _WebSocket)(host, port, connect_timeout)
-    n = len(agents)
+    no_floats = np.zeros(0, np.float32)
     try:
         conn.send(encode({"type": "hello", "protocol": layout.protocol, "game": name, "instance": instance,
                           "token": token, "agents": agents, "state_dim": state_dim}))
@@ -436,45 +523,24 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
         if isinstance(conn, _Tcp):
             conn.max_frame_bytes = max(int(welcome.get("max_frame_bytes", conn.max_frame_bytes)), 1 << 20)
         while True:
-            header, blobs = decode(conn.recv())
+            payload = conn.recv()
+            parsed, start = _parse(payload)
+            header = parsed.header
             kind = header["type"]
-            if kind == "reset":
+            if kind == "step":
+                ints = parsed.ints.unpack_from(payload, start + parsed.int_at)
+                floats = (np.frombuffer(payload, np.float32, parsed.n_float, start + parsed.float_at)
+                          if parsed.n_float else no_floats)
+                s = game.step(layout.actions(ints, floats))
+                image = _render(game) if header.get("render") else None
+                frame = layout.frame("step_result", tuple(s.info) if s.info else (), None if image is None else image.shape)
+                layout.fill(frame, s, image)
+                conn.send_frame(frame)
+            elif kind == "reset":
                 r = game.reset(header.get("seed"), header.get("params") or {})
                 image = _render(game) if header.get("render") else None
                 frame = layout.frame("reset_result", (), None if image is None else image.shape)
-                v = frame.views
-                layout.write_obs(v, r.obs)
-                v["alive"][:] = 1 if r.alive is None else np.asarray(r.alive, bool)
-                if layout.masked:
-                    layout.write_mask(v["mask"], r.mask)
-                if state_dim:
-                    v["state"][:] = r.state
-                if image is not None:
-                    v["frame"][:] = image.reshape(-1)
-                conn.send_frame(frame)
-            elif kind == "step":
-                s = game.step(layout.actions(blobs["action_int"], blobs["action_float"]))
-                image = _render(game) if header.get("render") else None
-                frame = layout.frame("step_result", tuple(s.info) if s.info else (), None if image is None else image.shape)
-                v = frame.views
-                layout.write_obs(v, s.obs)
-                v["reward"][:] = s.reward
-                v["terminated"][:] = s.terminated
-                v["truncated"][:] = s.truncated
-                if s.alive is None:  # the agents that neither terminated nor were truncated
-                    np.logical_not(np.logical_or(v["terminated"], v["truncated"]), out=v["alive"], casting="unsafe")
-                else:
-                    v["alive"][:] = np.asarray(s.alive, bool)
-                if layout.masked:
-                    layout.write_mask(v["mask"], s.mask)
-                if state_dim:
-                    v["state"][:] = s.state
-                if s.info:
-                    values = v["info"].reshape(n, len(s.info))
-                    for k, value in enumerate(s.info.values()):
-                        values[:, k] = value  # one number per agent, or one for all
-                if image is not None:
-                    v["frame"][:] = image.reshape(-1)
+                layout.fill(frame, r, image)
                 conn.send_frame(frame)
             elif kind == "close":
                 return welcome

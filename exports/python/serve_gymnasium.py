@@ -14,7 +14,6 @@ the process at the N-th step (a game that crashes), ``--hang-at N`` stops answer
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -104,7 +103,8 @@ class GymGame:
             time.sleep(3600)
         obs, reward, term, trunc, info = self.env.step(actions[0])
         o, m = self._split(obs)
-        scalars = {k: [float(v)] for k, v in info.items() if isinstance(v, _NUMBERS) and math.isfinite(float(v))}
+        # the numbers among the info values, as they are (a non-finite one reads as "nothing to report")
+        scalars = {k: v for k, v in info.items() if isinstance(v, _NUMBERS)}
         return bridge.Step(obs=o, reward=[reward], terminated=[term], truncated=[trunc], mask=m, info=scalars)
 
 
