@@ -97,6 +97,13 @@ class EnvConfig(PluginConfig):
 
         return code_refs(self.model_dump(mode="json", exclude={"plugin"}), "")
 
+    def rebuild_imports(self, run_dir: Path) -> dict[str, str]:
+        """The part of ``imports()`` that rebuilding this env's source from the saved run ``run_dir`` needs when
+        no env is played (``agentkit export``): all of it by default. A plugin that keeps what it needs in the
+        run dir may need less (the ``remote`` plugin: with the game's hello kept in ``game.json`` no game starts,
+        so its launch command is not run)."""
+        return self.imports()
+
 
 class HeadConfig(PluginConfig):
     """Base of every action-head plugin's config model.

@@ -114,7 +114,7 @@ def export_run(
     if out is not None and Path(out).suffix.lower() == ".onnx" and Path(out).is_dir():
         raise UserError(f"export --out {str(out)!r} is a directory: give a file name ending in .onnx, or a folder "
                         "name without it (the folder receives policy.onnx).")
-    loaded = load_run(run_dir, extra_plugins=extra_plugins, allow_imports=allow_imports)
+    loaded = load_run(run_dir, extra_plugins=extra_plugins, allow_imports=allow_imports, plays=False)
     try:
         reg = loaded.host.registry.get("exporter", EXPORTER)
         section: dict[str, Any] = {"plugin": EXPORTER, "stochastic": stochastic}

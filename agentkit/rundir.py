@@ -340,7 +340,7 @@ class LoadedRun:
 
 
 def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str | None = None,
-             allow_imports: Sequence[str] = ()) -> LoadedRun:
+             allow_imports: Sequence[str] = (), plays: bool = True) -> LoadedRun:
     """Rebuild a run dir: plugin host (with its config's ``plugins:`` and ``extra_plugins``), config, env
     source and algorithm, with the weights of ``checkpoints/latest.pt`` (or of ``checkpoints/<checkpoint>``,
     a periodic one such as ``step_100000.pt``), on the CPU.
@@ -352,6 +352,8 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
     The run dir's config.yaml is a file made elsewhere (``agentkit.trust``): the plugins it lists are loaded
     only when named in ``extra_plugins`` (``-p``) or ``allow_imports``, the code its env section names only
     when ``allow_imports`` allows it; otherwise UntrustedImportError (exit 2) before anything is imported.
+    ``plays=False`` (export): the env will not be played, so only what rebuilding its source imports is checked
+    (``EnvConfig.rebuild_imports``: a bridged run with its game's hello kept starts no game).
     Raises RunDirError when ``run_dir`` holds no run, CheckpointError for a missing or damaged checkpoint.
     """
     run_dir = Path(run_dir)
@@ -361,7 +363,8 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
             f"`agentkit train CONFIG --run-dir {run_dir}`."
         )
     data = read_yaml(run_dir / CONFIG_FILE)
-    host = foreign_host(data, str(run_dir / CONFIG_FILE), extra_plugins, allow_imports)
+    host = foreign_host(data, str(run_dir / CONFIG_FILE), extra_plugins, allow_imports,
+                        rebuilt_from=None if plays else run_dir)
     config = load_config(data, host.registry, saved_run=True)
     latest = run_dir / CHECKPOINT_DIR / (checkpoint or LATEST)
     if checkpoint is not None and (Path(checkpoint).name != checkpoint or not latest.is_file()):

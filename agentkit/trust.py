@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agentkit.errors import UserError
@@ -119,9 +120,10 @@ def foreign_plugins(data: Mapping[str, Any], source: str) -> list[str]:
     return listed
 
 
-def env_imports(host: PluginHost, section: Any) -> dict[str, str]:
-    """What a foreign env section asks to import (its plugin's ``EnvConfig.imports()``); {} when the section
-    does not validate or names no registered plugin (validating it later reports that)."""
+def env_imports(host: PluginHost, section: Any, rebuilt_from: Path | None = None) -> dict[str, str]:
+    """What a foreign env section asks to import (its plugin's ``EnvConfig.imports()``, or with ``rebuilt_from``,
+    a saved run whose env is rebuilt and not played, ``EnvConfig.rebuild_imports(rebuilt_from)``); the section's
+    code references when it does not validate or names no registered plugin (validating it later reports that)."""
     if not isinstance(section, Mapping):
         return {}
     plugin = section.get("plugin")
@@ -131,7 +133,8 @@ def env_imports(host: PluginHost, section: Any) -> dict[str, str]:
         config = host.registry.get("env", plugin).validate_config(dict(section))
     except Exception:  # pydantic's ValidationError: reported by the caller's own validation
         return code_refs({k: v for k, v in section.items() if k != "plugin"}, "")
-    return dict(cast("EnvConfig", config).imports())  # the env registry holds EnvConfig models
+    env = cast("EnvConfig", config)  # the env registry holds EnvConfig models
+    return dict(env.imports() if rebuilt_from is None else env.rebuild_imports(rebuilt_from))
 
 
 def foreign_host(
@@ -141,13 +144,15 @@ def foreign_host(
     allow_imports: Sequence[str] = (),
     env_section: Any = None,
     skip_env_keys: Sequence[str] = (),
+    rebuilt_from: Path | None = None,
 ) -> PluginHost:
     """The plugin host for a foreign config or export metadata ``data`` (described as ``source`` in errors):
     its ``plugins:`` and ``extra_plugins``, once every import it asks for is allowed (else
     UntrustedImportError, before anything it names is imported).
 
     ``env_section``: the env section to check (default ``data["env"]``); ``skip_env_keys``: its keys the user
-    gave on the command line (``eval --env``), which are the user's own.
+    gave on the command line (``eval --env``), which are the user's own; ``rebuilt_from``: the saved run whose env
+    is only rebuilt, never played (``export``): what rebuilding it imports is checked (``env_imports``).
     """
     from agentkit.host import BUILTIN_PLUGINS, PluginHost
 
@@ -160,6 +165,7 @@ def foreign_host(
         host = PluginHost(modules=[*(p for p in plugins if p.startswith("no:")), *extra_plugins])
     else:
         host = PluginHost(modules=modules)
-    wanted = {k: v for k, v in env_imports(host, section).items() if k.split(".")[0] not in skip_env_keys}
+    wanted = {k: v for k, v in env_imports(host, section, rebuilt_from).items()
+              if k.split(".")[0] not in skip_env_keys}
     check_imports(source, refused, wanted, extra_plugins, allow_imports)
     return host

@@ -182,6 +182,39 @@ def test_ppo_trains_masked_dungeon_over_the_bridge_then_eval_and_export(tmp_path
     assert played.episodes == 2
 
 
+def test_a_launch_mode_run_exports_without_trusting_its_command_but_eval_still_asks(tmp_path):
+    """Export rebuilds the run from the game's hello kept in game.json: no game starts, so the launch command
+    needs no --allow-import. Eval plays, so it launches the game: refused without the flag, and so is an export
+    of a run that has no game.json (it would ask a launched game for its spaces). The command touches a marker
+    file: a refused command never ran."""
+    marker = tmp_path / "launched"
+    env = counter()
+    env["command"] = f"sh -c 'touch {marker}; exec \"$0\" \"$@\"' " + env["command"]
+    proc = train_cli(tmp_path, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    assert marker.exists() and (run / "game.json").is_file()
+    marker.unlink()
+    ex = subprocess.run([*AGENTKIT, "export", str(run), "--out", str(tmp_path / "p.onnx")],
+                        capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert ex.returncode == 0, ex.stderr
+    assert (tmp_path / "p.onnx").is_file() and not marker.exists()
+    ev = subprocess.run([*AGENTKIT, "eval", str(run), "--episodes", "1"], capture_output=True, text=True,
+                        env=cli_env(), timeout=120)
+    assert_exit_2(ev, "env.command", "--allow-import")
+    assert not marker.exists()
+    ev = subprocess.run([*AGENTKIT, "eval", str(run), "--episodes", "1", "--allow-import", env["command"]],
+                        capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert ev.returncode == 0, ev.stderr
+    assert marker.exists()
+    marker.unlink()
+    (run / "game.json").unlink()  # a run from before game.json: its spaces come from a launched game
+    ex = subprocess.run([*AGENTKIT, "export", str(run), "--out", str(tmp_path / "q.onnx")],
+                        capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert_exit_2(ex, "env.command", "--allow-import")
+    assert not marker.exists()
+
+
 def test_params_reach_the_game_at_every_reset_and_hooks_may_change_them():
     source = source_of(counter(params={"bonus": 0.5}))
     try:

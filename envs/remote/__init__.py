@@ -70,6 +70,14 @@ class RemoteEnvConfig(EnvConfig):
             found["command"] = self.command.strip()
         return found
 
+    def rebuild_imports(self, run_dir: Path) -> dict[str, str]:
+        """A saved run that kept its game's hello (``game.json``) is rebuilt without a game: the launch command
+        is not run, so it needs no trust; a run without one asks a launched game for its spaces, so it does."""
+        found = self.imports()
+        if (Path(run_dir) / GAME_FILE).is_file():
+            found.pop("command", None)
+        return found
+
 
 class RemoteSource:
     """A bridged game's description (read from its first instance's hello) and a way to make vector envs.
