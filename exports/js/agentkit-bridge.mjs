@@ -1,4 +1,5 @@
-// agentkit bridge client for JavaScript games (protocol version 1, ../../docs/bridge.md).
+// agentkit bridge client for JavaScript games (protocol version 2, ../../docs/bridge.md; `protocol: 1` in
+// `serve`'s options speaks version 1, float32 observations only).
 //
 // One ES module for Node (TCP through `node:net`, WebSocket through the `ws` package) and browsers
 // (WebSocket). The game describes its agents and hands `serve` an object with `reset` and `step`:
@@ -11,7 +12,11 @@
 //   await serve(game, { name: "my-game", agents: [agent("car", [9], hybrid({...}, {...}))], port: 11008 });
 //
 // `reset` and `step` may be async. Values may be arrays or typed arrays: `obs` one array per agent, or one
-// flat Float32Array of every agent's numbers (the fast path for many agents); `reward`, `terminated`,
+// flat Float32Array of every agent's numbers (the fast path for many agents, float32 observations); an
+// observation is float32 numbers of any shape by default, `uint8` (a camera image [H, W, 3]: a Uint8Array or
+// nested arrays, row-major) or `int32` with `agent(..., { dtype })` or `obsBox(shape, dtype)`, and a
+// `dictObs({ image: obsBox([64, 64, 3], "uint8"), speed: obsBox([1]) })` observation is an object of those
+// entries; each dtype travels as raw bytes of its type (protocol 2). `reward`, `terminated`,
 // `truncated`, `alive` one entry per agent (`alive` defaults to "not terminated and not truncated", and to
 // all alive at reset); `mask` one array per masked agent or one flat array (1 = allowed); `info` key ->
 // one number per agent (NaN: nothing to report).
@@ -21,7 +26,7 @@
 // own are 0). `serve` returns once the trainer sends `close`, and rejects with an Error when the trainer
 // refuses the game or the connection breaks.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 const DTYPES = { float32: Float32Array, int32: Int32Array, uint8: Uint8Array };
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
@@ -42,8 +47,19 @@ export function hybrid(types, params) {
     params: Object.entries(params).map(([name, [low, high]]) => ({ name, low, high })),
   };
 }
-export function agent(name, obsShape, action, { mask = false, low = null, high = null } = {}) {
-  return { name, observation: { shape: [...obsShape], low, high }, action, mask };
+/** An observation Box of any shape: `dtype` "float32" (default), "uint8" (pixels) or "int32"; bounds optional. */
+export function obsBox(shape, dtype = "float32", low = null, high = null) {
+  if (!(dtype in DTYPES)) throw new Error(`agentkit-bridge: observation dtype ${dtype}: give float32, uint8 or int32`);
+  return { shape: [...shape], dtype, low, high };
+}
+/** A Dict observation of named Boxes (`obsBox`), sent in this order; its value is an object of those entries. */
+export function dictObs(entries) {
+  return { kind: "dict", entries: Object.entries(entries).map(([name, box]) => ({ name, ...box })) };
+}
+/** One agent: its observation as a shape (a Box of `dtype`, bounds optional) or what `obsBox`/`dictObs` return. */
+export function agent(name, obsShape, action, { mask = false, low = null, high = null, dtype = "float32" } = {}) {
+  const observation = Array.isArray(obsShape) ? obsBox(obsShape, dtype, low, high) : { ...obsShape };
+  return { name, observation, action, mask };
 }
 
 // -- frames --------------------------------------------------------------------------------------------
@@ -200,11 +216,30 @@ async function connectWebSocket(url, timeoutMs) {
 
 const prod = (shape) => shape.reduce((a, b) => a * b, 1);
 
+const OBS_BLOBS = { float32: "obs", uint8: "obs_uint8", int32: "obs_int32" };
+
 class Layout {
-  constructor(agents) {
+  constructor(agents, protocol) {
     this.agents = agents;
     this.n = agents.length;
-    this.obsSize = agents.map((a) => prod(a.observation.shape));
+    // every observation Box: { agent, key (a Dict entry's name, or null), dtype, start, stop } in wire order
+    this.entries = [];
+    this.obsCount = { float32: 0, uint8: 0, int32: 0 };
+    agents.forEach((a, i) => {
+      const obs = a.observation;
+      const boxes = obs.kind === "dict" ? obs.entries.map((e) => [e.name, e]) : [[null, obs]];
+      for (const [key, b] of boxes) {
+        const dtype = b.dtype ?? "float32";
+        if (!(dtype in DTYPES)) throw new Error(`agentkit-bridge: agent ${a.name}: observation dtype ${dtype}: give float32, uint8 or int32`);
+        if (protocol < 2 && (dtype !== "float32" || key !== null)) {
+          throw new Error(`agentkit-bridge: agent ${a.name}: protocol 1 carries one float32 Box per agent; use protocol 2`);
+        }
+        const start = this.obsCount[dtype];
+        this.obsCount[dtype] += prod(b.shape);
+        this.entries.push({ agent: i, key, dtype, start, stop: this.obsCount[dtype] });
+      }
+    });
+    this.simple = this.entries.length === this.n && this.entries.every((e) => e.dtype === "float32" && e.key === null);
     this.nInt = [];
     this.nFloat = [];
     this.maskDim = [];
@@ -216,7 +251,6 @@ class Layout {
         ? act.nvec.reduce((x, y) => x + y, 0) : act.kind === "hybrid" ? act.types.length : 0;
       this.maskDim.push(a.mask ? width : 0);
     }
-    this.totalObs = this.obsSize.reduce((x, y) => x + y, 0);
     this.totalMask = this.maskDim.reduce((x, y) => x + y, 0);
   }
 
@@ -266,6 +300,30 @@ class Layout {
     if (mask == null) return new Uint8Array(this.totalMask).fill(1);
     return this.flat(mask, this.totalMask, Uint8Array, "mask");
   }
+
+  /** The observation blobs of every agent's `obs` (see the top of this file), one per wire dtype in use. */
+  obsBlobs(obs) {
+    if (this.simple) return { obs: ["float32", this.flat(obs, this.obsCount.float32, Float32Array, "obs")] };
+    if (obs == null || obs.length !== this.n) {
+      throw new Error(`agentkit-bridge: obs needs one observation per agent (${this.n})`);
+    }
+    const out = {};
+    const arrays = {};
+    for (const [dtype, count] of Object.entries(this.obsCount)) {
+      if (count) arrays[dtype] = out[OBS_BLOBS[dtype]] = [dtype, new DTYPES[dtype](count)];
+    }
+    for (const { agent, key, dtype, start, stop } of this.entries) {
+      const value = key === null ? obs[agent] : obs[agent]?.[key];
+      const name = this.agents[agent].name + (key === null ? "" : `.${key}`);
+      if (value == null) throw new Error(`agentkit-bridge: agent ${name} has no observation`);
+      const flat = ArrayBuffer.isView(value) ? value : typeof value === "number" ? [value] : value.flat(Infinity);
+      if (flat.length !== stop - start) {
+        throw new Error(`agentkit-bridge: the observation of agent ${name} has ${flat.length} values; it declared ${stop - start}`);
+      }
+      arrays[dtype][1].set(flat, start);
+    }
+    return out;
+  }
 }
 
 /**
@@ -274,15 +332,16 @@ class Layout {
  * instance (null), token (null), stateDim (0), connectTimeoutMs (30000). Resolves with the welcome header.
  */
 export async function serve(game, { name, agents, host = "127.0.0.1", port = 11008, transport = "tcp",
-  instance = null, token = null, stateDim = 0, connectTimeoutMs = 30000 } = {}) {
+  instance = null, token = null, stateDim = 0, connectTimeoutMs = 30000, protocol = PROTOCOL_VERSION } = {}) {
+  if (protocol !== 1 && protocol !== 2) throw new Error(`agentkit-bridge: protocol ${protocol}: give 1 or 2`);
   if (!isNode && transport !== "websocket") throw new Error("agentkit-bridge: browsers connect with transport 'websocket'");
   const conn = transport === "tcp"
     ? await connectTcp(host, port, connectTimeoutMs)
     : await connectWebSocket(`ws://${host}:${port}/`, connectTimeoutMs);
-  const layout = new Layout(agents);
-  const n = layout.n;
+  const n = agents.length;
   try {
-    conn.send(encode({ type: "hello", protocol: PROTOCOL_VERSION, game: name, instance, token, agents, state_dim: stateDim }));
+    const layout = new Layout(agents, protocol);
+    conn.send(encode({ type: "hello", protocol, game: name, instance, token, agents, state_dim: stateDim }));
     const { header: welcome } = decode(await conn.recv());
     if (welcome.type === "error") throw new Error(`the trainer refused the game: ${welcome.message}`);
     if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${welcome.type}`);
@@ -291,7 +350,7 @@ export async function serve(game, { name, agents, host = "127.0.0.1", port = 110
       if (header.type === "reset") {
         const r = await game.reset(header.seed ?? null, header.params ?? {});
         const out = {
-          obs: ["float32", layout.flat(r.obs, layout.totalObs, Float32Array, "obs")],
+          ...layout.obsBlobs(r.obs),
           alive: ["uint8", layout.perAgent(r.alive, Uint8Array, "alive", new Uint8Array(n).fill(1))],
         };
         if (layout.totalMask) out.mask = ["uint8", layout.mask(r.mask)];
@@ -303,7 +362,7 @@ export async function serve(game, { name, agents, host = "127.0.0.1", port = 110
         const trunc = layout.perAgent(s.truncated, Uint8Array, "truncated");
         const fallback = term.map((t, a) => (t || trunc[a] ? 0 : 1));
         const out = {
-          obs: ["float32", layout.flat(s.obs, layout.totalObs, Float32Array, "obs")],
+          ...layout.obsBlobs(s.obs),
           reward: ["float32", layout.perAgent(s.reward, Float32Array, "reward")],
           terminated: ["uint8", term],
           truncated: ["uint8", trunc],
