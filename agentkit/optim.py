@@ -39,6 +39,9 @@ class FusedAdam:
         self.param_groups = [dict(g, params=list(g["params"])) for g in param_groups]
         self.betas = betas
         self.state: dict[nn.Parameter, dict[str, Tensor]] = {}
+        # The step counts of parameters stepped together, as one vector whose elements are their states'
+        # "step" tensors (views): one add per step instead of one per parameter (``_step_counts``).
+        self._counts: dict[tuple[int, ...], Tensor] = {}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.param_groups:
@@ -56,18 +59,31 @@ class FusedAdam:
             if params:
                 batches.setdefault((float(g["lr"]), float(g["eps"])), []).extend(params)
         for (lr, eps), params in batches.items():
-            states = []
-            for p in params:
-                if p not in self.state:
-                    self.state[p] = {"step": torch.zeros((), dtype=torch.float32),
-                                     "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
-                states.append(self.state[p])
+            self._step_counts(params).add_(1)
+            states = [self.state[p] for p in params]
             steps = [s["step"] for s in states]
-            torch._foreach_add_(steps, 1)
             torch._fused_adam_(
                 cast(list[Tensor], params), [cast(Tensor, p.grad) for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                 [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
             )
+
+    def _step_counts(self, params: list[nn.Parameter]) -> Tensor:
+        """The vector of ``params``' step counts (their states created at 0 on their first step). Built again,
+        from the counts their states hold, when this set of parameters first steps together; a set that shares
+        a parameter with it is forgotten, since that parameter's count now lives here."""
+        key = tuple(map(id, params))
+        counts = self._counts.get(key)
+        if counts is None:
+            for p in params:
+                if p not in self.state:
+                    self.state[p] = {"step": torch.zeros((), dtype=torch.float32),
+                                     "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+            counts = torch.stack([self.state[p]["step"] for p in params])
+            for i, p in enumerate(params):
+                self.state[p]["step"] = counts[i]
+            self._counts = {k: v for k, v in self._counts.items() if not set(k) & set(key)}
+            self._counts[key] = counts
+        return counts
 
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim`` layout: per-parameter state keyed by index, groups with parameter indices."""
@@ -86,6 +102,7 @@ class FusedAdam:
         if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
             raise ValueError("optimizer state does not match the parameter groups (a different network?)")
         self.state = {}
+        self._counts = {}
         for g, s in zip(self.param_groups, saved, strict=True):
             g.update({k: v for k, v in s.items() if k != "params"})
             for i, p in zip(s["params"], g["params"], strict=True):

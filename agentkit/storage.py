@@ -304,12 +304,16 @@ class RolloutStorage:
     def _plain_gae(self, last_value: Tensor, gamma: float, gae_lambda: float) -> None:
         """``compute_gae`` where every entry is valid: the same sums without the carries (which are all 0)."""
         next_value, next_gae = last_value, torch.zeros_like(last_value)
-        not_done = 1.0 - self.dones
+        # per-step views taken once (unbind) rather than indexed in the loop: a small rollout's GAE is
+        # dispatch-bound, and the same ops give the same sums
+        rewards, values, bootstrap = self.rewards.unbind(0), self.values.unbind(0), self.bootstrap.unbind(0)
+        not_done = (1.0 - self.dones).unbind(0)
+        advantages = [next_gae] * self.num_steps
         for t in reversed(range(self.num_steps)):
-            delta = self.rewards[t] + gamma * (next_value * not_done[t] + self.bootstrap[t]) - self.values[t]
-            next_gae = delta + gamma * gae_lambda * not_done[t] * next_gae
-            self.advantages[t] = next_gae
-            next_value = self.values[t]
+            delta = rewards[t] + gamma * (next_value * not_done[t] + bootstrap[t]) - values[t]
+            next_gae = advantages[t] = delta + gamma * gae_lambda * not_done[t] * next_gae
+            next_value = values[t]
+        torch.stack(advantages, out=self.advantages)
         self.resolved.fill_(True)
         torch.add(self.advantages, self.values, out=self.returns)
 
