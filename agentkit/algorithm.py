@@ -59,8 +59,9 @@ class PolicyArtifact:
 
     ``actor(obs, mask=None, agent_id=None)`` returns an ``ActionDistribution``; ``obs`` is ``[B,
     *observation_space.shape]`` in ``observation_space.dtype`` (uint8 images stay uint8) and its scaling and
-    normalisation are inside ``actor``. ``agent_id_dim`` > 0 means the actor expects a one-hot agent id
-    ``[B, agent_id_dim]`` as ``agent_id``.
+    normalisation are inside ``actor``. ``agent_id_dim`` (the actor's ``id_dim``) > 0: the actor reads a
+    one-hot agent id ``[B, agent_id_dim]``, which it builds itself for env-major rows (``Actor``); exports take
+    it as their ``agent_id`` input.
     ``uses_mask`` says whether the actor is given action masks (the env supplies them and the head takes them).
     ``observation_fields``: how the env's raw observation is flattened into ``observation_space``
     (``agentkit.observations``; None for a Box observation); exports carry it for the engine.
@@ -71,7 +72,6 @@ class PolicyArtifact:
     observation_space: gym.spaces.Box
     action_space: gym.Space
     agents: list[str]
-    agent_id_dim: int = 0
     deterministic_only: bool = False  # e.g. MADDPG's deterministic actors
     # False when the env never supplies action masks: the actor is then always called with mask=None, and
     # exports have no ``action_mask`` input even if the head could take one.
@@ -83,6 +83,11 @@ class PolicyArtifact:
     # the env's name as its source gives it (``env_id``; a bridged game's declared name): exporters record it as
     # the env id when the env config names none (agentkit.exporting fills it in)
     env_id: str | None = None
+
+    @property
+    def agent_id_dim(self) -> int:
+        """The width of the one-hot agent id the actor reads (0: none): the actor's own ``id_dim``."""
+        return self.actor.id_dim
 
 
 class Algorithm(Protocol):

@@ -10,7 +10,8 @@ It acts through an ``Act``: ``act(obs, mask) -> env action``, called with a batc
 returning what the vector env's ``step`` takes for those B rows (what ``head.to_env`` returns). Single-agent
 envs call it with B = 1. Multi-agent envs (see docs/multi-agent.md) take one ``Act`` per policy group, a
 mapping ``{group: act}``, each called with the group's agents flattened env-major (B = A_g); an act that
-serves a group whose policy expects a one-hot agent id appends it itself (``torch_act`` does).
+serves a group whose policy reads a one-hot agent id gives it (the torch actor appends it itself, the runtime
+builds the export's ``agent_id`` input).
 
 Returns are undiscounted sums of rewards. ``infos`` is the mean over episodes of each numeric figure the env
 reported in its infos (single-agent: at the episode's last step, e.g. Dungeon's ``success``; multi-agent:
@@ -35,7 +36,6 @@ from agentkit.algorithm import PolicyArtifact
 from agentkit.checkpoint import write_atomic
 from agentkit.environment import EnvSource, MultiAgentEnvSource, mean_episode_infos
 from agentkit.errors import InvalidInputError, UserError
-from agentkit.policy import agent_ids
 
 Act = Callable[[np.ndarray, "np.ndarray | None"], Any]
 
@@ -278,16 +278,14 @@ def torch_act(artifact: PolicyArtifact, deterministic: bool = True, rng: np.rand
     its ``--stochastic`` export given the same ``rng`` seed sample the same actions."""
     actor = artifact.actor
     head = actor.head
-    id_dim = artifact.agent_id_dim
     use_mode = deterministic or artifact.deterministic_only
     rng = rng if rng is not None else np.random.default_rng()
 
     @torch.no_grad()
     def act(obs: np.ndarray, mask: np.ndarray | None) -> Any:
         x = torch.as_tensor(obs)
-        ids = agent_ids(id_dim, x.shape[0] // id_dim).reshape(-1, id_dim) if id_dim else None
         m = torch.as_tensor(mask) if mask is not None and head.mask_dim else None
-        dist = actor(x, m, ids)
+        dist = actor(x, m)  # env-major rows: the actor appends the agent ids
         noise = None if use_mode else torch.from_numpy(rng.random((x.shape[0], head.noise_dim), dtype=np.float32))
         _, outputs = head.choose(dist, deterministic=use_mode, noise=noise)
         outs = {k: v.cpu().numpy() for k, v in outputs.items()}

@@ -43,7 +43,7 @@ from agentkit.environment import (
 from agentkit.errors import ConfigError
 from agentkit.moments import merge_moments
 from agentkit.optim import FusedAdam, adam, clip_grad_norm, load_optimizer_state
-from agentkit.policy import Actor, Critic, agent_ids
+from agentkit.policy import Actor, Critic
 from agentkit.runlog import EndedEpisodes
 from agentkit.storage import Batch, ObsPacking, RolloutStorage, torch_dtype, unpacked
 
@@ -368,7 +368,6 @@ class PolicyGroup:
         *,
         num_envs: int,
         device: torch.device,
-        id_dim: int = 0,
         critic_input: CriticInput = "obs",
         critic_dim: int = 0,
         env_masks: bool = False,
@@ -376,6 +375,7 @@ class PolicyGroup:
     ):
         self.name, self.spec, self.slots, self.cfg = name, spec, list(slots), cfg
         self.agents = [spec.agents[i] for i in self.slots]
+        id_dim = actor.id_dim  # the actor's agent ids, which the critic reads too
         self.num_envs, self.device, self.id_dim, self.critic_input = num_envs, device, id_dim, critic_input
         self.actor = actor.to(device)
         self.critic = critic.to(device)
@@ -421,7 +421,7 @@ class PolicyGroup:
         if check_storage is not None:
             check_storage(self, self.storage_args)
         self.storage = RolloutStorage(**self.storage_args, device=device)
-        self._ids = agent_ids(id_dim, num_envs, device) if id_dim else None  # the one place ids are built
+        self._ids = actor.ids(num_envs, device)  # stored with each step: minibatches are not in env-major order
 
     def parameters(self) -> list[nn.Parameter]:
         """The actor's then the critic's parameters, each once (a shared trunk is the actor's)."""
@@ -562,7 +562,7 @@ class PolicyGroup:
     def artifact(self, game: dict[str, Any] | None = None) -> PolicyArtifact:
         return PolicyArtifact(
             name=self.name, actor=self.actor, observation_space=self.spec.observation_space,
-            action_space=self.spec.action_space, agents=list(self.agents), agent_id_dim=self.id_dim,
+            action_space=self.spec.action_space, agents=list(self.agents),
             uses_mask=self.use_mask, observation_fields=self.spec.observation_fields, game=game,
         )
 

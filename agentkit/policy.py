@@ -138,17 +138,47 @@ class _Encoded(nn.Module):
 
 
 class Actor(_Encoded):
-    """obs (raw, the env's shape and dtype) [⊕ agent id] → encoder → head → ActionDistribution."""
+    """obs (raw, the env's shape and dtype) [⊕ one-hot agent id] → encoder → head → ActionDistribution.
 
-    def __init__(self, encoder: Encoder, head_factory):
+    ``id_dim`` (the group's ``agent_id_dim``, 0 for none) is the width of the one-hot agent id a shared policy
+    reads beside the observation, and the actor appends it itself: called with ``agent_id=None`` on rows in
+    env-major order (row ``n * id_dim + a`` is agent ``a`` of env copy ``n``: the order of a multi-agent vector
+    env's flattened group, of eval, and of the runtimes' batches), it builds the ids with ``ids``. A caller
+    whose rows are in another order (a shuffled minibatch, a subset of seats) passes the ids it took from
+    ``ids``; the ONNX export passes its ``agent_id`` input (the contract's one-hot, built by the engine).
+    """
+
+    def __init__(self, encoder: Encoder, head_factory, id_dim: int = 0):
         super().__init__(encoder)
         self.head: ActionHead = head_factory(encoder.out_dim)
+        self.id_dim = int(id_dim)
+
+    def ids(self, batch: int, device: torch.device | str | None = None) -> Tensor | None:
+        """The one-hot ids of ``batch`` env copies' agents ``[batch, id_dim, id_dim]`` (``agent_ids``), or None
+        for an actor without ids."""
+        return agent_ids(self.id_dim, batch, device) if self.id_dim else None
+
+    def _with_ids(self, obs: Tensor, agent_id: Tensor | None) -> Tensor | None:
+        if agent_id is not None or not self.id_dim:
+            return agent_id
+        rows = obs.shape[0]
+        if rows % self.id_dim:
+            raise ValueError(
+                f"the actor appends one-hot agent ids to rows in env-major order ({self.id_dim} agents per env copy), "
+                f"but got {rows} rows; pass agent_id for rows in another order"
+            )
+        return agent_ids(self.id_dim, rows // self.id_dim, obs.device).reshape(rows, self.id_dim)
 
     def latent(self, obs: Tensor, agent_id: Tensor | None = None) -> Tensor:
-        return self.encoder(obs, agent_id)
+        return self.encoder(obs, self._with_ids(obs, agent_id))
 
     def forward(self, obs: Tensor, mask: Tensor | None = None, agent_id: Tensor | None = None) -> ActionDistribution:
         return self.head(self.latent(obs, agent_id), mask)
+
+    def update_normalizer(self, x: Tensor, agent_id: Tensor | None = None) -> None:
+        """Feed collected raw observations (``[B, ...]`` env-major rows, or any leading axes with ``agent_id``)
+        to the encoder's running normaliser."""
+        self.encoder.update_stats(x, self._with_ids(x, agent_id))
 
 
 class Critic(_Encoded):
@@ -232,13 +262,13 @@ def encoder_for(policy_config: PolicyConfig, registry, observation_space, extra_
     return build_encoder(policy_config, registry, EncoderSpec(observation_space, fields, int(extra_dim)))
 
 
-def build_actor(policy_config: PolicyConfig, registry, observation_space, action_space, extra_obs_dim: int = 0,
+def build_actor(policy_config: PolicyConfig, registry, observation_space, action_space, id_dim: int = 0,
                 fields: list[dict[str, Any]] | None = None) -> Actor:
-    """The actor for an observation space (plus ``extra_obs_dim`` inputs, e.g. a one-hot agent id of
-    ``agent_id_dim`` built by ``agent_ids``, given to ``forward`` as ``agent_id``)."""
+    """The actor for an observation space, appending a one-hot agent id of ``id_dim`` (``agent_id_dim``; 0:
+    none) to its encoder's input (``Actor``)."""
     reg, head_config = resolve_head(policy_config, registry, action_space)
-    encoder = encoder_for(policy_config, registry, observation_space, extra_obs_dim, fields)
-    return Actor(encoder, lambda latent_dim: reg.factory(head_config, action_space, latent_dim))
+    encoder = encoder_for(policy_config, registry, observation_space, id_dim, fields)
+    return Actor(encoder, lambda latent_dim: reg.factory(head_config, action_space, latent_dim), id_dim)
 
 
 def build_critic(policy_config: PolicyConfig, registry, input_space, extra_dim: int = 0,

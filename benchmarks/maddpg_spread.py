@@ -24,7 +24,6 @@ import torch
 from agentkit.algorithm import BuildContext
 from agentkit.config import apply_overrides, load_config, read_yaml
 from agentkit.host import PluginHost
-from agentkit.policy import agent_ids
 from agentkit.seeding import seed_everything
 from agentkit.spaces import HybridSpace
 
@@ -78,10 +77,9 @@ def play(venv, policies, episodes: int, seed: int) -> tuple[list[float], dict[st
                 continue
             art = policies[g]
             x = torch.as_tensor(o.obs.reshape(n * a, -1), dtype=torch.float32)
-            ids = agent_ids(a, n).reshape(n * a, a) if art.agent_id_dim else None
             mask = None if o.mask is None else torch.as_tensor(o.mask.reshape(n * a, -1))
             with torch.no_grad():
-                act = art.actor(x, mask, ids).mode()
+                act = art.actor(x, mask).mode()  # env-major rows: the actor appends the agent ids
                 outs = {k: v.numpy() for k, v in art.actor.head.env_outputs(act).items()}
             actions[g] = art.actor.head.to_env(outs)
         tr = venv.step(actions)

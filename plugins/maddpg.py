@@ -194,7 +194,7 @@ class _Group:
         self.target_critic = copy.deepcopy(critic).requires_grad_(False)
         self.actor_opts = [torch.optim.Adam(a.parameters(), lr=cfg.actor_lr) for a in actors]
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
-        self.id_dim = agent_id_dim(self.n_agents, cfg.agent_id)  # the actor's (agent_id); the critic's always
+        self.id_dim = actors[0].id_dim  # the actors' agent ids (algorithm.agent_id); the critic's always
         self.critic_id_dim = agent_id_dim(self.n_agents)
         self.eye = torch.eye(self.n_agents, device=device)  # replaces agent i's own action in its row of the actor loss
 
@@ -210,9 +210,9 @@ class _Group:
 
     def actor_input(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
         """``[B, A, *obs_shape]`` → (``[B * A, *obs_shape]``, the one-hot agent ids ``[B * A, A]`` or None)."""
-        b = obs.shape[0]
-        ids = agent_ids(self.id_dim, b, obs.device).reshape(b * self.n_agents, -1) if self.id_dim else None
-        return obs.reshape(b * self.n_agents, *self.obs_shape), ids
+        rows = obs.shape[0] * self.n_agents
+        ids = self.actor.ids(obs.shape[0], obs.device)  # given: ensemble_act sends row subsets to each sub-policy
+        return obs.reshape(rows, *self.obs_shape), None if ids is None else ids.reshape(rows, -1)
 
 
 def ensemble_act(
@@ -674,7 +674,6 @@ class MADDPG:
                 observation_space=grp.spec.observation_space,
                 action_space=grp.spec.action_space,
                 agents=list(grp.spec.agents),
-                agent_id_dim=grp.id_dim,
                 deterministic_only=True,
                 uses_mask=grp.spec.mask_dim > 0,
                 observation_fields=grp.spec.observation_fields,

@@ -204,7 +204,7 @@ class MAPPO:
             critic_dim = self.state_dim + (obs_dim if cfg.critic_input == "agent_specific" else 0)
             critic = build_critic(policy, registry, vector_space(critic_dim), id_dim, observation=False)
         return PolicyGroup(
-            name, group, slots, actor, critic, cfg, num_envs=self.num_envs, device=self.device, id_dim=id_dim,
+            name, group, slots, actor, critic, cfg, num_envs=self.num_envs, device=self.device,
             critic_input=critic_input, critic_dim=critic_dim, env_masks=group.mask_dim > 0,
             check_storage=self._check_storage,
         )

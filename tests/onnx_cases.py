@@ -69,7 +69,7 @@ def make_artifact(case: Case, seed: int = 0) -> PolicyArtifact:
     config = PolicyConfig(head=registry.get("action_head", head["plugin"]).validate_config(head))
     torch.manual_seed(seed)
     obs_space = spaces.Box(-np.inf, np.inf, (case.obs_dim,), np.float32)
-    actor = build_actor(config, registry, obs_space, case.action_space, extra_obs_dim=case.agent_id_dim)
+    actor = build_actor(config, registry, obs_space, case.action_space, id_dim=case.agent_id_dim)
     gen = torch.Generator().manual_seed(seed)
     sample = torch.randn(256, case.obs_dim + case.agent_id_dim, generator=gen) * 2.0 + 0.5
     actor.normalizer.update(sample)
@@ -84,7 +84,6 @@ def make_artifact(case: Case, seed: int = 0) -> PolicyArtifact:
         observation_space=obs_space,
         action_space=case.action_space,
         agents=list(case.agents),
-        agent_id_dim=case.agent_id_dim,
         uses_mask=case.uses_mask,
     )
 
@@ -94,10 +93,9 @@ def torch_env_actions(artifact: PolicyArtifact, obs: np.ndarray, mask: np.ndarra
     """What the trainer hands the env: actor → mode (or sample from noise) → env_outputs → numpy → to_env."""
     actor = artifact.actor
     x = torch.as_tensor(obs, dtype=torch.float32)
-    if agent_onehot is not None:
-        x = torch.cat([x, torch.as_tensor(agent_onehot)], dim=-1)
+    ids = None if agent_onehot is None else torch.as_tensor(agent_onehot)  # rows of any agents: given
     with torch.no_grad():
-        dist = actor(x, None if mask is None else torch.as_tensor(mask > 0.5))
+        dist = actor(x, None if mask is None else torch.as_tensor(mask > 0.5), ids)
         action = dist.mode() if noise is None else dist.sample_from_noise(torch.as_tensor(noise))
         outs = {k: v.numpy() for k, v in actor.head.env_outputs(action).items()}
     return actor.head.to_env(outs)

@@ -14,6 +14,7 @@ from agentkit.algorithm import BuildContext
 from agentkit.config import load_config
 from agentkit.host import PluginHost
 from agentkit.onpolicy import ValueNormalizer
+from agentkit.seeding import seed_everything
 from agentkit.testing import check_algorithm
 
 HOST = PluginHost(autoload=False)
@@ -24,6 +25,7 @@ def build(env: dict, algorithm: dict, policy: dict | None = None, seed: int = 0)
     if policy:
         data["policy"] = policy
     cfg = load_config(data, HOST.registry)
+    seed_everything(seed)  # as the trainer does: the initial weights do not depend on the tests run before
     source = HOST.registry.get("env", "gymnasium").factory(cfg.env)
     return HOST.registry.get("algorithm", "ppo").factory(
         cfg.algorithm, BuildContext(cfg, HOST.registry, source, None, torch.device("cpu"))

@@ -20,7 +20,6 @@ from agentkit.algorithm import BuildContext, PolicyArtifact
 from agentkit.config import RunConfig, load_config
 from agentkit.heads import ActionDistribution
 from agentkit.host import PluginHost
-from agentkit.policy import agent_ids
 
 
 class AlgorithmCheckError(AssertionError):
@@ -84,10 +83,8 @@ def _probe_obs(artifact: PolicyArtifact, rng: np.random.Generator, n: int = 5) -
     low = np.where(np.isfinite(space.low), space.low, -1.0)
     high = np.where(np.isfinite(space.high), space.high, 1.0)
     obs = rng.uniform(low, high, size=(n, *space.shape)).astype(space.dtype)
-    ids = None
-    if artifact.agent_id_dim:
-        ids = agent_ids(artifact.agent_id_dim, n)[:, 0]  # the first agent's id on every row
-    return torch.from_numpy(obs), ids
+    ids = artifact.actor.ids(n)
+    return torch.from_numpy(obs), None if ids is None else ids[:, 0]  # the first agent's id on every row
 
 
 def _check_policies(name: str, algo: Any) -> list[PolicyArtifact]:
