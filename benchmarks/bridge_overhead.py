@@ -84,8 +84,9 @@ def _cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> tuple[float, float]:
-    """(env steps/s, CPU milliseconds per 1000 env steps summed over the trainer and the game processes)."""
+def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> tuple[float, float, float]:
+    """(env steps/s, CPU milliseconds per 1000 env steps summed over the trainer and the game processes, the
+    game processes' share of it)."""
     from agentkit.build import build_env
     from agentkit.config import load_config
     from agentkit.host import PluginHost
@@ -99,7 +100,8 @@ def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> tuple[floa
     try:
         o = venv.reset()
         games = [inst.game.pid for inst in venv.env.multi.instances] if bridged else []
-        cpu0 = _cpu_seconds() + sum(_cpu_seconds(p) for p in games)
+        games0 = sum(_cpu_seconds(p) for p in games)
+        cpu0 = _cpu_seconds() + games0
         start = time.perf_counter()
         for _ in range(vector_steps):
             # a random allowed action per copy: the first allowed after a random rotation of the mask
@@ -108,8 +110,10 @@ def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> tuple[floa
             actions = (rolled.argmax(axis=1) + k) % o.mask.shape[1]
             o = venv.step(actions).next
         elapsed = time.perf_counter() - start
-        cpu = _cpu_seconds() + sum(_cpu_seconds(p) for p in games) - cpu0
-        return num_envs * vector_steps / elapsed, 1e6 * cpu / (num_envs * vector_steps)
+        games1 = sum(_cpu_seconds(p) for p in games)
+        cpu = _cpu_seconds() + games1 - cpu0
+        steps = num_envs * vector_steps
+        return steps / elapsed, 1e6 * cpu / steps, 1e6 * (games1 - games0) / steps
     finally:
         venv.close()
         if hasattr(source, "wrapped") and hasattr(source.wrapped, "close"):
@@ -135,17 +139,22 @@ def main() -> int:
     train = {False: [], True: []}
     collect = {False: [], True: []}
     cpu = {False: [], True: []}
+    game_cpu: list[float] = []
+    load_start = os.getloadavg()[0]
     for r in range(args.rounds):
         for bridged in (False, True):
-            speed, cpu_ms = collect_speed(bridged, args.num_envs, args.collect)
+            speed, cpu_ms, games_ms = collect_speed(bridged, args.num_envs, args.collect)
             collect[bridged].append(speed)
             cpu[bridged].append(cpu_ms)
+            if bridged:
+                game_cpu.append(games_ms)
             train[bridged].append(train_speed(bridged, args.num_envs, args.steps, args.out))
             print(f"round {r} {'bridged' if bridged else 'in-process'}: train {train[bridged][-1]:.0f} steps/s, "
                   f"collect {collect[bridged][-1]:.0f} steps/s, {cpu[bridged][-1]:.0f} CPU ms per 1000 steps", flush=True)
     t_in, t_br = float(np.median(train[False])), float(np.median(train[True]))
     c_in, c_br = float(np.median(collect[False])), float(np.median(collect[True]))
     u_in, u_br = float(np.median(cpu[False])), float(np.median(cpu[True]))
+    u_games = float(np.median(game_cpu))
     load = os.getloadavg()[0]
     ratio = t_br / t_in
     verdict = "PASS" if ratio >= 0.7 else "FAIL"
@@ -159,14 +168,19 @@ def main() -> int:
             f"Command: `{command.strip()}` (examples/dungeon-masked-ppo.yaml, num_envs {args.num_envs}, "
             f"{args.steps:,} steps per training run, {args.rounds} alternating rounds, collection {args.collect} "
             f"vector steps of random allowed actions; the bridged side is 8 processes of "
-            f"exports/python/serve_gymnasium.py over TCP; sharing the 2-core machine with other jobs).\n\n"
+            f"exports/python/serve_gymnasium.py over TCP; sharing the 2-core machine with other jobs; "
+            + ("autogroup nice: left as it is, so `nice` ranks the benchmark only within its own session"
+               if args.autogroup_nice is None else
+               f"autogroup nice {args.autogroup_nice} for the benchmark's session and each game's")
+            + ").\n\n"
             f"| | in-process | bridged (Python client) | bridged / in-process |\n|---|---|---|---|\n"
             f"| PPO training steps/s (median; rounds) | {t_in:.0f} ({fmt(train[False])}) | {t_br:.0f} "
             f"({fmt(train[True])}) | **{ratio:.2f}x** |\n"
             f"| collection only, env steps/s (median; rounds) | {c_in:.0f} ({fmt(collect[False])}) | {c_br:.0f} "
             f"({fmt(collect[True])}) | {c_br / c_in:.2f}x |\n"
             f"| collection CPU ms per 1000 env steps (trainer + games; median) | {u_in:.0f} | {u_br:.0f} | "
-            f"{u_br / u_in:.2f}x |\n\nLoad average at the end: {load:.1f} on 2 cores.\n"
+            f"{u_br / u_in:.2f}x |\n| of which the 8 game processes (median) | — | {u_games:.0f} | |\n\n"
+            f"Load average (1 min) at the start: {load_start:.1f}, at the end: {load:.1f} on 2 cores.\n"
             f"Bridged training ≥ 0.7x in-process: **{verdict}**.\n"
         )
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
