@@ -136,7 +136,14 @@ def test_self_play_needs_one_policy_for_every_seat_or_one_per_side():
     section["algorithm"]["self_play"]["eval_opponents"] = []
     config = load_config(section, host.registry)
     algo = MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
-    assert algo.selfplay.sides == ["x", "o"]
+    try:  # one seat per side, turn-based: X learns first, O's moves are played but never learned
+        assert algo.selfplay.sides == ["x", "o"]
+        metrics = algo.iterate()
+        x, o = algo.units
+        assert bool(x.storage.valid.any()) and not bool(o.storage.valid.any())
+        assert "losses/x/policy" in metrics and "losses/o/policy" not in metrics
+    finally:
+        algo.close()
     # team_change means nothing when one policy plays every seat
     section = selfplay_config(64, team_change=128)
     config = load_config(section, host.registry)
