@@ -380,7 +380,7 @@ class TeamSelfPlay:
         self.steps = 0
         self.opponent = np.full((len(self.sides), num_envs), LATEST, dtype=np.int64)  # per side: pool index or LATEST
         self.drawn_at = np.zeros(num_envs, dtype=np.int64)
-        self._results: list[tuple[str, float, bool]] = []  # (side, score, against a snapshot) this iteration
+        self._results: list[tuple[str, float]] = []  # (side, score) of each game this iteration
         for side in self.sides:
             self.pools[side].add(0, self.elo[side])
         for n in range(num_envs):
@@ -451,8 +451,7 @@ class TeamSelfPlay:
             learner = self.learning_side
             for s, side in enumerate(self.sides):
                 others = max(r for o, r in returns.items() if o != side)
-                snapshot = s != self.learning and self.opponent[s, n] != LATEST
-                self._results.append((side, compare_returns(returns[side], others), bool(snapshot)))
+                self._results.append((side, compare_returns(returns[side], others)))
                 if s == self.learning:
                     continue
                 score = compare_returns(returns[learner], returns[side])
@@ -475,7 +474,7 @@ class TeamSelfPlay:
             pool = self.pools[side]
             out.update({f"selfplay/{side}/elo": self.elo[side], f"selfplay/{side}/learning": float(s == self._learned),
                         f"selfplay/{side}/pool_size": float(len(pool)), f"selfplay/{side}/pool_elo": pool.mean_elo()})
-            out.update(_rates(f"selfplay/{side}", [score for o, score, _ in self._results if o == side]))
+            out.update(_rates(f"selfplay/{side}", [score for o, score in self._results if o == side]))
         self._results = []
         return out
 
