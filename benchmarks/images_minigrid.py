@@ -5,6 +5,9 @@ new layouts, played from the run dir and from the exported ``.onnx`` (which repl
     pip install -c constraints.txt -e ".[benchmark]"     # minigrid is in the benchmark extra
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/images_minigrid.py --steps 250000 --seed 0
 
+``--checkpoint RUN_DIR/checkpoints/step_N.pt`` evaluates a checkpoint of a run (still going or stopped) instead
+of training: the schedules here are constant, so the checkpoint at step N is what a run of N steps ends with.
+
 A success is an episode that reaches the goal (return > 0: MiniGrid pays 1 - 0.9 * steps / max_steps). Target
 (issue #26): success >= 0.9.
 """
@@ -48,12 +51,26 @@ CONFIG = {
 }
 
 
+def evaluate(run_dir: Path, episodes: int, checkpoint: str | None = None) -> None:
+    """Print the greedy and the sampled policy's success on ``episodes`` new layouts (seeds from 10,000)."""
+    for deterministic in (True, False):
+        ev = evaluate_run(run_dir, episodes=episodes, seed=10_000, deterministic=deterministic, checkpoint=checkpoint,
+                          allow_imports=ALLOW)
+        success = sum(r > 0 for r in ev.returns) / len(ev.returns)
+        print(f"{checkpoint or 'latest'}, {'greedy' if deterministic else 'sampled'}: success {success:.2f}, "
+              f"mean return {ev.mean_return:.3f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=250_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--checkpoint", type=Path, help="evaluate this checkpoint file of a run dir instead")
     args = parser.parse_args(argv)
+    if args.checkpoint is not None:
+        evaluate(args.checkpoint.parent.parent, args.episodes, args.checkpoint.name)
+        return
     data = {**CONFIG, "seed": args.seed, "algorithm": {**CONFIG["algorithm"], "total_steps": args.steps}}
     config, host = load_run_config(data)
     run_dir = RUNS / f"seed{args.seed}"
@@ -63,11 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"trained {int(result['step'])} steps in {wall / 60:.1f} min ({result['step'] / wall:.0f} steps/s)")
     if result["step"] < args.steps:  # interrupted (it saved a checkpoint): nothing to evaluate yet
         return
-    for deterministic in (True, False):
-        ev = evaluate_run(run_dir, episodes=args.episodes, seed=10_000, deterministic=deterministic,
-                          allow_imports=ALLOW)
-        success = sum(r > 0 for r in ev.returns) / len(ev.returns)
-        print(f"{'greedy' if deterministic else 'sampled'}: success {success:.2f}, mean return {ev.mean_return:.3f}")
+    evaluate(run_dir, args.episodes)
     [path] = export_run(run_dir, allow_imports=ALLOW)
     ev = evaluate_onnx(path, episodes=args.episodes, seed=10_000, allow_imports=ALLOW)
     print(f"from {path.name} (greedy): success {sum(r > 0 for r in ev.returns) / len(ev.returns):.2f}, "
