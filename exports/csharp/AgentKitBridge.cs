@@ -1,6 +1,6 @@
 // agentkit bridge client for C# (.NET Standard 2.0: plain System.Net.Sockets and arrays, no engine
-// dependency), protocol version 1 over TCP (docs/bridge.md). Drop this one file into a Unity project or any
-// .NET program.
+// dependency), protocol version 2 over TCP (docs/bridge.md; ProtocolVersion = 1 speaks version 1, float32
+// observations only). Drop this one file into a Unity project or any .NET program.
 //
 //     var agents = new[] { AgentSpec.Box("ship", obsSize: 7, actionSize: 2, low: -1f, high: 1f) };
 //     using (var client = new BridgeClient("my-game", agents, game))   // game: an IBridgeGame
@@ -10,7 +10,9 @@
 //     }
 //
 // The game fills preallocated arrays (StepBuffers); agents are in the order given to the client, each
-// observation row-major. Unity: call client.Poll() from Update() (it blocks until the trainer's next
+// observation row-major. An observation is float32 values by default; ObsSpec.Box(shape, "uint8") declares a
+// camera frame ([H, W, 3] bytes, filled into ObsUint8) and "int32" integers (ObsInt32), ObsSpec.Dict named
+// Boxes; every agent factory takes an ObsSpec in place of obsSize. Each dtype travels as raw bytes of its type. Unity: call client.Poll() from Update() (it blocks until the trainer's next
 // message) or run client.Run() on a worker thread that hands actions to the main thread.
 using System;
 using System.Collections.Generic;
@@ -34,39 +36,101 @@ namespace AgentKit.Bridge
         void Step(int[] actionInt, float[] actionFloat, StepBuffers result);
     }
 
+    /// <summary>An observation (protocol 2): a Box of any shape whose values are float32, uint8 (pixels) or
+    /// int32, or a Dict of named Boxes (sent in the order given).</summary>
+    public sealed class ObsSpec
+    {
+        public readonly string Name;  // a Dict entry's name; null for a Box that is the whole observation
+        public readonly string Dtype;
+        public readonly int Size;
+        public readonly ObsSpec[] Entries;  // a Dict's Boxes; null for a Box
+        internal readonly Dictionary<string, object> Json;
+
+        ObsSpec(string name, string dtype, int size, ObsSpec[] entries, Dictionary<string, object> json)
+        {
+            Name = name; Dtype = dtype; Size = size; Entries = entries; Json = json;
+        }
+
+        /// <summary>A Box of the given shape (row-major) and dtype "float32", "uint8" or "int32"; bounds optional.</summary>
+        public static ObsSpec Box(int[] shape, string dtype = "float32", float? low = null, float? high = null)
+        {
+            if (dtype != "float32" && dtype != "uint8" && dtype != "int32")
+                throw new ArgumentException("observation dtype " + dtype + ": give float32, uint8 or int32");
+            int size = 1;
+            var dims = new object[shape.Length];
+            for (int i = 0; i < shape.Length; i++) { size *= shape[i]; dims[i] = shape[i]; }
+            var json = new Dictionary<string, object> { { "shape", dims }, { "dtype", dtype } };
+            if (low.HasValue) json["low"] = low.Value;
+            if (high.HasValue) json["high"] = high.Value;
+            return new ObsSpec(null, dtype, size, null, json);
+        }
+
+        /// <summary>A Dict of the Boxes <paramref name="boxes"/> named <paramref name="names"/>.</summary>
+        public static ObsSpec Dict(string[] names, ObsSpec[] boxes)
+        {
+            var entries = new ObsSpec[names.Length];
+            var listed = new List<object>();
+            for (int i = 0; i < names.Length; i++)
+            {
+                if (boxes[i].Entries != null) throw new ArgumentException("a Dict entry must be a Box: " + names[i]);
+                var json = new Dictionary<string, object>(boxes[i].Json) { { "name", names[i] } };
+                entries[i] = new ObsSpec(names[i], boxes[i].Dtype, boxes[i].Size, null, json);
+                listed.Add(json);
+            }
+            return new ObsSpec(null, null, 0, entries,
+                               new Dictionary<string, object> { { "kind", "dict" }, { "entries", listed } });
+        }
+
+        /// <summary>The Boxes that travel: the Dict's entries, or this Box.</summary>
+        public ObsSpec[] Boxes { get { return Entries ?? new[] { this }; } }
+
+        internal static ObsSpec Vector(int size, float? low, float? high)
+        {
+            return Box(new[] { size }, "float32", low, high);
+        }
+    }
+
     /// <summary>One agent's declaration in <c>hello</c> (the vocabulary of the ONNX metadata).</summary>
     public sealed class AgentSpec
     {
         public readonly string Name;
-        public readonly int ObsSize, MaskSize, IntCount, FloatCount;
+        public readonly int ObsSize, MaskSize, IntCount, FloatCount;  // ObsSize: the float32 values
+        public readonly ObsSpec Observation;
         internal readonly Dictionary<string, object> Json;
 
-        AgentSpec(string name, int obsSize, Dictionary<string, object> action, int maskSize, int ints, int floats,
-                  float? obsLow, float? obsHigh)
+        AgentSpec(string name, ObsSpec obs, Dictionary<string, object> action, int maskSize, int ints, int floats)
         {
-            Name = name; ObsSize = obsSize; MaskSize = maskSize; IntCount = ints; FloatCount = floats;
-            var obs = new Dictionary<string, object> { { "shape", new object[] { obsSize } } };
-            if (obsLow.HasValue) obs["low"] = obsLow.Value;
-            if (obsHigh.HasValue) obs["high"] = obsHigh.Value;
+            Name = name; Observation = obs; MaskSize = maskSize; IntCount = ints; FloatCount = floats;
+            foreach (var b in obs.Boxes) if (b.Dtype == "float32") ObsSize += b.Size;
             Json = new Dictionary<string, object> {
-                { "name", name }, { "observation", obs }, { "action", action }, { "mask", maskSize > 0 } };
+                { "name", name }, { "observation", obs.Json }, { "action", action }, { "mask", maskSize > 0 } };
         }
 
         /// <summary>Discrete(n); mask: the game sends which of the n actions are allowed at every step.</summary>
         public static AgentSpec Discrete(string name, int obsSize, int n, bool mask = false,
                                          float? obsLow = null, float? obsHigh = null)
         {
+            return Discrete(name, ObsSpec.Vector(obsSize, obsLow, obsHigh), n, mask);
+        }
+
+        public static AgentSpec Discrete(string name, ObsSpec obs, int n, bool mask = false)
+        {
             var action = new Dictionary<string, object> { { "kind", "discrete" }, { "n", n } };
-            return new AgentSpec(name, obsSize, action, mask ? n : 0, 1, 0, obsLow, obsHigh);
+            return new AgentSpec(name, obs, action, mask ? n : 0, 1, 0);
         }
 
         /// <summary>A Box of actionSize floats in [low, high] (env units).</summary>
         public static AgentSpec Box(string name, int obsSize, int actionSize, float low, float high,
                                     float? obsLow = null, float? obsHigh = null)
         {
+            return Box(name, ObsSpec.Vector(obsSize, obsLow, obsHigh), actionSize, low, high);
+        }
+
+        public static AgentSpec Box(string name, ObsSpec obs, int actionSize, float low, float high)
+        {
             var action = new Dictionary<string, object> {
                 { "kind", "box" }, { "shape", new object[] { actionSize } }, { "low", low }, { "high", high } };
-            return new AgentSpec(name, obsSize, action, 0, 0, actionSize, obsLow, obsHigh);
+            return new AgentSpec(name, obs, action, 0, 0, actionSize);
         }
 
         /// <summary>Hybrid: a type (types[k] with the parameters it owns) and one float per parameter.
@@ -74,6 +138,13 @@ namespace AgentKit.Bridge
         public static AgentSpec Hybrid(string name, int obsSize, string[] typeNames, string[][] typeParams,
                                        string[] paramNames, float[] paramLow, float[] paramHigh, bool mask = false,
                                        float? obsLow = null, float? obsHigh = null)
+        {
+            return Hybrid(name, ObsSpec.Vector(obsSize, obsLow, obsHigh), typeNames, typeParams, paramNames, paramLow,
+                          paramHigh, mask);
+        }
+
+        public static AgentSpec Hybrid(string name, ObsSpec obs, string[] typeNames, string[][] typeParams,
+                                       string[] paramNames, float[] paramLow, float[] paramHigh, bool mask = false)
         {
             var types = new List<object>();
             for (int k = 0; k < typeNames.Length; k++)
@@ -83,33 +154,55 @@ namespace AgentKit.Bridge
                 ps.Add(new Dictionary<string, object> {
                     { "name", paramNames[i] }, { "low", paramLow[i] }, { "high", paramHigh[i] } });
             var action = new Dictionary<string, object> { { "kind", "hybrid" }, { "types", types }, { "params", ps } };
-            return new AgentSpec(name, obsSize, action, mask ? typeNames.Length : 0, 1, paramNames.Length, obsLow, obsHigh);
+            return new AgentSpec(name, obs, action, mask ? typeNames.Length : 0, 1, paramNames.Length);
         }
     }
 
     /// <summary>The arrays a reset or step fills, sized once from the agents' specs.</summary>
     public sealed class StepBuffers
     {
+        /// <summary>The observations by dtype: float32 values in Obs, uint8 in ObsUint8, int32 in ObsInt32
+        /// (agents in order, a Dict's entries in declared order; Offset says where each starts).</summary>
         public readonly float[] Obs, Reward;
+        public readonly byte[] ObsUint8;
+        public readonly int[] ObsInt32;
         public readonly byte[] Alive, Terminated, Truncated, Mask;
-        /// <summary>Where each agent's observation / mask starts in Obs / Mask.</summary>
+        /// <summary>Where each agent's float32 observation values / mask start in Obs / Mask.</summary>
         public readonly int[] ObsOffset, MaskOffset;
+        readonly Dictionary<string, int> entryOffset = new Dictionary<string, int>();
         /// <summary>Optional numeric facts per agent (agent-major, InfoKeys.Length columns; NaN = none).</summary>
         public string[] InfoKeys = new string[0];
         public float[] Info = new float[0];
 
         public StepBuffers(IList<AgentSpec> agents)
         {
-            int obs = 0, mask = 0;
+            int obs = 0, u8 = 0, i32 = 0, mask = 0;
             ObsOffset = new int[agents.Count]; MaskOffset = new int[agents.Count];
             for (int i = 0; i < agents.Count; i++)
             {
-                ObsOffset[i] = obs; obs += agents[i].ObsSize;
+                ObsOffset[i] = obs;
+                foreach (var b in agents[i].Observation.Boxes)
+                {
+                    string key = i + "/" + b.Name;
+                    if (b.Dtype == "uint8") { entryOffset[key] = u8; u8 += b.Size; }
+                    else if (b.Dtype == "int32") { entryOffset[key] = i32; i32 += b.Size; }
+                    else { entryOffset[key] = obs; obs += b.Size; }
+                }
                 MaskOffset[i] = mask; mask += agents[i].MaskSize;
             }
-            Obs = new float[obs]; Mask = new byte[mask];
+            Obs = new float[obs]; ObsUint8 = new byte[u8]; ObsInt32 = new int[i32]; Mask = new byte[mask];
             Reward = new float[agents.Count];
             Alive = new byte[agents.Count]; Terminated = new byte[agents.Count]; Truncated = new byte[agents.Count];
+        }
+
+        /// <summary>Where agent <paramref name="agent"/>'s observation Box (a Dict's entry <paramref name="entry"/>)
+        /// starts in the array of its dtype (Obs, ObsUint8 or ObsInt32).</summary>
+        public int Offset(int agent, string entry = null)
+        {
+            int at;
+            if (!entryOffset.TryGetValue(agent + "/" + entry, out at))
+                throw new ArgumentException("agent " + agent + " has no observation entry " + (entry ?? "(the Box)"));
+            return at;
         }
 
         /// <summary>Declare info columns (e.g. "success"); Info is then agents x keys, NaN-filled.</summary>
@@ -171,7 +264,9 @@ namespace AgentKit.Bridge
     /// <summary>The client: connects, says hello, then answers reset/step until close.</summary>
     public sealed class BridgeClient : IDisposable
     {
-        public const int Protocol = 1;
+        public const int Protocol = 2;
+        /// <summary>The version this client says it speaks: 2, or 1 for float32 Boxes only.</summary>
+        public int ProtocolVersion = Protocol;
         readonly string game;
         readonly AgentSpec[] agents;
         readonly IBridgeGame handler;
@@ -212,9 +307,14 @@ namespace AgentKit.Bridge
             stream = tcp.GetStream();
             reader = new BinaryReader(stream);
             var specs = new List<object>();
-            foreach (var a in agents) specs.Add(a.Json);
+            foreach (var a in agents)
+            {
+                if (ProtocolVersion < 2 && (a.Observation.Entries != null || a.Observation.Dtype != "float32"))
+                    throw new BridgeException("bad_settings", "agent " + a.Name + ": protocol 1 carries one float32 Box per agent");
+                specs.Add(a.Json);
+            }
             var hello = new Dictionary<string, object> {
-                { "type", "hello" }, { "protocol", Protocol }, { "game", game },
+                { "type", "hello" }, { "protocol", ProtocolVersion }, { "game", game },
                 { "instance", settings.Instance.HasValue ? (object)settings.Instance.Value : null },
                 { "token", settings.Token }, { "agents", specs }, { "state_dim", 0 } };
             Send(hello);
@@ -358,7 +458,9 @@ namespace AgentKit.Bridge
         void SendResult(string type, bool step)
         {
             var blobs = new List<KeyValuePair<string, Array>>();
-            blobs.Add(new KeyValuePair<string, Array>("obs", buffers.Obs));
+            if (buffers.Obs.Length > 0 || ProtocolVersion < 2) blobs.Add(new KeyValuePair<string, Array>("obs", buffers.Obs));
+            if (buffers.ObsUint8.Length > 0) blobs.Add(new KeyValuePair<string, Array>("obs_uint8", buffers.ObsUint8));
+            if (buffers.ObsInt32.Length > 0) blobs.Add(new KeyValuePair<string, Array>("obs_int32", buffers.ObsInt32));
             if (step)
             {
                 blobs.Add(new KeyValuePair<string, Array>("reward", buffers.Reward));
