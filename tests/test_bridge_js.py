@@ -10,6 +10,11 @@ import subprocess
 
 import numpy as np
 import pytest
+from bridge_pixel_checks import (
+    dict_entries_arrive_as_sent,
+    pixels_train_the_cnn_and_export_uint8,
+    protocol_1_still_plays,
+)
 from conftest import NODE, REPO
 
 from agentkit.build import build_env
@@ -22,9 +27,9 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed: the
 JS = REPO / "exports" / "js"
 
 
-def run_config(env: dict, algorithm: dict, policy: dict | None = None) -> tuple:
+def run_config(env: dict, algorithm: dict) -> tuple:
     host = PluginHost()
-    config = load_config({"seed": 0, "env": env, "algorithm": algorithm, "policy": policy or {},
+    config = load_config({"seed": 0, "env": env, "algorithm": algorithm,
                           "run": {"progress": "none", "tensorboard": False}}, host.registry)
     return config, host
 
@@ -109,6 +114,7 @@ def test_team_forage_trains_with_mappo_and_foragers_leave(tmp_path):
     assert result["step"] == 256 and "infos/eaten" in result
 
 
+
 BRIGHT = REPO / "tests" / "js_games" / "bright_side.mjs"
 
 
@@ -118,68 +124,12 @@ def bright_side(*flags: str, num_envs: int = 2) -> dict:
 
 
 def test_a_node_game_of_uint8_pixels_trains_the_cnn_over_the_bridge_and_exports_uint8(tmp_path):
-    """Protocol 2 from JavaScript: the game sends its camera frames as raw uint8 bytes, the trainer stores them as
-    uint8, the auto encoder is the CNN, and the export takes uint8 pixels."""
-    from agentkit import runtime
-    from agentkit.build import build_algorithm
-    from agentkit.exporting import export_run
-
-    config, host = run_config(bright_side(), {"plugin": "ppo", "total_steps": 256, "num_steps": 64,
-                                              "minibatch_size": 64, "update_epochs": 2}, {"encoder": "auto"})
-    source = build_env(config, host.registry)
-    try:
-        assert source.hello.protocol == 2 and source.observation_space.dtype == np.uint8
-        assert source.observation_space.shape == (16, 16, 3)
-        venv = source.make_vec(2, seed=0)
-        o = venv.reset()
-        assert o.obs.dtype == np.uint8 and o.obs.max() == 250 and o.obs.min() < 60
-        algo = build_algorithm(config, host.registry, source, None)
-        assert type(algo.actor.encoder).__name__ == "CNNEncoder" and algo.storage.obs.dtype.is_floating_point is False
-        venv.close()
-    finally:
-        source.close()
-    result = train(config, host, tmp_path / "run")
-    assert result["step"] == 256 and result["charts/episodes"] >= 2
-    [path] = export_run(tmp_path / "run")  # the run kept the game's hello: no game starts, no --allow-import
-    policy = runtime.load(path)
-    assert policy.session.get_inputs()[0].type == "tensor(uint8)" and policy.metadata["env"]["id"] == "bright-side-js"
+    pixels_train_the_cnn_and_export_uint8(bright_side(), tmp_path / "run", "bright-side-js")
 
 
 def test_a_node_dict_of_uint8_float32_and_int32_entries_arrives_as_sent():
-    config, host = run_config(bright_side("--dict", "1", num_envs=1), {"plugin": "ppo", "total_steps": 1})
-    source = build_env(config, host.registry)
-    try:
-        fields = {f["key"]: f for f in source.observation_fields}
-        assert set(fields) == {"frame", "t", "count"}
-        venv = source.make_vec(1, seed=0)
-        o = venv.reset()
-
-        def entry(obs, key):
-            f = fields[key]
-            return obs[0, f["start"]:f["start"] + f["size"]]
-
-        assert entry(o.obs, "count").tolist() == [0.0] and entry(o.obs, "t").tolist() == [0.0]
-        assert entry(o.obs, "frame").max() == 250
-        for step in range(1, 4):
-            o = venv.step(np.zeros(1, np.int64)).next
-            assert entry(o.obs, "count").tolist() == [float(step)]
-            np.testing.assert_allclose(entry(o.obs, "t"), [step / 8])
-        venv.close()
-    finally:
-        source.close()
+    dict_entries_arrive_as_sent(bright_side("--dict", "1", num_envs=1))
 
 
 def test_a_protocol_1_node_game_still_plays():
-    config, host = run_config(bright_side("--protocol", "1"), {"plugin": "ppo", "total_steps": 1})
-    source = build_env(config, host.registry)
-    try:
-        assert source.hello.protocol == 1 and source.observation_space.dtype == np.float32
-        venv = source.make_vec(2, seed=0)
-        o = venv.reset()
-        assert o.obs.shape == (2, 16, 16, 3) and o.obs.max() == 250.0
-        for _ in range(8):
-            tr = venv.step(np.zeros(2, np.int64))
-        assert tr.episode_lengths == [8, 8]
-        venv.close()
-    finally:
-        source.close()
+    protocol_1_still_plays(bright_side("--protocol", "1"))

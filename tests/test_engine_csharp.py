@@ -14,6 +14,11 @@ from pathlib import Path
 
 import onnx
 import pytest
+from bridge_pixel_checks import (
+    dict_entries_arrive_as_sent,
+    pixels_train_the_cnn_and_export_uint8,
+    protocol_1_still_plays,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "sh exports/csharp/thruster.sh --port={port} --instance={instance}"  # the example's launch command
@@ -95,87 +100,13 @@ def bright_side(exe: Path, *flags: str, num_envs: int = 2) -> dict:
             "command": f"mono {exe} --port={{port}} --instance={{instance}} {' '.join(flags)}".strip()}
 
 
-def _config(env: dict, algorithm: dict, policy: dict | None = None):
-    from agentkit.config import load_config
-    from agentkit.host import PluginHost
-
-    host = PluginHost()
-    config = load_config({"seed": 0, "env": env, "algorithm": algorithm, "policy": policy or {},
-                          "run": {"progress": "none", "tensorboard": False}}, host.registry)
-    return config, host
-
-
 def test_a_csharp_game_of_uint8_pixels_trains_the_cnn_and_exports_uint8(tmp_path, bright_side_exe):
-    import numpy as np
-
-    from agentkit import runtime
-    from agentkit.build import build_algorithm, build_env
-    from agentkit.exporting import export_run
-    from agentkit.trainer import train
-
-    config, host = _config(bright_side(bright_side_exe), {"plugin": "ppo", "total_steps": 256, "num_steps": 64,
-                                                           "minibatch_size": 64, "update_epochs": 2},
-                           {"encoder": "auto"})
-    source = build_env(config, host.registry)
-    try:
-        assert source.hello.protocol == 2 and source.observation_space.dtype == np.uint8
-        venv = source.make_vec(2, seed=0)
-        o = venv.reset()
-        assert o.obs.shape == (2, 16, 16, 3) and o.obs.dtype == np.uint8 and o.obs.max() == 250
-        algo = build_algorithm(config, host.registry, source, None)
-        assert type(algo.actor.encoder).__name__ == "CNNEncoder"
-        venv.close()
-    finally:
-        source.close()
-    result = train(config, host, tmp_path / "run")
-    assert result["step"] == 256 and result["charts/episodes"] >= 2
-    [path] = export_run(tmp_path / "run")  # the run kept the game's hello: no game starts, no --allow-import
-    policy = runtime.load(path)
-    assert policy.session.get_inputs()[0].type == "tensor(uint8)" and policy.metadata["env"]["id"] == "bright-side-cs"
+    pixels_train_the_cnn_and_export_uint8(bright_side(bright_side_exe), tmp_path / "run", "bright-side-cs")
 
 
 def test_a_csharp_dict_of_uint8_float32_and_int32_entries_arrives_as_sent(bright_side_exe):
-    import numpy as np
-
-    from agentkit.build import build_env
-
-    config, host = _config(bright_side(bright_side_exe, "--dict=1", num_envs=1), {"plugin": "ppo", "total_steps": 1})
-    source = build_env(config, host.registry)
-    try:
-        fields = {f["key"]: f for f in source.observation_fields}
-        assert set(fields) == {"frame", "t", "count"}
-        venv = source.make_vec(1, seed=0)
-
-        def entry(obs, key):
-            f = fields[key]
-            return obs[0, f["start"]:f["start"] + f["size"]]
-
-        o = venv.reset()
-        assert entry(o.obs, "count").tolist() == [0.0] and entry(o.obs, "frame").max() == 250
-        for step in range(1, 4):
-            o = venv.step(np.zeros(1, np.int64)).next
-            assert entry(o.obs, "count").tolist() == [float(step)]
-            np.testing.assert_allclose(entry(o.obs, "t"), [step / 8])
-        venv.close()
-    finally:
-        source.close()
+    dict_entries_arrive_as_sent(bright_side(bright_side_exe, "--dict=1", num_envs=1))
 
 
 def test_a_protocol_1_csharp_game_still_plays(bright_side_exe):
-    import numpy as np
-
-    from agentkit.build import build_env
-
-    config, host = _config(bright_side(bright_side_exe, "--protocol=1"), {"plugin": "ppo", "total_steps": 1})
-    source = build_env(config, host.registry)
-    try:
-        assert source.hello.protocol == 1 and source.observation_space.dtype == np.float32
-        venv = source.make_vec(2, seed=0)
-        o = venv.reset()
-        assert o.obs.shape == (2, 16, 16, 3) and o.obs.max() == 250.0
-        for _ in range(8):
-            tr = venv.step(np.zeros(2, np.int64))
-        assert tr.episode_lengths == [8, 8]
-        venv.close()
-    finally:
-        source.close()
+    protocol_1_still_plays(bright_side(bright_side_exe, "--protocol=1"))

@@ -1,5 +1,7 @@
 """The Godot game of exports/godot (the Maze scene, masked Discrete(4)) trains over the bridge against real
-headless Godot 3 (Debian's godot3-server, installed by `make engines`), is evaluated in it, and exports."""
+headless Godot 3 (Debian's godot3-server, installed by `make engines`), is evaluated in it, and exports.
+Protocol 2 from GDScript: a game of uint8 pixels (tests/godot_games/bright_side) trains the CNN, a Dict of
+uint8, float32 and int32 entries arrives as sent, and a protocol 1 game still plays."""
 
 from __future__ import annotations
 
@@ -10,6 +12,11 @@ from pathlib import Path
 
 import onnx
 import pytest
+from bridge_pixel_checks import (
+    dict_entries_arrive_as_sent,
+    pixels_train_the_cnn_and_export_uint8,
+    protocol_1_still_plays,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 #: the example's launch command: eval and export of its run dir may run it once the command line allows it
@@ -62,3 +69,29 @@ def test_godot_maze_trains_evaluates_and_exports(run_cli, tmp_path):
     played = json.loads(proc.stdout)
     assert played["infos"]["illegal_moves"] == 0.0
     assert played["mean_return"] == pytest.approx(report["mean_return"], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bright_side_project(tmp_path_factory) -> Path:
+    """tests/godot_games/bright_side with the client (exports/godot/addons) beside it: a Godot project."""
+    project = tmp_path_factory.mktemp("godot") / "bright_side"
+    shutil.copytree(REPO / "tests" / "godot_games" / "bright_side", project)
+    shutil.copytree(REPO / "exports" / "godot" / "addons", project / "addons")
+    return project
+
+
+def bright_side(project: Path, *flags: str, num_envs: int = 2) -> dict:
+    return {"plugin": "remote", "num_envs": num_envs, "connect_timeout": 60,
+            "command": f"godot3-server --path {project} --port={{port}} --instance={{instance}} {' '.join(flags)}".strip()}
+
+
+def test_a_godot_game_of_uint8_pixels_trains_the_cnn_and_exports_uint8(tmp_path, bright_side_project):
+    pixels_train_the_cnn_and_export_uint8(bright_side(bright_side_project), tmp_path / "run", "bright-side-godot")
+
+
+def test_a_godot_dict_of_uint8_float32_and_int32_entries_arrives_as_sent(bright_side_project):
+    dict_entries_arrive_as_sent(bright_side(bright_side_project, "--dict=1", num_envs=1))
+
+
+def test_a_protocol_1_godot_game_still_plays(bright_side_project):
+    protocol_1_still_plays(bright_side(bright_side_project, "--protocol=1"))

@@ -1,10 +1,17 @@
-# agentkit bridge client for Godot 3.x (GDScript), protocol version 1 over TCP (docs/bridge.md).
+# agentkit bridge client for Godot 3.x (GDScript), protocol version 2 over TCP (docs/bridge.md; set
+# `bridge.protocol = 1` before `start` to speak version 1, float32 observations only).
 #
 # Copy this folder (addons/agentkit/) into your project. The game gives the client an object (`game`)
 # with three methods, and calls `poll()` from its own _process:
 #
 #   game.bridge_agents() -> Array     the agents as docs/bridge.md's `hello.agents` (a Dictionary each)
 #   game.bridge_reset(new_seed, params) -> Dictionary   {obs: PoolRealArray, alive: PoolByteArray[, mask: PoolByteArray]}
+#
+# Observations of other dtypes (protocol 2: an agent's observation {"shape": [64, 64, 3], "dtype": "uint8"},
+# or a Dict {"kind": "dict", "entries": [...]}) travel in their own blobs: the result's `obs_uint8`
+# (PoolByteArray: camera pixels, e.g. Image.get_data() of an RGB8 image) and `obs_int32` (PoolIntArray) beside
+# `obs` (the float32 values), every agent's values of that dtype in order. Give each key whose dtype some agent
+# declares, and only those.
 #   game.bridge_step(action_int: PoolIntArray, action_float: PoolRealArray) -> Dictionary
 #       {obs, reward: PoolRealArray, terminated, truncated, alive: PoolByteArray[, mask][, info: PoolRealArray,
 #        info_keys: Array]}
@@ -20,11 +27,13 @@
 # between frames Godot renders, so a game watched in the editor still draws.
 extends Reference
 
-const PROTOCOL = 1
+const PROTOCOL = 2
+const OBS_BLOBS = [["obs", "float32"], ["obs_uint8", "uint8"], ["obs_int32", "int32"]]
 const DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 const DTYPE_SIZE = {"float32": 4, "int32": 4, "uint8": 1}
 
 var tcp = StreamPeerTCP.new()
+var protocol = PROTOCOL   # the version the hello says: 2, or 1
 var game = null
 var instance = null
 var max_frame_bytes = DEFAULT_MAX_FRAME
@@ -49,7 +58,7 @@ func start(game_object, game_name: String, host: String, port: int, instance_num
 		return _fail("cannot connect to %s:%d: is `agentkit train` listening there?" % [host, port])
 	tcp.set_no_delay(true)
 	tcp.set_big_endian(false)
-	var hello = {"type": "hello", "protocol": PROTOCOL, "game": game_name, "instance": instance,
+	var hello = {"type": "hello", "protocol": protocol, "game": game_name, "instance": instance,
 		"token": token, "agents": game.bridge_agents(), "state_dim": 0}
 	_send(hello, [])
 	var msg = _receive()
@@ -88,15 +97,17 @@ func _handle(msg) -> void:
 		var params = msg.header.get("params", {})
 		var r = game.bridge_reset(new_seed, params if params != null else {})
 		episodes += 1
-		var blobs = [["obs", "float32", r.obs], ["alive", "uint8", r.alive]]
+		var blobs = _obs_blobs(r)
+		blobs.append(["alive", "uint8", r.alive])
 		if r.has("mask"):
 			blobs.append(["mask", "uint8", r.mask])
 		_send({"type": "reset_result"}, blobs)
 	elif kind == "step":
 		var r = game.bridge_step(PoolIntArray(msg.blobs["action_int"]), PoolRealArray(msg.blobs["action_float"]))
 		steps += 1
-		var blobs = [["obs", "float32", r.obs], ["reward", "float32", r.reward],
-			["terminated", "uint8", r.terminated], ["truncated", "uint8", r.truncated], ["alive", "uint8", r.alive]]
+		var blobs = _obs_blobs(r)
+		blobs += [["reward", "float32", r.reward], ["terminated", "uint8", r.terminated],
+			["truncated", "uint8", r.truncated], ["alive", "uint8", r.alive]]
 		if r.has("mask"):
 			blobs.append(["mask", "uint8", r.mask])
 		var header = {"type": "step_result"}
@@ -113,6 +124,14 @@ func _handle(msg) -> void:
 	else:
 		_send_error("unexpected_message", "the game did not expect a %s message here" % str(kind), "type")
 		_close()
+
+# The observation blobs of a reset or step result: each of obs / obs_uint8 / obs_int32 the game gave.
+func _obs_blobs(r: Dictionary) -> Array:
+	var blobs = []
+	for b in OBS_BLOBS:
+		if r.has(b[0]):
+			blobs.append([b[0], b[1], r[b[0]]])
+	return blobs
 
 # -- framing ------------------------------------------------------------------------------------------------
 
@@ -136,6 +155,8 @@ func _send(header: Dictionary, blobs: Array) -> void:
 		elif b[1] == "int32":
 			for v in values:
 				body.put_32(v)
+		elif typeof(values) == TYPE_RAW_ARRAY:   # a PoolByteArray (pixels): all its bytes at once
+			body.put_data(values)
 		else:
 			for v in values:
 				body.put_u8(v)
