@@ -22,7 +22,8 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> Tensor:
     """
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    # what ``max_norm / tensor`` runs (Tensor.__rdiv__), without its Python wrapper
+    torch._foreach_mul_(grads, torch.clamp((total + 1e-6).reciprocal() * max_norm, max=1.0))
     return total
 
 

@@ -52,7 +52,8 @@ class MLPEncoder(Encoder):
         return x if extra is None else torch.cat([x, extra.to(torch.float32)], dim=-1)
 
     def forward(self, obs: Tensor, extra: Tensor | None = None) -> Tensor:
-        return self.net(self.normalizer(self._features(obs, extra)))
+        x = self._features(obs, extra)
+        return self.net(self.normalizer(x) if self.normalizer.enabled else x)  # disabled, it is the identity
 
     def update_stats(self, obs: Tensor, extra: Tensor | None = None) -> None:
         obs = obs.reshape(-1, *self.obs_shape)
