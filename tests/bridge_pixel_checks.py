@@ -92,3 +92,22 @@ def protocol_1_still_plays(env: dict) -> None:
         venv.close()
     finally:
         source.close()
+
+
+#: the checks, by name (each client's test runs every one: ``pytest.mark.parametrize("check", CHECKS)``)
+CHECKS = ("pixels", "dict", "protocol_1")
+
+
+def run_check(check: str, command: str, game: str, run_dir: Path, spell=lambda key, value: f"--{key}={value}") -> None:
+    """Run check ``check`` on the BrightSide port launched by ``command`` (``{port}`` and ``{instance}`` in it),
+    whose hello says ``game``; ``spell(key, value)`` writes one of the port's own options."""
+    def env(*options: tuple[str, str], num_envs: int = 2) -> dict:
+        flags = " ".join(spell(k, v) for k, v in options)
+        return {"plugin": "remote", "num_envs": num_envs, "connect_timeout": 60, "command": f"{command} {flags}".strip()}
+
+    if check == "pixels":
+        pixels_train_the_cnn_and_export_uint8(env(), run_dir, game)
+    elif check == "dict":
+        dict_entries_arrive_as_sent(env(("dict", "1"), num_envs=1))
+    else:
+        protocol_1_still_plays(env(("protocol", "1")))

@@ -10,11 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from bridge_pixel_checks import (
-    dict_entries_arrive_as_sent,
-    pixels_train_the_cnn_and_export_uint8,
-    protocol_1_still_plays,
-)
+from bridge_pixel_checks import CHECKS, run_check
 from conftest import NODE, REPO
 
 from agentkit.build import build_env
@@ -115,21 +111,9 @@ def test_team_forage_trains_with_mappo_and_foragers_leave(tmp_path):
 
 
 
-BRIGHT = REPO / "tests" / "js_games" / "bright_side.mjs"
-
-
-def bright_side(*flags: str, num_envs: int = 2) -> dict:
-    return {"plugin": "remote", "num_envs": num_envs, "connect_timeout": 30,
-            "command": f"{NODE} {BRIGHT} --port {{port}} --instance {{instance}} --seed {{seed}} {' '.join(flags)}".strip()}
-
-
-def test_a_node_game_of_uint8_pixels_trains_the_cnn_over_the_bridge_and_exports_uint8(tmp_path):
-    pixels_train_the_cnn_and_export_uint8(bright_side(), tmp_path / "run", "bright-side-js")
-
-
-def test_a_node_dict_of_uint8_float32_and_int32_entries_arrives_as_sent():
-    dict_entries_arrive_as_sent(bright_side("--dict", "1", num_envs=1))
-
-
-def test_a_protocol_1_node_game_still_plays():
-    protocol_1_still_plays(bright_side("--protocol", "1"))
+@pytest.mark.parametrize("check", CHECKS)
+def test_the_js_client_speaks_protocol_2(check, tmp_path):
+    """tests/js_games/bright_side.mjs: uint8 pixels train the CNN and export uint8 (no --allow-import: the run kept
+    the game's hello); a Dict of uint8, float32 and int32 entries arrives as sent; a version 1 game plays."""
+    command = f"{NODE} {REPO / 'tests' / 'js_games' / 'bright_side.mjs'} --port {{port}} --instance {{instance}} --seed {{seed}}"
+    run_check(check, command, "bright-side-js", tmp_path / "run", spell=lambda key, value: f"--{key} {value}")

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from bridge_pixel_checks import (
-    dict_entries_arrive_as_sent,
-    pixels_train_the_cnn_and_export_uint8,
-    protocol_1_still_plays,
-)
+from bridge_pixel_checks import CHECKS, run_check
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "sh exports/csharp/thruster.sh --port={port} --instance={instance}"  # the example's launch command
@@ -95,18 +91,7 @@ def bright_side_exe(tmp_path_factory) -> Path:
     return out
 
 
-def bright_side(exe: Path, *flags: str, num_envs: int = 2) -> dict:
-    return {"plugin": "remote", "num_envs": num_envs, "connect_timeout": 60,
-            "command": f"mono {exe} --port={{port}} --instance={{instance}} {' '.join(flags)}".strip()}
-
-
-def test_a_csharp_game_of_uint8_pixels_trains_the_cnn_and_exports_uint8(tmp_path, bright_side_exe):
-    pixels_train_the_cnn_and_export_uint8(bright_side(bright_side_exe), tmp_path / "run", "bright-side-cs")
-
-
-def test_a_csharp_dict_of_uint8_float32_and_int32_entries_arrives_as_sent(bright_side_exe):
-    dict_entries_arrive_as_sent(bright_side(bright_side_exe, "--dict=1", num_envs=1))
-
-
-def test_a_protocol_1_csharp_game_still_plays(bright_side_exe):
-    protocol_1_still_plays(bright_side(bright_side_exe, "--protocol=1"))
+@pytest.mark.parametrize("check", CHECKS)
+def test_the_csharp_client_speaks_protocol_2(check, tmp_path, bright_side_exe):
+    """Its BrightSide port: uint8 pixels train the CNN and export uint8; a Dict arrives as sent; version 1 plays."""
+    run_check(check, f"mono {bright_side_exe} --port={{port}} --instance={{instance}}", "bright-side-cs", tmp_path / "run")

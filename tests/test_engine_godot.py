@@ -12,11 +12,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from bridge_pixel_checks import (
-    dict_entries_arrive_as_sent,
-    pixels_train_the_cnn_and_export_uint8,
-    protocol_1_still_plays,
-)
+from bridge_pixel_checks import CHECKS, run_check
 
 REPO = Path(__file__).resolve().parents[1]
 #: the example's launch command: eval and export of its run dir may run it once the command line allows it
@@ -80,18 +76,7 @@ def bright_side_project(tmp_path_factory) -> Path:
     return project
 
 
-def bright_side(project: Path, *flags: str, num_envs: int = 2) -> dict:
-    return {"plugin": "remote", "num_envs": num_envs, "connect_timeout": 60,
-            "command": f"godot3-server --path {project} --port={{port}} --instance={{instance}} {' '.join(flags)}".strip()}
-
-
-def test_a_godot_game_of_uint8_pixels_trains_the_cnn_and_exports_uint8(tmp_path, bright_side_project):
-    pixels_train_the_cnn_and_export_uint8(bright_side(bright_side_project), tmp_path / "run", "bright-side-godot")
-
-
-def test_a_godot_dict_of_uint8_float32_and_int32_entries_arrives_as_sent(bright_side_project):
-    dict_entries_arrive_as_sent(bright_side(bright_side_project, "--dict=1", num_envs=1))
-
-
-def test_a_protocol_1_godot_game_still_plays(bright_side_project):
-    protocol_1_still_plays(bright_side(bright_side_project, "--protocol=1"))
+@pytest.mark.parametrize("check", CHECKS)
+def test_the_godot_client_speaks_protocol_2(check, tmp_path, bright_side_project):
+    """Its BrightSide port: uint8 pixels train the CNN and export uint8; a Dict arrives as sent; version 1 plays."""
+    run_check(check, f"godot3-server --path {bright_side_project} --port={{port}} --instance={{instance}}", "bright-side-godot", tmp_path / "run")
