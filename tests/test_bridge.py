@@ -190,27 +190,27 @@ def test_a_launch_mode_run_exports_without_trusting_its_command_but_eval_still_a
     marker = tmp_path / "launched"
     env = counter()
     env["command"] = f"sh -c 'touch {marker}; exec \"$0\" \"$@\"' " + env["command"]
-    proc = train_cli(tmp_path, env)
+    proc = train_cli(tmp_path, env, {"plugin": "ppo", "total_steps": 64, "num_steps": 32}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
     assert marker.exists() and (run / "game.json").is_file()
     marker.unlink()
     ex = subprocess.run([*AGENTKIT, "export", str(run), "--out", str(tmp_path / "p.onnx")],
-                        capture_output=True, text=True, env=cli_env(), timeout=120)
+                        capture_output=True, text=True, env=cli_env(), timeout=300)
     assert ex.returncode == 0, ex.stderr
     assert (tmp_path / "p.onnx").is_file() and not marker.exists()
     ev = subprocess.run([*AGENTKIT, "eval", str(run), "--episodes", "1"], capture_output=True, text=True,
-                        env=cli_env(), timeout=120)
+                        env=cli_env(), timeout=300)
     assert_exit_2(ev, "env.command", "--allow-import")
     assert not marker.exists()
     ev = subprocess.run([*AGENTKIT, "eval", str(run), "--episodes", "1", "--allow-import", env["command"]],
-                        capture_output=True, text=True, env=cli_env(), timeout=120)
+                        capture_output=True, text=True, env=cli_env(), timeout=300)
     assert ev.returncode == 0, ev.stderr
     assert marker.exists()
     marker.unlink()
     (run / "game.json").unlink()  # a run from before game.json: its spaces come from a launched game
     ex = subprocess.run([*AGENTKIT, "export", str(run), "--out", str(tmp_path / "q.onnx")],
-                        capture_output=True, text=True, env=cli_env(), timeout=120)
+                        capture_output=True, text=True, env=cli_env(), timeout=300)
     assert_exit_2(ex, "env.command", "--allow-import")
     assert not marker.exists()
 
