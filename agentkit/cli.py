@@ -154,11 +154,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir) if args.run_dir else file_run_dir
     metrics = train(config, host, run_dir=run_dir, resume=args.resume)
-    _print_metrics(metrics, getattr(metrics, "last_returns", None))
-    done_dir = getattr(metrics, "run_dir", None) or run_dir
+    _print_metrics(metrics, metrics.last_returns)
+    done_dir = metrics.run_dir or run_dir
     if done_dir is not None:
-        reason = getattr(metrics, "reason", "completed")
-        print(f"run {reason}: {done_dir}  (next: agentkit eval {done_dir} · agentkit export {done_dir})")
+        print(f"run {metrics.reason}: {done_dir}  (next: agentkit eval {done_dir} · agentkit export {done_dir})")
     return EXIT_OK
 
 
