@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -65,8 +66,11 @@ class PettingZooEnvConfig(EnvConfig):
         None,
         description="Policy groups {name: [agent, ...]}; default: agents with identical spaces share a group.",
     )
-    state: Literal["auto", "concat"] = Field(
-        "auto", description="Global state: the env's state() when it has one (auto), or all observations concatenated."
+    state: Literal["auto", "concat", "none"] = Field(
+        "auto",
+        description="Global state: the env's state() when it has one (auto), all observations concatenated, or "
+        "none (an empty state, for a critic that reads no global state, e.g. MAPPO's centralised: false; "
+        "pistonball's 560x880x3 state() costs 60% of its own step).",
     )
     vectorization: Literal["sync", "async"] = Field(
         "sync",
@@ -152,14 +156,46 @@ _CHECKING_WRAPPERS = (OrderEnforcingWrapper, AssertOutOfBoundsWrapper, ClipOutOf
 
 
 def _without_checking_wrappers(env: ParallelEnv) -> ParallelEnv:
-    """A converted AEC env with its outermost checking-only wrappers removed; any other wrapper (one that
-    changes the game, such as TerminateIllegalWrapper) and everything inside it stays. Other envs unchanged."""
-    if not isinstance(env, aec_to_parallel_wrapper):
+    """A converted AEC env with its outermost checking-only wrappers removed, converted again by
+    ``_ObservingOnce``; any other wrapper (one that changes the game, such as TerminateIllegalWrapper) and
+    everything inside it stays. Other envs unchanged."""
+    if type(env) is not aec_to_parallel_wrapper:
         return env
     inner = env.aec_env
     while isinstance(inner, _CHECKING_WRAPPERS):
         inner = inner.env
-    return env if inner is env.aec_env else aec_to_parallel(inner)
+    return _ObservingOnce(inner)
+
+
+class _ObservingOnce(aec_to_parallel_wrapper):
+    """pettingzoo's AEC-to-parallel conversion without the observation its ``step`` makes for every agent
+    (``aec_env.last()``) and drops: the same game, each observation computed once a step. A pixel env pays for
+    each one (pistonball crops its screen for every piston: a third of its step)."""
+
+    def step(self, actions: dict[str, Any]) -> Any:
+        aec = self.aec_env
+        rewards: dict[str, float] = defaultdict(int)
+        for agent in aec.agents:
+            if agent != aec.agent_selection:  # the conversion's own checks, as pettingzoo words them
+                if aec.terminations[agent] or aec.truncations[agent]:
+                    raise AssertionError(
+                        f"expected agent {agent} got termination or truncation agent {aec.agent_selection}. "
+                        "Parallel environment wrapper expects all agent death (setting an agent's "
+                        "self.terminations or self.truncations entry to True) to happen only at the end of a cycle."
+                    )
+                raise AssertionError(
+                    f"expected agent {agent} got agent {aec.agent_selection}, Parallel environment wrapper "
+                    "expects agents to step in a cycle."
+                )
+            aec.step(actions[agent])
+            for other in aec.agents:
+                rewards[other] += aec.rewards[other]
+        terminations, truncations, infos = dict(**aec.terminations), dict(**aec.truncations), dict(**aec.infos)
+        observations = {agent: aec.observe(agent) for agent in aec.agents}
+        while aec.agents and (aec.terminations[aec.agent_selection] or aec.truncations[aec.agent_selection]):
+            aec.step(None)
+        self.agents = aec.agents
+        return observations, rewards, terminations, truncations, infos
 
 
 class HybridActions(BaseParallelWrapper):
@@ -242,7 +278,9 @@ class PettingZooSource:
                     pass
                 except TypeError:  # an AEC env whose `state` is data, not state() (pettingzoo.classic.rps_v2)
                     pass
-            if not self.uses_env_state:
+            if config.state == "none":
+                self.state_dim = 0
+            elif not self.uses_env_state:
                 self.state_dim = sum(self.layouts[a].obs_dim for a in self.agents)
         finally:
             probe.close()
@@ -385,6 +423,8 @@ class PettingZooVecEnv:
     def _state(self, env: ParallelEnv, out: dict[str, Observation], n: int, alive: dict[str, bool]) -> np.ndarray:
         if self.source.uses_env_state:
             return np.asarray(env.state(), dtype=np.float32).reshape(-1)
+        if self.source.state_dim == 0:
+            return np.zeros(0, np.float32)
         parts = []
         for agent in self.source.agents:
             gname, i = self._slot[agent]

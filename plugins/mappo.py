@@ -118,6 +118,12 @@ class MAPPO:
         self.turn_based = bool(env.turn_based)
         self.all_agents = list(source.agents)
         self.state_dim = source.state_dim
+        if config.centralised and self.state_dim == 0:
+            raise ConfigError(
+                "algorithm.centralised: the centralised critic reads the global state, and this env has none "
+                "(env.state: none, or a game that declares no state); set algorithm.centralised: false or give "
+                "the env a state (env.state: auto or concat)."
+            )
         if run.policy.shared_trunk is True and config.centralised:
             raise ConfigError(
                 "policy.shared_trunk: a centralised critic reads the global state, not the actor's input, so "

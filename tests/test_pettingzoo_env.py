@@ -186,6 +186,22 @@ def test_env_state_is_used_when_the_env_has_one():
     np.testing.assert_array_equal(obs["a"].state, [[0, 1, 1, 1]])
 
 
+def test_state_none_makes_an_empty_state_and_a_centralised_critic_refuses_it():
+    """``env.state: none``: no state() call and a [N, 0] state (for a critic that reads none: IPPO)."""
+    from agentkit.testing import check_algorithm
+
+    src = source(**DEATH, state="none")
+    assert src.state_dim == 0 and not src.uses_env_state
+    venv = src.make_vec(2, seed=0)
+    assert venv.reset()["a"].state.shape == (2, 0)
+    assert venv.step({"a": np.zeros(6, np.int64)}).groups["a"].next.state.shape == (2, 0)
+    env = {"plugin": "pettingzoo", "num_envs": 2, "state": "none", **DEATH}
+    check_algorithm({"env": env, "algorithm": {"plugin": "mappo", "total_steps": 32, "num_steps": 8,
+                                               "centralised": False}})
+    with pytest.raises(ConfigError, match=r"reads the global state, and this env has none \(env.state: none"):
+        check_algorithm({"env": env, "algorithm": {"plugin": "mappo", "total_steps": 32, "num_steps": 8}})
+
+
 def test_registered_as_built_in():
     from agentkit.host import PluginHost
 
@@ -280,8 +296,9 @@ def test_async_copies_in_worker_processes_step_exactly_as_in_process():
 
 @pytest.mark.parametrize("continuous", [False, True], ids=["discrete", "continuous"])
 def test_without_checking_wrappers_the_episodes_are_the_same(continuous):
-    """By default the AEC env is converted without pettingzoo's checking wrappers (``api_checks: false``),
-    which changes the speed and nothing else: the same seed and actions give the same steps, resets included."""
+    """By default the AEC env is converted without pettingzoo's checking wrappers (``api_checks: false``) and
+    by ``_ObservingOnce``, which changes the speed and nothing else: the same seed and actions give the same
+    steps as pettingzoo's own conversion, resets included."""
     spread = {**SPREAD, "kwargs": {**SPREAD["kwargs"], "continuous_actions": continuous}}
     assert type(source(**spread).make_env(None).aec_env).__name__ == "raw_env"
     assert type(source(**spread, api_checks=True).make_env(None).aec_env).__name__ == "OrderEnforcingWrapper"
@@ -293,6 +310,22 @@ def test_without_checking_wrappers_the_episodes_are_the_same(continuous):
         _assert_same(bare.step({"agent": act}), checked.step({"agent": act}), f"step {t}")
     bare.close()
     checked.close()
+
+
+def test_each_observation_is_made_once_a_step():
+    """pettingzoo's conversion makes every agent's observation twice a step (``last()``, dropped, then
+    ``observe``); agentkit's makes each once."""
+    from agentkit_envs.pettingzoo_env import _ObservingOnce
+
+    env = source(**SPREAD).make_env(None)
+    assert isinstance(env, _ObservingOnce)
+    made = []
+    raw, observe = env.aec_env, env.aec_env.observe
+    raw.observe = lambda agent: made.append(agent) or observe(agent)
+    env.reset(seed=0)
+    made.clear()
+    env.step({a: 0 for a in env.agents})
+    assert sorted(made) == sorted(env.possible_agents)
 
 
 def test_a_wrapper_that_changes_the_game_is_kept():
