@@ -28,8 +28,8 @@ from agentkit.config import StrictModel
 from agentkit.errors import ConfigError
 
 #: Wrappers a file made elsewhere may name without --allow-import: gymnasium's (a dependency; they only wrap) and
-#: agentkit's own (``agentkit_envs.pixels``).
-KNOWN_WRAPPER_PACKAGES = ("gymnasium.wrappers", "agentkit_envs.pixels")
+#: agentkit's own (``agentkit_envs.pixels``, ``agentkit_envs.frames``).
+KNOWN_WRAPPER_PACKAGES = ("gymnasium.wrappers", "agentkit_envs.pixels", "agentkit_envs.frames")
 
 
 class WrapperSpec(StrictModel):

@@ -24,6 +24,33 @@ from agentkit.errors import ConfigError
 from agentkit.observations import MASK_KEY
 
 
+def block_sums(frame: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """The uint32 sum of each ``fy`` x ``fx`` block of ``frame`` ``[H, W, C]`` (H, W multiples of them)."""
+    rows, cols = frame.shape[0] // fy, frame.shape[1] // fx
+    blocks = frame.reshape(rows, fy, cols, fx, frame.shape[2])
+    # one add per row (then column) of the blocks, on whole slices: ~1.5x faster than a sum over an axis and
+    # ~10x faster than a float mean over both (which cost 2/3 of a Dungeon step)
+    sums = blocks[:, 0].astype(np.uint32)
+    for i in range(1, fy):
+        sums += blocks[:, i]
+    out = sums[:, :, 0].copy()
+    for j in range(1, fx):
+        out += sums[:, :, j]
+    return out
+
+
+def rounded_quotient(sums: np.ndarray, divisor: int) -> np.ndarray:
+    """``sums / divisor`` as uint8, rounded half to even (as np.rint rounds)."""
+    quotient, rest = np.divmod(sums, divisor)
+    up = (2 * rest > divisor) | ((2 * rest == divisor) & (quotient % 2 == 1))
+    return (quotient + up).astype(np.uint8)
+
+
+def block_mean(frame: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """The uint8 mean of each ``fy`` x ``fx`` block of ``frame`` ``[H, W, C]`` (H, W multiples of them)."""
+    return rounded_quotient(block_sums(frame, fy, fx), fy * fx)
+
+
 class RenderedPixels(gym.ObservationWrapper):
     """The env's rendered frame, area-averaged to ``size`` × ``size`` uint8 RGB (plus its action mask, if any)."""
 
@@ -51,15 +78,7 @@ class RenderedPixels(gym.ObservationWrapper):
                                   if self._mask else pixels)
 
     def _frame(self) -> np.ndarray:
-        frame = np.asarray(self.env.render())[..., :3]
-        # integer sums, first over each block's rows (contiguous), then its columns: ~10x faster than a float
-        # mean over both axes at once (which cost 2/3 of a Dungeon step), and rounded as np.rint rounds
-        rows = frame.reshape(self._rows, self._fy, -1).sum(axis=1, dtype=np.uint32)
-        sums = rows.reshape(self._rows, self._cols, self._fx, 3).sum(axis=2, dtype=np.uint32)
-        area = self._fy * self._fx
-        quotient, rest = np.divmod(sums, area)
-        up = (2 * rest > area) | ((2 * rest == area) & (quotient % 2 == 1))  # half to even
-        return (quotient + up).astype(np.uint8)
+        return block_mean(np.asarray(self.env.render())[..., :3], self._fy, self._fx)
 
     def observation(self, observation: Any) -> Any:
         pixels = self._frame()

@@ -351,3 +351,62 @@ def test_hint_for_an_unsupported_entry_suggests_a_wrapper_that_works_on_it():
     assert "FlattenObservation" not in str(err.value)
     with pytest.raises(ConfigError, match="FlattenObservation"):  # where flattening does work, it is offered
         ObservationLayout(spaces.Tuple((spaces.Discrete(2), spaces.Tuple((spaces.Discrete(2),)))), "env")
+
+
+FRAMES = [{"wrapper": "agentkit_envs.frames:ShrinkFrames", "kwargs": {"factor": 2, "grey": True}},
+          {"wrapper": "agentkit_envs.frames:StackFrames", "kwargs": {"stack_size": 3}}]
+
+
+def test_pettingzoo_frames_shrink_to_grey_and_stack_at_train_and_eval(tmp_path):
+    """agentkit_envs.frames: each agent's 16x16 RGB frame becomes its 8x8 grey block mean, the last 3 stacked
+    as gymnasium's FrameStackObservation stacks (reset frame repeated, oldest first); MAPPO trains its CNN on
+    them and the export plays through the recorded wrappers (agentkit's own: no consent needed for them)."""
+    from image_test_envs import BrightSideParallel
+
+    env = {"plugin": "pettingzoo", "module": "image_test_envs", "num_envs": 2, "wrappers": FRAMES}
+    config, host, run_dir = _train(tmp_path, env, {"plugin": "mappo", "total_steps": 128, "num_steps": 16,
+                                                   "update_epochs": 1, "centralised": False},
+                                   policy={"encoder": {"plugin": "cnn", "channels": [8], "kernels": [3],
+                                                       "strides": [1], "features_dim": 16}})
+    venv = build_env(config, host.registry).make_vec(1, seed=5)
+    stacked = venv.reset()["eye"].obs[0]  # [agents, stack, H, W, 1]
+    raw, _ = BrightSideParallel().reset(seed=5)
+    for i, agent in enumerate(["eye_0", "eye_1"]):
+        luma = raw[agent].astype(np.float64) @ [0.299, 0.587, 0.114]
+        expected = luma.reshape(8, 2, 8, 2).mean(axis=(1, 3))
+        assert stacked.shape == (2, 3, 8, 8, 1) and stacked.dtype == np.uint8
+        assert np.abs(stacked[i, :, :, :, 0] - expected).max() <= 0.51  # rounded, in 1/256ths of the weights
+        assert (stacked[i] == stacked[i, :1]).all()  # the reset frame, 3 times
+    after = venv.step({"eye": np.array([0, 1])}).groups["eye"].next.obs[0]
+    np.testing.assert_array_equal(after[:, :2], stacked[:, 1:])  # shifted by one, the new frame last
+    assert not np.array_equal(after[:, 2], stacked[:, 2])
+    [path] = export_run(run_dir, allow_imports=ALLOW)
+    policy = runtime.load(path)
+    assert policy.metadata["observation"]["shape"] == [3, 8, 8, 1]
+    assert policy.metadata["observation"]["layout"] == "SHWC"
+    result = evaluate_onnx(path, episodes=2, allow_imports=ALLOW)  # the env module only: the wrappers are known
+    assert result.lengths == [8, 8]
+
+
+def test_pettingzoo_frame_wrappers_name_what_they_need():
+    from agentkit_envs.frames import ShrinkFrames, StackFrames
+    from image_test_envs import BrightSideParallel
+
+    from agentkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ShrinkFrames: agent 'eye_0' observes Dict.*not a uint8 \[H, W, C\]"):
+        ShrinkFrames(BrightSideParallel(hud=True))
+    with pytest.raises(ConfigError, match="factor 32 is larger than the 16x16 frame of agent 'eye_0'"):
+        ShrinkFrames(BrightSideParallel(), factor=32)
+    with pytest.raises(ConfigError, match="StackFrames: agent 'eye_0' observes Dict"):
+        StackFrames(BrightSideParallel(hud=True))
+    colour = ShrinkFrames(BrightSideParallel(), factor=4, grey=False)
+    obs, _ = colour.reset(seed=1)
+    raw, _ = BrightSideParallel().reset(seed=1)
+    expected = np.rint(raw["eye_1"].reshape(4, 4, 4, 4, 3).mean(axis=(1, 3)))
+    np.testing.assert_array_equal(obs["eye_1"], expected.astype(np.uint8))
+    stacked = StackFrames(BrightSideParallel(), stack_size=2)
+    first, _ = stacked.reset(seed=0)
+    second = stacked.step({"eye_0": 0, "eye_1": 1})[0]
+    np.testing.assert_array_equal(second["eye_0"][0], first["eye_0"][1])  # the caller's copy is not overwritten
+    assert not np.array_equal(first["eye_0"][0], second["eye_0"][1])
