@@ -411,12 +411,16 @@ class PolicyGroup:
             RewardScaler((num_envs, len(self.slots)), cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
         )
         space = spec.observation_space
+        packing = ObsPacking.of(space, spec.observation_fields)  # a Dict's images: uint8 in storage
+        obs_dim = int(np.prod(space.shape))
         self.storage_args: dict[str, Any] = dict(
             num_steps=cfg.num_steps, batch_shape=(num_envs, len(self.slots)), obs_shape=tuple(space.shape),
             obs_dtype=torch_dtype(space.dtype), action_shape=tuple(self.head.action_shape),
             action_dtype=self.head.action_dtype, mask_dim=self.head.mask_dim if self.use_mask else 0,
             critic_dim=critic_dim if critic_input != "obs" else 0, extra_dim=id_dim,
-            packing=ObsPacking.of(space, spec.observation_fields),  # a Dict's images: uint8 in storage
+            packing=packing,
+            critic_packing=(ObsPacking.after(critic_dim - obs_dim, obs_dim, space.dtype, packing)
+                            if critic_input == "agent_specific" else None),  # state ⊕ own obs: its images too
         )
         if check_storage is not None:
             check_storage(self, self.storage_args)

@@ -49,6 +49,7 @@ class ObsPacking:
         self.width = int(width)
         self.pixel_index = torch.tensor(pixels, dtype=torch.int64)
         self.value_index = torch.tensor([i for i in range(width) if i not in taken], dtype=torch.int64)
+        self._indices_on: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
     @classmethod
     def of(cls, space: Any, fields: list[dict[str, Any]] | None) -> ObsPacking | None:
@@ -61,6 +62,20 @@ class ObsPacking:
         images = image_fields(EncoderSpec(space, fields))
         columns = [i for f in images for i in range(int(f["start"]), int(f["start"]) + int(f["size"]))]
         return cls(int(space.shape[0]), columns) if columns else None
+
+    @classmethod
+    def after(cls, offset: int, obs_width: int, obs_dtype: Any, obs_packing: ObsPacking | None) -> ObsPacking | None:
+        """The packing of ``offset`` float32 columns followed by a flat observation of ``obs_width`` (a
+        centralised critic's agent-specific input: state ⊕ own obs): the observation's pixel columns (all of
+        them for a uint8 observation, whose values are 0..255; a Dict's per ``obs_packing``), shifted by
+        ``offset``; None when it has none."""
+        if np.dtype(obs_dtype) == np.uint8:
+            columns: Sequence[int] = range(offset, offset + obs_width)
+        elif obs_packing is not None:
+            columns = (obs_packing.pixel_index + offset).tolist()
+        else:
+            return None
+        return cls(offset + obs_width, columns)
 
     @property
     def pixel_width(self) -> int:
@@ -78,17 +93,26 @@ class ObsPacking:
         """Bytes a store of ``lead`` observations takes."""
         return sum(nbytes(shape, dtype) for shape, dtype in self.parts(lead).values())
 
+    def indices_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(``pixel_index``, ``value_index``) on ``device``, copied there once (pack and unpack run every step
+        and minibatch; on a GPU a copy each time is a host-to-device transfer each time)."""
+        found = self._indices_on.get(device)
+        if found is None:
+            found = self._indices_on[device] = (self.pixel_index.to(device), self.value_index.to(device))
+        return found
+
     def pack(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Flat observations ``[..., width]`` → (uint8 pixels ``[..., P]``, float32 values ``[..., V]``)."""
         x = torch.as_tensor(x)
-        pixels = x.index_select(-1, self.pixel_index.to(x.device)).to(torch.uint8)
-        return pixels, x.index_select(-1, self.value_index.to(x.device)).to(torch.float32)
+        pixel_index, value_index = self.indices_on(x.device)
+        return x.index_select(-1, pixel_index).to(torch.uint8), x.index_select(-1, value_index).to(torch.float32)
 
     def unpack(self, pixels: Tensor, values: Tensor) -> Tensor:
         """The flat float32 observations ``[..., width]`` that ``pack`` took apart."""
         out = torch.empty((*pixels.shape[:-1], self.width), dtype=torch.float32, device=pixels.device)
-        out[..., self.pixel_index.to(out.device)] = pixels.to(torch.float32)
-        out[..., self.value_index.to(out.device)] = values
+        pixel_index, value_index = self.indices_on(out.device)
+        out[..., pixel_index] = pixels.to(torch.float32)
+        out[..., value_index] = values
         return out
 
 
@@ -219,6 +243,8 @@ class RolloutStorage:
         action_shape, action_dtype: one raw action (``head.action_shape``, ``head.action_dtype``).
         mask_dim: width of the action mask (0: no masks stored).
         critic_dim: width of a separate critic input (0: the critic reads ``obs``).
+        critic_packing: how that input is stored when it holds images (``ObsPacking.after``): ``critic_obs`` is
+            then a ``PackedObs``.
         extra_dim: width of features stored beside the obs (one-hot agent ids; 0: none).
     """
 
@@ -235,6 +261,7 @@ class RolloutStorage:
         obs_dtype: torch.dtype = torch.float32,
         extra_dim: int = 0,
         packing: ObsPacking | None = None,
+        critic_packing: ObsPacking | None = None,
     ):
         self.num_steps = num_steps
         self.batch_shape = tuple(batch_shape)
@@ -243,7 +270,9 @@ class RolloutStorage:
         zeros = lambda *extra, dtype=torch.float32: torch.zeros(*shape, *extra, dtype=dtype, device=device)  # noqa: E731
         self.obs: Tensor | PackedObs = (zeros(*obs_shape, dtype=obs_dtype) if packing is None
                                         else PackedObs.zeros(shape, packing, device))
-        self.critic_obs = zeros(critic_dim) if critic_dim else None
+        self.critic_obs: Tensor | PackedObs | None = (
+            None if not critic_dim else zeros(critic_dim) if critic_packing is None
+            else PackedObs.zeros(shape, critic_packing, device))
         self.extras = zeros(extra_dim) if extra_dim else None
         self.actions = zeros(*action_shape, dtype=action_dtype)
         self.logprobs = zeros()
@@ -357,13 +386,15 @@ def rollout_bytes(
     num_steps: int, batch_shape: tuple[int, ...], obs_shape: int | tuple[int, ...], obs_dtype: torch.dtype,
     action_shape: tuple[int, ...] = (), action_dtype: torch.dtype = torch.int64, mask_dim: int = 0,
     critic_dim: int = 0, extra_dim: int = 0, packing: ObsPacking | None = None,
+    critic_packing: ObsPacking | None = None,
 ) -> int:
     """Bytes a ``RolloutStorage`` with these arguments allocates (the same buffers, counted before any is)."""
     lead = (num_steps, *batch_shape)
     obs_shape = (obs_shape,) if isinstance(obs_shape, int) else tuple(obs_shape)
     obs_bytes = nbytes((*lead, *obs_shape), obs_dtype) if packing is None else packing.nbytes(lead)
     total = obs_bytes + nbytes((*lead, *action_shape), action_dtype)
-    total += nbytes((*lead, critic_dim + extra_dim), torch.float32) + nbytes((*lead, mask_dim), torch.bool)
+    critic_bytes = nbytes((*lead, critic_dim), torch.float32) if critic_packing is None else critic_packing.nbytes(lead)
+    total += critic_bytes + nbytes((*lead, extra_dim), torch.float32) + nbytes((*lead, mask_dim), torch.bool)
     total += 7 * nbytes(lead, torch.float32) + 2 * nbytes(lead, torch.bool)  # logprobs ... returns; valid, resolved
     return total
 

@@ -222,7 +222,8 @@ class MAPPO:
         critic_dim = storage_args["critic_dim"]
         self._storage_what.append(f"{group.name}: {len(group.slots)} agents x "
                                   f"{stored_as(space.shape, space.dtype, storage_args['packing'])}"
-                                  + (f" + critic input {critic_dim}" if critic_dim else ""))
+                                  + (f" + critic input {stored_as((critic_dim,), np.float32, storage_args['critic_packing'])}"
+                                     if critic_dim else ""))
         ensure_fits(
             self._storage_bytes,
             f"rollouts of algorithm.num_steps={cfg.num_steps} x env.num_envs={self.num_envs} x ("

@@ -238,6 +238,29 @@ def test_a_dicts_image_entries_are_stored_as_uint8_in_rollouts_and_replay(tmp_pa
     assert len(evaluate_onnx(paths[0], episodes=2, allow_imports=ALLOW).returns) == 2
 
 
+@pytest.mark.parametrize("env", [{"plugin": "pettingzoo", "module": "image_test_envs", "num_envs": 2}, HUD],
+                         ids=["frame", "dict"])
+def test_an_agent_specific_critic_input_keeps_the_agents_pixels_as_uint8(env):
+    """MAPPO's ``critic_input: agent_specific`` (state ⊕ own obs) stores the obs part's pixels as uint8, like
+    the obs itself; they come back exactly, and the memory estimate counts what is allocated."""
+    from agentkit.storage import PackedObs, rollout_bytes
+
+    algorithm = {"plugin": "mappo", "total_steps": 32, "num_steps": 8, "update_epochs": 1,
+                 "critic_input": "agent_specific"}
+    config, host = load_run_config({"env": env, "algorithm": algorithm, "run": QUIET, "seed": 0})
+    algo = build_algorithm(config, host.registry, build_env(config, host.registry), None)
+    algo.iterate()
+    group = algo.groups[0]
+    st, frame = group.storage, 16 * 16 * 3
+    obs = st.obs.unpack() if isinstance(st.obs, PackedObs) else st.obs.reshape(8, 2, 2, -1).float()
+    critic = st.critic_obs
+    assert isinstance(critic, PackedObs) and critic.pixels.dtype == torch.uint8
+    assert critic.pixels.shape == (8, 2, 2, frame) and critic.shape[-1] == algo.state_dim + obs.shape[-1]
+    torch.testing.assert_close(critic.unpack()[..., algo.state_dim:], obs, rtol=0, atol=0)  # own obs, exactly
+    assert rollout_bytes(**group.storage_args) == _allocated(st)
+    algo.close()
+
+
 def test_packed_storage_trains_as_float32_storage_did(tmp_path, monkeypatch):
     """Keeping a Dict's frame as uint8 loses nothing: the same run with the frame stored as float32 ends with
     the same weights."""

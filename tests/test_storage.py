@@ -144,6 +144,19 @@ def test_a_dicts_pixels_are_stored_as_uint8_and_come_back_exactly():
                                                                        packing=st.obs.packing) == 24 * 12 * 3
 
 
+def test_packing_copies_its_indices_to_a_device_once():
+    """pack/unpack run every step and minibatch: their index tensors reach a device once, not at each call."""
+    from agentkit.storage import ObsPacking
+
+    packing, meta = ObsPacking(14, range(1, 13)), torch.device("meta")  # meta: a device other than the CPU
+    first = packing.indices_on(meta)
+    assert first[0].device == meta and first[1].device == meta
+    pixels, values = packing.pack(torch.zeros(5, 14, device=meta))
+    assert pixels.device == meta and pixels.dtype == torch.uint8 and pixels.shape == (5, 12) and values.shape == (5, 2)
+    assert packing.unpack(pixels, values).shape == (5, 14)
+    assert packing.indices_on(meta) is first
+
+
 def test_minibatches_of_a_packed_rollout_are_the_flat_float32_observations():
     st, flat = _packed_storage()
     st.valid[3, 1, 2] = False  # a dead agent: its entry is left out, the rest stays packed
