@@ -83,12 +83,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--run-dir", type=Path, default=None, help="default: benchmarks/runs/images_pistonball/seedN")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="skip training: evaluate the run dir's latest checkpoint (a run stopped early)")
     args = parser.parse_args(argv)
+    run_dir = args.run_dir or RUNS / f"seed{args.seed}"
+    if not args.eval_only:
+        train_run(run_dir, args.steps, args.seed)
+    evaluate(run_dir, args.episodes, args.seed)
 
+
+def train_run(run_dir: Path, steps: int, seed: int) -> None:
+    """Steps 1 and 2: the shipped env's memory check, then the training that fits."""
     from agentkit.build import build_algorithm, build_env
     from agentkit.errors import UserError
-    from agentkit.evaluation import evaluate_onnx
-    from agentkit.exporting import export_run
     from agentkit.host import load_run_config
     from agentkit.trainer import train
 
@@ -101,17 +108,22 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"shipped env, MAPPO defaults: refused with exit 2: {exc}")
 
-    config, host = load_run_config(fitting_config(args.steps, args.seed))
-    run_dir = args.run_dir or RUNS / f"seed{args.seed}"
+    config, host = load_run_config(fitting_config(steps, seed))
     start = time.perf_counter()
     cpu = time.process_time()
     result = train(config, host, run_dir=run_dir)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(f"trained {int(result['step'])} env steps (x20 pistons) in {wall / 60:.1f} min wall, "
           f"{cpu / 60:.1f} min CPU", flush=True)
-    if result["step"] < args.steps:  # interrupted (it saved a checkpoint): nothing to evaluate yet
-        return
-    n = args.episodes
+    if result["step"] < steps:  # interrupted: it saved a checkpoint, which --eval-only evaluates
+        raise SystemExit(f"stopped at {int(result['step'])} env steps; evaluate it with --eval-only")
+
+
+def evaluate(run_dir: Path, n: int, seed: int) -> None:
+    """Step 3: the run dir's policy, greedy and sampled from its exports, beside two random policies."""
+    from agentkit.evaluation import evaluate_onnx
+    from agentkit.exporting import export_run
+
     [greedy] = export_run(run_dir)
     ev = evaluate_onnx(greedy, episodes=n, seed=10_000)
     print(f"trained, greedy from {greedy.name}: mean per-piston return {ev.mean_return:.2f} ± {ev.std_return:.2f}"
@@ -121,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"trained, sampled from the --stochastic {sampled.name}: mean per-piston return {ev.mean_return:.2f} ± "
           f"{ev.std_return:.2f} over {n} episodes", flush=True)
     for continuous in (False, True):
-        r = random_returns(n, args.seed, continuous)
+        r = random_returns(n, seed, continuous)
         print(f"random policy ({'continuous [-1, 1], as shipped' if continuous else '3 actions'}): mean per-piston "
               f"return {np.mean(r):.2f} ± {np.std(r):.2f} over {n} episodes", flush=True)
 
