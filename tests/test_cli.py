@@ -279,3 +279,34 @@ def test_p_loads_plugins_before_or_after_the_subcommand(run_cli, plugin_site):
     providers = {row["provider"] for row in json.loads(proc.stdout) if row["kind"] == "hooks"}
     assert {"module early_plugin", "module late_plugin"} <= providers
     assert_user_error(run_cli("-p", "no_such_module_xyz", "plugins"), "no_such_module_xyz")
+
+
+EXIT_PROCESS_SCRIPT = """
+import atexit, sys, threading, time
+from agentkit.cli import exit_process
+atexit.register(lambda: print("atexit ran"))
+print("buffered output", end="; ")
+sys.stderr.write("error output")
+if sys.argv[1] == "thread":  # a non-daemon thread still running: the exit waits for it
+    threading.Thread(target=lambda: (time.sleep(0.3), print("thread done", end="; "))).start()
+exit_process(int(sys.argv[2]))
+print("not reached")
+"""
+
+
+@pytest.mark.parametrize("thread", ["none", "thread"])
+def test_exit_process_runs_atexit_flushes_and_keeps_the_code(thread):
+    """The console script ends its process without the interpreter's teardown (``exit_process``): what a normal
+    exit shows still happens, in order, and a running non-daemon thread is waited for."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout to a pipe: block-buffered
+    proc = subprocess.run([sys.executable, "-c", EXIT_PROCESS_SCRIPT, thread, "3"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    expected = "buffered output; thread done; atexit ran\n" if thread == "thread" else "buffered output; atexit ran\n"
+    assert proc.stdout == expected
+    assert proc.stderr == "error output"
+

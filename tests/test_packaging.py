@@ -55,7 +55,7 @@ def test_install_has_no_generic_top_level_package(tmp_path):
     assert (target / "agentkit_exports" / "js" / "agentkit-runtime.mjs").is_file()
     assert (target / "agentkit_exports" / "js" / "package-lock.json").is_file()
     entry_points = next(target.glob("agentkit-*.dist-info")) / "entry_points.txt"
-    assert "agentkit = agentkit.cli:main" in entry_points.read_text()
+    assert "agentkit = agentkit.cli:console_main" in entry_points.read_text()
 
     # The engine folders ship, and `agentkit engine-folder` copies one out of the install, with its example
     # config, in the repository's layout: every file the checkout tracks there, byte for byte.
