@@ -13,16 +13,14 @@ computed before saving and checked after loading: a truncated file fails to unzi
 digest, and either is refused with ``CheckpointError`` (exit code 2). The digest guards against corruption
 and accidental edits; it is not a signature, and safety from code comes from ``weights_only=True``.
 
-Writes are atomic: the bytes go to a temporary file in the same folder, are fsync'ed, then ``os.replace``
-puts them in place, so a kill -9 at any moment leaves either the old or the new file, never half of one.
+Writes are atomic (``agentkit.files.write_atomic``): a kill -9 at any moment leaves either the old or the new
+file, never half of one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,10 +29,10 @@ from typing import Any
 import torch
 
 from agentkit.errors import CheckpointError
+from agentkit.files import TMP_MARK, write_atomic
 
 FORMAT = "agentkit-checkpoint"
 VERSION = 1
-TMP_MARK = ".tmp-"
 
 
 # -- the digest --------------------------------------------------------------------------------------------
@@ -100,43 +98,6 @@ def encode(payload: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a mix.
-
-    A failed write (a full disk, say) removes its temporary file and raises ``OSError`` with ``filename`` set
-    to ``path``. A ``path`` that exists and is not a regular file (``/dev/stdout``, a pipe) is written directly.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        with open(path, "wb") as f:
-            f.write(data)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:

@@ -20,7 +20,9 @@ command is done (``exit_process``): freeing every object torch and the other mod
 after a run, and nothing in it is output. The atexit handlers still run and stdout/stderr are flushed.
 
 The heavy modules (trainer, evaluation, exporting) are imported inside their commands, so that
-``agentkit plugins`` and ``agentkit config`` stay fast and work on their own.
+``agentkit plugins`` and ``agentkit config`` stay fast and work on their own. ``agentkit train`` draws
+curve.png in a helper process (``agentkit.curve_process``) started before anything else, so that
+matplotlib's import runs on another core while torch is imported and the run trains.
 """
 
 from __future__ import annotations
@@ -150,16 +152,20 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from agentkit.curve_process import CurveProcess
     from agentkit.host import load_run_config
 
     file, file_run_dir = _config_file(args.file)
-    if file_run_dir is not None:
-        _check_saved_config(file, args)
-    config, host = load_run_config(file, overrides=args.set, plugins=args.plugin, saved_run=file_run_dir is not None)
-    from agentkit.trainer import train
+    # started first: it imports matplotlib on another core while this process imports torch and trains
+    with CurveProcess() as curves:
+        if file_run_dir is not None:
+            _check_saved_config(file, args)
+        config, host = load_run_config(file, overrides=args.set, plugins=args.plugin,
+                                       saved_run=file_run_dir is not None)
+        from agentkit.trainer import train
 
-    run_dir = Path(args.run_dir) if args.run_dir else file_run_dir
-    metrics = train(config, host, run_dir=run_dir, resume=args.resume)
+        run_dir = Path(args.run_dir) if args.run_dir else file_run_dir
+        metrics = train(config, host, run_dir=run_dir, resume=args.resume, draw_curve=curves.draw)
     _print_metrics(metrics, metrics.last_returns)
     done_dir = metrics.run_dir or run_dir
     if done_dir is not None:
@@ -337,7 +343,7 @@ def _print_metrics(metrics: dict[str, float], last_returns: tuple[int, dict[str,
 
 def _write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a failure (a full disk, a directory) leaves no file behind."""
-    from agentkit.checkpoint import write_atomic
+    from agentkit.files import write_atomic
 
     if path.is_dir():
         raise UserError(f"cannot write {str(path)!r}: it is a directory; give a file name, e.g. {path / 'schema.json'}")

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from agentkit.algorithm import PolicyArtifact
-from agentkit.checkpoint import write_atomic
 from agentkit.environment import EnvSource, MultiAgentEnvSource, mean_episode_infos
 from agentkit.errors import InvalidInputError, UserError
+from agentkit.files import write_atomic
 
 Act = Callable[[np.ndarray, "np.ndarray | None"], Any]
 

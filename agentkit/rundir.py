@@ -16,7 +16,7 @@ Contracts (the training loop, ``agentkit.trainer``, relies on them; it writes th
   run refuses a dir that already holds a run, a resume refuses a config that differs from the saved one in
   more than ``RESUMABLE_CHANGES`` (``check_run_dir``); a session that fails before its first checkpoint
   removes a dir it created; a write the user can fix (full disk, read-only dir) is a ``RunDirError`` (exit 2).
-- Every file is written atomically (``agentkit.checkpoint.write_atomic``); checkpoints carry a fingerprint
+- Every file is written atomically (``agentkit.files.write_atomic``); checkpoints carry a fingerprint
   of the run (``run_fingerprint``) and are refused by another run (``check_fingerprint``).
 - ``load_run`` rebuilds a run for eval and export: config, plugin host, env source and the algorithm with
   the checkpoint's weights, on the CPU. It opens no env (no training env copies, no worker processes: the
@@ -44,6 +44,7 @@ from agentkit.build import build_algorithm, build_env
 from agentkit.config import RunConfig, load_config, read_yaml
 from agentkit.environment import EnvSource, MultiAgentEnvSource
 from agentkit.errors import CheckpointError, ConfigError, UserError
+from agentkit.files import write_atomic
 from agentkit.host import PluginHost
 from agentkit.policy import resolve_shared_trunk
 from agentkit.registry import Registry
@@ -93,7 +94,7 @@ def has_run(run_dir: Path) -> bool:
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
     """Write the resolved config to ``config.yaml``, atomically."""
-    ckpt.write_atomic(run_dir / CONFIG_FILE, config.to_yaml().encode())
+    write_atomic(run_dir / CONFIG_FILE, config.to_yaml().encode())
 
 
 def write_checkpoint(run_dir: Path, data: bytes, step: int, periodic: bool, keep: int) -> list[Path]:
@@ -104,11 +105,11 @@ def write_checkpoint(run_dir: Path, data: bytes, step: int, periodic: bool, keep
     written = []
     if periodic:
         path = folder / f"step_{step}.pt"
-        ckpt.write_atomic(path, data)
+        write_atomic(path, data)
         written.append(path)
         ckpt.prune(folder, keep, protect=[path])
     latest = folder / LATEST
-    ckpt.write_atomic(latest, data)
+    write_atomic(latest, data)
     written.append(latest)
     return written
 

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -124,7 +125,7 @@ class MetricsCSV:
         writer = csv.DictWriter(buffer, fieldnames=self.columns, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        from agentkit.checkpoint import write_atomic
+        from agentkit.files import write_atomic
 
         write_atomic(self.path, buffer.getvalue().encode())
         self._file = open(self.path, "a", newline="")  # noqa: SIM115 - kept open for the run
@@ -205,6 +206,12 @@ def curve_columns(header: list[str]) -> list[str]:
     return columns
 
 
+class DrawCurve(Protocol):
+    """What draws curve.png: ``write_curve``'s signature and contract."""
+
+    def __call__(self, metrics_csv: Path, out: Path, title: str = "") -> Path: ...
+
+
 def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     """Plot episode return against env steps from ``metrics_csv`` into ``out`` (PNG, written atomically).
 
@@ -256,7 +263,7 @@ def write_curve(metrics_csv: Path, out: Path, title: str = "") -> Path:
     out = Path(out)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    from agentkit.checkpoint import write_atomic
+    from agentkit.files import write_atomic
 
     write_atomic(out, buffer.getvalue())
     return out

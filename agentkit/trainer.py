@@ -73,6 +73,7 @@ from agentkit.rundir import (
 )
 from agentkit.runlog import (
     RETURN_METRIC,
+    DrawCurve,
     MetricsCSV,
     TensorBoardLog,
     episode_returns,
@@ -244,8 +245,9 @@ def _located(found: tuple[str, float] | None, policy: str, kind: str) -> str | N
 class _Session:
     """One call of ``train``: the loop and everything it writes."""
 
-    def __init__(self, ctx: RunContext, elapsed: float):
+    def __init__(self, ctx: RunContext, elapsed: float, draw_curve: DrawCurve):
         self.ctx = ctx
+        self.draw_curve = draw_curve
         cfg = ctx.config
         self.elapsed_before = elapsed
         self.t0 = time.perf_counter()
@@ -376,13 +378,17 @@ class _Session:
         if self.tb is not None:
             self.tb.close()
         try:
-            write_curve(self.ctx.run_dir / METRICS_FILE, self.ctx.run_dir / CURVE_FILE, title=self.ctx.run_dir.name)
+            self.draw_curve(self.ctx.run_dir / METRICS_FILE, self.ctx.run_dir / CURVE_FILE, title=self.ctx.run_dir.name)
         finally:
             self.progress.close()
 
 
-def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resume: bool = False) -> TrainResult:
+def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resume: bool = False,
+          draw_curve: DrawCurve = write_curve) -> TrainResult:
     """Train ``config`` into ``run_dir`` (see the module docstring); return the last iteration's metrics.
+
+    ``draw_curve`` draws curve.png (``agentkit.runlog.write_curve``'s contract); ``agentkit train`` passes a
+    ``agentkit.curve_process.CurveProcess``'s, which draws it in a helper process.
 
     Raises RunDirError (a UserError) for a run dir that already holds a run without ``resume``, nothing to
     resume, or a config that differs from the run dir's in more than ``algorithm.total_steps``;
@@ -395,17 +401,19 @@ def train(config: RunConfig, host: PluginHost, run_dir: Path | None = None, resu
         run_dir = Path(config.run.dir) if config.run.dir else default_run_dir(config, env)
     try:
         with training_dir(Path(run_dir), config, resume, host.registry) as held:
-            return _train_locked(config, host, env, held, resume)
+            return _train_locked(config, host, env, held, resume, draw_curve)
     finally:
         env.close()  # the source's own resources, e.g. a bridged game's listening port
 
 
-def _train_locked(config: RunConfig, host: PluginHost, env: CheckedSource, run_dir: Path, resume: bool) -> TrainResult:
+def _train_locked(config: RunConfig, host: PluginHost, env: CheckedSource, run_dir: Path, resume: bool,
+                  draw_curve: DrawCurve) -> TrainResult:
     with env.clock.armed():
-        return _train_session(config, host, env, run_dir, resume)
+        return _train_session(config, host, env, run_dir, resume, draw_curve)
 
 
-def _train_session(config: RunConfig, host: PluginHost, env: CheckedSource, run_dir: Path, resume: bool) -> TrainResult:
+def _train_session(config: RunConfig, host: PluginHost, env: CheckedSource, run_dir: Path, resume: bool,
+                   draw_curve: DrawCurve) -> TrainResult:
     state = None
     latest = run_dir / CHECKPOINT_DIR / LATEST
     if resume and latest.exists():
@@ -433,7 +441,7 @@ def _train_session(config: RunConfig, host: PluginHost, env: CheckedSource, run_
 
     result = TrainResult()
     result.run_dir = run_dir
-    session = _Session(ctx, elapsed)
+    session = _Session(ctx, elapsed, draw_curve)
     what = f"{config.algorithm.plugin} on {env.env_id}"
     if state is not None:
         session.progress.message(f"resuming {run_dir} ({what}) at step {ctx.step:,}, iteration {ctx.iteration}")

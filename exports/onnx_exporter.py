@@ -39,10 +39,10 @@ from torch import Tensor, nn
 
 import agentkit
 from agentkit.algorithm import PolicyArtifact
-from agentkit.checkpoint import write_atomic
 from agentkit.config import ExporterConfig, RunConfig
 from agentkit.encoders import EncoderSpec, image_fields, image_layout
 from agentkit.errors import UserError
+from agentkit.files import write_atomic
 from agentkit.spaces import discrete_branches
 from agentkit.storage import torch_dtype
 
@@ -601,7 +601,7 @@ def check_finite_weights(artifact: PolicyArtifact) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """``agentkit.checkpoint.write_atomic`` (a crash leaves the old file or the new one; the mode follows the
+    """``agentkit.files.write_atomic`` (a crash leaves the old file or the new one; the mode follows the
     umask), with a failure told as one message naming the file."""
     try:
         write_atomic(path, data)

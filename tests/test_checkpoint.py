@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from agentkit import checkpoint as ckpt
+from agentkit import files
 from agentkit.errors import CheckpointError
 
 
@@ -129,7 +130,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     def crash(*args, **kwargs):
         raise OSError("killed")
 
-    monkeypatch.setattr(ckpt.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     new = _payload()
     new["step"] = 2048
     with pytest.raises(OSError):

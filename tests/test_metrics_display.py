@@ -85,3 +85,67 @@ def test_infos_average_floats_and_bools_not_integer_labels():
     assert _final_scalars(final, 0) == {"success": 1.0, "distance": 0.25}
     assert _final_scalars(final, 1) == {"success": 0.0}
     assert not is_info_metric(np.int64(3)) and is_info_metric(np.bool_(True)) and is_info_metric(0.5)
+
+
+def _metrics_with_returns(path) -> None:
+    csv = MetricsCSV(path)
+    for i in range(1, 30):
+        csv.append(256 * i, i, float(i), {RETURN_METRIC: float(i * i % 17)})
+    csv.close()
+
+
+CURVE_IN_A_HELPER = """
+import sys
+from pathlib import Path
+from agentkit.curve_process import CurveProcess
+folder = Path(sys.argv[1])
+with CurveProcess() as curves:
+    assert curves.draw(folder / "metrics.csv", folder / "helper.png", title="t") == folder / "helper.png"
+print("matplotlib" in sys.modules)
+"""
+
+
+def test_curve_process_draws_the_same_png_in_a_helper_process(tmp_path):
+    """``agentkit train``'s curve.png comes from a helper process (matplotlib's import overlaps training): the
+    same bytes as ``write_curve`` here, and this process never imports matplotlib."""
+    import subprocess
+    import sys
+
+    _metrics_with_returns(tmp_path / "metrics.csv")
+    proc = subprocess.run([sys.executable, "-c", CURVE_IN_A_HELPER, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
+    write_curve(tmp_path / "metrics.csv", tmp_path / "here.png", title="t")
+    assert (tmp_path / "helper.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+
+
+def test_curve_process_draws_here_when_its_helper_is_gone_and_raises_write_curves_errors(tmp_path):
+    from agentkit.curve_process import CurveProcess
+
+    _metrics_with_returns(tmp_path / "metrics.csv")
+    with CurveProcess() as curves:
+        assert curves._proc is not None
+        curves._proc.kill()  # died (killed, out of memory ...)
+        curves._proc.wait()
+        curves.draw(tmp_path / "metrics.csv", tmp_path / "curve.png", title="t")
+    assert _blue_pixels(tmp_path / "curve.png") > 20
+    (tmp_path / "a-file").write_text("")
+    with CurveProcess() as curves, pytest.raises(OSError):  # the helper fails: the error is write_curve's, here
+        curves.draw(tmp_path / "metrics.csv", tmp_path / "a-file" / "curve.png")
+
+
+def test_the_train_command_draws_its_curve_in_the_helper(tmp_path):
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom agentkit import cli\n"
+              "code = cli.main(['train', sys.argv[1], '--run-dir', sys.argv[2], '--set', 'run.progress=none'])\n"
+              "print('matplotlib' in sys.modules, code)")
+    config = tmp_path / "c.yaml"
+    config.write_text("env: {plugin: gymnasium, id: CartPole-v1, num_envs: 2}\n"
+                      "algorithm: {plugin: ppo, total_steps: 512, num_steps: 64, minibatch_size: 64, update_epochs: 1}\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(config), str(tmp_path / "run")], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "False 0"
+    assert _blue_pixels(tmp_path / "run" / "curve.png") > 20

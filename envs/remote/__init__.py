@@ -27,9 +27,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 import agentkit
-from agentkit.checkpoint import write_atomic
 from agentkit.config import EnvConfig
 from agentkit.environment import GroupSpec, group_agents
+from agentkit.files import write_atomic
 from agentkit.observations import ObservationLayout
 
 from .protocol import DEFAULT_MAX_FRAME_BYTES, BridgeError, Hello, parse_hello
