@@ -439,5 +439,7 @@ def ensure_fits(needed: int, what: str, knobs: str, available: int | None = None
     raise ConfigError(
         f"this run's storage needs {_size(needed)} ({needed:,} bytes: {what}) but only {_size(available)} of "
         f"memory is available ({MEMORY_FRACTION:.0%} of it may be used). Lower {knobs}, or use smaller "
-        "observations (a resize or grey-scale wrapper in env.wrappers)."
+        "observations (a resize or grey-scale wrapper in env.wrappers: gymnasium.wrappers:GrayscaleObservation, or "
+        "ResizeObservation with opencv-python installed, for a gymnasium env; agentkit_envs.frames:ShrinkFrames for "
+        "a pettingzoo one)."
     )

@@ -345,6 +345,7 @@ def test_storage_that_cannot_fit_stops_with_exit_2_naming_bytes_and_knobs(run_cl
     needed = re.search(r"storage needs [\d.,]+ GiB \(([\d,]+) bytes", proc.stderr)
     assert needed and int(needed.group(1).replace(",", "")) >= 400_000 * 2 * 256 * 256 * 3  # the frames alone
     assert "env.num_envs" in proc.stderr and "algorithm.num_steps" in proc.stderr
+    assert "gymnasium.wrappers:GrayscaleObservation" in proc.stderr  # a wrapper that is there (Resize needs cv2)
     assert "Traceback" not in proc.stderr and "DefaultCPUAllocator" not in proc.stderr
 
 
