@@ -24,8 +24,8 @@ from agentkit.policy import build_actor, build_critic
 HOST = PluginHost(autoload=False)
 
 
-def build(algorithm: str, env: dict, **options):
-    data = {"env": env, "algorithm": {"plugin": algorithm, "total_steps": 1024, **options},
+def build(algorithm: str, env: dict, policy: dict | None = None, **options):
+    data = {"env": env, "algorithm": {"plugin": algorithm, "total_steps": 1024, **options}, "policy": policy or {},
             "run": {"progress": "none", "tensorboard": False, "checkpoint_every_steps": 0}}
     cfg = load_config(data, HOST.registry)
     source = HOST.registry.get("env", cfg.env.plugin).factory(cfg.env)
@@ -41,6 +41,28 @@ def test_ppo_and_mappo_collect_with_the_one_collector():
     for algo in (ppo, mappo):
         assert "rng" not in algo.state_dict()  # the global RNGs are the trainer's (agentkit.seeding)
         algo.close()
+
+
+@pytest.mark.parametrize("algorithm, env, policy, options", [
+    ("ppo", {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2}, {}, {"minibatch_size": 4}),  # parts of 2 steps
+    ("ppo", {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2}, {"shared_trunk": True}, {"minibatch_size": 4}),
+    ("mappo", {"plugin": "pettingzoo", "module": "ma_test_envs", "num_envs": 2}, {}, {}),  # a critic of the state
+    ("mappo", {"plugin": "pettingzoo", "module": "ma_test_envs", "num_envs": 2}, {}, {"centralised": False}),
+])
+def test_the_stored_values_are_the_critics_values_of_each_stored_step(algorithm, env, policy, options):
+    """A critic of its own is run once per rollout (``PolicyGroup.rollout_values``), a shared trunk's value
+    comes with each action: either way each step's stored value is V(that step's stored critic input)."""
+    algo = build(algorithm, env, policy, num_steps=8, **options)
+    algo.collector.collect()
+    for group in algo.collector.groups:
+        st = group.storage
+        inputs = st.critic_obs if st.critic_obs is not None else st.obs
+        with torch.no_grad():
+            expected = torch.stack([group.value(inputs[t], None if st.extras is None else st.extras[t])
+                                    for t in range(st.num_steps)])
+        torch.testing.assert_close(st.values, expected)
+        assert st.values.abs().sum() > 0
+    algo.close()
 
 
 class _TimeLimitedVec:
