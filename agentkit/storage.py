@@ -17,7 +17,7 @@ minibatch at a time, so that its frames cost one byte a pixel in the rollout and
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -332,17 +332,27 @@ class RolloutStorage:
 
     def _plain_gae(self, last_value: Tensor, gamma: float, gae_lambda: float) -> None:
         """``compute_gae`` where every entry is valid: the same sums without the carries (which are all 0)."""
-        next_value, next_gae = last_value, torch.zeros_like(last_value)
-        # per-step views taken once (unbind) rather than indexed in the loop: a small rollout's GAE is
-        # dispatch-bound, and the same ops give the same sums
-        rewards, values, bootstrap = self.rewards.unbind(0), self.values.unbind(0), self.bootstrap.unbind(0)
-        not_done = (1.0 - self.dones).unbind(0)
+        # A small rollout's GAE is dispatch-bound: the per-step rows are taken once rather than indexed in the
+        # loop, and on the CPU they are numpy views of the buffers, whose per-op cost is a fraction of torch's.
+        # Either way the same float32 operations run in the same order, so the sums are the same.
+        rows: Callable[[Tensor], Sequence[Any]]
+        stack: Callable[..., Any]
+        out: Any
+        if self.advantages.device.type == "cpu":
+            rows, stack, out = (lambda x: list(x.numpy())), np.stack, self.advantages.numpy()
+            next_value: Any = last_value.numpy()
+            next_gae: Any = np.zeros_like(next_value)
+        else:
+            rows, stack, out = (lambda x: x.unbind(0)), torch.stack, self.advantages
+            next_value, next_gae = last_value, torch.zeros_like(last_value)
+        rewards, values, bootstrap = rows(self.rewards), rows(self.values), rows(self.bootstrap)
+        not_done = rows(1.0 - self.dones)
         advantages = [next_gae] * self.num_steps
         for t in reversed(range(self.num_steps)):
             delta = rewards[t] + gamma * (next_value * not_done[t] + bootstrap[t]) - values[t]
             next_gae = advantages[t] = delta + gamma * gae_lambda * not_done[t] * next_gae
             next_value = values[t]
-        torch.stack(advantages, out=self.advantages)
+        stack(advantages, out=out)
         self.resolved.fill_(True)
         torch.add(self.advantages, self.values, out=self.returns)
 
