@@ -671,10 +671,11 @@ class Collector:
     """Collects one rollout of ``num_steps`` vector steps into every group's storage, then GAE.
 
     ``env`` is the training env (a ``MultiAgentVecEnv``, or a ``SingleAgentEnv``), opened at the first
-    collection. Per step and group: the inputs, the mask, the action, log-prob and value are stored; an agent's
-    entry is valid when it is alive and not a frozen seat (``seats``); after the step the reward (scaled by the
-    group's ``RewardScaler`` if any), the episode end, and on truncation (not termination) the value of the
-    final observation as ``bootstrap``.
+    collection. Per step and group: the inputs, the mask, the action and its log-prob are stored (and a shared
+    trunk's value); an agent's entry is valid when it is alive and not a frozen seat (``seats``); after the step
+    the reward (scaled by the group's ``RewardScaler`` if any), the episode end, and on truncation (not
+    termination) the value of the final observation as ``bootstrap``. After the last step a critic of its own
+    gives every stored step's value in one pass (``PolicyGroup.rollout_values``), then GAE.
     """
 
     def __init__(self, groups: Sequence[PolicyGroup], env: TrainingEnv[Any, dict[str, Observation]],
@@ -735,8 +736,7 @@ class Collector:
                     reward = group.rows(gt.reward)
                     if group.reward_scaler is not None:
                         reward = group.reward_scaler(reward, done)
-                    st.rewards[t] = torch.as_tensor(reward, device=group.device)
-                    st.dones[t] = torch.as_tensor(done, device=group.device)  # a step it did not act on: compute_gae
+                    st.record_outcome(t, reward, done)  # a step it did not act on: compute_gae
                     boot = trunc & ~term  # a time limit is not a real end: the return goes on past it
                     if boot.any():  # V(final obs) of the truncated agents only
                         _, ids, final_in = group.inputs(gt.final_obs, gt.final_state)

@@ -286,6 +286,17 @@ class RolloutStorage:
         self.advantages = zeros()
         self.returns = zeros()
 
+    def record_outcome(self, t: int, reward: np.ndarray, done: np.ndarray) -> None:
+        """Step ``t``'s rewards and episode ends, numpy ``[*batch]`` as the env gave them (``done`` bool: 1.0 in
+        ``dones``). A CPU rollout takes them through numpy views of its buffers: the same values, at a fraction
+        of torch's per-call cost for a step's few rows."""
+        if self.rewards.device.type == "cpu":
+            self.rewards.numpy()[t] = reward
+            self.dones.numpy()[t] = done
+        else:
+            self.rewards[t] = torch.as_tensor(reward, device=self.rewards.device)
+            self.dones[t] = torch.as_tensor(done, device=self.dones.device)
+
     def compute_gae(
         self, last_value: Tensor, gamma: float, gae_lambda: float, last_valid: Tensor | None = None
     ) -> None:
