@@ -26,8 +26,9 @@ from types import TracebackType
 from typing import IO
 
 #: Run as the helper's program: without the working directory on sys.path (a received run folder used as the
-#: working directory must not shadow a module; ``agentkit.trust``), then ``serve()``.
-_HELPER = "import sys\nif not sys.flags.safe_path: del sys.path[0]\nfrom agentkit.curve_process import main\nmain()"
+#: working directory must not shadow a module; ``agentkit.trust``), then ``main()``.
+_HELPER = ("import sys\nif not getattr(sys.flags, 'safe_path', False): del sys.path[0]\n"
+           "from agentkit.curve_process import main\nmain()")
 
 
 class CurveProcess:
@@ -59,7 +60,7 @@ class CurveProcess:
     def draw(self, metrics_csv: Path, out: Path, title: str = "") -> Path:
         proc = self._proc
         if proc is not None and proc.stdin is not None and proc.stdout is not None:
-            request = {"metrics": str(metrics_csv), "out": str(out), "title": title}
+            request = {"metrics": os.path.abspath(metrics_csv), "out": os.path.abspath(out), "title": title}
             try:
                 proc.stdin.write(json.dumps(request) + "\n")
                 proc.stdin.flush()

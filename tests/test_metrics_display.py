@@ -144,7 +144,7 @@ def test_the_train_command_draws_its_curve_in_the_helper(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("env: {plugin: gymnasium, id: CartPole-v1, num_envs: 2}\n"
                       "algorithm: {plugin: ppo, total_steps: 512, num_steps: 64, minibatch_size: 64, update_epochs: 1}\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(config), str(tmp_path / "run")], capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", script, str(config), "run"], capture_output=True,  # relative
                           text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "False 0"
