@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
+import gc
 import json
 import math
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -158,11 +160,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     file, file_run_dir = _config_file(args.file)
     # started first: it imports matplotlib on another core while this process imports torch and trains
     with CurveProcess() as curves:
-        if file_run_dir is not None:
-            _check_saved_config(file, args)
-        config, host = load_run_config(file, overrides=args.set, plugins=args.plugin,
-                                       saved_run=file_run_dir is not None)
-        from agentkit.trainer import train
+        with _collector_paused():
+            if file_run_dir is not None:
+                _check_saved_config(file, args)
+            config, host = load_run_config(file, overrides=args.set, plugins=args.plugin,
+                                           saved_run=file_run_dir is not None)
+            from agentkit.trainer import train
 
         run_dir = Path(args.run_dir) if args.run_dir else file_run_dir
         metrics = train(config, host, run_dir=run_dir, resume=args.resume, draw_curve=curves.draw)
@@ -300,6 +303,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A command's imports (torch, the plugins) with the cyclic garbage collector off, then what they loaded
+    frozen (``gc.freeze``): ~190k objects that live as long as the process, with almost no garbage among them.
+    Collected as they load, they cost three full collections; left in the young generations, the first young
+    and middle-aged collections after (about 0.3 s of ``agentkit train``'s start either way). The collector is
+    restored as it was; the trainer's own freeze for its loop ends with ``gc.unfreeze``, which hands these back."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        gc.freeze()
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _print_json(data: Any) -> None:

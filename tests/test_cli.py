@@ -310,3 +310,26 @@ def test_exit_process_runs_atexit_flushes_and_keeps_the_code(thread):
     assert proc.stdout == expected
     assert proc.stderr == "error output"
 
+
+
+def test_train_imports_with_the_collector_paused_then_frozen():
+    """``agentkit train`` imports torch and the plugins with the cyclic collector off, then freezes what they
+    loaded; the collector is left as it was, and nothing is frozen when the imports fail."""
+    import gc
+
+    from agentkit.cli import _collector_paused
+
+    gc.unfreeze()
+    try:
+        with _collector_paused():
+            assert not gc.isenabled()
+            loaded = [[i] for i in range(1000)]  # what an import leaves behind: tracked, long-lived objects
+        assert gc.isenabled() and gc.get_freeze_count() >= len(loaded)
+        gc.unfreeze()
+        gc.disable()
+        with pytest.raises(ImportError), _collector_paused():
+            raise ImportError("no module named ...")
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
