@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/fixed_costs.py [--steps 100000] [--repeats 2] [--before-commit c860dcc]
 
 Each run is one whole ``agentkit train examples/cartpole-ppo.yaml`` process (one torch thread, entry points
-off, ``run.progress=none``), started through a small bootstrap that imports torch (timed), wraps the steps
-of the command in timers (functions looked up by name; an item the code does not have is left out) and then
-runs the command's own entry point (``console_main``, or ``main`` for code that has none). Interpreter start
+off, ``run.progress=none``), started through a small bootstrap that imports torch and agentkit's modules
+(timed; as the command does, with the garbage collector paused where the code has ``cli._collector_paused``),
+wraps the steps of the command in timers (functions looked up by name; an item the code does not have is left
+out) and then runs the command's own entry point (``console_main``, or ``main`` for code that has none). Interpreter start
 is the time from launching the process to the bootstrap's first line; teardown, from the end of the command
 to the end of the process. With ``--before-commit`` the code of that commit (extracted as
 ``core_before_after.py`` does, byte-compiled like this tree) alternates with this tree. Median milliseconds
@@ -48,12 +49,16 @@ def timed(owner, name, item):
             acc[item] = acc.get(item, 0.0) + time.perf_counter() - t
     setattr(owner, name, wrapper)
 
-t = time.perf_counter()
-import torch
-acc["import torch"] = time.perf_counter() - t
-t = time.perf_counter()
-import agentkit.cli as cli, agentkit.host as host, agentkit.trainer as tr, agentkit.runlog as runlog
-acc["agentkit's own modules"] = time.perf_counter() - t
+import contextlib
+import agentkit.cli as cli
+paused = getattr(cli, "_collector_paused", None)  # the command's own imports run so, where it has it
+with paused() if paused else contextlib.nullcontext():
+    t = time.perf_counter()
+    import torch
+    acc["import torch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    import agentkit.host as host, agentkit.trainer as tr, agentkit.runlog as runlog
+    acc["agentkit's own modules"] = time.perf_counter() - t
 timed(host, "load_run_config", "config + plugins (PluginHost: built-in plugin modules, validation)")
 for name in ("seed_everything", "build_env", "build_algorithm"):
     timed(tr, name, "seed, env and algorithm built")
