@@ -44,7 +44,7 @@ def test_ppo_and_mappo_collect_with_the_one_collector():
 
 
 @pytest.mark.parametrize("algorithm, env, policy, options", [
-    ("ppo", {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2}, {}, {"minibatch_size": 4}),  # parts of 2 steps
+    ("ppo", {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2}, {}, {"minibatch_size": 6}),  # parts: 3, 3, 2 steps
     ("ppo", {"plugin": "gymnasium", "id": "CartPole-v1", "num_envs": 2}, {"shared_trunk": True}, {"minibatch_size": 4}),
     ("mappo", {"plugin": "pettingzoo", "module": "ma_test_envs", "num_envs": 2}, {}, {}),  # a critic of the state
     ("mappo", {"plugin": "pettingzoo", "module": "ma_test_envs", "num_envs": 2}, {}, {"centralised": False}),
