@@ -86,6 +86,12 @@ def main() -> None:
     parser.add_argument("--no-append", action="store_true", help="print only; do not write RESULTS.md")
     args = parser.parse_args()
 
+    from importlib.metadata import entry_points
+
+    installed = [ep.value for ep in entry_points(group="console_scripts", name="agentkit")]
+    if installed != ["agentkit.cli:console_main"]:  # what pyproject.toml names: the measured command is this checkout's
+        sys.exit(f"the venv's agentkit command is installed from an older pyproject.toml (entry point {installed}): "
+                 "run `make setup` first")
     env = dict(os.environ, OMP_NUM_THREADS="1", AGENTKIT_DISABLE_PLUGIN_AUTOLOAD="1")
     packages = [str(ROOT / folder) for folder in ("agentkit", "plugins", "envs", "exports")]
     subprocess.run([PY, "-m", "compileall", "-q", *packages], check=True, stdout=subprocess.DEVNULL)
