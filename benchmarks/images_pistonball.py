@@ -2,7 +2,7 @@
 policy.
 
     pip install -c constraints.txt pymunk      # pettingzoo's butterfly envs need it
-    OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python benchmarks/images_pistonball.py --steps 100000 --seed 0
+    OMP_NUM_THREADS=1 nice -n 15 .venv/bin/python benchmarks/images_pistonball.py --steps 48000 --seed 0
 
 1. The memory check on the env as shipped: 20 pistons, each seeing 457x120x3 uint8 pixels, and a centralised
    critic on the 560x880x3 global state (float32). The storage is estimated before allocating; where it does
@@ -79,7 +79,7 @@ def random_returns(episodes: int, seed: int, continuous: bool) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=48_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--run-dir", type=Path, default=None, help="default: benchmarks/runs/images_pistonball/seedN")
