@@ -44,9 +44,9 @@ def test_dungeon_penalty_variant_passes_checks():
     check_game(lambda **kw: gym.make("agentkit/Dungeon-v0", illegal_move_penalty=0.05, **kw), steps=200)
 
 
-@pytest.mark.parametrize("opponent", [None, "scripted"])
-def test_team_arena_passes_parallel_api_test_and_agentkit_checks(opponent):
-    check_game(lambda **kw: parallel_env(opponent=opponent, **kw), steps=60)  # includes parallel_api_test
+@pytest.mark.parametrize("opponent, frame", [(None, "world"), (None, "team"), ("scripted", "world")])
+def test_team_arena_passes_parallel_api_test_and_agentkit_checks(opponent, frame):
+    check_game(lambda **kw: parallel_env(opponent=opponent, frame=frame, **kw), steps=60)  # includes parallel_api_test
 
 
 @pytest.mark.parametrize(
@@ -385,9 +385,52 @@ def test_scripted_opponent_exposes_one_team_and_reports_wins():
     assert np.mean(wins) < 0.2  # a team that never shoots loses to the script
 
 
+def test_team_arena_team_frame_makes_the_two_seats_the_same_game():
+    """Mirror a position left to right and swap the teams: in the team frame red then observes what blue did,
+    and the same actions do the mirrored thing (an angle of 0 is towards the other side for both)."""
+    env = parallel_env(team_size=2, frame="team")
+    env.reset(seed=3)
+    env.pos.update({"blue_0": [-0.7, 0.1], "blue_1": [-0.6, -0.4], "red_0": [0.3, 0.12], "red_1": [0.8, 0.5]})
+    mirrored = copy.deepcopy(env)
+    for i in range(2):
+        (bx, by), (rx, ry) = env.pos[f"blue_{i}"], env.pos[f"red_{i}"]
+        mirrored.pos[f"red_{i}"], mirrored.pos[f"blue_{i}"] = [-bx, by], [-rx, ry]
+    for i in range(2):
+        blue_view = env._observe(f"blue_{i}")["observation"]
+        assert np.array_equal(mirrored._observe(f"red_{i}")["observation"], blue_view)
+    def other(agent: str) -> str:
+        team, i = agent.split("_")
+        return f"{'red' if team == 'blue' else 'blue'}_{i}"
+
+    actions = {"blue_0": _hybrid(SHOOT, 0.0), "blue_1": _hybrid(MOVE, 0.5), "red_0": _hybrid(IDLE),
+               "red_1": _hybrid(MOVE, -2.0)}
+    _, rewards, terms, *_ = env.step(actions)
+    _, mirrored_rewards, mirrored_terms, *_ = mirrored.step({other(a): act for a, act in actions.items()})
+    assert terms["red_0"] and mirrored_terms["blue_0"]  # shot at angle 0, straight at the other side
+    for a in actions:
+        assert mirrored_rewards[other(a)] == rewards[a]
+        x, y = env.pos[a]
+        assert mirrored.pos[other(a)] == pytest.approx([-x, y], abs=1e-12)
+
+
+def test_team_arena_scripted_red_plays_in_world_coordinates_whatever_the_frame():
+    games = [parallel_env(team_size=2, opponent="scripted", frame=frame) for frame in ("world", "team")]
+    for game in games:
+        game.reset(seed=4)
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        actions = {a: _hybrid(MOVE, float(rng.uniform(-3, 3))) for a in games[0].agents}
+        steps = [game.step(dict(actions)) for game in games]
+        assert games[0].pos == games[1].pos and steps[0][1] == steps[1][1]
+        if not games[0].agents:
+            break
+
+
 def test_team_arena_rejects_bad_options():
     with pytest.raises(ValueError, match="opponent"):
         parallel_env(opponent="human")
+    with pytest.raises(ValueError, match="frame"):
+        parallel_env(frame="mirror")
 
 
 # -- speed ---------------------------------------------------------------------------------------------------

@@ -22,6 +22,13 @@ order) dx, dy, alive; per enemy dx, dy, bearing / pi, alive (zeros when dead); e
 Reward (each agent of a team gets its team's): ``(enemies killed - teammates lost) / team_size`` per step,
 plus +1 to the team left standing (-1 to the wiped-out one) when a team is eliminated.
 
+Frame (``frame``): ``"world"`` (the default) gives every agent the arena's own coordinates. ``"team"`` mirrors
+the arena left to right for the red agents, in what they observe and in the angles they send: each team then
+sees itself starting on the left, and an angle of 0 points at the other side for both. The two sides then
+play the same game (a blue policy can play red), and red's natural aim no longer sits at the ends of the
+bounded angle range, where +-pi wrap. The scripted red, ``state()``, ``render()`` and the infos
+stay in world coordinates.
+
 Infos: ``team``; on the last step every agent still returned gets ``winner`` (``"blue"``, ``"red"`` or
 ``"draw"``), and with the scripted opponent ``win`` (1.0 or 0.0): the evaluation win rate is the mean of
 ``win``. ``state()`` is the global state: per agent of both teams x, y, alive, reload fraction, then the
@@ -66,12 +73,15 @@ class TeamArenaEnv(ParallelEnv):
         shot_range: float = 1.0,
         hit_radius: float = 0.08,
         scripted_aim_noise: float = 0.25,
+        frame: str = "world",
         render_mode: str | None = None,
     ):
         if not 1 <= team_size <= 5:
             raise ValueError(f"TeamArenaEnv: team_size must be between 1 and 5, got {team_size}")
         if opponent not in (None, "scripted"):
             raise ValueError(f"TeamArenaEnv: opponent must be None (both teams are agents) or 'scripted', got {opponent!r}")
+        if frame not in ("world", "team"):
+            raise ValueError(f"TeamArenaEnv: frame must be 'world' or 'team' (red mirrored), got {frame!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if max_cycles < 1 or cooldown < 0 or move_speed <= 0 or shot_range <= 0 or hit_radius <= 0:
@@ -92,6 +102,9 @@ class TeamArenaEnv(ParallelEnv):
         self._team = {a: a.split("_")[0] for a in self.all_agents}
         self._mates = {a: [b for b in self.all_agents if self._team[b] == self._team[a] and b != a] for a in self.all_agents}
         self._foes = {a: [b for b in self.all_agents if self._team[b] != self._team[a]] for a in self.all_agents}
+        #: +1, or -1 for an agent that sees the arena mirrored (x -> -x): red's learned agents in the team frame
+        mirrored = {a for a in self.possible_agents if frame == "team" and self._team[a] == "red"}
+        self._x_sign = {a: -1.0 if a in mirrored else 1.0 for a in self.all_agents}
 
         obs_dim = 3 + 3 * (team_size - 1) + 4 * team_size + 1
         self._obs_dim = obs_dim
@@ -167,6 +180,8 @@ class TeamArenaEnv(ParallelEnv):
                 kind, params = actions[agent]
                 kind = int(kind)
                 param = float(params[0] if kind == MOVE else params[1]) if kind in (MOVE, SHOOT) else 0.0
+                if self._x_sign[agent] < 0:
+                    param = math.pi - param  # the mirrored agent's angle, in world coordinates
             else:
                 kind, param = self._scripted(agent)
             if kind == SHOOT and self.reload[agent] > 0:
@@ -272,18 +287,20 @@ class TeamArenaEnv(ParallelEnv):
         return self.reload[agent] / self.cooldown if self.cooldown else 0.0
 
     def _observe(self, agent: str) -> dict[str, np.ndarray]:
+        sign = self._x_sign[agent]
         x, y = self.pos[agent]
-        values = [x, y, self._reload_frac(agent)]  # a list, then one array: much faster than slice writes
+        values = [sign * x, y, self._reload_frac(agent)]  # a list, then one array: much faster than slice writes
         for mate in self._mates[agent]:
             if self.alive[mate]:
                 mx, my = self.pos[mate]
-                values += (mx - x, my - y, 1.0)
+                values += (sign * (mx - x), my - y, 1.0)
             else:
                 values += (0.0, 0.0, 0.0)
         for foe in self._foes[agent]:
             if self.alive[foe]:
                 fx, fy = self.pos[foe]
-                values += (fx - x, fy - y, math.atan2(fy - y, fx - x) / math.pi, 1.0)
+                dx = sign * (fx - x)
+                values += (dx, fy - y, math.atan2(fy - y, dx) / math.pi, 1.0)
             else:
                 values += (0.0, 0.0, 0.0, 0.0)
         values.append(min(self.steps / self.max_cycles, 1.0))
