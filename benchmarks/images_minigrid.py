@@ -32,7 +32,9 @@ CONFIG = {
     "env": {
         "plugin": "gymnasium",
         "id": "minigrid:MiniGrid-DoorKey-5x5-v0",  # importing minigrid registers its ids
-        "num_envs": 8,
+        # 16 envs and lr 1e-3 below are rl-starter-files' PPO defaults for MiniGrid (16 processes x 128 frames):
+        # with 8 envs and lr 2.5e-4, seed 2 reached the goal in 2 of 245 rollouts and never learned
+        "num_envs": 16,
         "wrappers": [
             # 28x28x3 pixels of the agent's 7x7 view (4 px a tile: the CNN's small-image kernels, 3-3-3)
             {"wrapper": "minigrid.wrappers:RGBImgPartialObsWrapper", "kwargs": {"tile_size": 4}},
@@ -41,7 +43,7 @@ CONFIG = {
     },
     "algorithm": {
         "plugin": "ppo", "total_steps": 250_000, "num_steps": 128, "minibatch_size": 256, "update_epochs": 4,
-        "learning_rate": 2.5e-4, "ent_coef": 0.01, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2,
+        "learning_rate": 1e-3, "ent_coef": 0.01, "gamma": 0.99, "gae_lambda": 0.95, "clip_range": 0.2,
         "max_grad_norm": 0.5,
     },
     # the CNN at a quarter of Nature's width (16-32-32 channels, 256 features; kernels 3-3-3 for small frames):
