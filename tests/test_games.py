@@ -398,6 +398,7 @@ def test_team_arena_team_frame_makes_the_two_seats_the_same_game():
     for i in range(2):
         blue_view = env._observe(f"blue_{i}")["observation"]
         assert np.array_equal(mirrored._observe(f"red_{i}")["observation"], blue_view)
+
     def other(agent: str) -> str:
         team, i = agent.split("_")
         return f"{'red' if team == 'blue' else 'blue'}_{i}"
