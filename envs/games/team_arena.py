@@ -24,8 +24,8 @@ plus +1 to the team left standing (-1 to the wiped-out one) when a team is elimi
 
 Frame (``frame``): ``"world"`` (the default) gives every agent the arena's own coordinates. ``"team"`` mirrors
 the arena left to right for the red agents, in what they observe and in the angles they send: each team then
-sees itself starting on the left, and an angle of 0 points at the other side for both. The two sides then
-play the same game (a blue policy can play red), and red's natural aim no longer sits at the ends of the
+sees itself starting on the left, and an angle of 0 points at the other side for both. A red agent then
+observes exactly what a blue one would in the mirrored position, and red's natural aim no longer sits at the ends of the
 bounded angle range, where +-pi wrap. The scripted red, ``state()``, ``render()`` and the infos
 stay in world coordinates.
 
