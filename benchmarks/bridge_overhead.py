@@ -3,10 +3,12 @@
     python benchmarks/bridge_overhead.py                      # 8 instances, 2 rounds of each, 49k steps per run
     python benchmarks/bridge_overhead.py --steps 98304 --rounds 3
 
-Both sides use examples/dungeon-masked-ppo.yaml with num_envs 8. In-process: the gymnasium plugin steps 8
+Every side uses examples/dungeon-masked-ppo.yaml with num_envs 8. In-process: the gymnasium plugin steps 8
 Dungeon copies in the trainer's process. Bridged: the remote plugin launches 8 processes of
 exports/python/serve_gymnasium.py agentkit/Dungeon-v0 (the numpy Python client over TCP) and steps them
-together. The runs alternate (in-process, bridged, in-process, ...) so that both see the same machine load.
+together. Bridged, one process: ``env.instances_per_process: 8``, one process of the same script serving the 8
+instances (``serve_many``; each still has its connection), as an engine runs several training areas in one
+game. The sides alternate (in-process, bridged, one process, in-process, ...) so that all see the same load.
 
 Two figures per side:
 * PPO training steps/s: ``time/steps_per_second`` of the whole run (collection and updates), median of the rounds;
@@ -40,14 +42,20 @@ SERVE = ROOT / "exports" / "python" / "serve_gymnasium.py"
 GAME_AUTOGROUP_NICE: int | None = None
 
 
-def env_section(bridged: bool, num_envs: int) -> dict:
+#: the three sides: name -> (bridged, instances per game process)
+SIDES = {"in-process": (False, 0), "bridged": (True, 1), "bridged, one process": (True, 0)}
+
+
+def env_section(bridged: bool, num_envs: int, per_process: int = 1) -> dict:
+    """``per_process``: instances each launched game process serves (``env.instances_per_process``)."""
     base = yaml.safe_load(EXAMPLE.read_text())["env"]
     if not bridged:
         return {**base, "num_envs": num_envs}
-    command = f"{sys.executable} {SERVE} agentkit/Dungeon-v0 --port {{port}} --instance {{instance}}"
+    command = (f"{sys.executable} {SERVE} agentkit/Dungeon-v0 --port {{port}} --instance {{instance}} "
+               "--instances {instances}")
     if GAME_AUTOGROUP_NICE is not None:  # a launched game starts a session, hence an autogroup, of its own
         command = (f"sh -c 'echo {GAME_AUTOGROUP_NICE} > /proc/self/autogroup; exec \"$0\" \"$@\"' " + command)
-    return {"plugin": "remote", "num_envs": num_envs, "command": command}
+    return {"plugin": "remote", "num_envs": num_envs, "command": command, "instances_per_process": per_process}
 
 
 def set_autogroup_nice(nice: int) -> None:
@@ -57,12 +65,13 @@ def set_autogroup_nice(nice: int) -> None:
     Path("/proc/self/autogroup").write_text(str(nice))
 
 
-def train_speed(bridged: bool, num_envs: int, steps: int, out: Path) -> float:
+def train_speed(side: str, num_envs: int, steps: int, out: Path) -> float:
+    bridged, per_process = SIDES[side]
     cfg = yaml.safe_load(EXAMPLE.read_text())
-    cfg["env"] = env_section(bridged, num_envs)
+    cfg["env"] = env_section(bridged, num_envs, per_process or num_envs)
     cfg["algorithm"]["total_steps"] = steps
     cfg["run"] = {"progress": "none", "tensorboard": False, "checkpoint_every_steps": 0}
-    run_dir = out / ("bridged" if bridged else "in-process")
+    run_dir = out / side.replace(", ", "-").replace(" ", "-")
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -84,22 +93,23 @@ def _cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def collect_speed(bridged: bool, num_envs: int, vector_steps: int) -> tuple[float, float, float]:
+def collect_speed(side: str, num_envs: int, vector_steps: int) -> tuple[float, float, float]:
     """(env steps/s, CPU milliseconds per 1000 env steps summed over the trainer and the game processes, the
     game processes' share of it)."""
+    bridged, per_process = SIDES[side]
     from agentkit.build import build_env
     from agentkit.config import load_config
     from agentkit.host import PluginHost
 
     host = PluginHost()
-    config = load_config({"env": env_section(bridged, num_envs), "algorithm": {"plugin": "ppo", "total_steps": 1}},
-                         host.registry)
+    config = load_config({"env": env_section(bridged, num_envs, per_process or num_envs),
+                          "algorithm": {"plugin": "ppo", "total_steps": 1}}, host.registry)
     source = build_env(config, host.registry)
     venv = source.make_vec(num_envs, seed=0)
     rng = np.random.default_rng(0)
     try:
         o = venv.reset()
-        games = [inst.game.pid for inst in venv.env.multi.instances] if bridged else []
+        games = sorted({inst.game.pid for inst in venv.env.multi.instances}) if bridged else []
         games0 = sum(_cpu_seconds(p) for p in games)
         cpu0 = _cpu_seconds() + games0
         start = time.perf_counter()
@@ -136,52 +146,65 @@ def main() -> int:
     if args.autogroup_nice is not None:
         set_autogroup_nice(args.autogroup_nice)
         GAME_AUTOGROUP_NICE = args.autogroup_nice
-    train = {False: [], True: []}
-    collect = {False: [], True: []}
-    cpu = {False: [], True: []}
-    game_cpu: list[float] = []
+    train: dict[str, list[float]] = {side: [] for side in SIDES}
+    collect: dict[str, list[float]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
+    game_cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     load_start = os.getloadavg()[0]
     for r in range(args.rounds):
-        for bridged in (False, True):
-            speed, cpu_ms, games_ms = collect_speed(bridged, args.num_envs, args.collect)
-            collect[bridged].append(speed)
-            cpu[bridged].append(cpu_ms)
-            if bridged:
-                game_cpu.append(games_ms)
-            train[bridged].append(train_speed(bridged, args.num_envs, args.steps, args.out))
-            print(f"round {r} {'bridged' if bridged else 'in-process'}: train {train[bridged][-1]:.0f} steps/s, "
-                  f"collect {collect[bridged][-1]:.0f} steps/s, {cpu[bridged][-1]:.0f} CPU ms per 1000 steps", flush=True)
-    t_in, t_br = float(np.median(train[False])), float(np.median(train[True]))
-    c_in, c_br = float(np.median(collect[False])), float(np.median(collect[True]))
-    u_in, u_br = float(np.median(cpu[False])), float(np.median(cpu[True]))
-    u_games = float(np.median(game_cpu))
+        for side in SIDES:
+            speed, cpu_ms, games_ms = collect_speed(side, args.num_envs, args.collect)
+            collect[side].append(speed)
+            cpu[side].append(cpu_ms)
+            game_cpu[side].append(games_ms)
+            train[side].append(train_speed(side, args.num_envs, args.steps, args.out))
+            print(f"round {r} {side}: train {train[side][-1]:.0f} steps/s, collect {collect[side][-1]:.0f} steps/s, "
+                  f"{cpu[side][-1]:.0f} CPU ms per 1000 steps", flush=True)
+    med = {name: {side: float(np.median(xs)) for side, xs in figures.items()}
+           for name, figures in (("train", train), ("collect", collect), ("cpu", cpu), ("games", game_cpu))}
+    t, c = med["train"], med["collect"]
+    ratios = {side: t[side] / t["in-process"] for side in SIDES}
+    verdicts = {side: "PASS" if ratios[side] >= 0.7 else "FAIL" for side in SIDES}
     load = os.getloadavg()[0]
-    ratio = t_br / t_in
-    verdict = "PASS" if ratio >= 0.7 else "FAIL"
-    print(f"training: in-process {t_in:.0f}, bridged {t_br:.0f} steps/s ({ratio:.2f}x, {verdict}); collection: "
-          f"in-process {c_in:.0f}, bridged {c_br:.0f} steps/s ({c_br / c_in:.2f}x); CPU ms per 1000 steps {u_in:.0f} vs {u_br:.0f}")
+    for side in list(SIDES)[1:]:
+        print(f"training: in-process {t['in-process']:.0f}, {side} {t[side]:.0f} steps/s ({ratios[side]:.2f}x, "
+              f"{verdicts[side]}); collection {c[side]:.0f} vs {c['in-process']:.0f} steps/s "
+              f"({c[side] / c['in-process']:.2f}x); CPU ms per 1000 steps {med['cpu'][side]:.0f} vs "
+              f"{med['cpu']['in-process']:.0f}")
     if not args.no_results:
         command = "python benchmarks/bridge_overhead.py " + shlex.join(sys.argv[1:])
         fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
+        n = args.num_envs
+
+        def row(label: str, figures: dict[str, list[float]], ratio: bool) -> str:
+            cells = [f"{float(np.median(figures[side])):.0f} ({fmt(figures[side])})" for side in SIDES]
+            if ratio:
+                base = float(np.median(figures["in-process"]))
+                cells += [f"{float(np.median(figures[side])) / base:.2f}x" for side in list(SIDES)[1:]]
+            else:
+                cells += ["", ""]
+            return f"| {label} | " + " | ".join(cells) + " |\n"
+
         text = (
             f"\n## Bridge overhead: Dungeon in-process vs bridged ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)\n\n"
-            f"Command: `{command.strip()}` (examples/dungeon-masked-ppo.yaml, num_envs {args.num_envs}, "
+            f"Command: `{command.strip()}` (examples/dungeon-masked-ppo.yaml, num_envs {n}, "
             f"{args.steps:,} steps per training run, {args.rounds} alternating rounds, collection {args.collect} "
-            f"vector steps of random allowed actions; the bridged side is 8 processes of "
-            f"exports/python/serve_gymnasium.py over TCP; sharing the 2-core machine with other jobs; "
+            f"vector steps of random allowed actions; \"bridged\": {n} processes of "
+            f"exports/python/serve_gymnasium.py over TCP, one instance each; \"bridged, one process\": "
+            f"`env.instances_per_process: {n}`, one process serving the {n} instances (`serve_many`); "
             + ("autogroup nice: left as it is, so `nice` ranks the benchmark only within its own session"
                if args.autogroup_nice is None else
                f"autogroup nice {args.autogroup_nice} for the benchmark's session and each game's")
             + ").\n\n"
-            f"| | in-process | bridged (Python client) | bridged / in-process |\n|---|---|---|---|\n"
-            f"| PPO training steps/s (median; rounds) | {t_in:.0f} ({fmt(train[False])}) | {t_br:.0f} "
-            f"({fmt(train[True])}) | **{ratio:.2f}x** |\n"
-            f"| collection only, env steps/s (median; rounds) | {c_in:.0f} ({fmt(collect[False])}) | {c_br:.0f} "
-            f"({fmt(collect[True])}) | {c_br / c_in:.2f}x |\n"
-            f"| collection CPU ms per 1000 env steps (trainer + games; median) | {u_in:.0f} | {u_br:.0f} | "
-            f"{u_br / u_in:.2f}x |\n| of which the 8 game processes (median) | — | {u_games:.0f} | |\n\n"
-            f"Load average (1 min) at the start: {load_start:.1f}, at the end: {load:.1f} on 2 cores.\n"
-            f"Bridged training ≥ 0.7x in-process: **{verdict}**.\n"
+            "| median (rounds) | in-process | bridged | bridged, one process | bridged / in-process | "
+            "one process / in-process |\n|---|---|---|---|---|---|\n"
+            + row("PPO training steps/s", train, True)
+            + row("collection only, env steps/s", collect, True)
+            + row("collection CPU ms per 1000 env steps (trainer + games)", cpu, False)
+            + row("of which the game processes", game_cpu, False)
+            + f"\nLoad average (1 min) at the start: {load_start:.1f}, at the end: {load:.1f} on 2 cores.\n"
+            f"Bridged training ≥ 0.7x in-process: **{verdicts['bridged']}** with a process per instance, "
+            f"**{verdicts['bridged, one process']}** with one process for the {n} instances.\n"
         )
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
             f.write(text)

@@ -5,8 +5,9 @@
 The game embeds a client of the bridge protocol (docs/bridge.md; clients in exports/python and exports/js)
 and declares its agents and spaces in its ``hello``. A game with one agent is a single-agent env (like the
 gymnasium plugin's); with several, a multi-agent env with policy groups (like the pettingzoo plugin's). The
-source reads the spaces from the first instance when it is built and keeps that instance for the first
-vector env; further instances connect when a vector env is first reset.
+source reads the spaces from the first instance when it is built and keeps that instance (with the others its
+process serves, ``instances_per_process``) for the first vector env; further instances connect when a vector
+env is first reset.
 
 At train start the plugin keeps the game's hello (without its token) in the run dir, ``game.json``: a run
 rebuilt by ``agentkit.rundir.load_run`` (eval, export) reads its spaces from there, so ``agentkit export``
@@ -44,8 +45,12 @@ class RemoteEnvConfig(EnvConfig):
         "launch", description="launch: start num_envs game processes from `command`; listen: wait for games to connect."
     )
     command: str | None = Field(
-        None, description="launch: the command line of one game instance; {port}, {host}, {instance}, {seed} and "
-        "{transport} are filled in (split like a shell would, not run by one)."
+        None, description="launch: the command line of one game process; {port}, {host}, {instance}, {instances}, {seed} "
+        "and {transport} are filled in (split like a shell would, not run by one)."
+    )
+    instances_per_process: int = Field(
+        1, ge=1, description="launch: game instances one process serves (the command gets the first one's {instance} "
+        "and {instances}; each instance still connects on its own). Fewer processes to wake per step where cores are few."
     )
     cwd: str | None = Field(None, description="launch: the folder the command runs in (default: the current one).")
     transport: Literal["tcp", "websocket"] = Field("tcp", description="tcp (length-prefixed frames) or websocket.")
@@ -98,14 +103,15 @@ class RemoteSource:
         self._server: BridgeServer | None = None
         self._spare: list[Instance] = []
         hello = read_hello(run_dir)  # a saved run (eval, export): its game's hello, kept at train start
-        if hello is None:  # ask the game: its first instance says hello and stays for the first vector env
+        if hello is None:  # ask the game: its first process's instances say hello and stay for the first vector env
+            first = min(config.instances_per_process, config.num_envs) if config.mode == "launch" else 1
             try:
-                (probe,) = self.server.open(self.server.new_numbers(1), [0])
+                numbers = self.server.new_numbers(first)
+                self._spare = self.server.open(numbers, numbers)
             except BaseException:
                 self.server.close()
                 raise
-            self._spare = [probe]
-            hello = probe.hello
+            hello = self._spare[0].hello
         self.hello = hello
         self.env_id = hello.game
         self.agent_specs = hello.agents

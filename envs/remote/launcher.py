@@ -43,12 +43,13 @@ def _die_with_parent(parent: int):
 
 
 class GameProcess:
-    """One launched game instance: its process (leader of its own process group) and its output log."""
+    """One launched game process (leader of its own process group), the instance numbers it serves (one, or
+    ``env.instances_per_process``), and its output log."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, instance: int):
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, instances: range):
         self.argv = argv
-        self.instance = instance
-        self.log = tempfile.NamedTemporaryFile(prefix=f"agentkit-game{instance}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.instances = set(instances)
+        self.log = tempfile.NamedTemporaryFile(prefix=f"agentkit-game{instances[0]}-", suffix=".log", delete=False)  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
                 argv, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=self.log,

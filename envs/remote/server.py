@@ -165,35 +165,43 @@ class BridgeServer:
     # -- opening instances ------------------------------------------------------------------------------
 
     def open(self, numbers: list[int], seeds: list[int]) -> list[Instance]:
-        """Connected instances ``numbers`` (launched with ``{seed}`` = ``seeds[i]`` in launch mode)."""
+        """Connected instances ``numbers`` (launched with ``{seed}`` = ``seeds[i]`` in launch mode, up to
+        ``instances_per_process`` consecutive numbers per process)."""
         if self.config.mode == "launch":
-            games = {n: self._launch(n, s) for n, s in zip(numbers, seeds, strict=True)}
+            games: dict[int, GameProcess] = {}
+            per = self.config.instances_per_process
+            for k in range(0, len(numbers), per):
+                chunk = numbers[k:k + per]
+                game = self._launch(chunk[0], seeds[k], len(chunk))
+                games.update(dict.fromkeys(chunk, game))
             try:
                 return [self._await_launched(n, games[n]) for n in numbers]
             except BaseException:
-                for game in games.values():
+                for game in set(games.values()):
                     game.stop(grace=0.0)
                 raise
         return [self._await_any(n) for n in numbers]
 
-    def _launch(self, number: int, seed: int) -> GameProcess:
+    def _launch(self, number: int, seed: int, count: int = 1) -> GameProcess:
+        """A process serving instances ``number`` .. ``number + count - 1``."""
         cfg = self.config
-        values = {"port": self.port, "host": cfg.host, "instance": number, "seed": seed, "transport": cfg.transport}
+        values = {"port": self.port, "host": cfg.host, "instance": number, "instances": count, "seed": seed,
+                  "transport": cfg.transport}
         try:
             argv = command_argv(cfg.command, **values)
         except (KeyError, IndexError, ValueError) as exc:
             raise BridgeError(
                 f"env.command: {cfg.command!r} has an unknown placeholder or an unclosed quote ({exc}); the "
-                "placeholders are {port}, {host}, {instance}, {seed}, {transport}.", code="config",
+                "placeholders are {port}, {host}, {instance}, {instances}, {seed}, {transport}.", code="config",
             ) from exc
         env = {
             "AGENTKIT_BRIDGE_HOST": cfg.host, "AGENTKIT_BRIDGE_PORT": str(self.port),
             "AGENTKIT_BRIDGE_TRANSPORT": cfg.transport, "AGENTKIT_BRIDGE_INSTANCE": str(number),
-            "AGENTKIT_BRIDGE_SEED": str(seed),
+            "AGENTKIT_BRIDGE_INSTANCES": str(count), "AGENTKIT_BRIDGE_SEED": str(seed),
         }
         if cfg.token:
             env["AGENTKIT_BRIDGE_TOKEN"] = cfg.token
-        return GameProcess(argv, env, cfg.cwd, number)
+        return GameProcess(argv, env, cfg.cwd, range(number, number + count))
 
     def _await_launched(self, number: int, game: GameProcess) -> Instance:
         deadline = time.monotonic() + self.config.connect_timeout
@@ -298,13 +306,25 @@ class BridgeServer:
         return self.restarts < self.config.max_restarts
 
     def restart(self, instance: Instance, seed: int) -> Instance:
-        """A fresh game in ``instance``'s place: relaunched (launch mode) or the next game that connects
-        within ``connect_timeout`` (listen mode). Counts towards ``max_restarts``."""
+        """A fresh game in ``instance``'s place: relaunched in a process of its own (launch mode) or the next
+        game that connects within ``connect_timeout`` (listen mode). Counts towards ``max_restarts``. A process
+        that serves other instances too is stopped only once it serves none (a crash loses them all, and each
+        is restarted; a hang is stopped when its last instance times out)."""
         self.restarts += 1
         instance.close()
-        if instance.game is not None:
-            instance.game.stop(grace=0.0)
-        return self.open([instance.number], [seed])[0]
+        game = instance.game
+        if game is not None:
+            game.instances.discard(instance.number)
+            if not game.instances or game.exited() is not None:
+                game.stop(grace=0.0)
+        if self.config.mode == "launch":
+            game = self._launch(instance.number, seed)
+            try:
+                return self._await_launched(instance.number, game)
+            except BaseException:
+                game.stop(grace=0.0)
+                raise
+        return self._await_any(instance.number)
 
     def close(self) -> None:
         for conn, _ in self._parked.values():

@@ -25,8 +25,9 @@ a ``render()`` method returning an ``[H, W, 3]`` uint8 picture sends it when the
 ``serve`` connects to the trainer (``agentkit train`` with ``env.plugin: remote``), says hello, answers
 every reset and step, and returns when the trainer sends ``close`` (or raises ``BridgeError`` when the
 trainer refuses the game or the connection breaks). ``parse_args()`` reads the usual command line
-(``--port``, ``--host``, ``--instance``, ``--seed``, ``--transport``, ``--token``) with the
-``AGENTKIT_BRIDGE_*`` environment variables as defaults, as a launched game gets them.
+(``--port``, ``--host``, ``--instance``, ``--instances``, ``--seed``, ``--transport``, ``--token``) with the
+``AGENTKIT_BRIDGE_*`` environment variables as defaults, as a launched game gets them. ``serve_many([game, ...],
+...)`` serves several instances from one process (TCP): what ``env.instances_per_process`` launches.
 
 An action reaches ``step`` as: discrete → ``int``; multi_discrete → int array ``[branches]``; box → float32
 array of the declared shape; hybrid → ``(type_index, params float32 [P])`` (parameters the type does not
@@ -280,6 +281,10 @@ class _Tcp:
             self._start = self._end = 0
         return payload
 
+    def pending(self) -> bool:
+        """Whether bytes of a next frame are already buffered (``recv`` reads them without waiting for the socket)."""
+        return self._end > self._start
+
     def close(self) -> None:
         self.sock.close()
 
@@ -504,16 +509,18 @@ def _render(game: Any) -> np.ndarray | None:
 _OBS_BLOB = {"float32": "obs", "uint8": "obs_uint8", "int32": "obs_int32"}
 
 
-def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "127.0.0.1",
-          port: int = 11008, transport: str = "tcp", instance: int | None = None, token: str | None = None,
-          state_dim: int = 0, connect_timeout: float = 30.0) -> dict[str, Any]:
-    """Connect, say hello as ``name`` with ``agents``, and serve ``game``'s ``reset``/``step`` until the trainer
-    sends ``close``. Returns the ``welcome`` header."""
-    layout = _Layout(agents, state_dim)
-    conn = (_Tcp if transport == "tcp" else _WebSocket)(host, port, connect_timeout)
-    no_floats = np.zeros(0, np.float32)
-    try:
-        conn.send(encode({"type": "hello", "protocol": layout.protocol, "game": name, "instance": instance,
+class _Session:
+    """One instance's connection: its hello and welcome, then one answer to each request from the trainer."""
+
+    def __init__(self, game: Any, layout: _Layout, conn: _Tcp | _WebSocket):
+        self.game, self.layout, self.conn = game, layout, conn
+        self._no_floats = np.zeros(0, np.float32)
+
+    def handshake(self, name: str, instance: int | None, token: str | None, agents: list[dict[str, Any]],
+                  state_dim: int) -> dict[str, Any]:
+        """Say hello; returns the trainer's ``welcome`` header (raises ``BridgeError`` if it refuses)."""
+        conn = self.conn
+        conn.send(encode({"type": "hello", "protocol": self.layout.protocol, "game": name, "instance": instance,
                           "token": token, "agents": agents, "state_dim": state_dim}))
         welcome, _ = decode(conn.recv())
         if welcome["type"] == "error":
@@ -522,40 +529,107 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
             raise BridgeError(f"expected welcome, got {welcome['type']!r}")
         if isinstance(conn, _Tcp):
             conn.max_frame_bytes = max(int(welcome.get("max_frame_bytes", conn.max_frame_bytes)), 1 << 20)
-        while True:
-            payload = conn.recv()
-            parsed, start = _parse(payload)
-            header = parsed.header
-            kind = header["type"]
-            if kind == "step":
-                ints = parsed.ints.unpack_from(payload, start + parsed.int_at)
-                floats = (np.frombuffer(payload, np.float32, parsed.n_float, start + parsed.float_at)
-                          if parsed.n_float else no_floats)
-                s = game.step(layout.actions(ints, floats))
-                image = _render(game) if header.get("render") else None
-                frame = layout.frame("step_result", tuple(s.info) if s.info else (), None if image is None else image.shape)
-                layout.fill(frame, s, image)
-                conn.send_frame(frame)
-            elif kind == "reset":
-                r = game.reset(header.get("seed"), header.get("params") or {})
-                image = _render(game) if header.get("render") else None
-                frame = layout.frame("reset_result", (), None if image is None else image.shape)
-                layout.fill(frame, r, image)
-                conn.send_frame(frame)
-            elif kind == "close":
-                return welcome
-            elif kind == "error":
-                raise BridgeError(f"the trainer stopped: {header.get('message')}")
-            else:
-                conn.send(encode({"type": "error", "code": "unexpected_message",
-                                  "message": f"the game does not know the message {kind!r}"}))
-                raise BridgeError(f"unexpected message {kind!r}")
+        return welcome
+
+    def handle(self, payload: bytes) -> bool:
+        """Answer one request; False once the trainer has sent ``close``."""
+        game, layout, conn = self.game, self.layout, self.conn
+        parsed, start = _parse(payload)
+        header = parsed.header
+        kind = header["type"]
+        if kind == "step":
+            ints = parsed.ints.unpack_from(payload, start + parsed.int_at)
+            floats = (np.frombuffer(payload, np.float32, parsed.n_float, start + parsed.float_at)
+                      if parsed.n_float else self._no_floats)
+            s = game.step(layout.actions(ints, floats))
+            image = _render(game) if header.get("render") else None
+            frame = layout.frame("step_result", tuple(s.info) if s.info else (), None if image is None else image.shape)
+            layout.fill(frame, s, image)
+            conn.send_frame(frame)
+        elif kind == "reset":
+            r = game.reset(header.get("seed"), header.get("params") or {})
+            image = _render(game) if header.get("render") else None
+            frame = layout.frame("reset_result", (), None if image is None else image.shape)
+            layout.fill(frame, r, image)
+            conn.send_frame(frame)
+        elif kind == "close":
+            return False
+        elif kind == "error":
+            raise BridgeError(f"the trainer stopped: {header.get('message')}")
+        else:
+            conn.send(encode({"type": "error", "code": "unexpected_message",
+                              "message": f"the game does not know the message {kind!r}"}))
+            raise BridgeError(f"unexpected message {kind!r}")
+        return True
+
+
+def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "127.0.0.1",
+          port: int = 11008, transport: str = "tcp", instance: int | None = None, token: str | None = None,
+          state_dim: int = 0, connect_timeout: float = 30.0) -> dict[str, Any]:
+    """Connect, say hello as ``name`` with ``agents``, and serve ``game``'s ``reset``/``step`` until the trainer
+    sends ``close``. Returns the ``welcome`` header."""
+    conn = (_Tcp if transport == "tcp" else _WebSocket)(host, port, connect_timeout)
+    try:
+        session = _Session(game, _Layout(agents, state_dim), conn)
+        welcome = session.handshake(name, instance, token, agents, state_dim)
+        while session.handle(conn.recv()):
+            pass
+        return welcome
     finally:
         conn.close()
 
 
+def serve_many(games: list[Any], *, name: str, agents: list[dict[str, Any]], host: str = "127.0.0.1",
+               port: int = 11008, instance: int | None = None, token: str | None = None, state_dim: int = 0,
+               connect_timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Serve several instances of a game from one process and one thread, over TCP: ``games[k]`` is instance
+    ``instance + k`` (launched with ``env.instances_per_process``, it is started with the first one's
+    ``{instance}`` and ``{instances}`` = ``len(games)``). Each has its own connection; the trainer steps them
+    together, and whichever has a request waiting is answered next, so one process wakes once per vector step
+    instead of one process per instance.
+
+    Returns the ``welcome`` headers once the trainer has closed every instance; a connection that breaks or an
+    ``error`` from the trainer ends that instance only, and the first such ``BridgeError`` is raised at the end."""
+    import selectors
+
+    sessions: list[_Session] = []
+    welcomes: list[dict[str, Any]] = []
+    failure: BridgeError | None = None
+    with selectors.DefaultSelector() as selector:
+        try:
+            for k, game in enumerate(games):
+                conn = _Tcp(host, port, connect_timeout)
+                session = _Session(game, _Layout(agents, state_dim), conn)
+                sessions.append(session)
+                welcomes.append(session.handshake(name, None if instance is None else instance + k, token, agents,
+                                                  state_dim))
+                selector.register(conn.sock, selectors.EVENT_READ, session)
+            live = dict.fromkeys(sessions)  # in instance order
+            while live:
+                # a request may already sit in a connection's buffer (read with the welcome, or with the one
+                # before): it is answered before waiting on the sockets
+                ready = [s for s in live if s.conn.pending()] or [key.data for key, _ in selector.select()]
+                for session in ready:
+                    try:
+                        serving = session.handle(session.conn.recv())
+                    except (BridgeError, OSError) as exc:  # OSError: the trainer's end reset the connection
+                        failure = failure or (exc if isinstance(exc, BridgeError) else
+                                              BridgeError(f"the connection to the trainer broke ({exc})"))
+                        serving = False
+                    if not serving:
+                        selector.unregister(session.conn.sock)
+                        session.conn.close()
+                        del live[session]
+        finally:
+            for session in sessions:
+                session.conn.close()
+    if failure is not None:
+        raise failure
+    return welcomes
+
+
 def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """``--host --port --transport --instance --seed --token``, defaulting to the ``AGENTKIT_BRIDGE_*``
+    """``--host --port --transport --instance --instances --seed --token``, defaulting to the ``AGENTKIT_BRIDGE_*``
     environment variables a launched game finds (and to 127.0.0.1:11008 over TCP)."""
     env = os.environ.get
     p = parser or argparse.ArgumentParser(description="an agentkit bridge game")
@@ -564,6 +638,8 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
     p.add_argument("--transport", choices=["tcp", "websocket"], default=env("AGENTKIT_BRIDGE_TRANSPORT", "tcp"))
     instance = env("AGENTKIT_BRIDGE_INSTANCE")
     p.add_argument("--instance", type=int, default=int(instance) if instance is not None else None)
+    p.add_argument("--instances", type=int, default=int(env("AGENTKIT_BRIDGE_INSTANCES", "1")),
+                   help="instances this process serves (serve_many), numbered from --instance")
     p.add_argument("--seed", type=int, default=int(env("AGENTKIT_BRIDGE_SEED", "0")))
     p.add_argument("--token", default=env("AGENTKIT_BRIDGE_TOKEN"))
     return p.parse_args(argv)

@@ -7,7 +7,8 @@ what the tests and benchmarks run as "a game outside the trainer").
 One agent named ``agent``. The observation is a Box of any shape (uint8 frames travel as uint8, other
 integer Boxes as int32, the rest as float32) or a Dict of Boxes, whose ``action_mask`` entry (PettingZoo's
 convention, Dungeon's) travels as the action mask; actions Discrete, MultiDiscrete, Box or agentkit's
-HybridSpace. ``info`` numbers at each step travel as info scalars. Test knobs: ``--crash-at N`` exits
+HybridSpace. ``info`` numbers at each step travel as info scalars. ``--instances N`` serves N copies of the
+env from this one process (``bridge.serve_many``; ``env.instances_per_process`` launches it so). Test knobs: ``--crash-at N`` exits
 the process at the N-th step (a game that crashes), ``--hang-at N`` stops answering there.
 """
 
@@ -108,6 +109,13 @@ class GymGame:
         return bridge.Step(obs=o, reward=[reward], terminated=[term], truncated=[trunc], mask=m, info=scalars)
 
 
+def make(env_id: str) -> gym.Env:
+    try:  # frames for `agentkit eval --gif`: rgb_array envs draw only when render() is called
+        return gym.make(env_id, render_mode="rgb_array")
+    except (TypeError, ValueError, gym.error.Error):
+        return gym.make(env_id)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("env_id")
@@ -116,10 +124,13 @@ def main(argv: list[str] | None = None) -> None:
     args = bridge.parse_args(argv, p)
     if args.env_id.startswith("agentkit/"):
         import agentkit_envs.games  # noqa: F401  (registers the ids)
-    try:  # frames for `agentkit eval --gif`: rgb_array envs draw only when render() is called
-        env = gym.make(args.env_id, render_mode="rgb_array")
-    except (TypeError, ValueError, gym.error.Error):
-        env = gym.make(args.env_id)
+    env = make(args.env_id)
+    if args.instances > 1:  # env.instances_per_process: this process serves instances --instance, --instance + 1, ...
+        games = [GymGame(env, args.crash_at, args.hang_at)]
+        games += [GymGame(make(args.env_id), args.crash_at, args.hang_at) for _ in range(args.instances - 1)]
+        bridge.serve_many(games, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
+                          instance=args.instance, token=args.token)
+        return
     game = GymGame(env, args.crash_at, args.hang_at)
     bridge.serve(game, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
                  transport=args.transport, instance=args.instance, token=args.token)
