@@ -29,6 +29,7 @@ PROTOCOL_VERSION = 2
 #: the versions a game may speak: 1 (float32 observations only) and 2 (per-entry dtype, Box of any rank, Dict)
 SUPPORTED_VERSIONS = (1, 2)
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_INSTANCES = 1024  # instances on one connection
 DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4"), "uint8": np.dtype("u1")}
 _WIRE = {np.dtype(np.float32): "float32", np.dtype(np.int32): "int32", np.dtype(np.uint8): "uint8",
          np.dtype(np.bool_): "uint8"}
@@ -80,7 +81,7 @@ def encode(header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -
     if header.keys() == {"type"}:  # a step: the same header every time
         text = _plain_header(header["type"], tuple(listed))
     else:
-        text = _header_text(header, listed)
+        text = header_text(header, listed)
     return b"".join([text, *parts])
 
 
@@ -102,7 +103,7 @@ def encode_rows(kind: str, blobs: dict[str, np.ndarray], render: bool = False) -
     return [row.tobytes() for row in rows]
 
 
-def _header_text(header: dict[str, Any], listed: list[tuple[str, str, int]] | tuple) -> bytes:
+def header_text(header: dict[str, Any], listed: list[tuple[str, str, int]] | tuple) -> bytes:
     blobs = [{"name": n, "dtype": d, "count": c} for n, d, c in listed]
     text = json.dumps({**header, "blobs": blobs}, separators=(",", ":"), allow_nan=False).encode()
     return _U32.pack(len(text)) + text
@@ -110,7 +111,7 @@ def _header_text(header: dict[str, Any], listed: list[tuple[str, str, int]] | tu
 
 @functools.lru_cache(maxsize=64)
 def _plain_header(kind: str, listed: tuple[tuple[str, str, int], ...], render: bool = False) -> bytes:
-    return _header_text({"type": kind, "render": True} if render else {"type": kind}, listed)
+    return header_text({"type": kind, "render": True} if render else {"type": kind}, listed)
 
 
 Layout = tuple[tuple[str, np.dtype, int, int], ...]  # per blob: name, dtype, count, byte offset in the body
@@ -240,6 +241,7 @@ class Hello:
     state_dim: int
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     protocol: int = PROTOCOL_VERSION
+    instances: int = 1  # instances served on this one connection (``batch`` frames, mux.py), numbered from ``instance``
 
     def signature(self) -> dict[str, Any]:
         """What every instance of a run must declare alike (compared field by field)."""
@@ -417,6 +419,9 @@ def parse_hello(header: dict[str, Any]) -> Hello:
     token = header.get("token")
     if token is not None and not isinstance(token, str):
         raise _bad("token", "give a string or null.")
+    instances = header.get("instances", 1)
+    if not isinstance(instances, int) or isinstance(instances, bool) or not 1 <= instances <= MAX_INSTANCES:
+        raise _bad("instances", f"give how many instances this connection serves, 1 .. {MAX_INSTANCES}; got {instances!r}.")
     state_dim = header.get("state_dim", 0)
     if not isinstance(state_dim, int) or isinstance(state_dim, bool) or state_dim < 0:
         raise _bad("state_dim", f"give a whole number >= 0; got {state_dim!r}.")
@@ -451,7 +456,7 @@ def parse_hello(header: dict[str, Any]) -> Hello:
             entries=entries,
         ))
     return Hello(game=game, instance=instance, token=token, agents=agents, state_dim=state_dim, raw=header,
-                 protocol=version)
+                 protocol=version, instances=instances)
 
 
 def _canonical(entry: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 from agentkit import __version__
 
 from .launcher import GameProcess, command_argv
+from .mux import Channel, Multiplexed
 from .protocol import (
     BridgeDisconnected,
     BridgeError,
@@ -58,6 +59,11 @@ class Instance:
 
     def request(self, header: dict[str, Any], blobs: dict[str, np.ndarray] | None = None) -> None:
         self.send_encoded(header["type"], encode(header, blobs))
+
+    def flush(self) -> None:
+        """Send what was queued for a game that serves several instances on one connection (mux.py); the vector
+        env calls it once it has sent every instance its request, so that all the games work at once."""
+        self.conn.flush()
 
     def send_encoded(self, kind: str, payload: bytes) -> None:
         """Send a request of type ``kind`` already encoded (``protocol.encode_rows``)."""
@@ -144,6 +150,8 @@ class BridgeServer:
         self.signature: dict[str, Any] | None = None  # what the run's first instance declared
         self.first: Hello | None = None
         self._parked: dict[int, tuple[Connection, Hello]] = {}  # launched instances that connected early
+        self._queued: list[tuple[Connection, Hello]] = []  # listen mode: the other slots of a game that serves several
+        self._counts: dict[int, int] = {}  # launch mode: the instances each process was started with, by first number
         self._next = 0
         self.restarts = 0
         self._expected = "the run's first instance"
@@ -201,6 +209,7 @@ class BridgeServer:
         }
         if cfg.token:
             env["AGENTKIT_BRIDGE_TOKEN"] = cfg.token
+        self._counts[number] = count
         return GameProcess(argv, env, cfg.cwd, range(number, number + count))
 
     def _await_launched(self, number: int, game: GameProcess) -> Instance:
@@ -231,15 +240,32 @@ class BridgeServer:
                 raise self._refuse(conn, BridgeError(
                     "bad_hello: instance: a launched game must send the {instance} it was started with; got null.",
                     code="bad_hello", field="instance"))
-            self._parked[hello.instance] = (conn, hello)
+            started = self._counts.get(hello.instance, 1)
+            if hello.instances != started:
+                raise self._refuse(conn, BridgeError(
+                    f"bad_hello: instances: the game started as {{instance}} = {hello.instance} with {{instances}} = "
+                    f"{started} declares {hello.instances} instances on its connection; serve the {{instances}} it "
+                    "was started with (env.instances_per_process).", code="bad_hello", field="instances",
+                    trainer=started, game=hello.instances))
+            for slot, end in enumerate(self._ends(conn, hello)):
+                self._parked[hello.instance + slot] = (end, hello)
         conn, hello = self._parked.pop(number)
         return self._welcome(number, conn, hello, game)
 
+    def _ends(self, conn: Connection, hello: Hello) -> list[Connection]:
+        """The connection itself for a game with one instance; for one that serves several, its welcome now and
+        one channel per slot (mux.py)."""
+        if hello.instances == 1:
+            return [conn]
+        self._send_welcome(conn, hello, hello.instance)
+        return Multiplexed(conn, hello.instances).channels
+
     def _await_any(self, number: int) -> Instance:
         deadline = time.monotonic() + self.config.connect_timeout
-        print(f"agentkit: waiting up to {self.config.connect_timeout:g} s for a game to connect to "
-              f"{self.config.transport}://{self.address} (env.mode: listen; instance {number})", file=sys.stderr,
-              flush=True)
+        if not self._queued:
+            print(f"agentkit: waiting up to {self.config.connect_timeout:g} s for a game to connect to "
+                  f"{self.config.transport}://{self.address} (env.mode: listen; instance {number})", file=sys.stderr,
+                  flush=True)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -248,9 +274,13 @@ class BridgeServer:
                     f"{self.config.connect_timeout:g} s (env.connect_timeout) for instance {number}: start the game "
                     f"(it connects to port {self.port}), or raise env.connect_timeout.", code="no_connection",
                 )
+            if self._queued:
+                end, hello = self._queued.pop(0)
+                return self._welcome(number, end, hello, None)
             conn = self.listener.accept(min(left, 0.5))
             if conn is not None:
-                return self._welcome(number, conn, self._handshake(conn, deadline), None)
+                hello = self._handshake(conn, deadline)
+                self._queued += [(end, hello) for end in self._ends(conn, hello)]
 
     def _handshake(self, conn: Connection, deadline: float) -> Hello:
         try:
@@ -294,11 +324,15 @@ class BridgeServer:
         return error
 
     def _welcome(self, number: int, conn: Connection, hello: Hello, game: GameProcess | None) -> Instance:
+        if not isinstance(conn, Channel):  # a game with several instances had one welcome for all (``_ends``)
+            self._send_welcome(conn, hello, number)
+        return Instance(number, conn, hello, game, self.config.step_timeout)
+
+    def _send_welcome(self, conn: Connection, hello: Hello, number: int | None) -> None:
         conn.send(encode({
-            "type": "welcome", "protocol": hello.protocol, "instance": number,
+            "type": "welcome", "protocol": hello.protocol, "instance": number, "instances": hello.instances,
             "max_frame_bytes": self.config.max_frame_bytes, "trainer": f"agentkit {__version__}",
         }))
-        return Instance(number, conn, hello, game, self.config.step_timeout)
 
     # -- faults -----------------------------------------------------------------------------------------
 
@@ -327,7 +361,8 @@ class BridgeServer:
         return self._await_any(instance.number)
 
     def close(self) -> None:
-        for conn, _ in self._parked.values():
+        for conn, _ in [*self._parked.values(), *self._queued]:
             conn.close()
         self._parked.clear()
+        self._queued.clear()
         self.listener.close()

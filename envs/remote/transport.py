@@ -27,6 +27,10 @@ class Connection(Protocol):
 
     def send(self, payload: bytes) -> None: ...
 
+    def flush(self) -> None:
+        """Send what ``send`` queued: a no-op for a connection of its own, one ``batch`` for an instance that
+        shares its game's connection (mux.py)."""
+
     def recv(self, timeout: float | None) -> bytes: ...
 
     def close(self) -> None: ...
@@ -72,6 +76,9 @@ class TcpConnection:
                     select.select([], [self.sock], [], 1.0)
         except OSError as exc:
             raise BridgeDisconnected(f"the connection from {self.peer} broke while sending ({exc})") from exc
+
+    def flush(self) -> None:
+        pass
 
     def _fill(self, need: int, deadline: float | None) -> None:
         """Receive until ``need`` bytes past ``_start`` are buffered."""
@@ -135,6 +142,9 @@ class WebSocketConnection:
             self.ws.send(payload)
         except ConnectionClosed as exc:
             raise BridgeDisconnected(f"the WebSocket from {self.peer} closed while sending ({exc})") from exc
+
+    def flush(self) -> None:
+        pass
 
     def recv(self, timeout: float | None) -> bytes:
         from websockets.exceptions import ConnectionClosed

@@ -221,6 +221,12 @@ class RemoteMultiAgentVecEnv:
         does not). The instances' blob bytes are stacked and each blob copied once for all of them (games
         send the same header at every step, so one check and one layout serve the whole vector step)."""
         answered = np.zeros(self.num_envs, bool)
+        for i in rows:  # games that serve several instances on one connection get their batches now
+            if i not in self._lost:
+                try:
+                    self.instances[i].flush()
+                except BridgeDisconnected as exc:
+                    self._lost[i] = exc
         groups: dict[int, tuple[dict[str, Any], Layout, list[int], list[memoryview]]] = {}
         for i in rows:
             if i in self._lost:

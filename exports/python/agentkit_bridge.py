@@ -27,7 +27,7 @@ every reset and step, and returns when the trainer sends ``close`` (or raises ``
 trainer refuses the game or the connection breaks). ``parse_args()`` reads the usual command line
 (``--port``, ``--host``, ``--instance``, ``--instances``, ``--seed``, ``--transport``, ``--token``) with the
 ``AGENTKIT_BRIDGE_*`` environment variables as defaults, as a launched game gets them. ``serve_many([game, ...],
-...)`` serves several instances from one process (TCP): what ``env.instances_per_process`` launches.
+...)`` serves several instances from one process on one connection: what ``env.instances_per_process`` launches.
 
 An action reaches ``step`` as: discrete → ``int``; multi_discrete → int array ``[branches]``; box → float32
 array of the declared shape; hybrid → ``(type_index, params float32 [P])`` (parameters the type does not
@@ -281,10 +281,6 @@ class _Tcp:
             self._start = self._end = 0
         return payload
 
-    def pending(self) -> bool:
-        """Whether bytes of a next frame are already buffered (``recv`` reads them without waiting for the socket)."""
-        return self._end > self._start
-
     def close(self) -> None:
         self.sock.close()
 
@@ -515,13 +511,18 @@ class _Session:
     def __init__(self, game: Any, layout: _Layout, conn: _Tcp | _WebSocket):
         self.game, self.layout, self.conn = game, layout, conn
         self._no_floats = np.zeros(0, np.float32)
+        self._answer: Frame | None = None
 
     def handshake(self, name: str, instance: int | None, token: str | None, agents: list[dict[str, Any]],
-                  state_dim: int) -> dict[str, Any]:
-        """Say hello; returns the trainer's ``welcome`` header (raises ``BridgeError`` if it refuses)."""
+                  state_dim: int, instances: int = 1) -> dict[str, Any]:
+        """Say hello (for ``instances`` instances on this connection); returns the trainer's ``welcome`` header
+        (raises ``BridgeError`` if it refuses)."""
         conn = self.conn
-        conn.send(encode({"type": "hello", "protocol": self.layout.protocol, "game": name, "instance": instance,
-                          "token": token, "agents": agents, "state_dim": state_dim}))
+        hello = {"type": "hello", "protocol": self.layout.protocol, "game": name, "instance": instance,
+                 "token": token, "agents": agents, "state_dim": state_dim}
+        if instances > 1:
+            hello["instances"] = instances
+        conn.send(encode(hello))
         welcome, _ = decode(conn.recv())
         if welcome["type"] == "error":
             raise BridgeError(f"the trainer refused the game: {welcome.get('message')}")
@@ -531,8 +532,12 @@ class _Session:
             conn.max_frame_bytes = max(int(welcome.get("max_frame_bytes", conn.max_frame_bytes)), 1 << 20)
         return welcome
 
+    def answer(self) -> Frame:
+        """The answer ``handle`` made to the last reset or step (sent by the caller: alone, or in a batch)."""
+        return self._answer
+
     def handle(self, payload: bytes) -> bool:
-        """Answer one request; False once the trainer has sent ``close``."""
+        """Make the answer to one request (``answer()``); False once the trainer has sent ``close``."""
         game, layout, conn = self.game, self.layout, self.conn
         parsed, start = _parse(payload)
         header = parsed.header
@@ -545,13 +550,13 @@ class _Session:
             image = _render(game) if header.get("render") else None
             frame = layout.frame("step_result", tuple(s.info) if s.info else (), None if image is None else image.shape)
             layout.fill(frame, s, image)
-            conn.send_frame(frame)
+            self._answer = frame
         elif kind == "reset":
             r = game.reset(header.get("seed"), header.get("params") or {})
             image = _render(game) if header.get("render") else None
             frame = layout.frame("reset_result", (), None if image is None else image.shape)
             layout.fill(frame, r, image)
-            conn.send_frame(frame)
+            self._answer = frame
         elif kind == "close":
             return False
         elif kind == "error":
@@ -573,59 +578,56 @@ def serve(game: Any, *, name: str, agents: list[dict[str, Any]], host: str = "12
         session = _Session(game, _Layout(agents, state_dim), conn)
         welcome = session.handshake(name, instance, token, agents, state_dim)
         while session.handle(conn.recv()):
-            pass
+            conn.send_frame(session.answer())
         return welcome
     finally:
         conn.close()
 
 
 def serve_many(games: list[Any], *, name: str, agents: list[dict[str, Any]], host: str = "127.0.0.1",
-               port: int = 11008, instance: int | None = None, token: str | None = None, state_dim: int = 0,
-               connect_timeout: float = 30.0) -> list[dict[str, Any]]:
-    """Serve several instances of a game from one process and one thread, over TCP: ``games[k]`` is instance
-    ``instance + k`` (launched with ``env.instances_per_process``, it is started with the first one's
-    ``{instance}`` and ``{instances}`` = ``len(games)``). Each has its own connection; the trainer steps them
-    together, and whichever has a request waiting is answered next, so one process wakes once per vector step
-    instead of one process per instance.
+               port: int = 11008, transport: str = "tcp", instance: int | None = None, token: str | None = None,
+               state_dim: int = 0, connect_timeout: float = 30.0) -> dict[str, Any]:
+    """Serve several instances of a game from one process on one connection: ``games[k]`` is instance
+    ``instance + k`` (launched with ``env.instances_per_process``, the process gets the first one's ``{instance}``
+    and ``{instances}`` = ``len(games)``). The hello says ``"instances": len(games)``; then the trainer sends each
+    vector step's requests in one ``batch`` frame and this answers them in one (docs/bridge.md, "Several instances
+    on one connection"): two frames per step instead of two per instance. Returns the ``welcome`` header once the
+    trainer has closed every instance."""
+    layouts = [_Layout(agents, state_dim) for _ in games]
+    conn = (_Tcp if transport == "tcp" else _WebSocket)(host, port, connect_timeout)
+    try:
+        sessions = [_Session(game, layout, conn) for game, layout in zip(games, layouts)]
+        welcome = sessions[0].handshake(name, instance, token, agents, state_dim, instances=len(games))
+        live = set(range(len(games)))
+        while live:
+            payload = conn.recv()
+            parsed, start = _parse(payload)
+            if parsed.header["type"] != "batch":  # the trainer's error, or a message this client does not know
+                sessions[0].handle(payload)
+                raise BridgeError(f"expected a batch, got {parsed.header['type']!r}")
+            slots, sizes = parsed.header["slots"], parsed.header["sizes"]
+            answered, parts, at = [], [], start
+            for slot, size in zip(slots, sizes):
+                session = sessions[slot]
+                if session.handle(payload[at:at + size]):
+                    answered.append(slot)
+                    parts.append(session.answer().payload)
+                else:
+                    live.discard(slot)
+                at += size
+            if answered:
+                conn.send(_batch(answered, parts))
+        return welcome
+    finally:
+        conn.close()
 
-    Returns the ``welcome`` headers once the trainer has closed every instance; a connection that breaks or an
-    ``error`` from the trainer ends that instance only, and the first such ``BridgeError`` is raised at the end."""
-    import selectors
 
-    sessions: list[_Session] = []
-    welcomes: list[dict[str, Any]] = []
-    failure: BridgeError | None = None
-    with selectors.DefaultSelector() as selector:
-        try:
-            for k, game in enumerate(games):
-                conn = _Tcp(host, port, connect_timeout)
-                session = _Session(game, _Layout(agents, state_dim), conn)
-                sessions.append(session)
-                welcomes.append(session.handshake(name, None if instance is None else instance + k, token, agents,
-                                                  state_dim))
-                selector.register(conn.sock, selectors.EVENT_READ, session)
-            live = dict.fromkeys(sessions)  # in instance order
-            while live:
-                # a request may already sit in a connection's buffer (read with the welcome, or with the one
-                # before): it is answered before waiting on the sockets
-                ready = [s for s in live if s.conn.pending()] or [key.data for key, _ in selector.select()]
-                for session in ready:
-                    try:
-                        serving = session.handle(session.conn.recv())
-                    except (BridgeError, OSError) as exc:  # OSError: the trainer's end reset the connection
-                        failure = failure or (exc if isinstance(exc, BridgeError) else
-                                              BridgeError(f"the connection to the trainer broke ({exc})"))
-                        serving = False
-                    if not serving:
-                        selector.unregister(session.conn.sock)
-                        session.conn.close()
-                        del live[session]
-        finally:
-            for session in sessions:
-                session.conn.close()
-    if failure is not None:
-        raise failure
-    return welcomes
+def _batch(slots: list[int], payloads: list[memoryview]) -> bytes:
+    """One ``batch`` payload: ``payloads[i]`` (whole payloads) for slot ``slots[i]``, one after the other."""
+    sizes = [len(p) for p in payloads]
+    text = json.dumps({"type": "batch", "slots": slots, "sizes": sizes,
+                       "blobs": [{"name": "parts", "dtype": "uint8", "count": sum(sizes)}]}, separators=(",", ":")).encode()
+    return b"".join([_U32.pack(len(text)), text, *payloads])
 
 
 def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         games = [GymGame(env, args.crash_at, args.hang_at)]
         games += [GymGame(make(args.env_id), args.crash_at, args.hang_at) for _ in range(args.instances - 1)]
         bridge.serve_many(games, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
-                          instance=args.instance, token=args.token)
+                          transport=args.transport, instance=args.instance, token=args.token)
         return
     game = GymGame(env, args.crash_at, args.hang_at)
     bridge.serve(game, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
