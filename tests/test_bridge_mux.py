@@ -1,0 +1,103 @@
+"""Several game instances in one process on one connection (``env.instances_per_process``, the Python client's
+``serve_many``, ``batch`` frames: docs/bridge.md, "Several instances on one connection")."""
+
+from __future__ import annotations
+
+import subprocess
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from agentkit_envs.remote.mux import decode_batch, encode_batch
+from agentkit_envs.remote.protocol import BridgeError, encode, header_text
+from test_bridge import PY, SERVE_GYM, _free_port, counter, gym_game, source_of
+
+from agentkit.config import load_config
+from agentkit.host import PluginHost
+from agentkit.trainer import train
+
+
+def test_a_batch_round_trips_and_a_malformed_one_names_the_field():
+    parts = [encode({"type": "step"}, {"action_int": np.array([k], np.int32)}) for k in range(3)]
+    batch = encode_batch([2, 0, 1], parts)
+    assert [(slot, bytes(p)) for slot, p in decode_batch(batch, 3)] == list(zip([2, 0, 1], parts, strict=True))
+    with pytest.raises(BridgeError, match=r"'slots' \(each 0 \.\. 1\)") as info:
+        decode_batch(batch, 2)  # slot 2 on a connection of 2
+    assert info.value.details["field"] == "slots"
+    wrong = header_text({"type": "batch", "slots": [0], "sizes": [3]}, [("parts", "uint8", len(parts[0]))]) + parts[0]
+    with pytest.raises(BridgeError, match=r"sum\(sizes\) = 3 bytes") as info:
+        decode_batch(wrong, 1)
+    assert info.value.details["field"] == "parts"
+    with pytest.raises(BridgeError, match="after the welcome every message is a 'batch'"):
+        decode_batch(parts[0], 3)
+
+
+def test_one_process_serves_every_instance_with_the_in_process_transitions():
+    """4 instances in one launched process, 2 messages a vector step: the same transitions as gymnasium's envs."""
+    import agentkit_envs.games  # noqa: F401
+
+    source = source_of(gym_game("agentkit/Moving-v0", "--instances {instances}", num_envs=4, instances_per_process=4))
+    try:
+        venv = source.make_vec(4, seed=5)
+        local = [gym.make("agentkit/Moving-v0") for _ in range(4)]
+        o = venv.reset()
+        assert len({inst.game.pid for inst in venv.multi.instances}) == 1
+        np.testing.assert_array_equal(o.obs, np.stack([e.reset(seed=5 + i)[0] for i, e in enumerate(local)]))
+        rng = np.random.default_rng(0)
+        for _ in range(210):  # past the 200-step time limit: every instance resets once, alone in its batch
+            types = rng.integers(0, 3, size=4)
+            params = rng.uniform(-1, 1, size=(4, 2)).astype(np.float32)
+            tr = venv.step((types, params))
+            for i, e in enumerate(local):
+                obs, r, term, trunc, _ = e.step((int(types[i]), params[i]))
+                assert tr.reward[i] == np.float32(r) and tr.terminated[i] == term and tr.truncated[i] == trunc
+                if term or trunc:
+                    np.testing.assert_array_equal(tr.final_obs[i], obs)
+                    obs, _ = e.reset()
+                np.testing.assert_array_equal(tr.next.obs[i], obs)
+        venv.close()
+    finally:
+        source.close()
+
+
+def test_a_crashed_process_loses_all_its_instances_and_each_is_restarted(tmp_path):
+    host = PluginHost()
+    config = load_config({
+        "seed": 0, "env": gym_game("agentkit/Moving-v0", "--instances {instances} --crash-at 150",
+                                   instances_per_process=2),
+        "algorithm": {"plugin": "ppo", "total_steps": 512, "num_steps": 128},
+        "run": {"progress": "none", "tensorboard": False},
+    }, host.registry)
+    result = train(config, host, tmp_path / "run")
+    assert result["step"] == 512
+    assert result["bridge/restarts"] >= 2  # the process of both crashed at its 150th step: both restarted
+    assert result["bridge/dropped_episodes"] >= 2
+
+
+def test_a_game_that_serves_fewer_instances_than_it_was_started_with_is_refused():
+    env = counter(instances_per_process=2)  # tests/bridge_games.py serves one instance whatever {instances} says
+    with pytest.raises(BridgeError, match=r"bad_hello: instances: the game started as \{instance\} = 0 with "
+                                          r"\{instances\} = 2 declares 1 instances") as info:
+        source_of(env)
+    assert "env.instances_per_process" in str(info.value)
+
+
+def test_listen_mode_takes_every_instance_a_game_serves():
+    port = _free_port()
+    game = subprocess.Popen([PY, str(SERVE_GYM), "agentkit/Dungeon-v0", "--port", str(port), "--instances", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        source = source_of({"plugin": "remote", "mode": "listen", "port": port, "connect_timeout": 20, "num_envs": 3})
+        try:
+            venv = source.make_vec(3, seed=0)
+            o = venv.reset()
+            assert o.obs.shape[0] == 3 and [inst.number for inst in venv.multi.instances] == [0, 1, 2]
+            for _ in range(5):
+                o = venv.step(o.mask.argmax(axis=1)).next
+            venv.close()
+        finally:
+            source.close()
+        assert game.wait(timeout=20) == 0, game.stderr.read()
+    finally:
+        game.kill()
+        game.wait()
