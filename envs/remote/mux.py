@@ -17,6 +17,7 @@ that finds nothing for its slot sends the queue as one batch and reads the game'
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 
@@ -26,9 +27,13 @@ from .transport import Connection
 
 def encode_batch(slots: list[int], payloads: list[bytes | memoryview]) -> bytes:
     """One ``batch`` payload carrying ``payloads[i]`` for slot ``slots[i]``."""
-    sizes = [len(p) for p in payloads]
-    header = header_text({"type": "batch", "slots": slots, "sizes": sizes}, [("parts", "uint8", sum(sizes))])
-    return b"".join([header, *payloads])
+    return b"".join([_batch_header(tuple(slots), tuple(len(p) for p in payloads)), *payloads])
+
+
+@functools.lru_cache(maxsize=64)
+def _batch_header(slots: tuple[int, ...], sizes: tuple[int, ...]) -> bytes:
+    """(A vector step's batch has the same slots and sizes as the one before.)"""
+    return header_text({"type": "batch", "slots": list(slots), "sizes": list(sizes)}, [("parts", "uint8", sum(sizes))])
 
 
 def decode_batch(payload: bytes | memoryview, k: int) -> list[tuple[int, memoryview]]:

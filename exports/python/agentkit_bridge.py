@@ -624,10 +624,20 @@ def serve_many(games: list[Any], *, name: str, agents: list[dict[str, Any]], hos
 
 def _batch(slots: list[int], payloads: list[memoryview]) -> bytes:
     """One ``batch`` payload: ``payloads[i]`` (whole payloads) for slot ``slots[i]``, one after the other."""
-    sizes = [len(p) for p in payloads]
-    text = json.dumps({"type": "batch", "slots": slots, "sizes": sizes,
-                       "blobs": [{"name": "parts", "dtype": "uint8", "count": sum(sizes)}]}, separators=(",", ":")).encode()
-    return b"".join([_U32.pack(len(text)), text, *payloads])
+    sizes = tuple(len(p) for p in payloads)
+    key = (tuple(slots), sizes)
+    head = _BATCH_HEADERS.get(key)
+    if head is None:  # most steps' batches have the slots and sizes of the one before
+        text = json.dumps({"type": "batch", "slots": slots, "sizes": sizes,
+                           "blobs": [{"name": "parts", "dtype": "uint8", "count": sum(sizes)}]},
+                          separators=(",", ":")).encode()
+        head = _U32.pack(len(text)) + text
+        if len(_BATCH_HEADERS) < 256:
+            _BATCH_HEADERS[key] = head
+    return b"".join([head, *payloads])
+
+
+_BATCH_HEADERS: dict[tuple, bytes] = {}
 
 
 def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
