@@ -596,7 +596,7 @@ def serve_many(games: list[Any], *, name: str, agents: list[dict[str, Any]], hos
     layouts = [_Layout(agents, state_dim) for _ in games]
     conn = (_Tcp if transport == "tcp" else _WebSocket)(host, port, connect_timeout)
     try:
-        sessions = [_Session(game, layout, conn) for game, layout in zip(games, layouts)]
+        sessions = [_Session(game, layout, conn) for game, layout in zip(games, layouts, strict=True)]
         welcome = sessions[0].handshake(name, instance, token, agents, state_dim, instances=len(games))
         live = set(range(len(games)))
         while live:
@@ -607,7 +607,7 @@ def serve_many(games: list[Any], *, name: str, agents: list[dict[str, Any]], hos
                 raise BridgeError(f"expected a batch, got {parsed.header['type']!r}")
             slots, sizes = parsed.header["slots"], parsed.header["sizes"]
             answered, parts, at = [], [], start
-            for slot, size in zip(slots, sizes):
+            for slot, size in zip(slots, sizes, strict=True):
                 session = sessions[slot]
                 if session.handle(payload[at:at + size]):
                     answered.append(slot)
