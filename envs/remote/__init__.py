@@ -49,8 +49,8 @@ class RemoteEnvConfig(EnvConfig):
         "and {transport} are filled in (split like a shell would, not run by one)."
     )
     instances_per_process: int = Field(
-        1, ge=1, description="launch: game instances one process serves (the command gets the first one's {instance} "
-        "and {instances}; each instance still connects on its own). Fewer processes to wake per step where cores are few."
+        1, ge=1, description="launch: game instances one process serves on one connection (batch frames, docs/bridge.md; "
+        "the command gets the first one's {instance} and {instances}). Fewer processes and frames per vector step."
     )
     cwd: str | None = Field(None, description="launch: the folder the command runs in (default: the current one).")
     transport: Literal["tcp", "websocket"] = Field("tcp", description="tcp (length-prefixed frames) or websocket.")

@@ -342,8 +342,8 @@ class BridgeServer:
     def restart(self, instance: Instance, seed: int) -> Instance:
         """A fresh game in ``instance``'s place: relaunched in a process of its own (launch mode) or the next
         game that connects within ``connect_timeout`` (listen mode). Counts towards ``max_restarts``. A process
-        that serves other instances too is stopped only once it serves none (a crash loses them all, and each
-        is restarted; a hang is stopped when its last instance times out)."""
+        that serves other instances too is stopped once it has exited or serves none of them (a crash loses them
+        all, and each is restarted on its own)."""
         self.restarts += 1
         instance.close()
         game = instance.game
