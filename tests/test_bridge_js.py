@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from bridge_pixel_checks import CHECKS, run_check
 from conftest import NODE, REPO
+from test_bridge import _free_port
 
 from agentkit.build import build_env
 from agentkit.config import load_config
@@ -37,6 +38,82 @@ def test_node_moving_trains_with_ppo_over_tcp(tmp_path):
     result = train(config, host, tmp_path / "run")
     assert result["step"] == 1024 and result["charts/episodes"] >= 4
     assert 0.0 <= result["infos/success"] <= 1.0 and result["bridge/restarts"] == 0.0
+
+
+def moving_node(**env) -> dict:
+    command = f"{NODE} {JS / 'games' / 'moving.mjs'} --port {{port}} --instance {{instance}} --instances {{instances}}"
+    return {"plugin": "remote", "command": command, "num_envs": 4, "connect_timeout": 30, **env}
+
+
+def test_one_node_process_serves_four_instances_with_the_transitions_of_four(tmp_path):
+    """``instances_per_process: 4``: one Node process (``serveMany``, batch frames) gives the transitions of a
+    process per instance, for the same seeds and actions, resets after the 200-step time limit included."""
+    sources = [build_env(run_config(moving_node(instances_per_process=k), {"plugin": "ppo", "total_steps": 1})[0],
+                         PluginHost().registry) for k in (1, 4)]
+    try:
+        apart, together = (source.make_vec(4, seed=5) for source in sources)
+        np.testing.assert_array_equal(apart.reset().obs, together.reset().obs)
+        assert len({inst.game.pid for inst in apart.multi.instances}) == 4
+        assert len({inst.game.pid for inst in together.multi.instances}) == 1
+        rng = np.random.default_rng(0)
+        ends = 0
+        for _ in range(210):
+            action = (rng.integers(0, 3, size=4), rng.uniform(-1, 1, size=(4, 2)).astype(np.float32))
+            a, b = apart.step(action), together.step(action)
+            for field in ("reward", "terminated", "truncated", "final_obs"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+            np.testing.assert_array_equal(a.next.obs, b.next.obs)
+            assert (a.episode_returns, a.episode_lengths, a.episode_infos) == (
+                b.episode_returns, b.episode_lengths, b.episode_infos)
+            ends += len(a.episode_returns)
+        assert ends >= 4  # every instance's episode ended at least once (then it reset in a batch of its own)
+        apart.close()
+        together.close()
+    finally:
+        for source in sources:
+            source.close()
+
+
+def test_node_moving_and_team_forage_train_with_one_process_for_every_instance(tmp_path):
+    config, host = run_config(moving_node(instances_per_process=4), {"plugin": "ppo", "total_steps": 1024,
+                                                                     "num_steps": 128})
+    result = train(config, host, tmp_path / "moving")
+    assert result["step"] == 1024 and result["charts/episodes"] >= 4 and result["bridge/restarts"] == 0.0
+    command = f"{NODE} {JS / 'games' / 'team.mjs'} --port {{port}} --instance {{instance}} --instances {{instances}}"
+    env = {"plugin": "remote", "command": command, "num_envs": 2, "instances_per_process": 2, "connect_timeout": 30}
+    config, host = run_config(env, {"plugin": "mappo", "total_steps": 256, "num_steps": 64})
+    result = train(config, host, tmp_path / "team")
+    assert result["step"] == 256 and "infos/eaten" in result and result["bridge/restarts"] == 0.0
+
+
+def test_listen_mode_takes_the_three_instances_one_node_process_serves():
+    port = _free_port()
+    game = subprocess.Popen([NODE, str(JS / "games" / "moving.mjs"), "--port", str(port), "--instances", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        env = {"plugin": "remote", "mode": "listen", "port": port, "connect_timeout": 20, "num_envs": 3}
+        source = build_env(run_config(env, {"plugin": "ppo", "total_steps": 1})[0], PluginHost().registry)
+        try:
+            venv = source.make_vec(3, seed=0)
+            o = venv.reset()
+            assert o.obs.shape == (3, 9) and [inst.number for inst in venv.multi.instances] == [0, 1, 2]
+            for _ in range(3):
+                tr = venv.step((np.zeros(3, np.int64), np.array([[1.0, 0], [0.5, 0], [0.25, 0]], np.float32)))
+            # three accelerations of magnitude m: speed min(3 * 0.5 * m, 1): each instance got its own action
+            np.testing.assert_allclose(tr.next.obs[:, 2], [1.0, 0.75, 0.375], atol=1e-6)
+            venv.close()
+        finally:
+            source.close()
+        assert game.wait(timeout=20) == 0, game.stderr.read()
+    finally:
+        game.kill()
+        game.wait()
+
+
+def test_the_js_client_refuses_a_bad_instance_count():
+    proc = subprocess.run([NODE, str(JS / "games" / "moving.mjs"), "--port", "1", "--instances", "two"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "--instances (or AGENTKIT_BRIDGE_INSTANCES) is NaN" in proc.stderr
 
 
 def test_node_moving_over_websocket_with_the_ws_package(js_workdir, tmp_path):

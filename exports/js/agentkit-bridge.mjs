@@ -24,7 +24,8 @@
 // An action reaches `step` as: discrete -> a number; multi_discrete -> an Int32Array [branches]; box -> a
 // Float32Array (row-major); hybrid -> { type, params: Float32Array [P] } (parameters the type does not
 // own are 0). `serve` returns once the trainer sends `close`, and rejects with an Error when the trainer
-// refuses the game or the connection breaks.
+// refuses the game or the connection breaks. `serveMany([game0, game1, ...], options)` serves several
+// copies of the game from this one process on one connection (`env.instances_per_process`; `batch` frames).
 
 export const PROTOCOL_VERSION = 2;
 
@@ -77,6 +78,18 @@ export function encode(header, blobs = {}) {
     listed.push({ name, dtype, count: typed.length });
     parts.push(new Uint8Array(typed.buffer, typed.byteOffset, typed.byteLength));
   }
+  return assemble(header, listed, parts);
+}
+
+/** One `batch` payload: `payloads[i]` (whole payloads, Uint8Arrays) for slot `slots[i]`, one after the other. */
+export function encodeBatch(slots, payloads) {
+  const sizes = payloads.map((p) => p.length);
+  const count = sizes.reduce((a, b) => a + b, 0);
+  return assemble({ type: "batch", slots, sizes }, [{ name: "parts", dtype: "uint8", count }], payloads);
+}
+
+/** The payload of `header` with the blobs `listed` ({name, dtype, count}) whose bytes are `parts`. */
+function assemble(header, listed, parts) {
   const text = encoder.encode(JSON.stringify({ ...header, blobs: listed }));
   let size = 4 + text.length;
   for (const p of parts) size += p.length;
@@ -326,79 +339,170 @@ class Layout {
   }
 }
 
+/** One instance's game: the answer to each request the trainer sends it. */
+class Session {
+  constructor(game, agents, protocol, stateDim) {
+    this.game = game;
+    this.layout = new Layout(agents, protocol);
+    this.stateDim = stateDim;
+  }
+
+  /**
+   * The payload answering one request (`bytes`, a `reset` or `step`), or null for `close`. Throws on the
+   * trainer's `error`, and on a message it does not know (after telling the trainer over `conn`).
+   */
+  async handle(bytes, conn) {
+    const { game, layout, stateDim } = this;
+    const n = layout.n;
+    const { header, blobs } = decode(bytes);
+    if (header.type === "reset") {
+      const r = await game.reset(header.seed ?? null, header.params ?? {});
+      const out = {
+        ...layout.obsBlobs(r.obs),
+        alive: ["uint8", layout.perAgent(r.alive, Uint8Array, "alive", new Uint8Array(n).fill(1))],
+      };
+      if (layout.totalMask) out.mask = ["uint8", layout.mask(r.mask)];
+      if (stateDim) out.state = ["float32", Float32Array.from(r.state)];
+      return encode({ type: "reset_result" }, out);
+    }
+    if (header.type === "step") {
+      const s = await game.step(layout.actions(blobs.action_int, blobs.action_float));
+      const term = layout.perAgent(s.terminated, Uint8Array, "terminated");
+      const trunc = layout.perAgent(s.truncated, Uint8Array, "truncated");
+      const fallback = term.map((t, a) => (t || trunc[a] ? 0 : 1));
+      const out = {
+        ...layout.obsBlobs(s.obs),
+        reward: ["float32", layout.perAgent(s.reward, Float32Array, "reward")],
+        terminated: ["uint8", term],
+        truncated: ["uint8", trunc],
+        alive: ["uint8", layout.perAgent(s.alive, Uint8Array, "alive", fallback)],
+      };
+      if (layout.totalMask) out.mask = ["uint8", layout.mask(s.mask)];
+      if (stateDim) out.state = ["float32", Float32Array.from(s.state)];
+      const head = { type: "step_result" };
+      const keys = Object.keys(s.info ?? {});
+      if (keys.length) {
+        head.info_keys = keys;
+        const info = new Float32Array(n * keys.length);
+        keys.forEach((key, k) => {
+          const v = s.info[key];
+          for (let a = 0; a < n; a++) info[a * keys.length + k] = typeof v === "number" ? v : Number(v[a]);
+        });
+        out.info = ["float32", info];
+      }
+      return encode(head, out);
+    }
+    if (header.type === "close") return null;
+    if (header.type === "error") throw new Error(`the trainer stopped: ${header.message}`);
+    conn.send(encode({ type: "error", code: "unexpected_message", message: `unknown message ${header.type}` }));
+    throw new Error(`unexpected message ${header.type}`);
+  }
+}
+
+const SERVE_DEFAULTS = { host: "127.0.0.1", port: 11008, transport: "tcp", instance: null, token: null, stateDim: 0,
+  connectTimeoutMs: 30000, protocol: PROTOCOL_VERSION };
+
+/** `serve`'s options with their defaults (for those missing or undefined), checked. */
+function serveOptions(options) {
+  const o = { ...SERVE_DEFAULTS };
+  for (const [key, value] of Object.entries(options)) if (value !== undefined) o[key] = value;
+  if (o.protocol !== 1 && o.protocol !== 2) throw new Error(`agentkit-bridge: protocol ${o.protocol}: give 1 or 2`);
+  if (!isNode && o.transport !== "websocket") throw new Error("agentkit-bridge: browsers connect with transport 'websocket'");
+  return o;
+}
+
 /**
- * Connect to the trainer, say hello as `name` with `agents`, and serve `game` until the trainer sends
- * `close`. Options: host ("127.0.0.1"), port (11008), transport ("tcp" | "websocket"; browsers: websocket),
- * instance (null), token (null), stateDim (0), connectTimeoutMs (30000). Resolves with the welcome header.
+ * Connect, say hello for `instances` instances, run `body(conn)` and close the connection; resolves with the
+ * trainer's `welcome` header, rejects if it refuses the game.
  */
-export async function serve(game, { name, agents, host = "127.0.0.1", port = 11008, transport = "tcp",
-  instance = null, token = null, stateDim = 0, connectTimeoutMs = 30000, protocol = PROTOCOL_VERSION } = {}) {
-  if (protocol !== 1 && protocol !== 2) throw new Error(`agentkit-bridge: protocol ${protocol}: give 1 or 2`);
-  if (!isNode && transport !== "websocket") throw new Error("agentkit-bridge: browsers connect with transport 'websocket'");
-  const conn = transport === "tcp"
-    ? await connectTcp(host, port, connectTimeoutMs)
-    : await connectWebSocket(`ws://${host}:${port}/`, connectTimeoutMs);
-  const n = agents.length;
+async function connected(o, instances, body) {
+  const conn = o.transport === "tcp"
+    ? await connectTcp(o.host, o.port, o.connectTimeoutMs)
+    : await connectWebSocket(`ws://${o.host}:${o.port}/`, o.connectTimeoutMs);
   try {
-    const layout = new Layout(agents, protocol);
-    conn.send(encode({ type: "hello", protocol, game: name, instance, token, agents, state_dim: stateDim }));
+    const hello = { type: "hello", protocol: o.protocol, game: o.name, instance: o.instance, token: o.token,
+      agents: o.agents, state_dim: o.stateDim };
+    if (instances > 1) hello.instances = instances;
+    conn.send(encode(hello));
     const { header: welcome } = decode(await conn.recv());
     if (welcome.type === "error") throw new Error(`the trainer refused the game: ${welcome.message}`);
     if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${welcome.type}`);
-    for (;;) {
-      const { header, blobs } = decode(await conn.recv());
-      if (header.type === "reset") {
-        const r = await game.reset(header.seed ?? null, header.params ?? {});
-        const out = {
-          ...layout.obsBlobs(r.obs),
-          alive: ["uint8", layout.perAgent(r.alive, Uint8Array, "alive", new Uint8Array(n).fill(1))],
-        };
-        if (layout.totalMask) out.mask = ["uint8", layout.mask(r.mask)];
-        if (stateDim) out.state = ["float32", Float32Array.from(r.state)];
-        conn.send(encode({ type: "reset_result" }, out));
-      } else if (header.type === "step") {
-        const s = await game.step(layout.actions(blobs.action_int, blobs.action_float));
-        const term = layout.perAgent(s.terminated, Uint8Array, "terminated");
-        const trunc = layout.perAgent(s.truncated, Uint8Array, "truncated");
-        const fallback = term.map((t, a) => (t || trunc[a] ? 0 : 1));
-        const out = {
-          ...layout.obsBlobs(s.obs),
-          reward: ["float32", layout.perAgent(s.reward, Float32Array, "reward")],
-          terminated: ["uint8", term],
-          truncated: ["uint8", trunc],
-          alive: ["uint8", layout.perAgent(s.alive, Uint8Array, "alive", fallback)],
-        };
-        if (layout.totalMask) out.mask = ["uint8", layout.mask(s.mask)];
-        if (stateDim) out.state = ["float32", Float32Array.from(s.state)];
-        const head = { type: "step_result" };
-        const keys = Object.keys(s.info ?? {});
-        if (keys.length) {
-          head.info_keys = keys;
-          const info = new Float32Array(n * keys.length);
-          keys.forEach((key, k) => {
-            const v = s.info[key];
-            for (let a = 0; a < n; a++) info[a * keys.length + k] = typeof v === "number" ? v : Number(v[a]);
-          });
-          out.info = ["float32", info];
-        }
-        conn.send(encode(head, out));
-      } else if (header.type === "close") {
-        return welcome;
-      } else if (header.type === "error") {
-        throw new Error(`the trainer stopped: ${header.message}`);
-      } else {
-        conn.send(encode({ type: "error", code: "unexpected_message", message: `unknown message ${header.type}` }));
-        throw new Error(`unexpected message ${header.type}`);
-      }
-    }
+    await body(conn);
+    return welcome;
   } finally {
     conn.close();
   }
 }
 
 /**
- * Node: `--host --port --transport --instance --seed --token` from `argv`, defaulting to the
- * AGENTKIT_BRIDGE_* environment variables a launched game gets (and 127.0.0.1:11008 over TCP).
+ * Connect to the trainer, say hello as `name` with `agents`, and serve `game` until the trainer sends
+ * `close`. Options: host ("127.0.0.1"), port (11008), transport ("tcp" | "websocket"; browsers: websocket),
+ * instance (null), token (null), stateDim (0), connectTimeoutMs (30000). Resolves with the welcome header.
+ */
+export async function serve(game, options = {}) {
+  const o = serveOptions(options);
+  const session = new Session(game, o.agents, o.protocol, o.stateDim);
+  return connected(o, 1, async (conn) => {
+    for (;;) {
+      const answer = await session.handle(await conn.recv(), conn);
+      if (answer === null) return;
+      conn.send(answer);
+    }
+  });
+}
+
+/**
+ * Serve several instances of a game from this one process on one connection: `games[k]` (each its own game
+ * object) is instance `instance + k`. What `env.instances_per_process` launches: the process gets the first
+ * instance's number (`--instance`) and the count (`--instances`, `parseArgs().instances`). The hello says
+ * `"instances": games.length`; then the trainer sends each vector step's requests in one `batch` and this
+ * answers them in one (docs/bridge.md, "Several instances on one connection"). Same options as `serve`;
+ * resolves with the welcome header once the trainer has closed every instance. One game: `serve`.
+ */
+export async function serveMany(games, options = {}) {
+  if (!Array.isArray(games) || games.length === 0) {
+    throw new Error("agentkit-bridge: serveMany needs an array of games, one per instance");
+  }
+  if (games.length === 1) return serve(games[0], options);
+  const o = serveOptions(options);
+  const sessions = games.map((game) => new Session(game, o.agents, o.protocol, o.stateDim));
+  return connected(o, games.length, async (conn) => {
+    const live = new Set(sessions.keys());
+    while (live.size) {
+      const bytes = await conn.recv();
+      const { header, blobs } = decode(bytes);
+      if (header.type !== "batch") { // the trainer's error, or a message this client does not know
+        await sessions[0].handle(bytes, conn);
+        throw new Error(`expected a batch, got ${header.type}`);
+      }
+      const { slots, sizes } = header;
+      const parts = blobs.parts ?? new Uint8Array(0);
+      if (!Array.isArray(slots) || !Array.isArray(sizes) || slots.length !== sizes.length
+          || !slots.every((s) => Number.isInteger(s) && s >= 0 && s < games.length)
+          || sizes.reduce((a, b) => a + b, 0) !== parts.length) {
+        throw new Error(`bad_frame: a batch for ${games.length} instances has slots ${JSON.stringify(slots)}, `
+          + `sizes ${JSON.stringify(sizes)} and ${parts.length} bytes of parts`);
+      }
+      const answered = [];
+      const answers = [];
+      let at = 0;
+      for (let i = 0; i < slots.length; i++) {
+        const answer = await sessions[slots[i]].handle(parts.subarray(at, at + sizes[i]), conn);
+        at += sizes[i];
+        if (answer === null) live.delete(slots[i]);
+        else {
+          answered.push(slots[i]);
+          answers.push(answer);
+        }
+      }
+      if (answered.length) conn.send(encodeBatch(answered, answers));
+    }
+  });
+}
+
+/**
+ * Node: `--host --port --transport --instance --instances --seed --token` from `argv`, defaulting to the
+ * AGENTKIT_BRIDGE_* environment variables a launched game gets (and 127.0.0.1:11008 over TCP, 1 instance).
  * Unknown `--key value` pairs are returned too (as strings).
  */
 export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
@@ -408,6 +512,7 @@ export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
     port: Number(env.AGENTKIT_BRIDGE_PORT ?? 11008),
     transport: env.AGENTKIT_BRIDGE_TRANSPORT ?? "tcp",
     instance: env.AGENTKIT_BRIDGE_INSTANCE != null ? Number(env.AGENTKIT_BRIDGE_INSTANCE) : null,
+    instances: Number(env.AGENTKIT_BRIDGE_INSTANCES ?? 1), // how many this process serves (serveMany)
     seed: Number(env.AGENTKIT_BRIDGE_SEED ?? 0),
     token: env.AGENTKIT_BRIDGE_TOKEN ?? null,
   };
@@ -416,7 +521,10 @@ export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
     if (!m || i + 1 >= argv.length) continue;
     const key = m[1].replace(/-([a-z])/g, (_, c) => c.toUpperCase());
     const value = argv[++i];
-    out[key] = ["port", "instance", "seed"].includes(key) ? Number(value) : value;
+    out[key] = ["port", "instance", "instances", "seed"].includes(key) ? Number(value) : value;
+  }
+  if (!Number.isInteger(out.instances) || out.instances < 1) {
+    throw new Error(`agentkit-bridge: --instances (or AGENTKIT_BRIDGE_INSTANCES) is ${out.instances}: give a whole number >= 1`);
   }
   return out;
 }

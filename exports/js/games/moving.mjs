@@ -2,13 +2,15 @@
 //
 //   node exports/js/games/moving.mjs --port 11008            # connect to a trainer that listens there
 //   (examples/bridge-moving-node.yaml launches it with --port {port} --instance {instance})
+//   node exports/js/games/moving.mjs --instances 8           # 8 games in this process, one connection
+//   (what env.instances_per_process: 8 launches)
 //
 // Drive a vehicle into a target circle and stop there, with hybrid actions: accelerate(magnitude),
 // turn(angle), brake(). Same physics, reward, observation and bounds as the Python game; only the random
 // generator differs (mulberry32 seeded at reset instead of numpy's PCG64), so episodes are drawn from the
 // same distribution, not the same sequence.
 
-import { agent, hybrid, parseArgs, seededRandom, serve } from "../agentkit-bridge.mjs";
+import { agent, hybrid, parseArgs, seededRandom, serveMany } from "../agentkit-bridge.mjs";
 
 export const ACCELERATE = 0;
 export const TURN = 1;
@@ -97,7 +99,7 @@ export function bridged(game) {
 
 if (typeof process !== "undefined" && import.meta.url === `file://${process.argv[1]}`) {  // a page has no process
   const args = parseArgs();
-  const game = new Moving();
-  await serve(bridged(game), { name: "moving-js", agents: [game.spec], host: args.host, port: args.port,
-    transport: args.transport, instance: args.instance, token: args.token });
+  const games = Array.from({ length: args.instances }, () => new Moving()); // --instances N: N on one connection
+  await serveMany(games.map(bridged), { name: "moving-js", agents: [games[0].spec], host: args.host,
+    port: args.port, transport: args.transport, instance: args.instance, token: args.token });
 }

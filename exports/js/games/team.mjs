@@ -1,6 +1,6 @@
 // Team Forage: a small multi-agent JavaScript game with masked actions, trained over the bridge with MAPPO.
 //
-//   node exports/js/games/team.mjs --port 11008 [--agents 3] [--size 6] [--food 4]
+//   node exports/js/games/team.mjs --port 11008 [--agents 3] [--size 6] [--food 4] [--instances 1]
 //   (examples/bridge-team-node.yaml launches it with --port {port} --instance {instance})
 //
 // A team of foragers on a size x size grid with `food` items. Each step every living forager moves
@@ -15,7 +15,7 @@
 // every item in a fixed order: present (0/1), dx, dy (item minus forager, / size). Info: `eaten`, the items
 // this forager has eaten this episode.
 
-import { agent, discrete, parseArgs, seededRandom, serve } from "../agentkit-bridge.mjs";
+import { agent, discrete, parseArgs, seededRandom, serveMany } from "../agentkit-bridge.mjs";
 
 const MOVES = [[0, -1], [0, 1], [-1, 0], [1, 0]];
 const EAT = 4;
@@ -128,8 +128,9 @@ export class TeamForage {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const args = parseArgs();
-  const game = new TeamForage({ agents: Number(args.agents ?? 3), size: Number(args.size ?? 6),
-    food: Number(args.food ?? 4), energy: Number(args.energy ?? 10), maxSteps: Number(args.maxSteps ?? 40) });
-  await serve(game, { name: "team-forage-js", agents: game.specs, host: args.host, port: args.port,
+  const games = Array.from({ length: args.instances }, () => new TeamForage({ agents: Number(args.agents ?? 3),
+    size: Number(args.size ?? 6), food: Number(args.food ?? 4), energy: Number(args.energy ?? 10),
+    maxSteps: Number(args.maxSteps ?? 40) })); // --instances N: N games on one connection
+  await serveMany(games, { name: "team-forage-js", agents: games[0].specs, host: args.host, port: args.port,
     transport: args.transport, instance: args.instance, token: args.token });
 }
