@@ -110,22 +110,60 @@ def test_listen_mode_takes_the_three_instances_one_node_process_serves():
         game.wait()
 
 
+def test_the_js_client_names_a_malformed_batch():
+    """A trainer that sends a batch for a slot the game does not serve: the Node game stops, naming the slots."""
+    import socket
+    import struct
+
+    from agentkit_envs.remote.mux import encode_batch
+    from agentkit_envs.remote.protocol import decode, encode
+
+    def send(conn: socket.socket, payload: bytes) -> None:
+        conn.sendall(struct.pack("<I", len(payload)) + payload)
+
+    def recv(conn: socket.socket) -> bytes:
+        (size,) = struct.unpack("<I", conn.recv(4, socket.MSG_WAITALL))
+        return conn.recv(size, socket.MSG_WAITALL)
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        game = subprocess.Popen([NODE, str(JS / "games" / "moving.mjs"), "--port", str(port), "--instances", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            server.settimeout(30)
+            conn, _ = server.accept()
+            with conn:
+                hello, _ = decode(recv(conn))
+                assert hello["type"] == "hello" and hello["instances"] == 2
+                send(conn, encode({"type": "welcome", "protocol": 2, "instance": 0, "instances": 2}))
+                send(conn, encode_batch([0, 5], [encode({"type": "reset", "seed": 1})] * 2))
+                assert game.wait(timeout=30) != 0
+        finally:
+            game.kill()
+            game.wait()
+    assert "bad_frame: a batch for 2 instances has slots [0,5]" in game.stderr.read()
+
+
 def test_the_js_client_refuses_a_bad_instance_count():
     proc = subprocess.run([NODE, str(JS / "games" / "moving.mjs"), "--port", "1", "--instances", "two"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "--instances (or AGENTKIT_BRIDGE_INSTANCES) is NaN" in proc.stderr
 
 
-def test_node_moving_over_websocket_with_the_ws_package(js_workdir, tmp_path):
+@pytest.mark.parametrize("per_process", [1, 2], ids=["a-process-each", "one-process"])
+def test_node_moving_over_websocket_with_the_ws_package(per_process, js_workdir, tmp_path):
     work = js_workdir({"agentkit-bridge.mjs": JS / "agentkit-bridge.mjs", "games/moving.mjs": JS / "games" / "moving.mjs"})
     env = {"plugin": "remote", "transport": "websocket", "num_envs": 2, "connect_timeout": 30,
-           "command": f"{NODE} {work / 'games' / 'moving.mjs'} --port {{port}} --instance {{instance}} --transport {{transport}}"}
+           "instances_per_process": per_process,
+           "command": f"{NODE} {work / 'games' / 'moving.mjs'} --port {{port}} --instance {{instance}} "
+                      "--instances {instances} --transport {transport}"}
     source = build_env(run_config(env, {"plugin": "ppo", "total_steps": 1})[0], PluginHost().registry)
     try:
         assert source.env_id == "moving-js" and source.action_space.type_names == ["accelerate", "turn", "brake"]
         venv = source.make_vec(2, seed=0)
         o = venv.reset()
         assert o.obs.shape == (2, 9) and np.all(o.obs[:, 2] == 0) and np.all(o.obs[:, 8] == 0)
+        assert len({inst.game.pid for inst in venv.multi.instances}) == 2 // per_process
         for _ in range(3):
             tr = venv.step((np.array([0, 0]), np.array([[1.0, 0.0], [0.5, 0.0]], np.float32)))
         # three full accelerations: speed capped at max_speed 1.0; half ones: 0.75
