@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from bridge_pixel_checks import CHECKS, run_check
 from conftest import NODE, REPO
-from test_bridge import _free_port
+from test_bridge_mux import listening
 
 from agentkit.build import build_env
 from agentkit.config import load_config
@@ -87,27 +87,15 @@ def test_node_moving_and_team_forage_train_with_one_process_for_every_instance(t
 
 
 def test_listen_mode_takes_the_three_instances_one_node_process_serves():
-    port = _free_port()
-    game = subprocess.Popen([NODE, str(JS / "games" / "moving.mjs"), "--port", str(port), "--instances", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        env = {"plugin": "remote", "mode": "listen", "port": port, "connect_timeout": 20, "num_envs": 3}
-        source = build_env(run_config(env, {"plugin": "ppo", "total_steps": 1})[0], PluginHost().registry)
-        try:
-            venv = source.make_vec(3, seed=0)
-            o = venv.reset()
-            assert o.obs.shape == (3, 9) and [inst.number for inst in venv.multi.instances] == [0, 1, 2]
-            for _ in range(3):
-                tr = venv.step((np.zeros(3, np.int64), np.array([[1.0, 0], [0.5, 0], [0.25, 0]], np.float32)))
-            # three accelerations of magnitude m: speed min(3 * 0.5 * m, 1): each instance got its own action
-            np.testing.assert_allclose(tr.next.obs[:, 2], [1.0, 0.75, 0.375], atol=1e-6)
-            venv.close()
-        finally:
-            source.close()
-        assert game.wait(timeout=20) == 0, game.stderr.read()
-    finally:
-        game.kill()
-        game.wait()
+    def play(venv):
+        o = venv.reset()
+        assert o.obs.shape == (3, 9) and [inst.number for inst in venv.multi.instances] == [0, 1, 2]
+        for _ in range(3):
+            tr = venv.step((np.zeros(3, np.int64), np.array([[1.0, 0], [0.5, 0], [0.25, 0]], np.float32)))
+        # three accelerations of magnitude m: speed min(3 * 0.5 * m, 1): each instance got its own action
+        np.testing.assert_allclose(tr.next.obs[:, 2], [1.0, 0.75, 0.375], atol=1e-6)
+
+    listening([NODE, str(JS / "games" / "moving.mjs"), "--instances", "3"], 3, play)
 
 
 def test_the_js_client_names_a_malformed_batch():

@@ -82,18 +82,17 @@ def test_a_game_that_serves_fewer_instances_than_it_was_started_with_is_refused(
     assert "env.instances_per_process" in str(info.value)
 
 
-def test_listen_mode_takes_every_instance_a_game_serves():
+def listening(argv: list[str], num_envs: int, play) -> None:
+    """Start the game process ``argv`` (``--port`` is added), let it connect to a trainer that listens for
+    ``num_envs`` instances, run ``play(venv)`` on them, and check that the game then exits 0."""
     port = _free_port()
-    game = subprocess.Popen([PY, str(SERVE_GYM), "agentkit/Dungeon-v0", "--port", str(port), "--instances", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    game = subprocess.Popen([*argv, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        source = source_of({"plugin": "remote", "mode": "listen", "port": port, "connect_timeout": 20, "num_envs": 3})
+        source = source_of({"plugin": "remote", "mode": "listen", "port": port, "connect_timeout": 20,
+                            "num_envs": num_envs})
         try:
-            venv = source.make_vec(3, seed=0)
-            o = venv.reset()
-            assert o.obs.shape[0] == 3 and [inst.number for inst in venv.multi.instances] == [0, 1, 2]
-            for _ in range(5):
-                o = venv.step(o.mask.argmax(axis=1)).next
+            venv = source.make_vec(num_envs, seed=0)
+            play(venv)
             venv.close()
         finally:
             source.close()
@@ -101,3 +100,13 @@ def test_listen_mode_takes_every_instance_a_game_serves():
     finally:
         game.kill()
         game.wait()
+
+
+def test_listen_mode_takes_every_instance_a_game_serves():
+    def play(venv):
+        o = venv.reset()
+        assert o.obs.shape[0] == 3 and [inst.number for inst in venv.multi.instances] == [0, 1, 2]
+        for _ in range(5):
+            o = venv.step(o.mask.argmax(axis=1)).next
+
+    listening([PY, str(SERVE_GYM), "agentkit/Dungeon-v0", "--instances", "3"], 3, play)
