@@ -7,7 +7,8 @@ and reads the env's own `win` info at the end of each episode:
     agentkit export benchmarks/runs/arena-mappo-seed0 --out benchmarks/runs/arena-mappo-seed0/team.onnx
     python benchmarks/arena_winrate.py benchmarks/runs/arena-mappo-seed0/team-blue_0.onnx --episodes 200
 
-The file name is the one `agentkit export` printed (one file per policy group). Prints the win rate and the
+The file name is the one `agentkit export` printed (one file per policy group); a group that plays both
+sides (one policy for all four agents, `frame: team`) plays blue here. Prints the win rate and the
 same figure for a policy that picks uniformly among the allowed action types with random parameters.
 
 The opponent is always the env's scripted red team, whatever the export was trained against: a blue team
@@ -64,8 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     policy = agentkit.runtime.load(args.onnx)
     agents = policy.metadata["agents"]
-    if not all(agent.startswith("blue_") for agent in agents):
-        raise SystemExit(f"arena_winrate.py: {args.onnx} plays {agents}; pass the blue team's export "
+    if not any(agent.startswith("blue_") for agent in agents):  # a policy of both sides plays blue here
+        raise SystemExit(f"arena_winrate.py: {args.onnx} plays {agents}; pass an export that plays blue "
                          "(the scripted team is red).")
     kwargs = {**policy.metadata["env"]["config"]["kwargs"], "opponent": "scripted"}
     trained = play(policy, args.episodes, args.seed, kwargs)
