@@ -110,3 +110,15 @@ def test_listen_mode_takes_every_instance_a_game_serves():
             o = venv.step(o.mask.argmax(axis=1)).next
 
     listening([PY, str(SERVE_GYM), "agentkit/Dungeon-v0", "--instances", "3"], 3, play)
+
+
+def test_serve_many_of_one_game_is_serve():
+    """serve_gymnasium.py always calls ``serve_many``: with one game (``--instances`` 1, the default) its hello says
+    nothing of instances and the trainer's plain messages are answered (the Python README's example)."""
+    def play(venv):
+        o = venv.reset()
+        assert len(venv.multi.instances) == 1
+        for _ in range(3):
+            o = venv.step(o.mask.argmax(axis=1)).next
+
+    listening([PY, str(SERVE_GYM), "agentkit/Dungeon-v0"], 1, play)

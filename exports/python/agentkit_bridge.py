@@ -592,7 +592,10 @@ def serve_many(games: list[Any], *, name: str, agents: list[dict[str, Any]], hos
     and ``{instances}`` = ``len(games)``). The hello says ``"instances": len(games)``; then the trainer sends each
     vector step's requests in one ``batch`` frame and this answers them in one (docs/bridge.md, "Several instances
     on one connection"): two frames per step instead of two per instance. Returns the ``welcome`` header once the
-    trainer has closed every instance."""
+    trainer has closed every instance. One game: ``serve`` (what ``parse_args().instances`` is by default)."""
+    if len(games) == 1:  # a hello without "instances": the trainer then sends plain messages, not batches
+        return serve(games[0], name=name, agents=agents, host=host, port=port, transport=transport, instance=instance,
+                     token=token, state_dim=state_dim, connect_timeout=connect_timeout)
     layouts = [_Layout(agents, state_dim) for _ in games]
     conn = (_Tcp if transport == "tcp" else _WebSocket)(host, port, connect_timeout)
     try:

@@ -125,15 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.env_id.startswith("agentkit/"):
         import agentkit_envs.games  # noqa: F401  (registers the ids)
     env = make(args.env_id)
-    if args.instances > 1:  # env.instances_per_process: this process serves instances --instance, --instance + 1, ...
-        games = [GymGame(env, args.crash_at, args.hang_at)]
-        games += [GymGame(make(args.env_id), args.crash_at, args.hang_at) for _ in range(args.instances - 1)]
-        bridge.serve_many(games, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
-                          transport=args.transport, instance=args.instance, token=args.token)
-        return
-    game = GymGame(env, args.crash_at, args.hang_at)
-    bridge.serve(game, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
-                 transport=args.transport, instance=args.instance, token=args.token)
+    # env.instances_per_process: this process serves instances --instance, --instance + 1, ... (one: bridge.serve)
+    games = [GymGame(env, args.crash_at, args.hang_at)]
+    games += [GymGame(make(args.env_id), args.crash_at, args.hang_at) for _ in range(args.instances - 1)]
+    bridge.serve_many(games, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
+                      transport=args.transport, instance=args.instance, token=args.token)
 
 
 if __name__ == "__main__":
