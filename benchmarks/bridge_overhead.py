@@ -7,13 +7,13 @@ Every side uses examples/dungeon-masked-ppo.yaml with num_envs 8. In-process: th
 Dungeon copies in the trainer's process. Bridged: the remote plugin launches 8 processes of
 exports/python/serve_gymnasium.py agentkit/Dungeon-v0 (the numpy Python client over TCP) and steps them
 together. Bridged, one process: ``env.instances_per_process: 8``, one process of the same script serving the 8
-instances (``serve_many``; each still has its connection), as an engine runs several training areas in one
+instances on one connection (``serve_many``, batch frames), as an engine runs several training areas in one
 game. The sides alternate (in-process, bridged, one process, in-process, ...) so that all see the same load.
 
 Two figures per side:
 * PPO training steps/s: ``time/steps_per_second`` of the whole run (collection and updates), median of the rounds;
 * collection only: random allowed actions (from the mask), ``--collect`` vector steps, no policy, env steps/s.
-The claim checked (issue 23): bridged training >= 0.7x in-process.
+The claim checked (issue 23): bridged training >= 0.7x in-process, for each bridged side.
 """
 
 from __future__ import annotations
