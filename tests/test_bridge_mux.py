@@ -74,6 +74,24 @@ def test_a_crashed_process_loses_all_its_instances_and_each_is_restarted(tmp_pat
     assert result["bridge/dropped_episodes"] >= 2
 
 
+def test_a_crashed_process_is_started_again_with_all_its_instances_and_counts_once():
+    source = source_of(gym_game("agentkit/Moving-v0", "--instances {instances} --crash-at 40", num_envs=3,
+                                instances_per_process=3))
+    try:
+        venv = source.make_vec(3, seed=0)
+        venv.reset()
+        first = {inst.game.pid for inst in venv.multi.instances}
+        for _ in range(45):  # the process exits at the 40th step of its first instance: the 40th vector step
+            tr = venv.step((np.zeros(3, np.int64), np.zeros((3, 2), np.float32)))
+        again = {inst.game.pid for inst in venv.multi.instances}
+        assert len(first) == len(again) == 1 and first != again  # one new process for the three instances
+        assert source.server.restarts == 1 and source.stats["restarts"] == 3
+        assert source.stats["dropped_episodes"] >= 3 and tr.reward.shape == (3,)
+        venv.close()
+    finally:
+        source.close()
+
+
 def test_a_game_that_serves_fewer_instances_than_it_was_started_with_is_refused():
     env = counter(instances_per_process=2)  # tests/bridge_games.py serves one instance whatever {instances} says
     with pytest.raises(BridgeError, match=r"bad_hello: instances: the game started as \{instance\} = 0 with "

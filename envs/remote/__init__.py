@@ -61,7 +61,8 @@ class RemoteEnvConfig(EnvConfig):
     connect_timeout: float = Field(60.0, gt=0, description="Seconds a game has to connect and say hello.")
     step_timeout: float = Field(60.0, gt=0, description="Seconds a game has to answer a reset or a step.")
     max_frame_bytes: int = Field(DEFAULT_MAX_FRAME_BYTES, ge=1024, description="The largest payload accepted.")
-    max_restarts: int = Field(10, ge=0, description="Crashed instances restarted per run before the run stops.")
+    max_restarts: int = Field(10, ge=0, description="Crashed games (processes, listen-mode connections) restarted per run "
+                              "before the run stops; a process serving several instances counts once.")
     params: dict[str, Any] = Field(default_factory=dict, description="Sent to the game with every reset.")
     groups: dict[str, list[str]] | None = Field(
         None, description="Multi-agent games: policy groups {name: [agent, ...]}; default: identical spaces share one."

@@ -48,7 +48,7 @@ class GameProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, instances: range):
         self.argv = argv
-        self.instances = set(instances)
+        self.instances = instances
         self.log = tempfile.NamedTemporaryFile(prefix=f"agentkit-game{instances[0]}-", suffix=".log", delete=False)  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(

@@ -152,6 +152,7 @@ class BridgeServer:
         self._parked: dict[int, tuple[Connection, Hello]] = {}  # launched instances that connected early
         self._queued: list[tuple[Connection, Hello]] = []  # listen mode: the other slots of a game that serves several
         self._counts: dict[int, int] = {}  # launch mode: the instances each process was started with, by first number
+        self._relaunched: dict[int, GameProcess] = {}  # each restarted instance's new process
         self._next = 0
         self.restarts = 0
         self._expected = "the run's first instance"
@@ -336,29 +337,33 @@ class BridgeServer:
 
     # -- faults -----------------------------------------------------------------------------------------
 
-    def can_restart(self) -> bool:
-        return self.restarts < self.config.max_restarts
+    def can_restart(self, instance: Instance) -> bool:
+        """Whether ``instance`` may be replaced: its process was relaunched already (with another of its instances),
+        or fewer than ``max_restarts`` games were restarted."""
+        return instance.number in self._parked or self.restarts < self.config.max_restarts
 
     def restart(self, instance: Instance, seed: int) -> Instance:
-        """A fresh game in ``instance``'s place: relaunched in a process of its own (launch mode) or the next
-        game that connects within ``connect_timeout`` (listen mode). Counts towards ``max_restarts``. A process
-        that serves other instances too is stopped once it has exited or serves none of them (a crash loses them
-        all, and each is restarted on its own)."""
-        self.restarts += 1
+        """A fresh game in ``instance``'s place: relaunched (launch mode) or the next game that connects within
+        ``connect_timeout`` (listen mode); counts towards ``max_restarts``. A launched process that served several
+        instances on one connection lost them all: the first of them to be restarted relaunches the process with
+        all of them, and the others take their new connections without counting again."""
         instance.close()
-        game = instance.game
-        if game is not None:
-            game.instances.discard(instance.number)
-            if not game.instances or game.exited() is not None:
-                game.stop(grace=0.0)
-        if self.config.mode == "launch":
-            game = self._launch(instance.number, seed)
-            try:
-                return self._await_launched(instance.number, game)
-            except BaseException:
-                game.stop(grace=0.0)
-                raise
-        return self._await_any(instance.number)
+        number = instance.number
+        if number in self._parked:  # relaunched with another instance of its process
+            return self._await_launched(number, self._relaunched[number])
+        self.restarts += 1
+        if self.config.mode != "launch":
+            return self._await_any(number)
+        numbers = instance.game.instances if instance.game is not None else range(number, number + 1)
+        if instance.game is not None:
+            instance.game.stop(grace=0.0)
+        game = self._launch(numbers[0], seed, len(numbers))
+        self._relaunched.update(dict.fromkeys(numbers, game))
+        try:
+            return self._await_launched(number, game)
+        except BaseException:
+            game.stop(grace=0.0)
+            raise
 
     def close(self) -> None:
         for conn, _ in [*self._parked.values(), *self._queued]:

@@ -341,9 +341,9 @@ class RemoteMultiAgentVecEnv:
             cause = self._lost[i]
             old = self.instances[i]
             server = self.source.server
-            if not server.can_restart():
+            if not server.can_restart(old):
                 raise BridgeError(
-                    f"instance {old.number} was lost after {old.last} ({cause}); {server.restarts} instances were "
+                    f"instance {old.number} was lost after {old.last} ({cause}); {server.restarts} games were "
                     f"restarted already (env.max_restarts: {server.config.max_restarts}), so the run stops.",
                     code="game_lost",
                 )
