@@ -25,6 +25,7 @@ import os
 import resource
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -138,10 +139,16 @@ def main() -> int:
     parser.add_argument("--collect", type=int, default=2000, help="vector steps of the collection-only figure")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs" / "bridge_overhead")
     parser.add_argument("--no-results", action="store_true")
+    parser.add_argument("--cpu-latency-zero", action="store_true",
+                        help="hold /dev/cpu_dma_latency at 0 for the whole run (Linux, root): idle CPUs poll instead of "
+                        "halting, so a process woken on an idle CPU starts at once (every side gets it)")
     parser.add_argument("--autogroup-nice", type=int, default=None,
                         help="the nice of the benchmark's autogroup and of each game's (Linux; see set_autogroup_nice); "
                         "run the benchmark in a session of its own (setsid) so that nothing else shares it")
     args = parser.parse_args()
+    if args.cpu_latency_zero:  # kept open until the process exits: the kernel honours it while the file is open
+        latency = os.open("/dev/cpu_dma_latency", os.O_RDWR)
+        os.write(latency, struct.pack("i", 0))
     global GAME_AUTOGROUP_NICE
     if args.autogroup_nice is not None:
         set_autogroup_nice(args.autogroup_nice)
@@ -195,6 +202,8 @@ def main() -> int:
             + ("autogroup nice: left as it is, so `nice` ranks the benchmark only within its own session"
                if args.autogroup_nice is None else
                f"autogroup nice {args.autogroup_nice} for the benchmark's session and each game's")
+            + ("; /dev/cpu_dma_latency held at 0 (idle CPUs poll, no halt)" if args.cpu_latency_zero else
+               "; CPU idle states as the machine has them")
             + ").\n\n"
             "| median (rounds) | in-process | bridged | bridged, one process | bridged / in-process | "
             "one process / in-process |\n|---|---|---|---|---|---|\n"
