@@ -59,6 +59,14 @@ def env_section(bridged: bool, num_envs: int, per_process: int = 1) -> dict:
     return {"plugin": "remote", "num_envs": num_envs, "command": command, "instances_per_process": per_process}
 
 
+def _autogroups() -> bool:
+    """Whether the kernel schedules each session as one group (Linux's ``sched_autogroup_enabled``)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def set_autogroup_nice(nice: int) -> None:
     """Give this process's autogroup the nice ``nice``. Linux (``kernel.sched_autogroup_enabled``) schedules
     each session's processes as one group, and a process's nice ranks it only within its group: ``nice -n -10``
@@ -199,9 +207,10 @@ def main() -> int:
             f"vector steps of random allowed actions; \"bridged\": {n} processes of "
             f"exports/python/serve_gymnasium.py over TCP, one instance each; \"bridged, one process\": "
             f"`env.instances_per_process: {n}`, one process serving the {n} instances (`serve_many`); "
-            + ("autogroup nice: left as it is, so `nice` ranks the benchmark only within its own session"
-               if args.autogroup_nice is None else
-               f"autogroup nice {args.autogroup_nice} for the benchmark's session and each game's")
+            + (f"autogroup nice {args.autogroup_nice} for the benchmark's session and each game's"
+               if args.autogroup_nice is not None else
+               "autogroups off (`kernel.sched_autogroup_enabled = 0`): `nice` ranks every process" if not _autogroups()
+               else "autogroup nice: left as it is, so `nice` ranks the benchmark only within its own session")
             + ("; /dev/cpu_dma_latency held at 0 (idle CPUs poll, no halt)" if args.cpu_latency_zero else
                "; CPU idle states as the machine has them")
             + ").\n\n"
