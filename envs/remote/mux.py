@@ -21,7 +21,7 @@ import functools
 import time
 from collections import deque
 
-from .protocol import BridgeDisconnected, BridgeError, BridgeTimeout, header_text, split
+from .protocol import BridgeDisconnected, BridgeError, BridgeTimeout, Layout, header_text, split
 from .transport import Connection
 
 
@@ -38,7 +38,11 @@ def _batch_header(slots: tuple[int, ...], sizes: tuple[int, ...]) -> bytes:
 
 def decode_batch(payload: bytes | memoryview, k: int) -> list[tuple[int, memoryview]]:
     """``(slot, payload)`` of each message in a ``batch`` payload from a connection of ``k`` slots."""
-    header, layout, body = split(payload)
+    return _parts(*split(payload), k)
+
+
+def _parts(header: dict, layout: Layout, body: memoryview, k: int) -> list[tuple[int, memoryview]]:
+    """``decode_batch`` of a payload already split (``protocol.split``)."""
     if header.get("type") != "batch":
         raise BridgeError(f"unexpected_message: a connection of {k} instances sent {header.get('type')!r}; after "
                           "the welcome every message is a 'batch'.", code="unexpected_message")
@@ -71,6 +75,12 @@ class Multiplexed:
         self._open = set(range(k))
         self._broken: BridgeError | None = None  # once the connection failed, every slot fails alike
 
+    def queue(self, slot: int, payload: bytes) -> None:
+        """Keep ``slot``'s message for the next batch (``flush``)."""
+        if self._broken is not None:
+            raise BridgeDisconnected(str(self._broken))
+        self._outbox.append((slot, payload))
+
     def flush(self) -> None:
         """Send the queued messages as one batch."""
         if self._outbox and self._broken is None:
@@ -95,17 +105,17 @@ class Multiplexed:
                 raise BridgeTimeout("timed out")
             try:
                 payload = self.conn.recv(left)
-            except BridgeTimeout:
+            except BridgeTimeout:  # the game is slow, not gone: the run stops with the instance's message
                 raise
             except BridgeError as exc:
                 self._broken = exc
                 raise
-            header, _, _ = split(payload)
+            header, layout, body = split(payload)
             if header.get("type") == "error":  # the game stops all its instances: every slot reads it
                 for box in self._inbox:
                     box.append(memoryview(payload))
                 continue
-            for s, part in decode_batch(payload, self.k):
+            for s, part in _parts(header, layout, body, self.k):
                 self._inbox[s].append(part)
         return self._inbox[slot].popleft()
 
@@ -129,9 +139,7 @@ class Channel:
         self.peer = f"{mux.conn.peer} (slot {slot})"
 
     def send(self, payload: bytes) -> None:
-        if self.mux._broken is not None:
-            raise BridgeDisconnected(str(self.mux._broken))
-        self.mux._outbox.append((self.slot, payload))
+        self.mux.queue(self.slot, payload)
 
     def flush(self) -> None:
         self.mux.flush()
