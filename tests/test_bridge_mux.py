@@ -44,7 +44,7 @@ def test_one_process_serves_every_instance_with_the_in_process_transitions():
         assert len({inst.game.pid for inst in venv.multi.instances}) == 1
         np.testing.assert_array_equal(o.obs, np.stack([e.reset(seed=5 + i)[0] for i, e in enumerate(local)]))
         rng = np.random.default_rng(0)
-        for _ in range(210):  # past the 200-step time limit: every instance resets once, alone in its batch
+        for _ in range(210):  # past the 200-step time limit: each instance resets, in a batch of the ended ones only
             types = rng.integers(0, 3, size=4)
             params = rng.uniform(-1, 1, size=(4, 2)).astype(np.float32)
             tr = venv.step((types, params))

@@ -596,10 +596,9 @@ def serve_many(games: list[Any], *, name: str, agents: list[dict[str, Any]], hos
     if len(games) == 1:  # a hello without "instances": the trainer then sends plain messages, not batches
         return serve(games[0], name=name, agents=agents, host=host, port=port, transport=transport, instance=instance,
                      token=token, state_dim=state_dim, connect_timeout=connect_timeout)
-    layouts = [_Layout(agents, state_dim) for _ in games]
     conn = (_Tcp if transport == "tcp" else _WebSocket)(host, port, connect_timeout)
-    try:
-        sessions = [_Session(game, layout, conn) for game, layout in zip(games, layouts, strict=True)]
+    try:  # a layout each: its answer frames are reused buffers, and a batch holds every instance's at once
+        sessions = [_Session(game, _Layout(agents, state_dim), conn) for game in games]
         welcome = sessions[0].handshake(name, instance, token, agents, state_dim, instances=len(games))
         live = set(range(len(games)))
         while live:
