@@ -2,7 +2,8 @@
 multi-agent case) trains over the bridge in real Mono: compiled with mcs, run with mono (Debian's mono-mcs
 and mono-runtime, installed by `make engines`). Protocol 2 from C#: a game of uint8 pixels
 (tests/cs_games/BrightSide.cs) trains the CNN, a Dict of uint8, float32 and int32 entries arrives as sent, and a
-protocol 1 game still plays."""
+protocol 1 game still plays. Several instances in one Mono process (``env.instances_per_process``, the client's
+``batch`` frames) train too, and a bad instance count or a malformed batch is refused with one message."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import onnx
@@ -76,6 +78,83 @@ def test_csharp_ships_train_as_agents_of_one_instance(run_cli, tmp_path, csharp_
     rows = metrics(run_dir)
     assert int(rows[-1]["step"]) >= 1536
     assert any(r.get("charts/episode_return") for r in rows)
+
+
+def test_one_mono_process_serves_four_instances_in_batches(run_cli, tmp_path, csharp_cache):
+    """``env.instances_per_process: 4``: the trainer starts one Mono process for the 4 instances (a line in the
+    launch log per process started), its client serves 4 Thruster games on one connection, and PPO trains."""
+    launches = tmp_path / "launches.txt"  # the example's command, behind a shell that notes each start
+    command = (f"sh -c 'echo $AGENTKIT_BRIDGE_INSTANCE $AGENTKIT_BRIDGE_INSTANCES >> {launches}; exec \"$0\" \"$@\"' "
+               f"{COMMAND} --instances={{instances}}")
+    run_dir = tmp_path / "four"
+    proc = run_cli(
+        "train", REPO / "examples" / "bridge-csharp-thruster.yaml", "--run-dir", run_dir,
+        "--set", f"env.command={command}", "--set", "env.num_envs=4", "--set", "env.instances_per_process=4",
+        "--set", "algorithm.total_steps=1024", "--set", "algorithm.num_steps=128",
+        cwd=REPO, env=csharp_cache,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert launches.read_text().split("\n") == ["0 4", ""]  # one process, started as instance 0 of 4
+    rows = metrics(run_dir)
+    assert int(rows[-1]["step"]) == 1024 and float(rows[-1]["bridge/restarts"]) == 0.0
+    assert any(r.get("charts/episode_return") for r in rows), "no Thruster episode ended in 1024 steps"
+
+
+def thruster(*args: str, cache: dict[str, str], **env: str) -> subprocess.Popen:
+    """The example game (exports/csharp/thruster.sh), compiled into the module's cache."""
+    return subprocess.Popen(["sh", str(REPO / "exports" / "csharp" / "thruster.sh"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **cache, **env})
+
+
+@pytest.mark.parametrize("args, env", [(["--instances=two"], {}), ([], {"AGENTKIT_BRIDGE_INSTANCES": "0"})],
+                         ids=["argument", "variable"])
+def test_the_csharp_client_refuses_a_bad_instance_count(args, env, csharp_cache):
+    game = thruster("--port=1", *args, cache=csharp_cache, **env)
+    out, err = game.communicate(timeout=120)
+    value = "two" if args else "0"
+    assert game.returncode == 2 and err.strip() == (
+        f"thruster: bad_settings: --instances (or AGENTKIT_BRIDGE_INSTANCES) is '{value}': give a whole number from 1 "
+        "to 1024"), out + err
+
+
+@pytest.mark.parametrize("field", ["slots", "parts"])
+def test_the_csharp_client_answers_a_batch_and_names_a_malformed_one(field, csharp_cache):
+    """The trainer's own transport and batch code on this side: a reset batch for both slots gets one batch of
+    two reset_results; then a batch for a slot the game does not serve, or whose sizes do not add up to its
+    parts, is refused with bad_frame naming the field, and the game exits 2 saying so."""
+    from agentkit_envs.remote.mux import decode_batch, encode_batch
+    from agentkit_envs.remote.protocol import decode, encode, header_text
+    from agentkit_envs.remote.transport import listen
+
+    listener = listen("tcp", "127.0.0.1", 0, 1 << 24)
+    game = thruster(f"--port={listener.port}", "--instance=0", "--instances=2", cache=csharp_cache)
+    try:
+        conn = listener.accept(120)
+        assert conn is not None, game.communicate()
+        hello, _ = decode(conn.recv(30))
+        assert hello["instances"] == 2 and hello["instance"] == 0
+        conn.send(encode({"type": "welcome", "protocol": 2, "instance": 0, "instances": 2}))
+        reset = encode({"type": "reset", "seed": 1, "params": {}})
+        conn.send(encode_batch([1, 0], [reset, reset]))
+        answers = decode_batch(conn.recv(30), 2)
+        assert [slot for slot, _ in answers] == [1, 0]
+        results = [decode(part) for _, part in answers]
+        assert all(h["type"] == "reset_result" for h, _ in results)
+        assert (results[0][1]["obs"] == results[1][1]["obs"]).all()  # the same seed: the same start
+
+        if field == "slots":
+            conn.send(encode_batch([0, 5], [reset, reset]))
+        else:
+            conn.send(header_text({"type": "batch", "slots": [0], "sizes": [3]}, [("parts", "uint8", len(reset))])
+                      + reset)
+        error, _ = decode(conn.recv(30))
+        assert error["type"] == "error" and error["code"] == "bad_frame" and error["field"] == field
+        out, err = game.communicate(timeout=30)
+    finally:
+        game.kill()
+        listener.close()
+    assert game.returncode == 2
+    assert f"thruster: bad_frame: the trainer sent a malformed batch (field {field}): " in err, out + err
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,10 @@
 // camera frame ([H, W, 3] bytes, filled into ObsUint8) and "int32" integers (ObsInt32), ObsSpec.Dict named
 // Boxes; every agent factory takes an ObsSpec in place of obsSize. Each dtype travels as raw bytes of its type. Unity: call client.Poll() from Update() (it blocks until the trainer's next
 // message) or run client.Run() on a worker thread that hands actions to the main thread.
+//
+// Several instances in one process (a scene's training areas; env.instances_per_process launches
+// settings.Instances of them): new BridgeClient("my-game", agents, games), games an IList<IBridgeGame> with one
+// game object per instance; one connection carries them all in `batch` frames, and Poll() answers one batch.
 using System;
 using System.Collections.Generic;
 using System.Globalization;
@@ -221,13 +225,17 @@ namespace AgentKit.Bridge
         public string Host = "127.0.0.1";
         public int Port;
         public int? Instance;
+        /// <summary>How many instances this process serves on its one connection (--instances=N or
+        /// AGENTKIT_BRIDGE_INSTANCES, what env.instances_per_process launches; default 1): give the client that
+        /// many games.</summary>
+        public int Instances = 1;
         public string Token;
         public readonly Dictionary<string, string> Extra = new Dictionary<string, string>();
 
         public static BridgeSettings FromEnvironment(string[] args)
         {
             var values = new Dictionary<string, string>();
-            foreach (var key in new[] { "HOST", "PORT", "INSTANCE", "TOKEN", "SEED" })
+            foreach (var key in new[] { "HOST", "PORT", "INSTANCE", "INSTANCES", "TOKEN", "SEED" })
             {
                 var v = Environment.GetEnvironmentVariable("AGENTKIT_BRIDGE_" + key);
                 if (!string.IsNullOrEmpty(v)) values[key.ToLowerInvariant()] = v;
@@ -244,13 +252,25 @@ namespace AgentKit.Bridge
                 switch (kv.Key)
                 {
                     case "host": s.Host = kv.Value; break;
-                    case "port": s.Port = int.Parse(kv.Value, CultureInfo.InvariantCulture); break;
-                    case "instance": s.Instance = int.Parse(kv.Value, CultureInfo.InvariantCulture); break;
+                    case "port": s.Port = WholeNumber(kv.Key, kv.Value, 0, 65535); break;
+                    case "instance": s.Instance = WholeNumber(kv.Key, kv.Value, 0, int.MaxValue); break;
+                    case "instances": s.Instances = WholeNumber(kv.Key, kv.Value, 1, BridgeClient.MaxInstances); break;
                     case "token": s.Token = kv.Value; break;
                     default: s.Extra[kv.Key] = kv.Value; break;
                 }
             }
             return s;
+        }
+
+        /// <summary>The option <paramref name="key"/>'s value as a whole number in min .. max, else a
+        /// BridgeException ("bad_settings") naming the option and its variable.</summary>
+        static int WholeNumber(string key, string value, int min, int max)
+        {
+            int n;
+            if (int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out n) && n >= min && n <= max)
+                return n;
+            throw new BridgeException("bad_settings", "--" + key + " (or AGENTKIT_BRIDGE_" + key.ToUpperInvariant() + ") is '"
+                                      + value + "': give a whole number from " + min + " to " + max);
         }
     }
 
@@ -261,42 +281,57 @@ namespace AgentKit.Bridge
         public BridgeException(string code, string message) : base(message) { Code = code; }
     }
 
-    /// <summary>The client: connects, says hello, then answers reset/step until close.</summary>
+    /// <summary>The client: connects, says hello, then answers reset/step until close. With several games it
+    /// serves them as that many instances on one connection, every message a `batch` (docs/bridge.md, "Several
+    /// instances on one connection").</summary>
     public sealed class BridgeClient : IDisposable
     {
         public const int Protocol = 2;
+        /// <summary>The most instances one connection may serve (the protocol's limit).</summary>
+        public const int MaxInstances = 1024;
         /// <summary>The version this client says it speaks: 2, or 1 for float32 Boxes only.</summary>
         public int ProtocolVersion = Protocol;
         readonly string game;
         readonly AgentSpec[] agents;
-        readonly IBridgeGame handler;
-        readonly StepBuffers buffers;
-        readonly int[] actionInt;
-        readonly float[] actionFloat;
+        readonly Slot[] slots;   // one per instance this connection serves, in instance order
+        int open;                // slots the trainer has not closed yet
         TcpClient tcp;
         Stream stream;
         BinaryReader reader;
         int maxFrameBytes = 16 * 1024 * 1024;
         byte[] payload = new byte[1024];
-        readonly MemoryStream output = new MemoryStream();
+        readonly MemoryStream output = new MemoryStream();  // the frame being sent
+        readonly MemoryStream parts = new MemoryStream();   // the answers a batch carries
+        readonly List<int> answeredSlots = new List<int>(), answeredSizes = new List<int>();
 
+        /// <summary>The (first) instance's number, from the trainer's welcome.</summary>
         public int Instance { get; private set; }
+        /// <summary>How many instances this connection serves: the number of games given.</summary>
+        public int Instances { get { return slots.Length; } }
+        /// <summary>Steps and resets answered, every instance's together.</summary>
         public long Steps { get; private set; }
         public long Episodes { get; private set; }
         public bool Closed { get; private set; }
         public string CloseReason { get; private set; }
 
         public BridgeClient(string gameName, IList<AgentSpec> agentSpecs, IBridgeGame game)
+            : this(gameName, agentSpecs, new[] { game }) { }
+
+        /// <summary>Serve <paramref name="games"/> (each its own game object, with the same agents) as instances
+        /// Instance .. Instance + games.Count - 1 on one connection: a Unity scene's training areas, or what
+        /// env.instances_per_process launches (BridgeSettings.Instances games). One game is the constructor above:
+        /// plain messages, no batches.</summary>
+        public BridgeClient(string gameName, IList<AgentSpec> agentSpecs, IList<IBridgeGame> games)
         {
+            if (games == null || games.Count < 1 || games.Count > MaxInstances)
+                throw new ArgumentException("give 1 to " + MaxInstances + " games, one per instance; got " +
+                                            (games == null ? "none" : games.Count.ToString(CultureInfo.InvariantCulture)));
             this.game = gameName;
             agents = new AgentSpec[agentSpecs.Count];
             agentSpecs.CopyTo(agents, 0);
-            handler = game;
-            buffers = new StepBuffers(agents);
-            int ints = 0, floats = 0;
-            foreach (var a in agents) { ints += a.IntCount; floats += a.FloatCount; }
-            actionInt = new int[ints];
-            actionFloat = new float[floats];
+            slots = new Slot[games.Count];
+            for (int k = 0; k < slots.Length; k++) slots[k] = new Slot(games[k], agents);
+            open = slots.Length;
         }
 
         public void Connect(BridgeSettings settings)
@@ -317,6 +352,7 @@ namespace AgentKit.Bridge
                 { "type", "hello" }, { "protocol", ProtocolVersion }, { "game", game },
                 { "instance", settings.Instance.HasValue ? (object)settings.Instance.Value : null },
                 { "token", settings.Token }, { "agents", specs }, { "state_dim", 0 } };
+            if (slots.Length > 1) hello["instances"] = slots.Length;
             Send(hello);
             var welcome = Receive();
             var type = welcome.Header.ContainsKey("type") ? welcome.Header["type"] as string : null;
@@ -334,7 +370,8 @@ namespace AgentKit.Bridge
             while (Poll()) { }
         }
 
-        /// <summary>Wait for and answer one message; false once the connection is closed.</summary>
+        /// <summary>Wait for and answer one message (with several instances: one batch, usually a step of every
+        /// instance); false once the connection is closed.</summary>
         public bool Poll()
         {
             if (Closed) return false;
@@ -342,39 +379,22 @@ namespace AgentKit.Bridge
             try { msg = Receive(); }
             catch (EndOfStreamException) { Closed = true; CloseReason = "connection closed"; return false; }
             catch (IOException) { Closed = true; CloseReason = "connection closed"; return false; }
-            switch (msg.Get("type", ""))
+            string type = msg.Get("type", "");
+            if (type == "error")
             {
-                case "reset":
-                    object seed;
-                    msg.Header.TryGetValue("seed", out seed);
-                    object p;
-                    msg.Header.TryGetValue("params", out p);
-                    Clear();
-                    handler.Reset(seed == null ? (int?)null : Convert.ToInt32(seed, CultureInfo.InvariantCulture),
-                                  p as IDictionary<string, object> ?? new Dictionary<string, object>(), buffers);
-                    Episodes++;
-                    SendResult("reset_result", false);
-                    return true;
-                case "step":
-                    msg.Read("action_int", actionInt);
-                    msg.Read("action_float", actionFloat);
-                    Clear();
-                    handler.Step(actionInt, actionFloat, buffers);
-                    Steps++;
-                    SendResult("step_result", true);
-                    return true;
-                case "close":
-                    CloseReason = msg.Get("reason", "");
-                    Dispose();
-                    return false;
-                case "error":
-                    Dispose();
-                    throw new BridgeException(msg.Get("code", "error"), "the trainer reported: " + msg.Get("message", ""));
-                default:
-                    SendError("unexpected_message", "the game did not expect a " + msg.Get("type", "?") + " message");
-                    Dispose();
-                    return false;
+                Dispose();
+                throw new BridgeException(msg.Get("code", "error"), "the trainer reported: " + msg.Get("message", ""));
             }
+            if (slots.Length > 1) return AnswerBatch(msg);
+            if (type == "close")
+            {
+                CloseReason = msg.Get("reason", "");
+                Dispose();
+                return false;
+            }
+            if (!Answer(slots[0], msg)) return Unexpected("a " + type + " message");
+            SendFrame(slots[0].Answer);
+            return true;
         }
 
         public void Dispose()
@@ -384,11 +404,160 @@ namespace AgentKit.Bridge
             tcp = null;
         }
 
-        void Clear()
+        /// <summary>Tell the trainer that <paramref name="what"/> came unexpectedly and close; false (for Poll).</summary>
+        bool Unexpected(string what)
         {
-            Array.Clear(buffers.Reward, 0, buffers.Reward.Length);
-            Array.Clear(buffers.Terminated, 0, buffers.Terminated.Length);
-            Array.Clear(buffers.Truncated, 0, buffers.Truncated.Length);
+            SendError("unexpected_message", "the game did not expect " + what);
+            Dispose();
+            return false;
+        }
+
+        // -- instances ----------------------------------------------------------------------------------------
+
+        /// <summary>One instance: its game, its buffers and its last answer (a frame whose first 4 bytes, the
+        /// length, SendFrame fills in).</summary>
+        sealed class Slot
+        {
+            public readonly IBridgeGame Game;
+            public readonly StepBuffers Buffers;
+            public readonly int[] ActionInt;
+            public readonly float[] ActionFloat;
+            public readonly MemoryStream Answer = new MemoryStream();
+            public bool Closed;
+
+            public Slot(IBridgeGame game, AgentSpec[] agents)
+            {
+                Game = game;
+                Buffers = new StepBuffers(agents);
+                int ints = 0, floats = 0;
+                foreach (var a in agents) { ints += a.IntCount; floats += a.FloatCount; }
+                ActionInt = new int[ints];
+                ActionFloat = new float[floats];
+            }
+
+            public void Clear()
+            {
+                Array.Clear(Buffers.Reward, 0, Buffers.Reward.Length);
+                Array.Clear(Buffers.Terminated, 0, Buffers.Terminated.Length);
+                Array.Clear(Buffers.Truncated, 0, Buffers.Truncated.Length);
+            }
+        }
+
+        /// <summary>Run a reset or step on <paramref name="slot"/>'s game and put the result into its Answer;
+        /// false for any other message (nothing is done).</summary>
+        bool Answer(Slot slot, Message msg)
+        {
+            switch (msg.Get("type", ""))
+            {
+                case "reset":
+                    object seed;
+                    msg.Header.TryGetValue("seed", out seed);
+                    object p;
+                    msg.Header.TryGetValue("params", out p);
+                    slot.Clear();
+                    slot.Game.Reset(seed == null ? (int?)null : Convert.ToInt32(seed, CultureInfo.InvariantCulture),
+                                    p as IDictionary<string, object> ?? new Dictionary<string, object>(), slot.Buffers);
+                    Episodes++;
+                    EncodeResult(slot, "reset_result", false);
+                    return true;
+                case "step":
+                    msg.Read("action_int", slot.ActionInt);
+                    msg.Read("action_float", slot.ActionFloat);
+                    slot.Clear();
+                    slot.Game.Step(slot.ActionInt, slot.ActionFloat, slot.Buffers);
+                    Steps++;
+                    EncodeResult(slot, "step_result", true);
+                    return true;
+                default:
+                    return false;
+            }
+        }
+
+        /// <summary>Answer a batch with one batch: an answer for each reset and step in it, for the same slots; a
+        /// close takes its slot out, and the last one closes the connection (false).</summary>
+        bool AnswerBatch(Message batch)
+        {
+            string type = batch.Get("type", "");
+            if (type != "batch") return Unexpected("a " + type + " message on a connection of " + slots.Length + " instances (they come in batches)");
+            List<object> slotList, sizeList;
+            int at = BatchParts(batch, out slotList, out sizeList);
+            parts.SetLength(0);
+            answeredSlots.Clear();
+            answeredSizes.Clear();
+            for (int i = 0; i < slotList.Count; i++)
+            {
+                int k = Convert.ToInt32(slotList[i], CultureInfo.InvariantCulture);
+                int size = Convert.ToInt32(sizeList[i], CultureInfo.InvariantCulture);
+                var msg = Parse(batch.Payload, at, size);
+                at += size;
+                var slot = slots[k];
+                if (msg.Get("type", "") == "close")
+                {
+                    if (!slot.Closed) { slot.Closed = true; open--; }
+                    CloseReason = msg.Get("reason", "");
+                    continue;
+                }
+                if (!Answer(slot, msg)) return Unexpected("a " + msg.Get("type", "") + " message for instance " + (Instance + k) + " in a batch");
+                int length = (int)slot.Answer.Length - 4;
+                parts.Write(slot.Answer.GetBuffer(), 4, length);  // copied now: a slot that comes again reuses its Answer
+                answeredSlots.Add(k);
+                answeredSizes.Add(length);
+            }
+            if (answeredSlots.Count > 0)
+            {
+                Begin(output);
+                AppendHeader(output, new Dictionary<string, object> {
+                    { "type", "batch" }, { "slots", answeredSlots }, { "sizes", answeredSizes },
+                    { "blobs", new List<object> { new Dictionary<string, object> {
+                        { "name", "parts" }, { "dtype", "uint8" }, { "count", (int)parts.Length } } } } });
+                output.Write(parts.GetBuffer(), 0, (int)parts.Length);
+                SendFrame(output);
+            }
+            if (open > 0) return true;
+            Dispose();
+            return false;
+        }
+
+        /// <summary>Where a batch's messages start in its payload, its slots and sizes checked (each slot 0 ..
+        /// K-1, sizes whole numbers adding up to the one blob, parts); a malformed batch is refused with
+        /// bad_frame naming the field, to the trainer and in the BridgeException.</summary>
+        int BatchParts(Message batch, out List<object> slotList, out List<object> sizeList)
+        {
+            object v;
+            slotList = batch.Header.TryGetValue("slots", out v) ? v as List<object> : null;
+            sizeList = batch.Header.TryGetValue("sizes", out v) ? v as List<object> : null;
+            bool fine = slotList != null && sizeList != null && slotList.Count == sizeList.Count;
+            long total = 0;
+            for (int i = 0; fine && i < slotList.Count; i++)
+            {
+                fine = IsWhole(slotList[i], 0, slots.Length - 1) && IsWhole(sizeList[i], 0, int.MaxValue);
+                if (fine) total += Convert.ToInt64(sizeList[i], CultureInfo.InvariantCulture);
+            }
+            if (!fine)
+                RefuseBatch("slots", "a batch for " + slots.Length + " instances needs 'slots' (each 0 .. " + (slots.Length - 1) +
+                            ") and 'sizes' (bytes), lists of the same length; got slots " + Json.Write(slotList) +
+                            ", sizes " + Json.Write(sizeList));
+            int[] blob;
+            bool onlyParts = batch.Blobs.Count == 0 || (batch.Blobs.Count == 1 && batch.Blobs.TryGetValue("parts", out blob));
+            int bytes = batch.Blobs.TryGetValue("parts", out blob) ? blob[1] : 0;
+            if (!onlyParts || total != bytes)
+                RefuseBatch("parts", "a batch's one blob is 'parts' with sum(sizes) = " + total + " bytes; got blobs " +
+                            Json.Write(batch.Blobs.Keys) + " of " + bytes + " bytes");
+            return blob != null ? blob[0] : 0;
+        }
+
+        static bool IsWhole(object v, long min, long max)
+        {
+            if (!(v is double)) return false;
+            double d = (double)v;
+            return d == Math.Floor(d) && d >= min && d <= max;
+        }
+
+        void RefuseBatch(string field, string message)
+        {
+            SendError("bad_frame", message, field);
+            Dispose();
+            throw new BridgeException("bad_frame", "the trainer sent a malformed batch (field " + field + "): " + message);
         }
 
         // -- framing ------------------------------------------------------------------------------------------
@@ -417,6 +586,7 @@ namespace AgentKit.Bridge
             }
         }
 
+        /// <summary>The next frame from the trainer (its payload in the reused buffer `payload`).</summary>
         Message Receive()
         {
             int length = reader.ReadInt32();
@@ -434,11 +604,20 @@ namespace AgentKit.Bridge
                 if (n <= 0) throw new EndOfStreamException();
                 got += n;
             }
-            int headerLength = BitConverter.ToInt32(payload, 0);
-            var header = Json.Parse(Encoding.UTF8.GetString(payload, 4, headerLength)) as Dictionary<string, object>;
+            return Parse(payload, 0, length);
+        }
+
+        /// <summary>The message whose payload is bytes start .. start + length of <paramref name="buffer"/> (a
+        /// frame's, or one part of a batch); its blobs' offsets are into <paramref name="buffer"/>.</summary>
+        static Message Parse(byte[] buffer, int start, int length)
+        {
+            int headerLength = length >= 4 ? BitConverter.ToInt32(buffer, start) : -1;
+            if (headerLength < 0 || headerLength > length - 4)
+                throw new BridgeException("bad_frame", "a message of " + length + " bytes cannot hold its header");
+            var header = Json.Parse(Encoding.UTF8.GetString(buffer, start + 4, headerLength)) as Dictionary<string, object>;
             if (header == null) throw new BridgeException("bad_frame", "the header is not a JSON object");
-            var msg = new Message { Header = header, Payload = payload };
-            int offset = 4 + headerLength;
+            var msg = new Message { Header = header, Payload = buffer };
+            int offset = start + 4 + headerLength;
             object listed;
             if (header.TryGetValue("blobs", out listed) && listed is List<object>)
             {
@@ -451,12 +630,15 @@ namespace AgentKit.Bridge
                     offset += count * size;
                 }
             }
-            if (offset != length) throw new BridgeException("bad_frame", "the blobs do not add up to the frame's length");
+            if (offset != start + length) throw new BridgeException("bad_frame", "the blobs do not add up to the frame's length");
             return msg;
         }
 
-        void SendResult(string type, bool step)
+        /// <summary>The answer to a reset (step false) or step of <paramref name="slot"/>, from its buffers, into
+        /// its Answer.</summary>
+        void EncodeResult(Slot slot, string type, bool step)
         {
+            var buffers = slot.Buffers;
             var blobs = new List<KeyValuePair<string, Array>>();
             if (buffers.Obs.Length > 0 || ProtocolVersion < 2) blobs.Add(new KeyValuePair<string, Array>("obs", buffers.Obs));
             if (buffers.ObsUint8.Length > 0) blobs.Add(new KeyValuePair<string, Array>("obs_uint8", buffers.ObsUint8));
@@ -475,42 +657,74 @@ namespace AgentKit.Bridge
                 header["info_keys"] = buffers.InfoKeys;
                 blobs.Add(new KeyValuePair<string, Array>("info", buffers.Info));
             }
-            Send(header, blobs);
+            Begin(slot.Answer);
+            AppendPayload(slot.Answer, header, blobs);
         }
 
-        void SendError(string code, string message)
+        void SendError(string code, string message, string field = null)
         {
-            try { Send(new Dictionary<string, object> { { "type", "error" }, { "code", code }, { "message", message } }); }
+            var error = new Dictionary<string, object> { { "type", "error" }, { "code", code }, { "message", message } };
+            if (field != null) error["field"] = field;
+            try { Send(error); }
             catch (Exception) { }
         }
 
         void Send(Dictionary<string, object> header, IList<KeyValuePair<string, Array>> blobs = null)
         {
+            Begin(output);
+            AppendPayload(output, header, blobs);
+            SendFrame(output);
+        }
+
+        /// <summary>Empty <paramref name="frame"/> but for the room of its length (SendFrame writes it).</summary>
+        static void Begin(MemoryStream frame)
+        {
+            frame.SetLength(4);
+            frame.Position = 4;
+        }
+
+        /// <summary>Write the frame Begin started: its length, then the payload after it, in one write.</summary>
+        void SendFrame(MemoryStream frame)
+        {
+            frame.Position = 0;
+            WriteInt32(frame, (int)frame.Length - 4);
+            stream.Write(frame.GetBuffer(), 0, (int)frame.Length);
+        }
+
+        /// <summary>Append one payload: the header (with `blobs` listing <paramref name="blobs"/>) and the blobs'
+        /// raw little-endian bytes.</summary>
+        static void AppendPayload(MemoryStream into, Dictionary<string, object> header, IList<KeyValuePair<string, Array>> blobs)
+        {
             var listed = new List<object>();
-            int blobBytes = 0;
             if (blobs != null)
                 foreach (var b in blobs)
                 {
                     string dtype = b.Value is float[] ? "float32" : b.Value is int[] ? "int32" : "uint8";
                     listed.Add(new Dictionary<string, object> { { "name", b.Key }, { "dtype", dtype }, { "count", b.Value.Length } });
-                    blobBytes += Buffer.ByteLength(b.Value);
                 }
             header["blobs"] = listed;
-            byte[] text = Encoding.UTF8.GetBytes(Json.Write(header));
-            output.SetLength(0);
-            var w = new BinaryWriter(output);
-            w.Write(4 + text.Length + blobBytes);
-            w.Write(text.Length);
-            w.Write(text);
+            AppendHeader(into, header);
             if (blobs != null)
                 foreach (var b in blobs)
                 {
-                    var bytes = new byte[Buffer.ByteLength(b.Value)];
-                    Buffer.BlockCopy(b.Value, 0, bytes, 0, bytes.Length);
-                    w.Write(bytes);
+                    int n = Buffer.ByteLength(b.Value), at = (int)into.Length;
+                    into.SetLength(at + n);
+                    Buffer.BlockCopy(b.Value, 0, into.GetBuffer(), at, n);
+                    into.Position = at + n;
                 }
-            w.Flush();
-            stream.Write(output.GetBuffer(), 0, (int)output.Length);
+        }
+
+        /// <summary>Append a header's length (4 bytes, little-endian) and its JSON text.</summary>
+        static void AppendHeader(MemoryStream into, Dictionary<string, object> header)
+        {
+            byte[] text = Encoding.UTF8.GetBytes(Json.Write(header));
+            WriteInt32(into, text.Length);
+            into.Write(text, 0, text.Length);
+        }
+
+        static void WriteInt32(MemoryStream into, int n)
+        {
+            into.WriteByte((byte)n); into.WriteByte((byte)(n >> 8)); into.WriteByte((byte)(n >> 16)); into.WriteByte((byte)(n >> 24));
         }
     }
 

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Compile the Thruster console game with Mono's mcs (once per version of its sources, into a cache outside
-# the repository) and run it with mono; every argument goes to the game (--port=N --instance=I --agents=K).
+# the repository) and run it with mono; every argument goes to the game (--port=N --instance=I --instances=N
+# --agents=K).
 #   sh exports/csharp/thruster.sh --port=5555
 set -e
 here=$(cd "$(dirname "$0")" && pwd)

@@ -99,20 +99,25 @@ namespace AgentKit.Games
 
     public static class Program
     {
-        // thruster.exe [--port=N] [--instance=I] [--agents=K]   (or the AGENTKIT_BRIDGE_* variables)
+        // thruster.exe [--port=N] [--instance=I] [--instances=N] [--agents=K]   (or the AGENTKIT_BRIDGE_* variables)
+        // --instances=N: N Thruster games in this process, instances I .. I+N-1 on one connection
+        // (env.instances_per_process: N launches it so).
         public static int Main(string[] args)
         {
-            var settings = BridgeSettings.FromEnvironment(args);
-            string agentsArg;
-            int ships = settings.Extra.TryGetValue("agents", out agentsArg) ? int.Parse(agentsArg) : 1;
-            var game = new Thruster(ships);
+            var settings = new BridgeSettings();
             try
             {
-                using (var client = new BridgeClient("csharp-thruster", game.Agents(), game))
+                settings = BridgeSettings.FromEnvironment(args);
+                string agentsArg;
+                int ships = settings.Extra.TryGetValue("agents", out agentsArg) ? int.Parse(agentsArg) : 1;
+                var games = new Thruster[settings.Instances];
+                for (int k = 0; k < games.Length; k++) games[k] = new Thruster(ships);
+                using (var client = new BridgeClient("csharp-thruster", games[0].Agents(), games))
                 {
                     client.Connect(settings);
                     client.Run();
-                    Console.WriteLine("thruster: " + client.Steps + " steps, " + client.Episodes + " episodes; " + client.CloseReason);
+                    Console.WriteLine("thruster: " + client.Instances + " instance(s) from " + client.Instance + ", " +
+                                      client.Steps + " steps, " + client.Episodes + " episodes; " + client.CloseReason);
                 }
                 return 0;
             }
