@@ -14,11 +14,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from bridge_pixel_checks import CHECKS, run_check
-from test_bridge_mux import listening
 
 REPO = Path(__file__).resolve().parents[1]
 THRUSTER_SH = REPO / "exports" / "csharp" / "thruster.sh"
@@ -101,23 +99,6 @@ def test_one_mono_process_serves_four_instances_in_batches(run_cli, tmp_path, cs
     rows = metrics(run_dir)
     assert int(rows[-1]["step"]) == 1024 and float(rows[-1]["bridge/restarts"]) == 0.0
     assert any(r.get("charts/episode_return") for r in rows), "no Thruster episode ended in 1024 steps"
-
-
-def test_listen_mode_takes_the_three_areas_of_one_mono_process(csharp_cache, monkeypatch):
-    """Three training areas in one process that connects on its own (a Unity scene in the editor, env.mode:
-    listen): three instances, each flying its own action."""
-    monkeypatch.setenv("AGENTKIT_CSHARP_CACHE", csharp_cache["AGENTKIT_CSHARP_CACHE"])
-
-    def play(venv):
-        o = venv.reset()
-        assert o.obs.shape == (3, 7) and [inst.number for inst in venv.multi.instances] == [0, 1, 2]
-        for _ in range(3):
-            tr = venv.step(np.array([[1.0, 0], [0.5, 0], [0.0, 0]], np.float32))
-        # thrust t along x three times from rest: 10 vx = 10 * 0.02 t (1 + 0.8 + 0.64) = 0.488 t (no wall reached)
-        np.testing.assert_allclose(tr.next.obs[:, 2], [0.488, 0.244, 0.0], atol=1e-5)
-
-    # listening() adds "--port N"; the C# client takes --port=N
-    listening(["sh", "-c", f'exec sh {THRUSTER_SH} --instances=3 "$0=$1"'], 3, play)
 
 
 def thruster(*args: str, cache: dict[str, str], **env: str) -> subprocess.Popen:
