@@ -169,7 +169,7 @@ func _handle_batch(msg) -> void:
 	var total = 0
 	for size in sizes:
 		total += int(size)
-	if msg.blobs.size() != (1 if msg.blobs.has("parts") else 0) or total != parts.size():
+	if msg.blobs.size() != (1 if msg.blobs.has("parts") else 0) or typeof(parts) != TYPE_RAW_ARRAY or total != parts.size():
 		_refuse("bad_frame", "a batch's one blob is 'parts' with sum(sizes) = %d bytes; got blobs %s of %d bytes" % [total, to_json(msg.blobs.keys()), parts.size()], "parts")
 		return
 	var answered = []
