@@ -70,7 +70,8 @@ def test_a_crashed_process_loses_all_its_instances_and_each_is_restarted(tmp_pat
     }, host.registry)
     result = train(config, host, tmp_path / "run")
     assert result["step"] == 512
-    assert result["bridge/restarts"] >= 2  # the process of both crashed at its 150th step: both restarted
+    # the process of both crashed at its 150th step: one game restarted, both instances' episodes dropped
+    assert result["bridge/restarts"] == 1
     assert result["bridge/dropped_episodes"] >= 2
 
 
@@ -85,7 +86,7 @@ def test_a_crashed_process_is_started_again_with_all_its_instances_and_counts_on
             tr = venv.step((np.zeros(3, np.int64), np.zeros((3, 2), np.float32)))
         again = {inst.game.pid for inst in venv.multi.instances}
         assert len(first) == len(again) == 1 and first != again  # one new process for the three instances
-        assert source.server.restarts == 1 and source.stats["restarts"] == 3
+        assert source.server.restarts == 1 and source.stats["restarts"] == 1  # bridge/restarts: games, once
         assert source.stats["dropped_episodes"] >= 3 and tr.reward.shape == (3,)
         venv.close()
     finally:

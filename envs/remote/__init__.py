@@ -15,7 +15,8 @@ needs no game, and eval connects (or launches) games only when it plays; every g
 declare what the run's game did.
 
 ``params`` (``env.params``, changed by lifecycle hooks through ``run.env.params``) go with every reset.
-The plugin's ``agentkit_iteration_end`` adds ``bridge/restarts`` and ``bridge/dropped_episodes`` (counts so
+The plugin's ``agentkit_iteration_end`` adds ``bridge/restarts`` (games restarted, the unit of
+``max_restarts``: a process serving several instances counts once) and ``bridge/dropped_episodes`` (counts so
 far in this session) to the metrics of runs on a remote env.
 """
 

@@ -350,7 +350,7 @@ class RemoteMultiAgentVecEnv:
             seed = self._base_seed + i + _RESTART_SEED_STRIDE * (server.restarts + 1)
             del self._lost[i]
             self.instances[i] = server.restart(old, seed)
-            self.source.stats["restarts"] += 1
+            self.source.stats["restarts"] = server.restarts  # games, as max_restarts counts them
         return rows
 
     def _reset_rows(self, rows: list[int], seeds: list[int | None], into: _Results) -> None:
