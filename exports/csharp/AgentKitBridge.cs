@@ -229,16 +229,20 @@ namespace AgentKit.Bridge
         /// AGENTKIT_BRIDGE_INSTANCES, what env.instances_per_process launches; default 1): give the client that
         /// many games.</summary>
         public int Instances = 1;
+        /// <summary>Seconds Connect keeps trying while nothing listens at Host:Port (--connect-timeout=SECONDS or
+        /// AGENTKIT_BRIDGE_CONNECT_TIMEOUT; default 30): a game started before `agentkit train` (listen mode)
+        /// connects once the trainer listens.</summary>
+        public double ConnectTimeout = 30;
         public string Token;
         public readonly Dictionary<string, string> Extra = new Dictionary<string, string>();
 
         public static BridgeSettings FromEnvironment(string[] args)
         {
             var values = new Dictionary<string, string>();
-            foreach (var key in new[] { "HOST", "PORT", "INSTANCE", "INSTANCES", "TOKEN", "SEED" })
+            foreach (var key in new[] { "HOST", "PORT", "INSTANCE", "INSTANCES", "TOKEN", "SEED", "CONNECT_TIMEOUT" })
             {
                 var v = Environment.GetEnvironmentVariable("AGENTKIT_BRIDGE_" + key);
-                if (!string.IsNullOrEmpty(v)) values[key.ToLowerInvariant()] = v;
+                if (!string.IsNullOrEmpty(v)) values[key.ToLowerInvariant().Replace('_', '-')] = v;
             }
             foreach (var arg in args)
             {
@@ -255,6 +259,7 @@ namespace AgentKit.Bridge
                     case "port": s.Port = WholeNumber(kv.Key, kv.Value, 0, 65535); break;
                     case "instance": s.Instance = WholeNumber(kv.Key, kv.Value, 0, int.MaxValue); break;
                     case "instances": s.Instances = WholeNumber(kv.Key, kv.Value, 1, BridgeClient.MaxInstances); break;
+                    case "connect-timeout": s.ConnectTimeout = Seconds(kv.Key, kv.Value); break;
                     case "token": s.Token = kv.Value; break;
                     default: s.Extra[kv.Key] = kv.Value; break;
                 }
@@ -269,8 +274,24 @@ namespace AgentKit.Bridge
             int n;
             if (int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out n) && n >= min && n <= max)
                 return n;
-            throw new BridgeException("bad_settings", "--" + key + " (or AGENTKIT_BRIDGE_" + key.ToUpperInvariant() + ") is '"
-                                      + value + "': give a whole number from " + min + " to " + max);
+            throw BadSetting(key, value, "a whole number from " + min + " to " + max);
+        }
+
+        /// <summary>The option <paramref name="key"/>'s value as a number of seconds above 0, else a
+        /// BridgeException ("bad_settings") naming the option and its variable.</summary>
+        static double Seconds(string key, string value)
+        {
+            double seconds;
+            if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out seconds) && seconds > 0
+                && !double.IsInfinity(seconds))
+                return seconds;
+            throw BadSetting(key, value, "a number of seconds above 0");
+        }
+
+        static BridgeException BadSetting(string key, string value, string wanted)
+        {
+            return new BridgeException("bad_settings", "--" + key + " (or AGENTKIT_BRIDGE_" +
+                                       key.ToUpperInvariant().Replace('-', '_') + ") is '" + value + "': give " + wanted);
         }
     }
 
@@ -338,7 +359,7 @@ namespace AgentKit.Bridge
         {
             if (settings.Port <= 0)
                 throw new BridgeException("bad_settings", "no trainer port: pass --port=N or set AGENTKIT_BRIDGE_PORT");
-            tcp = new TcpClient(settings.Host, settings.Port) { NoDelay = true };
+            tcp = ConnectWithin(settings);
             stream = tcp.GetStream();
             reader = new BinaryReader(stream);
             var specs = new List<object>();
@@ -362,6 +383,28 @@ namespace AgentKit.Bridge
             Instance = Convert.ToInt32(welcome.Header["instance"], CultureInfo.InvariantCulture);
             if (welcome.Header.ContainsKey("max_frame_bytes"))
                 maxFrameBytes = Convert.ToInt32(welcome.Header["max_frame_bytes"], CultureInfo.InvariantCulture);
+        }
+
+        /// <summary>A connection to the trainer: a refused one (nothing listens yet: the game started before
+        /// `agentkit train`, listen mode) is tried again every 200 ms until settings.ConnectTimeout seconds have
+        /// passed, then a BridgeException ("no_connection"); any other socket failure is thrown at once.</summary>
+        static TcpClient ConnectWithin(BridgeSettings settings)
+        {
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            while (true)
+            {
+                try { return new TcpClient(settings.Host, settings.Port) { NoDelay = true }; }
+                catch (SocketException e)
+                {
+                    if (e.SocketErrorCode != SocketError.ConnectionRefused) throw;
+                    double left = settings.ConnectTimeout - waited.Elapsed.TotalSeconds;
+                    if (left <= 0)
+                        throw new BridgeException("no_connection", "cannot connect to " + settings.Host + ":" + settings.Port +
+                            ": nothing listened there for " + settings.ConnectTimeout.ToString("0.###", CultureInfo.InvariantCulture) +
+                            " s (connection refused): start `agentkit train` with env.mode: listen first, or raise --connect-timeout");
+                    System.Threading.Thread.Sleep((int)Math.Ceiling(Math.Min(0.2, left) * 1000));
+                }
+            }
         }
 
         /// <summary>Answer messages until the trainer closes the connection.</summary>

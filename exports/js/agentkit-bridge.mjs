@@ -147,15 +147,37 @@ class Inbox {
   }
 }
 
+/**
+ * `open()` -> Promise of a connection, until one opens or `timeoutMs` has passed since the first try: a refused
+ * connection (nothing listens yet: a game started before `agentkit train`, listen mode) is tried again every
+ * 200 ms; any other failure rejects at once. `refused(error)` says whether a failure is a refusal.
+ */
+async function retryRefused(open, refused, where, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await open(Math.max(deadline - Date.now(), 1));
+    } catch (e) {
+      if (!refused(e)) throw new Error(`cannot connect to ${where}: ${e.message}`);
+      if (Date.now() >= deadline) {
+        throw new Error(`cannot connect to ${where}: nothing listened there for ${timeoutMs / 1000} s (connection refused): `
+          + "start `agentkit train` with env.mode: listen first, or raise --connect-timeout");
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(200, deadline - Date.now())));
+    }
+  }
+}
+
 async function connectTcp(host, port, timeoutMs) {
   const net = await import("node:net");
-  const socket = net.createConnection({ host, port });
-  socket.setNoDelay(true);
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`cannot connect to ${host}:${port} (timed out)`)), timeoutMs);
-    socket.once("connect", () => { clearTimeout(timer); resolve(); });
-    socket.once("error", (e) => { clearTimeout(timer); reject(new Error(`cannot connect to ${host}:${port}: ${e.message}`)); });
+  const open = (msLeft) => new Promise((resolve, reject) => {
+    const socket = net.createConnection({ host, port });
+    const timer = setTimeout(() => { socket.destroy(); reject(new Error("timed out")); }, msLeft);
+    socket.once("connect", () => { clearTimeout(timer); socket.removeAllListeners("error"); resolve(socket); });
+    socket.once("error", (e) => { clearTimeout(timer); socket.destroy(); reject(e); });
   });
+  const socket = await retryRefused(open, (e) => e.code === "ECONNREFUSED", `${host}:${port}`, timeoutMs);
+  socket.setNoDelay(true);
   const inbox = new Inbox();
   let chunks = [];
   let have = 0;
@@ -206,16 +228,20 @@ async function connectTcp(host, port, timeoutMs) {
   };
 }
 
-async function connectWebSocket(url, timeoutMs) {
+async function connectWebSocket(host, port, timeoutMs) {
   const WS = isNode && typeof globalThis.WebSocket === "undefined" ? (await import("ws")).default : globalThis.WebSocket;
-  const ws = new WS(url);
-  ws.binaryType = "arraybuffer";
-  const inbox = new Inbox();
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`cannot connect to ${url} (timed out)`)), timeoutMs);
-    ws.onopen = () => { clearTimeout(timer); resolve(); };
-    ws.onerror = (e) => { clearTimeout(timer); reject(new Error(`cannot connect to ${url}: ${e.message ?? "error"}`)); };
+  const open = (msLeft) => new Promise((resolve, reject) => {
+    const ws = new WS(`ws://${host}:${port}/`);
+    ws.binaryType = "arraybuffer";
+    const timer = setTimeout(() => { ws.close(); reject(new Error("timed out")); }, msLeft);
+    ws.onopen = () => { clearTimeout(timer); resolve(ws); };
+    ws.onerror = (e) => { clearTimeout(timer); reject(e.error ?? new Error(e.message ?? "error")); };
   });
+  // the `ws` package gives the socket's error (ECONNREFUSED); a browser's WebSocket (and Node's own) gives no
+  // reason for a connection that did not open: taken as refused, tried again until the timeout
+  const refused = (e) => e.code === "ECONNREFUSED" || (e.code === undefined && e.message !== "timed out");
+  const ws = await retryRefused(open, refused, `ws://${host}:${port}/`, timeoutMs);
+  const inbox = new Inbox();
   ws.onmessage = (event) => {
     if (typeof event.data === "string") inbox.fail(new Error("bad_frame: the trainer sent a text message"));
     else inbox.push(new Uint8Array(event.data));
@@ -418,7 +444,7 @@ function serveOptions(options) {
 async function connected(o, instances, body) {
   const conn = o.transport === "tcp"
     ? await connectTcp(o.host, o.port, o.connectTimeoutMs)
-    : await connectWebSocket(`ws://${o.host}:${o.port}/`, o.connectTimeoutMs);
+    : await connectWebSocket(o.host, o.port, o.connectTimeoutMs);
   try {
     const hello = { type: "hello", protocol: o.protocol, game: o.name, instance: o.instance, token: o.token,
       agents: o.agents, state_dim: o.stateDim };
@@ -501,9 +527,10 @@ export async function serveMany(games, options = {}) {
 }
 
 /**
- * Node: `--host --port --transport --instance --instances --seed --token` from `argv`, defaulting to the
- * AGENTKIT_BRIDGE_* environment variables a launched game gets (and 127.0.0.1:11008 over TCP, 1 instance).
- * Unknown `--key value` pairs are returned too (as strings).
+ * Node: `--host --port --transport --instance --instances --seed --token --connect-timeout` from `argv`,
+ * defaulting to the AGENTKIT_BRIDGE_* environment variables a launched game gets (and 127.0.0.1:11008 over TCP,
+ * 1 instance). `--connect-timeout SECONDS` (AGENTKIT_BRIDGE_CONNECT_TIMEOUT, default 30) comes back as
+ * `connectTimeoutMs`, `serve`'s option. Unknown `--key value` pairs are returned too (as strings).
  */
 export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
   const env = isNode ? process.env : {};
@@ -515,6 +542,7 @@ export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
     instances: Number(env.AGENTKIT_BRIDGE_INSTANCES ?? 1), // how many this process serves (serveMany)
     seed: Number(env.AGENTKIT_BRIDGE_SEED ?? 0),
     token: env.AGENTKIT_BRIDGE_TOKEN ?? null,
+    connectTimeout: env.AGENTKIT_BRIDGE_CONNECT_TIMEOUT ?? 30, // seconds; returned as connectTimeoutMs
   };
   for (let i = 0; i < argv.length; i++) {
     const m = /^--([\w-]+)$/.exec(argv[i]);
@@ -526,6 +554,12 @@ export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
   if (!Number.isInteger(out.instances) || out.instances < 1) {
     throw new Error(`agentkit-bridge: --instances (or AGENTKIT_BRIDGE_INSTANCES) is ${out.instances}: give a whole number >= 1`);
   }
+  const seconds = Number(out.connectTimeout);
+  if (!(seconds > 0) || !Number.isFinite(seconds)) {
+    throw new Error(`agentkit-bridge: --connect-timeout (or AGENTKIT_BRIDGE_CONNECT_TIMEOUT) is ${out.connectTimeout}: give a number of seconds above 0`);
+  }
+  delete out.connectTimeout;
+  out.connectTimeoutMs = seconds * 1000;
   return out;
 }
 

@@ -99,7 +99,8 @@ namespace AgentKit.Games
 
     public static class Program
     {
-        // thruster.exe [--port=N] [--instance=I] [--instances=N] [--agents=K]   (or the AGENTKIT_BRIDGE_* variables)
+        // thruster.exe [--port=N] [--instance=I] [--instances=N] [--agents=K] [--connect-timeout=SECONDS]
+        //     (or the AGENTKIT_BRIDGE_* variables)
         // --instances=N: N Thruster games in this process, instances I .. I+N-1 on one connection
         // (env.instances_per_process: N launches it so).
         public static int Main(string[] args)

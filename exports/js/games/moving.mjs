@@ -101,5 +101,5 @@ if (typeof process !== "undefined" && import.meta.url === `file://${process.argv
   const args = parseArgs();
   const games = Array.from({ length: args.instances }, () => new Moving()); // --instances N: N on one connection
   await serveMany(games.map(bridged), { name: "moving-js", agents: [games[0].spec], host: args.host,
-    port: args.port, transport: args.transport, instance: args.instance, token: args.token });
+    port: args.port, transport: args.transport, instance: args.instance, token: args.token, connectTimeoutMs: args.connectTimeoutMs });
 }

@@ -132,5 +132,5 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     size: Number(args.size ?? 6), food: Number(args.food ?? 4), energy: Number(args.energy ?? 10),
     maxSteps: Number(args.maxSteps ?? 40) })); // --instances N: N games on one connection
   await serveMany(games, { name: "team-forage-js", agents: games[0].specs, host: args.host, port: args.port,
-    transport: args.transport, instance: args.instance, token: args.token });
+    transport: args.transport, instance: args.instance, token: args.token, connectTimeoutMs: args.connectTimeoutMs });
 }
