@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
 from bridge_pixel_checks import CHECKS, run_check
 from conftest import NODE, REPO
+from test_bridge import _free_port
 from test_bridge_mux import listening
 
 from agentkit.build import build_env
@@ -96,6 +98,28 @@ def test_listen_mode_takes_the_three_instances_one_node_process_serves():
         np.testing.assert_allclose(tr.next.obs[:, 2], [1.0, 0.75, 0.375], atol=1e-6)
 
     listening([NODE, str(JS / "games" / "moving.mjs"), "--instances", "3"], 3, play)
+
+
+def test_a_node_game_started_before_the_trainer_connects_once_it_listens():
+    """Listen mode, the game first: nothing listens on the port for 1 s (each try is refused), then the trainer
+    listens, takes both instances and plays them; the game's retries found it and it exits 0."""
+    def play(venv):
+        o = venv.reset()
+        assert o.obs.shape == (2, 9)
+        for _ in range(3):
+            venv.step((np.zeros(2, np.int64), np.zeros((2, 2), np.float32)))
+
+    listening([NODE, str(JS / "games" / "moving.mjs"), "--instances", "2"], 2, play, game_first_s=1.0)
+
+
+def test_a_node_game_gives_up_after_its_connect_timeout_naming_the_fix():
+    port = _free_port()  # nothing listens there
+    started = time.monotonic()
+    proc = subprocess.run([NODE, str(JS / "games" / "moving.mjs"), "--port", str(port), "--connect-timeout", "1"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and 1.0 <= time.monotonic() - started < 15, proc.stderr
+    assert (f"cannot connect to 127.0.0.1:{port}: nothing listened there for 1 s (connection refused): start "
+            "`agentkit train` with env.mode: listen first, or raise --connect-timeout") in proc.stderr
 
 
 def test_the_js_client_names_a_malformed_batch():

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 
 import gymnasium as gym
 import numpy as np
@@ -101,12 +103,19 @@ def test_a_game_that_serves_fewer_instances_than_it_was_started_with_is_refused(
     assert "env.instances_per_process" in str(info.value)
 
 
-def listening(argv: list[str], num_envs: int, play) -> None:
-    """Start the game process ``argv`` (``--port`` is added), let it connect to a trainer that listens for
-    ``num_envs`` instances, run ``play(venv)`` on them, and check that the game then exits 0."""
+def listening(argv: list[str], num_envs: int, play, *, port_args: tuple[str, ...] = ("--port", "{port}"),
+              game_first_s: float = 0.0, env: dict[str, str] | None = None) -> str:
+    """Start the game process ``argv`` (``port_args`` is added, the port in place of ``{port}``), let it connect
+    to a trainer that listens for ``num_envs`` instances, run ``play(venv)`` on them, and check that the game then
+    exits 0; returns its output. ``game_first_s``: the trainer listens only that long after the game started
+    (nothing listens on the port before: the game must keep trying), and the game must still be running then."""
     port = _free_port()
-    game = subprocess.Popen([*argv, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    game = subprocess.Popen([*argv, *(a.format(port=port) for a in port_args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=None if env is None else {**os.environ, **env})
     try:
+        if game_first_s:
+            time.sleep(game_first_s)
+            assert game.poll() is None, game.communicate()
         source = source_of({"plugin": "remote", "mode": "listen", "port": port, "connect_timeout": 20,
                             "num_envs": num_envs})
         try:
@@ -115,7 +124,9 @@ def listening(argv: list[str], num_envs: int, play) -> None:
             venv.close()
         finally:
             source.close()
-        assert game.wait(timeout=20) == 0, game.stderr.read()
+        out, err = game.communicate(timeout=20)
+        assert game.returncode == 0, err
+        return out
     finally:
         game.kill()
         game.wait()
