@@ -12,11 +12,15 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from bridge_pixel_checks import CHECKS, run_check
+from test_bridge import _free_port
+from test_bridge_mux import listening
 
 REPO = Path(__file__).resolve().parents[1]
 THRUSTER_SH = REPO / "exports" / "csharp" / "thruster.sh"
@@ -116,6 +120,37 @@ def test_the_csharp_client_refuses_a_bad_instance_count(args, env, csharp_cache)
     assert game.returncode == 2 and err.strip() == (
         f"thruster: bad_settings: --instances (or AGENTKIT_BRIDGE_INSTANCES) is '{value}': give a whole number from 1 "
         "to 1024"), out + err
+
+
+def test_a_thruster_started_before_the_trainer_connects_once_it_listens(csharp_cache):
+    """Listen mode, the game first: nothing listens on the port for 1 s (each try is refused), then the trainer
+    listens and plays the instance; the game's retries found it, and it exits 0 after the steps played."""
+    # built first (a bad --connect-timeout is refused before connecting), so the second counts from mono's start
+    bad = thruster("--port=1", "--connect-timeout=soon", cache=csharp_cache)
+    _, err = bad.communicate(timeout=120)
+    assert bad.returncode == 2 and err.strip() == ("thruster: bad_settings: --connect-timeout (or "
+                                                   "AGENTKIT_BRIDGE_CONNECT_TIMEOUT) is 'soon': give a number of seconds above 0")
+
+    def play(venv):
+        assert venv.reset().obs.shape == (1, 7)
+        for _ in range(5):
+            venv.step(np.zeros((1, 2), np.float32))
+
+    out = listening(["sh", str(THRUSTER_SH)], 1, play, port_args=("--port={port}",), game_first_s=1.0, env=csharp_cache)
+    assert "thruster: 1 instance(s) from 0, 5 steps, 1 episodes" in out
+
+
+@pytest.mark.parametrize("args, env", [(["--connect-timeout=1"], {}), ([], {"AGENTKIT_BRIDGE_CONNECT_TIMEOUT": "1"})],
+                         ids=["argument", "variable"])
+def test_the_csharp_client_gives_up_after_its_connect_timeout_naming_the_fix(args, env, csharp_cache):
+    port = _free_port()  # nothing listens there
+    game = thruster(f"--port={port}", *args, cache=csharp_cache, **env)
+    started = time.monotonic()
+    out, err = game.communicate(timeout=120)
+    assert game.returncode == 2 and time.monotonic() - started >= 1.0, out + err
+    assert err.strip().endswith(f"thruster: no_connection: cannot connect to 127.0.0.1:{port}: nothing listened there "
+                                "for 1 s (connection refused): start `agentkit train` with env.mode: listen first, or "
+                                "raise --connect-timeout"), out + err
 
 
 @pytest.mark.parametrize("field", ["slots", "parts"])
