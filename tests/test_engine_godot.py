@@ -15,6 +15,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ import pytest
 from agentkit_envs.remote.mux import decode_batch, encode_batch
 from agentkit_envs.remote.protocol import decode, encode, header_text
 from bridge_pixel_checks import CHECKS, run_check
+from test_bridge import _free_port
+from test_bridge_mux import listening
 
 REPO = Path(__file__).resolve().parents[1]
 #: the example's launch command: eval and export of its run dir may run it once the command line allows it
@@ -203,3 +206,37 @@ def test_a_bad_instance_count_is_refused_with_one_message(option, env):
     assert proc.returncode == 2
     assert (f"agentkit bridge: --instances (or AGENTKIT_BRIDGE_INSTANCES) is '{value}': give a whole number from 1 "
             "to 1024") in proc.stderr
+
+
+def test_a_godot_maze_started_before_the_trainer_connects_once_it_listens():
+    """Listen mode, the game first (Play pressed before `agentkit train`): nothing listens on the port for 1 s (each
+    try is refused, poll() trying again from _process), then the trainer listens and plays both instances; the
+    game's retries found it, and it exits 0 once the trainer has closed them."""
+    def play(venv):
+        o = venv.reset()
+        assert o.obs.shape[0] == 2 and [inst.number for inst in venv.multi.instances] == [0, 1]
+        for _ in range(5):
+            o = venv.step(o.mask.argmax(axis=1)).next
+
+    listening([GODOT, "--path", str(REPO / "exports" / "godot"), "--instances=2"], 2, play,
+              port_args=("--port={port}",), game_first_s=1.0)
+
+
+@pytest.mark.parametrize(("option", "env"), [("--connect-timeout=1", {}), ("", {"AGENTKIT_BRIDGE_CONNECT_TIMEOUT": "1"})],
+                         ids=["argument", "variable"])
+def test_the_godot_client_gives_up_after_its_connect_timeout_naming_the_fix(option, env):
+    port = _free_port()  # nothing listens there
+    started = time.monotonic()
+    proc = subprocess.run([GODOT, "--path", str(REPO / "exports" / "godot"), f"--port={port}", *filter(None, [option])],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    assert proc.returncode == 2 and time.monotonic() - started >= 1.0, proc.stderr
+    assert (f"agentkit bridge: cannot connect to 127.0.0.1:{port}: nothing listened there for 1 s (connection refused): "
+            "start `agentkit train` with env.mode: listen first, or raise --connect-timeout") in proc.stderr
+
+
+def test_a_bad_connect_timeout_is_refused_with_one_message():
+    proc = subprocess.run([GODOT, "--path", str(REPO / "exports" / "godot"), "--port=1", "--connect-timeout=soon"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert ("agentkit bridge: --connect-timeout (or AGENTKIT_BRIDGE_CONNECT_TIMEOUT) is 'soon': give a number of "
+            "seconds above 0") in proc.stderr

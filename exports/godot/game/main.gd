@@ -2,7 +2,8 @@
 #
 # Settings (command line `--port=N` etc. after the engine's own options, else the AGENTKIT_BRIDGE_*
 # environment variables that `agentkit train` sets for launched games: Bridge.launch_settings(); else the
-# exported variables below for a game started in the editor): port, host, instance, instances, token, seed.
+# exported variables below for a game started in the editor): port, host, instance, instances, token, seed,
+# connect-timeout (seconds to keep trying while the trainer does not listen yet; 30).
 # `--instances=N` (what `env.instances_per_process: N` launches) runs N mazes side by side, one training area
 # (game/area.gd) each, all served on one connection. Without a port the scene just shows random mazes.
 extends Node2D
@@ -24,7 +25,8 @@ var bridge = Bridge.new()
 func _ready():
 	var s = Bridge.launch_settings()
 	var count = Bridge.instance_count(s)
-	if count == 0:
+	bridge.connect_timeout = Bridge.connect_timeout_of(s)
+	if count == 0 or bridge.connect_timeout == 0.0:
 		set_process(false)
 		get_tree().quit(2)
 		return
@@ -45,7 +47,7 @@ func _ready():
 		get_tree().quit(2)
 
 func _process(_delta):
-	if bridge.connected or bridge.closed:
+	if bridge.connecting or bridge.connected or bridge.closed:
 		if not bridge.poll(frame_budget_msec):
 			get_tree().quit(2 if bridge.error != "" else 0)
 		update()

@@ -26,6 +26,12 @@
 # poll() blocks while it waits for the trainer (a training game runs as fast as the trainer steps it);
 # between frames Godot renders, so a game watched in the editor still draws.
 #
+# A game started before the trainer listens (listen mode: Play pressed before `agentkit train`) keeps trying:
+# while nothing listens at host:port, `start` returns OK with `connecting` true, and each poll() (it returns
+# true meanwhile, without waiting) connects again every 0.2 s, for up to `connect_timeout` seconds (30;
+# `connect_timeout_of(settings)` reads `--connect-timeout=SECONDS` / AGENTKIT_BRIDGE_CONNECT_TIMEOUT). Then
+# poll() returns false with `error` saying so. So call poll() from _process from `start` on.
+#
 # Several instances in one process (docs/bridge.md, "Several instances on one connection"; what
 # `env.instances_per_process` launches): `bridge.start_many([game0, game1, ...], "my-game", host, port, instance)`
 # serves game k as instance `instance + k` on one connection. The hello says "instances": K; then every message
@@ -38,7 +44,8 @@ const OBS_BLOBS = [["obs", "float32"], ["obs_uint8", "uint8"], ["obs_int32", "in
 const DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 const DTYPE_SIZE = {"float32": 4, "int32": 4, "uint8": 1}
 const MAX_INSTANCES = 1024   # the most instances one connection may serve (hello.instances)
-const SETTINGS = ["port", "host", "instance", "instances", "token", "seed"]
+const SETTINGS = ["port", "host", "instance", "instances", "token", "seed", "connect-timeout"]
+const RETRY_MSEC = 200       # how often a refused connection is tried again
 
 var tcp = StreamPeerTCP.new()
 var protocol = PROTOCOL   # the version the hello says: 2, or 1
@@ -46,22 +53,29 @@ var games = []            # the game objects this connection serves: games[k] is
 var open_slots = []       # open_slots[k]: the trainer has not closed instance k yet
 var instance = null       # the first instance's number (the trainer's, once welcomed)
 var max_frame_bytes = DEFAULT_MAX_FRAME
+var connect_timeout = 30.0   # seconds to keep trying while nothing listens at host:port (set before `start`)
+var connecting = false    # nothing listened at the last try: poll() tries again (until connect_timeout)
 var connected = false     # the trainer sent `welcome`
 var closed = false        # the trainer closed every instance, or the connection ended
 var close_reason = ""
 var error = ""            # why the client stopped, when an error stopped it (its own or the trainer's); else ""
 var steps = 0             # step messages answered (all instances together)
 var episodes = 0          # reset messages answered (all instances together)
+var _host = ""            # where the trainer is, the hello to say there, and the tries' clock (msec)
+var _port = 0
+var _hello = {}
+var _give_up_at = 0
+var _retry_at = 0
 
 # -- settings of a launched game ----------------------------------------------------------------------------
 
 # What a launched game is told: `--port=N` style options on the command line (after the engine's own), else the
 # AGENTKIT_BRIDGE_* environment variables `agentkit train` sets; "" for a setting neither gives. Keys: port,
-# host, instance, instances, token, seed, and every other `--key=value` option of the command line.
+# host, instance, instances, token, seed, connect-timeout, and every other `--key=value` option of the command line.
 static func launch_settings() -> Dictionary:
 	var s = {}
 	for key in SETTINGS:
-		s[key] = OS.get_environment("AGENTKIT_BRIDGE_" + key.to_upper())
+		s[key] = OS.get_environment("AGENTKIT_BRIDGE_" + key.to_upper().replace("-", "_"))
 	for arg in OS.get_cmdline_args():
 		if arg.begins_with("--") and "=" in arg:
 			var kv = arg.substr(2).split("=", true, 1)
@@ -79,9 +93,21 @@ static func instance_count(settings: Dictionary) -> int:
 		return 0
 	return int(text)
 
+# The seconds `settings["connect-timeout"]` gives the client to find the trainer listening (30 when it is "" or
+# missing), or 0.0 after printing why it cannot be used (not a number above 0): the game should then exit non-zero.
+static func connect_timeout_of(settings: Dictionary) -> float:
+	var text = str(settings.get("connect-timeout", "")).strip_edges()
+	if text == "":
+		return 30.0
+	if not text.is_valid_float() or float(text) <= 0:
+		printerr("agentkit bridge: --connect-timeout (or AGENTKIT_BRIDGE_CONNECT_TIMEOUT) is '%s': give a number of seconds above 0" % text)
+		return 0.0
+	return float(text)
+
 # -- the game's side --------------------------------------------------------------------------------------
 
-# Connect to the trainer and say hello; returns OK or an error code (the reason is printed).
+# Connect to the trainer and say hello; returns OK or an error code (the reason is printed). OK with
+# `connecting` true: nothing listens yet, and poll() tries again (the top of this file).
 func start(game_object, game_name: String, host: String, port: int, instance_number = null, token = null) -> int:
 	return start_many([game_object], game_name, host, port, instance_number, token)
 
@@ -95,20 +121,54 @@ func start_many(game_objects: Array, game_name: String, host: String, port: int,
 	for _g in games:
 		open_slots.append(true)
 	instance = instance_number
-	var err = tcp.connect_to_host(host, port)
-	if err != OK:
-		return _fail("cannot connect to %s:%d (error %d)" % [host, port, err])
-	while tcp.get_status() == StreamPeerTCP.STATUS_CONNECTING:
-		OS.delay_msec(1)
-	if tcp.get_status() != StreamPeerTCP.STATUS_CONNECTED:
-		return _fail("cannot connect to %s:%d: is `agentkit train` listening there?" % [host, port])
-	tcp.set_no_delay(true)
-	tcp.set_big_endian(false)
-	var hello = {"type": "hello", "protocol": protocol, "game": game_name, "instance": instance,
+	_host = host
+	_port = port
+	_hello = {"type": "hello", "protocol": protocol, "game": game_name, "instance": instance,
 		"token": token, "agents": games[0].bridge_agents(), "state_dim": 0}
 	if games.size() > 1:
-		hello["instances"] = games.size()
-	_send(hello, [])
+		_hello["instances"] = games.size()
+	_give_up_at = OS.get_ticks_msec() + int(connect_timeout * 1000)
+	var err = _try_connect()
+	if err != OK:
+		return err
+	while tcp.get_status() == StreamPeerTCP.STATUS_CONNECTING:   # the first try: its answer comes at once
+		OS.delay_msec(1)
+	return _go_on_connecting()
+
+# One try at the trainer's address (its answer comes later: tcp's status).
+func _try_connect() -> int:
+	tcp.disconnect_from_host()
+	var err = tcp.connect_to_host(_host, _port)
+	if err != OK:
+		return _fail("cannot connect to %s:%d (error %d)" % [_host, _port, err])
+	return OK
+
+# Where the last try stands: connected: say hello and wait for the welcome; refused (nothing listens yet): try
+# again RETRY_MSEC later (`connecting` stays true meanwhile), until connect_timeout has passed. Returns OK, or an
+# error code (the reason is printed).
+func _go_on_connecting() -> int:
+	var status = tcp.get_status()
+	connecting = status != StreamPeerTCP.STATUS_CONNECTED
+	if status == StreamPeerTCP.STATUS_CONNECTED:
+		return _greet()
+	if status == StreamPeerTCP.STATUS_CONNECTING:
+		return OK
+	var now = OS.get_ticks_msec()
+	if _retry_at == 0:   # this try was just refused
+		if now >= _give_up_at:
+			connecting = false
+			return _fail("cannot connect to %s:%d: nothing listened there for %s s (connection refused): start `agentkit train` with env.mode: listen first, or raise --connect-timeout" % [_host, _port, str(connect_timeout)])
+		_retry_at = min(now + RETRY_MSEC, _give_up_at)
+	elif now >= _retry_at:
+		_retry_at = 0
+		return _try_connect()
+	return OK
+
+# Say hello on the open connection and take the trainer's welcome.
+func _greet() -> int:
+	tcp.set_no_delay(true)
+	tcp.set_big_endian(false)
+	_send(_hello, [])
 	var msg = _receive()
 	if msg == null:
 		return FAILED
@@ -125,6 +185,8 @@ func start_many(game_objects: Array, game_name: String, host: String, port: int,
 func poll(budget_msec := 50) -> bool:
 	if closed:
 		return false
+	if connecting:   # nothing listened at the last try: move the next one on, without waiting
+		return _go_on_connecting() == OK
 	var start_ms = OS.get_ticks_msec()
 	while true:
 		var msg = _receive()
