@@ -43,12 +43,13 @@ def shipped_config() -> dict:
 def fitting_config(steps: int, seed: int) -> dict:
     return {
         "seed": seed,
-        "env": {"plugin": "pettingzoo", "module": ENV, "kwargs": {"continuous": False}, "num_envs": 2,
+        "env": {"plugin": "pettingzoo", "module": ENV, "kwargs": {"continuous": False}, "num_envs": 4,
                 "state": "none",
                 "wrappers": [{"wrapper": "agentkit_envs.frames:ShrinkFrames", "kwargs": {"factor": 8, "grey": True}},
                              {"wrapper": "agentkit_envs.frames:StackFrames", "kwargs": {"stack_size": 4}}]},
         "algorithm": {"plugin": "mappo", "total_steps": steps, "centralised": False, "num_steps": 128,
-                      "num_minibatches": 20, "update_epochs": 4, "learning_rate": 6e-4, "gamma": 0.95,
+                      "num_minibatches": 40, "update_epochs": 4, "learning_rate": 6e-4, "lr_schedule": "linear",
+                      "gamma": 0.95,
                       "gae_lambda": 0.95, "clip_range": 0.3, "ent_coef": 0.01, "vf_coef": 0.5,
                       "max_grad_norm": 0.9},
         "policy": {"encoder": {"plugin": "cnn", "channels": [16, 32], "kernels": [3, 3], "strides": [2, 2],
