@@ -17,6 +17,7 @@ only the spaces the source read).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -216,17 +217,21 @@ class RemoteMultiAgentVecEnv:
         except BridgeDisconnected as exc:
             self._lost[i] = exc
 
-    def _answers(self, rows: list[int], kind: str, into: _Results) -> np.ndarray:
-        """Read the answers of instances ``rows`` into ``into``; returns which rows answered (a lost instance
-        does not). The instances' blob bytes are stacked and each blob copied once for all of them (games
-        send the same header at every step, so one check and one layout serve the whole vector step)."""
-        answered = np.zeros(self.num_envs, bool)
-        for i in rows:  # games that serve several instances on one connection get their batches now
+    def _flush(self, rows: Iterable[int]) -> None:
+        """Games that serve several instances on one connection get their queued batches now."""
+        for i in rows:
             if i not in self._lost:
                 try:
                     self.instances[i].flush()
                 except BridgeDisconnected as exc:
                     self._lost[i] = exc
+
+    def _answers(self, rows: list[int], kind: str, into: _Results) -> np.ndarray:
+        """Read the answers of instances ``rows`` into ``into``; returns which rows answered (a lost instance
+        does not). The instances' blob bytes are stacked and each blob copied once for all of them (games
+        send the same header at every step, so one check and one layout serve the whole vector step)."""
+        answered = np.zeros(self.num_envs, bool)
+        self._flush(rows)
         groups: dict[int, tuple[dict[str, Any], Layout, list[int], list[memoryview]]] = {}
         for i in rows:
             if i in self._lost:
@@ -391,6 +396,12 @@ class RemoteMultiAgentVecEnv:
         return self._observations(res, res.alive)
 
     def step(self, actions: dict[str, Any]) -> MultiAgentTransition:
+        self.send_step(actions)
+        return self.finish_step()
+
+    def send_step(self, actions: dict[str, Any]) -> None:
+        """The first half of ``step``: the actions go to every instance, which starts stepping now; a caller
+        may work (say, choose another vector env's actions) before ``finish_step`` waits for the results."""
         if not self.instances:
             raise InvalidInputError("step: call reset() before the first step.")
         n = self.num_envs
@@ -412,6 +423,11 @@ class RemoteMultiAgentVecEnv:
                     self.instances[i].send_encoded("step", payload)
                 except BridgeDisconnected as exc:
                     self._lost[i] = exc
+        self._flush(range(n))
+
+    def finish_step(self) -> MultiAgentTransition:
+        """The second half of ``step``: the instances' results, once each has answered (``send_step`` first)."""
+        n = self.num_envs
         res = _Results(self.layout, n, step=True)
         answered = self._answers(list(range(n)), "step_result", res)
         self._check_finite(res, "step_result", answered)
@@ -599,7 +615,15 @@ class RemoteVecEnv:
         return self._observation(self.multi.reset(seed))
 
     def step(self, actions: Any) -> Transition:
-        ma = self.multi.step({self._group: actions})
+        self.send_step(actions)
+        return self.finish_step()
+
+    def send_step(self, actions: Any) -> None:
+        """``RemoteMultiAgentVecEnv.send_step``: the instances start stepping; ``finish_step`` waits for them."""
+        self.multi.send_step({self._group: actions})
+
+    def finish_step(self) -> Transition:
+        ma = self.multi.finish_step()
         tr = ma.groups[self._group]
         terminated, truncated = tr.terminated[:, 0], tr.truncated[:, 0]
         out = Transition(
