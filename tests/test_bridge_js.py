@@ -244,3 +244,15 @@ def test_the_js_client_speaks_protocol_2(check, tmp_path):
     the game's hello); a Dict of uint8, float32 and int32 entries arrives as sent; a version 1 game plays."""
     command = f"{NODE} {REPO / 'tests' / 'js_games' / 'bright_side.mjs'} --port {{port}} --instance {{instance}} --seed {{seed}}"
     run_check(check, command, "bright-side-js", tmp_path / "run", spell=lambda key, value: f"--{key} {value}")
+
+
+def test_the_js_client_reads_options_as_key_value_and_key_equals_value():
+    """`--port=5555` is the form the C# and Godot clients read; the JS client takes both forms."""
+    script = ('import { parseArgs } from "./exports/js/agentkit-bridge.mjs"; console.log(JSON.stringify(parseArgs('
+              '["--port=5555", "--instances", "3", "--connect-timeout=2", "--token=a=b", "--crash-at", "7"])));')
+    proc = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60,
+                          cwd=REPO, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    args = json.loads(proc.stdout)
+    assert (args["port"], args["instances"], args["connectTimeoutMs"], args["token"], args["crashAt"]) == (
+        5555, 3, 2000, "a=b", "7")

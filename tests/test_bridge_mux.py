@@ -104,11 +104,12 @@ def test_a_game_that_serves_fewer_instances_than_it_was_started_with_is_refused(
 
 
 def listening(argv: list[str], num_envs: int, play, *, port_args: tuple[str, ...] = ("--port", "{port}"),
-              game_first_s: float = 0.0, env: dict[str, str] | None = None) -> str:
+              game_first_s: float = 0.0, env: dict[str, str] | None = None, trainer_env: dict | None = None) -> str:
     """Start the game process ``argv`` (``port_args`` is added, the port in place of ``{port}``), let it connect
     to a trainer that listens for ``num_envs`` instances, run ``play(venv)`` on them, and check that the game then
     exits 0; returns its output. ``game_first_s``: the trainer listens only that long after the game started
-    (nothing listens on the port before: the game must keep trying), and the game must still be running then."""
+    (nothing listens on the port before: the game must keep trying), and the game must still be running then.
+    ``trainer_env``: the trainer's env section (default: listen mode over TCP for ``num_envs``; the port is added)."""
     port = _free_port()
     game = subprocess.Popen([*argv, *(a.format(port=port) for a in port_args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=None if env is None else {**os.environ, **env})
@@ -116,8 +117,8 @@ def listening(argv: list[str], num_envs: int, play, *, port_args: tuple[str, ...
         if game_first_s:
             time.sleep(game_first_s)
             assert game.poll() is None, game.communicate()
-        source = source_of({"plugin": "remote", "mode": "listen", "port": port, "connect_timeout": 20,
-                            "num_envs": num_envs})
+        section = trainer_env or {"plugin": "remote", "mode": "listen", "connect_timeout": 20, "num_envs": num_envs}
+        source = source_of({**section, "port": port})
         try:
             venv = source.make_vec(num_envs, seed=0)
             play(venv)
@@ -152,3 +153,28 @@ def test_serve_many_of_one_game_is_serve():
             o = venv.step(o.mask.argmax(axis=1)).next
 
     listening([PY, str(SERVE_GYM), "agentkit/Dungeon-v0"], 1, play)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "websocket"])
+def test_a_python_game_started_before_the_trainer_listens_connects_once_it_does(transport):
+    def play(venv):
+        o = venv.reset()
+        for _ in range(3):
+            o = venv.step(o.mask.argmax(axis=1)).next
+
+    if transport == "websocket":
+        pytest.importorskip("websockets")
+    argv = [PY, str(SERVE_GYM), "agentkit/Dungeon-v0", "--transport", transport]
+    trainer_env = {"plugin": "remote", "mode": "listen", "connect_timeout": 20, "num_envs": 1, "transport": transport}
+    listening(argv, 1, play, game_first_s=1.0, trainer_env=trainer_env)
+
+
+def test_a_python_game_with_nothing_listening_gives_up_after_its_connect_timeout():
+    port = _free_port()
+    start = time.monotonic()
+    proc = subprocess.run([PY, str(SERVE_GYM), "agentkit/Dungeon-v0", "--port", str(port), "--connect-timeout", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and time.monotonic() - start >= 1.0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"serve_gymnasium: cannot connect to 127.0.0.1:{port}: nothing listened there for 1 s (connection refused): "
+        "start `agentkit train` with env.mode: listen first, or raise --connect-timeout")

@@ -530,7 +530,8 @@ export async function serveMany(games, options = {}) {
  * Node: `--host --port --transport --instance --instances --seed --token --connect-timeout` from `argv`,
  * defaulting to the AGENTKIT_BRIDGE_* environment variables a launched game gets (and 127.0.0.1:11008 over TCP,
  * 1 instance). `--connect-timeout SECONDS` (AGENTKIT_BRIDGE_CONNECT_TIMEOUT, default 30) comes back as
- * `connectTimeoutMs`, `serve`'s option. Unknown `--key value` pairs are returned too (as strings).
+ * `connectTimeoutMs`, `serve`'s option. Each option is `--key value` or `--key=value`. Unknown pairs are
+ * returned too (as strings).
  */
 export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
   const env = isNode ? process.env : {};
@@ -545,10 +546,11 @@ export function parseArgs(argv = isNode ? process.argv.slice(2) : []) {
     connectTimeout: env.AGENTKIT_BRIDGE_CONNECT_TIMEOUT ?? 30, // seconds; returned as connectTimeoutMs
   };
   for (let i = 0; i < argv.length; i++) {
-    const m = /^--([\w-]+)$/.exec(argv[i]);
-    if (!m || i + 1 >= argv.length) continue;
+    // `--port 5555` or `--port=5555` (the form the C# and Godot clients read)
+    const m = /^--([\w-]+)(?:=(.*))?$/s.exec(argv[i]);
+    if (!m || (m[2] === undefined && i + 1 >= argv.length)) continue;
     const key = m[1].replace(/-([a-z])/g, (_, c) => c.toUpperCase());
-    const value = argv[++i];
+    const value = m[2] ?? argv[++i];
     out[key] = ["port", "instance", "instances", "seed"].includes(key) ? Number(value) : value;
   }
   if (!Number.isInteger(out.instances) || out.instances < 1) {

@@ -43,8 +43,9 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -226,20 +227,32 @@ def decode(payload: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 _PARSED: dict[bytes, _Parsed] = {}
 
 
+_T = TypeVar("_T")
+
+
+def _retry_refused(open_: Callable[[float], _T], where: str, timeout: float) -> _T:
+    """``open_(seconds left)`` until it connects: a refused connection (nothing listens yet: a game started before
+    `agentkit train` in listen mode) is tried again every 0.2 s until ``timeout`` seconds have passed, then one
+    message naming the address and the fix, as the JavaScript, C# and GDScript clients give."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open_(max(deadline - time.monotonic(), 0.001))
+        except ConnectionRefusedError:
+            if time.monotonic() >= deadline:
+                raise BridgeError(f"cannot connect to {where}: nothing listened there for {timeout:g} s (connection "
+                                  "refused): start `agentkit train` with env.mode: listen first, or raise "
+                                  "--connect-timeout") from None
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+
+
 class _Tcp:
     """Length-prefixed frames. A message from the trainer usually arrives whole: one ``recv`` reads it (into a
     buffer that keeps whatever follows), and a ``Frame`` goes out in one ``send``."""
 
     def __init__(self, host: str, port: int, timeout: float):
-        deadline = time.monotonic() + timeout
-        while True:  # the trainer may not listen yet (a game started before `agentkit train`): try again
-            try:
-                self.sock = socket.create_connection((host, port), timeout=timeout)
-                break
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        self.sock = _retry_refused(lambda left: socket.create_connection((host, port), timeout=left),
+                                   f"{host}:{port}", timeout)
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.max_frame_bytes = 1 << 30
@@ -289,8 +302,9 @@ class _WebSocket:
     def __init__(self, host: str, port: int, timeout: float):
         from websockets.sync.client import connect
 
-        self.ws = connect(f"ws://{host}:{port}/", open_timeout=timeout, max_size=None, compression=None,
-                          ping_interval=None)
+        self.ws = _retry_refused(lambda left: connect(f"ws://{host}:{port}/", open_timeout=left, max_size=None,
+                                                      compression=None, ping_interval=None),
+                                 f"{host}:{port}", timeout)
 
     def send(self, payload: bytes) -> None:
         self.ws.send(payload)
@@ -643,7 +657,7 @@ _BATCH_HEADERS: dict[tuple, bytes] = {}
 
 
 def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """``--host --port --transport --instance --instances --seed --token``, defaulting to the ``AGENTKIT_BRIDGE_*``
+    """``--host --port --transport --instance --instances --seed --token --connect-timeout``, defaulting to the ``AGENTKIT_BRIDGE_*``
     environment variables a launched game finds (and to 127.0.0.1:11008 over TCP)."""
     env = os.environ.get
     p = parser or argparse.ArgumentParser(description="an agentkit bridge game")
@@ -656,4 +670,6 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
                    help="instances this process serves (serve_many), numbered from --instance")
     p.add_argument("--seed", type=int, default=int(env("AGENTKIT_BRIDGE_SEED", "0")))
     p.add_argument("--token", default=env("AGENTKIT_BRIDGE_TOKEN"))
+    p.add_argument("--connect-timeout", type=float, default=float(env("AGENTKIT_BRIDGE_CONNECT_TIMEOUT", "30")),
+                   help="seconds to keep trying while nothing listens (a game started before the trainer)")
     return p.parse_args(argv)

@@ -128,8 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     # env.instances_per_process: this process serves instances --instance, --instance + 1, ... (one: bridge.serve)
     games = [GymGame(env, args.crash_at, args.hang_at)]
     games += [GymGame(make(args.env_id), args.crash_at, args.hang_at) for _ in range(args.instances - 1)]
-    bridge.serve_many(games, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
-                      transport=args.transport, instance=args.instance, token=args.token)
+    try:
+        bridge.serve_many(games, name=args.env_id, agents=[describe(env)], host=args.host, port=args.port,
+                          transport=args.transport, instance=args.instance, token=args.token,
+                          connect_timeout=args.connect_timeout)
+    except bridge.BridgeError as exc:  # the trainer refused the game, or nothing listened: one line, exit 2
+        print(f"serve_gymnasium: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
