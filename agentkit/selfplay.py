@@ -246,7 +246,7 @@ class SelfPlay:
     def observe(self, transition: MultiAgentTransition) -> None:
         """Rate the games that ended in this step, then give those copies their next game's opponent and
         seat."""
-        for n, returns in zip(transition.episode_envs, transition.agent_returns, strict=False):
+        for n, returns in zip(transition.episode_envs, transition.agent_returns, strict=True):
             seat = int(self.learner_seat[n])
             opponent = int(self.opponent[n])
             if opponent == LATEST:

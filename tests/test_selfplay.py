@@ -324,3 +324,17 @@ def test_the_side_that_is_not_learning_plays_its_latest_policy_or_a_snapshot_and
         assert zeros == 1.0 if latest_ratio == 1.0 else zeros < 0.5
     finally:
         algo.close()
+
+
+def test_one_policy_for_every_seat_of_a_parallel_game_is_refused_with_the_fix():
+    """Symmetric self-play rates a pool's games by each seat's own return, which a parallel env's episodes do not
+    report: a run of it would never rate a game, draw a new opponent or change the learner's seat."""
+    host = PluginHost()
+    section = selfplay_config(64, eval_opponents=[])
+    section["env"] = {"plugin": "pettingzoo", "module": "agentkit_envs.games.team_arena", "num_envs": 2,
+                      "kwargs": {"team_size": 2, "frame": "team"},
+                      "groups": {"team": ["blue_0", "blue_1", "red_0", "red_1"]}}
+    config = load_config(section, host.registry)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    with pytest.raises(ConfigError, match=r"is a parallel one.*env\.groups: \{blue: \[\.\.\.\], red: \[\.\.\.\]\}"):
+        MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
