@@ -176,9 +176,9 @@ class MAPPO:
             if not getattr(self.source, "turn_based", False):
                 # the pool's games are rated by each seat's own return, which only turn-based envs report
                 raise ConfigError(
-                    "algorithm.self_play: one policy for every seat (symmetric self-play) takes turns of a "
-                    f"turn-based game, and {self.source.env_id!r} is a parallel one, whose episodes say nothing of "
-                    "who won a seat. For a team game put each side in an env group of its own (env.groups: "
+                    "algorithm.self_play: one policy for every seat (symmetric self-play) is for turn-based "
+                    f"games, and {self.source.env_id!r} is a parallel one: its episodes do not say which seat "
+                    "won. For a team game put each side in an env group of its own (env.groups: "
                     "{blue: [...], red: [...]}) for asymmetric self-play, or remove algorithm.self_play."
                 )
             return SelfPlay(sp, group.actor, group.agents, self.num_envs, seed, self._registry, group.spec.name)
