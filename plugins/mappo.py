@@ -173,7 +173,7 @@ class MAPPO:
                     "self-play), so no side takes turns learning; remove team_change, or name the sides as env "
                     "groups (env.groups) for asymmetric self-play."
                 )
-            if not getattr(self.source, "turn_based", False):
+            if not self.source.turn_based:
                 # the pool's games are rated by each seat's own return, which only turn-based envs report
                 raise ConfigError(
                     "algorithm.self_play: one policy for every seat (symmetric self-play) is for turn-based "
