@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="stop each seed after this wall clock")
     parser.add_argument("--episodes", type=int, default=100, help="games per seat and opponent")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--tag", default="", help="suffix of the run dir and picture (e.g. --tag=-cnn)")
     parser.add_argument("--eval-only", metavar="RUN_DIR", help="only evaluate an existing run dir")
     args = parser.parse_args()
 
@@ -143,13 +144,13 @@ def main() -> None:
         if args.steps:
             overrides.append(f"algorithm.total_steps={args.steps}")
         config = load_config(apply_overrides(data, overrides), host.registry)
-        run_dir = ROOT / "benchmarks" / "runs" / f"selfplay-{args.game}-seed{seed}"
+        run_dir = ROOT / "benchmarks" / "runs" / f"selfplay-{args.game}-seed{seed}{args.tag}"
         if run_dir.exists():
             shutil.rmtree(run_dir)
         t0 = time.perf_counter()
         result = train(config, host, run_dir=run_dir)
         wall = time.perf_counter() - t0
-        picture = ROOT / "benchmarks" / f"selfplay_{args.game}_seed{seed}.png"
+        picture = ROOT / "benchmarks" / f"selfplay_{args.game}_seed{seed}{args.tag}.png"
         shutil.copyfile(run_dir / "curve.png", picture)
         print(json.dumps({
             "game": args.game, "seed": seed, "config": example, "overrides": overrides,

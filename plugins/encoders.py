@@ -11,9 +11,10 @@ for Dicts or Tuples that hold an image entry, the MLP for everything else (impal
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from gymnasium import spaces
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -64,20 +65,20 @@ class MLPEncoder(Encoder):
 
 
 def _conv_stack(in_channels: int, hw: tuple[int, int], channels: list[int], kernels: list[int],
-                strides: list[int], where: str) -> tuple[nn.Sequential, int]:
+                strides: list[int], padding: int, where: str) -> tuple[nn.Sequential, int]:
     """Conv + ReLU layers and the width of their flattened output, or a ConfigError naming the layer that
     leaves nothing of the image."""
     layers: list[nn.Module] = []
     h, w = hw
     c = in_channels
     for i, (out, k, s) in enumerate(zip(channels, kernels, strides, strict=True)):
-        h, w = (h - k) // s + 1, (w - k) // s + 1
+        h, w = (h + 2 * padding - k) // s + 1, (w + 2 * padding - k) // s + 1
         if h < 1 or w < 1:
             raise ConfigError(
                 f"{where}: conv layer {i} (kernel {k}, stride {s}) leaves nothing of a {hw[0]}x{hw[1]} image; "
                 "give smaller kernels/strides (policy.encoder.kernels, policy.encoder.strides) or a larger image."
             )
-        layers += [layer_init(nn.Conv2d(c, out, k, s)), nn.ReLU()]
+        layers += [layer_init(nn.Conv2d(c, out, k, s, padding)), nn.ReLU()]
         c = out
     return nn.Sequential(*layers), c * h * w
 
@@ -100,16 +101,44 @@ class _ImageInput(nn.Module):
         return to_chw(x, self.layout)
 
 
-def _layout_or_error(space: Any, where: str) -> str:
-    layout = image_layout(space)
-    if layout is None:
-        if len(space.shape) == 3 and (space.shape[-1] in (1, 3, 4) or space.shape[0] in (1, 3, 4)):
+#: ``policy.encoder.layout``: which axis of a 3-dim observation holds the channels.
+Layout = Literal["auto", "HWC", "CHW"]
+
+
+def _layout_field():
+    return Field("auto", description=(
+        "Channel axis of the observation: auto (uint8 images, or 1/3/4 channels at one end), HWC (channels "
+        "last: a board of planes such as connect four's 6x7x2) or CHW (channels first)."))
+
+
+def _planes(spec: EncoderSpec) -> Any:
+    """The space a conv encoder reads: the observation itself, or, for a Dict whose one entry beside its action
+    mask is a Box of 3 dims (PettingZoo's board games: connect four's 6x7x2 planes), that entry in its own
+    shape (``_ImageInput`` reshapes the flat vector back)."""
+    fields = spec.fields or []
+    if len(fields) == 1 and fields[0]["encoding"] == "box" and len(fields[0]["shape"]) == 3:
+        shape = tuple(fields[0]["shape"])
+        span = slice(fields[0]["start"], fields[0]["start"] + fields[0]["size"])
+        return spaces.Box(spec.space.low[span].reshape(shape), spec.space.high[span].reshape(shape),
+                          dtype=spec.space.dtype)
+    return spec.space
+
+
+def _layout_or_error(space: Any, where: str, layout: Layout = "auto") -> str:
+    """The layout of ``space`` (``layout`` when named), or a ConfigError saying how to name it."""
+    if layout != "auto" and len(space.shape) == 3:
+        return layout
+    found = image_layout(space)
+    if found is None and layout == "auto" and len(space.shape) == 3:
+        if space.shape[-1] in (1, 3, 4) or space.shape[0] in (1, 3, 4):
             return "HWC" if space.shape[-1] in (1, 3, 4) else "CHW"
+    if found is None:
         raise ConfigError(
-            f"{where}: this encoder takes images (a Box of 3 dims, HWC or CHW, or 4 for stacked frames); the "
-            f"observation is {space}. Use policy.encoder: mlp (or auto) for it."
+            f"{where}: this encoder takes images (a Box of 3 dims, HWC or CHW, or 4 for stacked frames; a board "
+            f"of planes with policy.encoder.layout: HWC or CHW); the observation is {space}. Name its channel "
+            "axis with policy.encoder.layout, or use policy.encoder: mlp (or auto) for it."
         )
-    return layout
+    return found
 
 
 # -- cnn --------------------------------------------------------------------------------------------------------
@@ -126,6 +155,9 @@ class CNNConfig(EncoderConfig):
     channels: list[int] = Field(default_factory=lambda: [32, 64, 64], description="Output channels per conv layer.")
     kernels: list[int] | None = Field(None, description="Kernel size per layer (default 8-4-3, or 3-3-3 below 36 px).")
     strides: list[int] | None = Field(None, description="Stride per layer (default 4-2-1, or 2-1-1 below 36 px).")
+    padding: int = Field(0, ge=0, description="Zeros added on each side by every conv layer (1 with kernels of 3 "
+                                               "keeps a small board's size).")
+    layout: Layout = _layout_field()
     features_dim: int = Field(512, ge=1, description="Width of the linear layer after the convolutions.")
     scale: float | None = Field(None, gt=0, description="Pixel scale (default 1/255 for uint8 images, else 1).")
 
@@ -144,7 +176,7 @@ def _cnn_layers(config: CNNConfig, chw: tuple[int, int, int], where: str) -> tup
             f"{where}: channels, kernels and strides need one entry per conv layer (got {n}, {len(kernels)}, "
             f"{len(strides)})."
         )
-    return _conv_stack(chw[0], chw[1:], config.channels, kernels, strides, where)
+    return _conv_stack(chw[0], chw[1:], config.channels, kernels, strides, config.padding, where)
 
 
 class CNNEncoder(Encoder):
@@ -152,9 +184,10 @@ class CNNEncoder(Encoder):
 
     def __init__(self, config: CNNConfig, spec: EncoderSpec, policy: PolicyConfig):
         super().__init__()
-        layout = _layout_or_error(spec.space, "policy.encoder: cnn")
-        chw = chw_shape(tuple(spec.space.shape), layout)
-        self.input = _ImageInput(spec.space, layout, config.scale)
+        space = _planes(spec)
+        layout = _layout_or_error(space, "policy.encoder: cnn", config.layout)
+        chw = chw_shape(tuple(space.shape), layout)
+        self.input = _ImageInput(space, layout, config.scale)
         self.convs, flat = _cnn_layers(config, chw, "policy.encoder: cnn")
         self.fc = nn.Sequential(layer_init(nn.Linear(flat + spec.extra_dim, config.features_dim)), nn.ReLU())
         self.normalizer = ObsNormalizer((1,), enabled=False)  # pixels are scaled, not normalised
@@ -180,6 +213,7 @@ class ImpalaConfig(EncoderConfig):
     plugin: str = "impala"
     channels: list[int] = Field(default_factory=lambda: [16, 32, 32], description="Channels of each stage.")
     features_dim: int = Field(256, ge=1, description="Width of the linear layer after the stages.")
+    layout: Layout = _layout_field()
     scale: float | None = Field(None, gt=0, description="Pixel scale (default 1/255 for uint8 images, else 1).")
 
 
@@ -196,9 +230,10 @@ class _Residual(nn.Module):
 class ImpalaEncoder(Encoder):
     def __init__(self, config: ImpalaConfig, spec: EncoderSpec, policy: PolicyConfig):
         super().__init__()
-        layout = _layout_or_error(spec.space, "policy.encoder: impala")
-        c, h, w = chw_shape(tuple(spec.space.shape), layout)
-        self.input = _ImageInput(spec.space, layout, config.scale)
+        space = _planes(spec)
+        layout = _layout_or_error(space, "policy.encoder: impala", config.layout)
+        c, h, w = chw_shape(tuple(space.shape), layout)
+        self.input = _ImageInput(space, layout, config.scale)
         stages: list[nn.Module] = []
         for out in config.channels:
             stages += [nn.Conv2d(c, out, 3, padding=1), nn.MaxPool2d(3, stride=2, padding=1), _Residual(out),

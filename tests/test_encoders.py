@@ -96,6 +96,29 @@ def test_a_small_image_for_nature_kernels_is_named(host):
         build_encoder(_cnn_policy(host, kernels=[20, 3, 3], strides=[1, 1, 1]), host.registry, EncoderSpec(HWC))
 
 
+def test_a_board_of_planes_goes_through_the_cnn_with_a_named_layout(host):
+    """Connect four's {observation: 6x7x2 planes, action_mask}: auto keeps the MLP, the cnn asks for the channel
+    axis, and with ``layout: HWC`` it convolves the board itself (the same features as a CHW Box of it)."""
+    raw = spaces.Dict({"observation": spaces.Box(0, 1, (6, 7, 2), np.int8),
+                       "action_mask": spaces.Box(0, 1, (7,), np.int8)})
+    board = ObservationLayout(raw, "env")
+    spec = EncoderSpec(board.space, board.fields)
+    assert host.registry.auto_encoder(spec).name == "mlp"
+    with pytest.raises(ConfigError, match=r"policy\.encoder\.layout"):
+        build_encoder(_cnn_policy(host, kernels=[3, 3], strides=[1, 1], channels=[8, 8]), host.registry, spec)
+    options = {"kernels": [3, 3], "strides": [1, 1], "channels": [8, 8], "padding": 1}
+    torch.manual_seed(0)
+    planes = build_encoder(_cnn_policy(host, layout="HWC", **options), host.registry, spec)
+    chw = build_encoder(_cnn_policy(host, layout="CHW", **options), host.registry,
+                        EncoderSpec(spaces.Box(0, 1, (2, 6, 7), np.float32)))
+    chw.load_state_dict(planes.state_dict())
+    obs, _ = board.split({k: np.stack([raw.sample()[k] for _ in range(4)]) for k in raw.spaces})
+    x = torch.from_numpy(obs)
+    assert x.shape == (4, 84)
+    torch.testing.assert_close(planes(x), chw(x.reshape(4, 6, 7, 2).permute(0, 3, 1, 2)))
+    assert planes.convs[0].padding == (1, 1) and planes.fc[0].in_features == 8 * 6 * 7  # padding keeps 6x7
+
+
 def test_config_names_the_encoder_and_set_works():
     base = {"env": {"plugin": "gymnasium", "id": "CartPole-v1"}, "algorithm": {"plugin": "ppo", "total_steps": 64}}
     config, _ = load_run_config(base, ["policy.encoder=impala"], autoload=False)
