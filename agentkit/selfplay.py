@@ -15,8 +15,14 @@ every seat. ML-Agents' ghost-trainer knobs:
   ``valid``). A copy draws a new opponent at the first game start after ``swap_steps`` env steps (its own),
   and the learner changes seat every game, so it plays first and second equally.
 
-**Rating.** Elo from the game results, assuming the learner's summed reward says who won (its sign: win >
-0, draw = 0, loss < 0; pettingzoo's board games give +1 / 0 / −1). After each game against a snapshot both
+**A team as a seat.** A parallel team game played by one policy (Team Arena with ``frame: team`` and one group
+of all four agents) names its seats, ``seats: {blue: [blue_0, blue_1], red: [red_0, red_1]}``: the learner
+plays every agent of one seat, the copy's opponent all the others', and the seat changes every game as
+above. Such an env reports no per-agent returns, so the seats' returns are summed here from each step's
+rewards.
+
+**Rating.** Elo from the game results: the learner's seat's mean per-agent return against the best other
+seat's (higher wins; pettingzoo's board games give +1 / 0 / −1). After each game against a snapshot both
 ratings move by ``elo_k * (score - expected)`` in opposite directions (as ML-Agents does); games against the
 latest policy leave it unchanged (they are against itself). Everything here, pool weights included, is in
 ``state_dict`` (tensors and plain data), so a resumed run keeps its pool and its rating.
@@ -79,6 +85,11 @@ class SelfPlayConfig(StrictModel):
         None, ge=1, description="Asymmetric games: env steps one side learns before the next side does "
         "(default: 5 x save_steps, as ML-Agents).",
     )
+    seats: dict[str, list[str]] | None = Field(
+        None, description="One policy playing a parallel team game (Team Arena with frame: team): the agents of "
+        "each seat, e.g. {blue: [blue_0, blue_1], red: [red_0, red_1]}; the learner plays one seat per game, a "
+        "snapshot the others. Default: each agent is a seat (turn-based games).",
+    )
     initial_elo: float = Field(1200.0, description="The learner's rating at the start.")
     elo_k: float = Field(16.0, gt=0, description="Elo K-factor: the most one game moves a rating.")
     eval_opponents: list[str] = Field(
@@ -93,11 +104,6 @@ class SelfPlayConfig(StrictModel):
 def elo_expected(rating: float, other: float) -> float:
     """The expected score of ``rating`` against ``other``."""
     return 1.0 / (1.0 + 10.0 ** ((other - rating) / 400.0))
-
-
-def game_score(learner_return: float) -> float:
-    """1 (win), 0.5 (draw) or 0 (loss) from the sign of the learner's summed reward."""
-    return 1.0 if learner_return > 0 else 0.0 if learner_return < 0 else 0.5
 
 
 def compare_returns(own: float, other: float) -> float:
@@ -178,10 +184,18 @@ class SelfPlay:
     """
 
     def __init__(self, config: SelfPlayConfig, actor: Actor, agents: list[str], num_envs: int, seed: int,
-                 registry: Registry | None = None, group: str = ""):
+                 registry: Registry | None = None, group: str = "", sum_rewards: bool = False):
+        """``agents``: the group's agents in slot order; ``config.seats`` (validated by the algorithm) groups
+        them into seats, else each is one. ``sum_rewards``: the env reports no per-agent returns (a parallel
+        game), so each game's are summed here from the group's step rewards."""
         self.config = config
         self.actor = actor
         self.agents = list(agents)
+        self.seats = dict(config.seats) if config.seats else {agent: [agent] for agent in self.agents}
+        self.seat_names = list(self.seats)
+        self.seat_of = np.array([next(i for i, members in enumerate(self.seats.values()) if a in members)
+                                 for a in self.agents])
+        self._returns = np.zeros((num_envs, len(self.agents))) if sum_rewards else None  # this game's, per agent
         self.group = group
         self.num_envs = num_envs
         self.generator = torch.Generator().manual_seed(seed + 7919)
@@ -190,7 +204,7 @@ class SelfPlay:
         self.last_snapshot_step = 0
         self.steps = 0
         self.opponent = np.full(num_envs, LATEST, dtype=np.int64)  # pool index, or LATEST
-        self.learner_seat = np.arange(num_envs) % len(self.agents)
+        self.learner_seat = np.arange(num_envs) % len(self.seats)
         self.drawn_at = np.zeros(num_envs, dtype=np.int64)
         self._results: list[tuple[int, int, float]] = []  # (opponent, learner seat, score) this iteration
         self.fixed_elo = {spec: float(config.initial_elo) for spec in config.eval_opponents}
@@ -227,9 +241,8 @@ class SelfPlay:
     # -- acting -----------------------------------------------------------------------------------------------
 
     def frozen(self, group: str) -> np.ndarray:
-        """``[N, A]``: True where a snapshot, not the learner, plays the seat."""
-        seats = np.arange(len(self.agents))[None, :]
-        return (self.opponent[:, None] != LATEST) & (seats != self.learner_seat[:, None])
+        """``[N, A]``: True where a snapshot, not the learner, plays the agent."""
+        return (self.opponent[:, None] != LATEST) & (self.seat_of[None, :] != self.learner_seat[:, None])
 
     def act(self, group: str, actor_in: Tensor, mask: Tensor | None, action: Tensor, outputs: dict[str, Tensor],
             agent_id: Tensor | None = None) -> None:
@@ -243,23 +256,35 @@ class SelfPlay:
 
     # -- results ---------------------------------------------------------------------------------------------
 
+    def _seat_scores(self, returns: dict[str, float]) -> list[float]:
+        """Each seat's score in a game: its mean per-agent return against the best other seat's."""
+        means = [float(np.mean([returns[a] for a in members])) for members in self.seats.values()]
+        return [compare_returns(m, max(o for j, o in enumerate(means) if j != i)) for i, m in enumerate(means)]
+
     def observe(self, transition: MultiAgentTransition) -> None:
         """Rate the games that ended in this step, then give those copies their next game's opponent and
         seat."""
-        for n, returns in zip(transition.episode_envs, transition.agent_returns, strict=True):
+        if self._returns is not None:
+            self._returns += transition.groups[self.group].reward
+        for i, n in enumerate(transition.episode_envs):
+            if self._returns is None:
+                returns = transition.agent_returns[i]
+            else:
+                returns = dict(zip(self.agents, self._returns[n].tolist(), strict=True))
+                self._returns[n] = 0.0
+            scores = self._seat_scores(returns)
             seat = int(self.learner_seat[n])
             opponent = int(self.opponent[n])
             if opponent == LATEST:
-                for s, agent in enumerate(self.agents):
-                    self._results.append((LATEST, s, game_score(returns[agent])))
+                self._results += [(LATEST, s, score) for s, score in enumerate(scores)]
             else:
-                score = game_score(returns[self.agents[seat]])
+                score = scores[seat]
                 self._results.append((opponent, seat, score))
                 entry = self.pool.entries[opponent]
                 change = _elo_game(self.elo, entry["elo"], score, self.config.elo_k)
                 self.elo += change
                 entry["elo"] -= change
-            self.learner_seat[n] = (seat + 1) % len(self.agents)
+            self.learner_seat[n] = (seat + 1) % len(self.seats)
             if self.steps - self.drawn_at[n] >= self.config.swap_steps:
                 self._draw(n)
 
@@ -278,9 +303,9 @@ class SelfPlay:
                "selfplay/pool_elo": self.pool.mean_elo()}
         against = [r for r in self._results if r[0] != LATEST]
         out.update(_rates("selfplay", [s for _, _, s in against]))
-        for seat, agent in enumerate(self.agents):
-            out.update(_rates(f"selfplay/{agent}", [s for _, st, s in against if st == seat]))
-            out.update(_rates(f"selfplay/latest/{agent}", [s for o, st, s in self._results if o == LATEST and st == seat]))
+        for seat, name in enumerate(self.seat_names):
+            out.update(_rates(f"selfplay/{name}", [s for _, st, s in against if st == seat]))
+            out.update(_rates(f"selfplay/latest/{name}", [s for o, st, s in self._results if o == LATEST and st == seat]))
         self._results = []
         return out
 
@@ -350,7 +375,9 @@ class SelfPlay:
         self.last_eval_step = int(state.get("last_eval_step", 0))
         self.pool.load_state_dict(state["pool"])
         # env episodes are not checkpointed: every copy starts a new game, with a new draw
-        self.learner_seat = np.arange(self.num_envs) % len(self.agents)
+        self.learner_seat = np.arange(self.num_envs) % len(self.seats)
+        if self._returns is not None:
+            self._returns[:] = 0.0
         for n in range(self.num_envs):
             self._draw(n)
 
@@ -531,4 +558,4 @@ def _rates(prefix: str, scores: list[float]) -> dict[str, float]:
             f"{prefix}/loss_rate": float((s == 0.0).mean()), f"{prefix}/games": float(len(s))}
 
 
-__all__ = ["SelfPlay", "SelfPlayConfig", "SnapshotPool", "TeamSelfPlay", "compare_returns", "elo_expected", "game_score"]
+__all__ = ["SelfPlay", "SelfPlayConfig", "SnapshotPool", "TeamSelfPlay", "compare_returns", "elo_expected"]

@@ -173,15 +173,18 @@ class MAPPO:
                     "self-play), so no side takes turns learning; remove team_change, or name the sides as env "
                     "groups (env.groups) for asymmetric self-play."
                 )
-            if not self.source.turn_based:
-                # the pool's games are rated by each seat's own return, which only turn-based envs report
+            if not self.source.turn_based and sp.seats is None:
                 raise ConfigError(
-                    "algorithm.self_play: one policy for every seat (symmetric self-play) is for turn-based "
-                    f"games, and {self.source.env_id!r} is a parallel one: its episodes do not say which seat "
-                    "won. For a team game put each side in an env group of its own (env.groups: "
-                    "{blue: [...], red: [...]}) for asymmetric self-play, or remove algorithm.self_play."
+                    "algorithm.self_play: one policy for every agent of a parallel game "
+                    f"({self.source.env_id!r}) needs its seats named, the agents each side plays: "
+                    "algorithm.self_play.seats: {blue: [blue_0, blue_1], red: [red_0, red_1]}. Or put each side "
+                    "in an env group of its own (env.groups) for asymmetric self-play, or remove "
+                    "algorithm.self_play."
                 )
-            return SelfPlay(sp, group.actor, group.agents, self.num_envs, seed, self._registry, group.spec.name)
+            if sp.seats is not None:
+                _check_seats(sp.seats, group.agents)
+            return SelfPlay(sp, group.actor, group.agents, self.num_envs, seed, self._registry, group.spec.name,
+                            sum_rewards=not self.source.turn_based)
         if len(env_groups) >= 2 and [g.name for g in self.groups] == env_groups:
             if sp.eval_opponents:
                 raise ConfigError(
@@ -311,3 +314,13 @@ def agentkit_register_algorithms(register):
         MAPPOConfig,
         "Multi-agent PPO: centralised critic (MAPPO) or decentralised (IPPO), one policy per agent group.",
     )
+
+
+def _check_seats(seats: dict[str, list[str]], agents: list[str]) -> None:
+    """A ConfigError unless ``seats`` puts each of the policy's ``agents`` in exactly one of two or more seats."""
+    named = [a for members in seats.values() for a in members]
+    if len(seats) < 2 or sorted(named) != sorted(agents) or any(not m for m in seats.values()):
+        raise ConfigError(
+            f"algorithm.self_play.seats: {seats} must put each agent of the policy ({agents}) in exactly one of "
+            "two or more seats, e.g. {blue: [blue_0, blue_1], red: [red_0, red_1]}."
+        )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 from agentkit_plugins.mappo import MAPPO
@@ -10,10 +13,11 @@ from agentkit import checkpoint as ckpt
 from agentkit.algorithm import BuildContext
 from agentkit.cli import main
 from agentkit.config import load_config
+from agentkit.environment import MultiAgentTransition
 from agentkit.errors import ConfigError
 from agentkit.host import PluginHost
 from agentkit.runlog import read_metrics
-from agentkit.selfplay import elo_expected, game_score
+from agentkit.selfplay import compare_returns, elo_expected
 from agentkit.trainer import train
 
 TTT = "pettingzoo.classic.tictactoe_v3"
@@ -39,7 +43,7 @@ def run_train(section: dict, run_dir, resume: bool = False):
 
 
 def test_elo_follows_the_sign_of_the_final_reward():
-    assert game_score(1.0) == 1.0 and game_score(0.0) == 0.5 and game_score(-2.0) == 0.0
+    assert compare_returns(1.0, -1.0) == 1.0 and compare_returns(0.0, 0.0) == 0.5 and compare_returns(-2.0, 2.0) == 0.0
     assert elo_expected(1200, 1200) == 0.5
     assert elo_expected(1400, 1200) == pytest.approx(1 - elo_expected(1200, 1400))
 
@@ -326,15 +330,59 @@ def test_the_side_that_is_not_learning_plays_its_latest_policy_or_a_snapshot_and
         algo.close()
 
 
-def test_one_policy_for_every_seat_of_a_parallel_game_is_refused_with_the_fix():
-    """Symmetric self-play rates a pool's games by each seat's own return, which a parallel env's episodes do not
-    report: a run of it would never rate a game, draw a new opponent or change the learner's seat."""
-    host = PluginHost()
-    section = selfplay_config(64, eval_opponents=[])
-    section["env"] = {"plugin": "pettingzoo", "module": "agentkit_envs.games.team_arena", "num_envs": 2,
-                      "kwargs": {"team_size": 2, "frame": "team"},
+def _arena_one_policy(**self_play) -> dict:
+    section = selfplay_config(64, eval_opponents=[], **self_play)
+    section["env"] = {"plugin": "pettingzoo", "module": "agentkit_envs.games.team_arena", "num_envs": 4,
+                      "kwargs": {"team_size": 2, "frame": "team", "max_cycles": 20},
                       "groups": {"team": ["blue_0", "blue_1", "red_0", "red_1"]}}
-    config = load_config(section, host.registry)
+    return section
+
+
+ARENA_SEATS = {"blue": ["blue_0", "blue_1"], "red": ["red_0", "red_1"]}
+
+
+@pytest.mark.parametrize(("seats", "message"), [
+    (None, r"needs its seats named.*algorithm\.self_play\.seats: \{blue: \[blue_0, blue_1\]"),
+    ({"blue": ["blue_0", "blue_1"], "red": ["red_0"]}, r"must put each agent of the policy"),
+])
+def test_one_policy_for_a_parallel_game_needs_its_seats_named(seats, message):
+    """A parallel env's episodes do not say which agents form a side: without ``seats`` a run of it would never
+    rate a game, draw a new opponent or change the learner's seat."""
+    host = PluginHost()
+    config = load_config(_arena_one_policy(seats=seats), host.registry)
     env = host.registry.get("env", "pettingzoo").factory(config.env)
-    with pytest.raises(ConfigError, match=r"is a parallel one.*env\.groups: \{blue: \[\.\.\.\], red: \[\.\.\.\]\}"):
-        MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    try:
+        with pytest.raises(ConfigError, match=message):
+            MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    finally:
+        env.close()
+
+
+def test_a_team_as_a_seat_a_snapshot_plays_the_other_team_and_games_are_rated(tmp_path):
+    """Team Arena with one policy for all four agents and named seats: in a copy against a snapshot, the
+    snapshot plays both agents of the team the learner does not; the seats' returns, summed from the rewards,
+    rate the games, and the learner changes team every game."""
+    host = PluginHost()
+    config = load_config(_arena_one_policy(seats=ARENA_SEATS, play_against_latest_ratio=0.0), host.registry)
+    env = host.registry.get("env", "pettingzoo").factory(config.env)
+    algo = MAPPO(config.algorithm, BuildContext(config, host.registry, env, None, torch.device("cpu")))
+    try:
+        sp = algo.selfplay
+        frozen = sp.frozen("team")  # agents in slot order: blue_0, blue_1, red_0, red_1
+        assert frozen.tolist() == [[False, False, True, True], [True, True, False, False]] * 2
+        games = {"selfplay/games": 0.0, "selfplay/blue/games": 0.0, "selfplay/red/games": 0.0}
+        for _ in range(3):  # 3 x 16 steps of games of at most 20: every copy ended at least two
+            metrics = algo.iterate()
+            for key in games:
+                games[key] += metrics.get(key, 0.0)
+        assert games["selfplay/games"] >= 8 and games["selfplay/blue/games"] >= 1 and games["selfplay/red/games"] >= 1
+        assert games["selfplay/games"] == games["selfplay/blue/games"] + games["selfplay/red/games"]
+        # copy 0 (learner blue, against a snapshot) ends a game whose blue agents earned more than red's
+        sp._returns[:] = 0.0
+        sp.learner_seat[0], sp.opponent[0] = 0, 0
+        elo, reward = sp.elo, np.zeros((4, 4), np.float32)
+        reward[0] = [1.0, 0.5, -1.0, 0.0]
+        sp.observe(MultiAgentTransition(groups={"team": SimpleNamespace(reward=reward)}, episode_envs=[0]))
+        assert sp.elo > elo and sp.learner_seat[0] == 1 and sp.metrics()["selfplay/blue/win_rate"] == 1.0
+    finally:
+        algo.close()
