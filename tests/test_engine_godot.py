@@ -234,6 +234,33 @@ def test_the_godot_client_gives_up_after_its_connect_timeout_naming_the_fix(opti
             "start `agentkit train` with env.mode: listen first, or raise --connect-timeout") in proc.stderr
 
 
+def test_the_godot_client_gives_up_on_an_address_that_never_answers():
+    """A listener whose backlog is full drops the game's SYN, so the connection stays connecting (as behind a
+    firewall that drops it): the client gives up after its connect timeout and says what happened (no answer;
+    it used to block in start() and then report "connection refused"), naming the fix."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        fillers = []
+        for _ in range(3):  # fill the accept queue (never accepted)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.2)
+        try:
+            started = time.monotonic()
+            proc = subprocess.run([GODOT, "--path", str(REPO / "exports" / "godot"), f"--port={port}",
+                                   "--connect-timeout=1.5"], capture_output=True, text=True, timeout=60)
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert proc.returncode == 2 and 1.5 <= time.monotonic() - started < 30, proc.stderr
+    assert f"agentkit bridge: cannot connect to 127.0.0.1:{port}: no answer for 1.5 s" in proc.stderr, proc.stderr
+    assert "check --host/--port, or raise --connect-timeout" in proc.stderr
+
+
 def test_a_bad_connect_timeout_is_refused_with_one_message():
     proc = subprocess.run([GODOT, "--path", str(REPO / "exports" / "godot"), "--port=1", "--connect-timeout=soon"],
                           capture_output=True, text=True, timeout=60)

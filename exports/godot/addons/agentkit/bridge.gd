@@ -46,6 +46,7 @@ const DTYPE_SIZE = {"float32": 4, "int32": 4, "uint8": 1}
 const MAX_INSTANCES = 1024   # the most instances one connection may serve (hello.instances)
 const SETTINGS = ["port", "host", "instance", "instances", "token", "seed", "connect-timeout"]
 const RETRY_MSEC = 200       # how often a refused connection is tried again
+const FIRST_TRY_MSEC = 500   # how long start() waits for the first try's answer before poll() takes over
 
 var tcp = StreamPeerTCP.new()
 var protocol = PROTOCOL   # the version the hello says: 2, or 1
@@ -131,7 +132,9 @@ func start_many(game_objects: Array, game_name: String, host: String, port: int,
 	var err = _try_connect()
 	if err != OK:
 		return err
-	while tcp.get_status() == StreamPeerTCP.STATUS_CONNECTING:   # the first try: its answer comes at once
+	var first_wait_ends = OS.get_ticks_msec() + FIRST_TRY_MSEC
+	# the first try: a local trainer (or its absence) answers at once; a host that does not answer is poll()'s
+	while tcp.get_status() == StreamPeerTCP.STATUS_CONNECTING and OS.get_ticks_msec() < first_wait_ends:
 		OS.delay_msec(1)
 	return _go_on_connecting()
 
@@ -151,9 +154,13 @@ func _go_on_connecting() -> int:
 	connecting = status != StreamPeerTCP.STATUS_CONNECTED
 	if status == StreamPeerTCP.STATUS_CONNECTED:
 		return _greet()
-	if status == StreamPeerTCP.STATUS_CONNECTING:
-		return OK
 	var now = OS.get_ticks_msec()
+	if status == StreamPeerTCP.STATUS_CONNECTING:
+		if now < _give_up_at:
+			return OK
+		connecting = false
+		tcp.disconnect_from_host()
+		return _fail("cannot connect to %s:%d: no answer for %s s (nothing accepted the connection: is the address right, is a firewall dropping it, is the trainer busy?): check --host/--port, or raise --connect-timeout" % [_host, _port, str(connect_timeout)])
 	if _retry_at == 0:   # this try was just refused
 		if now >= _give_up_at:
 			connecting = false
