@@ -122,6 +122,14 @@ def test_the_csharp_client_refuses_a_bad_instance_count(args, env, csharp_cache)
         "to 1024"), out + err
 
 
+@pytest.mark.parametrize("value", ["two", "0"])
+def test_thruster_refuses_a_bad_ship_count_with_one_message(value, csharp_cache):
+    game = thruster("--port=1", f"--agents={value}", cache=csharp_cache)
+    out, err = game.communicate(timeout=120)
+    assert game.returncode == 2 and err.strip() == (
+        f"thruster: bad_settings: --agents is '{value}': give a whole number from 1 to 1024"), out + err
+
+
 def test_a_thruster_started_before_the_trainer_connects_once_it_listens(csharp_cache):
     """Listen mode, the game first: nothing listens on the port for 1 s (each try is refused), then the trainer
     listens and plays the instance; the game's retries found it, and it exits 0 after the steps played."""

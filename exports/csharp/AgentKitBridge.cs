@@ -272,9 +272,30 @@ namespace AgentKit.Bridge
         static int WholeNumber(string key, string value, int min, int max)
         {
             int n;
-            if (int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out n) && n >= min && n <= max)
+            if (IsWholeNumber(value, min, max, out n))
                 return n;
             throw BadSetting(key, value, "a whole number from " + min + " to " + max);
+        }
+
+        /// <summary>The game's own option --<paramref name="key"/>=N (an <see cref="Extra"/> entry, e.g. Thruster's
+        /// --agents) as a whole number in min .. max, <paramref name="fallback"/> when it is absent, else a
+        /// BridgeException ("bad_settings") naming it.</summary>
+        public int ExtraWholeNumber(string key, int fallback, int min, int max)
+        {
+            string value;
+            if (!Extra.TryGetValue(key, out value))
+                return fallback;
+            int n;
+            if (IsWholeNumber(value, min, max, out n))
+                return n;
+            throw new BridgeException("bad_settings", "--" + key + " is '" + value + "': give a whole number from " +
+                                      min + " to " + max);
+        }
+
+        static bool IsWholeNumber(string value, int min, int max, out int n)
+        {
+            return int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out n) && n >= min &&
+                   n <= max;
         }
 
         /// <summary>The option <paramref name="key"/>'s value as a number of seconds above 0, else a

@@ -109,8 +109,7 @@ namespace AgentKit.Games
             try
             {
                 settings = BridgeSettings.FromEnvironment(args);
-                string agentsArg;
-                int ships = settings.Extra.TryGetValue("agents", out agentsArg) ? int.Parse(agentsArg) : 1;
+                int ships = settings.ExtraWholeNumber("agents", 1, 1, 1024);
                 var games = new Thruster[settings.Instances];
                 for (int k = 0; k < games.Length; k++) games[k] = new Thruster(ships);
                 using (var client = new BridgeClient("csharp-thruster", games[0].Agents(), games))
