@@ -183,6 +183,12 @@ class MAPPO:
                 )
             if sp.seats is not None:
                 _check_seats(sp.seats, group.agents)
+            if not self.source.turn_based and sp.eval_opponents:
+                raise ConfigError(
+                    "algorithm.self_play.eval_opponents: fixed opponents play turn-based games' seats; "
+                    f"{self.source.env_id!r} is a parallel game: evaluate the export instead (benchmarks/"
+                    "arena_winrate.py for Team Arena). Remove eval_opponents."
+                )
             return SelfPlay(sp, group.actor, group.agents, self.num_envs, seed, self._registry, group.spec.name,
                             sum_rewards=not self.source.turn_based)
         if len(env_groups) >= 2 and [g.name for g in self.groups] == env_groups:

@@ -330,26 +330,27 @@ def test_the_side_that_is_not_learning_plays_its_latest_policy_or_a_snapshot_and
         algo.close()
 
 
+ARENA_SEATS = {"blue": ["blue_0", "blue_1"], "red": ["red_0", "red_1"]}
+
+
 def _arena_one_policy(**self_play) -> dict:
-    section = selfplay_config(64, eval_opponents=[], **self_play)
+    section = selfplay_config(64, **{"eval_opponents": [], **self_play})
     section["env"] = {"plugin": "pettingzoo", "module": "agentkit_envs.games.team_arena", "num_envs": 4,
                       "kwargs": {"team_size": 2, "frame": "team", "max_cycles": 20},
                       "groups": {"team": ["blue_0", "blue_1", "red_0", "red_1"]}}
     return section
 
 
-ARENA_SEATS = {"blue": ["blue_0", "blue_1"], "red": ["red_0", "red_1"]}
-
-
-@pytest.mark.parametrize(("seats", "message"), [
-    (None, r"needs its seats named.*algorithm\.self_play\.seats: \{blue: \[blue_0, blue_1\]"),
-    ({"blue": ["blue_0", "blue_1"], "red": ["red_0"]}, r"must put each agent of the policy"),
+@pytest.mark.parametrize(("self_play", "message"), [
+    ({}, r"needs its seats named.*algorithm\.self_play\.seats: \{blue: \[blue_0, blue_1\]"),
+    ({"seats": {"blue": ["blue_0", "blue_1"], "red": ["red_0"]}}, r"must put each agent of the policy"),
+    ({"seats": ARENA_SEATS, "eval_opponents": ["random"]}, r"eval_opponents: fixed opponents play turn-based games"),
 ])
-def test_one_policy_for_a_parallel_game_needs_its_seats_named(seats, message):
+def test_one_policy_for_a_parallel_game_needs_its_seats_named(self_play, message):
     """A parallel env's episodes do not say which agents form a side: without ``seats`` a run of it would never
-    rate a game, draw a new opponent or change the learner's seat."""
+    rate a game, draw a new opponent or change the learner's seat; fixed opponents play turn-based seats only."""
     host = PluginHost()
-    config = load_config(_arena_one_policy(seats=seats), host.registry)
+    config = load_config(_arena_one_policy(**self_play), host.registry)
     env = host.registry.get("env", "pettingzoo").factory(config.env)
     try:
         with pytest.raises(ConfigError, match=message):
