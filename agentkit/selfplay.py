@@ -192,7 +192,6 @@ class SelfPlay:
         self.actor = actor
         self.agents = list(agents)
         self.seats = dict(config.seats) if config.seats else {agent: [agent] for agent in self.agents}
-        self.seat_names = list(self.seats)
         self.seat_of = np.array([next(i for i, members in enumerate(self.seats.values()) if a in members)
                                  for a in self.agents])
         self._returns = np.zeros((num_envs, len(self.agents))) if sum_rewards else None  # this game's, per agent
@@ -303,7 +302,7 @@ class SelfPlay:
                "selfplay/pool_elo": self.pool.mean_elo()}
         against = [r for r in self._results if r[0] != LATEST]
         out.update(_rates("selfplay", [s for _, _, s in against]))
-        for seat, name in enumerate(self.seat_names):
+        for seat, name in enumerate(self.seats):
             out.update(_rates(f"selfplay/{name}", [s for _, st, s in against if st == seat]))
             out.update(_rates(f"selfplay/latest/{name}", [s for o, st, s in self._results if o == LATEST and st == seat]))
         self._results = []

@@ -129,9 +129,8 @@ def _layout_or_error(space: Any, where: str, layout: Layout = "auto") -> str:
     if layout != "auto" and len(space.shape) == 3:
         return layout
     found = image_layout(space)
-    if found is None and layout == "auto" and len(space.shape) == 3:
-        if space.shape[-1] in (1, 3, 4) or space.shape[0] in (1, 3, 4):
-            return "HWC" if space.shape[-1] in (1, 3, 4) else "CHW"
+    if found is None and len(space.shape) == 3 and (space.shape[-1] in (1, 3, 4) or space.shape[0] in (1, 3, 4)):
+        found = "HWC" if space.shape[-1] in (1, 3, 4) else "CHW"  # float frames, channels at one end
     if found is None:
         raise ConfigError(
             f"{where}: this encoder takes images (a Box of 3 dims, HWC or CHW, or 4 for stacked frames; a board "

@@ -42,7 +42,7 @@ def run_train(section: dict, run_dir, resume: bool = False):
     return train(load_config(section, host.registry), host, run_dir=run_dir, resume=resume)
 
 
-def test_elo_follows_the_sign_of_the_final_reward():
+def test_a_game_is_scored_by_comparing_the_seats_returns():
     assert compare_returns(1.0, -1.0) == 1.0 and compare_returns(0.0, 0.0) == 0.5 and compare_returns(-2.0, 2.0) == 0.0
     assert elo_expected(1200, 1200) == 0.5
     assert elo_expected(1400, 1200) == pytest.approx(1 - elo_expected(1200, 1400))
