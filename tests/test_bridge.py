@@ -116,11 +116,12 @@ def test_hello_refusals_give_both_sides():
 # -- bridged games behave like in-process ones ------------------------------------------------------------
 
 
-def test_bridged_moving_gives_the_in_process_transitions():
+@pytest.mark.parametrize("spin_us", [0, 2000])  # reads that block at once, reads that busy-wait first
+def test_bridged_moving_gives_the_in_process_transitions(spin_us):
     """Same seeds, same actions: the bridged Python game returns what gymnasium's env returns, bit for bit."""
     import agentkit_envs.games  # noqa: F401
 
-    source = source_of(gym_game("agentkit/Moving-v0"))
+    source = source_of(gym_game("agentkit/Moving-v0", spin_us=spin_us))
     try:
         venv = source.make_vec(2, seed=5)
         local = [gym.make("agentkit/Moving-v0") for _ in range(2)]

@@ -64,6 +64,10 @@ class RemoteEnvConfig(EnvConfig):
     max_frame_bytes: int = Field(DEFAULT_MAX_FRAME_BYTES, ge=1024, description="The largest payload accepted.")
     max_restarts: int = Field(10, ge=0, description="Crashed games (processes, listen-mode connections) restarted per run "
                               "before the run stops; a process serving several instances counts once.")
+    spin_us: int | None = Field(
+        None, ge=0, description="Microseconds the trainer (and a game whose client honours welcome.spin_us) keeps "
+        "retrying a read before it blocks; default: 1000 when the trainer and the game processes fit the CPUs, else 0."
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Sent to the game with every reset.")
     groups: dict[str, list[str]] | None = Field(
         None, description="Multi-agent games: policy groups {name: [agent, ...]}; default: identical spaces share one."

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
+import os
 import sys
 import time
 from typing import Any
@@ -34,6 +36,21 @@ from .protocol import (
     split,
 )
 from .transport import Connection, listen
+
+
+#: env.spin_us when it is not set and every process has a core of its own
+DEFAULT_SPIN_US = 1000
+
+
+def spin_us(config: Any) -> int:
+    """The busy-wait before a read blocks, in microseconds (``TcpConnection``): ``env.spin_us``, or, unset,
+    ``DEFAULT_SPIN_US`` when the trainer and the game processes (``num_envs / instances_per_process``) are no
+    more than the CPUs this process may run on, else 0: a process that spins on a CPU another one needs slows
+    both."""
+    if config.spin_us is not None:
+        return config.spin_us
+    processes = 1 + math.ceil(config.num_envs / config.instances_per_process)
+    return DEFAULT_SPIN_US if processes <= len(os.sched_getaffinity(0)) else 0
 
 
 def is_loopback(host: str) -> bool:
@@ -145,7 +162,9 @@ class BridgeServer:
         if config.mode == "listen" and config.port == 0:
             raise BridgeError("env.port: mode listen needs a fixed port for the games to connect to, e.g. 11008.",
                               code="config")
-        self.listener = listen(config.transport, config.host, config.port, config.max_frame_bytes)
+        self.spin_us = spin_us(config)
+        self.listener = listen(config.transport, config.host, config.port, config.max_frame_bytes,
+                               spin=self.spin_us * 1e-6)
         self.port = self.listener.port
         self.signature: dict[str, Any] | None = None  # what the run's first instance declared
         self.first: Hello | None = None
@@ -332,7 +351,8 @@ class BridgeServer:
     def _send_welcome(self, conn: Connection, hello: Hello, number: int | None) -> None:
         conn.send(encode({
             "type": "welcome", "protocol": hello.protocol, "instance": number, "instances": hello.instances,
-            "max_frame_bytes": self.config.max_frame_bytes, "trainer": f"agentkit {__version__}",
+            "max_frame_bytes": self.config.max_frame_bytes, "spin_us": self.spin_us,
+            "trainer": f"agentkit {__version__}",
         }))
 
     # -- faults -----------------------------------------------------------------------------------------

@@ -248,7 +248,9 @@ def _retry_refused(open_: Callable[[float], _T], where: str, timeout: float) -> 
 
 class _Tcp:
     """Length-prefixed frames. A message from the trainer usually arrives whole: one ``recv`` reads it (into a
-    buffer that keeps whatever follows), and a ``Frame`` goes out in one ``send``."""
+    buffer that keeps whatever follows), and a ``Frame`` goes out in one ``send``. ``spin`` (seconds, the
+    welcome's ``spin_us``): how long a read keeps retrying before it blocks, which spares the trainer's answer
+    the wake-up of a halted CPU when each process has a core of its own."""
 
     def __init__(self, host: str, port: int, timeout: float):
         self.sock = _retry_refused(lambda left: socket.create_connection((host, port), timeout=left),
@@ -256,6 +258,7 @@ class _Tcp:
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.max_frame_bytes = 1 << 30
+        self.spin = 0.0
         self._buf = bytearray(1 << 16)
         self._start = self._end = 0
 
@@ -276,8 +279,13 @@ class _Tcp:
             self._buf[: len(kept)] = kept
             self._start, self._end = 0, len(kept)
         view = memoryview(self._buf)
+        spin_until = time.perf_counter() + self.spin
         while self._end - self._start < need:
-            k = self.sock.recv_into(view[self._end :])
+            try:
+                flags = socket.MSG_DONTWAIT if time.perf_counter() < spin_until else 0
+                k = self.sock.recv_into(view[self._end :], 0, flags)
+            except BlockingIOError:
+                continue
             if k == 0:
                 raise BridgeError("the trainer closed the connection")
             self._end += k
@@ -544,6 +552,7 @@ class _Session:
             raise BridgeError(f"expected welcome, got {welcome['type']!r}")
         if isinstance(conn, _Tcp):
             conn.max_frame_bytes = max(int(welcome.get("max_frame_bytes", conn.max_frame_bytes)), 1 << 20)
+            conn.spin = int(welcome.get("spin_us", 0)) * 1e-6
         return welcome
 
     def answer(self) -> Frame:
