@@ -10,12 +10,11 @@ import threading
 import time
 
 import pytest
+from agentkit_envs.remote import RemoteEnvConfig
 from agentkit_envs.remote.protocol import BridgeTimeout, decode, encode
 from agentkit_envs.remote.server import DEFAULT_SPIN_US, spin_us
 from agentkit_envs.remote.transport import TcpListener
 from conftest import REPO
-
-from agentkit_envs.remote import RemoteEnvConfig
 
 sys.path.insert(0, str(REPO / "exports" / "python"))
 import agentkit_bridge as bridge  # noqa: E402
