@@ -37,7 +37,6 @@ from .protocol import (
 )
 from .transport import Connection, listen
 
-
 #: env.spin_us when it is not set and every process has a core of its own
 DEFAULT_SPIN_US = 1000
 
