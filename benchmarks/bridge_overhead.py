@@ -8,7 +8,10 @@ Dungeon copies in the trainer's process. Bridged: the remote plugin launches 8 p
 exports/python/serve_gymnasium.py agentkit/Dungeon-v0 (the numpy Python client over TCP) and steps them
 together. Bridged, one process: ``env.instances_per_process: 8``, one process of the same script serving the 8
 instances on one connection (``serve_many``, batch frames), as an engine runs several training areas in one
-game. The sides alternate (in-process, bridged, one process, in-process, ...) so that all see the same load.
+game. Those two leave ``env.spin_us`` unset: the default busy-waits only where every process has a core (so on 2
+CPUs the one-process side spins and the other does not). "one process, spin_us 0" is the one-process side with
+reads that block at once, to show what the spinning buys. The sides alternate (in-process, bridged, one
+process, no spin, in-process, ...) so that all see the same load.
 
 Two figures per side:
 * PPO training steps/s: ``time/steps_per_second`` of the whole run (collection and updates), median of the rounds;
@@ -44,11 +47,14 @@ GAME_AUTOGROUP_NICE: int | None = None
 
 
 #: the three sides: name -> (bridged, instances per game process)
-SIDES = {"in-process": (False, 0), "bridged": (True, 1), "bridged, one process": (True, 0)}
+#: the sides: name -> (bridged, instances per game process (0: all), env.spin_us (None: unset, the default))
+SIDES = {"in-process": (False, 0, None), "bridged": (True, 1, None), "bridged, one process": (True, 0, None),
+         "one process, spin_us 0": (True, 0, 0)}
 
 
-def env_section(bridged: bool, num_envs: int, per_process: int = 1) -> dict:
-    """``per_process``: instances each launched game process serves (``env.instances_per_process``)."""
+def env_section(bridged: bool, num_envs: int, per_process: int = 1, spin: int | None = None) -> dict:
+    """``per_process``: instances each launched game process serves (``env.instances_per_process``); ``spin``:
+    ``env.spin_us`` (None: left unset)."""
     base = yaml.safe_load(EXAMPLE.read_text())["env"]
     if not bridged:
         return {**base, "num_envs": num_envs}
@@ -56,7 +62,8 @@ def env_section(bridged: bool, num_envs: int, per_process: int = 1) -> dict:
                "--instances {instances}")
     if GAME_AUTOGROUP_NICE is not None:  # a launched game starts a session, hence an autogroup, of its own
         command = (f"sh -c 'echo {GAME_AUTOGROUP_NICE} > /proc/self/autogroup; exec \"$0\" \"$@\"' " + command)
-    return {"plugin": "remote", "num_envs": num_envs, "command": command, "instances_per_process": per_process}
+    section = {"plugin": "remote", "num_envs": num_envs, "command": command, "instances_per_process": per_process}
+    return section if spin is None else {**section, "spin_us": spin}
 
 
 def _autogroups() -> bool:
@@ -75,9 +82,9 @@ def set_autogroup_nice(nice: int) -> None:
 
 
 def train_speed(side: str, num_envs: int, steps: int, out: Path) -> float:
-    bridged, per_process = SIDES[side]
+    bridged, per_process, spin = SIDES[side]
     cfg = yaml.safe_load(EXAMPLE.read_text())
-    cfg["env"] = env_section(bridged, num_envs, per_process or num_envs)
+    cfg["env"] = env_section(bridged, num_envs, per_process or num_envs, spin)
     cfg["algorithm"]["total_steps"] = steps
     cfg["run"] = {"progress": "none", "tensorboard": False, "checkpoint_every_steps": 0}
     run_dir = out / side.replace(", ", "-").replace(" ", "-")
@@ -93,6 +100,15 @@ def train_speed(side: str, num_envs: int, steps: int, out: Path) -> float:
     return float(rows[-1]["time/steps_per_second"])
 
 
+def spin_of(side: str, num_envs: int) -> int:
+    """The busy-wait, µs, a bridged side's reads get (env.spin_us unset: by processes and CPUs)."""
+    from agentkit_envs.remote import RemoteEnvConfig
+    from agentkit_envs.remote.server import spin_us
+
+    _, per_process, spin = SIDES[side]
+    return spin_us(RemoteEnvConfig(**env_section(True, num_envs, per_process or num_envs, spin)))
+
+
 def _cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds of this process (pid None) or of process ``pid`` (from /proc)."""
     if pid is None:
@@ -105,13 +121,13 @@ def _cpu_seconds(pid: int | None = None) -> float:
 def collect_speed(side: str, num_envs: int, vector_steps: int) -> tuple[float, float, float]:
     """(env steps/s, CPU milliseconds per 1000 env steps summed over the trainer and the game processes, the
     game processes' share of it)."""
-    bridged, per_process = SIDES[side]
+    bridged, per_process, spin = SIDES[side]
     from agentkit.build import build_env
     from agentkit.config import load_config
     from agentkit.host import PluginHost
 
     host = PluginHost()
-    config = load_config({"env": env_section(bridged, num_envs, per_process or num_envs),
+    config = load_config({"env": env_section(bridged, num_envs, per_process or num_envs, spin),
                           "algorithm": {"plugin": "ppo", "total_steps": 1}}, host.registry)
     source = build_env(config, host.registry)
     venv = source.make_vec(num_envs, seed=0)
@@ -165,6 +181,7 @@ def main() -> int:
     collect: dict[str, list[float]] = {side: [] for side in SIDES}
     cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     game_cpu: dict[str, list[float]] = {side: [] for side in SIDES}
+    spins = {side: spin_of(side, args.num_envs) for side in list(SIDES)[1:]}
     load_start = os.getloadavg()[0]
     for r in range(args.rounds):
         for side in SIDES:
@@ -197,7 +214,7 @@ def main() -> int:
                 base = float(np.median(figures["in-process"]))
                 cells += [f"{float(np.median(figures[side])) / base:.2f}x" for side in list(SIDES)[1:]]
             else:
-                cells += ["", ""]
+                cells += [""] * (len(SIDES) - 1)
             return f"| {label} | " + " | ".join(cells) + " |\n"
 
         text = (
@@ -211,18 +228,22 @@ def main() -> int:
                if args.autogroup_nice is not None else
                "autogroups off (`kernel.sched_autogroup_enabled = 0`): `nice` ranks every process" if not _autogroups()
                else "autogroup nice: left as it is, so `nice` ranks the benchmark only within its own session")
+            + "; reads busy-wait before blocking (env.spin_us): "
+            + ", ".join(f"{spins[side]} µs on \"{side}\"" + (" (unset: the default)" if SIDES[side][2] is None else "")
+                        for side in spins)
             + ("; /dev/cpu_dma_latency held at 0 (idle CPUs poll, no halt)" if args.cpu_latency_zero else
                "; CPU idle states as the machine has them")
             + ").\n\n"
-            "| median (rounds) | in-process | bridged | bridged, one process | bridged / in-process | "
-            "one process / in-process |\n|---|---|---|---|---|---|\n"
+            "| median (rounds) | " + " | ".join(SIDES) + " | "
+            + " | ".join(f"{side} / in-process" for side in list(SIDES)[1:]) + " |\n"
+            + "|---" * (2 * len(SIDES)) + "|\n"
             + row("PPO training steps/s", train, True)
             + row("collection only, env steps/s", collect, True)
             + row("collection CPU ms per 1000 env steps (trainer + games)", cpu, False)
             + row("of which the game processes", game_cpu, False)
             + f"\nLoad average (1 min) at the start: {load_start:.1f}, at the end: {load:.1f} on 2 cores.\n"
-            f"Bridged training ≥ 0.7x in-process: **{verdicts['bridged']}** with a process per instance, "
-            f"**{verdicts['bridged, one process']}** with one process for the {n} instances.\n"
+            "Bridged training ≥ 0.7x in-process: "
+            + ", ".join(f"**{verdicts[side]}** on \"{side}\"" for side in list(SIDES)[1:]) + ".\n"
         )
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
             f.write(text)
