@@ -169,7 +169,20 @@ def main() -> int:
     parser.add_argument("--autogroup-nice", type=int, default=None,
                         help="the nice of the benchmark's autogroup and of each game's (Linux; see set_autogroup_nice); "
                         "run the benchmark in a session of its own (setsid) so that nothing else shares it")
+    parser.add_argument("--busy", type=int, default=0,
+                        help="processes that keep a CPU busy (nice 0) for the whole run: the machine shared with "
+                        "other work, which a busy-waiting read must not make worse")
     args = parser.parse_args()
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                             preexec_fn=lambda: os.setpriority(os.PRIO_PROCESS, 0, 0)) for _ in range(args.busy)]
+    try:
+        return measure(args)
+    finally:
+        for p in busy:
+            p.kill()
+
+
+def measure(args: argparse.Namespace) -> int:
     if args.cpu_latency_zero:  # kept open until the process exits: the kernel honours it while the file is open
         latency = os.open("/dev/cpu_dma_latency", os.O_RDWR)
         os.write(latency, struct.pack("i", 0))
@@ -231,6 +244,7 @@ def main() -> int:
             + "; reads busy-wait before blocking (env.spin_us): "
             + ", ".join(f"{spins[side]} µs on \"{side}\"" + (" (unset: the default)" if SIDES[side][2] is None else "")
                         for side in spins)
+            + (f"; {args.busy} other processes keeping a CPU busy each (nice 0)" if args.busy else "")
             + ("; /dev/cpu_dma_latency held at 0 (idle CPUs poll, no halt)" if args.cpu_latency_zero else
                "; CPU idle states as the machine has them")
             + ").\n\n"

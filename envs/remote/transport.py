@@ -9,6 +9,7 @@ connection, and ``BridgeError(frame_too_large)`` for a payload above the size li
 
 from __future__ import annotations
 
+import os
 import queue
 import select
 import socket
@@ -53,7 +54,8 @@ class TcpConnection:
     ``spin`` (seconds, env.spin_us): how long a read that finds nothing keeps retrying before it blocks in
     ``poll``. A process that blocks lets its CPU halt, and waking a halted CPU when the answer comes costs more,
     on a virtual machine, than the game's step of a light game; with a core for each process, retrying for an
-    answer that is due within a millisecond is cheaper.
+    answer that is due within a millisecond is cheaper. Each retry yields the CPU (``sched_yield``): on a
+    machine busy with other work, the spin gives way to it rather than delaying it.
     """
 
     def __init__(self, sock: socket.socket, max_frame_bytes: int, spin: float = 0.0):
@@ -104,6 +106,7 @@ class TcpConnection:
                 if spin_until is None:
                     spin_until = now + self.spin if deadline is None else min(now + self.spin, deadline)
                 if now < spin_until:
+                    os.sched_yield()
                     continue
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:

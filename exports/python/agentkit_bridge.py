@@ -249,8 +249,8 @@ def _retry_refused(open_: Callable[[float], _T], where: str, timeout: float) -> 
 class _Tcp:
     """Length-prefixed frames. A message from the trainer usually arrives whole: one ``recv`` reads it (into a
     buffer that keeps whatever follows), and a ``Frame`` goes out in one ``send``. ``spin`` (seconds, the
-    welcome's ``spin_us``): how long a read keeps retrying before it blocks, which spares the trainer's answer
-    the wake-up of a halted CPU when each process has a core of its own."""
+    welcome's ``spin_us``): how long a read keeps retrying (yielding the CPU between tries) before it blocks,
+    which spares the trainer's answer the wake-up of a halted CPU when each process has a core of its own."""
 
     def __init__(self, host: str, port: int, timeout: float):
         self.sock = _retry_refused(lambda left: socket.create_connection((host, port), timeout=left),
@@ -285,6 +285,7 @@ class _Tcp:
                 flags = socket.MSG_DONTWAIT if time.perf_counter() < spin_until else 0
                 k = self.sock.recv_into(view[self._end :], 0, flags)
             except BlockingIOError:
+                os.sched_yield()
                 continue
             if k == 0:
                 raise BridgeError("the trainer closed the connection")
