@@ -235,6 +235,7 @@ def ppo_update(
     if whole and hp.normalize_advantages and len(batch) > 1:  # so their normalised advantages too
         adv = batch.advantages
         batch = replace(batch, advantages=(adv - adv.mean()) / (adv.std() + hp.adv_eps))
+    whole_bounds = ratio_bounds(batch.advantages, hp.clip_range) if whole and hp.objective == "clip" else None
     # per minibatch run, detached: (policy, value, entropy) losses and the log-ratios, reduced once at the end
     # (the KL and clip-fraction figures cost no ops per minibatch unless target_kl needs them)
     losses: list[Tensor] = []
@@ -257,8 +258,9 @@ def ppo_update(
             if hp.normalize_advantages and adv.numel() > 1 and not whole:
                 adv = (adv - adv.mean()) / (adv.std() + hp.adv_eps)
 
-            if hp.objective == "clip":  # max(-A r, -A clip(r)) = -min(A r, A clip(r))
-                pg_loss = -torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - hp.clip_range, 1 + hp.clip_range)).mean()
+            if hp.objective == "clip":  # -min(A r, A clip(r)), as -A clamp(r, lo, hi) (``ratio_bounds``)
+                low, high = whole_bounds if whole_bounds is not None else ratio_bounds(adv, hp.clip_range)
+                pg_loss = -(adv * ratio.clamp(low, high)).mean()
             else:  # KL-penalised surrogate (PPO paper, section 4), with a differentiable k3 KL estimate
                 pg_loss = -(adv * ratio).mean() + hp.kl_beta * ((ratio - 1) - logratio).mean()
 
@@ -306,6 +308,16 @@ def ppo_update(
         "losses/clip_fraction": clipfrac,
         "charts/update_epochs": float(epochs_done),
     }
+
+
+def ratio_bounds(adv: Tensor, clip_range: float) -> tuple[Tensor, Tensor]:
+    """Per entry, the bounds between which the clipped surrogate ``min(A r, A clip(r, 1-e, 1+e))`` equals
+    ``A clamp(r, low, high)``: ``(-inf, 1+e)`` where A >= 0 (the min caps r at 1+e), ``(1-e, inf)`` where A < 0
+    (it floors r at 1-e). The same value and gradient in one clamp instead of two products, a clamp and a min,
+    which is most of the surrogate's cost for a small network."""
+    up = adv >= 0
+    inf = torch.full_like(adv, math.inf)
+    return torch.where(up, -inf, 1 - clip_range), torch.where(up, 1 + clip_range, inf)
 
 
 def linear_schedule(start: float, final: float | None, progress: float) -> float:

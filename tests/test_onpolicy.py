@@ -17,7 +17,14 @@ from agentkit.config import PolicyConfig, RunConfig, load_config
 from agentkit.environment import GroupSpec, Observation, Transition
 from agentkit.errors import ConfigError
 from agentkit.host import PluginHost
-from agentkit.onpolicy import Collector, PolicyGroup, SingleAgentEnv, _mask_rule, single_agent_group
+from agentkit.onpolicy import (
+    Collector,
+    PolicyGroup,
+    SingleAgentEnv,
+    _mask_rule,
+    ratio_bounds,
+    single_agent_group,
+)
 from agentkit.optim import FusedAdam, load_optimizer_state
 from agentkit.policy import build_actor, build_critic
 
@@ -245,3 +252,21 @@ def test_ppo_update_reports_the_mean_over_minibatches_of_each_minibatchs_kl_and_
     assert metrics["losses/approx_kl"] == pytest.approx(np.mean(kls), rel=1e-6)
     assert metrics["losses/clip_fraction"] == pytest.approx(np.mean(clips), rel=1e-6)
     assert 0 < metrics["losses/clip_fraction"] < 1 and metrics["charts/update_epochs"] == 1
+
+
+def test_the_one_clamp_surrogate_is_the_clipped_one_in_value_and_gradient():
+    """``ratio_bounds``: -A clamp(r, low, high) is PPO's -min(A r, A clip(r, 1-e, 1+e)), its value and its
+    gradient, for advantages of both signs and ratios inside and outside the clip range."""
+    gen = torch.Generator().manual_seed(0)
+    adv = torch.randn(512, generator=gen)
+    adv[:3] = torch.tensor([0.0, -0.0, 2.0])
+    logratio = (torch.rand(512, generator=gen) - 0.5).requires_grad_()  # ratios 0.61 .. 1.65
+    low, high = ratio_bounds(adv, 0.2)
+    one_clamp = -(adv * logratio.exp().clamp(low, high)).mean()
+    (grad_one,) = torch.autograd.grad(one_clamp, logratio)
+    ratio = logratio.exp()
+    clipped = -torch.min(adv * ratio, adv * torch.clamp(ratio, 0.8, 1.2)).mean()
+    (grad_clipped,) = torch.autograd.grad(clipped, logratio)
+    assert one_clamp.item() == clipped.item()
+    assert torch.equal(grad_one, grad_clipped)
+    assert 0 < int((grad_one == 0).sum()) < 512  # some entries were clipped, some not
