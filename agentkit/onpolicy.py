@@ -235,7 +235,8 @@ def ppo_update(
     if whole and hp.normalize_advantages and len(batch) > 1:  # so their normalised advantages too
         adv = batch.advantages
         batch = replace(batch, advantages=(adv - adv.mean()) / (adv.std() + hp.adv_eps))
-    whole_bounds = ratio_bounds(batch.advantages, hp.clip_range) if whole and hp.objective == "clip" else None
+    # the clipped surrogate's per-entry terms (``clipped_surrogate``), made once when every epoch sees the same entries
+    whole_terms = clipped_surrogate(batch.advantages, hp.clip_range) if whole and hp.objective == "clip" else None
     # per minibatch run, detached: (policy, value, entropy) losses and the log-ratios, reduced once at the end
     # (the KL and clip-fraction figures cost no ops per minibatch unless target_kl needs them)
     losses: list[Tensor] = []
@@ -258,9 +259,9 @@ def ppo_update(
             if hp.normalize_advantages and adv.numel() > 1 and not whole:
                 adv = (adv - adv.mean()) / (adv.std() + hp.adv_eps)
 
-            if hp.objective == "clip":  # -min(A r, A clip(r)), as -A clamp(r, lo, hi) (``ratio_bounds``)
-                low, high = whole_bounds if whole_bounds is not None else ratio_bounds(adv, hp.clip_range)
-                pg_loss = -(adv * ratio.clamp(low, high)).mean()
+            if hp.objective == "clip":  # -min(A r, A clip(r)) = -A clamp(r, low, high)
+                neg_adv, low, high = whole_terms if whole_terms is not None else clipped_surrogate(adv, hp.clip_range)
+                pg_loss = (neg_adv * ratio.clamp(low, high)).mean()
             else:  # KL-penalised surrogate (PPO paper, section 4), with a differentiable k3 KL estimate
                 pg_loss = -(adv * ratio).mean() + hp.kl_beta * ((ratio - 1) - logratio).mean()
 
@@ -274,7 +275,7 @@ def ppo_update(
             if hp.ent_coef:
                 loss = pg_loss - hp.ent_coef * entropy_loss + hp.vf_coef * v_loss
             else:  # a zero bonus adds nothing: its backward pass is skipped
-                loss = pg_loss + hp.vf_coef * v_loss
+                loss = torch.add(pg_loss, v_loss, alpha=hp.vf_coef)
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -310,14 +311,15 @@ def ppo_update(
     }
 
 
-def ratio_bounds(adv: Tensor, clip_range: float) -> tuple[Tensor, Tensor]:
-    """Per entry, the bounds between which the clipped surrogate ``min(A r, A clip(r, 1-e, 1+e))`` equals
-    ``A clamp(r, low, high)``: ``(-inf, 1+e)`` where A >= 0 (the min caps r at 1+e), ``(1-e, inf)`` where A < 0
-    (it floors r at 1-e). The same value and gradient in one clamp instead of two products, a clamp and a min,
-    which is most of the surrogate's cost for a small network."""
+def clipped_surrogate(adv: Tensor, clip_range: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(-A, low, high)`` per entry, such that PPO's clipped loss ``-min(A r, A clip(r, 1-e, 1+e))`` is
+    ``-A clamp(r, low, high)``: ``(low, high)`` is ``(-inf, 1+e)`` where A >= 0 (the min caps r at 1+e) and
+    ``(1-e, inf)`` where A < 0 (it floors r at 1-e). The same value and gradient in a clamp and a product
+    instead of two products, a clamp, a min and a negation: for a small network, most of the surrogate's cost
+    is one dispatch per op, forward and backward."""
     up = adv >= 0
     inf = torch.full_like(adv, math.inf)
-    return torch.where(up, -inf, 1 - clip_range), torch.where(up, 1 + clip_range, inf)
+    return -adv, torch.where(up, -inf, 1 - clip_range), torch.where(up, 1 + clip_range, inf)
 
 
 def linear_schedule(start: float, final: float | None, progress: float) -> float:

@@ -22,7 +22,7 @@ from agentkit.onpolicy import (
     PolicyGroup,
     SingleAgentEnv,
     _mask_rule,
-    ratio_bounds,
+    clipped_surrogate,
     single_agent_group,
 )
 from agentkit.optim import FusedAdam, load_optimizer_state
@@ -255,14 +255,14 @@ def test_ppo_update_reports_the_mean_over_minibatches_of_each_minibatchs_kl_and_
 
 
 def test_the_one_clamp_surrogate_is_the_clipped_one_in_value_and_gradient():
-    """``ratio_bounds``: -A clamp(r, low, high) is PPO's -min(A r, A clip(r, 1-e, 1+e)), its value and its
+    """``clipped_surrogate``: -A clamp(r, low, high) is PPO's -min(A r, A clip(r, 1-e, 1+e)), its value and its
     gradient, for advantages of both signs and ratios inside and outside the clip range."""
     gen = torch.Generator().manual_seed(0)
     adv = torch.randn(512, generator=gen)
     adv[:3] = torch.tensor([0.0, -0.0, 2.0])
     logratio = (torch.rand(512, generator=gen) - 0.5).requires_grad_()  # ratios 0.61 .. 1.65
-    low, high = ratio_bounds(adv, 0.2)
-    one_clamp = -(adv * logratio.exp().clamp(low, high)).mean()
+    neg_adv, low, high = clipped_surrogate(adv, 0.2)
+    one_clamp = (neg_adv * logratio.exp().clamp(low, high)).mean()
     (grad_one,) = torch.autograd.grad(one_clamp, logratio)
     ratio = logratio.exp()
     clipped = -torch.min(adv * ratio, adv * torch.clamp(ratio, 0.8, 1.2)).mean()
