@@ -265,7 +265,9 @@ def ppo_update(
             else:  # KL-penalised surrogate (PPO paper, section 4), with a differentiable k3 KL estimate
                 pg_loss = -(adv * ratio).mean() + hp.kl_beta * ((ratio - 1) - logratio).mean()
 
-            if hp.value_clip_range is None:
+            if hp.value_clip_range is None and hp.value_loss == "mse":  # one op and one backward node, not three
+                v_loss = nn.functional.mse_loss(new_value, mb.returns)
+            elif hp.value_clip_range is None:
                 v_loss = value_error(new_value - mb.returns, hp).mean()
             else:
                 v_clipped = mb.values + torch.clamp(new_value - mb.values, -hp.value_clip_range, hp.value_clip_range)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -17,13 +18,19 @@ from torch import Tensor, nn
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> Tensor:
     """Scale the gradients so that their global L2 norm is at most ``max_norm``; returns the norm before.
 
-    ``torch.nn.utils.clip_grad_norm_``'s maths in four foreach ops, without its per-call Python dispatch
-    (grouping by device and dtype), which costs more than the arithmetic for the small networks here.
+    ``torch.nn.utils.clip_grad_norm_``'s maths in three ops, without its per-call Python dispatch (grouping by
+    device and dtype), which costs more than the arithmetic for the small networks here. Its scale factor,
+    ``min(max_norm / (norm + 1e-6), 1)``, is the same float32 arithmetic on a number (``Tensor.__rdiv__`` is a
+    reciprocal and a product) rather than four ops on a one-element tensor.
     """
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    # what ``max_norm / tensor`` runs (Tensor.__rdiv__), without its Python wrapper
-    torch._foreach_mul_(grads, torch.clamp((total + 1e-6).reciprocal() * max_norm, max=1.0))
+    if total.device.type == "cpu":
+        one = np.float32(1.0)
+        scale = min(one / (np.float32(total.item()) + np.float32(1e-6)) * np.float32(max_norm), one)
+        torch._foreach_mul_(grads, float(scale))
+    else:  # reading the norm would wait for the device
+        torch._foreach_mul_(grads, torch.clamp((total + 1e-6).reciprocal() * max_norm, max=1.0))
     return total
 
 
