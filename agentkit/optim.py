@@ -28,7 +28,8 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> Tensor:
     if total.device.type == "cpu":
         one = np.float32(1.0)
         scale = min(one / (np.float32(total.item()) + np.float32(1e-6)) * np.float32(max_norm), one)
-        torch._foreach_mul_(grads, float(scale))
+        if scale < one:  # a factor of exactly 1 would change nothing
+            torch._foreach_mul_(grads, float(scale))
     else:  # reading the norm would wait for the device
         torch._foreach_mul_(grads, torch.clamp((total + 1e-6).reciprocal() * max_norm, max=1.0))
     return total
