@@ -24,7 +24,7 @@ from test_bridge_mux import listening
 
 REPO = Path(__file__).resolve().parents[1]
 THRUSTER_SH = REPO / "exports" / "csharp" / "thruster.sh"
-COMMAND = "sh exports/csharp/thruster.sh --port={port} --instance={instance}"  # the example's launch command
+COMMAND = "sh exports/csharp/thruster.sh --port={port} --instance={instance} --instances={instances}"  # the example's launch command
 pytestmark = pytest.mark.skipif(
     shutil.which("mcs") is None or shutil.which("mono") is None,
     reason="Mono is not installed: `make engines` (as root) installs Debian's mono-mcs and mono-runtime",
@@ -90,7 +90,7 @@ def test_one_mono_process_serves_four_instances_in_batches(run_cli, tmp_path, cs
     launch log per process started), its client serves 4 Thruster games on one connection, and PPO trains."""
     launches = tmp_path / "launches.txt"  # the example's command, behind a shell that notes each start
     command = (f"sh -c 'echo $AGENTKIT_BRIDGE_INSTANCE $AGENTKIT_BRIDGE_INSTANCES >> {launches}; exec \"$0\" \"$@\"' "
-               f"{COMMAND} --instances={{instances}}")
+               f"{COMMAND}")
     run_dir = tmp_path / "four"
     proc = run_cli(
         "train", REPO / "examples" / "bridge-csharp-thruster.yaml", "--run-dir", run_dir,

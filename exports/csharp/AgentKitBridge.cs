@@ -341,6 +341,7 @@ namespace AgentKit.Bridge
         Stream stream;
         BinaryReader reader;
         int maxFrameBytes = 16 * 1024 * 1024;
+        long spinTicks;  // the welcome's spin_us, in Stopwatch ticks: how long a read waits awake for its frame
         byte[] payload = new byte[1024];
         readonly MemoryStream output = new MemoryStream();  // the frame being sent
         readonly MemoryStream parts = new MemoryStream();   // the answers a batch carries
@@ -404,6 +405,9 @@ namespace AgentKit.Bridge
             Instance = Convert.ToInt32(welcome.Header["instance"], CultureInfo.InvariantCulture);
             if (welcome.Header.ContainsKey("max_frame_bytes"))
                 maxFrameBytes = Convert.ToInt32(welcome.Header["max_frame_bytes"], CultureInfo.InvariantCulture);
+            if (welcome.Header.ContainsKey("spin_us"))
+                spinTicks = Convert.ToInt64(welcome.Header["spin_us"], CultureInfo.InvariantCulture)
+                    * System.Diagnostics.Stopwatch.Frequency / 1000000;
         }
 
         /// <summary>A connection to the trainer: a refused one (nothing listens yet: the game started before
@@ -650,9 +654,21 @@ namespace AgentKit.Bridge
             }
         }
 
+        /// <summary>Before a blocking read: for up to the welcome's spin_us, poll for the trainer's next bytes,
+        /// yielding the CPU between polls. A thread that blocks lets its CPU halt, and waking it when the frame
+        /// comes costs more on a virtual machine than a light game's step (docs/bridge.md, `welcome`).</summary>
+        void AwaitFrame()
+        {
+            if (spinTicks <= 0) return;
+            long until = System.Diagnostics.Stopwatch.GetTimestamp() + spinTicks;
+            while (tcp.Client.Available == 0 && System.Diagnostics.Stopwatch.GetTimestamp() < until)
+                System.Threading.Thread.Yield();
+        }
+
         /// <summary>The next frame from the trainer (its payload in the reused buffer `payload`).</summary>
         Message Receive()
         {
+            AwaitFrame();
             int length = reader.ReadInt32();
             if (length < 4) throw new BridgeException("bad_frame", "the trainer sent a frame of " + length + " bytes");
             if (length > maxFrameBytes)
