@@ -29,7 +29,7 @@ from test_bridge_mux import listening
 
 REPO = Path(__file__).resolve().parents[1]
 #: the example's launch command: eval and export of its run dir may run it once the command line allows it
-COMMAND = "godot3-server --path exports/godot --port={port} --instance={instance}"
+COMMAND = "godot3-server --path exports/godot --port={port} --instance={instance} --instances={instances}"
 GODOT = shutil.which("godot3-server")
 pytestmark = pytest.mark.skipif(
     GODOT is None, reason="Godot 3 is not installed: `make engines` (as root) installs Debian's godot3-server"

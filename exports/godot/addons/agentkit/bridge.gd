@@ -54,6 +54,7 @@ var games = []            # the game objects this connection serves: games[k] is
 var open_slots = []       # open_slots[k]: the trainer has not closed instance k yet
 var instance = null       # the first instance's number (the trainer's, once welcomed)
 var max_frame_bytes = DEFAULT_MAX_FRAME
+var spin_usec = 0         # the welcome's spin_us: how long a read waits awake for the trainer's frame (_await_frame)
 var connect_timeout = 30.0   # seconds to keep trying while nothing listens at host:port (set before `start`)
 var connecting = false    # nothing listened at the last try: poll() tries again (until connect_timeout)
 var connected = false     # the trainer sent `welcome`
@@ -184,6 +185,7 @@ func _greet() -> int:
 	var welcomed = msg.header.get("instance")   # null: several instances in listen mode, numbered by the trainer
 	instance = null if welcomed == null else int(welcomed)
 	max_frame_bytes = int(msg.header.get("max_frame_bytes", DEFAULT_MAX_FRAME))
+	spin_usec = int(msg.header.get("spin_us", 0))
 	connected = true
 	return OK
 
@@ -361,10 +363,21 @@ func _send_payload(payload: PoolByteArray) -> void:
 
 # The next message as {header: Dictionary, blobs: {name: Array, or PoolByteArray for uint8}}, or null when the
 # connection ended.
+# Before a blocking read: for up to spin_usec, look for the trainer's next bytes, yielding the CPU between
+# looks. A thread that blocks lets its CPU halt, and waking it when the frame comes costs more on a virtual
+# machine than a light game's step (docs/bridge.md, `welcome`).
+func _await_frame() -> void:
+	if spin_usec <= 0:
+		return
+	var until = OS.get_ticks_usec() + spin_usec
+	while tcp.get_available_bytes() == 0 and OS.get_ticks_usec() < until:
+		OS.delay_usec(0)
+
 func _receive():
 	if tcp.get_status() != StreamPeerTCP.STATUS_CONNECTED:
 		_close()
 		return null
+	_await_frame()
 	var got = tcp.get_data(4)
 	if got[0] != OK or got[1].size() != 4:
 		_close()
