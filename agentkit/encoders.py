@@ -56,6 +56,18 @@ class Encoder(nn.Module):
         """Update the running normaliser with a batch of raw observations (no-op by default)."""
 
 
+def channel_layout(shape: tuple[int, ...]) -> str | None:
+    """``HWC`` or ``CHW`` for a shape of 3 dims whose last or first axis could be channels (1, 3 or 4 of
+    them; the last wins when both could, a 3×3×3 cube), else None. The dtype is the caller's concern."""
+    if len(shape) != 3:
+        return None
+    if shape[-1] in _CHANNELS:
+        return "HWC"
+    if shape[0] in _CHANNELS:
+        return "CHW"
+    return None
+
+
 def image_layout(space: Any) -> str | None:
     """The pixel layout of an image observation space, or None when it is not one.
 
@@ -67,10 +79,7 @@ def image_layout(space: Any) -> str | None:
         return None
     shape = tuple(space.shape)
     if len(shape) == 3:
-        if shape[-1] in _CHANNELS:
-            return "HWC"
-        if shape[0] in _CHANNELS:
-            return "CHW"
+        return channel_layout(shape)
     if len(shape) == 4:
         if shape[-1] in _CHANNELS:
             return "SHWC"
@@ -125,7 +134,7 @@ def image_fields(spec: EncoderSpec) -> list[dict[str, Any]]:
         span = slice(field["start"], field["start"] + field["size"])
         if not (np.all(low[span] == 0) and np.all(high[span] == 255)):
             continue
-        if shape[-1] in _CHANNELS or shape[0] in _CHANNELS:
+        if channel_layout(shape) is not None:
             found.append(field)
     return found
 

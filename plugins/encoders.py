@@ -20,7 +20,15 @@ from torch import Tensor, nn
 
 import agentkit
 from agentkit.config import EncoderConfig, PolicyConfig
-from agentkit.encoders import Encoder, EncoderSpec, chw_shape, image_fields, image_layout, to_chw
+from agentkit.encoders import (
+    Encoder,
+    EncoderSpec,
+    channel_layout,
+    chw_shape,
+    image_fields,
+    image_layout,
+    to_chw,
+)
 from agentkit.errors import ConfigError
 from agentkit.policy import ACTIVATIONS, ObsNormalizer, layer_init, mlp
 
@@ -129,8 +137,8 @@ def _layout_or_error(space: Any, where: str, layout: Layout = "auto") -> str:
     if layout != "auto" and len(space.shape) == 3:
         return layout
     found = image_layout(space)
-    if found is None and len(space.shape) == 3 and (space.shape[-1] in (1, 3, 4) or space.shape[0] in (1, 3, 4)):
-        found = "HWC" if space.shape[-1] in (1, 3, 4) else "CHW"  # float frames, channels at one end
+    if found is None:  # float frames, channels at one end
+        found = channel_layout(tuple(space.shape))
     if found is None:
         raise ConfigError(
             f"{where}: this encoder takes images (a Box of 3 dims, HWC or CHW, or 4 for stacked frames; a board "
