@@ -361,8 +361,6 @@ func _send_payload(payload: PoolByteArray) -> void:
 	frame.put_data(payload)
 	tcp.put_data(frame.data_array)
 
-# The next message as {header: Dictionary, blobs: {name: Array, or PoolByteArray for uint8}}, or null when the
-# connection ended.
 # Before a blocking read: for up to spin_usec, look for the trainer's next bytes, yielding the CPU between
 # looks. A thread that blocks lets its CPU halt, and waking it when the frame comes costs more on a virtual
 # machine than a light game's step (docs/bridge.md, `welcome`).
@@ -373,6 +371,8 @@ func _await_frame() -> void:
 	while tcp.get_available_bytes() == 0 and OS.get_ticks_usec() < until:
 		OS.delay_usec(0)
 
+# The next message as {header: Dictionary, blobs: {name: Array, or PoolByteArray for uint8}}, or null when the
+# connection ended.
 func _receive():
 	if tcp.get_status() != StreamPeerTCP.STATUS_CONNECTED:
 		_close()
