@@ -4,6 +4,9 @@
 message alone and exits with code 2. Anything else is a bug, printed with its traceback, exit code 1.
 """
 
+import sys
+from collections.abc import Callable
+
 
 class UserError(Exception):
     """A problem with the user's input; the message names the culprit and the fix."""
@@ -52,3 +55,15 @@ class RunAborted(BaseException):
 
         super().__init__(f"a second {signal.Signals(signum).name} ended the run at once")
         self.exit_code = 128 + signum
+
+
+def script_exit_code(main: Callable[[], object], prog: str) -> int:
+    """Run a script's ``main()`` as the CLI runs a command: a ``UserError`` (a bad ``--set``, a missing run
+    dir) is printed as ``prog: error: message``, without a traceback, and gives its exit code; otherwise
+    ``main``'s int result, or 0. For scripts outside the CLI (benchmarks/) that build configs from flags."""
+    try:
+        code = main()
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return code if isinstance(code, int) else 0

@@ -23,6 +23,7 @@ import torch
 
 from agentkit.algorithm import BuildContext
 from agentkit.config import apply_overrides, load_config, read_yaml
+from agentkit.errors import script_exit_code
 from agentkit.host import PluginHost
 from agentkit.seeding import seed_everything
 from agentkit.spaces import HybridSpace
@@ -172,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(script_exit_code(main, "maddpg_spread.py"))

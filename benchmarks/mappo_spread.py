@@ -21,6 +21,7 @@ from pathlib import Path
 
 import agentkit
 from agentkit.config import apply_overrides, load_config, read_yaml
+from agentkit.errors import script_exit_code
 from agentkit.evaluation import evaluate_run
 from agentkit.host import PluginHost
 from agentkit.trainer import train
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(script_exit_code(main, "mappo_spread.py"))

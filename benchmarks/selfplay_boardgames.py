@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 
 import agentkit
 from agentkit.config import apply_overrides, load_config, read_yaml
+from agentkit.errors import script_exit_code
 from agentkit.host import PluginHost
 from agentkit.matches import evaluate_against
 from agentkit.trainer import train
@@ -161,4 +163,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(script_exit_code(main, "selfplay_boardgames.py"))

@@ -35,3 +35,17 @@ def test_benchmark_script_imports_and_has_main(path):
     module = load_script(path)
     assert callable(getattr(module, "main", None)), f"{path.name} has no main()"
     assert 'if __name__ == "__main__":' in path.read_text(), f"{path.name} would run on import"
+
+
+@pytest.mark.parametrize("script, args", [
+    ("mappo_spread.py", []), ("maddpg_spread.py", []), ("selfplay_boardgames.py", ["--game", "tictactoe"]),
+])
+def test_a_bad_set_stops_a_benchmark_with_one_message(script, args):
+    """The scripts that build a config from ``--set`` report a bad key as the CLI does: exit 2, one message."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *args, "--set", "algorithm.bogus=1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    assert f"{script}: error: invalid config" in proc.stderr and "algorithm.bogus: unknown key" in proc.stderr
