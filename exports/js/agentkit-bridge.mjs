@@ -179,6 +179,7 @@ async function connectTcp(host, port, timeoutMs) {
   const socket = await retryRefused(open, (e) => e.code === "ECONNREFUSED", `${host}:${port}`, timeoutMs);
   socket.setNoDelay(true);
   const inbox = new Inbox();
+  let frames = 0; // frames received so far (the spin after a send waits for the next)
   let chunks = [];
   let have = 0;
   let need = -1; // payload length of the frame being read, -1 while reading its 4-byte prefix
@@ -207,12 +208,20 @@ async function connectTcp(host, port, timeoutMs) {
       }
       if (have < need) break;
       inbox.push(take(need));
+      frames += 1;
       need = -1;
     }
   });
   socket.on("error", (e) => inbox.fail(new Error(`connection error: ${e.message}`)));
   socket.on("close", () => inbox.fail(new Error("the trainer closed the connection")));
+  // After a send, wait awake for the answer for up to spinUs (the welcome's spin_us): while a setImmediate is
+  // pending, libuv polls the socket without blocking, so the thread does not halt its CPU, and waking a halted
+  // CPU costs more on a virtual machine than a light game's step (docs/bridge.md, `welcome`).
+  const awake = (until, seen) => {
+    if (frames === seen && performance.now() < until) setImmediate(awake, until, seen);
+  };
   return {
+    spinUs: 0,
     send(payload) {
       const prefix = new Uint8Array(4);
       new DataView(prefix.buffer).setUint32(0, payload.length, true);
@@ -222,6 +231,7 @@ async function connectTcp(host, port, timeoutMs) {
       socket.write(prefix);
       socket.write(payload);
       socket.uncork();
+      if (this.spinUs > 0) setImmediate(awake, performance.now() + this.spinUs / 1000, frames);
     },
     recv: () => inbox.next(),
     close() { socket.destroy(); },
@@ -453,6 +463,7 @@ async function connected(o, instances, body) {
     const { header: welcome } = decode(await conn.recv());
     if (welcome.type === "error") throw new Error(`the trainer refused the game: ${welcome.message}`);
     if (welcome.type !== "welcome") throw new Error(`expected welcome, got ${welcome.type}`);
+    if ("spinUs" in conn) conn.spinUs = Number(welcome.spin_us ?? 0); // TCP only: a WebSocket's reads are the browser's
     await body(conn);
     return welcome;
   } finally {
