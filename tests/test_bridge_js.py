@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from bridge_pixel_checks import CHECKS, run_check
 from conftest import NODE, REPO
 from test_bridge import _free_port
@@ -40,6 +41,19 @@ def test_node_moving_trains_with_ppo_over_tcp(tmp_path):
     result = train(config, host, tmp_path / "run")
     assert result["step"] == 1024 and result["charts/episodes"] >= 4
     assert 0.0 <= result["infos/success"] <= 1.0 and result["bridge/restarts"] == 0.0
+
+
+def test_the_shipped_node_example_trains_and_its_run_plays_from_the_cli(run_cli, tmp_path):
+    """examples/bridge-moving-node.yaml as a user runs it (one Node process for its 16 instances), shortened;
+    then eval of the run, which launches the game again once the command line allows its command."""
+    example = REPO / "examples" / "bridge-moving-node.yaml"
+    command = yaml.safe_load(example.read_text())["env"]["command"]
+    proc = run_cli("train", example, "--run-dir", tmp_path / "run", "--set", "algorithm.total_steps=4096",
+                   "--set", "run.progress=none", cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    proc = run_cli("eval", tmp_path / "run", "--episodes", "2", "--json", "--allow-import", command, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["episodes"] == 2
 
 
 def moving_node(**env) -> dict:
