@@ -787,7 +787,7 @@ class Collector:
                     key: torch.cat([o[key].reshape(n, len(g.slots), *o[key].shape[1:]) for g, o in parts], 1).flatten(0, 1)
                     for key in flat
                 }
-            out[name] = head.to_env({k: v.cpu().numpy() for k, v in flat.items()})
+            out[name] = head.to_env({k: (v if v.device.type == "cpu" else v.cpu()).numpy() for k, v in flat.items()})
         return out
 
 

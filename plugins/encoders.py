@@ -57,7 +57,8 @@ class MLPEncoder(Encoder):
         self.out_dim = policy.hidden_sizes[-1] if policy.hidden_sizes else in_dim
 
     def _features(self, obs: Tensor, extra: Tensor | None) -> Tensor:
-        x = obs.flatten(1).to(torch.float32)  # no-op (no graph op) for a vector observation
+        # a float32 vector observation is taken as it is: flatten and to() would return it, one dispatch each
+        x = obs if obs.dim() == 2 and obs.dtype == torch.float32 else obs.flatten(1).to(torch.float32)
         return x if extra is None else torch.cat([x, extra.to(torch.float32)], dim=-1)
 
     def forward(self, obs: Tensor, extra: Tensor | None = None) -> Tensor:

@@ -34,7 +34,8 @@ class MaskedCategorical:
 
     def log_prob(self, index: Tensor) -> Tensor:
         """``index [...]`` int64 → log-probability ``[...]``."""
-        return self.log_probs.gather(-1, index.long().unsqueeze(-1)).squeeze(-1)
+        index = index if index.dtype == torch.int64 else index.long()  # a sampled or stored action already is
+        return self.log_probs.gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
     def entropy(self) -> Tensor:
         plogp = self.probs * self.log_probs

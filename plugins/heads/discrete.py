@@ -90,7 +90,7 @@ class DiscreteHead(ActionHead):
         return DiscreteDistribution(logits, mask)
 
     def env_outputs(self, action: Tensor) -> dict[str, Tensor]:
-        return {"action": action.to(torch.int64) + self.start}
+        return {"action": (action if action.dtype == torch.int64 else action.to(torch.int64)) + self.start}
 
     def encode(self, action: Tensor) -> Tensor:
         return nn.functional.one_hot(action.long(), self.n).float()
