@@ -49,3 +49,21 @@ def test_a_bad_set_stops_a_benchmark_with_one_message(script, args):
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr
     assert f"{script}: error: invalid config" in proc.stderr and "algorithm.bogus: unknown key" in proc.stderr
+
+
+def test_selfplay_tactics_finds_immediate_wins_and_the_moves_that_give_one_away():
+    """The blunder counts of ``selfplay_boardgames.py`` (missed wins, missed blocks) on a known connect-four
+    position: each side has three in its own column, the first player to move."""
+    from pettingzoo.classic import connect_four_v3
+
+    bench = load_script(BENCHMARKS / "selfplay_boardgames.py")
+    env = connect_four_v3.env()
+    env.reset(seed=0)
+    for column in (0, 1, 0, 1, 0, 1):
+        env.step(column)
+    me, other = env.agent_selection, "player_1"
+    assert me == "player_0"
+    assert bench._winning_moves(env, me) == [0]
+    assert bench._gives_away(env, 2, me, other)  # leaves column 1 open: player_1 wins there
+    assert not bench._gives_away(env, 1, me, other)  # the block
+    assert env.agent_selection == me and not bench.game_over(env)  # the probes played on copies
