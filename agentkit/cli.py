@@ -7,7 +7,7 @@
     agentkit train RUN_DIR --resume [--set algorithm.total_steps=N]   (continue a run from its saved config)
     agentkit eval (RUN_DIR | FILE.onnx) [--episodes N] [--seed S] [--json] [--stochastic] [--gif FILE] [--env ID]
                   [--opponent random|minimax[:D]|FILE.onnx|RUN_DIR] [--seat first|second|both]
-    agentkit export RUN_DIR [--out FILE] [--stochastic] [--opset N]
+    agentkit export RUN_DIR [--out FILE] [--stochastic] [--opset N] [--checkpoint NAME]
     agentkit engine-folder (web|godot|csharp) [DEST]   (copy an engine folder and its example config out)
 
 Every subcommand takes ``-p MODULE`` (repeatable; before or after the subcommand) to load an extra plugin module, and ``-p no:NAME`` to block
@@ -292,6 +292,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         extra_plugins=tuple(args.plugin),
         allow_imports=tuple(args.allow_import),
+        checkpoint=args.checkpoint,
     )
     for path in paths:
         print(path)
@@ -475,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="output file (multi-agent runs: one file per group beside it)")
     p.add_argument("--stochastic", action="store_true", help="export a sampling policy (adds a `noise` input)")
     p.add_argument("--opset", type=_positive_int, metavar="N", help="ONNX opset (default: the exporter's)")
+    p.add_argument(
+        "--checkpoint", metavar="NAME", help="the checkpoint to export, e.g. step_100000.pt (default: latest)"
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

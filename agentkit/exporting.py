@@ -102,8 +102,10 @@ def export_run(
     opset: int | None = None,
     extra_plugins: Sequence[str] = (),
     allow_imports: Sequence[str] = (),
+    checkpoint: str | None = None,
 ) -> list[Path]:
-    """Load ``run_dir`` (latest checkpoint) and export each of its policies; return the written paths.
+    """Load ``run_dir`` (its latest checkpoint, or ``checkpoint``: a periodic one such as ``step_100000.pt``)
+    and export each of its policies; return the written paths.
 
     ``stochastic`` adds the ``noise`` input and sampled outputs; a run whose policies are deterministic only
     (MADDPG's) refuses it (UserError: there is nothing to sample). ``opset`` overrides the exporter's default.
@@ -114,7 +116,8 @@ def export_run(
     if out is not None and Path(out).suffix.lower() == ".onnx" and Path(out).is_dir():
         raise UserError(f"export --out {str(out)!r} is a directory: give a file name ending in .onnx, or a folder "
                         "name without it (the folder receives policy.onnx).")
-    loaded = load_run(run_dir, extra_plugins=extra_plugins, allow_imports=allow_imports, plays=False)
+    loaded = load_run(run_dir, extra_plugins=extra_plugins, checkpoint=checkpoint, allow_imports=allow_imports,
+                      plays=False)
     try:
         reg = loaded.host.registry.get("exporter", EXPORTER)
         section: dict[str, Any] = {"plugin": EXPORTER, "stochastic": stochastic}

@@ -63,6 +63,20 @@ def test_a_periodic_checkpoint_can_be_played(cartpole_run, capsys):
     assert "keeps:" in capsys.readouterr().err
 
 
+def test_a_periodic_checkpoint_can_be_exported(cartpole_run, tmp_path, capsys):
+    """``agentkit export RUN --checkpoint NAME``: the file plays that checkpoint's policy, as ``eval`` does."""
+    from agentkit.evaluation import evaluate_onnx
+
+    first = min((cartpole_run / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    out = tmp_path / "early.onnx"
+    assert cli.main(["export", str(cartpole_run), "--out", str(out), "--checkpoint", first.name]) == 0
+    early = evaluate_onnx(out, episodes=3, seed=7).returns
+    assert early == evaluate_run(cartpole_run, episodes=3, seed=7, checkpoint=first.name).returns
+    assert early != evaluate_run(cartpole_run, episodes=3, seed=7).returns
+    assert cli.main(["export", str(cartpole_run), "--out", str(tmp_path / "x.onnx"), "--checkpoint", "step_1.pt"]) == 2
+    assert "keeps:" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
 def test_stochastic_eval_repeats_with_the_seed(cartpole_run):
     a = evaluate_run(cartpole_run, episodes=2, seed=1, deterministic=False)
     b = evaluate_run(cartpole_run, episodes=2, seed=1, deterministic=False)
