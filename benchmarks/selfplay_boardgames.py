@@ -129,12 +129,14 @@ def tactics(run_dir: Path, games: int, checkpoint: str | None = None) -> dict:
     """Per seat, against uniformly random moves (seeded): the shares of the deterministic policy's moves that
     missed an immediate win and that missed a block, and the games lost (``losses``) and the losses with such a
     blunder in them (``losses_after_blunder``)."""
+    from agentkit_plugins.opponents import RandomOpponent
+
     source, policy, close = load_policy(run_dir, deterministic=True, seed=0, checkpoint=checkpoint)
     out = {}
     try:
         for seat, me in zip(("first", "second"), source.agents, strict=False):
             other = next(a for a in source.agents if a != me)
-            rng = np.random.default_rng(10_000)
+            opponent = RandomOpponent(10_000)  # the shipped ``random``
             moves = missed_wins = missed_blocks = losses = blundered_losses = 0
             for game in range(games):
                 env = source.make_env(None)
@@ -143,7 +145,7 @@ def tactics(run_dir: Path, games: int, checkpoint: str | None = None) -> dict:
                 while not game_over(env):
                     mover = env.agent_selection
                     if mover != me:
-                        env.step(int(rng.choice(legal_moves(env, mover))))
+                        env.step(opponent.act(env, mover))
                         continue
                     move = int(policy(mover, *source.layouts[mover].split(env.observe(mover))))
                     moves += 1
@@ -152,7 +154,7 @@ def tactics(run_dir: Path, games: int, checkpoint: str | None = None) -> dict:
                         missed_wins += 1
                         blundered = True
                     elif not wins and _gives_away(env, move, me, other) and any(
-                            not _gives_away(env, int(m), me, other) for m in legal_moves(env, me)):
+                            not _gives_away(env, int(m), me, other) for m in legal_moves(env, me) if int(m) != move):
                         missed_blocks += 1
                         blundered = True
                     env.step(move)

@@ -51,10 +51,15 @@ def test_same_seed_same_episodes(cartpole_run):
     assert c.returns == a.returns[1:]
 
 
+def first_checkpoint(run_dir):
+    """The run's earliest kept periodic checkpoint."""
+    return min((run_dir / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+
+
 def test_a_periodic_checkpoint_can_be_played(cartpole_run, capsys):
     from agentkit.errors import CheckpointError
 
-    first = min((cartpole_run / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    first = first_checkpoint(cartpole_run)
     early = evaluate_run(cartpole_run, episodes=3, seed=7, checkpoint=first.name)
     assert early.returns != evaluate_run(cartpole_run, episodes=3, seed=7).returns  # other weights
     with pytest.raises(CheckpointError, match=f"keeps: .*{first.name}"):
@@ -67,7 +72,7 @@ def test_a_periodic_checkpoint_can_be_exported(cartpole_run, tmp_path, capsys):
     """``agentkit export RUN --checkpoint NAME``: the file plays that checkpoint's policy, as ``eval`` does."""
     from agentkit.evaluation import evaluate_onnx
 
-    first = min((cartpole_run / "checkpoints").glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    first = first_checkpoint(cartpole_run)
     out = tmp_path / "early.onnx"
     assert cli.main(["export", str(cartpole_run), "--out", str(out), "--checkpoint", first.name]) == 0
     early = evaluate_onnx(out, episodes=3, seed=7).returns
