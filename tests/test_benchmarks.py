@@ -67,3 +67,23 @@ def test_selfplay_tactics_finds_immediate_wins_and_the_moves_that_give_one_away(
     assert bench._gives_away(env, 2, me, other)  # leaves column 1 open: player_1 wins there
     assert not bench._gives_away(env, 1, me, other)  # the block
     assert env.agent_selection == me and not bench.game_over(env)  # the probes played on copies
+
+
+def test_ppo_parts_times_the_same_work_on_both_sides():
+    """``ppo_parts_vs_sb3.py`` divides each update by 20 gradient steps and each rollout by 32 vector steps:
+    both sides must do exactly that much per call."""
+    bench = load_script(BENCHMARKS / "ppo_parts_vs_sb3.py")
+    ak_collect, ak_update = bench.agentkit_parts()
+    sb3_collect, sb3_update = bench.sb3_parts()
+    assert ak_update()["charts/update_epochs"] == bench.GRAD_STEPS  # 20 epochs of one minibatch: 20 steps
+    algo = ak_collect.__self__
+    steps = algo.steps_done
+    ak_collect()
+    assert algo.steps_done - steps == 32 * 8
+    model = sb3_update.__self__
+    before = model._n_updates
+    sb3_update()
+    assert model._n_updates - before == bench.GRAD_STEPS  # SB3 counts epochs x minibatches (1 here)
+    steps = model.num_timesteps
+    sb3_collect()
+    assert model.num_timesteps - steps == 32 * 8
