@@ -10,7 +10,8 @@ and reads the env's own `win` info at the end of each episode:
 The file name is the one `agentkit export` printed (one file per policy group); a group that plays both
 sides (one policy for all four agents, `frame: team`) plays blue here. Prints the win rate and the
 same figure for a policy that picks uniformly among the allowed action types with random parameters.
-The policy plays its mode; with ``--stochastic`` (an export made with ``agentkit export --stochastic``) it
+It also reports how blue shoots: shots an episode, the share fired with no enemy within reach, and the aim
+error of the others. The policy plays its mode; with ``--stochastic`` (an export made with ``agentkit export --stochastic``) it
 samples, drawing from the episode seeds' generator.
 
 The opponent is always the env's scripted red team, whatever the export was trained against: a blue team
@@ -25,18 +26,20 @@ against a team it never met:
 from __future__ import annotations
 
 import argparse
+import math
 
 import numpy as np
-from agentkit_envs.games.team_arena import parallel_env
+from agentkit_envs.games.team_arena import SHOOT, parallel_env
 
 import agentkit.runtime
 
 
-def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -> tuple[float, float]:
-    """(win rate, mean per-agent return) over ``episodes`` episodes seeded seed, seed+1, ...; ``sample``: the
-    policy samples its actions (an export made with ``--stochastic``) instead of playing its mode."""
+def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -> dict:
+    """Over ``episodes`` episodes seeded seed, seed+1, ...: the win rate, the mean per-agent return, and how
+    blue shoots (``shot_stats``). ``sample``: the policy samples its actions (an export made with
+    ``--stochastic``) instead of playing its mode."""
     rng = np.random.default_rng(seed)
-    wins, returns = [], []
+    wins, returns, shots = [], [], []
     for i in range(episodes):
         env = parallel_env(**kwargs)
         observations, infos = env.reset(seed=seed + i)
@@ -51,6 +54,8 @@ def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -
                 else:
                     actions[agent] = policy.act(ob["observation"], mask=ob["action_mask"], agent=agent,
                                                 deterministic=not sample, rng=rng)
+                if int(actions[agent][0]) == SHOOT and ob["action_mask"][SHOOT]:
+                    shots.append(_aim(env, agent, float(np.asarray(actions[agent][1]).reshape(-1)[1])))
             observations, rewards, terminations, truncations, infos = env.step(actions)
             for agent, r in rewards.items():
                 total[agent] += float(r)
@@ -58,7 +63,40 @@ def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -
                 win = float(info.get("win", win))
         wins.append(win)
         returns.append(float(np.mean(list(total.values()))))
-    return float(np.mean(wins)), float(np.mean(returns))
+    return {"win_rate": float(np.mean(wins)), "mean_return": float(np.mean(returns)),
+            **shot_stats(np.array(shots).reshape(-1, 3), episodes)}
+
+
+def _aim(env, shooter: str, angle: float) -> tuple[float, float, float]:
+    """(1.0 if the nearest live enemy is beyond the shot's reach else 0.0, the aim error at it in radians, the
+    error that still hits it) of a shot fired now; the target moves before the shot resolves, so "on target"
+    here is at the moment of firing."""
+    x, y = env.pos[shooter]
+    foes = [f for f in env.all_agents if f.startswith("red") and env.alive[f]]
+    fx, fy = min((env.pos[f] for f in foes), key=lambda p: (p[0] - x) ** 2 + (p[1] - y) ** 2)
+    distance = math.hypot(fx - x, fy - y)
+    error = abs((angle - math.atan2(fy - y, fx - x) + math.pi) % (2 * math.pi) - math.pi)
+    return float(distance > env.shot_range), error, math.atan2(env.hit_radius, max(distance, 1e-6))
+
+
+def shot_stats(shots: np.ndarray, episodes: int) -> dict:
+    """How blue's shots (rows of ``_aim``) were fired: per episode, the share fired beyond the shot's reach
+    (the nearest enemy farther than ``shot_range``: it cannot hit), and of those within reach the median aim
+    error and the share on target."""
+    within = shots[shots[:, 0] == 0.0]
+    return {
+        "shots_per_episode": len(shots) / episodes,
+        "out_of_range": float(np.mean(shots[:, 0])) if len(shots) else float("nan"),
+        "aim_error_in_range": float(np.median(within[:, 1])) if len(within) else float("nan"),
+        "on_target_in_range": float(np.mean(within[:, 1] < within[:, 2])) if len(within) else float("nan"),
+    }
+
+
+def _report(name: str, result: dict) -> str:
+    return (f"  {name}: win rate {result['win_rate']:.1%}, mean per-agent return {result['mean_return']:.3f}; "
+            f"blue's shots: {result['shots_per_episode']:.1f} an episode, {result['out_of_range']:.0%} beyond reach, "
+            f"within reach median aim error {result['aim_error_in_range']:.3f} rad and "
+            f"{result['on_target_in_range']:.0%} on target")
 
 
 def main() -> None:
@@ -78,9 +116,8 @@ def main() -> None:
     trained = play(policy, args.episodes, args.seed, kwargs, sample=args.stochastic)
     random = play(None, args.episodes, args.seed, kwargs)
     print(f"team arena {kwargs}, {args.episodes} episodes from seed {args.seed}")
-    played = "sampled" if args.stochastic else "its mode"
-    print(f"  exported policy ({played}): win rate {trained[0]:.1%}, mean per-agent return {trained[1]:.3f}")
-    print(f"  random (allowed types): win rate {random[0]:.1%}, mean per-agent return {random[1]:.3f}")
+    print(_report(f"exported policy ({'sampled' if args.stochastic else 'its mode'})", trained))
+    print(_report("random (allowed types)", random))
 
 
 if __name__ == "__main__":

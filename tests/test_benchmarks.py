@@ -5,9 +5,11 @@ every name it imports from agentkit, and checks the entry point the docs tell us
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -87,3 +89,20 @@ def test_ppo_parts_times_the_same_work_on_both_sides():
     steps = model.num_timesteps
     sb3_collect()
     assert model.num_timesteps - steps == 32 * 8
+
+
+def test_arena_winrate_measures_aim_at_the_nearest_enemy_and_its_reach():
+    from agentkit_envs.games.team_arena import parallel_env
+
+    bench = load_script(BENCHMARKS / "arena_winrate.py")
+    env = parallel_env(team_size=2, opponent="scripted")
+    env.reset(seed=0)
+    env.pos.update({"blue_0": [0.0, 0.0], "red_0": [0.5, 0.0], "red_1": [-0.9, 0.9]})
+    beyond, error, tolerance = bench._aim(env, "blue_0", 0.1)
+    assert (beyond, round(error, 6)) == (0.0, 0.1) and abs(tolerance - math.atan2(env.hit_radius, 0.5)) < 1e-9
+    env.alive["red_0"] = False  # the nearest live one is now 1.27 away, beyond a shot's reach of 1.0
+    beyond, error, _ = bench._aim(env, "blue_0", -math.pi)
+    assert beyond == 1.0 and abs(error - math.pi / 4) < 1e-9
+    stats = bench.shot_stats(np.array([[0.0, 0.05, 0.1], [0.0, 0.3, 0.1], [1.0, 0.0, 0.05]]), episodes=3)
+    assert stats == {"shots_per_episode": 1.0, "out_of_range": 1 / 3, "aim_error_in_range": 0.175,
+                     "on_target_in_range": 0.5}
