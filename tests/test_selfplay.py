@@ -287,9 +287,8 @@ def test_team_self_play_sides_take_turns_keep_pools_and_ratings_across_resume(tm
     from agentkit import runtime
 
     arena = load_script(BENCHMARKS / "arena_winrate.py")
-    win_rate, mean_return = arena.play(runtime.load(tmp_path / "team-blue.onnx"), 2, 0,
-                                       {"team_size": 1, "opponent": "scripted"})
-    assert 0.0 <= win_rate <= 1.0 and -3.0 < mean_return < 3.0
+    result = arena.play(runtime.load(tmp_path / "team-blue.onnx"), 2, 0, {"team_size": 1, "opponent": "scripted"})
+    assert 0.0 <= result["win_rate"] <= 1.0 and -3.0 < result["mean_return"] < 3.0
 
 
 def tag_algo(latest_ratio: float):
