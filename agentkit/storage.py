@@ -315,8 +315,7 @@ class RolloutStorage:
         valid this is plain GAE; a dead agent's entries after its end change nothing.) ``last_valid``
         ``[*batch]`` (default: all True) says whether the obs after the last step is the agent's own next
         step; where it is not and the agent's last valid entry has no end after it, that entry's outcome lies
-        beyond the rollout: ``batch`` leaves it out, and the agent's entries before it bootstrap from its value
-        (their lambda-returns stop there; ``last_value`` is not the agent's).
+        beyond the rollout, and ``batch`` leaves it out.
         """
         if last_valid is None and bool(self.valid.all()):
             self._plain_gae(last_value, gamma, gae_lambda)
@@ -335,12 +334,13 @@ class RolloutStorage:
             not_done = 1.0 - done
             delta = reward + gamma * (next_value * not_done + bootstrap) - self.values[t]
             gae = delta + gamma * gae_lambda * not_done * next_gae
-            resolved = ~valid | (done > 0) | known
-            # a pending move (its outcome past the rollout) hands back no advantage: the lambda-return of the
-            # agent's move before it stops at V(pending move), not at the value of an obs that is not its own
-            gae = torch.where(resolved, gae, 0.0)
+            # A pending entry (valid, outcome past the rollout, left out of the batch) still hands its gae,
+            # bootstrapped from ``last_value`` of an obs that is not the agent's (a turn-based game's
+            # placeholder), to the agent's entries before it. Zeroing it there (the textbook truncated
+            # lambda-return) was measured and did worse on tic-tac-toe and connect four (RESULTS.md,
+            # "the pending move's bootstrap", 2026-12-04), so it is kept as it is.
             self.advantages[t] = torch.where(valid, gae, 0.0)
-            self.resolved[t] = resolved
+            self.resolved[t] = ~valid | (done > 0) | known
             # a valid entry starts a new carry; an invalid one hands its outcome back to the valid one before it
             next_value = torch.where(valid, self.values[t], next_value)
             next_gae = torch.where(valid, gae, next_gae)

@@ -92,20 +92,6 @@ def test_a_move_whose_outcome_lies_past_the_rollout_is_left_out():
     assert kept == [0, 3]
 
 
-def test_a_move_before_one_whose_outcome_lies_past_the_rollout_bootstraps_from_its_value():
-    # agent 0 moves at t = 0 and t = 2, agent 1 at t = 1 and is to move next: agent 0's move at t = 2 is
-    # pending, so the lambda-return of its move at t = 0 stops at V(t = 2). The obs after the last step is
-    # agent 1's; agent 0's row of it is a placeholder, whose value (5.0 here) must not leak into t = 0.
-    gamma, lam = 0.9, 0.8
-    st = RolloutStorage(3, (1, 2), obs_shape=1)
-    st.valid[:, 0, 0] = torch.tensor([True, False, True])
-    st.valid[:, 0, 1] = torch.tensor([False, True, False])
-    st.values[:, 0, 0] = torch.tensor([0.2, 0.0, 0.6])
-    st.rewards[1, 0, 0] = 0.1  # on agent 1's move: credited to agent 0's move at t = 0
-    st.compute_gae(torch.tensor([[5.0, 0.0]]), gamma, lam, last_valid=torch.tensor([[False, True]]))
-    torch.testing.assert_close(st.advantages[0, 0, 0], torch.tensor(0.1 + gamma * 0.6 - 0.2))
-
-
 @pytest.mark.parametrize("module", [TTT, C4])
 def test_mappo_and_ippo_train_a_board_game(module, tmp_path):
     from agentkit.testing import check_algorithm
