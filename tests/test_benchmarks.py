@@ -73,7 +73,8 @@ def test_selfplay_tactics_finds_immediate_wins_and_the_moves_that_give_one_away(
 
 def test_ppo_parts_times_the_same_work_on_both_sides():
     """``ppo_parts_vs_sb3.py`` divides each update by 20 gradient steps and each rollout by 32 vector steps:
-    both sides must do exactly that much per call."""
+    both sides must do exactly that much per call. Needs the ``benchmark`` extra (``make bench``)."""
+    pytest.importorskip("stable_baselines3")
     bench = load_script(BENCHMARKS / "ppo_parts_vs_sb3.py")
     ak_collect, ak_update = bench.agentkit_parts()
     sb3_collect, sb3_update = bench.sb3_parts()
