@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gif", metavar="FILE.gif", help="record the first episode to an animated GIF (a .gif name)")
     p.add_argument("--env", metavar="ID", help="env to play an .onnx file in (default: the one in its metadata)")
     p.add_argument(
-        "--checkpoint", metavar="NAME", help="a run dir's checkpoint to play, e.g. step_100000.pt (default: latest)"
+        "--checkpoint", metavar="NAME", help="a run dir's checkpoint to play, e.g. step_100000 or step_100000.pt (default: latest)"
     )
     p.add_argument(
         "--opponent", metavar="SPEC",
@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic", action="store_true", help="export a sampling policy (adds a `noise` input)")
     p.add_argument("--opset", type=_positive_int, metavar="N", help="ONNX opset (default: the exporter's)")
     p.add_argument(
-        "--checkpoint", metavar="NAME", help="the checkpoint to export, e.g. step_100000.pt (default: latest)"
+        "--checkpoint", metavar="NAME", help="the checkpoint to export, e.g. step_100000 or step_100000.pt (default: latest)"
     )
     p.set_defaults(func=cmd_export)
 

@@ -367,6 +367,8 @@ def load_run(run_dir: Path, extra_plugins: Sequence[str] = (), checkpoint: str |
     host = foreign_host(data, str(run_dir / CONFIG_FILE), extra_plugins, allow_imports,
                         rebuilt_from=None if plays else run_dir)
     config = load_config(data, host.registry, saved_run=True)
+    if checkpoint is not None and not checkpoint.endswith(".pt"):
+        checkpoint += ".pt"  # `--checkpoint step_100000` names the file the listing shows as step_100000.pt
     latest = run_dir / CHECKPOINT_DIR / (checkpoint or LATEST)
     if checkpoint is not None and (Path(checkpoint).name != checkpoint or not latest.is_file()):
         kept = sorted(p.name for p in (run_dir / CHECKPOINT_DIR).glob("*.pt"))

@@ -62,6 +62,7 @@ def test_a_periodic_checkpoint_can_be_played(cartpole_run, capsys):
     first = first_checkpoint(cartpole_run)
     early = evaluate_run(cartpole_run, episodes=3, seed=7, checkpoint=first.name)
     assert early.returns != evaluate_run(cartpole_run, episodes=3, seed=7).returns  # other weights
+    assert evaluate_run(cartpole_run, episodes=3, seed=7, checkpoint=first.stem).returns == early.returns
     with pytest.raises(CheckpointError, match=f"keeps: .*{first.name}"):
         evaluate_run(cartpole_run, episodes=1, checkpoint="step_1.pt")
     assert cli.main(["eval", str(cartpole_run), "--checkpoint", "../config.yaml"]) == 2
