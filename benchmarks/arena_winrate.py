@@ -14,13 +14,18 @@ It also reports how blue shoots: shots an episode, the share fired with no enemy
 error of the others. The policy plays its mode; with ``--stochastic`` (an export made with ``agentkit export --stochastic``) it
 samples, drawing from the episode seeds' generator.
 
-The opponent is always the env's scripted red team, whatever the export was trained against: a blue team
+The opponent is the env's scripted red team, whatever the export was trained against: a blue team
 trained by self-play (examples/arena-selfplay.yaml, both teams learning, `opponent` unset) is played here
 against a team it never met:
 
     agentkit train examples/arena-selfplay.yaml --run-dir benchmarks/runs/arena-selfplay-seed0
     agentkit export benchmarks/runs/arena-selfplay-seed0 --out benchmarks/runs/arena-selfplay-seed0/team.onnx
     python benchmarks/arena_winrate.py benchmarks/runs/arena-selfplay-seed0/team-blue.onnx --episodes 200
+
+With ``--against self`` an export that plays all four agents (one group of both teams, ``frame: team``) plays
+red as well: the game it trained on. Blue's and red's shots are then both reported, red's aim measured in
+world coordinates; a policy that aims badly here too was not taught to aim by self-play (rather than meeting
+a team it never saw).
 """
 
 from __future__ import annotations
@@ -35,16 +40,18 @@ import agentkit.runtime
 
 
 def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -> dict:
-    """Over ``episodes`` episodes seeded seed, seed+1, ...: the win rate, the mean per-agent return, and how
-    blue shoots (``shot_stats``). ``sample``: the policy samples its actions (an export made with
-    ``--stochastic``) instead of playing its mode."""
+    """Over ``episodes`` episodes seeded seed, seed+1, ...: blue's win rate, the draw rate, the mean per-agent
+    return of the agents played, and how blue shoots (``shot_stats``). ``sample``: the policy samples its
+    actions (an export made with ``--stochastic``) instead of playing its mode. With ``kwargs["opponent"]`` None
+    the policy plays all four agents (an export of both sides), and ``red`` holds red's shot stats too."""
     rng = np.random.default_rng(seed)
-    wins, returns, shots = [], [], []
+    winners, returns = [], []
+    shots: dict[str, list] = {"blue": [], "red": []}
     for i in range(episodes):
         env = parallel_env(**kwargs)
         observations, infos = env.reset(seed=seed + i)
         total = {agent: 0.0 for agent in env.agents}
-        win = 0.0
+        winner = "draw"
         while env.agents:
             actions = {}
             for agent, ob in observations.items():
@@ -55,32 +62,39 @@ def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -
                     actions[agent] = policy.act(ob["observation"], mask=ob["action_mask"], agent=agent,
                                                 deterministic=not sample, rng=rng)
                 if int(actions[agent][0]) == SHOOT and ob["action_mask"][SHOOT]:
-                    shots.append(_aim(env, agent, float(np.asarray(actions[agent][1]).reshape(-1)[1])))
+                    angle = float(np.asarray(actions[agent][1]).reshape(-1)[1])
+                    shots[agent.split("_")[0]].append(_aim(env, agent, angle))
             observations, rewards, terminations, truncations, infos = env.step(actions)
             for agent, r in rewards.items():
                 total[agent] += float(r)
             for info in infos.values():
-                win = float(info.get("win", win))
-        wins.append(win)
+                winner = info.get("winner", winner)
+        winners.append(winner)
         returns.append(float(np.mean(list(total.values()))))
-    return {"win_rate": float(np.mean(wins)), "mean_return": float(np.mean(returns)),
-            **shot_stats(np.array(shots).reshape(-1, 3), episodes)}
+    result = {"win_rate": float(np.mean([w == "blue" for w in winners])),
+              "draw_rate": float(np.mean([w == "draw" for w in winners])),
+              "mean_return": float(np.mean(returns)), **shot_stats(np.array(shots["blue"]).reshape(-1, 3), episodes)}
+    if kwargs.get("opponent") is None:
+        result["red"] = shot_stats(np.array(shots["red"]).reshape(-1, 3), episodes)
+    return result
 
 
 def _aim(env, shooter: str, angle: float) -> tuple[float, float, float]:
-    """(1.0 if the nearest live enemy is beyond the shot's reach else 0.0, the aim error at it in radians, the
-    error that still hits it) of a shot fired now; the target moves before the shot resolves, so "on target"
+    """(1.0 if the shooter's nearest live enemy is beyond the shot's reach else 0.0, the aim error at it in
+    radians, the error that still hits it) of a shot fired now at ``angle``, in the shooter's own frame (a red
+    agent of ``frame: team`` sends mirrored angles). The target moves before the shot resolves, so "on target"
     here is at the moment of firing."""
+    world = math.pi - angle if env._x_sign[shooter] < 0 else angle
     x, y = env.pos[shooter]
-    foes = [f for f in env.all_agents if f.startswith("red") and env.alive[f]]
+    foes = [f for f in env._foes[shooter] if env.alive[f]]
     fx, fy = min((env.pos[f] for f in foes), key=lambda p: (p[0] - x) ** 2 + (p[1] - y) ** 2)
     distance = math.hypot(fx - x, fy - y)
-    error = abs((angle - math.atan2(fy - y, fx - x) + math.pi) % (2 * math.pi) - math.pi)
+    error = abs((world - math.atan2(fy - y, fx - x) + math.pi) % (2 * math.pi) - math.pi)
     return float(distance > env.shot_range), error, math.atan2(env.hit_radius, max(distance, 1e-6))
 
 
 def shot_stats(shots: np.ndarray, episodes: int) -> dict:
-    """How blue's shots (rows of ``_aim``) were fired: per episode, the share fired beyond the shot's reach
+    """How a team's shots (rows of ``_aim``) were fired: per episode, the share fired beyond the shot's reach
     (the nearest enemy farther than ``shot_range``: it cannot hit), and of those within reach the median aim
     error and the share on target."""
     within = shots[shots[:, 0] == 0.0]
@@ -92,11 +106,18 @@ def shot_stats(shots: np.ndarray, episodes: int) -> dict:
     }
 
 
+def _shots(team: str, stats: dict) -> str:
+    return (f"{team}'s shots: {stats['shots_per_episode']:.1f} an episode, {stats['out_of_range']:.0%} beyond reach, "
+            f"within reach median aim error {stats['aim_error_in_range']:.3f} rad and "
+            f"{stats['on_target_in_range']:.0%} on target")
+
+
 def _report(name: str, result: dict) -> str:
-    return (f"  {name}: win rate {result['win_rate']:.1%}, mean per-agent return {result['mean_return']:.3f}; "
-            f"blue's shots: {result['shots_per_episode']:.1f} an episode, {result['out_of_range']:.0%} beyond reach, "
-            f"within reach median aim error {result['aim_error_in_range']:.3f} rad and "
-            f"{result['on_target_in_range']:.0%} on target")
+    lines = [f"  {name}: blue wins {result['win_rate']:.1%}, draws {result['draw_rate']:.1%}, mean per-agent return "
+             f"{result['mean_return']:.3f}; {_shots('blue', result)}"]
+    if "red" in result:
+        lines.append(f"    {_shots('red', result['red'])}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -106,13 +127,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=10_000)
     parser.add_argument("--stochastic", action="store_true",
                         help="sample the policy's actions (export with `agentkit export --stochastic`)")
+    parser.add_argument("--against", choices=("scripted", "self"), default="scripted",
+                        help="red is the scripted team (default), or the export itself (an export of all four agents)")
     args = parser.parse_args()
     policy = agentkit.runtime.load(args.onnx)
     agents = policy.metadata["agents"]
     if not any(agent.startswith("blue_") for agent in agents):  # a policy of both sides plays blue here
         raise SystemExit(f"arena_winrate.py: {args.onnx} plays {agents}; pass an export that plays blue "
                          "(the scripted team is red).")
-    kwargs = {**policy.metadata["env"]["config"]["kwargs"], "opponent": "scripted"}
+    if args.against == "self" and not any(agent.startswith("red_") for agent in agents):
+        raise SystemExit(f"arena_winrate.py: --against self needs an export that plays both teams; "
+                         f"{args.onnx} plays {agents}.")
+    kwargs = {**policy.metadata["env"]["config"]["kwargs"],
+              "opponent": "scripted" if args.against == "scripted" else None}
     trained = play(policy, args.episodes, args.seed, kwargs, sample=args.stochastic)
     random = play(None, args.episodes, args.seed, kwargs)
     print(f"team arena {kwargs}, {args.episodes} episodes from seed {args.seed}")

@@ -104,6 +104,11 @@ def test_arena_winrate_measures_aim_at_the_nearest_enemy_and_its_reach():
     env.alive["red_0"] = False  # the nearest live one is now 1.27 away, beyond a shot's reach of 1.0
     beyond, error, _ = bench._aim(env, "blue_0", -math.pi)
     assert beyond == 1.0 and abs(error - math.pi / 4) < 1e-9
+    mirrored = parallel_env(team_size=2, frame="team")  # red aims at blue in its mirrored frame
+    mirrored.reset(seed=0)
+    mirrored.pos.update({"red_0": [0.5, 0.0], "blue_0": [0.0, 0.0], "blue_1": [0.9, 0.9]})
+    beyond, error, _ = bench._aim(mirrored, "red_0", 0.1)  # 0.1 in red's frame is pi - 0.1 in the world's
+    assert beyond == 0.0 and abs(error - 0.1) < 1e-9
     stats = bench.shot_stats(np.array([[0.0, 0.05, 0.1], [0.0, 0.3, 0.1], [1.0, 0.0, 0.05]]), episodes=3)
     assert stats == {"shots_per_episode": 1.0, "out_of_range": 1 / 3, "aim_error_in_range": 0.175,
                      "on_target_in_range": 0.5}
