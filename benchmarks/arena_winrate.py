@@ -11,7 +11,9 @@ The file name is the one `agentkit export` printed (one file per policy group); 
 sides (one policy for all four agents, `frame: team`) plays blue here. Prints the win rate and the
 same figure for a policy that picks uniformly among the allowed action types with random parameters.
 It also reports how blue shoots: shots an episode, the share fired with no enemy within reach, and the aim
-error of the others. The policy plays its mode; with ``--stochastic`` (an export made with ``agentkit export --stochastic``) it
+error of the others; which team made the first kill (and blue's win rate after its own), and the share of
+blue reloading when the teams first come within reach (a shot fired at an enemy out of reach costs a
+reload). The policy plays its mode; with ``--stochastic`` (an export made with ``agentkit export --stochastic``) it
 samples, drawing from the episode seeds' generator.
 
 The opponent is the env's scripted red team, whatever the export was trained against: a blue team
@@ -43,16 +45,23 @@ def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -
     """Over ``episodes`` episodes seeded seed, seed+1, ...: blue's win rate, the draw rate, the mean per-agent
     return of the agents played, and how blue shoots (``shot_stats``). ``sample``: the policy samples its
     actions (an export made with ``--stochastic``) instead of playing its mode. With ``kwargs["opponent"]`` None
-    the policy plays all four agents (an export of both sides), and ``red`` holds red's shot stats too."""
+    the policy plays all four agents (an export of both sides), and ``red`` holds red's shot stats too.
+    ``first_kill_blue``: the share of games with a kill whose first kill was blue's (``win_after_first_kill``:
+    blue's win rate in those); ``reloading_at_contact``: the share of blue's live agents reloading at the first
+    step that starts with a blue and a red agent within a shot's reach."""
     rng = np.random.default_rng(seed)
-    winners, returns = [], []
+    winners, returns, first_kills, reloading = [], [], [], []
     shots: dict[str, list] = {"blue": [], "red": []}
     for i in range(episodes):
         env = parallel_env(**kwargs)
         observations, infos = env.reset(seed=seed + i)
         total = {agent: 0.0 for agent in env.agents}
-        winner = "draw"
+        winner, first_kill, contact = "draw", None, False
         while env.agents:
+            if not contact and _within_reach(env):
+                contact = True
+                reloading.append(np.mean([env.reload[a] > 0 for a in env.all_agents if a.startswith("blue") and env.alive[a]]))
+            alive = {a for a in env.all_agents if env.alive[a]}
             actions = {}
             for agent, ob in observations.items():
                 if policy is None:
@@ -65,18 +74,34 @@ def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -
                     angle = float(np.asarray(actions[agent][1]).reshape(-1)[1])
                     shots[agent.split("_")[0]].append(_aim(env, agent, angle))
             observations, rewards, terminations, truncations, infos = env.step(actions)
+            killed = {a.split("_")[0] for a in alive if not env.alive[a]}
+            if first_kill is None and killed:
+                first_kill = killed == {"red"}  # blue alone scored the first kill (a trade is not)
             for agent, r in rewards.items():
                 total[agent] += float(r)
             for info in infos.values():
                 winner = info.get("winner", winner)
         winners.append(winner)
         returns.append(float(np.mean(list(total.values()))))
+        if first_kill is not None:
+            first_kills.append((first_kill, winner == "blue"))
     result = {"win_rate": float(np.mean([w == "blue" for w in winners])),
               "draw_rate": float(np.mean([w == "draw" for w in winners])),
-              "mean_return": float(np.mean(returns)), **shot_stats(np.array(shots["blue"]).reshape(-1, 3), episodes)}
+              "mean_return": float(np.mean(returns)), **shot_stats(np.array(shots["blue"]).reshape(-1, 3), episodes),
+              "first_kill_blue": float(np.mean([k for k, _ in first_kills])) if first_kills else float("nan"),
+              "win_after_first_kill": float(np.mean([w for k, w in first_kills if k])) if any(k for k, _ in first_kills)
+              else float("nan"),
+              "reloading_at_contact": float(np.mean(reloading)) if reloading else float("nan")}
     if kwargs.get("opponent") is None:
         result["red"] = shot_stats(np.array(shots["red"]).reshape(-1, 3), episodes)
     return result
+
+
+def _within_reach(env) -> bool:
+    """Whether some live blue agent and some live red one are within a shot's reach of each other."""
+    live = [a for a in env.all_agents if env.alive[a]]
+    return any(math.dist(env.pos[b], env.pos[r]) <= env.shot_range
+               for b in live if b.startswith("blue") for r in live if r.startswith("red"))
 
 
 def _aim(env, shooter: str, angle: float) -> tuple[float, float, float]:
@@ -114,7 +139,10 @@ def _shots(team: str, stats: dict) -> str:
 
 def _report(name: str, result: dict) -> str:
     lines = [f"  {name}: blue wins {result['win_rate']:.1%}, draws {result['draw_rate']:.1%}, mean per-agent return "
-             f"{result['mean_return']:.3f}; {_shots('blue', result)}"]
+             f"{result['mean_return']:.3f}; {_shots('blue', result)}",
+             f"    first kill blue's in {result['first_kill_blue']:.0%} of the games with a kill (blue then wins "
+             f"{result['win_after_first_kill']:.0%}); {result['reloading_at_contact']:.0%} of blue reloading when the "
+             "teams first come within reach"]
     if "red" in result:
         lines.append(f"    {_shots('red', result['red'])}")
     return "\n".join(lines)

@@ -109,6 +109,10 @@ def test_arena_winrate_measures_aim_at_the_nearest_enemy_and_its_reach():
     mirrored.pos.update({"red_0": [0.5, 0.0], "blue_0": [0.0, 0.0], "blue_1": [0.9, 0.9]})
     beyond, error, _ = bench._aim(mirrored, "red_0", 0.1)  # 0.1 in red's frame is pi - 0.1 in the world's
     assert beyond == 0.0 and abs(error - 0.1) < 1e-9
+    env.pos["blue_1"] = [0.9, -0.9]
+    assert not bench._within_reach(env)  # blue_0 to the live red_1: 1.27, blue_1 to it: 2.55
+    env.pos["blue_1"] = [-0.5, 0.5]
+    assert bench._within_reach(env)
     stats = bench.shot_stats(np.array([[0.0, 0.05, 0.1], [0.0, 0.3, 0.1], [1.0, 0.0, 0.05]]), episodes=3)
     assert stats == {"shots_per_episode": 1.0, "out_of_range": 1 / 3, "aim_error_in_range": 0.175,
                      "on_target_in_range": 0.5}
