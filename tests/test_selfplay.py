@@ -163,6 +163,28 @@ def test_example_configs_validate(capsys):
         assert "self_play" in capsys.readouterr().out
 
 
+def test_the_one_policy_arena_example_trains_and_its_export_plays_either_team(tmp_path):
+    """examples/arena-selfplay-one-policy.yaml, shortened: one file plays blue against the scripted team and
+    both teams against itself (benchmarks/arena_winrate.py)."""
+    from test_benchmarks import BENCHMARKS, load_script
+
+    from agentkit import runtime
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "examples/arena-selfplay-one-policy.yaml", "--run-dir", str(run_dir),
+                 "--set", "algorithm.total_steps=1024", "--set", "env.num_envs=2", "--set", "run.progress=none",
+                 "--set", "run.tensorboard=false"]) == 0
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "team.onnx")]) == 0
+    policy = runtime.load(tmp_path / "team.onnx")  # one group: one file
+    assert policy.metadata["agents"] == ["blue_0", "blue_1", "red_0", "red_1"]
+    arena = load_script(BENCHMARKS / "arena_winrate.py")
+    kwargs = policy.metadata["env"]["config"]["kwargs"]
+    scripted = arena.play(policy, 2, 0, {**kwargs, "opponent": "scripted"})
+    itself = arena.play(policy, 2, 0, {**kwargs, "opponent": None})
+    assert "red" not in scripted and {"shots_per_episode", "aim_error_in_range"} <= set(itself["red"])
+    assert 0.0 <= itself["win_rate"] + itself["draw_rate"] <= 1.0
+
+
 @pytest.mark.parametrize("spec, message", [("minimx", "not a registered opponent"), ("minimax:0", "depth"),
                                            ("runs", "during training the fixed opponents")])
 def test_eval_opponents_are_checked_before_training(spec, message, tmp_path, capsys, monkeypatch):
