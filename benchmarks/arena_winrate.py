@@ -88,13 +88,16 @@ def play(policy, episodes: int, seed: int, kwargs: dict, sample: bool = False) -
     result = {"win_rate": float(np.mean([w == "blue" for w in winners])),
               "draw_rate": float(np.mean([w == "draw" for w in winners])),
               "mean_return": float(np.mean(returns)), **shot_stats(np.array(shots["blue"]).reshape(-1, 3), episodes),
-              "first_kill_blue": float(np.mean([k for k, _ in first_kills])) if first_kills else float("nan"),
-              "win_after_first_kill": float(np.mean([w for k, w in first_kills if k])) if any(k for k, _ in first_kills)
-              else float("nan"),
-              "reloading_at_contact": float(np.mean(reloading)) if reloading else float("nan")}
+              "first_kill_blue": _mean([k for k, _ in first_kills]),
+              "win_after_first_kill": _mean([w for k, w in first_kills if k]),
+              "reloading_at_contact": _mean(reloading)}
     if kwargs.get("opponent") is None:
         result["red"] = shot_stats(np.array(shots["red"]).reshape(-1, 3), episodes)
     return result
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")
 
 
 def _within_reach(env) -> bool:
